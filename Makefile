@@ -1,0 +1,41 @@
+# The two entry points of the README: `make run` and `make test`.
+BUILD ?= build
+SAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+CONF ?= conf/moongate.yaml
+
+.PHONY: all deps build run test test-asan bench format clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/Makefile:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	@scripts/run-demo.sh $(BUILD)/moongate $(CONF)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure
+
+$(SAN_BUILD)/Makefile:
+	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMOONGATE_SANITIZE=ON
+
+test-asan: deps $(SAN_BUILD)/Makefile
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
+
+bench: build
+	@scripts/deps.sh --bench
+	bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files 'gateway/*.c' 'gateway/*.h' 'tests/unit/*.c')
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

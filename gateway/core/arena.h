@@ -1,0 +1,47 @@
+/*
+ * Per-exchange bump allocator. Everything an exchange allocates (the copied request
+ * and response heads, header tables, the heads it writes) comes from its arena and
+ * is released at once when the exchange ends. Nothing that outlives the exchange
+ * (pooled connections, stats, config) may come from here.
+ *
+ * The first block is kept across resets so a keep-alive connection serving many
+ * requests allocates nothing after its first one. With MG_ARENA_DEBUG (forced under
+ * ASan) every allocation is its own malloc so the sanitizer sees overflows.
+ */
+#ifndef MG_ARENA_H
+#define MG_ARENA_H
+
+#include <stddef.h>
+
+struct mg_arena_block;
+
+typedef void (*mg_arena_cleanup_cb)(void *data);
+
+struct mg_arena_cleanup {
+    struct mg_arena_cleanup *next;
+    mg_arena_cleanup_cb fn;
+    void *data;
+};
+
+struct mg_arena {
+    struct mg_arena_block *blocks; /* newest first; the last one is kept on reset */
+    char *ptr, *end;               /* free space in the newest block */
+    struct mg_arena_cleanup *cleanups; /* LIFO */
+};
+
+#define MG_ARENA_BLOCK_SIZE (32 * 1024)
+
+void mg_arena_init(struct mg_arena *a);
+/* Never returns NULL: small allocations abort on OOM (sizes from input are checked
+ * against config limits before they get here). Memory is 16-byte aligned. */
+void *mg_arena_alloc(struct mg_arena *a, size_t size);
+void *mg_arena_calloc(struct mg_arena *a, size_t size);
+char *mg_arena_strndup(struct mg_arena *a, const char *s, size_t n);
+/* Registers fn(data) to run at reset/destroy, last registered first. */
+void mg_arena_defer(struct mg_arena *a, mg_arena_cleanup_cb fn, void *data);
+/* Runs cleanups and frees all blocks but the first. */
+void mg_arena_reset(struct mg_arena *a);
+/* Runs cleanups and frees everything. */
+void mg_arena_destroy(struct mg_arena *a);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * Header fields as slices of a message head that the exchange's arena holds, and
+ * the RFC 9110 rules every proxy applies to them: hop-by-hop fields (section 7.6.1)
+ * and comma-separated token lists.
+ */
+#ifndef MG_MESSAGE_H
+#define MG_MESSAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mg_slice {
+    const char *p;
+    size_t len;
+};
+
+#define MG_SLICE_LIT(s) ((struct mg_slice){(s), sizeof(s) - 1})
+
+enum {
+    MG_HDR_HOP = 1u << 0,      /* hop-by-hop: not forwarded */
+};
+
+struct mg_header {
+    struct mg_slice name, value;
+    unsigned flags;            /* MG_HDR_* */
+};
+
+struct mg_headers {
+    struct mg_header *v;       /* arena-allocated, capacity `cap` */
+    uint32_t n, cap;
+};
+
+bool mg_slice_ieq(struct mg_slice a, struct mg_slice b);
+/* Index of the first field named `name` (case-insensitive), or -1. */
+int mg_headers_find(const struct mg_headers *h, struct mg_slice name);
+/* Does the comma-separated list `value` contain `token` (case-insensitive)? */
+bool mg_token_list_has(struct mg_slice value, struct mg_slice token);
+/* RFC 9110 token characters only, at least one. */
+bool mg_field_name_valid(struct mg_slice name);
+/* Sets MG_HDR_HOP on the fixed hop-by-hop fields and on every field that a
+ * Connection field names. The Connection-named set is computed from this message
+ * only, before the gateway adds anything, so a client cannot strip headers the
+ * gateway itself sets (DESIGN.md section 4). */
+void mg_headers_mark_hop_by_hop(struct mg_headers *h);
+
+#endif

@@ -1,0 +1,249 @@
+/*
+ * moongate's command line (DESIGN.md section 2) and process lifecycle.
+ *
+ * The main thread loads the configuration, starts one worker thread per
+ * `workers`, and then only handles signals on its own small loop: SIGTERM/SIGINT
+ * drain the workers (a second one stops them at once), SIGHUP validates the file
+ * again. It owns the configuration snapshot and frees it after every worker ended.
+ */
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <llhttp.h>
+#include <luajit.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+#include <yaml.h>
+
+#include "config/config.h"
+#include "core/log.h"
+#include "worker.h"
+
+struct mg_main {
+    uv_loop_t *loop;
+    const char *conf_path;
+    struct mg_config *cfg;
+    struct mg_worker *workers;
+    size_t nworkers;
+    uv_async_t worker_done;
+    atomic_int workers_running;
+    int stop_signals;
+    uv_signal_t sig_term, sig_int, sig_hup;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moongate -c FILE        run in the foreground\n"
+               "       moongate -t -c FILE     validate FILE and exit\n"
+               "       moongate -s reload|stop -c FILE\n"
+               "                               signal the running instance (pid_file)\n"
+               "       moongate -V             print versions\n");
+}
+
+static void print_versions(void)
+{
+    printf("moongate %s\n", MG_VERSION);
+    printf("libuv %s\n", uv_version_string());
+    printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+    printf("%s\n", LUAJIT_VERSION);
+    printf("hiredis %d.%d.%d\n", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+    printf("libyaml %s\n", yaml_get_version_string());
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+}
+
+static int signal_running(const char *conf_path, const char *what)
+{
+    int sig = strcmp(what, "reload") == 0 ? SIGHUP : strcmp(what, "stop") == 0 ? SIGTERM : 0;
+    if (!sig) {
+        fprintf(stderr, "moongate: -s takes reload or stop, not '%s'\n", what);
+        return 1;
+    }
+    char err[1024];
+    struct mg_config *cfg = mg_config_load(conf_path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    FILE *f = fopen(cfg->pid_file, "r");
+    long pid = 0;
+    if (!f)
+        fprintf(stderr, "moongate: cannot read pid file %s: %s\n", cfg->pid_file, strerror(errno));
+    else if (fscanf(f, "%ld", &pid) != 1 || pid <= 1)
+        fprintf(stderr, "moongate: bad pid file %s\n", cfg->pid_file);
+    else if (kill((pid_t)pid, sig) != 0)
+        fprintf(stderr, "moongate: cannot signal %ld: %s\n", pid, strerror(errno));
+    else
+        rc = 0;
+    if (f)
+        fclose(f);
+    mg_config_unref(cfg);
+    return rc;
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    struct mg_main *m = s->data;
+    bool immediate = ++m->stop_signals > 1;
+    mg_info("%s: %s", strsignal(signum), immediate ? "stopping now" : "draining");
+    for (size_t i = 0; i < m->nworkers; i++)
+        mg_worker_request_stop(&m->workers[i], immediate);
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    struct mg_main *m = s->data;
+    char err[1024];
+    struct mg_config *cfg = mg_config_load(m->conf_path, err, sizeof err);
+    if (!cfg) {
+        mg_error("config reload failed: %s", err);
+        return;
+    }
+    /* Publishing a new snapshot to running workers is the reload issue's work. */
+    mg_warn("config %s is valid, but live reload is not available yet: restart to apply it",
+            m->conf_path);
+    mg_config_unref(cfg);
+}
+
+static void on_worker_done(uv_async_t *a)
+{
+    struct mg_main *m = a->data;
+    if (atomic_load(&m->workers_running) == 0)
+        uv_stop(m->loop);
+}
+
+static struct mg_main *the_main;
+
+static void worker_thread(void *arg)
+{
+    struct mg_worker *w = arg;
+    mg_worker_run(w);
+    atomic_fetch_sub(&the_main->workers_running, 1);
+    uv_async_send(&the_main->worker_done);
+}
+
+static void write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        mg_warn("cannot write pid file %s: %s", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+}
+
+static int start_workers(struct mg_main *m)
+{
+    size_t n = m->cfg->workers ? m->cfg->workers : (size_t)uv_available_parallelism();
+    m->workers = calloc(n, sizeof *m->workers);
+    if (!m->workers)
+        mg_fatal("out of memory (workers)");
+    for (size_t i = 0; i < n; i++) {
+        if (mg_worker_init(&m->workers[i], (int)i, m->cfg) != 0)
+            return -1;
+        m->nworkers = i + 1;
+    }
+    atomic_store(&m->workers_running, (int)n);
+    for (size_t i = 0; i < n; i++)
+        if (uv_thread_create(&m->workers[i].thread, worker_thread, &m->workers[i]) != 0)
+            mg_fatal("cannot start worker thread %zu", i);
+    return 0;
+}
+
+static void watch_signal(struct mg_main *m, uv_signal_t *s, uv_signal_cb cb, int signum)
+{
+    uv_signal_init(m->loop, s);
+    s->data = m;
+    uv_signal_start(s, cb, signum);
+}
+
+static int run(const char *conf_path)
+{
+    char err[1024];
+    struct mg_main m = {.conf_path = conf_path};
+    the_main = &m;
+    m.cfg = mg_config_load(conf_path, err, sizeof err);
+    if (!m.cfg) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    m.loop = uv_default_loop();
+    uv_async_init(m.loop, &m.worker_done, on_worker_done);
+    m.worker_done.data = &m;
+    watch_signal(&m, &m.sig_term, on_stop_signal, SIGTERM);
+    watch_signal(&m, &m.sig_int, on_stop_signal, SIGINT);
+    watch_signal(&m, &m.sig_hup, on_hup, SIGHUP);
+    int rc = start_workers(&m);
+    if (rc == 0) {
+        write_pid_file(m.cfg->pid_file);
+        for (size_t i = 0; i < m.cfg->nlisten; i++)
+            mg_info("listening on %s (%zu workers)", m.cfg->listen[i].text, m.nworkers);
+        uv_run(m.loop, UV_RUN_DEFAULT);
+        for (size_t i = 0; i < m.nworkers; i++)
+            uv_thread_join(&m.workers[i].thread);
+        unlink(m.cfg->pid_file);
+        mg_info("stopped");
+    }
+    uv_close((uv_handle_t *)&m.worker_done, NULL);
+    uv_close((uv_handle_t *)&m.sig_term, NULL);
+    uv_close((uv_handle_t *)&m.sig_int, NULL);
+    uv_close((uv_handle_t *)&m.sig_hup, NULL);
+    uv_run(m.loop, UV_RUN_DEFAULT);
+    uv_loop_close(m.loop);
+    free(m.workers);
+    mg_config_unref(m.cfg);
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf_path = NULL, *signal_name = NULL;
+    bool test_only = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:ts:Vh")) != -1) {
+        switch (opt) {
+        case 'c':
+            conf_path = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 's':
+            signal_name = optarg;
+            break;
+        case 'V':
+            print_versions();
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!conf_path) {
+        usage(stderr);
+        return 2;
+    }
+    if (signal_name)
+        return signal_running(conf_path, signal_name);
+    if (test_only) {
+        char err[1024];
+        struct mg_config *cfg = mg_config_load(conf_path, err, sizeof err);
+        if (!cfg) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        printf("configuration ok\n");
+        mg_config_unref(cfg);
+        return 0;
+    }
+    return run(conf_path);
+}

@@ -1,0 +1,1508 @@
+/*
+ * The proxy: one client connection, one exchange at a time, and the state machine
+ * that carries the exchange's request to an upstream target and its response back.
+ *
+ * Reading top to bottom: buffers and writes; the exchange states; the request head
+ * (scan, copy, parse, check); routing and the upstream request head; the response
+ * head and body; errors; advance(), the only place states change; libuv callbacks,
+ * which record what happened and call advance().
+ *
+ * Ownership: a struct mg_conn is malloc'd at accept and freed when its three
+ * handles are closed and no upstream write points into its read buffer. The
+ * exchange is embedded in the conn and owns an arena holding everything it
+ * allocates; the arena is reset when the exchange ends. Bodies are never copied:
+ * writes point into the read buffer of the other side, which is "pinned" (not
+ * rewound) until those writes complete. That pin is also the backpressure: a side
+ * stops reading when its buffer is full of pinned bytes.
+ */
+#include "proxy.h"
+
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config-t.h"
+#include "core/arena.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "http/headscan.h"
+#include "http/message.h"
+#include "router.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define MG_MAX_HEADERS 100
+#define MG_MAX_RESPONSE_HEAD (64 * 1024)
+#define MG_WREQ_MAX_BUFS 24
+#define MG_REQUEST_ID_MAX 200
+
+enum { MG_NEXT = 0, MG_AGAIN = 1 };
+
+/* One uv_write: a list of buffers that may point into the arena (heads) and into
+ * one pinned read buffer (bodies), plus room for chunk-size lines. */
+struct mg_wreq {
+    uv_write_t req;
+    struct mg_wreq *next_free;
+    struct mg_conn *conn;      /* the exchange's connection */
+    struct mg_upconn *dst_up;  /* destination when writing upstream, else NULL */
+    struct mg_upconn *pin_up;  /* upstream read buffer referenced, or NULL */
+    bool pins_conn;            /* client read buffer referenced */
+    unsigned nbufs, nscratch;
+    uv_buf_t bufs[MG_WREQ_MAX_BUFS];
+    char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
+};
+
+/* The states of an exchange; advance() is the only function that changes them. */
+enum mg_x_state {
+    MG_X_IDLE,    /* no request byte yet; arena empty; keep-alive timer runs */
+    MG_X_HEAD,    /* request head arriving: scanned and copied into x->head */
+    MG_X_CONNECT, /* routed; x->up != NULL is connecting, body bytes wait in c->buf */
+    MG_X_FORWARD, /* x->up connected: request flows up, response flows down */
+    MG_X_TUNNEL,  /* 101 Switching Protocols: raw bytes both ways until a close */
+    MG_X_FINISH,  /* response fully queued; waits for client writes, then next or close */
+};
+
+static const char *const state_names[] = {"idle", "head", "connect", "forward", "tunnel", "finish"};
+
+struct mg_exchange {
+    enum mg_x_state state;
+    struct mg_arena arena;
+
+    /* Request head, copied from the read buffer; slices below point into it. */
+    char *head;
+    size_t headlen, headcap;
+    struct mg_headscan scan;
+    struct mg_slice url, path;
+    struct mg_headers req_hdrs;
+    int method;
+    uint8_t http_minor;
+    uint64_t req_content_length;
+    bool req_chunked;          /* request body is chunked */
+    bool req_keepalive;        /* client asked to keep the connection */
+    bool req_upgrade;          /* Upgrade requested (WebSocket) */
+    bool req_expect_continue;
+    bool req_done;             /* request message fully parsed */
+    bool continue_sent;
+    uint64_t req_body_bytes;
+    int host_idx, rid_idx, xff_idx;
+    char request_id[MG_REQUEST_ID_MAX + 1];
+
+    const struct mg_route_conf *route;
+    size_t prefix_len;
+    struct mg_target_rt *target;
+    struct mg_upconn *up;      /* leased upstream connection, or NULL */
+    bool up_ready;             /* connected and request head queued */
+    bool up_eof;               /* tunnel: the upstream closed its side */
+
+    /* Response head from the upstream, copied; slices point into it. */
+    char *resp_head;
+    size_t resp_headlen, resp_headcap;
+    bool resp_head_done;
+    struct mg_slice reason;
+    struct mg_headers resp_hdrs;
+    int status;
+    bool resp_started;         /* bytes of the final response reached the client queue */
+    bool resp_done;            /* the final response is fully queued */
+    bool resp_chunk_out;       /* we chunk-encode the body to the client */
+    bool close_after;          /* close the client connection after this exchange */
+    bool up_reusable;          /* the upstream connection may go back to its pool */
+    enum mg_error error;
+};
+
+struct mg_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;          /* keep-alive, header and body timeouts */
+    uv_timer_t deadline;       /* the route's overall deadline */
+    struct mg_worker *w;
+    struct mg_conn *next, *prev; /* worker's connection list */
+    char *buf;                 /* read buffer (MG_BUF_SIZE) or NULL when idle */
+    size_t start, end;         /* unparsed bytes are buf[start..end) */
+    uint32_t pins;             /* upstream writes pointing into buf */
+    uint32_t writes;           /* writes pending on the client socket */
+    unsigned handles_open;
+    bool reading, closing, eof;
+    llhttp_t parser;           /* request parser, re-initialised per request */
+    struct mg_wreq *out_client, *out_up; /* writes being assembled */
+    char client_ip[64];
+    struct mg_exchange x;
+};
+
+static void advance(struct mg_conn *c);
+static void fail(struct mg_conn *c, enum mg_error err, const char *why);
+static void conn_close(struct mg_conn *c);
+static const llhttp_settings_t request_settings;
+static const llhttp_settings_t response_settings;
+
+/* ------------------------------------------------------------------ writes */
+
+static struct mg_wreq *wreq_new(struct mg_conn *c)
+{
+    struct mg_worker *w = c->w;
+    struct mg_wreq *r = w->free_wreqs;
+    if (r)
+        w->free_wreqs = r->next_free;
+    else if (!(r = malloc(sizeof *r)))
+        mg_fatal("out of memory (write request)");
+    r->conn = c;
+    r->dst_up = NULL;
+    r->pin_up = NULL;
+    r->pins_conn = false;
+    r->nbufs = r->nscratch = 0;
+    r->req.data = r;
+    return r;
+}
+
+static void wreq_free(struct mg_worker *w, struct mg_wreq *r)
+{
+    r->next_free = w->free_wreqs;
+    w->free_wreqs = r;
+}
+
+static void conn_maybe_free(struct mg_conn *c);
+
+static void on_client_write(uv_write_t *req, int status)
+{
+    struct mg_wreq *r = req->data;
+    struct mg_conn *c = r->conn;
+    struct mg_upconn *pinned = r->pin_up;
+    wreq_free(c->w, r);
+    c->writes--;
+    if (pinned)
+        mg_upconn_unpin(pinned);
+    if (c->closing) {
+        conn_maybe_free(c);
+        return;
+    }
+    if (status < 0) {
+        mg_debug("client write failed: %s", uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    advance(c);
+}
+
+static void on_upstream_write(uv_write_t *req, int status)
+{
+    struct mg_wreq *r = req->data;
+    struct mg_conn *c = r->conn;
+    struct mg_upconn *dst = r->dst_up;
+    bool pinned = r->pins_conn;
+    wreq_free(c->w, r);
+    if (pinned)
+        c->pins--;
+    if (c->closing) {
+        conn_maybe_free(c);
+        return;
+    }
+    if (dst != c->x.up || status == UV_ECANCELED)
+        return;
+    if (status < 0) {
+        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
+        return;
+    }
+    if (c->x.route)
+        mg_upconn_set_timeout(dst, c->x.route->upstream->read_timeout_ms);
+    advance(c);
+}
+
+static void flush_client(struct mg_conn *c)
+{
+    struct mg_wreq *r = c->out_client;
+    if (!r)
+        return;
+    c->out_client = NULL;
+    if (r->pin_up)
+        r->pin_up->pins++;
+    c->writes++;
+    int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, r->bufs, r->nbufs, on_client_write);
+    if (rc) {
+        /* uv_write failing synchronously never calls the callback. */
+        c->writes--;
+        if (r->pin_up)
+            r->pin_up->pins--;
+        wreq_free(c->w, r);
+        conn_close(c);
+    }
+}
+
+static void flush_upstream(struct mg_conn *c)
+{
+    struct mg_wreq *r = c->out_up;
+    if (!r)
+        return;
+    c->out_up = NULL;
+    if (r->pins_conn)
+        c->pins++;
+    int rc = uv_write(&r->req, (uv_stream_t *)&r->dst_up->tcp, r->bufs, r->nbufs,
+                      on_upstream_write);
+    if (rc) {
+        if (r->pins_conn)
+            c->pins--;
+        wreq_free(c->w, r);
+        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(rc));
+    }
+}
+
+/* Queues bytes for the client. `pin` is the upstream connection whose read buffer
+ * holds them, or NULL for arena or static memory. */
+static void to_client(struct mg_conn *c, const void *p, size_t len, struct mg_upconn *pin)
+{
+    if (len == 0)
+        return;
+    if (c->out_client && (c->out_client->nbufs == MG_WREQ_MAX_BUFS ||
+                          (pin && c->out_client->pin_up && c->out_client->pin_up != pin)))
+        flush_client(c);
+    if (!c->out_client)
+        c->out_client = wreq_new(c);
+    struct mg_wreq *r = c->out_client;
+    if (pin)
+        r->pin_up = pin;
+    r->bufs[r->nbufs++] = uv_buf_init((char *)p, (unsigned)len);
+}
+
+/* Queues bytes for the exchange's upstream connection. */
+static void to_upstream(struct mg_conn *c, const void *p, size_t len, bool pins_conn)
+{
+    if (len == 0)
+        return;
+    if (c->out_up && c->out_up->nbufs == MG_WREQ_MAX_BUFS)
+        flush_upstream(c);
+    if (!c->out_up) {
+        c->out_up = wreq_new(c);
+        c->out_up->dst_up = c->x.up;
+    }
+    struct mg_wreq *r = c->out_up;
+    r->pins_conn |= pins_conn;
+    r->bufs[r->nbufs++] = uv_buf_init((char *)p, (unsigned)len);
+}
+
+/* A chunk of a chunked body: size line, data, CRLF. */
+static void chunk_to(struct mg_conn *c, bool upstream, const char *p, size_t len,
+                     struct mg_upconn *pin)
+{
+    struct mg_wreq **slot = upstream ? &c->out_up : &c->out_client;
+    if (*slot && (*slot)->nbufs + 3 > MG_WREQ_MAX_BUFS) {
+        if (upstream)
+            flush_upstream(c);
+        else
+            flush_client(c);
+    }
+    if (!*slot) {
+        *slot = wreq_new(c);
+        if (upstream)
+            (*slot)->dst_up = c->x.up;
+    }
+    char *line = (*slot)->scratch[(*slot)->nscratch++];
+    int n = snprintf(line, 20, "%zx\r\n", len);
+    if (upstream) {
+        to_upstream(c, line, (size_t)n, false);
+        to_upstream(c, p, len, true);
+        to_upstream(c, "\r\n", 2, false);
+    } else {
+        to_client(c, line, (size_t)n, NULL);
+        to_client(c, p, len, pin);
+        to_client(c, "\r\n", 2, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static struct mg_slice hdr_value(const struct mg_headers *h, int idx)
+{
+    return idx >= 0 ? h->v[idx].value : (struct mg_slice){NULL, 0};
+}
+
+static void headers_init(struct mg_arena *a, struct mg_headers *h)
+{
+    h->n = 0;
+    h->cap = 32;
+    h->v = mg_arena_alloc(a, sizeof(struct mg_header) * h->cap);
+}
+
+static int headers_add_name(struct mg_arena *a, struct mg_headers *h, const char *p, size_t len)
+{
+    if (h->n > 0 && h->v[h->n - 1].value.p == NULL) {
+        /* A name delivered in two pieces: they are contiguous in our copy. */
+        h->v[h->n - 1].name.len += len;
+        return 0;
+    }
+    if (h->n == MG_MAX_HEADERS)
+        return -1;
+    if (h->n == h->cap) {
+        struct mg_header *v = mg_arena_alloc(a, sizeof *v * h->cap * 2);
+        memcpy(v, h->v, sizeof *v * h->n);
+        h->v = v;
+        h->cap *= 2;
+    }
+    h->v[h->n++] = (struct mg_header){{p, len}, {NULL, 0}, 0};
+    return 0;
+}
+
+static void headers_add_value(struct mg_headers *h, const char *p, size_t len)
+{
+    struct mg_header *f = &h->v[h->n - 1];
+    if (f->value.p)
+        f->value.len += len;
+    else
+        f->value = (struct mg_slice){p, len};
+}
+
+/* Appends to a growing arena buffer; returns -1 past `limit`. */
+static int append_bytes(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p,
+                        size_t n, size_t limit)
+{
+    if (*len + n > *cap) {
+        if (*len + n > limit)
+            return -1;
+        size_t ncap = *cap ? *cap * 2 : 2048;
+        while (ncap < *len + n)
+            ncap *= 2;
+        if (ncap > limit)
+            ncap = limit;
+        char *nb = mg_arena_alloc(a, ncap);
+        if (*len)
+            memcpy(nb, *buf, *len);
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+static bool request_id_valid(struct mg_slice v)
+{
+    if (v.len == 0 || v.len > MG_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+            return false;
+    }
+    return true;
+}
+
+static uint64_t next_random(struct mg_worker *w)
+{
+    /* xorshift64*: request ids need uniqueness, not secrecy. */
+    uint64_t x = w->rand_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rand_state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void make_request_id(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_slice given = hdr_value(&x->req_hdrs, x->rid_idx);
+    if (request_id_valid(given)) {
+        memcpy(x->request_id, given.p, given.len);
+        x->request_id[given.len] = '\0';
+        return;
+    }
+    snprintf(x->request_id, sizeof x->request_id, "%016" PRIx64 "%016" PRIx64,
+             next_random(c->w), next_random(c->w));
+}
+
+/* --------------------------------------------------------- error responses */
+
+static void queue_error_response(struct mg_conn *c, enum mg_error err)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->request_id[0])
+        snprintf(x->request_id, sizeof x->request_id, "%016" PRIx64 "%016" PRIx64,
+                 next_random(c->w), next_random(c->w));
+    int status = mg_error_status(err);
+    char body[320];
+    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
+                        mg_error_name(err), status, x->request_id);
+    static const char *const reasons[] = {[400] = "Bad Request",        [404] = "Not Found",
+                                          [408] = "Request Timeout",    [409] = "Conflict",
+                                          [413] = "Content Too Large",  [422] = "Unprocessable Content",
+                                          [431] = "Request Header Fields Too Large",
+                                          [500] = "Internal Server Error", [502] = "Bad Gateway",
+                                          [503] = "Service Unavailable", [504] = "Gateway Timeout"};
+    size_t cap = 512 + (size_t)blen;
+    char *out = mg_arena_alloc(&x->arena, cap);
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                     "X-Request-Id: %s\r\n%s%s\r\n%s",
+                     status, reasons[status] ? reasons[status] : "Error", blen, x->request_id,
+                     status == 503 ? "Retry-After: 1\r\n" : "",
+                     x->close_after ? "Connection: close\r\n" : "", body);
+    to_client(c, out, (size_t)n, NULL);
+    flush_client(c);
+}
+
+/* ------------------------------------------------------- request head parsing */
+
+static struct mg_conn *conn_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_req_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    if (x->url.p)
+        x->url.len += len;
+    else
+        x->url = (struct mg_slice){at, len};
+    return 0;
+}
+
+static int on_req_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    return headers_add_name(&x->arena, &x->req_hdrs, at, len) ? -1 : 0;
+}
+
+static int on_req_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    if (x->req_hdrs.n == 0)
+        return -1;
+    headers_add_value(&x->req_hdrs, at, len);
+    return 0;
+}
+
+static int on_req_value_complete(llhttp_t *p)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    struct mg_header *f = &x->req_hdrs.v[x->req_hdrs.n - 1];
+    if (!f->value.p)
+        f->value = (struct mg_slice){f->name.p + f->name.len, 0};
+    return 0;
+}
+
+static int on_req_headers_complete(llhttp_t *p)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    x->method = p->method;
+    x->http_minor = p->http_major == 1 ? p->http_minor : 0;
+    x->req_keepalive = llhttp_should_keep_alive(p);
+    x->req_chunked = (p->flags & F_CHUNKED) != 0;
+    x->req_content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+    x->req_upgrade = p->upgrade && p->method != HTTP_CONNECT;
+    return 0;
+}
+
+static int on_req_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_conn *c = conn_of(p);
+    struct mg_exchange *x = &c->x;
+    x->req_body_bytes += len;
+    if (x->req_body_bytes > c->w->cfg->client.max_body_size) {
+        x->error = MG_ERR_BODY_TOO_LARGE;
+        return HPE_USER;
+    }
+    if (x->req_chunked)
+        chunk_to(c, true, at, len, NULL);
+    else
+        to_upstream(c, at, len, true);
+    return 0;
+}
+
+static int on_req_message_complete(llhttp_t *p)
+{
+    struct mg_conn *c = conn_of(p);
+    struct mg_exchange *x = &c->x;
+    if (x->state >= MG_X_FORWARD && x->req_chunked)
+        to_upstream(c, "0\r\n\r\n", 5, false);
+    x->req_done = true;
+    /* Pipelined requests wait in the buffer until this exchange ends. */
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t request_settings = {
+    .on_url = on_req_url,
+    .on_header_field = on_req_field,
+    .on_header_value = on_req_value,
+    .on_header_value_complete = on_req_value_complete,
+    .on_headers_complete = on_req_headers_complete,
+    .on_body = on_req_body,
+    .on_message_complete = on_req_message_complete,
+};
+
+/* Finds the headers the gateway acts on and applies the checks llhttp leaves to us. */
+static enum mg_error inspect_request(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    x->host_idx = x->rid_idx = x->xff_idx = -1;
+    for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
+        struct mg_header *f = &x->req_hdrs.v[i];
+        if (!mg_field_name_valid(f->name))
+            return MG_ERR_BAD_REQUEST;
+        if (mg_slice_ieq(f->name, MG_SLICE_LIT("host"))) {
+            if (x->host_idx >= 0)
+                return MG_ERR_BAD_REQUEST; /* RFC 9112 section 3.2: exactly one Host */
+            x->host_idx = (int)i;
+        } else if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-request-id"))) {
+            x->rid_idx = (int)i;
+        } else if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-for"))) {
+            x->xff_idx = (int)i;
+        } else if (mg_slice_ieq(f->name, MG_SLICE_LIT("expect"))) {
+            if (mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue")))
+                x->req_expect_continue = true;
+        }
+    }
+    if (x->http_minor >= 1 && x->host_idx < 0)
+        return MG_ERR_BAD_REQUEST;
+    if (x->url.len == 0 || x->url.p[0] != '/')
+        return MG_ERR_BAD_REQUEST; /* origin-form only: this is not a forward proxy */
+    const char *q = memchr(x->url.p, '?', x->url.len);
+    x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
+    mg_headers_mark_hop_by_hop(&x->req_hdrs);
+    if (x->req_content_length > c->w->cfg->client.max_body_size)
+        return MG_ERR_BODY_TOO_LARGE;
+    return MG_ERR_NONE;
+}
+
+/* Parses the complete, copied head. Returns an error or MG_ERR_NONE. */
+static enum mg_error parse_request_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    llhttp_init(&c->parser, HTTP_REQUEST, &request_settings);
+    c->parser.data = c;
+    headers_init(&x->arena, &x->req_hdrs);
+    llhttp_errno_t e = llhttp_execute(&c->parser, x->head, x->headlen);
+    if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
+        if (x->req_hdrs.n == MG_MAX_HEADERS)
+            return MG_ERR_HEADER_TOO_LARGE;
+        mg_debug("bad request head: %s", llhttp_get_error_reason(&c->parser));
+        return MG_ERR_BAD_REQUEST;
+    }
+    if (e == HPE_PAUSED)
+        llhttp_resume(&c->parser);
+    return inspect_request(c);
+}
+
+/* Feeds newly read bytes to the head scanner and copies them into x->head.
+ * Returns MG_NEXT when the head is complete and parsed (or failed), MG_AGAIN when
+ * more bytes are needed. */
+static int read_request_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    size_t avail = c->end - c->start, used = 0;
+    enum mg_headscan_result r = mg_headscan_feed(&x->scan, c->buf + c->start, avail, &used);
+    if (r >= MG_HEADSCAN_BARE_CR) {
+        mg_debug("rejecting request: %s", mg_headscan_result_text(r));
+        x->close_after = true;
+        x->error = r == MG_HEADSCAN_TOO_LARGE ? MG_ERR_HEADER_TOO_LARGE : MG_ERR_BAD_REQUEST;
+        return MG_NEXT;
+    }
+    if (append_bytes(&x->arena, &x->head, &x->headlen, &x->headcap, c->buf + c->start, used,
+                     c->w->cfg->client.max_header_size + 4) < 0) {
+        x->close_after = true;
+        x->error = MG_ERR_HEADER_TOO_LARGE;
+        return MG_NEXT;
+    }
+    c->start += used;
+    if (r == MG_HEADSCAN_MORE)
+        return MG_AGAIN;
+    x->error = parse_request_head(c);
+    if (x->error)
+        x->close_after = true;
+    return MG_NEXT;
+}
+
+/* --------------------------------------------------- routing, upstream request */
+
+static size_t pick_target(struct mg_upstream_rt *u)
+{
+    /* Smooth weighted round robin (nginx): stays even at any weights, no bursts.
+     * The Lua balancer issue replaces this one function. */
+    size_t best = 0;
+    int32_t total = 0;
+    for (size_t i = 0; i < u->conf->ntargets; i++) {
+        struct mg_target_rt *t = &u->targets[i];
+        t->rr_current += (int32_t)t->conf->weight;
+        total += (int32_t)t->conf->weight;
+        if (t->rr_current > u->targets[best].rr_current)
+            best = i;
+    }
+    u->targets[best].rr_current -= total;
+    return best;
+}
+
+#define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
+#define PUT(o, p, n) (memcpy((o), (p), (n)), (o) += (n))
+
+static void build_upstream_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_slice target = x->url;
+    if (x->route->strip_prefix && x->prefix_len > 0) {
+        size_t cut = x->prefix_len;
+        if (x->route->paths && x->path.len >= cut && x->path.p[cut - 1] == '/')
+            cut--; /* keep the slash of "/api/" prefixes */
+        target = (struct mg_slice){x->url.p + cut, x->url.len - cut};
+    }
+    struct mg_slice host = hdr_value(&x->req_hdrs, x->host_idx);
+    const char *target_addr = x->target->conf->address.text;
+    size_t cap = x->headlen + strlen(target_addr) + strlen(c->client_ip) + host.len * 2 + 512;
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    const char *m = llhttp_method_name((llhttp_method_t)x->method);
+    PUT(o, m, strlen(m));
+    *o++ = ' ';
+    if (target.len == 0 || target.p[0] != '/')
+        *o++ = '/';
+    PUT(o, target.p, target.len);
+    PUT_LIT(o, " HTTP/1.1\r\n");
+    for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
+        struct mg_header *f = &x->req_hdrs.v[i];
+        if ((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || (int)i == x->xff_idx ||
+            mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-proto")) ||
+            mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-host")) ||
+            (x->req_expect_continue && mg_slice_ieq(f->name, MG_SLICE_LIT("expect"))))
+            continue;
+        PUT(o, f->name.p, f->name.len);
+        PUT_LIT(o, ": ");
+        PUT(o, f->value.p, f->value.len);
+        PUT_LIT(o, "\r\n");
+    }
+    if (x->host_idx < 0) {
+        PUT_LIT(o, "Host: ");
+        PUT(o, target_addr, strlen(target_addr));
+        PUT_LIT(o, "\r\n");
+    }
+    PUT_LIT(o, "X-Forwarded-For: ");
+    if (x->xff_idx >= 0) {
+        struct mg_slice prev = x->req_hdrs.v[x->xff_idx].value;
+        PUT(o, prev.p, prev.len);
+        PUT_LIT(o, ", ");
+    }
+    PUT(o, c->client_ip, strlen(c->client_ip));
+    PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (host.len) {
+        PUT_LIT(o, "X-Forwarded-Host: ");
+        PUT(o, host.p, host.len);
+        PUT_LIT(o, "\r\n");
+    }
+    PUT_LIT(o, "X-Request-Id: ");
+    PUT(o, x->request_id, strlen(x->request_id));
+    PUT_LIT(o, "\r\nVia: 1.1 moongate\r\n");
+    if (x->req_chunked)
+        PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    if (x->req_upgrade) {
+        int up = mg_headers_find(&x->req_hdrs, MG_SLICE_LIT("upgrade"));
+        struct mg_slice proto = hdr_value(&x->req_hdrs, up);
+        PUT_LIT(o, "Connection: upgrade\r\nUpgrade: ");
+        PUT(o, proto.p, proto.len);
+        PUT_LIT(o, "\r\n");
+    }
+    PUT_LIT(o, "\r\n");
+    MG_ASSERT((size_t)(o - start) <= cap);
+    to_upstream(c, start, (size_t)(o - start), false);
+}
+
+/* Routes the parsed request. Returns MG_ERR_NONE with x->route set, or an error. */
+static enum mg_error route_request(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_slice host = hdr_value(&x->req_hdrs, x->host_idx);
+    x->route = mg_router_match(c->w->cfg->router, host.p, host.len, x->path.p, x->path.len,
+                               x->method, &x->prefix_len);
+    if (!x->route)
+        return MG_ERR_NO_ROUTE;
+    return MG_ERR_NONE;
+}
+
+/* Leases an upstream connection. MG_NEXT when one is ready (pooled), MG_AGAIN
+ * while connecting; on failure the exchange is failed. */
+static int connect_upstream(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    struct mg_upstream_rt *ur = &c->w->ups[uc->index];
+    x->target = &ur->targets[pick_target(ur)];
+    bool reused = false;
+    int rc = mg_upconn_acquire(c->w, x->target, c, uc->connect_timeout_ms, &x->up, &reused);
+    if (rc) {
+        x->up = NULL;
+        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(rc));
+        return MG_NEXT;
+    }
+    x->target->active++;
+    x->up_ready = reused;
+    return reused ? MG_NEXT : MG_AGAIN;
+}
+
+/* The upstream connection is usable: send the head, open the body tap. */
+static void start_forwarding(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upconn *u = x->up;
+    llhttp_init(&u->parser, HTTP_RESPONSE, &response_settings);
+    u->parser.data = c;
+    mg_headscan_init(&u->scan, MG_MAX_RESPONSE_HEAD);
+    u->start = u->end = 0;
+    u->requests++;
+    build_upstream_head(c);
+    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
+        static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        to_client(c, continue_line, sizeof continue_line - 1, NULL);
+        flush_client(c);
+        x->continue_sent = true;
+    }
+    mg_upconn_set_timeout(u, x->route->upstream->read_timeout_ms);
+    mg_upconn_set_reading(u, true);
+}
+
+/* ------------------------------------------------------- response parsing */
+
+static int on_resp_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    if (x->reason.p)
+        x->reason.len += len;
+    else
+        x->reason = (struct mg_slice){at, len};
+    return 0;
+}
+
+static int on_resp_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    return headers_add_name(&x->arena, &x->resp_hdrs, at, len) ? -1 : 0;
+}
+
+static int on_resp_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    if (x->resp_hdrs.n == 0)
+        return -1;
+    headers_add_value(&x->resp_hdrs, at, len);
+    return 0;
+}
+
+static int on_resp_value_complete(llhttp_t *p)
+{
+    struct mg_exchange *x = &conn_of(p)->x;
+    struct mg_header *f = &x->resp_hdrs.v[x->resp_hdrs.n - 1];
+    if (!f->value.p)
+        f->value = (struct mg_slice){f->name.p + f->name.len, 0};
+    return 0;
+}
+
+static bool has_field(const struct mg_headers *h, const char *name, size_t len)
+{
+    return mg_headers_find(h, (struct mg_slice){name, len}) >= 0;
+}
+
+/* Writes the client's response head; decides the body framing towards the client. */
+static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
+{
+    struct mg_exchange *x = &c->x;
+    bool body_allowed = x->method != HTTP_HEAD && x->status != 204 && x->status != 304;
+    bool has_length = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED);
+    if (body_allowed && !has_length && !switching) {
+        if (x->http_minor >= 1)
+            x->resp_chunk_out = true;
+        else
+            x->close_after = true; /* HTTP/1.0: the close delimits the body */
+    }
+    if (!x->req_keepalive || c->w->draining || (x->req_upgrade && !switching))
+        x->close_after = true;
+    size_t cap = x->resp_headlen + 256 + strlen(x->request_id);
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    int n = snprintf(o, 32, "HTTP/1.1 %03d ", x->status);
+    o += n;
+    PUT(o, x->reason.p, x->reason.len);
+    PUT_LIT(o, "\r\n");
+    for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
+        struct mg_header *f = &x->resp_hdrs.v[i];
+        if (f->flags & MG_HDR_HOP)
+            continue;
+        PUT(o, f->name.p, f->name.len);
+        PUT_LIT(o, ": ");
+        PUT(o, f->value.p, f->value.len);
+        PUT_LIT(o, "\r\n");
+    }
+    PUT_LIT(o, "Via: 1.1 moongate\r\n");
+    if (!has_field(&x->resp_hdrs, "x-request-id", 12)) {
+        PUT_LIT(o, "X-Request-Id: ");
+        PUT(o, x->request_id, strlen(x->request_id));
+        PUT_LIT(o, "\r\n");
+    }
+    if (switching) {
+        int up = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("upgrade"));
+        struct mg_slice proto = hdr_value(&x->resp_hdrs, up);
+        PUT_LIT(o, "Connection: upgrade\r\nUpgrade: ");
+        PUT(o, proto.p, proto.len);
+        PUT_LIT(o, "\r\n");
+    } else if (x->resp_chunk_out) {
+        PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    }
+    if (!switching && x->close_after)
+        PUT_LIT(o, "Connection: close\r\n");
+    else if (!switching && x->http_minor == 0)
+        PUT_LIT(o, "Connection: keep-alive\r\n");
+    PUT_LIT(o, "\r\n");
+    MG_ASSERT((size_t)(o - start) <= cap);
+    x->resp_started = true;
+    to_client(c, start, (size_t)(o - start), NULL);
+}
+
+static int on_resp_headers_complete(llhttp_t *p)
+{
+    struct mg_conn *c = conn_of(p);
+    struct mg_exchange *x = &c->x;
+    x->status = p->status_code;
+    if (x->status >= 100 && x->status < 200 && x->status != 101)
+        return 0; /* interim: dropped; its message_complete restarts the head */
+    for (uint32_t i = 0; i < x->resp_hdrs.n; i++)
+        if (!mg_field_name_valid(x->resp_hdrs.v[i].name))
+            return -1;
+    mg_headers_mark_hop_by_hop(&x->resp_hdrs);
+    bool switching = x->status == 101 && x->req_upgrade && p->upgrade;
+    if (x->status == 101 && !switching)
+        return -1; /* 101 without an Upgrade request is a broken upstream */
+    send_response_head(c, p, switching);
+    if (switching)
+        return 2;
+    return x->method == HTTP_HEAD ? 1 : 0;
+}
+
+static int on_resp_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_conn *c = conn_of(p);
+    if (c->x.resp_chunk_out)
+        chunk_to(c, false, at, len, c->x.up);
+    else
+        to_client(c, at, len, c->x.up);
+    return 0;
+}
+
+static int on_resp_message_complete(llhttp_t *p)
+{
+    struct mg_conn *c = conn_of(p);
+    struct mg_exchange *x = &c->x;
+    if (x->status >= 100 && x->status < 200 && x->status != 101) {
+        /* Interim response (e.g. 103): parse the next head from scratch. */
+        x->resp_head_done = false;
+        x->resp_headlen = 0;
+        x->reason = (struct mg_slice){NULL, 0};
+        headers_init(&x->arena, &x->resp_hdrs);
+        mg_headscan_init(&x->up->scan, MG_MAX_RESPONSE_HEAD);
+        return HPE_PAUSED;
+    }
+    if (x->resp_chunk_out)
+        to_client(c, "0\r\n\r\n", 5, NULL);
+    x->resp_done = true;
+    x->up_reusable = llhttp_should_keep_alive(p);
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t response_settings = {
+    .on_status = on_resp_status,
+    .on_header_field = on_resp_field,
+    .on_header_value = on_resp_value,
+    .on_header_value_complete = on_resp_value_complete,
+    .on_headers_complete = on_resp_headers_complete,
+    .on_body = on_resp_body,
+    .on_message_complete = on_resp_message_complete,
+};
+
+/* Parses what the upstream sent. Returns 0, or -1 after failing the exchange. */
+static int parse_response(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upconn *u = x->up;
+    while (u->start < u->end && !x->resp_done && x->state == MG_X_FORWARD) {
+        const char *data = u->buf + u->start;
+        size_t avail = u->end - u->start;
+        if (!x->resp_head_done) {
+            size_t used = 0;
+            enum mg_headscan_result r = mg_headscan_feed(&u->scan, data, avail, &used);
+            if (r >= MG_HEADSCAN_BARE_CR) {
+                fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, mg_headscan_result_text(r));
+                return -1;
+            }
+            append_bytes(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data,
+                         used, MG_MAX_RESPONSE_HEAD + 4);
+            u->start += used;
+            if (r == MG_HEADSCAN_MORE)
+                return 0;
+            x->resp_head_done = true;
+            if (x->resp_hdrs.cap == 0)
+                headers_init(&x->arena, &x->resp_hdrs);
+            data = x->resp_head;
+            avail = x->resp_headlen;
+        }
+        llhttp_errno_t e = llhttp_execute(&u->parser, data, avail);
+        if (data != x->resp_head)
+            u->start += e == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&u->parser) - data) : avail;
+        if (e == HPE_PAUSED) {
+            llhttp_resume(&u->parser);
+            if (!x->resp_done && !x->resp_head_done) {
+                /* Interim response consumed: a new response head follows. */
+                llhttp_init(&u->parser, HTTP_RESPONSE, &response_settings);
+                u->parser.data = c;
+            }
+        } else if (e == HPE_PAUSED_UPGRADE) {
+            /* Bytes that came with the 101 stay in u->buf for the tunnel. */
+            x->state = MG_X_TUNNEL;
+            return 0;
+        } else if (e != HPE_OK) {
+            fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, llhttp_get_error_reason(&u->parser));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ errors */
+
+static void discard_wreq(struct mg_conn *c, struct mg_wreq **slot)
+{
+    if (*slot) {
+        wreq_free(c->w, *slot);
+        *slot = NULL;
+    }
+}
+
+/* Ends the exchange's use of its upstream connection: back to the pool when the
+ * exchange completed cleanly, else closed. */
+static void detach_upstream(struct mg_conn *c, bool reuse)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upconn *u = x->up;
+    if (!u)
+        return;
+    x->up = NULL;
+    x->target->active--;
+    discard_wreq(c, &c->out_up);
+    if (reuse && x->up_reusable && x->req_done && !x->req_upgrade && u->tcp.write_queue_size == 0)
+        mg_upconn_release(u);
+    else
+        mg_upconn_close(u);
+}
+
+/* The exchange cannot go on. Before the response started: answer with the JSON
+ * error; after: close the client connection, never a truncated-but-complete-looking
+ * response (DESIGN.md section 4). Does not call advance(). */
+static void fail(struct mg_conn *c, enum mg_error err, const char *why)
+{
+    struct mg_exchange *x = &c->x;
+    if (err == MG_ERR_UPSTREAM_UNAVAILABLE || err == MG_ERR_UPSTREAM_TIMEOUT)
+        mg_warn("%s: %s (target %s, request_id %s)", mg_error_name(err), why,
+                x->target ? x->target->conf->address.text : "-", x->request_id);
+    else
+        mg_debug("%s: %s", mg_error_name(err), why);
+    detach_upstream(c, false);
+    x->error = err;
+    if (x->resp_started) {
+        conn_close(c);
+        return;
+    }
+    if (!x->req_done)
+        x->close_after = true;
+    uv_timer_stop(&c->deadline);
+    queue_error_response(c, err);
+    x->resp_done = true;
+    x->state = MG_X_FINISH;
+}
+
+/* ------------------------------------------------------------------ states */
+
+static void arm_client_timer(struct mg_conn *c, uint64_t ms);
+
+static void exchange_reset(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_arena arena = x->arena;
+    mg_arena_reset(&arena);
+    memset(x, 0, sizeof *x);
+    x->arena = arena;
+    x->state = MG_X_IDLE;
+}
+
+static int step_idle(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (c->start == c->end)
+        return MG_AGAIN;
+    mg_headscan_init(&x->scan, c->w->cfg->client.max_header_size);
+    arm_client_timer(c, c->w->cfg->client.header_timeout_ms);
+    x->state = MG_X_HEAD;
+    return MG_NEXT;
+}
+
+static int step_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (c->start == c->end || read_request_head(c) == MG_AGAIN)
+        return MG_AGAIN;
+    if (!x->error) {
+        make_request_id(c);
+        x->error = route_request(c);
+    }
+    if (x->error) {
+        fail(c, x->error, "request rejected");
+        return MG_NEXT;
+    }
+    if (x->req_done)
+        uv_timer_stop(&c->timer);
+    else
+        arm_client_timer(c, c->w->cfg->client.body_timeout_ms);
+    x->state = MG_X_CONNECT;
+    return MG_NEXT;
+}
+
+static void on_deadline(uv_timer_t *t);
+
+static int step_connect(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->up) {
+        uv_timer_start(&c->deadline, on_deadline, x->route->timeout_ms, 0);
+        if (connect_upstream(c) == MG_AGAIN || x->state != MG_X_CONNECT)
+            return x->state != MG_X_CONNECT ? MG_NEXT : MG_AGAIN;
+    }
+    if (!x->up_ready)
+        return MG_AGAIN;
+    start_forwarding(c);
+    x->state = MG_X_FORWARD;
+    return MG_NEXT;
+}
+
+/* Streams request body bytes that arrived from the client to the upstream. */
+static void forward_request_body(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const char *data = c->buf + c->start;
+    size_t avail = c->end - c->start;
+    llhttp_errno_t e = llhttp_execute(&c->parser, data, avail);
+    if (e == HPE_PAUSED) {
+        c->start += (size_t)(llhttp_get_error_pos(&c->parser) - data);
+        llhttp_resume(&c->parser);
+    } else if (e == HPE_OK || e == HPE_PAUSED_UPGRADE) {
+        c->start += avail;
+    } else {
+        fail(c, x->error == MG_ERR_BODY_TOO_LARGE ? MG_ERR_BODY_TOO_LARGE : MG_ERR_BAD_REQUEST,
+             llhttp_get_error_reason(&c->parser));
+        x->close_after = true;
+        return;
+    }
+    if (x->req_done)
+        uv_timer_stop(&c->timer);
+}
+
+static int step_forward(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->req_done && c->start < c->end && !x->req_upgrade) {
+        forward_request_body(c);
+        if (x->state != MG_X_FORWARD)
+            return MG_NEXT;
+    }
+    if (x->up->start < x->up->end && parse_response(c) < 0)
+        return MG_NEXT;
+    if (x->state != MG_X_FORWARD)
+        return MG_NEXT;
+    if (!x->resp_done)
+        return MG_AGAIN;
+    if (!x->req_done)
+        x->close_after = true; /* the rest of the request body cannot be skipped reliably */
+    detach_upstream(c, true);
+    x->state = MG_X_FINISH;
+    return MG_NEXT;
+}
+
+static int step_tunnel(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upconn *u = x->up;
+    mg_upconn_set_timeout(u, 0);
+    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->deadline);
+    if (c->start < c->end && !x->up_eof) {
+        to_upstream(c, c->buf + c->start, c->end - c->start, true);
+        c->start = c->end;
+    }
+    if (u->start < u->end) {
+        to_client(c, u->buf + u->start, u->end - u->start, u);
+        u->start = u->end;
+    }
+    /* Either side closing ends the tunnel, once what the other sent is delivered. */
+    if ((c->eof || x->up_eof) && !c->out_client && !c->out_up && c->writes == 0 &&
+        (c->pins == 0 || x->up_eof))
+        conn_close(c);
+    return MG_AGAIN;
+}
+
+static int step_finish(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (c->out_client || c->writes > 0)
+        return MG_AGAIN;
+    uv_timer_stop(&c->deadline);
+    detach_upstream(c, true);
+    if (x->close_after || c->eof || c->w->draining) {
+        conn_close(c);
+        return MG_AGAIN;
+    }
+    exchange_reset(c);
+    arm_client_timer(c, c->w->cfg->client.keepalive_timeout_ms);
+    if (c->start == c->end && c->pins == 0 && c->buf) {
+        /* Idle keep-alive connections hold no buffer: 10k of them stay cheap. */
+        mg_worker_buf_put(c->w, c->buf);
+        c->buf = NULL;
+        c->start = c->end = 0;
+    }
+    return MG_NEXT;
+}
+
+static bool client_has_space(const struct mg_conn *c)
+{
+    return !c->buf || c->end < MG_BUF_SIZE || (c->pins == 0 && c->start > 0);
+}
+
+static bool upstream_has_space(const struct mg_upconn *u)
+{
+    return !u->buf || u->end < MG_BUF_SIZE || (u->pins == 0 && u->start > 0);
+}
+
+static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void update_reading(struct mg_conn *c)
+{
+    if (c->closing)
+        return;
+    bool want = !c->eof && client_has_space(c);
+    if (want != c->reading) {
+        c->reading = want;
+        if (want)
+            uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read);
+        else
+            uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    struct mg_exchange *x = &c->x;
+    if (x->up && x->up_ready && !x->up->closing &&
+        (x->state == MG_X_FORWARD || x->state == MG_X_TUNNEL)) {
+        bool up_want = upstream_has_space(x->up) && !x->resp_done && !x->up_eof;
+        if (up_want != x->up->reading && x->state == MG_X_FORWARD)
+            /* Time waiting for the upstream counts; time the client makes us wait does not. */
+            mg_upconn_set_timeout(x->up, up_want ? x->route->upstream->read_timeout_ms : 0);
+        mg_upconn_set_reading(x->up, up_want);
+    }
+}
+
+/* After the client closed its side: requests already complete still get their
+ * responses (a client may half-close after pipelining); a request cut short is
+ * aborted, as nginx's 499. */
+static bool client_gone_midway(const struct mg_conn *c)
+{
+    const struct mg_exchange *x = &c->x;
+    switch (x->state) {
+    case MG_X_IDLE:
+        return c->start == c->end;
+    case MG_X_HEAD:
+        return true;
+    case MG_X_CONNECT:
+    case MG_X_FORWARD:
+        return !x->req_done;
+    default:
+        return false;
+    }
+}
+
+/* The state machine. Every event handler records what happened and calls this;
+ * it runs steps until one must wait, then batches the writes and sets reading. */
+static void advance(struct mg_conn *c)
+{
+    for (;;) {
+        if (c->closing)
+            return;
+        struct mg_exchange *x = &c->x;
+        enum mg_x_state before = x->state;
+        int rc = MG_AGAIN;
+        switch (x->state) {
+        case MG_X_IDLE:
+            rc = step_idle(c);
+            break;
+        case MG_X_HEAD:
+            rc = step_head(c);
+            break;
+        case MG_X_CONNECT:
+            MG_ASSERT(x->route != NULL);
+            rc = step_connect(c);
+            break;
+        case MG_X_FORWARD:
+            MG_ASSERT(x->up != NULL && x->up_ready);
+            rc = step_forward(c);
+            break;
+        case MG_X_TUNNEL:
+            rc = step_tunnel(c);
+            break;
+        case MG_X_FINISH:
+            MG_ASSERT(x->resp_done);
+            rc = step_finish(c);
+            break;
+        }
+        if (c->closing)
+            return;
+        if (x->state != before)
+            mg_debug("conn %p: %s -> %s", (void *)c, state_names[before], state_names[x->state]);
+        if (rc == MG_AGAIN)
+            break;
+    }
+    if (c->out_up)
+        flush_upstream(c);
+    if (c->out_client)
+        flush_client(c);
+    if (c->eof && client_gone_midway(c)) {
+        conn_close(c);
+        return;
+    }
+    update_reading(c);
+}
+
+/* ------------------------------------------------------- libuv callbacks */
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct mg_conn *c = h->data;
+    c->handles_open--;
+    conn_maybe_free(c);
+}
+
+static void conn_maybe_free(struct mg_conn *c)
+{
+    if (c->handles_open || c->pins || c->writes)
+        return;
+    struct mg_worker *w = c->w;
+    mg_arena_destroy(&c->x.arena);
+    if (c->buf)
+        mg_worker_buf_put(w, c->buf);
+    free(c);
+    mg_worker_conn_closed(w);
+}
+
+static void conn_close(struct mg_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    uv_timer_stop(&c->deadline);
+    detach_upstream(c, false);
+    discard_wreq(c, &c->out_client);
+    discard_wreq(c, &c->out_up);
+    struct mg_worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->deadline, on_conn_handle_closed);
+}
+
+static void on_client_timer(uv_timer_t *t)
+{
+    struct mg_conn *c = t->data;
+    struct mg_exchange *x = &c->x;
+    switch (x->state) {
+    case MG_X_IDLE:
+        conn_close(c); /* keep-alive (or first byte) timeout: nothing to answer */
+        return;
+    case MG_X_HEAD:
+        x->close_after = true;
+        fail(c, MG_ERR_CLIENT_TIMEOUT, "request head timeout");
+        break;
+    case MG_X_CONNECT:
+    case MG_X_FORWARD:
+        if (x->req_done)
+            return;
+        x->close_after = true;
+        fail(c, MG_ERR_CLIENT_TIMEOUT, "request body timeout");
+        break;
+    default:
+        return;
+    }
+    advance(c);
+}
+
+static void arm_client_timer(struct mg_conn *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, on_client_timer, ms, 0);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct mg_conn *c = t->data;
+    struct mg_exchange *x = &c->x;
+    if (x->state != MG_X_CONNECT && x->state != MG_X_FORWARD)
+        return;
+    fail(c, MG_ERR_UPSTREAM_TIMEOUT, "route deadline exceeded");
+    advance(c);
+}
+
+static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct mg_conn *c = h->data;
+    if (!c->buf) {
+        c->buf = mg_worker_buf_get(c->w);
+        c->start = c->end = 0;
+    }
+    if (c->pins == 0 && c->start > 0) {
+        /* Nothing points into the consumed bytes: move the rest to the front. */
+        memmove(c->buf, c->buf + c->start, c->end - c->start);
+        c->end -= c->start;
+        c->start = 0;
+    }
+    buf->base = c->buf + c->end;
+    buf->len = MG_BUF_SIZE - c->end;
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct mg_conn *c = s->data;
+    struct mg_exchange *x = &c->x;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        c->eof = true;
+        if (nread != UV_EOF)
+            mg_debug("client read: %s", uv_strerror((int)nread));
+        advance(c);
+        return;
+    }
+    c->end += (size_t)nread;
+    if ((x->state == MG_X_CONNECT || x->state == MG_X_FORWARD) && !x->req_done)
+        arm_client_timer(c, c->w->cfg->client.body_timeout_ms);
+    advance(c);
+}
+
+/* ------------------------------------------------------- upstream events */
+
+void mg_proxy_on_upstream_connect(struct mg_upconn *u, int status)
+{
+    struct mg_conn *c = u->owner;
+    if (status < 0) {
+        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
+    } else {
+        mg_upconn_set_timeout(u, 0);
+        c->x.up_ready = true;
+    }
+    advance(c);
+}
+
+void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
+{
+    struct mg_conn *c = u->owner;
+    struct mg_exchange *x = &c->x;
+    if (nread < 0) {
+        if (x->state == MG_X_TUNNEL) {
+            mg_upconn_set_reading(u, false);
+            x->up_eof = true;
+            advance(c);
+            return;
+        }
+        if (x->resp_head_done && llhttp_finish(&u->parser) == HPE_OK && x->resp_done) {
+            x->up_reusable = false; /* close-delimited body: ended by the close */
+            advance(c);
+            return;
+        }
+        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE,
+             nread == UV_EOF ? "upstream closed the connection" : uv_strerror((int)nread));
+        advance(c);
+        return;
+    }
+    if (x->state == MG_X_FORWARD)
+        mg_upconn_set_timeout(u, x->route->upstream->read_timeout_ms);
+    advance(c);
+}
+
+void mg_proxy_on_upstream_timeout(struct mg_upconn *u)
+{
+    struct mg_conn *c = u->owner;
+    fail(c, MG_ERR_UPSTREAM_TIMEOUT, u->connected ? "upstream read timeout" : "connect timeout");
+    advance(c);
+}
+
+void mg_proxy_on_upstream_unpinned(struct mg_upconn *u)
+{
+    advance(u->owner);
+}
+
+/* ------------------------------------------------------------ accept, drain */
+
+static void client_ip_of(struct mg_conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    c->client_ip[0] = '\0';
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, c->client_ip, sizeof c->client_ip);
+    else if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->client_ip, sizeof c->client_ip);
+}
+
+void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
+{
+    struct mg_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        mg_fatal("out of memory (client connection)");
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    uv_timer_init(&w->loop, &c->timer);
+    uv_timer_init(&w->loop, &c->deadline);
+    c->tcp.data = c->timer.data = c->deadline.data = c;
+    c->handles_open = 3;
+    mg_arena_init(&c->x.arena);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (w->nconns > w->cfg->client.max_connections || w->draining) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    client_ip_of(c);
+    arm_client_timer(c, w->cfg->client.header_timeout_ms);
+    update_reading(c);
+}
+
+void mg_proxy_drain(struct mg_worker *w)
+{
+    struct mg_conn *c = w->conns;
+    while (c) {
+        struct mg_conn *next = c->next;
+        if (c->x.state == MG_X_IDLE && c->start == c->end)
+            conn_close(c);
+        c = next;
+    }
+}
+
+void mg_proxy_close_all(struct mg_worker *w)
+{
+    while (w->conns)
+        conn_close(w->conns);
+}
+
+void mg_proxy_free_worker_cache(struct mg_worker *w)
+{
+    while (w->free_wreqs) {
+        struct mg_wreq *r = w->free_wreqs;
+        w->free_wreqs = r->next_free;
+        free(r);
+    }
+}

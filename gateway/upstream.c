@@ -1,0 +1,246 @@
+/*
+ * Upstream connections and pools (see upstream.h).
+ *
+ * Invariants: a connection is in its target's idle list iff owner == NULL and
+ * !closing. Reads go to the proxy only while owner != NULL; an idle connection
+ * that becomes readable (data or EOF) is closed, since a pooled HTTP/1.1
+ * connection has nothing to say. Memory is freed in the last close callback, or
+ * by the last unpin, whichever comes later.
+ */
+#include "upstream.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proxy.h"
+
+static void pool_put(struct mg_upconn *u);
+
+static void maybe_free(struct mg_upconn *u)
+{
+    if (u->handles_open || u->pins)
+        return;
+    if (u->buf)
+        mg_worker_buf_put(u->w, u->buf);
+    free(u);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    struct mg_upconn *u = h->data;
+    u->handles_open--;
+    maybe_free(u);
+}
+
+static void unlink_idle(struct mg_upconn *u)
+{
+    struct mg_upconn **pp = &u->target->idle;
+    while (*pp && *pp != u)
+        pp = &(*pp)->next_idle;
+    if (*pp) {
+        *pp = u->next_idle;
+        u->target->nidle--;
+    }
+    u->next_idle = NULL;
+}
+
+void mg_upconn_close(struct mg_upconn *u)
+{
+    if (u->closing)
+        return;
+    u->closing = true;
+    if (!u->owner)
+        unlink_idle(u);
+    u->owner = NULL;
+    uv_close((uv_handle_t *)&u->tcp, on_close);
+    uv_close((uv_handle_t *)&u->timer, on_close);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct mg_upconn *u = h->data;
+    if (!u->buf) {
+        u->buf = mg_worker_buf_get(u->w);
+        u->start = u->end = 0;
+    }
+    if (u->pins == 0 && u->start > 0) {
+        /* Nothing points into the consumed bytes any more: reuse them. */
+        memmove(u->buf, u->buf + u->start, u->end - u->start);
+        u->end -= u->start;
+        u->start = 0;
+    }
+    buf->base = u->buf + u->end;
+    buf->len = MG_BUF_SIZE - u->end;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct mg_upconn *u = s->data;
+    if (nread == 0)
+        return;
+    if (!u->owner) {
+        /* Idle in the pool: the upstream closed it or sent garbage. */
+        mg_upconn_close(u);
+        return;
+    }
+    if (nread > 0)
+        u->end += (size_t)nread;
+    mg_proxy_on_upstream_read(u, nread);
+}
+
+void mg_upconn_set_reading(struct mg_upconn *u, bool on)
+{
+    if (u->closing || on == u->reading)
+        return;
+    u->reading = on;
+    if (on)
+        uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
+    else
+        uv_read_stop((uv_stream_t *)&u->tcp);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct mg_upconn *u = t->data;
+    if (u->owner)
+        mg_proxy_on_upstream_timeout(u);
+    else
+        mg_upconn_close(u);
+}
+
+void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms)
+{
+    if (u->closing)
+        return;
+    if (ms)
+        uv_timer_start(&u->timer, on_timer, ms, 0);
+    else
+        uv_timer_stop(&u->timer);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct mg_upconn *u = req->data;
+    if (status == UV_ECANCELED || u->closing)
+        return;
+    if (status == 0) {
+        u->connected = true;
+        uv_tcp_nodelay(&u->tcp, 1);
+    }
+    mg_proxy_on_upstream_connect(u, status);
+}
+
+static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struct mg_upconn *u,
+                         uint64_t timeout_ms)
+{
+    int rc = uv_tcp_init(&w->loop, &u->tcp);
+    if (rc)
+        return rc;
+    uv_timer_init(&w->loop, &u->timer);
+    u->handles_open = 2;
+    u->tcp.data = u->timer.data = u->connect_req.data = u;
+    rc = uv_tcp_connect(&u->connect_req, &u->tcp,
+                        (const struct sockaddr *)&target->conf->address.addr, on_connect);
+    if (rc) {
+        /* The handles exist: close them; the caller must not free u. */
+        u->owner = NULL;
+        u->closing = true;
+        uv_close((uv_handle_t *)&u->tcp, on_close);
+        uv_close((uv_handle_t *)&u->timer, on_close);
+        return rc;
+    }
+    mg_upconn_set_timeout(u, timeout_ms);
+    return 0;
+}
+
+int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct mg_conn *owner,
+                      uint64_t connect_timeout_ms, struct mg_upconn **out, bool *reused)
+{
+    struct mg_upconn *u = target->idle;
+    if (u) {
+        target->idle = u->next_idle;
+        target->nidle--;
+        u->next_idle = NULL;
+        u->owner = owner;
+        mg_upconn_set_timeout(u, 0);
+        mg_upconn_set_reading(u, false);
+        *out = u;
+        *reused = true;
+        return 0;
+    }
+    u = calloc(1, sizeof *u);
+    if (!u)
+        mg_fatal("out of memory (upstream connection)");
+    u->w = w;
+    u->target = target;
+    u->owner = owner;
+    u->serial = ++w->conn_serial;
+    int rc = start_connect(w, target, u, connect_timeout_ms);
+    if (rc) {
+        if (!u->handles_open)
+            free(u);
+        return rc;
+    }
+    *out = u;
+    *reused = false;
+    return 0;
+}
+
+void mg_upconn_release(struct mg_upconn *u)
+{
+    if (u->closing)
+        return;
+    struct mg_target_rt *t = u->target;
+    u->owner = NULL;
+    if (u->start != u->end || t->nidle >= t->pool_limit || u->w->draining) {
+        mg_upconn_close(u);
+        return;
+    }
+    if (u->pins) {
+        /* A client write still points into our buffer: join the pool once it is done. */
+        u->parked = true;
+        return;
+    }
+    pool_put(u);
+}
+
+static void pool_put(struct mg_upconn *u)
+{
+    struct mg_target_rt *t = u->target;
+    u->parked = false;
+    u->start = u->end = 0;
+    u->next_idle = t->idle;
+    t->idle = u;
+    t->nidle++;
+    mg_upconn_set_timeout(u, MG_UPSTREAM_IDLE_TIMEOUT_MS);
+    mg_upconn_set_reading(u, true);
+}
+
+void mg_upconn_unpin(struct mg_upconn *u)
+{
+    MG_ASSERT(u->pins > 0);
+    u->pins--;
+    if (u->closing) {
+        maybe_free(u);
+        return;
+    }
+    if (u->pins == 0) {
+        if (u->owner)
+            mg_proxy_on_upstream_unpinned(u);
+        else if (u->parked)
+            pool_put(u);
+    }
+}
+
+void mg_upconn_close_idle(struct mg_worker *w)
+{
+    for (size_t i = 0; i < w->cfg->nupstreams; i++) {
+        struct mg_upstream_rt *ur = &w->ups[i];
+        for (size_t j = 0; j < ur->conf->ntargets; j++)
+            while (ur->targets[j].idle)
+                mg_upconn_close(ur->targets[j].idle);
+    }
+}

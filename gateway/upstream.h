@@ -1,0 +1,67 @@
+/*
+ * Connections to upstream targets and the per-worker, per-target pools that keep
+ * them alive between requests.
+ *
+ * An upstream connection is either idle in its target's pool (owner == NULL,
+ * reading only to notice a close), leased to one client connection's exchange
+ * (owner != NULL), or closing. Pool and connection objects are malloc'd, never
+ * arena memory: they outlive exchanges. The memory is freed only when both libuv
+ * handles are closed and no client write still points into the read buffer.
+ */
+#ifndef MG_UPSTREAM_H
+#define MG_UPSTREAM_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "http/headscan.h"
+#include "worker.h"
+
+/* Idle pooled connections are closed after this long, as nginx's upstream
+ * keepalive_timeout default; upstreams commonly close at 60-75 s. */
+#define MG_UPSTREAM_IDLE_TIMEOUT_MS 55000
+
+struct mg_upconn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;          /* connect/read timeout while leased, idle timeout in pool */
+    uv_connect_t connect_req;
+    struct mg_worker *w;
+    struct mg_target_rt *target;
+    struct mg_conn *owner;     /* the client connection leasing it; NULL when idle */
+    struct mg_upconn *next_idle;
+    char *buf;                 /* read buffer (MG_BUF_SIZE) from the worker, or NULL */
+    size_t start, end;         /* unparsed bytes are buf[start..end) */
+    llhttp_t parser;           /* response parser, re-initialised per exchange */
+    struct mg_headscan scan;
+    uint32_t pins;             /* client writes still pointing into buf */
+    uint64_t serial;
+    uint32_t requests;         /* exchanges served, for logs */
+    unsigned handles_open;     /* tcp + timer until their close callbacks ran */
+    bool connected;
+    bool closing;
+    bool reading;
+    bool parked;               /* released while pinned: joins the pool when unpinned */
+};
+
+/* Leases a connection to `target` for `owner`. A pooled idle one is returned with
+ * *reused = true and is ready at once; otherwise a connect starts and
+ * mg_proxy_on_upstream_connect() fires later, exactly once, unless the connection
+ * is closed first. Returns 0, or a negative UV_E* when the connect could not even
+ * start (no callback then). */
+int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct mg_conn *owner,
+                      uint64_t connect_timeout_ms, struct mg_upconn **out, bool *reused);
+/* Returns a leased connection to its pool (or closes it when the pool is full). */
+void mg_upconn_release(struct mg_upconn *u);
+/* Closes the connection; memory goes when handles are closed and pins are 0. */
+void mg_upconn_close(struct mg_upconn *u);
+/* Starts or stops reading; reads land in u->buf and go to the proxy. */
+void mg_upconn_set_reading(struct mg_upconn *u, bool on);
+/* Arms the connection's timer for the owner (0 stops it). */
+void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms);
+/* A client write that pointed into u->buf completed. */
+void mg_upconn_unpin(struct mg_upconn *u);
+/* Closes every idle pooled connection of the worker (drain). */
+void mg_upconn_close_idle(struct mg_worker *w);
+
+#endif

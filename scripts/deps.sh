@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages of DESIGN.md section 1 that are missing.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake pkg-config
+  libuv1-dev node-llhttp libluajit2-5.1-dev libhiredis-dev libyaml-dev libssl-dev
+  libcmocka-dev uthash-dev libxxhash-dev
+  python3 python3-pytest redis-server curl
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client)
+fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
