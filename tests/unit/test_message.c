@@ -1,0 +1,68 @@
+/* tests for gateway/http/message.c: hop-by-hop marking and token lists. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "http/message.h"
+
+#define S(lit) ((struct mg_slice){(lit), sizeof(lit) - 1})
+
+static void token_list_matches_case_insensitively_with_spaces(void **state)
+{
+    assert_true(mg_token_list_has(S("keep-alive, Upgrade"), S("upgrade")));
+    assert_true(mg_token_list_has(S(" ,close ,"), S("close")));
+    assert_false(mg_token_list_has(S("closed"), S("close")));
+    assert_false(mg_token_list_has(S(""), S("close")));
+}
+
+static void field_names_must_be_tokens(void **state)
+{
+    assert_true(mg_field_name_valid(S("X-Custom_1")));
+    assert_false(mg_field_name_valid(S("Host ")));
+    assert_false(mg_field_name_valid(S("a:b")));
+    assert_false(mg_field_name_valid(S("")));
+}
+
+static void marks_fixed_and_connection_named_fields(void **state)
+{
+    struct mg_header v[] = {
+        {S("Host"), S("a"), 0},
+        {S("Connection"), S("close, X-Secret"), 0},
+        {S("x-secret"), S("1"), 0},
+        {S("Keep-Alive"), S("timeout=5"), 0},
+        {S("TE"), S("trailers"), 0},
+        {S("Transfer-Encoding"), S("chunked"), 0},
+        {S("Upgrade"), S("websocket"), 0},
+        {S("Proxy-Connection"), S("keep-alive"), 0},
+        {S("Trailer"), S("X"), 0},
+        {S("X-Kept"), S("1"), 0},
+    };
+    struct mg_headers h = {v, sizeof v / sizeof v[0], sizeof v / sizeof v[0]};
+    mg_headers_mark_hop_by_hop(&h);
+    assert_int_equal(v[0].flags & MG_HDR_HOP, 0);
+    for (int i = 1; i <= 8; i++)
+        assert_int_equal(v[i].flags & MG_HDR_HOP, MG_HDR_HOP);
+    assert_int_equal(v[9].flags & MG_HDR_HOP, 0);
+}
+
+static void find_is_case_insensitive(void **state)
+{
+    struct mg_header v[] = {{S("Host"), S("a"), 0}, {S("X-Request-Id"), S("r"), 0}};
+    struct mg_headers h = {v, 2, 2};
+    assert_int_equal(mg_headers_find(&h, S("x-request-id")), 1);
+    assert_int_equal(mg_headers_find(&h, S("x-missing")), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(token_list_matches_case_insensitively_with_spaces),
+        cmocka_unit_test(field_names_must_be_tokens),
+        cmocka_unit_test(marks_fixed_and_connection_named_fields),
+        cmocka_unit_test(find_is_case_insensitive),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
