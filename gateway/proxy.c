@@ -77,6 +77,7 @@ struct mg_exchange {
     struct mg_slice url, path;
     struct mg_headers req_hdrs;
     int method;
+    bool head_parsed;          /* method, version and headers are known */
     uint8_t http_minor;
     uint64_t req_content_length;
     bool req_chunked;          /* request body is chunked */
@@ -433,7 +434,8 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
                      "X-Request-Id: %s\r\n%s%s\r\n%s",
                      status, reasons[status] ? reasons[status] : "Error", blen, x->request_id,
                      status == 503 ? "Retry-After: 1\r\n" : "",
-                     x->close_after ? "Connection: close\r\n" : "", body);
+                     x->close_after ? "Connection: close\r\n" : "",
+                     x->head_parsed && x->method == HTTP_HEAD ? "" : body);
     to_client(c, out, (size_t)n, NULL);
     flush_client(c);
 }
@@ -483,6 +485,7 @@ static int on_req_headers_complete(llhttp_t *p)
 {
     struct mg_exchange *x = &conn_of(p)->x;
     x->method = p->method;
+    x->head_parsed = true;
     x->http_minor = p->http_major == 1 ? p->http_minor : 0;
     x->req_keepalive = llhttp_should_keep_alive(p);
     x->req_chunked = (p->flags & F_CHUNKED) != 0;

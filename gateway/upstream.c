@@ -165,8 +165,8 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct m
         target->nidle--;
         u->next_idle = NULL;
         u->owner = owner;
+        /* Reading stays on: toggling it would cost epoll_ctl calls per request. */
         mg_upconn_set_timeout(u, 0);
-        mg_upconn_set_reading(u, false);
         *out = u;
         *reused = true;
         return 0;
