@@ -1,0 +1,662 @@
+/*
+ * The configuration schema of DESIGN section 3 as data: one table per section,
+ * each row {key, kind, offsetof(...), default, ...} with the default in file
+ * syntax on the same row (STYLE convention 9), plus the few parsers and checks a
+ * generic kind cannot express (named upstreams, routes, targets, retry.on,
+ * plugin entries, hosts, paths).
+ *
+ * Invariant: the tables are read in row order, so a row may rely on rows above
+ * it (routes resolve `upstream` against upstreams, idempotency `store: redis`
+ * checks the redis section). All memory comes from mg_conf_alloc (the snapshot).
+ */
+#include <ctype.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "config/parse.h"
+
+#define MAX_WORKERS 1024
+
+_Static_assert(sizeof(enum mg_idem_store) == sizeof(int), "MG_K_ENUM stores an int");
+_Static_assert(sizeof(enum mg_idem_on_error) == sizeof(int), "MG_K_ENUM stores an int");
+
+/* ---- validators and custom parsers ---- */
+
+static bool is_tchar(int c)
+{
+    /* RFC 9110 section 5.6.2 token characters */
+    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool is_token(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (!is_tchar((unsigned char)*s))
+            return false;
+    }
+    return true;
+}
+
+static int check_header(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    if (!is_token(*(char **)dst))
+        return mg_conf_fail(ld, n, "invalid header name '%.64s'", *(char **)dst);
+    return 0;
+}
+
+static int check_abs_path(struct mg_conf_ld *ld, yaml_node_t *n, const char *p)
+{
+    if (p[0] != '/')
+        return mg_conf_fail(ld, n, "path '%.64s' must start with '/'", p);
+    for (; *p; p++) {
+        if (*p == '?' || *p == '#' || (unsigned char)*p <= ' ' || *p == 0x7f)
+            return mg_conf_fail(ld, n, "path must not contain '?', '#', spaces or controls");
+    }
+    return 0;
+}
+
+static int check_health_path(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    return check_abs_path(ld, n, *(char **)dst);
+}
+
+/* Runs `check` on each item of the string list `dst` read from sequence `seq`. */
+static int each_item(struct mg_conf_ld *ld, yaml_node_t *seq, char **items,
+                     int (*check)(struct mg_conf_ld *, yaml_node_t *, char *))
+{
+    size_t cnt;
+
+    if (mg_conf_seq(ld, seq, &cnt) < 0)
+        return -1;
+    for (size_t i = 0; i < cnt; i++) {
+        size_t at = mg_conf_push_index(ld, i);
+        if (check(ld, mg_conf_seq_item(ld, seq, i), items[i]) < 0)
+            return -1;
+        mg_conf_pop(ld, at);
+    }
+    return 0;
+}
+
+static int check_path(struct mg_conf_ld *ld, yaml_node_t *n, char *p)
+{
+    return check_abs_path(ld, n, p);
+}
+
+static int check_paths(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+{
+    return each_item(ld, seq, *(char ***)dst, check_path);
+}
+
+/* Lowercases a host in place and checks "name", "*.name" or "[v6]". */
+static int check_host(struct mg_conf_ld *ld, yaml_node_t *n, char *h)
+{
+    const char *name = h;
+    size_t len = strlen(h);
+
+    for (char *p = h; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    if (h[0] == '[') {
+        if (len < 3 || h[len - 1] != ']' || strspn(h + 1, "0123456789abcdef:.") != len - 2)
+            return mg_conf_fail(ld, n, "invalid IPv6 host '%.64s'", h);
+        return 0;
+    }
+    if (h[0] == '*') {
+        if (h[1] != '.' || h[2] == '\0')
+            return mg_conf_fail(ld, n, "a wildcard host must look like '*.example.org'");
+        name = h + 2;
+    }
+    if (strchr(name, ':') != NULL)
+        return mg_conf_fail(ld, n, "host '%.64s' must not carry a port", h);
+    if (strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != strlen(name))
+        return mg_conf_fail(ld, n, "invalid host '%.64s'", h);
+    return 0;
+}
+
+static int check_hosts(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+{
+    return each_item(ld, seq, *(char ***)dst, check_host);
+}
+
+static int check_scope_item(struct mg_conf_ld *ld, yaml_node_t *n, char *s)
+{
+    if (strncmp(s, "header:", 7) != 0 || !is_token(s + 7))
+        return mg_conf_fail(ld, n, "invalid scope '%.64s' (expected header:NAME)", s);
+    return 0;
+}
+
+static int check_scope(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+{
+    return each_item(ld, seq, *(char ***)dst, check_scope_item);
+}
+
+static int check_store(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    if (*(int *)dst == MG_IDEM_STORE_REDIS && !ld->cfg->redis.enabled)
+        return mg_conf_fail(ld, n, "store 'redis' needs the top-level 'redis' section");
+    return 0;
+}
+
+/* Lexically normalizes an absolute path in place ("/a/./b/../c" -> "/a/c"). */
+static void normalize(char *path)
+{
+    const char *p = path;
+    size_t o = 0;
+
+    while (*p) {
+        const char *seg;
+        size_t len;
+        p += strspn(p, "/");
+        seg = p;
+        len = strcspn(p, "/");
+        p += len;
+        if (len == 0 || (len == 1 && seg[0] == '.'))
+            continue;
+        if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (o > 0 && path[--o] != '/')
+                ;
+            continue;
+        }
+        path[o++] = '/';
+        memmove(path + o, seg, len);
+        o += len;
+    }
+    if (o == 0)
+        path[o++] = '/';
+    path[o] = '\0';
+}
+
+/* plugin_path entries are relative to the config file, not to the cwd, so the
+ * same file means the same thing whatever directory moongate starts from. */
+static int resolve_plugin_path(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+{
+    char **paths = *(char ***)dst;
+    const char *slash = strrchr(ld->name, '/');
+    int dirlen = slash ? (int)(slash - ld->name) : 0;
+    char cwd[PATH_MAX] = "";
+    size_t cnt;
+
+    if (mg_conf_seq(ld, seq, &cnt) < 0)
+        return -1;
+    if (ld->name[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL)
+        return mg_conf_fail(ld, seq, "cannot resolve relative paths: getcwd failed");
+    for (size_t i = 0; i < cnt; i++) {
+        size_t len = strlen(cwd) + (size_t)dirlen + strlen(paths[i]) + 3;
+        char *abs = mg_conf_alloc(ld, len);
+        if (paths[i][0] == '/')
+            snprintf(abs, len, "%s", paths[i]);
+        else
+            snprintf(abs, len, "%s/%.*s/%s", cwd, dirlen, ld->name, paths[i]);
+        normalize(abs);
+        paths[i] = abs;
+    }
+    return 0;
+}
+
+static int parse_workers(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    uint32_t *workers = dst;
+    const char *s;
+    uint64_t v;
+
+    *workers = 0; /* auto: one per core */
+    if (n == NULL)
+        return 0;
+    if (mg_conf_scalar(ld, n, "an integer or auto", &s) < 0)
+        return -1;
+    if (strcmp(s, "auto") == 0)
+        return 0;
+    if (mg_conf_parse_uint(s, &v) < 0 || v < 1 || v > MAX_WORKERS)
+        return mg_conf_fail(ld, n, "invalid workers '%.64s' (expected auto or 1..%d)", s,
+                            MAX_WORKERS);
+    *workers = (uint32_t)v;
+    return 0;
+}
+
+/* retry.on: failure names and status codes in one list. `dst` is the retry conf. */
+static int parse_retry_on(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } names[] = {{"connect_failure", MG_RETRY_ON_CONNECT_FAILURE},
+                 {"reset", MG_RETRY_ON_RESET},
+                 {"timeout", MG_RETRY_ON_TIMEOUT}};
+    static const uint16_t def_statuses[] = {502, 503, 504};
+    struct mg_retry_conf *r = dst;
+    size_t cnt;
+
+    if (n == NULL) {
+        r->on_mask = MG_RETRY_ON_CONNECT_FAILURE | MG_RETRY_ON_RESET | MG_RETRY_ON_TIMEOUT;
+        r->n_on_statuses = 3;
+        r->on_statuses = mg_conf_alloc(ld, sizeof(def_statuses));
+        memcpy(r->on_statuses, def_statuses, sizeof(def_statuses));
+        return 0;
+    }
+    if (mg_conf_seq(ld, n, &cnt) < 0)
+        return -1;
+    r->on_mask = 0;
+    r->n_on_statuses = 0;
+    r->on_statuses = mg_conf_alloc(ld, cnt * sizeof(uint16_t));
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = mg_conf_seq_item(ld, n, i);
+        size_t at = mg_conf_push_index(ld, i), k;
+        const char *s;
+        int status;
+        if (mg_conf_scalar(ld, item, "a failure name or status code", &s) < 0)
+            return -1;
+        for (k = 0; k < sizeof(names) / sizeof(names[0]) && strcmp(s, names[k].name); k++)
+            ;
+        if (k < sizeof(names) / sizeof(names[0]))
+            r->on_mask |= names[k].bit;
+        else if ((status = mg_conf_status(s)) >= 0)
+            r->on_statuses[r->n_on_statuses++] = (uint16_t)status;
+        else
+            return mg_conf_fail(ld, item,
+                                "invalid retry condition '%.64s' (expected connect_failure, "
+                                "reset, timeout or a status code 100..599)",
+                                s);
+        mg_conf_pop(ld, at);
+    }
+    return 0;
+}
+
+/* Cross-field checks; the error points at the later key when it was written. */
+static int check_order(struct mg_conf_ld *ld, yaml_node_t *map, const char *lo_key, uint64_t lo,
+                       const char *hi_key, uint64_t hi)
+{
+    yaml_node_t *at = mg_conf_child(ld, map, hi_key);
+    size_t len;
+
+    if (hi >= lo)
+        return 0;
+    len = mg_conf_push_key(ld, at ? hi_key : lo_key);
+    mg_conf_fail(ld, at ? at : mg_conf_child(ld, map, lo_key),
+                 "%s (%llums) must not be less than %s (%llums)", hi_key, (unsigned long long)hi,
+                 lo_key, (unsigned long long)lo);
+    mg_conf_pop(ld, len);
+    return -1;
+}
+
+static int check_backoff(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    const struct mg_retry_conf *r = dst;
+
+    return check_order(ld, n, "base", r->backoff_base_ms, "max", r->backoff_max_ms);
+}
+
+static int check_breaker(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    const struct mg_breaker_conf *b = dst;
+
+    return check_order(ld, n, "open_for", b->open_for_ms, "max_open_for", b->max_open_for_ms);
+}
+
+/* ---- tables ---- */
+
+#define CFG(m) offsetof(struct mg_config, m)
+#define CLI(m) offsetof(struct mg_client_conf, m)
+#define RDS(m) offsetof(struct mg_redis_conf, m)
+#define UP(m)  offsetof(struct mg_upstream_conf, m)
+#define TGT(m) offsetof(struct mg_target_conf, m)
+#define RTY(m) offsetof(struct mg_retry_conf, m)
+#define BRK(m) offsetof(struct mg_breaker_conf, m)
+#define BLK(m) offsetof(struct mg_bulkhead_conf, m)
+#define HLT(m) offsetof(struct mg_health_conf, m)
+#define RT(m)  offsetof(struct mg_route_conf, m)
+#define PLG(m) offsetof(struct mg_plugin_conf, m)
+#define IDM(m) offsetof(struct mg_idempotency_conf, m)
+/* A row: {key, kind, offsetof, default, options...}; all designated so rows
+ * can name only the options they use. */
+// clang-format off
+#define ROW(k, kd, o, ...) {.key = k, .kind = kd, .off = o, .def = __VA_ARGS__}
+#define END {.key = NULL}
+// clang-format on
+
+static const char *const store_names[] = {"memory", "redis", NULL};
+static const char *const on_error_names[] = {"reject", "pass", NULL};
+
+static const struct mg_conf_field admin_fields[] = {
+    ROW("listen", MG_K_ADDRESS, CFG(admin_listen), "127.0.0.1:9901"),
+    END,
+};
+
+static const struct mg_conf_field redis_fields[] = {
+    ROW("address", MG_K_ADDRESS, RDS(address), "127.0.0.1:6379"),
+    ROW("db", MG_K_UINT, RDS(db), "0", .hi = INT32_MAX),
+    ROW("password", MG_K_STRING, RDS(password), NULL, .flags = MG_CF_NULLABLE),
+    ROW("timeout", MG_K_DURATION, RDS(timeout_ms), "250ms", .lo = 1),
+    END,
+};
+
+static const struct mg_conf_field client_fields[] = {
+    ROW("header_timeout", MG_K_DURATION, CLI(header_timeout_ms), "10s", .lo = 1),
+    ROW("body_timeout", MG_K_DURATION, CLI(body_timeout_ms), "30s", .lo = 1),
+    ROW("keepalive_timeout", MG_K_DURATION, CLI(keepalive_timeout_ms), "75s"), /* 0: no reuse */
+    ROW("max_header_size", MG_K_SIZE, CLI(max_header_size), "16k", .lo = 1),
+    ROW("max_body_size", MG_K_SIZE, CLI(max_body_size), "10m"),
+    ROW("max_connections", MG_K_UINT, CLI(max_connections), "10000", .lo = 1),
+    END,
+};
+
+static const struct mg_conf_field target_fields[] = {
+    ROW("address", MG_K_ADDRESS, TGT(address), NULL, .flags = MG_CF_REQUIRED),
+    ROW("weight", MG_K_UINT, TGT(weight), "1", .lo = 1, .hi = 1000000),
+    END,
+};
+
+static const struct mg_conf_field timeouts_fields[] = {
+    ROW("connect", MG_K_DURATION, UP(connect_timeout_ms), "1s", .lo = 1),
+    ROW("send", MG_K_DURATION, UP(send_timeout_ms), "10s", .lo = 1),
+    ROW("read", MG_K_DURATION, UP(read_timeout_ms), "30s", .lo = 1),
+    END,
+};
+
+static const struct mg_conf_field backoff_fields[] = {
+    ROW("base", MG_K_DURATION, RTY(backoff_base_ms), "25ms"),
+    ROW("max", MG_K_DURATION, RTY(backoff_max_ms), "250ms"),
+    END,
+};
+
+static const struct mg_conf_field budget_fields[] = {
+    ROW("ratio", MG_K_DOUBLE, RTY(budget_ratio), "0.2", .lo = 0, .hi = 1),
+    ROW("min_per_second", MG_K_UINT, RTY(budget_min_per_second), "10"),
+    END,
+};
+
+static const struct mg_conf_field retry_fields[] = {
+    ROW("max_retries", MG_K_UINT, RTY(max_retries), "2", .lo = 0, .hi = 10),
+    ROW("on", MG_K_CUSTOM, 0, NULL, .fn = parse_retry_on), /* default: see parse_retry_on */
+    ROW("backoff", MG_K_SECTION, 0, NULL, .sub = backoff_fields, .fn = check_backoff),
+    ROW("budget", MG_K_SECTION, 0, NULL, .sub = budget_fields),
+    END,
+};
+
+static const struct mg_conf_field breaker_fields[] = {
+    ROW("consecutive_failures", MG_K_UINT, BRK(consecutive_failures), "5", .lo = 1),
+    ROW("failure_rate", MG_K_DOUBLE, BRK(failure_rate), "0.5", .lo = 0, .hi = 1),
+    ROW("window", MG_K_DURATION, BRK(window_ms), "10s", .lo = 1),
+    ROW("min_requests", MG_K_UINT, BRK(min_requests), "20", .lo = 1),
+    ROW("open_for", MG_K_DURATION, BRK(open_for_ms), "10s", .lo = 1),
+    ROW("max_open_for", MG_K_DURATION, BRK(max_open_for_ms), "5m", .lo = 1),
+    ROW("half_open_requests", MG_K_UINT, BRK(half_open_requests), "1", .lo = 1),
+    ROW("failure_statuses", MG_K_STATUSES, BRK(failure_statuses), "502 503 504",
+        .off2 = BRK(n_failure_statuses)),
+    END,
+};
+
+static const struct mg_conf_field bulkhead_fields[] = {
+    ROW("max_concurrent", MG_K_UINT, BLK(max_concurrent), "256", .lo = 1),
+    ROW("max_queue", MG_K_UINT, BLK(max_queue), "128"),
+    ROW("queue_timeout", MG_K_DURATION, BLK(queue_timeout_ms), "1s"),
+    END,
+};
+
+static const struct mg_conf_field health_fields[] = {
+    ROW("path", MG_K_STRING, HLT(path), "/healthz", .fn = check_health_path),
+    ROW("interval", MG_K_DURATION, HLT(interval_ms), "5s", .lo = 1),
+    ROW("timeout", MG_K_DURATION, HLT(timeout_ms), "1s", .lo = 1),
+    ROW("healthy_after", MG_K_UINT, HLT(healthy_after), "2", .lo = 1),
+    ROW("unhealthy_after", MG_K_UINT, HLT(unhealthy_after), "3", .lo = 1),
+    END,
+};
+
+static int parse_targets(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+
+static const struct mg_conf_field upstream_fields[] = {
+    ROW("targets", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_targets),
+    ROW("keepalive", MG_K_UINT, UP(keepalive), "64", .hi = 65535),
+    ROW("timeouts", MG_K_SECTION, 0, NULL, .sub = timeouts_fields),
+    ROW("retry", MG_K_SECTION, UP(retry), NULL, .sub = retry_fields),
+    ROW("circuit_breaker", MG_K_SECTION, UP(breaker), NULL, .sub = breaker_fields,
+        .fn = check_breaker),
+    ROW("bulkhead", MG_K_SECTION, UP(bulkhead), NULL, .sub = bulkhead_fields),
+    ROW("health_check", MG_K_SECTION, UP(health_check), NULL, .flags = MG_CF_ENABLE,
+        .off2 = HLT(enabled), .sub = health_fields),
+    END,
+};
+
+static int check_plugin_name(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+static int parse_plugin_config(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+
+static const struct mg_conf_field balancer_fields[] = {
+    ROW("name", MG_K_STRING, PLG(name), "round_robin", .fn = check_plugin_name),
+    ROW("config", MG_K_CUSTOM, PLG(config), NULL, .fn = parse_plugin_config),
+    END,
+};
+
+static const struct mg_conf_field plugin_fields[] = {
+    ROW("name", MG_K_STRING, PLG(name), NULL, .flags = MG_CF_REQUIRED, .fn = check_plugin_name),
+    ROW("config", MG_K_CUSTOM, PLG(config), NULL, .fn = parse_plugin_config),
+    END,
+};
+
+static const struct mg_conf_field match_fields[] = {
+    ROW("hosts", MG_K_STRLIST, RT(hosts), NULL, .off2 = RT(nhosts), .fn = check_hosts),
+    ROW("paths", MG_K_STRLIST, RT(paths), NULL, .off2 = RT(npaths), .fn = check_paths),
+    ROW("methods", MG_K_METHODS, RT(methods_mask), NULL), /* none: any method */
+    END,
+};
+
+static const struct mg_conf_field idempotency_fields[] = {
+    ROW("header", MG_K_STRING, IDM(header), "Idempotency-Key", .fn = check_header),
+    ROW("methods", MG_K_METHODS, IDM(methods_mask), "POST PATCH", .flags = MG_CF_NONEMPTY),
+    ROW("required", MG_K_BOOL, IDM(required), "false"),
+    ROW("ttl", MG_K_DURATION, IDM(ttl_ms), "24h", .lo = 1),
+    ROW("lock_ttl", MG_K_DURATION, IDM(lock_ttl_ms), "60s", .lo = 1),
+    ROW("max_body", MG_K_SIZE, IDM(max_body), "1m"),
+    ROW("scope", MG_K_STRLIST, IDM(scope), NULL, .off2 = IDM(nscope), .fn = check_scope),
+    ROW("store", MG_K_ENUM, IDM(store), "memory", .sub = store_names, .fn = check_store),
+    ROW("on_store_error", MG_K_ENUM, IDM(on_store_error), "reject", .sub = on_error_names),
+    END,
+};
+
+static int parse_route_upstream(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+static int parse_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+
+static const struct mg_conf_field route_fields[] = {
+    ROW("name", MG_K_STRING, RT(name), NULL, .flags = MG_CF_REQUIRED),
+    ROW("match", MG_K_SECTION, 0, NULL, .sub = match_fields),
+    ROW("strip_prefix", MG_K_BOOL, RT(strip_prefix), "false"),
+    ROW("upstream", MG_K_CUSTOM, RT(upstream), NULL, .flags = MG_CF_REQUIRED,
+        .fn = parse_route_upstream),
+    ROW("timeout", MG_K_DURATION, RT(timeout_ms), "15s", .lo = 1),
+    ROW("balancer", MG_K_SECTION, RT(balancer), NULL, .sub = balancer_fields),
+    ROW("plugins", MG_K_CUSTOM, 0, NULL, .fn = parse_plugins),
+    ROW("idempotency", MG_K_SECTION, RT(idempotency), NULL, .flags = MG_CF_ENABLE,
+        .off2 = IDM(enabled), .sub = idempotency_fields),
+    END,
+};
+
+static int parse_upstreams(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+static int parse_routes(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+
+const struct mg_conf_field mg_conf_root_fields[] = {
+    ROW("listen", MG_K_ADDRLIST, CFG(listen), NULL, .flags = MG_CF_REQUIRED | MG_CF_NONEMPTY,
+        .off2 = CFG(nlisten)),
+    ROW("workers", MG_K_CUSTOM, CFG(workers), NULL, .fn = parse_workers), /* default auto */
+    ROW("admin", MG_K_SECTION, 0, NULL, .sub = admin_fields),
+    ROW("pid_file", MG_K_STRING, CFG(pid_file), "/tmp/moongate.pid"),
+    ROW("plugin_path", MG_K_STRLIST, CFG(plugin_path), NULL, .off2 = CFG(nplugin_path),
+        .fn = resolve_plugin_path),
+    ROW("access_log", MG_K_STRING, CFG(access_log), "stderr"), /* stderr | off | a path */
+    ROW("drain_timeout", MG_K_DURATION, CFG(drain_timeout_ms), "30s"),
+    ROW("redis", MG_K_SECTION, CFG(redis), NULL, .flags = MG_CF_ENABLE, .off2 = RDS(enabled),
+        .sub = redis_fields),
+    ROW("client", MG_K_SECTION, CFG(client), NULL, .sub = client_fields),
+    ROW("upstreams", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_upstreams),
+    ROW("routes", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_routes),
+    END,
+};
+
+/* ---- sections that are lists or named maps ---- */
+
+static int parse_targets(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_upstream_conf *up = dst;
+    size_t cnt;
+
+    if (mg_conf_seq(ld, n, &cnt) < 0)
+        return -1;
+    if (cnt == 0)
+        return mg_conf_fail(ld, n, "needs at least one target");
+    up->targets = mg_conf_alloc(ld, cnt * sizeof(*up->targets));
+    up->ntargets = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = mg_conf_seq_item(ld, n, i);
+        size_t at = mg_conf_push_index(ld, i);
+        if (item->type != YAML_MAPPING_NODE)
+            return mg_conf_fail(ld, item, "expected a mapping like {address: \"host:port\"}");
+        if (mg_conf_section(ld, item, target_fields, &up->targets[i]) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(up->targets[j].address.text, up->targets[i].address.text) == 0) {
+                mg_conf_push_key(ld, "address");
+                return mg_conf_fail(ld, mg_conf_child(ld, item, "address"),
+                                    "duplicate target '%.100s'", up->targets[i].address.text);
+            }
+        }
+        mg_conf_pop(ld, at);
+    }
+    return 0;
+}
+
+static int parse_upstreams(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_config *cfg = dst;
+    size_t cnt;
+
+    if (mg_conf_map(ld, n, &cnt) < 0)
+        return -1;
+    if (cnt == 0)
+        return mg_conf_fail(ld, n, "needs at least one upstream");
+    cfg->upstreams = mg_conf_alloc(ld, cnt * sizeof(*cfg->upstreams));
+    cfg->nupstreams = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        struct mg_upstream_conf *up = &cfg->upstreams[i];
+        yaml_node_t *key = mg_conf_pair_key(ld, n, i), *val = mg_conf_pair_value(ld, n, i);
+        size_t at = mg_conf_push_key(ld, (const char *)key->data.scalar.value);
+        up->name = mg_conf_strdup(ld, (const char *)key->data.scalar.value);
+        up->index = i;
+        if (up->name[0] == '\0')
+            return mg_conf_fail(ld, key, "upstream name must not be empty");
+        if (val->type != YAML_MAPPING_NODE)
+            return mg_conf_fail(ld, val, "expected a mapping with targets");
+        if (mg_conf_section(ld, val, upstream_fields, up) < 0)
+            return -1;
+        mg_conf_pop(ld, at);
+    }
+    return 0;
+}
+
+static int parse_route_upstream(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_upstream_conf **up = dst;
+    const struct mg_config *cfg = ld->cfg;
+    const char *name;
+
+    if (mg_conf_scalar(ld, n, "an upstream name", &name) < 0)
+        return -1;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        if (strcmp(cfg->upstreams[i].name, name) == 0) {
+            *up = &cfg->upstreams[i];
+            return 0;
+        }
+    }
+    return mg_conf_fail(ld, n, "unknown upstream '%.64s'", name);
+}
+
+static int check_plugin_name(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    const char *name = *(char **)dst;
+
+    /* The name becomes a file name (NAME.lua): no '/', no "..". */
+    if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+            strlen(name) ||
+        strlen(name) > 64)
+        return mg_conf_fail(ld, n, "invalid plugin name '%.64s' (letters, digits, '_', '-')", name);
+    return 0;
+}
+
+static int parse_plugin_config(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_conf_value **out = dst;
+
+    *out = NULL;
+    if (n == NULL || mg_conf_is_null(n))
+        return 0;
+    if (n->type != YAML_MAPPING_NODE)
+        return mg_conf_fail(ld, n, "expected a mapping");
+    *out = mg_conf_alloc(ld, sizeof(**out));
+    return mg_conf_value(ld, n, *out);
+}
+
+static int parse_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_route_conf *rt = dst;
+    size_t cnt;
+
+    if (mg_conf_seq(ld, n, &cnt) < 0)
+        return -1;
+    rt->plugins = cnt ? mg_conf_alloc(ld, cnt * sizeof(*rt->plugins)) : NULL;
+    rt->nplugins = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = mg_conf_seq_item(ld, n, i);
+        size_t at = mg_conf_push_index(ld, i);
+        if (item->type != YAML_MAPPING_NODE)
+            return mg_conf_fail(ld, item, "expected a mapping like {name: NAME, config: {}}");
+        if (mg_conf_section(ld, item, plugin_fields, &rt->plugins[i]) < 0)
+            return -1;
+        rt->plugins[i].line = (int)item->start_mark.line + 1;
+        rt->plugins[i].col = (int)item->start_mark.column + 1;
+        mg_conf_pop(ld, at);
+    }
+    return 0;
+}
+
+static int parse_route(struct mg_conf_ld *ld, yaml_node_t *item, struct mg_route_conf *rts,
+                       size_t i)
+{
+    struct mg_route_conf *rt = &rts[i];
+    yaml_node_t *bal;
+
+    if (item->type != YAML_MAPPING_NODE)
+        return mg_conf_fail(ld, item, "expected a mapping with name and upstream");
+    if (mg_conf_section(ld, item, route_fields, rt) < 0)
+        return -1;
+    rt->index = i;
+    bal = mg_conf_child(ld, item, "balancer");
+    rt->balancer.line = (int)(bal ? bal : item)->start_mark.line + 1;
+    rt->balancer.col = (int)(bal ? bal : item)->start_mark.column + 1;
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(rts[j].name, rt->name) == 0) {
+            mg_conf_push_key(ld, "name");
+            return mg_conf_fail(ld, mg_conf_child(ld, item, "name"), "duplicate route name '%.64s'",
+                                rt->name);
+        }
+    }
+    return 0;
+}
+
+static int parse_routes(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_config *cfg = dst;
+    size_t cnt;
+
+    if (mg_conf_seq(ld, n, &cnt) < 0)
+        return -1;
+    if (cnt == 0)
+        return mg_conf_fail(ld, n, "needs at least one route");
+    cfg->routes = mg_conf_alloc(ld, cnt * sizeof(*cfg->routes));
+    cfg->nroutes = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        size_t at = mg_conf_push_index(ld, i);
+        if (parse_route(ld, mg_conf_seq_item(ld, n, i), cfg->routes, i) < 0)
+            return -1;
+        mg_conf_pop(ld, at);
+    }
+    return 0;
+}

@@ -1,0 +1,129 @@
+/*
+ * Private to gateway/config/: the table-driven YAML reader shared by load.c (the
+ * engine: snapshot memory, errors, key paths, generic kinds) and fields.c (the
+ * tables of DESIGN section 3 and the few parsers that need more than a kind).
+ *
+ * A section is a NULL-terminated array of struct mg_conf_field rows
+ * {key, kind, offsetof(...), default, ...}; the default is written in the syntax
+ * of the file ("1s", "16k", "502 503 504") and parsed by the same code as the
+ * file, so a default can never disagree with what a user could write.
+ */
+#ifndef MG_CONFIG_PARSE_H
+#define MG_CONFIG_PARSE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <yaml.h>
+
+#include "config/config-t.h"
+
+#define MG_CONF_PATH_MAX 256
+
+/* State of one load; lives on the stack of mg_config_load_string. */
+struct mg_conf_ld {
+    struct mg_config *cfg; /* the snapshot being built; owns every allocation */
+    yaml_document_t *doc;
+    const char *name; /* file name as shown in errors */
+    char *err;        /* caller's buffer; the first error wins */
+    size_t errlen;
+    bool failed;
+    size_t nvalues; /* generic values built so far (alias-bomb guard) */
+    size_t pathlen;
+    char path[MG_CONF_PATH_MAX]; /* key path of the node being read */
+};
+
+enum mg_conf_kind {
+    MG_K_DURATION, /* uint64_t ms; .lo = minimum */
+    MG_K_SIZE,     /* uint64_t bytes */
+    MG_K_UINT,     /* uint32_t in .lo...hi (hi 0: UINT32_MAX) */
+    MG_K_DOUBLE,   /* double in .lo...hi */
+    MG_K_BOOL,     /* bool */
+    MG_K_STRING,   /* char *, non-empty; MG_CF_NULLABLE: plain null -> NULL */
+    MG_K_ENUM,     /* int index into .sub (NULL-terminated const char *[]) */
+    MG_K_ADDRESS,  /* struct mg_address */
+    MG_K_STRLIST,  /* char ** at off, size_t count at off2 */
+    MG_K_ADDRLIST, /* struct mg_address * at off, size_t count at off2 */
+    MG_K_STATUSES, /* uint16_t * at off, size_t count at off2; 100..599 */
+    MG_K_METHODS,  /* uint64_t mask of 1 << llhttp_method_t */
+    MG_K_SECTION,  /* a mapping read with the table .sub into base + off */
+    MG_K_CUSTOM,   /* .fn parses the node (NULL when absent) into base + off */
+};
+
+enum {
+    MG_CF_REQUIRED = 1u << 0, /* absent -> error instead of the default */
+    MG_CF_NULLABLE = 1u << 1, /* MG_K_STRING: `null` stores NULL */
+    MG_CF_NONEMPTY = 1u << 2, /* lists: at least one item */
+    MG_CF_ENABLE = 1u << 3,   /* MG_K_SECTION: present -> bool at section + off2 */
+};
+
+struct mg_conf_ld;
+/* Custom parser (MG_K_CUSTOM, node NULL when the key is absent) or validator run
+ * after the generic parse (node NULL when the default was applied). `dst` is the
+ * field itself (base + off). Returns 0 or -1 after mg_conf_fail. */
+typedef int mg_conf_fn(struct mg_conf_ld *ld, yaml_node_t *node, void *dst);
+
+struct mg_conf_field {
+    const char *key;
+    enum mg_conf_kind kind;
+    size_t off;
+    const char *def; /* default in file syntax; lists: space-separated; NULL: none */
+    unsigned flags;  /* MG_CF_* */
+    size_t off2;     /* list count, or the section's `enabled` flag */
+    double lo, hi;   /* numeric range (see the kinds) */
+    const void *sub; /* MG_K_SECTION: fields; MG_K_ENUM: names */
+    mg_conf_fn *fn;  /* MG_K_CUSTOM: the parser; others: a validator, or NULL */
+};
+
+/* Snapshot memory: zeroed, owned by ld->cfg, aborts on OOM. */
+void *mg_conf_alloc(struct mg_conf_ld *ld, size_t size);
+char *mg_conf_strdup(struct mg_conf_ld *ld, const char *s);
+
+/* Reports an error at `at` (NULL: line 1, col 1) for the current key path and
+ * returns -1. Only the first error of a load is kept. */
+int mg_conf_fail(struct mg_conf_ld *ld, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Key path: push a ".key" or "[i]" segment; pop back to the returned length. */
+size_t mg_conf_push_key(struct mg_conf_ld *ld, const char *key);
+size_t mg_conf_push_index(struct mg_conf_ld *ld, size_t i);
+void mg_conf_pop(struct mg_conf_ld *ld, size_t len);
+
+/* Node helpers. */
+yaml_node_t *mg_conf_node(struct mg_conf_ld *ld, int index);
+yaml_node_t *mg_conf_child(struct mg_conf_ld *ld, yaml_node_t *map, const char *key);
+bool mg_conf_is_null(const yaml_node_t *n);
+/* The text of a scalar node, or -1 after an error naming `what` it should be. */
+int mg_conf_scalar(struct mg_conf_ld *ld, yaml_node_t *n, const char *what, const char **out);
+/* Checks that `n` is a mapping (null counts as an empty one: returns 0 with
+ * *npairs = 0) whose keys are unique scalars. */
+int mg_conf_map(struct mg_conf_ld *ld, yaml_node_t *n, size_t *npairs);
+/* Checks that `n` is a sequence (null: empty). */
+int mg_conf_seq(struct mg_conf_ld *ld, yaml_node_t *n, size_t *nitems);
+yaml_node_t *mg_conf_seq_item(struct mg_conf_ld *ld, yaml_node_t *seq, size_t i);
+yaml_node_t *mg_conf_pair_key(struct mg_conf_ld *ld, yaml_node_t *map, size_t i);
+yaml_node_t *mg_conf_pair_value(struct mg_conf_ld *ld, yaml_node_t *map, size_t i);
+
+/* Reads mapping `node` (NULL or null: every default) into `base` with `fields`. */
+int mg_conf_section(struct mg_conf_ld *ld, yaml_node_t *node, const struct mg_conf_field *fields,
+                    void *base);
+/* Copies any YAML node into a generic value tree. */
+int mg_conf_value(struct mg_conf_ld *ld, yaml_node_t *node, struct mg_conf_value *out);
+int mg_conf_address(struct mg_conf_ld *ld, yaml_node_t *node, const char *text,
+                    struct mg_address *out);
+
+/* fields.c: the top-level table. Its row order is the parse order, so sections
+ * that others refer to (redis, upstreams) come before their users (routes). */
+extern const struct mg_conf_field mg_conf_root_fields[];
+
+/* values.c: scalar parsers with a reason for the error message. */
+int mg_conf_parse_address(const char *s, struct sockaddr_storage *out, socklen_t *outlen, char *why,
+                          size_t whylen);
+int mg_conf_parse_uint(const char *s, uint64_t *out);
+int mg_conf_parse_double(const char *s, double *out);
+int mg_conf_parse_bool(const char *s, bool *out);
+int mg_conf_method(const char *name); /* llhttp_method_t, or -1 */
+int mg_conf_status(const char *s);    /* 100..599, or -1 */
+
+#endif

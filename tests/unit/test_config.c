@@ -1,0 +1,1037 @@
+/*
+ * Unit tests of the configuration loader (gateway/config/): good files and the
+ * defaults they get, then each class of bad file with the exact
+ * "file:line:col: key.path: message" it must produce. Run under valgrind: every
+ * error path must free what the load allocated.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <llhttp.h>
+
+#include "config/config.h"
+
+#define BIT(m) (1ull << (m))
+
+/* The smallest valid file; lines 1-6. */
+#define MINIMAL                                                                                    \
+    "listen: [\"127.0.0.1:8080\"]\n"                                                               \
+    "upstreams:\n"                                                                                 \
+    "  a:\n"                                                                                       \
+    "    targets: [{address: \"127.0.0.1:9001\"}]\n"                                               \
+    "routes:\n"                                                                                    \
+    "  - {name: r, upstream: a}\n"
+
+/* Lines 1-4: listen and an upstream `a` whose map starts at 4:5. */
+#define HEAD                                                                                       \
+    "listen: [\"127.0.0.1:8080\"]\n"                                                               \
+    "upstreams:\n"                                                                                 \
+    "  a:\n"                                                                                       \
+    "    targets: [{address: \"127.0.0.1:9001\"}]\n"
+
+static struct mg_config *load(const char *yaml)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load_string(yaml, strlen(yaml), "t.yaml", err, sizeof(err));
+
+    if (cfg == NULL)
+        fail_msg("load failed: %s", err);
+    return cfg;
+}
+
+/* Asserts that `yaml` fails with an error that starts with `prefix`. */
+static void expect_error(const char *yaml, const char *prefix)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load_string(yaml, strlen(yaml), "t.yaml", err, sizeof(err));
+
+    if (cfg != NULL) {
+        mg_config_unref(cfg);
+        fail_msg("loaded, expected error '%s'", prefix);
+    }
+    if (strncmp(err, prefix, strlen(prefix)) != 0)
+        fail_msg("error  '%s'\nwanted '%s...'", err, prefix);
+}
+
+static uint16_t port_of(const struct mg_address *a)
+{
+    return ntohs(((const struct sockaddr_in *)&a->addr)->sin_port);
+}
+
+/* ---- good files ---- */
+
+static void test_minimal_top_level_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+
+    (void)state;
+    assert_int_equal(cfg->nlisten, 1);
+    assert_string_equal(cfg->listen[0].text, "127.0.0.1:8080");
+    assert_int_equal(port_of(&cfg->listen[0]), 8080);
+    assert_int_equal(cfg->workers, 0); /* auto */
+    assert_string_equal(cfg->admin_listen.text, "127.0.0.1:9901");
+    assert_int_equal(port_of(&cfg->admin_listen), 9901);
+    assert_string_equal(cfg->pid_file, "/tmp/moongate.pid");
+    assert_int_equal(cfg->nplugin_path, 0);
+    assert_string_equal(cfg->access_log, "stderr");
+    assert_int_equal(cfg->drain_timeout_ms, 30000);
+    assert_string_equal(cfg->path, "t.yaml");
+    assert_non_null(cfg->router);
+    mg_config_unref(cfg);
+}
+
+static void test_minimal_client_and_redis_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+
+    (void)state;
+    assert_int_equal(cfg->client.header_timeout_ms, 10000);
+    assert_int_equal(cfg->client.body_timeout_ms, 30000);
+    assert_int_equal(cfg->client.keepalive_timeout_ms, 75000);
+    assert_int_equal(cfg->client.max_header_size, 16384);
+    assert_int_equal(cfg->client.max_body_size, 10 << 20);
+    assert_int_equal(cfg->client.max_connections, 10000);
+    assert_false(cfg->redis.enabled);
+    assert_string_equal(cfg->redis.address.text, "127.0.0.1:6379");
+    assert_int_equal(cfg->redis.db, 0);
+    assert_null(cfg->redis.password);
+    assert_int_equal(cfg->redis.timeout_ms, 250);
+    mg_config_unref(cfg);
+}
+
+static void test_minimal_upstream_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+    const struct mg_upstream_conf *up = &cfg->upstreams[0];
+
+    (void)state;
+    assert_int_equal(cfg->nupstreams, 1);
+    assert_string_equal(up->name, "a");
+    assert_int_equal(up->index, 0);
+    assert_int_equal(up->ntargets, 1);
+    assert_int_equal(up->targets[0].weight, 1);
+    assert_int_equal(up->keepalive, 64);
+    assert_int_equal(up->connect_timeout_ms, 1000);
+    assert_int_equal(up->send_timeout_ms, 10000);
+    assert_int_equal(up->read_timeout_ms, 30000);
+    assert_int_equal(up->bulkhead.max_concurrent, 256);
+    assert_int_equal(up->bulkhead.max_queue, 128);
+    assert_int_equal(up->bulkhead.queue_timeout_ms, 1000);
+    mg_config_unref(cfg);
+}
+
+static void test_minimal_retry_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+    const struct mg_retry_conf *r = &cfg->upstreams[0].retry;
+
+    (void)state;
+    assert_int_equal(r->max_retries, 2);
+    assert_int_equal(r->on_mask,
+                     MG_RETRY_ON_CONNECT_FAILURE | MG_RETRY_ON_RESET | MG_RETRY_ON_TIMEOUT);
+    assert_int_equal(r->n_on_statuses, 3);
+    assert_int_equal(r->on_statuses[0], 502);
+    assert_int_equal(r->on_statuses[1], 503);
+    assert_int_equal(r->on_statuses[2], 504);
+    assert_int_equal(r->backoff_base_ms, 25);
+    assert_int_equal(r->backoff_max_ms, 250);
+    assert_true(r->budget_ratio == 0.2);
+    assert_int_equal(r->budget_min_per_second, 10);
+    mg_config_unref(cfg);
+}
+
+static void test_minimal_breaker_and_health_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+    const struct mg_breaker_conf *b = &cfg->upstreams[0].breaker;
+    const struct mg_health_conf *h = &cfg->upstreams[0].health_check;
+
+    (void)state;
+    assert_int_equal(b->consecutive_failures, 5);
+    assert_true(b->failure_rate == 0.5);
+    assert_int_equal(b->window_ms, 10000);
+    assert_int_equal(b->min_requests, 20);
+    assert_int_equal(b->open_for_ms, 10000);
+    assert_int_equal(b->max_open_for_ms, 300000);
+    assert_int_equal(b->half_open_requests, 1);
+    assert_int_equal(b->n_failure_statuses, 3);
+    assert_int_equal(b->failure_statuses[0], 502);
+    assert_int_equal(b->failure_statuses[2], 504);
+    assert_false(h->enabled);
+    assert_string_equal(h->path, "/healthz"); /* filled so enabling needs no default */
+    assert_int_equal(h->interval_ms, 5000);
+    assert_int_equal(h->timeout_ms, 1000);
+    assert_int_equal(h->healthy_after, 2);
+    assert_int_equal(h->unhealthy_after, 3);
+    mg_config_unref(cfg);
+}
+
+static void test_minimal_route_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+    const struct mg_route_conf *rt = &cfg->routes[0];
+
+    (void)state;
+    assert_int_equal(cfg->nroutes, 1);
+    assert_string_equal(rt->name, "r");
+    assert_int_equal(rt->index, 0);
+    assert_int_equal(rt->nhosts, 0);
+    assert_int_equal(rt->npaths, 0);
+    assert_int_equal(rt->methods_mask, 0);
+    assert_false(rt->strip_prefix);
+    assert_ptr_equal(rt->upstream, &cfg->upstreams[0]);
+    assert_int_equal(rt->timeout_ms, 15000);
+    assert_string_equal(rt->balancer.name, "round_robin");
+    assert_null(rt->balancer.config);
+    assert_int_equal(rt->nplugins, 0);
+    assert_false(rt->idempotency.enabled);
+    mg_config_unref(cfg);
+}
+
+static void test_idempotency_defaults_when_present(void **state)
+{
+    struct mg_config *cfg = load(HEAD "routes:\n"
+                                      "  - name: r\n"
+                                      "    upstream: a\n"
+                                      "    idempotency: {}\n");
+    const struct mg_idempotency_conf *i = &cfg->routes[0].idempotency;
+
+    (void)state;
+    assert_true(i->enabled);
+    assert_string_equal(i->header, "Idempotency-Key");
+    assert_int_equal(i->methods_mask, BIT(HTTP_POST) | BIT(HTTP_PATCH));
+    assert_false(i->required);
+    assert_int_equal(i->ttl_ms, 24 * 3600 * 1000);
+    assert_int_equal(i->lock_ttl_ms, 60000);
+    assert_int_equal(i->max_body, 1 << 20);
+    assert_int_equal(i->nscope, 0);
+    assert_int_equal(i->store, MG_IDEM_STORE_MEMORY);
+    assert_int_equal(i->on_store_error, MG_IDEM_REJECT);
+    mg_config_unref(cfg);
+}
+
+static void test_empty_sections_enable_with_defaults(void **state)
+{
+    struct mg_config *cfg = load("listen: [\"127.0.0.1:8080\"]\n"
+                                 "redis:\n"
+                                 "client:\n"
+                                 "upstreams:\n"
+                                 "  a:\n"
+                                 "    targets: [{address: \"127.0.0.1:9001\"}]\n"
+                                 "    health_check: {}\n"
+                                 "routes:\n"
+                                 "  - {name: r, upstream: a}\n");
+
+    (void)state;
+    assert_true(cfg->redis.enabled);
+    assert_int_equal(cfg->redis.timeout_ms, 250);
+    assert_int_equal(cfg->client.max_connections, 10000);
+    assert_true(cfg->upstreams[0].health_check.enabled);
+    assert_string_equal(cfg->upstreams[0].health_check.path, "/healthz");
+    mg_config_unref(cfg);
+}
+
+static void test_full_file_top_level(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load(MG_TEST_DATA "/full.yaml", err, sizeof(err));
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->nlisten, 3);
+    assert_int_equal(cfg->listen[1].addr.ss_family, AF_INET6);
+    assert_int_equal(((struct sockaddr_in *)&cfg->listen[2].addr)->sin_addr.s_addr, INADDR_ANY);
+    assert_int_equal(cfg->workers, 4);
+    assert_int_equal(port_of(&cfg->admin_listen), 9911);
+    assert_string_equal(cfg->pid_file, "/tmp/mg-test.pid");
+    assert_string_equal(cfg->access_log, "/var/log/moongate.json");
+    assert_int_equal(cfg->drain_timeout_ms, 5000);
+    assert_true(cfg->redis.enabled);
+    assert_int_equal(port_of(&cfg->redis.address), 6380);
+    assert_int_equal(cfg->redis.db, 2);
+    assert_string_equal(cfg->redis.password, "s3cret");
+    assert_int_equal(cfg->redis.timeout_ms, 100);
+    assert_int_equal(cfg->client.keepalive_timeout_ms, 0);
+    assert_int_equal(cfg->client.max_header_size, 8192);
+    assert_int_equal(cfg->client.max_body_size, 2 << 20);
+    assert_int_equal(cfg->client.max_connections, 500);
+    mg_config_unref(cfg);
+}
+
+static void test_full_file_plugin_path_is_absolute(void **state)
+{
+    char err[512] = "", want[1024];
+    struct mg_config *cfg = mg_config_load(MG_TEST_DATA "/full.yaml", err, sizeof(err));
+    const char *up = strrchr(MG_TEST_DATA, '/');
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->nplugin_path, 3);
+    assert_string_equal(cfg->plugin_path[0], MG_TEST_DATA "/plugins");
+    snprintf(want, sizeof(want), "%.*s/shared/lua", (int)(up - MG_TEST_DATA), MG_TEST_DATA);
+    assert_string_equal(cfg->plugin_path[1], want);
+    assert_string_equal(cfg->plugin_path[2], "/opt/moongate/plugins");
+    mg_config_unref(cfg);
+}
+
+static void test_full_file_upstream(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load(MG_TEST_DATA "/full.yaml", err, sizeof(err));
+    const struct mg_upstream_conf *up;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    up = &cfg->upstreams[0];
+    assert_int_equal(cfg->nupstreams, 2);
+    assert_string_equal(up->name, "orders");
+    assert_int_equal(up->targets[1].weight, 3);
+    assert_int_equal(up->keepalive, 8);
+    assert_int_equal(up->connect_timeout_ms, 250);
+    assert_int_equal(up->retry.max_retries, 10);
+    assert_int_equal(up->retry.on_mask, MG_RETRY_ON_RESET);
+    assert_int_equal(up->retry.n_on_statuses, 2);
+    assert_int_equal(up->retry.on_statuses[0], 429);
+    assert_int_equal(up->retry.backoff_max_ms, 1000);
+    assert_true(up->retry.budget_ratio == 0.5);
+    assert_true(up->breaker.failure_rate == 1.0);
+    assert_int_equal(up->breaker.max_open_for_ms, 3600000);
+    assert_int_equal(up->breaker.n_failure_statuses, 2);
+    assert_int_equal(up->breaker.failure_statuses[0], 500);
+    assert_int_equal(up->bulkhead.max_queue, 0);
+    assert_true(up->health_check.enabled);
+    assert_string_equal(up->health_check.path, "/ping");
+    assert_int_equal(up->health_check.timeout_ms, 500);
+    assert_string_equal(cfg->upstreams[1].name, "billing");
+    assert_int_equal(cfg->upstreams[1].index, 1);
+    assert_string_equal(cfg->upstreams[1].targets[0].address.text, "localhost:9100");
+    mg_config_unref(cfg);
+}
+
+static void test_full_file_route(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load(MG_TEST_DATA "/full.yaml", err, sizeof(err));
+    const struct mg_route_conf *rt;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    rt = &cfg->routes[0];
+    assert_int_equal(rt->nhosts, 2);
+    assert_string_equal(rt->hosts[0], "api.example.com"); /* lowercased */
+    assert_string_equal(rt->hosts[1], "*.example.org");
+    assert_int_equal(rt->npaths, 2);
+    assert_string_equal(rt->paths[1], "/v2/orders/");
+    assert_int_equal(rt->methods_mask, BIT(HTTP_GET) | BIT(HTTP_POST) | BIT(HTTP_MSEARCH));
+    assert_true(rt->strip_prefix);
+    assert_ptr_equal(rt->upstream, &cfg->upstreams[0]);
+    assert_int_equal(rt->timeout_ms, 20000);
+    assert_ptr_equal(cfg->routes[1].upstream, &cfg->upstreams[1]);
+    assert_int_equal(cfg->routes[1].index, 1);
+    mg_config_unref(cfg);
+}
+
+static void test_full_file_idempotency(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load(MG_TEST_DATA "/full.yaml", err, sizeof(err));
+    const struct mg_idempotency_conf *i;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    i = &cfg->routes[0].idempotency;
+    assert_true(i->enabled);
+    assert_string_equal(i->header, "X-Idem-Key");
+    assert_int_equal(i->methods_mask, BIT(HTTP_POST) | BIT(HTTP_PUT));
+    assert_true(i->required);
+    assert_int_equal(i->ttl_ms, 3600000);
+    assert_int_equal(i->lock_ttl_ms, 5000);
+    assert_int_equal(i->max_body, 65536);
+    assert_int_equal(i->nscope, 2);
+    assert_string_equal(i->scope[1], "header:X-Tenant");
+    assert_int_equal(i->store, MG_IDEM_STORE_REDIS);
+    assert_int_equal(i->on_store_error, MG_IDEM_PASS);
+    assert_false(cfg->routes[1].idempotency.enabled);
+    mg_config_unref(cfg);
+}
+
+static void test_full_file_plugins(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg = mg_config_load(MG_TEST_DATA "/full.yaml", err, sizeof(err));
+    const struct mg_route_conf *rt;
+    const struct mg_conf_value *c;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    rt = &cfg->routes[0];
+    assert_string_equal(rt->balancer.name, "p2c_ewma");
+    assert_int_equal(rt->balancer.config->kind, MG_VAL_MAP);
+    assert_string_equal(rt->balancer.config->keys[0], "choices");
+    assert_int_equal(rt->nplugins, 2);
+    assert_string_equal(rt->plugins[0].name, "request_id");
+    assert_null(rt->plugins[0].config);
+    assert_int_equal(rt->plugins[0].line, 61);
+    assert_int_equal(rt->plugins[0].col, 9);
+    c = rt->plugins[1].config;
+    assert_int_equal(c->kind, MG_VAL_MAP);
+    assert_int_equal(c->n, 5);
+    assert_string_equal(c->keys[0], "rate");
+    assert_string_equal(c->items[0].scalar, "100");
+    assert_false(c->items[0].quoted);
+    assert_true(c->items[2].quoted);
+    assert_int_equal(c->items[2].line, 63);
+    assert_int_equal(c->items[3].kind, MG_VAL_SEQ);
+    assert_int_equal(c->items[3].n, 2);
+    assert_true(c->items[3].items[1].quoted);
+    assert_int_equal(c->items[4].kind, MG_VAL_NULL);
+    mg_config_unref(cfg);
+}
+
+static void test_shipped_config_loads(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg =
+        mg_config_load(MG_TEST_DATA "/../../../conf/moongate.yaml", err, sizeof(err));
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->workers, 1);
+    assert_int_equal(port_of(&cfg->listen[0]), 8080);
+    assert_int_equal(port_of(&cfg->admin_listen), 9901);
+    assert_int_equal(cfg->upstreams[0].ntargets, 2);
+    assert_string_equal(cfg->routes[0].name, "demo");
+    assert_string_equal(cfg->routes[0].paths[0], "/");
+    mg_config_unref(cfg);
+}
+
+static void test_plugin_path_relative_to_file(void **state)
+{
+    const char *yaml = MINIMAL "plugin_path: [p, ../q, ./r/../s//, /abs/x/..]\n";
+    char err[256];
+    struct mg_config *cfg =
+        mg_config_load_string(yaml, strlen(yaml), "/etc/moongate/gw.yaml", err, sizeof(err));
+
+    (void)state;
+    assert_non_null(cfg);
+    assert_int_equal(cfg->nplugin_path, 4);
+    assert_string_equal(cfg->plugin_path[0], "/etc/moongate/p");
+    assert_string_equal(cfg->plugin_path[1], "/etc/q");
+    assert_string_equal(cfg->plugin_path[2], "/etc/moongate/s");
+    assert_string_equal(cfg->plugin_path[3], "/abs");
+    mg_config_unref(cfg);
+}
+
+static void test_workers_forms(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL "workers: auto\n");
+
+    (void)state;
+    assert_int_equal(cfg->workers, 0);
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "workers: 3\n");
+    assert_int_equal(cfg->workers, 3);
+    mg_config_unref(cfg);
+}
+
+static void test_redis_password_null_or_set(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL "redis: {password: null}\n");
+
+    (void)state;
+    assert_true(cfg->redis.enabled);
+    assert_null(cfg->redis.password);
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "redis: {password: \"null\"}\n"); /* quoted: a real password */
+    assert_string_equal(cfg->redis.password, "null");
+    mg_config_unref(cfg);
+}
+
+static void test_access_log_any_string(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL "access_log: \"off\"\n");
+
+    (void)state;
+    assert_string_equal(cfg->access_log, "off");
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "access_log: logs/access.json\n");
+    assert_string_equal(cfg->access_log, "logs/access.json");
+    mg_config_unref(cfg);
+}
+
+static void test_version_increases_and_loaded_at(void **state)
+{
+    struct mg_config *a = load(MINIMAL), *b = load(MINIMAL);
+
+    (void)state;
+    assert_true(b->version > a->version);
+    assert_true(a->loaded_at > 0);
+    mg_config_unref(a);
+    mg_config_unref(b);
+}
+
+static void test_ref_keeps_snapshot_alive(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+
+    (void)state;
+    mg_config_ref(cfg);
+    assert_int_equal(atomic_load(&cfg->refs), 2);
+    mg_config_unref(cfg);
+    assert_string_equal(cfg->routes[0].name, "r"); /* still valid (valgrind checks) */
+    mg_config_unref(cfg);
+    mg_config_unref(NULL);
+}
+
+static void test_yaml_anchors_and_aliases(void **state)
+{
+    struct mg_config *cfg = load("listen: [\"127.0.0.1:8080\"]\n"
+                                 "upstreams:\n"
+                                 "  a:\n"
+                                 "    targets: &t [{address: \"127.0.0.1:9001\"}]\n"
+                                 "  b:\n"
+                                 "    targets: *t\n"
+                                 "routes:\n"
+                                 "  - {name: r, upstream: b}\n");
+
+    (void)state;
+    assert_int_equal(cfg->upstreams[1].ntargets, 1);
+    mg_config_unref(cfg);
+}
+
+/* ---- bad files: syntax ---- */
+
+static void test_error_format_from_brief(void **state)
+{
+    char err[512];
+
+    (void)state;
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  orders:\n"
+                 "    targets: [{address: \"127.0.0.1:9001\"}]\n"
+                 "    timeouts:\n"
+                 "      connect: abc\n"
+                 "routes:\n"
+                 "  - {name: r, upstream: orders}\n",
+                 "t.yaml:6:16: upstreams.orders.timeouts.connect: invalid duration 'abc' "
+                 "(expected e.g. 250ms, 10s, 5m, 24h)");
+    assert_null(mg_config_load(MG_TEST_DATA "/bad_duration.yaml", err, sizeof(err)));
+    assert_string_equal(err, MG_TEST_DATA "/bad_duration.yaml:6:16: upstreams.orders.timeouts."
+                                          "connect: invalid duration 'abc' (expected e.g. "
+                                          "250ms, 10s, 5m, 24h)");
+}
+
+static void test_error_yaml_syntax(void **state)
+{
+    char err[512];
+
+    (void)state;
+    assert_null(mg_config_load(MG_TEST_DATA "/bad_syntax.yaml", err, sizeof(err)));
+    assert_string_equal(err, MG_TEST_DATA "/bad_syntax.yaml:5:1: YAML syntax error: did not find "
+                                          "expected ',' or ']' (while parsing a flow sequence at "
+                                          "line 4)");
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: []\n"
+                 "   keepalive: 3\n",
+                 "t.yaml:5:4: YAML syntax error: did not find expected key");
+    expect_error("listen: *nowhere\n", "t.yaml:1:9: YAML syntax error: found undefined alias");
+    expect_error("listen: \"abc\x01\"\n", "t.yaml:1:13: YAML syntax error: control characters");
+}
+
+static void test_error_file_missing(void **state)
+{
+    char err[512];
+
+    (void)state;
+    assert_null(mg_config_load(MG_TEST_DATA "/does-not-exist.yaml", err, sizeof(err)));
+    assert_string_equal(err, MG_TEST_DATA "/does-not-exist.yaml: cannot open: No such file or "
+                                          "directory");
+}
+
+static void test_error_second_document(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "---\nlisten: []\n", "t.yaml:7:1: only one YAML document is allowed");
+    expect_error(MINIMAL "---\n[unclosed\n", "t.yaml:9:1: YAML syntax error");
+}
+
+static void test_error_duplicate_key(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "listen: [\"127.0.0.1:8081\"]\n",
+                 "t.yaml:7:1: listen: duplicate key (first at line 1)");
+    expect_error(HEAD "    keepalive: 1\n"
+                      "    keepalive: 2\n",
+                 "t.yaml:6:5: upstreams.a.keepalive: duplicate key (first at line 5)");
+}
+
+static void test_error_empty_file(void **state)
+{
+    (void)state;
+    expect_error("", "t.yaml:1:1: listen: missing required key");
+    expect_error("# nothing\n", "t.yaml:1:1: listen: missing required key");
+}
+
+/* ---- bad files: keys and types ---- */
+
+static void test_error_unknown_keys(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "listen_port: 80\n",
+                 "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, admin, "
+                 "pid_file, plugin_path, access_log, drain_timeout, redis, client, upstreams, "
+                 "routes)");
+    expect_error(HEAD "    timeouts: {conect: 1s}\n",
+                 "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
+                 "connect, send, read)");
+    expect_error(HEAD "routes:\n"
+                      "  - name: r\n"
+                      "    upstream: a\n"
+                      "    match: {path: [/]}\n",
+                 "t.yaml:8:13: routes[0].match.path: unknown key");
+}
+
+static void test_error_wrong_types(void **state)
+{
+    (void)state;
+    expect_error("listen: \"127.0.0.1:8080\"\n",
+                 "t.yaml:1:9: listen: expected a sequence, got a scalar");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nupstreams:\n  - a\n",
+                 "t.yaml:3:3: upstreams: expected a mapping, got a sequence");
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: {address: \"127.0.0.1:9001\"}\n",
+                 "t.yaml:4:14: upstreams.a.targets: expected a sequence, got a mapping");
+    expect_error(HEAD "    timeouts: 1s\n",
+                 "t.yaml:5:15: upstreams.a.timeouts: expected a mapping, got a scalar");
+    expect_error(HEAD "    retry: {max_retries: [1]}\n",
+                 "t.yaml:5:26: upstreams.a.retry.max_retries: expected an integer, got a sequence");
+    expect_error(HEAD "routes:\n  - r\n", "t.yaml:6:5: routes[0]: expected a mapping");
+    expect_error("- listen\n", "t.yaml:1:1: expected a mapping, got a sequence");
+    expect_error("? [a]\n: b\n", "t.yaml:1:3: expected a scalar key, got a sequence");
+}
+
+static void test_error_null_value(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n"
+                      "  - name: r\n"
+                      "    upstream: a\n"
+                      "    timeout:\n",
+                 "t.yaml:8:13: routes[0].timeout: expected a duration, got null");
+}
+
+static void test_error_nul_in_value(void **state)
+{
+    static const char yaml[] = HEAD "routes:\n  - {name: \"a\\0b\", upstream: a}\n";
+
+    (void)state;
+    expect_error(yaml, "t.yaml:6:12: routes[0].name: NUL character in value");
+}
+
+/* ---- bad files: missing and dangling keys ---- */
+
+static void test_error_missing_required_top_level(void **state)
+{
+    (void)state;
+    expect_error("upstreams: {}\n", "t.yaml:1:1: listen: missing required key");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nroutes: []\n",
+                 "t.yaml:1:1: upstreams: missing required key");
+    expect_error(HEAD, "t.yaml:1:1: routes: missing required key");
+}
+
+static void test_error_missing_targets(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    keepalive: 2\n",
+                 "t.yaml:4:5: upstreams.a.targets: missing required key");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nupstreams:\n  a:\n",
+                 "t.yaml:3:5: upstreams.a: expected a mapping with targets");
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: [{weight: 2}]\n",
+                 "t.yaml:4:15: upstreams.a.targets[0].address: missing required key");
+}
+
+static void test_error_missing_route_name_or_upstream(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {upstream: a}\n",
+                 "t.yaml:6:5: routes[0].name: missing required key");
+    expect_error(HEAD "routes:\n  - {name: r}\n",
+                 "t.yaml:6:5: routes[0].upstream: missing required key");
+}
+
+static void test_error_unknown_upstream(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: b}\n",
+                 "t.yaml:6:25: routes[0].upstream: unknown upstream 'b'");
+}
+
+static void test_error_duplicate_route_name(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "  - {name: r, upstream: a}\n",
+                 "t.yaml:7:12: routes[1].name: duplicate route name 'r'");
+}
+
+static void test_error_empty_lists(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: []\n",
+                 "t.yaml:4:14: upstreams.a.targets: needs at least one target");
+    expect_error("listen: []\n", "t.yaml:1:9: listen: needs at least one item");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nupstreams: {}\n",
+                 "t.yaml:2:12: upstreams: needs at least one upstream");
+    expect_error(HEAD "routes: []\n", "t.yaml:5:9: routes: needs at least one route");
+}
+
+static void test_error_duplicates_in_lists(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n",
+                 "t.yaml:1:28: listen[1]: duplicate address '127.0.0.1:8080'");
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: [{address: \"127.0.0.1:9001\"}, {address: \"127.0.0.1:9001\"}]\n",
+                 "t.yaml:4:54: upstreams.a.targets[1].address: duplicate target '127.0.0.1:9001'");
+}
+
+/* ---- bad files: values ---- */
+
+static void test_error_bad_durations(void **state)
+{
+    (void)state;
+    expect_error(HEAD "    timeouts: {read: 30}\n",
+                 "t.yaml:5:22: upstreams.a.timeouts.read: invalid duration '30'");
+    expect_error(MINIMAL "drain_timeout: -1s\n",
+                 "t.yaml:7:16: drain_timeout: invalid duration '-1s'");
+    expect_error(MINIMAL "drain_timeout: 99999999999999999999h\n",
+                 "t.yaml:7:16: drain_timeout: invalid duration");
+    expect_error(HEAD "    timeouts: {connect: 0s}\n",
+                 "t.yaml:5:25: upstreams.a.timeouts.connect: duration must be at least 1ms");
+}
+
+static void test_error_bad_sizes(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "client: {max_body_size: 10mb}\n",
+                 "t.yaml:7:25: client.max_body_size: invalid size '10mb' (expected e.g. 512, "
+                 "16k, 1m)");
+    expect_error(MINIMAL "client: {max_header_size: 0}\n",
+                 "t.yaml:7:27: client.max_header_size: size must be at least 1");
+}
+
+static void test_error_bad_addresses(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.1\"]\n",
+                 "t.yaml:1:10: listen[0]: invalid address '127.0.0.1': missing ':port'");
+    expect_error("listen: [\"127.0.0.1:0\"]\n",
+                 "t.yaml:1:10: listen[0]: invalid address '127.0.0.1:0': port must be 1..65535");
+    expect_error("listen: [\"127.0.0.1:65536\"]\n", "t.yaml:1:10: listen[0]: invalid address");
+    expect_error("listen: [\"::1:80\"]\n",
+                 "t.yaml:1:10: listen[0]: invalid address '::1:80': IPv6 addresses need "
+                 "brackets, e.g. [::1]:80");
+    expect_error(MINIMAL "admin: {listen: \"bad host:80\"}\n",
+                 "t.yaml:7:17: admin.listen: invalid address 'bad host:80': invalid host");
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: [{address: 9001}]\n",
+                 "t.yaml:4:25: upstreams.a.targets[0].address: invalid address '9001': missing "
+                 "':port'");
+}
+
+static void test_error_bad_numbers(void **state)
+{
+    (void)state;
+    expect_error(HEAD "    retry: {max_retries: 11}\n",
+                 "t.yaml:5:26: upstreams.a.retry.max_retries: 11 is out of range (expected "
+                 "0..10)");
+    expect_error(HEAD "    keepalive: lots\n",
+                 "t.yaml:5:16: upstreams.a.keepalive: invalid integer 'lots'");
+    expect_error(HEAD "    keepalive: -1\n",
+                 "t.yaml:5:16: upstreams.a.keepalive: invalid integer '-1'");
+    expect_error(HEAD "    circuit_breaker: {failure_rate: 1.5}\n",
+                 "t.yaml:5:37: upstreams.a.circuit_breaker.failure_rate: 1.5 is out of range "
+                 "(expected 0..1)");
+    expect_error(HEAD "    retry: {budget: {ratio: -0.1}}\n",
+                 "t.yaml:5:29: upstreams.a.retry.budget.ratio: invalid number '-0.1'");
+    expect_error(HEAD "    retry: {budget: {ratio: nan}}\n",
+                 "t.yaml:5:29: upstreams.a.retry.budget.ratio: invalid number 'nan'");
+}
+
+static void test_error_weight_zero(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "upstreams:\n"
+                 "  a:\n"
+                 "    targets: [{address: \"127.0.0.1:9001\", weight: 0}]\n",
+                 "t.yaml:4:51: upstreams.a.targets[0].weight: 0 is out of range (expected "
+                 "1..1000000)");
+}
+
+static void test_error_bad_enum_and_bool(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {store: disk}}\n",
+                 "t.yaml:6:49: routes[0].idempotency.store: invalid value 'disk' (expected one "
+                 "of: memory, redis)");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {on_store_error: ok}}\n",
+                 "t.yaml:6:58: routes[0].idempotency.on_store_error: invalid value 'ok' "
+                 "(expected one of: reject, pass)");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, strip_prefix: yes}\n",
+                 "t.yaml:6:42: routes[0].strip_prefix: invalid boolean 'yes' (expected true or "
+                 "false)");
+}
+
+static void test_error_bad_workers(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "workers: 0\n",
+                 "t.yaml:7:10: workers: invalid workers '0' (expected auto or 1..1024)");
+    expect_error(MINIMAL "workers: many\n", "t.yaml:7:10: workers: invalid workers 'many'");
+    expect_error(MINIMAL "workers: [1]\n",
+                 "t.yaml:7:10: workers: expected an integer or auto, got a sequence");
+}
+
+static void test_error_bad_methods(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {methods: [GET, get]}}\n",
+                 "t.yaml:6:51: routes[0].match.methods[1]: unknown HTTP method 'get'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {methods: [FETCH]}}\n",
+                 "t.yaml:6:46: routes[0].match.methods[0]: unknown HTTP method 'FETCH'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {methods: []}}\n",
+                 "t.yaml:6:51: routes[0].idempotency.methods: needs at least one item");
+}
+
+static void test_error_bad_paths(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {paths: [/ok, orders]}}\n",
+                 "t.yaml:6:49: routes[0].match.paths[1]: path 'orders' must start with '/'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {paths: [\"/a?b\"]}}\n",
+                 "t.yaml:6:44: routes[0].match.paths[0]: path must not contain");
+    expect_error(HEAD "    health_check: {path: healthz}\n",
+                 "t.yaml:5:26: upstreams.a.health_check.path: path 'healthz' must start with '/'");
+}
+
+static void test_error_bad_hosts(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {hosts: [\"*example.org\"]}}\n",
+                 "t.yaml:6:44: routes[0].match.hosts[0]: a wildcard host must look like "
+                 "'*.example.org'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {hosts: [\"a.*.org\"]}}\n",
+                 "t.yaml:6:44: routes[0].match.hosts[0]: invalid host 'a.*.org'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {hosts: [\"*.\"]}}\n",
+                 "t.yaml:6:44: routes[0].match.hosts[0]: a wildcard host must look like");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, match: {hosts: [\"A.com:80\"]}}\n",
+                 "t.yaml:6:44: routes[0].match.hosts[0]: host 'a.com:80' must not carry a port");
+}
+
+static void test_error_bad_idempotency(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {scope: [\"cookie:x\"]}}\n",
+                 "t.yaml:6:50: routes[0].idempotency.scope[0]: invalid scope 'cookie:x' "
+                 "(expected header:NAME)");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {scope: [\"header:\"]}}\n",
+                 "t.yaml:6:50: routes[0].idempotency.scope[0]: invalid scope 'header:'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {header: \"a b\"}}\n",
+                 "t.yaml:6:50: routes[0].idempotency.header: invalid header name 'a b'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, idempotency: {store: redis}}\n",
+                 "t.yaml:6:49: routes[0].idempotency.store: store 'redis' needs the top-level "
+                 "'redis' section");
+}
+
+static void test_error_bad_statuses_and_retry_on(void **state)
+{
+    (void)state;
+    expect_error(HEAD "    circuit_breaker: {failure_statuses: [502, 600]}\n",
+                 "t.yaml:5:47: upstreams.a.circuit_breaker.failure_statuses[1]: invalid status "
+                 "code '600' (expected 100..599)");
+    expect_error(HEAD "    retry: {on: [reset, 5xx]}\n",
+                 "t.yaml:5:25: upstreams.a.retry.on[1]: invalid retry condition '5xx'");
+}
+
+static void test_error_order_of_limits(void **state)
+{
+    (void)state;
+    expect_error(HEAD "    retry: {backoff: {base: 1s, max: 100ms}}\n",
+                 "t.yaml:5:38: upstreams.a.retry.backoff.max: max (100ms) must not be less than "
+                 "base (1000ms)");
+    expect_error(HEAD "    retry: {backoff: {base: 1s}}\n",
+                 "t.yaml:5:29: upstreams.a.retry.backoff.base: max (250ms) must not be less "
+                 "than base (1000ms)");
+    expect_error(HEAD "    circuit_breaker: {open_for: 10m}\n",
+                 "t.yaml:5:33: upstreams.a.circuit_breaker.open_for: max_open_for (300000ms) "
+                 "must not be less than open_for (600000ms)");
+}
+
+static void test_error_bad_plugins(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, plugins: [{config: {}}]}\n",
+                 "t.yaml:6:38: routes[0].plugins[0].name: missing required key");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, plugins: [{name: ../x}]}\n",
+                 "t.yaml:6:45: routes[0].plugins[0].name: invalid plugin name '../x'");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, plugins: [request_id]}\n",
+                 "t.yaml:6:38: routes[0].plugins[0]: expected a mapping like {name: NAME");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, balancer: {name: rr, config: [1]}}\n",
+                 "t.yaml:6:57: routes[0].balancer.config: expected a mapping");
+    expect_error(HEAD "routes:\n  - {name: r, upstream: a, balancer: {nme: rr}}\n",
+                 "t.yaml:6:39: routes[0].balancer.nme: unknown key (expected one of: name, "
+                 "config)");
+}
+
+static void test_error_plugin_config_alias_bomb(void **state)
+{
+    (void)state;
+    expect_error(HEAD "routes:\n"
+                      "  - name: r\n"
+                      "    upstream: a\n"
+                      "    plugins:\n"
+                      "      - name: p\n"
+                      "        config:\n"
+                      "          a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                      "          b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                      "          c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                      "          d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                      "          e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                      "          f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+                 "t.yaml:11:45: routes[0].plugins[0].config.e[7][8][8][8][9]: value too large "
+                 "or too deeply nested");
+}
+
+static void test_error_plugin_config_self_alias(void **state)
+{
+    (void)state;
+    /* libyaml registers an anchor before its children, so a node may contain itself. */
+    expect_error(HEAD "routes:\n"
+                      "  - name: r\n"
+                      "    upstream: a\n"
+                      "    plugins:\n"
+                      "      - name: p\n"
+                      "        config: {self: &c [*c]}\n",
+                 "t.yaml:10:24: routes[0].plugins[0].config.self[0][0]");
+}
+
+static void test_error_buffer_truncated_or_absent(void **state)
+{
+    const char *yaml = "listen: []\n";
+    char err[16];
+
+    (void)state;
+    memset(err, 'x', sizeof(err));
+    assert_null(mg_config_load_string(yaml, strlen(yaml), "t.yaml", err, sizeof(err)));
+    assert_string_equal(err, "t.yaml:1:9: lis");
+    assert_null(mg_config_load_string(yaml, strlen(yaml), "t.yaml", NULL, 0));
+    assert_null(mg_config_load("/nonexistent/x.yaml", NULL, 0));
+}
+
+static void test_error_not_a_regular_file(void **state)
+{
+    char err[512];
+
+    (void)state;
+    assert_null(mg_config_load(MG_TEST_DATA, err, sizeof(err)));
+    assert_string_equal(err, MG_TEST_DATA ": not a regular file");
+    assert_null(mg_config_load_string(NULL, 0, "t.yaml", err, sizeof(err)));
+    assert_string_equal(err, "t.yaml:1:1: listen: missing required key");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_minimal_top_level_defaults),
+        cmocka_unit_test(test_minimal_client_and_redis_defaults),
+        cmocka_unit_test(test_minimal_upstream_defaults),
+        cmocka_unit_test(test_minimal_retry_defaults),
+        cmocka_unit_test(test_minimal_breaker_and_health_defaults),
+        cmocka_unit_test(test_minimal_route_defaults),
+        cmocka_unit_test(test_idempotency_defaults_when_present),
+        cmocka_unit_test(test_empty_sections_enable_with_defaults),
+        cmocka_unit_test(test_full_file_top_level),
+        cmocka_unit_test(test_full_file_plugin_path_is_absolute),
+        cmocka_unit_test(test_full_file_upstream),
+        cmocka_unit_test(test_full_file_route),
+        cmocka_unit_test(test_full_file_idempotency),
+        cmocka_unit_test(test_full_file_plugins),
+        cmocka_unit_test(test_shipped_config_loads),
+        cmocka_unit_test(test_plugin_path_relative_to_file),
+        cmocka_unit_test(test_workers_forms),
+        cmocka_unit_test(test_redis_password_null_or_set),
+        cmocka_unit_test(test_access_log_any_string),
+        cmocka_unit_test(test_version_increases_and_loaded_at),
+        cmocka_unit_test(test_ref_keeps_snapshot_alive),
+        cmocka_unit_test(test_yaml_anchors_and_aliases),
+        cmocka_unit_test(test_error_format_from_brief),
+        cmocka_unit_test(test_error_yaml_syntax),
+        cmocka_unit_test(test_error_file_missing),
+        cmocka_unit_test(test_error_second_document),
+        cmocka_unit_test(test_error_duplicate_key),
+        cmocka_unit_test(test_error_empty_file),
+        cmocka_unit_test(test_error_unknown_keys),
+        cmocka_unit_test(test_error_wrong_types),
+        cmocka_unit_test(test_error_null_value),
+        cmocka_unit_test(test_error_nul_in_value),
+        cmocka_unit_test(test_error_missing_required_top_level),
+        cmocka_unit_test(test_error_missing_targets),
+        cmocka_unit_test(test_error_missing_route_name_or_upstream),
+        cmocka_unit_test(test_error_unknown_upstream),
+        cmocka_unit_test(test_error_duplicate_route_name),
+        cmocka_unit_test(test_error_empty_lists),
+        cmocka_unit_test(test_error_duplicates_in_lists),
+        cmocka_unit_test(test_error_bad_durations),
+        cmocka_unit_test(test_error_bad_sizes),
+        cmocka_unit_test(test_error_bad_addresses),
+        cmocka_unit_test(test_error_bad_numbers),
+        cmocka_unit_test(test_error_weight_zero),
+        cmocka_unit_test(test_error_bad_enum_and_bool),
+        cmocka_unit_test(test_error_bad_workers),
+        cmocka_unit_test(test_error_bad_methods),
+        cmocka_unit_test(test_error_bad_paths),
+        cmocka_unit_test(test_error_bad_hosts),
+        cmocka_unit_test(test_error_bad_idempotency),
+        cmocka_unit_test(test_error_bad_statuses_and_retry_on),
+        cmocka_unit_test(test_error_order_of_limits),
+        cmocka_unit_test(test_error_bad_plugins),
+        cmocka_unit_test(test_error_plugin_config_alias_bomb),
+        cmocka_unit_test(test_error_plugin_config_self_alias),
+        cmocka_unit_test(test_error_buffer_truncated_or_absent),
+        cmocka_unit_test(test_error_not_a_regular_file),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
