@@ -201,8 +201,20 @@ static int run(const char *conf_path)
     return rc == 0 ? 0 : 1;
 }
 
+static void log_level_from_env(void)
+{
+    const char *lvl = getenv("MOONGATE_LOG_LEVEL");
+    if (!lvl)
+        return;
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(lvl, names[i]) == 0)
+            mg_log_threshold = (enum mg_log_level)i;
+}
+
 int main(int argc, char **argv)
 {
+    log_level_from_env();
     const char *conf_path = NULL, *signal_name = NULL;
     bool test_only = false;
     int opt;

@@ -54,6 +54,34 @@ struct mg_wreq {
     char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
 };
 
+/* Debian's llhttp 8.1.0 does not check the CRLF after chunk data (fixed in later
+ * llhttp): "5\r\nhelloXX0\r\n\r\n" passes. We check it ourselves, across reads. */
+struct mg_chunk_check {
+    uint64_t left;             /* data bytes left in the current chunk */
+    uint8_t crlf;              /* bytes of the CRLF after it still to verify: 2, 1, 0 */
+};
+
+/* Returns false when the bytes at p are not the expected rest of a CRLF. */
+static bool chunk_crlf_ok(struct mg_chunk_check *k, const char *p, const char *end)
+{
+    for (; k->crlf && p < end; p++, k->crlf--)
+        if (*p != (k->crlf == 2 ? '\r' : '\n'))
+            return false;
+    return true;
+}
+
+/* Accounts for `len` data bytes at `at`; false on a framing error. */
+static bool chunk_data(struct mg_chunk_check *k, const char *at, size_t len, const char *end)
+{
+    k->left -= len < k->left ? len : k->left;
+    if (k->left)
+        return true;
+    k->crlf = 2;
+    return chunk_crlf_ok(k, at + len, end);
+}
+
+enum { MG_UPT_NONE, MG_UPT_CONNECT, MG_UPT_SEND, MG_UPT_READ };
+
 /* The states of an exchange; advance() is the only function that changes them. */
 enum mg_x_state {
     MG_X_IDLE,    /* no request byte yet; arena empty; keep-alive timer runs */
@@ -87,6 +115,8 @@ struct mg_exchange {
     bool req_done;             /* request message fully parsed */
     bool continue_sent;
     uint64_t req_body_bytes;
+    struct mg_chunk_check req_chunk; /* request chunk framing */
+    const char *req_parse_end; /* end of the bytes given to the request parser */
     int host_idx, rid_idx, xff_idx;
     char request_id[MG_REQUEST_ID_MAX + 1];
 
@@ -107,6 +137,10 @@ struct mg_exchange {
     bool resp_started;         /* bytes of the final response reached the client queue */
     bool resp_done;            /* the final response is fully queued */
     bool resp_chunk_out;       /* we chunk-encode the body to the client */
+    struct mg_chunk_check resp_chunk; /* response chunk framing */
+    const char *resp_parse_end;
+    uint8_t up_timer;          /* MG_UPT_*: what the upstream timer guards now */
+    uint32_t up_writes;        /* writes pending on the upstream socket */
     bool close_after;          /* close the client connection after this exchange */
     bool up_reusable;          /* the upstream connection may go back to its pool */
     enum mg_error error;
@@ -163,6 +197,29 @@ static void wreq_free(struct mg_worker *w, struct mg_wreq *r)
 
 static void conn_maybe_free(struct mg_conn *c);
 
+/* Arms the upstream connection's timer for what the exchange waits on now: the
+ * upstream taking our bytes (send timeout) or answering (read timeout). Time the
+ * client makes us wait (a slow upload, a slow reader) is not the upstream's fault
+ * and runs no upstream timer. `progress`: the upstream just moved, restart it. */
+static void sync_upstream_timer(struct mg_conn *c, bool progress)
+{
+    struct mg_exchange *x = &c->x;
+    if (x->state != MG_X_FORWARD || !x->up)
+        return;
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    uint8_t want = MG_UPT_NONE;
+    if (x->up_writes > 0)
+        want = MG_UPT_SEND;
+    else if (x->req_done && !x->resp_done && x->up->reading)
+        want = MG_UPT_READ;
+    if (want == x->up_timer && !progress)
+        return;
+    x->up_timer = want;
+    mg_upconn_set_timeout(x->up, want == MG_UPT_SEND   ? uc->send_timeout_ms
+                                 : want == MG_UPT_READ ? uc->read_timeout_ms
+                                                       : 0);
+}
+
 static void on_client_write(uv_write_t *req, int status)
 {
     struct mg_wreq *r = req->data;
@@ -197,14 +254,17 @@ static void on_upstream_write(uv_write_t *req, int status)
         conn_maybe_free(c);
         return;
     }
-    if (dst != c->x.up || status == UV_ECANCELED)
+    if (dst != c->x.up)
+        return;
+    c->x.up_writes--;
+    if (status == UV_ECANCELED)
         return;
     if (status < 0) {
         fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
+        advance(c);
         return;
     }
-    if (c->x.route)
-        mg_upconn_set_timeout(dst, c->x.route->upstream->read_timeout_ms);
+    sync_upstream_timer(c, true);
     advance(c);
 }
 
@@ -236,11 +296,13 @@ static void flush_upstream(struct mg_conn *c)
     c->out_up = NULL;
     if (r->pins_conn)
         c->pins++;
+    c->x.up_writes++;
     int rc = uv_write(&r->req, (uv_stream_t *)&r->dst_up->tcp, r->bufs, r->nbufs,
                       on_upstream_write);
     if (rc) {
         if (r->pins_conn)
             c->pins--;
+        c->x.up_writes--;
         wreq_free(c->w, r);
         fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(rc));
     }
@@ -442,6 +504,12 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
 
 /* ------------------------------------------------------- request head parsing */
 
+static const char *parser_reason(const llhttp_t *p)
+{
+    const char *r = llhttp_get_error_reason(p);
+    return r ? r : "malformed message";
+}
+
 static struct mg_conn *conn_of(llhttp_t *p)
 {
     return p->data;
@@ -503,10 +571,19 @@ static int on_req_body(llhttp_t *p, const char *at, size_t len)
         x->error = MG_ERR_BODY_TOO_LARGE;
         return HPE_USER;
     }
-    if (x->req_chunked)
+    if (x->req_chunked) {
+        if (!chunk_data(&x->req_chunk, at, len, x->req_parse_end))
+            return HPE_USER;
         chunk_to(c, true, at, len, NULL);
-    else
+    } else {
         to_upstream(c, at, len, true);
+    }
+    return 0;
+}
+
+static int on_req_chunk_header(llhttp_t *p)
+{
+    conn_of(p)->x.req_chunk.left = p->content_length;
     return 0;
 }
 
@@ -528,6 +605,7 @@ static const llhttp_settings_t request_settings = {
     .on_header_value_complete = on_req_value_complete,
     .on_headers_complete = on_req_headers_complete,
     .on_body = on_req_body,
+    .on_chunk_header = on_req_chunk_header,
     .on_message_complete = on_req_message_complete,
 };
 
@@ -560,6 +638,11 @@ static enum mg_error inspect_request(struct mg_conn *c)
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
+    /* A field the client listed in Connection is gone, even one the gateway extends. */
+    if (x->xff_idx >= 0 && (x->req_hdrs.v[x->xff_idx].flags & MG_HDR_HOP))
+        x->xff_idx = -1;
+    if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
+        x->rid_idx = -1;
     if (x->req_content_length > c->w->cfg->client.max_body_size)
         return MG_ERR_BODY_TOO_LARGE;
     return MG_ERR_NONE;
@@ -576,7 +659,7 @@ static enum mg_error parse_request_head(struct mg_conn *c)
     if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
         if (x->req_hdrs.n == MG_MAX_HEADERS)
             return MG_ERR_HEADER_TOO_LARGE;
-        mg_debug("bad request head: %s", llhttp_get_error_reason(&c->parser));
+        mg_debug("bad request head: %s", parser_reason(&c->parser));
         return MG_ERR_BAD_REQUEST;
     }
     if (e == HPE_PAUSED)
@@ -752,8 +835,8 @@ static void start_forwarding(struct mg_conn *c)
         flush_client(c);
         x->continue_sent = true;
     }
-    mg_upconn_set_timeout(u, x->route->upstream->read_timeout_ms);
     mg_upconn_set_reading(u, true);
+    x->up_timer = MG_UPT_NONE;
 }
 
 /* ------------------------------------------------------- response parsing */
@@ -874,10 +957,18 @@ static int on_resp_headers_complete(llhttp_t *p)
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
     struct mg_conn *c = conn_of(p);
+    if ((p->flags & F_CHUNKED) && !chunk_data(&c->x.resp_chunk, at, len, c->x.resp_parse_end))
+        return HPE_USER;
     if (c->x.resp_chunk_out)
         chunk_to(c, false, at, len, c->x.up);
     else
         to_client(c, at, len, c->x.up);
+    return 0;
+}
+
+static int on_resp_chunk_header(llhttp_t *p)
+{
+    conn_of(p)->x.resp_chunk.left = p->content_length;
     return 0;
 }
 
@@ -894,6 +985,8 @@ static int on_resp_message_complete(llhttp_t *p)
         mg_headscan_init(&x->up->scan, MG_MAX_RESPONSE_HEAD);
         return HPE_PAUSED;
     }
+    if (x->status == 101)
+        return 0; /* switching: the tunnel follows, this exchange is not over */
     if (x->resp_chunk_out)
         to_client(c, "0\r\n\r\n", 5, NULL);
     x->resp_done = true;
@@ -908,6 +1001,7 @@ static const llhttp_settings_t response_settings = {
     .on_header_value_complete = on_resp_value_complete,
     .on_headers_complete = on_resp_headers_complete,
     .on_body = on_resp_body,
+    .on_chunk_header = on_resp_chunk_header,
     .on_message_complete = on_resp_message_complete,
 };
 
@@ -937,7 +1031,10 @@ static int parse_response(struct mg_conn *c)
             data = x->resp_head;
             avail = x->resp_headlen;
         }
-        llhttp_errno_t e = llhttp_execute(&u->parser, data, avail);
+        x->resp_parse_end = data + avail;
+        llhttp_errno_t e = chunk_crlf_ok(&x->resp_chunk, data, x->resp_parse_end)
+                               ? llhttp_execute(&u->parser, data, avail)
+                               : HPE_INVALID_CHUNK_SIZE;
         if (data != x->resp_head)
             u->start += e == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&u->parser) - data) : avail;
         if (e == HPE_PAUSED) {
@@ -952,7 +1049,7 @@ static int parse_response(struct mg_conn *c)
             x->state = MG_X_TUNNEL;
             return 0;
         } else if (e != HPE_OK) {
-            fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, llhttp_get_error_reason(&u->parser));
+            fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, parser_reason(&u->parser));
             return -1;
         }
     }
@@ -978,6 +1075,7 @@ static void detach_upstream(struct mg_conn *c, bool reuse)
     if (!u)
         return;
     x->up = NULL;
+    x->up_writes = 0;
     x->target->active--;
     discard_wreq(c, &c->out_up);
     if (reuse && x->up_reusable && x->req_done && !x->req_upgrade && u->tcp.write_queue_size == 0)
@@ -1080,7 +1178,10 @@ static void forward_request_body(struct mg_conn *c)
     struct mg_exchange *x = &c->x;
     const char *data = c->buf + c->start;
     size_t avail = c->end - c->start;
-    llhttp_errno_t e = llhttp_execute(&c->parser, data, avail);
+    x->req_parse_end = data + avail;
+    llhttp_errno_t e = chunk_crlf_ok(&x->req_chunk, data, x->req_parse_end)
+                           ? llhttp_execute(&c->parser, data, avail)
+                           : HPE_INVALID_CHUNK_SIZE;
     if (e == HPE_PAUSED) {
         c->start += (size_t)(llhttp_get_error_pos(&c->parser) - data);
         llhttp_resume(&c->parser);
@@ -1088,7 +1189,7 @@ static void forward_request_body(struct mg_conn *c)
         c->start += avail;
     } else {
         fail(c, x->error == MG_ERR_BODY_TOO_LARGE ? MG_ERR_BODY_TOO_LARGE : MG_ERR_BAD_REQUEST,
-             llhttp_get_error_reason(&c->parser));
+             parser_reason(&c->parser));
         x->close_after = true;
         return;
     }
@@ -1190,10 +1291,8 @@ static void update_reading(struct mg_conn *c)
     if (x->up && x->up_ready && !x->up->closing &&
         (x->state == MG_X_FORWARD || x->state == MG_X_TUNNEL)) {
         bool up_want = upstream_has_space(x->up) && !x->resp_done && !x->up_eof;
-        if (up_want != x->up->reading && x->state == MG_X_FORWARD)
-            /* Time waiting for the upstream counts; time the client makes us wait does not. */
-            mg_upconn_set_timeout(x->up, up_want ? x->route->upstream->read_timeout_ms : 0);
         mg_upconn_set_reading(x->up, up_want);
+        sync_upstream_timer(c, false);
     }
 }
 
@@ -1421,15 +1520,17 @@ void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
         advance(c);
         return;
     }
-    if (x->state == MG_X_FORWARD)
-        mg_upconn_set_timeout(u, x->route->upstream->read_timeout_ms);
+    sync_upstream_timer(c, true);
     advance(c);
 }
 
 void mg_proxy_on_upstream_timeout(struct mg_upconn *u)
 {
     struct mg_conn *c = u->owner;
-    fail(c, MG_ERR_UPSTREAM_TIMEOUT, u->connected ? "upstream read timeout" : "connect timeout");
+    const char *what = !u->connected                     ? "connect timeout"
+                       : c->x.up_timer == MG_UPT_SEND ? "upstream send timeout"
+                                                      : "upstream read timeout";
+    fail(c, MG_ERR_UPSTREAM_TIMEOUT, what);
     advance(c);
 }
 
