@@ -3,8 +3,7 @@
  *
  * The main thread loads the configuration, starts one worker thread per
  * `workers`, and then only handles signals on its own small loop: SIGTERM/SIGINT
- * drain the workers (a second one stops them at once), SIGHUP validates the file
- * again. It owns the configuration snapshot and frees it after every worker ended.
+ * drain the workers (a second one stops them at once), SIGHUP reloads the file. It owns the configuration snapshot and frees it after every worker ended.
  */
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -94,6 +93,9 @@ static void on_stop_signal(uv_signal_t *s, int signum)
         mg_worker_request_stop(&m->workers[i], immediate);
 }
 
+/* Reload: the new file is parsed and validated here, on the main thread, never on
+ * a worker's loop. Only a valid snapshot is published; each worker switches to it
+ * between two events, and exchanges in flight finish on the one they started on. */
 static void on_hup(uv_signal_t *s, int signum)
 {
     struct mg_main *m = s->data;
@@ -103,10 +105,16 @@ static void on_hup(uv_signal_t *s, int signum)
         mg_error("config reload failed: %s", err);
         return;
     }
-    /* Publishing a new snapshot to running workers is the reload issue's work. */
-    mg_warn("config %s is valid, but live reload is not available yet: restart to apply it",
-            m->conf_path);
-    mg_config_unref(cfg);
+    if (cfg->workers != m->cfg->workers)
+        mg_warn("config reload: a new `workers` value takes effect at the next restart");
+    for (size_t i = 0; i < m->nworkers; i++) {
+        mg_config_ref(cfg);
+        mg_worker_publish_config(&m->workers[i], cfg);
+    }
+    mg_config_unref(m->cfg);
+    m->cfg = cfg;
+    mg_info("config reloaded from %s (version %llu)", m->conf_path,
+            (unsigned long long)cfg->version);
 }
 
 static void on_worker_done(uv_async_t *a)
@@ -144,9 +152,17 @@ static int start_workers(struct mg_main *m)
     if (!m->workers)
         mg_fatal("out of memory (workers)");
     for (size_t i = 0; i < n; i++) {
-        if (mg_worker_init(&m->workers[i], (int)i, m->cfg) != 0)
-            return -1;
+        int rc = mg_worker_init(&m->workers[i], (int)i, m->cfg);
         m->nworkers = i + 1;
+        if (rc != 0) {
+            /* Unwind on this thread: each loop runs once to close what it opened. */
+            for (size_t j = 0; j < m->nworkers; j++) {
+                mg_worker_request_stop(&m->workers[j], true);
+                mg_worker_run(&m->workers[j]);
+            }
+            m->nworkers = 0;
+            return -1;
+        }
     }
     atomic_store(&m->workers_running, (int)n);
     for (size_t i = 0; i < n; i++)

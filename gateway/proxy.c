@@ -97,6 +97,7 @@ static const char *const state_names[] = {"idle", "head", "connect", "forward", 
 struct mg_exchange {
     enum mg_x_state state;
     struct mg_arena arena;
+    struct mg_runtime *rt;     /* the config it started on; held from head to end */
 
     /* Request head, copied from the read buffer; slices below point into it. */
     char *head;
@@ -118,6 +119,7 @@ struct mg_exchange {
     struct mg_chunk_check req_chunk; /* request chunk framing */
     const char *req_parse_end; /* end of the bytes given to the request parser */
     int host_idx, rid_idx, xff_idx;
+    struct mg_slice authority; /* absolute-form target's host: overrides Host */
     char request_id[MG_REQUEST_ID_MAX + 1];
 
     const struct mg_route_conf *route;
@@ -377,6 +379,11 @@ static struct mg_slice hdr_value(const struct mg_headers *h, int idx)
     return idx >= 0 ? h->v[idx].value : (struct mg_slice){NULL, 0};
 }
 
+static struct mg_slice request_host(const struct mg_exchange *x)
+{
+    return x->authority.len ? x->authority : hdr_value(&x->req_hdrs, x->host_idx);
+}
+
 static void headers_init(struct mg_arena *a, struct mg_headers *h)
 {
     h->n = 0;
@@ -567,7 +574,7 @@ static int on_req_body(llhttp_t *p, const char *at, size_t len)
     struct mg_conn *c = conn_of(p);
     struct mg_exchange *x = &c->x;
     x->req_body_bytes += len;
-    if (x->req_body_bytes > c->w->cfg->client.max_body_size) {
+    if (x->req_body_bytes > c->x.rt->cfg->client.max_body_size) {
         x->error = MG_ERR_BODY_TOO_LARGE;
         return HPE_USER;
     }
@@ -609,6 +616,32 @@ static const llhttp_settings_t request_settings = {
     .on_message_complete = on_req_message_complete,
 };
 
+/* RFC 9112 section 3.2.2: a server must accept "GET http://host/path HTTP/1.1";
+ * the authority then stands for Host. Rewrites x->url to the origin form. */
+static int absolute_form(struct mg_exchange *x)
+{
+    static const struct mg_slice schemes[] = {MG_SLICE_LIT("http://"), MG_SLICE_LIT("https://")};
+    for (size_t i = 0; i < 2; i++) {
+        struct mg_slice s = schemes[i];
+        if (x->url.len < s.len || !mg_slice_ieq((struct mg_slice){x->url.p, s.len}, s))
+            continue;
+        const char *auth = x->url.p + s.len, *end = x->url.p + x->url.len, *p = auth;
+        while (p < end && *p != '/' && *p != '?')
+            p++;
+        if (p == auth || memchr(auth, '@', (size_t)(p - auth)))
+            return -1; /* no host, or userinfo (deprecated, a phishing vector) */
+        x->authority = (struct mg_slice){auth, (size_t)(p - auth)};
+        if (p < end && *p == '/')
+            x->url = (struct mg_slice){p, (size_t)(end - p)};
+        else if (p == end)
+            x->url = MG_SLICE_LIT("/");
+        else
+            return -1; /* "http://host?q": no path to give the origin */
+        return 0;
+    }
+    return 0;
+}
+
 /* Finds the headers the gateway acts on and applies the checks llhttp leaves to us. */
 static enum mg_error inspect_request(struct mg_conn *c)
 {
@@ -633,8 +666,8 @@ static enum mg_error inspect_request(struct mg_conn *c)
     }
     if (x->http_minor >= 1 && x->host_idx < 0)
         return MG_ERR_BAD_REQUEST;
-    if (x->url.len == 0 || x->url.p[0] != '/')
-        return MG_ERR_BAD_REQUEST; /* origin-form only: this is not a forward proxy */
+    if (absolute_form(x) < 0 || x->url.len == 0 || x->url.p[0] != '/')
+        return MG_ERR_BAD_REQUEST; /* origin-form or absolute-form only */
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
@@ -643,7 +676,7 @@ static enum mg_error inspect_request(struct mg_conn *c)
         x->xff_idx = -1;
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;
-    if (x->req_content_length > c->w->cfg->client.max_body_size)
+    if (x->req_content_length > c->x.rt->cfg->client.max_body_size)
         return MG_ERR_BODY_TOO_LARGE;
     return MG_ERR_NONE;
 }
@@ -682,7 +715,7 @@ static int read_request_head(struct mg_conn *c)
         return MG_NEXT;
     }
     if (append_bytes(&x->arena, &x->head, &x->headlen, &x->headcap, c->buf + c->start, used,
-                     c->w->cfg->client.max_header_size + 4) < 0) {
+                     c->x.rt->cfg->client.max_header_size + 4) < 0) {
         x->close_after = true;
         x->error = MG_ERR_HEADER_TOO_LARGE;
         return MG_NEXT;
@@ -728,7 +761,7 @@ static void build_upstream_head(struct mg_conn *c)
             cut--; /* keep the slash of "/api/" prefixes */
         target = (struct mg_slice){x->url.p + cut, x->url.len - cut};
     }
-    struct mg_slice host = hdr_value(&x->req_hdrs, x->host_idx);
+    struct mg_slice host = request_host(x);
     const char *target_addr = x->target->conf->address.text;
     size_t cap = x->headlen + strlen(target_addr) + strlen(c->client_ip) + host.len * 2 + 512;
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
@@ -742,6 +775,7 @@ static void build_upstream_head(struct mg_conn *c)
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         struct mg_header *f = &x->req_hdrs.v[i];
         if ((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || (int)i == x->xff_idx ||
+            ((int)i == x->host_idx && x->authority.len) ||
             mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-proto")) ||
             mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-host")) ||
             (x->req_expect_continue && mg_slice_ieq(f->name, MG_SLICE_LIT("expect"))))
@@ -751,7 +785,11 @@ static void build_upstream_head(struct mg_conn *c)
         PUT(o, f->value.p, f->value.len);
         PUT_LIT(o, "\r\n");
     }
-    if (x->host_idx < 0) {
+    if (x->authority.len) {
+        PUT_LIT(o, "Host: ");
+        PUT(o, x->authority.p, x->authority.len);
+        PUT_LIT(o, "\r\n");
+    } else if (x->host_idx < 0) {
         PUT_LIT(o, "Host: ");
         PUT(o, target_addr, strlen(target_addr));
         PUT_LIT(o, "\r\n");
@@ -790,8 +828,8 @@ static void build_upstream_head(struct mg_conn *c)
 static enum mg_error route_request(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
-    struct mg_slice host = hdr_value(&x->req_hdrs, x->host_idx);
-    x->route = mg_router_match(c->w->cfg->router, host.p, host.len, x->path.p, x->path.len,
+    struct mg_slice host = request_host(x);
+    x->route = mg_router_match(x->rt->cfg->router, host.p, host.len, x->path.p, x->path.len,
                                x->method, &x->prefix_len);
     if (!x->route)
         return MG_ERR_NO_ROUTE;
@@ -804,7 +842,7 @@ static int connect_upstream(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     const struct mg_upstream_conf *uc = x->route->upstream;
-    struct mg_upstream_rt *ur = &c->w->ups[uc->index];
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     x->target = &ur->targets[pick_target(ur)];
     bool reused = false;
     int rc = mg_upconn_acquire(c->w, x->target, c, uc->connect_timeout_ms, &x->up, &reused);
@@ -1116,6 +1154,8 @@ static void arm_client_timer(struct mg_conn *c, uint64_t ms);
 static void exchange_reset(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
+    if (x->rt)
+        mg_runtime_release(c->w, x->rt);
     struct mg_arena arena = x->arena;
     mg_arena_reset(&arena);
     memset(x, 0, sizeof *x);
@@ -1128,8 +1168,9 @@ static int step_idle(struct mg_conn *c)
     struct mg_exchange *x = &c->x;
     if (c->start == c->end)
         return MG_AGAIN;
-    mg_headscan_init(&x->scan, c->w->cfg->client.max_header_size);
-    arm_client_timer(c, c->w->cfg->client.header_timeout_ms);
+    x->rt = mg_runtime_hold(c->w);
+    mg_headscan_init(&x->scan, x->rt->cfg->client.max_header_size);
+    arm_client_timer(c, x->rt->cfg->client.header_timeout_ms);
     x->state = MG_X_HEAD;
     return MG_NEXT;
 }
@@ -1150,7 +1191,7 @@ static int step_head(struct mg_conn *c)
     if (x->req_done)
         uv_timer_stop(&c->timer);
     else
-        arm_client_timer(c, c->w->cfg->client.body_timeout_ms);
+        arm_client_timer(c, x->rt->cfg->client.body_timeout_ms);
     x->state = MG_X_CONNECT;
     return MG_NEXT;
 }
@@ -1252,7 +1293,7 @@ static int step_finish(struct mg_conn *c)
         return MG_AGAIN;
     }
     exchange_reset(c);
-    arm_client_timer(c, c->w->cfg->client.keepalive_timeout_ms);
+    arm_client_timer(c, c->w->rt->cfg->client.keepalive_timeout_ms);
     if (c->start == c->end && c->pins == 0 && c->buf) {
         /* Idle keep-alive connections hold no buffer: 10k of them stay cheap. */
         mg_worker_buf_put(c->w, c->buf);
@@ -1380,6 +1421,8 @@ static void conn_maybe_free(struct mg_conn *c)
     if (c->handles_open || c->pins || c->writes)
         return;
     struct mg_worker *w = c->w;
+    if (c->x.rt)
+        mg_runtime_release(w, c->x.rt);
     mg_arena_destroy(&c->x.arena);
     if (c->buf)
         mg_worker_buf_put(w, c->buf);
@@ -1481,7 +1524,7 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->end += (size_t)nread;
     if ((x->state == MG_X_CONNECT || x->state == MG_X_FORWARD) && !x->req_done)
-        arm_client_timer(c, c->w->cfg->client.body_timeout_ms);
+        arm_client_timer(c, x->rt->cfg->client.body_timeout_ms);
     advance(c);
 }
 
@@ -1510,7 +1553,8 @@ void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
             advance(c);
             return;
         }
-        if (x->resp_head_done && llhttp_finish(&u->parser) == HPE_OK && x->resp_done) {
+        llhttp_errno_t fin = x->resp_head_done ? llhttp_finish(&u->parser) : HPE_INVALID_EOF_STATE;
+        if ((fin == HPE_OK || fin == HPE_PAUSED) && x->resp_done) {
             x->up_reusable = false; /* close-delimited body: ended by the close */
             advance(c);
             return;
@@ -1575,13 +1619,13 @@ void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
         conn_close(c);
         return;
     }
-    if (w->nconns > w->cfg->client.max_connections || w->draining) {
+    if (w->nconns > w->rt->cfg->client.max_connections || w->draining) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     client_ip_of(c);
-    arm_client_timer(c, w->cfg->client.header_timeout_ms);
+    arm_client_timer(c, w->rt->cfg->client.header_timeout_ms);
     update_reading(c);
 }
 

@@ -195,7 +195,7 @@ void mg_upconn_release(struct mg_upconn *u)
         return;
     struct mg_target_rt *t = u->target;
     u->owner = NULL;
-    if (u->start != u->end || t->nidle >= t->pool_limit || u->w->draining) {
+    if (u->start != u->end || t->nidle >= t->pool_limit || u->w->draining || t->rt->retired) {
         mg_upconn_close(u);
         return;
     }
@@ -235,12 +235,8 @@ void mg_upconn_unpin(struct mg_upconn *u)
     }
 }
 
-void mg_upconn_close_idle(struct mg_worker *w)
+void mg_upconn_close_idle(struct mg_target_rt *t)
 {
-    for (size_t i = 0; i < w->cfg->nupstreams; i++) {
-        struct mg_upstream_rt *ur = &w->ups[i];
-        for (size_t j = 0; j < ur->conf->ntargets; j++)
-            while (ur->targets[j].idle)
-                mg_upconn_close(ur->targets[j].idle);
-    }
+    while (t->idle)
+        mg_upconn_close(t->idle);
 }

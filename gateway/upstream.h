@@ -61,7 +61,7 @@ void mg_upconn_set_reading(struct mg_upconn *u, bool on);
 void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms);
 /* A client write that pointed into u->buf completed. */
 void mg_upconn_unpin(struct mg_upconn *u);
-/* Closes every idle pooled connection of the worker (drain). */
-void mg_upconn_close_idle(struct mg_worker *w);
+/* Closes every idle pooled connection of a target (drain, reload). */
+void mg_upconn_close_idle(struct mg_target_rt *t);
 
 #endif

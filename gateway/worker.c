@@ -7,6 +7,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config/config.h"
 #include "core/log.h"
 #include "proxy.h"
 #include "upstream.h"
@@ -61,8 +63,13 @@ static void on_connection(uv_stream_t *server, int status)
     mg_proxy_accept(l->w, server);
 }
 
+static void on_listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 /* libuv 1.44 has no UV_TCP_REUSEPORT: make the socket ourselves. */
-static int open_listener(struct mg_worker *w, struct mg_listener *l, const struct mg_address *a)
+static int open_listener(struct mg_worker *w, const struct mg_address *a)
 {
     int fd = socket(a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -77,33 +84,179 @@ static int open_listener(struct mg_worker *w, struct mg_listener *l, const struc
         close(fd);
         return err;
     }
+    struct mg_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        mg_fatal("out of memory (listener)");
     uv_tcp_init(&w->loop, &l->tcp);
     l->tcp.data = l;
     l->w = w;
+    l->addr = a->addr;
+    l->addrlen = a->addrlen;
     int rc = uv_tcp_open(&l->tcp, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
-    return rc;
+    if (rc) {
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        return rc;
+    }
+    l->next = w->listeners;
+    w->listeners = l;
+    return 0;
+}
+
+static void close_listeners(struct mg_worker *w, bool all)
+{
+    struct mg_listener **pp = &w->listeners;
+    while (*pp) {
+        struct mg_listener *l = *pp;
+        if (all || !l->keep) {
+            *pp = l->next;
+            uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        } else {
+            pp = &l->next;
+        }
+    }
+}
+
+static struct mg_listener *find_listener(struct mg_worker *w, const struct mg_address *a)
+{
+    for (struct mg_listener *l = w->listeners; l; l = l->next)
+        if (l->addrlen == a->addrlen && memcmp(&l->addr, &a->addr, a->addrlen) == 0)
+            return l;
+    return NULL;
+}
+
+/* Opens what the snapshot adds and closes what it removes. A listener whose address
+ * stays is kept as is: closing a SO_REUSEPORT socket drops its accept queue. */
+static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
+{
+    int failures = 0;
+    for (struct mg_listener *l = w->listeners; l; l = l->next)
+        l->keep = false;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        struct mg_listener *l = find_listener(w, &cfg->listen[i]);
+        if (l) {
+            l->keep = true;
+            continue;
+        }
+        int rc = open_listener(w, &cfg->listen[i]);
+        if (rc) {
+            mg_error("cannot listen on %s: %s", cfg->listen[i].text, uv_strerror(rc));
+            failures++;
+        } else {
+            w->listeners->keep = true;
+        }
+    }
+    close_listeners(w, false);
+    return failures ? UV_EADDRINUSE : 0;
+}
+
+static struct mg_runtime *runtime_new(struct mg_config *cfg)
+{
+    struct mg_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        mg_fatal("out of memory (runtime)");
+    mg_config_ref(cfg);
+    rt->cfg = cfg;
+    rt->holds = 1;
+    rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
+    if (!rt->ups)
+        mg_fatal("out of memory (upstream runtime)");
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const struct mg_upstream_conf *uc = &cfg->upstreams[i];
+        struct mg_upstream_rt *ur = &rt->ups[i];
+        ur->conf = uc;
+        ur->targets = calloc(uc->ntargets, sizeof *ur->targets);
+        if (!ur->targets)
+            mg_fatal("out of memory (target runtime)");
+        for (size_t j = 0; j < uc->ntargets; j++) {
+            ur->targets[j].conf = &uc->targets[j];
+            ur->targets[j].rt = rt;
+            ur->targets[j].pool_limit = uc->keepalive;
+        }
+    }
+    return rt;
+}
+
+static void runtime_close_idle(struct mg_runtime *rt)
+{
+    for (size_t i = 0; i < rt->cfg->nupstreams; i++)
+        for (size_t j = 0; j < rt->ups[i].conf->ntargets; j++)
+            mg_upconn_close_idle(&rt->ups[i].targets[j]);
+}
+
+static void runtime_free(struct mg_runtime *rt)
+{
+    runtime_close_idle(rt);
+    for (size_t i = 0; i < rt->cfg->nupstreams; i++)
+        free(rt->ups[i].targets);
+    free(rt->ups);
+    mg_config_unref(rt->cfg);
+    free(rt);
+}
+
+struct mg_runtime *mg_runtime_hold(struct mg_worker *w)
+{
+    w->rt->holds++;
+    return w->rt;
+}
+
+void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt)
+{
+    (void)w;
+    MG_ASSERT(rt->holds > 0);
+    if (--rt->holds == 0)
+        runtime_free(rt);
+}
+
+static void retire_runtime(struct mg_worker *w, struct mg_runtime *rt)
+{
+    rt->retired = true;
+    /* Idle pooled connections to the old snapshot's targets close now; leased ones
+     * close when their exchange ends. */
+    runtime_close_idle(rt);
+    mg_runtime_release(w, rt);
+}
+
+static void apply_config(struct mg_worker *w, struct mg_config *cfg)
+{
+    if (w->draining) {
+        mg_config_unref(cfg);
+        return;
+    }
+    reconcile_listeners(w, cfg);
+    struct mg_runtime *old = w->rt;
+    w->rt = runtime_new(cfg);
+    mg_config_unref(cfg); /* the runtime holds its own reference */
+    retire_runtime(w, old);
+    mg_debug("worker %d: now on config version %" PRIu64, w->id, cfg->version);
+}
+
+static void start_drain(struct mg_worker *w)
+{
+    w->draining = true;
+    close_listeners(w, true);
+    runtime_close_idle(w->rt);
+    mg_proxy_drain(w);
+    mg_worker_conn_closed(w);
 }
 
 static void on_wakeup(uv_async_t *a)
 {
     struct mg_worker *w = a->data;
+    struct mg_config *cfg = atomic_exchange(&w->pending_cfg, NULL);
+    if (cfg)
+        apply_config(w, cfg);
     int req = atomic_load(&w->stop_requested);
     if (req == 0)
         return;
-    if (req == 2 || w->draining) {
+    if (req == 2) {
         mg_proxy_close_all(w);
         uv_stop(&w->loop);
         return;
     }
-    w->draining = true;
-    for (size_t i = 0; i < w->nlisteners; i++)
-        if (!uv_is_closing((uv_handle_t *)&w->listeners[i].tcp))
-            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
-    mg_upconn_close_idle(w);
-    mg_proxy_drain(w);
-    mg_worker_conn_closed(w);
+    if (!w->draining)
+        start_drain(w);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
@@ -121,57 +274,26 @@ void mg_worker_conn_closed(struct mg_worker *w)
     if (w->nconns == 0)
         uv_stop(&w->loop);
     else if (!uv_is_active((uv_handle_t *)&w->drain_timer))
-        uv_timer_start(&w->drain_timer, on_drain_timeout, w->cfg->drain_timeout_ms, 0);
-}
-
-static void build_runtime(struct mg_worker *w)
-{
-    struct mg_config *cfg = w->cfg;
-    w->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *w->ups);
-    if (!w->ups)
-        mg_fatal("out of memory (upstream runtime)");
-    for (size_t i = 0; i < cfg->nupstreams; i++) {
-        const struct mg_upstream_conf *uc = &cfg->upstreams[i];
-        w->ups[i].conf = uc;
-        w->ups[i].targets = calloc(uc->ntargets, sizeof *w->ups[i].targets);
-        if (!w->ups[i].targets)
-            mg_fatal("out of memory (target runtime)");
-        for (size_t j = 0; j < uc->ntargets; j++) {
-            w->ups[i].targets[j].conf = &uc->targets[j];
-            w->ups[i].targets[j].pool_limit = uc->keepalive;
-        }
-    }
+        uv_timer_start(&w->drain_timer, on_drain_timeout, w->rt->cfg->drain_timeout_ms, 0);
 }
 
 int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
-    w->cfg = cfg;
     if (getrandom(&w->rand_state, sizeof w->rand_state, 0) != sizeof w->rand_state ||
         w->rand_state == 0)
         w->rand_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)id;
     int rc = uv_loop_init(&w->loop);
     if (rc)
-        return rc;
+        mg_fatal("cannot create an event loop: %s", uv_strerror(rc));
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    build_runtime(w);
-    w->listeners = calloc(cfg->nlisten, sizeof *w->listeners);
-    if (!w->listeners)
-        mg_fatal("out of memory (listeners)");
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        rc = open_listener(w, &w->listeners[i], &cfg->listen[i]);
-        w->nlisteners = i + 1;
-        if (rc) {
-            mg_error("cannot listen on %s: %s", cfg->listen[i].text, uv_strerror(rc));
-            return rc;
-        }
-    }
-    return 0;
+    w->rt = runtime_new(cfg);
+    return reconcile_listeners(w, cfg);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -186,24 +308,37 @@ void mg_worker_run(struct mg_worker *w)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Stopped: close what is left and let close callbacks free the connections. */
     mg_proxy_close_all(w);
-    mg_upconn_close_idle(w);
+    close_listeners(w, true);
+    runtime_close_idle(w->rt);
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    struct mg_config *pending = atomic_exchange(&w->pending_cfg, NULL);
+    if (pending)
+        mg_config_unref(pending);
+    mg_runtime_release(w, w->rt);
+    w->rt = NULL;
     while (w->free_bufs) {
         struct free_buf *b = w->free_bufs;
         w->free_bufs = b->next;
         free(b);
     }
     mg_proxy_free_worker_cache(w);
-    for (size_t i = 0; i < w->cfg->nupstreams; i++)
-        free(w->ups[i].targets);
-    free(w->ups);
-    free(w->listeners);
 }
 
 void mg_worker_request_stop(struct mg_worker *w, bool immediate)
 {
     atomic_store(&w->stop_requested, immediate ? 2 : 1);
+    uv_async_send(&w->wakeup);
+}
+
+void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg)
+{
+    struct mg_config *stale = atomic_exchange(&w->pending_cfg, cfg);
+    if (stale)
+        mg_config_unref(stale); /* never applied: superseded by a newer one */
     uv_async_send(&w->wakeup);
 }

@@ -2,12 +2,19 @@
  * A worker: one libuv loop on one thread, with its own listeners (SO_REUSEPORT),
  * its own upstream connection pools and its own buffer free lists. Nothing here is
  * shared with another worker, so nothing here takes a lock.
+ *
+ * Configuration reload: the main thread hands each worker a new snapshot through
+ * `pending_cfg` and wakes it. The worker builds a new runtime (pools, balancer
+ * state) for it and retires the old one. Exchanges hold the runtime they started
+ * on (a worker-local count, no atomics), so requests in flight finish on the
+ * config they started with; the retired runtime and its snapshot reference are
+ * freed when its last exchange ends.
  */
 #ifndef MG_WORKER_H
 #define MG_WORKER_H
 
-#include <stdbool.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -18,10 +25,12 @@
 struct mg_upconn;
 struct mg_conn;
 struct mg_wreq;
+struct mg_runtime;
 
 /* Per-worker runtime state of one target: its idle connection pool. */
 struct mg_target_rt {
     const struct mg_target_conf *conf;
+    struct mg_runtime *rt;     /* owner */
     struct mg_upconn *idle;    /* LIFO list of idle pooled connections */
     uint32_t nidle;
     uint32_t pool_limit;       /* the upstream's `keepalive` */
@@ -34,21 +43,32 @@ struct mg_upstream_rt {
     struct mg_target_rt *targets; /* conf->ntargets entries */
 };
 
+/* What one worker needs of one config snapshot. */
+struct mg_runtime {
+    struct mg_config *cfg;     /* one reference held */
+    struct mg_upstream_rt *ups; /* cfg->nupstreams entries */
+    uint32_t holds;            /* exchanges on it, +1 while it is the current one */
+    bool retired;              /* replaced by a reload: pools close, nothing new joins */
+};
+
 struct mg_listener {
     uv_tcp_t tcp;
     struct mg_worker *w;
+    struct mg_listener *next;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool keep;                 /* scratch flag while reconciling with a new config */
 };
 
 struct mg_worker {
     int id;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t wakeup;         /* other threads ask this worker to stop */
+    uv_async_t wakeup;         /* other threads ask this worker to stop or reload */
     atomic_int stop_requested; /* 1: graceful stop, 2: immediate */
-    struct mg_config *cfg;     /* one reference held */
-    struct mg_upstream_rt *ups; /* cfg->nupstreams entries */
+    _Atomic(struct mg_config *) pending_cfg; /* a snapshot to switch to (ref held) */
+    struct mg_runtime *rt;     /* the current runtime */
     struct mg_listener *listeners;
-    size_t nlisteners;
     bool draining;
     uv_timer_t drain_timer;
 
@@ -62,18 +82,22 @@ struct mg_worker {
     struct mg_wreq *free_wreqs;
 };
 
-/* Creates the worker's loop and listeners (fds shared in from main when given).
+/* Creates the worker's loop, runtime and listeners. Takes a reference to cfg.
  * Returns 0 or a negative UV_E* after logging the reason. */
 int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg);
 /* Runs the loop until the worker has stopped; frees everything it owns. */
 void mg_worker_run(struct mg_worker *w);
 /* Thread-safe: asks the worker to drain (graceful) or to stop at once. */
 void mg_worker_request_stop(struct mg_worker *w, bool immediate);
+/* Thread-safe: hands the worker a new snapshot (takes over one reference). */
+void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg);
+
+/* An exchange starting takes the current runtime; ending, it gives it back. */
+struct mg_runtime *mg_runtime_hold(struct mg_worker *w);
+void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt);
 
 char *mg_worker_buf_get(struct mg_worker *w);
 void mg_worker_buf_put(struct mg_worker *w, char *buf);
-struct mg_target_rt *mg_worker_target(struct mg_worker *w, const struct mg_upstream_conf *u,
-                                      size_t target_index);
 /* Called by the connection code when a client connection is gone, so a draining
  * worker can finish. */
 void mg_worker_conn_closed(struct mg_worker *w);
