@@ -159,6 +159,7 @@ static int start_workers(struct mg_main *m)
             for (size_t j = 0; j < m->nworkers; j++) {
                 mg_worker_request_stop(&m->workers[j], true);
                 mg_worker_run(&m->workers[j]);
+                mg_worker_destroy(&m->workers[j]);
             }
             m->nworkers = 0;
             return -1;
@@ -203,6 +204,8 @@ static int run(const char *conf_path)
         uv_run(m.loop, UV_RUN_DEFAULT);
         for (size_t i = 0; i < m.nworkers; i++)
             uv_thread_join(&m.workers[i].thread);
+        for (size_t i = 0; i < m.nworkers; i++)
+            mg_worker_destroy(&m.workers[i]);
         unlink(m.cfg->pid_file);
         mg_info("stopped");
     }

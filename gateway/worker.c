@@ -306,12 +306,20 @@ static void close_walk(uv_handle_t *h, void *arg)
 void mg_worker_run(struct mg_worker *w)
 {
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    /* Stopped: close what is left and let close callbacks free the connections. */
+    /* Stopped: close what is left and let close callbacks free the connections.
+     * The wakeup handle stays open (unreferenced) until mg_worker_destroy, so the
+     * main thread may still signal this worker without touching a closed handle. */
     mg_proxy_close_all(w);
     close_listeners(w, true);
     runtime_close_idle(w->rt);
-    uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_unref((uv_handle_t *)&w->wakeup);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+void mg_worker_destroy(struct mg_worker *w)
+{
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -85,8 +85,10 @@ struct mg_worker {
 /* Creates the worker's loop, runtime and listeners. Takes a reference to cfg.
  * Returns 0 or a negative UV_E* after logging the reason. */
 int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg);
-/* Runs the loop until the worker has stopped; frees everything it owns. */
+/* Runs the loop until the worker has stopped and its connections are closed. */
 void mg_worker_run(struct mg_worker *w);
+/* After the worker's thread ended: frees the loop and everything the worker owns. */
+void mg_worker_destroy(struct mg_worker *w);
 /* Thread-safe: asks the worker to drain (graceful) or to stop at once. */
 void mg_worker_request_stop(struct mg_worker *w, bool immediate);
 /* Thread-safe: hands the worker a new snapshot (takes over one reference). */

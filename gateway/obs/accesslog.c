@@ -1,0 +1,560 @@
+/*
+ * Access log (see accesslog.h): per-worker lock-free rings drained by one writer
+ * thread.
+ *
+ * Ring protocol (single producer = the worker, single consumer = the writer):
+ * `head` and `tail` count bytes since the start and only grow; the bytes
+ * [tail, head) are queued, at offsets masked by cap - 1. The producer copies a
+ * whole line and then publishes it with a release store of head; the consumer
+ * reads head with acquire, writes the bytes, then frees them with a release
+ * store of tail. A line is either entirely queued or dropped, so the file only
+ * ever holds whole lines.
+ *
+ * Control (flush, reopen, retarget, stop) goes through `mu`: a request bumps
+ * `req_seq` and signals the writer, which acknowledges with `done_seq` after its
+ * next pass. A new destination is opened by the requesting thread and handed
+ * over as `pending_fd`; the writer drains the rings into the old one first, then
+ * swaps, so no line is lost or written to the wrong file by the swap itself.
+ *
+ * Ownership: the log owns the rings, the scratch buffers and the file
+ * descriptor (never fd 2, which belongs to the process).
+ */
+#include "obs/accesslog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/log.h"
+#include "obs/textbuf.h"
+
+#define FD_OFF    (-1)
+#define FD_NONE   (-2) /* pending_fd: nothing pending */
+#define CACHELINE 64
+
+struct ring {
+    _Alignas(CACHELINE) _Atomic size_t head; /* written by the producer */
+    _Alignas(CACHELINE) _Atomic size_t tail; /* written by the consumer */
+    _Alignas(CACHELINE) _Atomic uint64_t lines;   /* producer: lines queued */
+    _Atomic uint64_t dropped;                     /* producer: lines dropped (ring full) */
+    char *buf;                                    /* MG_ACCESSLOG_RING_BYTES */
+    struct mg_textbuf line;                       /* producer: scratch for one line */
+    int64_t cached_sec;                           /* producer: second of cached_prefix */
+    char cached_prefix[24];                       /* "YYYY-MM-DDTHH:MM:SS" */
+};
+
+struct mg_accesslog {
+    atomic_bool enabled;      /* producers check it first */
+    atomic_bool kicked;       /* a producer asked for an early drain */
+    unsigned nworkers;
+    struct ring *rings;
+
+    uv_thread_t thread;
+    uv_mutex_t ctl;           /* serialises reopen/retarget; guards `path`; never
+                                 taken by a worker */
+    char *path;               /* current file path (reopen), NULL for stderr/off */
+    uv_mutex_t mu;            /* the fields below; held only for short steps */
+    uv_cond_t wake;           /* writer waits here */
+    uv_cond_t done;           /* flushers wait here */
+    bool stop;
+    uint64_t req_seq, done_seq;
+    int pending_fd;           /* FD_NONE, FD_OFF or a descriptor to switch to */
+
+    /* writer thread only */
+    int fd;                   /* FD_OFF, STDERR_FILENO or an owned descriptor */
+    bool fd_is_file;          /* regular file: no PIPE_BUF batching needed */
+    _Atomic uint64_t write_dropped; /* lines lost to write errors */
+    time_t last_error_log;
+};
+
+static void set_err(char *err, size_t errlen, const char *dest, int e)
+{
+    if (errlen)
+        snprintf(err, errlen, "access_log: cannot open '%s': %s", dest, strerror(e));
+}
+
+static bool is_path(const char *dest)
+{
+    return dest != NULL && strcmp(dest, "off") != 0 && strcmp(dest, "stderr") != 0;
+}
+
+/* Opens a destination: FD_OFF, STDERR_FILENO, or a new descriptor above 2 (so
+ * that "> 2" means "ours to close" even if the process started with 0-2
+ * closed); -errno on failure. May block on the file system. */
+static int open_dest(const char *dest)
+{
+    int fd;
+
+    if (dest == NULL || strcmp(dest, "off") == 0)
+        return FD_OFF;
+    if (strcmp(dest, "stderr") == 0)
+        return STDERR_FILENO;
+    fd = open(dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (fd <= STDERR_FILENO) {
+        int hi = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+        int e = errno;
+        close(fd);
+        if (hi < 0)
+            return -e;
+        fd = hi;
+    }
+    return fd;
+}
+
+static bool is_regular(int fd)
+{
+    struct stat st;
+
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void close_dest(int fd)
+{
+    if (fd > STDERR_FILENO)
+        close(fd);
+}
+
+static size_t count_lines(const char *p, size_t n)
+{
+    size_t k = 0;
+
+    for (const char *e = p + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++)
+        k++;
+    return k;
+}
+
+/* Writes iov fully, retrying on EINTR and waiting out EAGAIN. Returns 0 or
+ * -errno (the caller drops what was not written). */
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                struct pollfd p = {.fd = fd, .events = POLLOUT};
+                poll(&p, 1, 1000);
+                continue;
+            }
+            return -errno;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static void write_failed(struct mg_accesslog *l, int rc, const struct iovec *iov, int n)
+{
+    uint64_t lost = 0;
+    time_t now = time(NULL);
+
+    for (int i = 0; i < n; i++)
+        lost += count_lines(iov[i].iov_base, iov[i].iov_len);
+    atomic_fetch_add_explicit(&l->write_dropped, lost, memory_order_relaxed);
+    if (now - l->last_error_log >= 10) { /* at most one error line per 10 s */
+        l->last_error_log = now;
+        mg_error("access log write failed: %s (%llu lines dropped)", strerror(-rc),
+                 (unsigned long long)lost);
+    }
+}
+
+/* End of the first batch of [from, from + len): whole lines of at most PIPE_BUF
+ * bytes in all, or one line if the first is longer (it cannot be atomic then). */
+static size_t pipe_batch(const struct ring *r, size_t from, size_t len)
+{
+    const size_t mask = MG_ACCESSLOG_RING_BYTES - 1;
+    size_t cut = 0, i;
+
+    for (i = 0; i < len && i < PIPE_BUF; i++)
+        if (r->buf[(from + i) & mask] == '\n')
+            cut = i + 1;
+    for (; cut == 0 && i < len; i++)
+        if (r->buf[(from + i) & mask] == '\n')
+            cut = i + 1;
+    return cut ? cut : len;
+}
+
+/* Writes [from, to) of ring r: in one writev for a file, in batches of whole
+ * lines for a pipe or terminal, so error-log lines never land inside ours. */
+static void write_span(struct mg_accesslog *l, struct ring *r, size_t from, size_t to)
+{
+    const size_t cap = MG_ACCESSLOG_RING_BYTES, mask = cap - 1;
+
+    while (from < to) {
+        size_t len = to - from;
+        if (!l->fd_is_file && len > PIPE_BUF)
+            len = pipe_batch(r, from, len);
+        size_t off = from & mask, first = len < cap - off ? len : cap - off;
+        struct iovec iov[2] = {{r->buf + off, first}, {r->buf, len - first}};
+        struct iovec copy[2] = {iov[0], iov[1]};
+        int n = len > first ? 2 : 1;
+        int rc = write_all(l->fd, iov, n);
+        if (rc < 0)
+            write_failed(l, rc, copy, n);
+        from += len;
+    }
+}
+
+/* Drains every ring into l->fd. With no destination (off), leaves the bytes
+ * queued: they belong to the destination a retarget is about to install. */
+static void drain(struct mg_accesslog *l)
+{
+    if (l->fd == FD_OFF)
+        return;
+    for (unsigned w = 0; w < l->nworkers; w++) {
+        struct ring *r = &l->rings[w];
+        size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+        size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        if (head == tail)
+            continue;
+        write_span(l, r, tail, head);
+        atomic_store_explicit(&r->tail, head, memory_order_release);
+    }
+}
+
+/* Drops whatever is queued (switching to off). */
+static void discard(struct mg_accesslog *l)
+{
+    for (unsigned w = 0; w < l->nworkers; w++) {
+        struct ring *r = &l->rings[w];
+        size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+        atomic_store_explicit(&r->tail, head, memory_order_release);
+    }
+}
+
+static void writer_main(void *arg)
+{
+    struct mg_accesslog *l = arg;
+    bool stop = false;
+
+    uv_mutex_lock(&l->mu);
+    while (!stop) {
+        if (!l->stop && l->req_seq == l->done_seq && !atomic_load(&l->kicked))
+            (void)uv_cond_timedwait(&l->wake, &l->mu, (uint64_t)MG_ACCESSLOG_FLUSH_MS * 1000000);
+        atomic_store(&l->kicked, false);
+        uint64_t seq = l->req_seq;
+        int pending = l->pending_fd;
+        l->pending_fd = FD_NONE;
+        stop = l->stop;
+        uv_mutex_unlock(&l->mu);
+
+        drain(l);
+        if (pending != FD_NONE) {
+            close_dest(l->fd);
+            l->fd = pending;
+            l->fd_is_file = is_regular(pending);
+            if (pending == FD_OFF)
+                discard(l);
+            drain(l);
+        }
+
+        uv_mutex_lock(&l->mu);
+        l->done_seq = seq;
+        uv_cond_broadcast(&l->done);
+    }
+    uv_mutex_unlock(&l->mu);
+}
+
+struct mg_accesslog *mg_accesslog_open(const char *dest, unsigned nworkers, char *err,
+                                       size_t errlen)
+{
+    struct mg_accesslog *l;
+    int fd = open_dest(dest);
+
+    if (fd < FD_OFF) {
+        set_err(err, errlen, dest, -fd);
+        return NULL;
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        mg_fatal("out of memory (access log)");
+    l->nworkers = nworkers ? nworkers : 1;
+    l->rings = aligned_alloc(CACHELINE, l->nworkers * sizeof(struct ring));
+    if (l->rings == NULL)
+        mg_fatal("out of memory (access log)");
+    memset(l->rings, 0, l->nworkers * sizeof(struct ring));
+    for (unsigned w = 0; w < l->nworkers; w++) {
+        struct ring *r = &l->rings[w];
+        atomic_init(&r->head, 0);
+        atomic_init(&r->tail, 0);
+        atomic_init(&r->lines, 0);
+        atomic_init(&r->dropped, 0);
+        r->buf = malloc(MG_ACCESSLOG_RING_BYTES);
+        if (r->buf == NULL)
+            mg_fatal("out of memory (access log ring)");
+        r->cached_sec = -1;
+    }
+    atomic_init(&l->enabled, fd != FD_OFF);
+    atomic_init(&l->kicked, false);
+    atomic_init(&l->write_dropped, 0);
+    l->fd = fd;
+    l->fd_is_file = is_regular(fd);
+    l->pending_fd = FD_NONE;
+    l->path = is_path(dest) ? strdup(dest) : NULL;
+    if (uv_mutex_init(&l->ctl) || uv_mutex_init(&l->mu) || uv_cond_init(&l->wake) ||
+        uv_cond_init(&l->done))
+        mg_fatal("cannot create access log locks");
+    if (uv_thread_create(&l->thread, writer_main, l) != 0)
+        mg_fatal("cannot start the access log writer thread");
+    return l;
+}
+
+bool mg_accesslog_enabled(const struct mg_accesslog *l)
+{
+    return l != NULL && atomic_load_explicit(&l->enabled, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------ producer */
+
+static void put_time(struct ring *r, struct mg_textbuf *b, int64_t ms)
+{
+    int64_t sec;
+    char tail[8];
+
+    if (ms <= 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    sec = ms / 1000;
+    if (sec != r->cached_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(r->cached_prefix, sizeof(r->cached_prefix), "%Y-%m-%dT%H:%M:%S", &tm);
+        r->cached_sec = sec;
+    }
+    int frac = (int)(ms % 1000);
+    tail[0] = '.';
+    tail[1] = (char)('0' + frac / 100);
+    tail[2] = (char)('0' + frac / 10 % 10);
+    tail[3] = (char)('0' + frac % 10);
+    tail[4] = 'Z';
+    mg_textbuf_putc(b, '"');
+    mg_textbuf_puts(b, r->cached_prefix);
+    mg_textbuf_append(b, tail, 5);
+    mg_textbuf_putc(b, '"');
+}
+
+static void put_slice(struct mg_textbuf *b, const char *key, struct mg_slice s)
+{
+    mg_textbuf_puts(b, key);
+    if (s.p == NULL)
+        mg_textbuf_puts(b, "null");
+    else
+        mg_textbuf_json_str(b, s.p, s.len);
+}
+
+static void put_cstr(struct mg_textbuf *b, const char *key, const char *s)
+{
+    put_slice(b, key, (struct mg_slice){s, s ? strlen(s) : 0});
+}
+
+static void format_line(struct ring *r, const struct mg_access_entry *e)
+{
+    struct mg_textbuf *b = &r->line;
+
+    mg_textbuf_reset(b);
+    mg_textbuf_puts(b, "{\"time\":");
+    put_time(r, b, e->time_ms);
+    put_slice(b, ",\"request_id\":", e->request_id);
+    put_slice(b, ",\"client_ip\":", e->client_ip);
+    put_slice(b, ",\"method\":", e->method);
+    put_slice(b, ",\"path\":", e->path);
+    mg_textbuf_puts(b, ",\"status\":");
+    mg_textbuf_i64(b, e->status);
+    mg_textbuf_puts(b, ",\"bytes_in\":");
+    mg_textbuf_u64(b, e->bytes_in);
+    mg_textbuf_puts(b, ",\"bytes_out\":");
+    mg_textbuf_u64(b, e->bytes_out);
+    put_cstr(b, ",\"route\":", e->route);
+    put_cstr(b, ",\"upstream\":", e->upstream);
+    mg_textbuf_puts(b, ",\"attempts\":");
+    mg_textbuf_u64(b, e->attempts);
+    mg_textbuf_puts(b, ",\"duration\":");
+    mg_textbuf_seconds(b, e->duration_ns, 6);
+    mg_textbuf_puts(b, ",\"upstream_duration\":");
+    if (e->upstream_duration_ns < 0)
+        mg_textbuf_puts(b, "null");
+    else
+        mg_textbuf_seconds(b, (uint64_t)e->upstream_duration_ns, 6);
+    put_cstr(b, ",\"error\":",
+             e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL);
+    mg_textbuf_puts(b, "}\n");
+}
+
+static void kick(struct mg_accesslog *l)
+{
+    if (atomic_load_explicit(&l->kicked, memory_order_relaxed) ||
+        atomic_exchange_explicit(&l->kicked, true, memory_order_relaxed))
+        return;
+    uv_mutex_lock(&l->mu);
+    uv_cond_signal(&l->wake);
+    uv_mutex_unlock(&l->mu);
+}
+
+static inline void count(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+void mg_accesslog_write(struct mg_accesslog *l, unsigned worker, const struct mg_access_entry *e)
+{
+    const size_t cap = MG_ACCESSLOG_RING_BYTES, mask = cap - 1;
+    struct ring *r;
+
+    if (!mg_accesslog_enabled(l))
+        return;
+    MG_ASSERT(worker < l->nworkers);
+    r = &l->rings[worker];
+    format_line(r, e);
+
+    size_t len = r->line.len;
+    size_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    if (len > cap - (head - tail)) {
+        count(&r->dropped);
+        kick(l);
+        return;
+    }
+    size_t off = head & mask, first = len < cap - off ? len : cap - off;
+    memcpy(r->buf + off, r->line.p, first);
+    memcpy(r->buf, r->line.p + first, len - first);
+    atomic_store_explicit(&r->head, head + len, memory_order_release);
+    count(&r->lines);
+    if (head + len - tail > cap / 2)
+        kick(l);
+}
+
+/* ------------------------------------------------------------ control */
+
+/* Hands a newly opened destination to the writer. */
+static void hand_over(struct mg_accesslog *l, int fd)
+{
+    uv_mutex_lock(&l->mu);
+    if (l->pending_fd != FD_NONE)
+        close_dest(l->pending_fd); /* superseded before the writer saw it */
+    l->pending_fd = fd;
+    l->req_seq++;
+    uv_cond_signal(&l->wake);
+    uv_mutex_unlock(&l->mu);
+}
+
+int mg_accesslog_reopen(struct mg_accesslog *l)
+{
+    int fd = 0;
+
+    if (l == NULL)
+        return 0;
+    uv_mutex_lock(&l->ctl);
+    if (l->path != NULL) {
+        fd = open_dest(l->path);
+        if (fd < 0)
+            mg_error("access log: cannot reopen '%s': %s", l->path, strerror(-fd));
+        else
+            hand_over(l, fd);
+    }
+    uv_mutex_unlock(&l->ctl);
+    return fd < 0 ? fd : 0;
+}
+
+int mg_accesslog_retarget(struct mg_accesslog *l, const char *dest, char *err, size_t errlen)
+{
+    int fd;
+
+    uv_mutex_lock(&l->ctl);
+    fd = open_dest(dest);
+    if (fd < FD_OFF) {
+        uv_mutex_unlock(&l->ctl);
+        set_err(err, errlen, dest, -fd);
+        return fd;
+    }
+    free(l->path);
+    l->path = is_path(dest) ? strdup(dest) : NULL;
+    if (fd == FD_OFF)
+        atomic_store(&l->enabled, false); /* stop producers first, then drain */
+    hand_over(l, fd);
+    if (fd != FD_OFF)
+        atomic_store(&l->enabled, true); /* lines wait in the rings until the swap */
+    uv_mutex_unlock(&l->ctl);
+    return 0;
+}
+
+void mg_accesslog_flush(struct mg_accesslog *l)
+{
+    uint64_t seq;
+
+    if (l == NULL)
+        return;
+    uv_mutex_lock(&l->mu);
+    seq = ++l->req_seq;
+    uv_cond_signal(&l->wake);
+    while (l->done_seq < seq)
+        uv_cond_wait(&l->done, &l->mu);
+    uv_mutex_unlock(&l->mu);
+}
+
+void mg_accesslog_stats(struct mg_accesslog *l, uint64_t *lines, uint64_t *dropped)
+{
+    uint64_t n = 0, d = 0;
+
+    if (l != NULL) {
+        d = atomic_load_explicit(&l->write_dropped, memory_order_relaxed);
+        for (unsigned w = 0; w < l->nworkers; w++) {
+            n += atomic_load_explicit(&l->rings[w].lines, memory_order_relaxed);
+            d += atomic_load_explicit(&l->rings[w].dropped, memory_order_relaxed);
+        }
+    }
+    if (lines)
+        *lines = n;
+    if (dropped)
+        *dropped = d;
+}
+
+void mg_accesslog_close(struct mg_accesslog *l)
+{
+    if (l == NULL)
+        return;
+    uv_mutex_lock(&l->mu);
+    l->stop = true;
+    l->req_seq++;
+    uv_cond_signal(&l->wake);
+    uv_mutex_unlock(&l->mu);
+    uv_thread_join(&l->thread);
+    if (l->pending_fd != FD_NONE)
+        close_dest(l->pending_fd);
+    close_dest(l->fd);
+    for (unsigned w = 0; w < l->nworkers; w++) {
+        free(l->rings[w].buf);
+        mg_textbuf_free(&l->rings[w].line);
+    }
+    free(l->rings);
+    free(l->path);
+    uv_cond_destroy(&l->wake);
+    uv_cond_destroy(&l->done);
+    uv_mutex_destroy(&l->mu);
+    uv_mutex_destroy(&l->ctl);
+    free(l);
+}

@@ -1,0 +1,736 @@
+/*
+ * Admin listener (see admin.h): one thread, one uv loop, a few connections.
+ *
+ * Each connection owns a fixed read buffer and an llhttp parser in strict mode.
+ * on_message_complete pauses the parser, so exactly one request is answered at
+ * a time: reading stops, the response is built and written, and when the write
+ * completes the parser resumes on the bytes that followed (pipelining) before
+ * reading again. That bounds memory per connection to one buffer and one
+ * response.
+ *
+ * Ownership: the admin owns the loop, the listener, the connections and one
+ * reference on the published config and metrics generation. `pub_mu` guards the
+ * published pair, since the main thread swaps it while the admin thread reads:
+ * a request takes its own references under the lock and renders without it.
+ *
+ * Shutdown: mg_admin_stop sets `stopping` and wakes the loop through `async`;
+ * on_async closes every handle, uv_run returns, the thread ends and is joined.
+ * A connection is freed in the close callback of its last handle (tcp, timer).
+ */
+#include "obs/admin.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <llhttp.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "core/log.h"
+#include "obs/accesslog.h"
+#include "obs/metrics.h"
+#include "obs/textbuf.h"
+
+#ifndef MG_VERSION
+#define MG_VERSION "dev"
+#endif
+
+#define ADMIN_BUF_SIZE     8192 /* read buffer; also the head limit */
+#define ADMIN_MAX_BODY     8192
+#define ADMIN_MAX_URL      1024
+#define ADMIN_MAX_CONNS    64
+#define ADMIN_IDLE_MS      30000
+#define ADMIN_BACKLOG      128
+
+struct admin_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;         /* idle timeout */
+    struct mg_admin *a;
+    struct admin_conn *next, *prev;
+    unsigned handles;         /* open handles; freed at 0 */
+    bool closing;
+    bool responding;          /* a response is being written; reading is stopped */
+    bool keep_alive;          /* of the request being answered */
+    llhttp_t parser;
+    size_t len;               /* unparsed bytes at buf[0..len) while paused */
+    size_t head_bytes;        /* bytes of the current message before its body */
+    size_t body_bytes;
+    bool in_body;
+    char url[ADMIN_MAX_URL];
+    size_t url_len;
+    bool url_too_long;
+    char buf[ADMIN_BUF_SIZE];
+};
+
+struct admin_write {
+    uv_write_t req;
+    struct admin_conn *c;
+    bool close_after;
+    struct mg_textbuf head;
+    struct mg_textbuf body;
+};
+
+struct mg_admin {
+    uv_loop_t loop;
+    uv_tcp_t server;
+    uv_async_t async;
+    uv_thread_t thread;
+    atomic_bool stopping;
+    struct admin_conn *conns;
+    unsigned nconns;
+    struct mg_obs_hooks hooks;
+    struct mg_accesslog *accesslog;
+
+    uv_mutex_t pub_mu;        /* cfg and metrics */
+    struct mg_config *cfg;
+    struct mg_metrics *metrics;
+};
+
+static llhttp_settings_t settings;
+static uv_once_t settings_once = UV_ONCE_INIT;
+
+/* ------------------------------------------------------------- /status */
+
+static void json_key(struct mg_textbuf *b, const char *key)
+{
+    mg_textbuf_json_str(b, key, strlen(key));
+    mg_textbuf_putc(b, ':');
+}
+
+static void json_cstr(struct mg_textbuf *b, const char *s)
+{
+    if (s == NULL)
+        mg_textbuf_puts(b, "null");
+    else
+        mg_textbuf_json_str(b, s, strlen(s));
+}
+
+static void json_str_array(struct mg_textbuf *b, char *const *v, size_t n)
+{
+    mg_textbuf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            mg_textbuf_putc(b, ',');
+        json_cstr(b, v[i]);
+    }
+    mg_textbuf_putc(b, ']');
+}
+
+static void json_double(struct mg_textbuf *b, double v)
+{
+    if (!isfinite(v))
+        v = 0;
+    mg_textbuf_printf(b, "%.6g", v);
+}
+
+static void json_route(struct mg_textbuf *b, const struct mg_route_conf *rt)
+{
+    mg_textbuf_putc(b, '{');
+    json_key(b, "name");
+    json_cstr(b, rt->name);
+    mg_textbuf_puts(b, ",\"match\":{\"hosts\":");
+    json_str_array(b, rt->hosts, rt->nhosts);
+    mg_textbuf_puts(b, ",\"paths\":");
+    json_str_array(b, rt->paths, rt->npaths);
+    mg_textbuf_puts(b, ",\"methods\":[");
+    bool first = true;
+    for (unsigned bit = 0; bit < 64; bit++) {
+        if (!(rt->methods_mask & ((uint64_t)1 << bit)))
+            continue;
+        if (!first)
+            mg_textbuf_putc(b, ',');
+        json_cstr(b, llhttp_method_name((llhttp_method_t)bit));
+        first = false;
+    }
+    mg_textbuf_puts(b, "]},\"upstream\":");
+    json_cstr(b, rt->upstream ? rt->upstream->name : NULL);
+    mg_textbuf_puts(b, ",\"strip_prefix\":");
+    mg_textbuf_puts(b, rt->strip_prefix ? "true" : "false");
+    mg_textbuf_puts(b, ",\"timeout\":");
+    mg_textbuf_seconds(b, rt->timeout_ms * 1000000u, 3);
+    mg_textbuf_puts(b, ",\"balancer\":");
+    json_cstr(b, rt->balancer.name);
+    mg_textbuf_puts(b, ",\"plugins\":[");
+    for (size_t p = 0; p < rt->nplugins; p++) {
+        if (p)
+            mg_textbuf_putc(b, ',');
+        json_cstr(b, rt->plugins[p].name);
+    }
+    mg_textbuf_puts(b, "],\"idempotency\":");
+    mg_textbuf_puts(b, rt->idempotency.enabled ? "true" : "false");
+    mg_textbuf_putc(b, '}');
+}
+
+static const char *health_name(enum mg_target_health h)
+{
+    switch (h) {
+    case MG_HEALTH_HEALTHY:
+        return "healthy";
+    case MG_HEALTH_UNHEALTHY:
+        return "unhealthy";
+    case MG_HEALTH_UNKNOWN:
+        break;
+    }
+    return "unknown";
+}
+
+static void json_upstream(struct mg_textbuf *b, const struct mg_config *cfg, size_t u,
+                          const struct mg_obs_hooks *hooks)
+{
+    const struct mg_upstream_conf *up = &cfg->upstreams[u];
+
+    mg_textbuf_putc(b, '{');
+    json_key(b, "name");
+    json_cstr(b, up->name);
+    mg_textbuf_puts(b, ",\"health_check\":");
+    mg_textbuf_puts(b, up->health_check.enabled ? "true" : "false");
+    mg_textbuf_puts(b, ",\"targets\":[");
+    for (size_t t = 0; t < up->ntargets; t++) {
+        struct mg_target_snapshot s = {.circuit = MG_CIRCUIT_CLOSED,
+                                       .health = MG_HEALTH_UNKNOWN};
+        if (hooks && hooks->target_stats)
+            hooks->target_stats(hooks->ud, cfg, u, t, &s);
+        if (t)
+            mg_textbuf_putc(b, ',');
+        mg_textbuf_puts(b, "{\"address\":");
+        json_cstr(b, up->targets[t].address.text);
+        mg_textbuf_printf(b, ",\"weight\":%" PRIu32 ",\"circuit\":", up->targets[t].weight);
+        json_cstr(b, mg_metrics_circuit_name(s.circuit));
+        mg_textbuf_printf(b, ",\"in_flight\":%" PRIu32 ",\"ewma\":", s.in_flight);
+        json_double(b, s.ewma);
+        mg_textbuf_puts(b, ",\"health\":");
+        json_cstr(b, health_name(s.health));
+        mg_textbuf_printf(b, ",\"failures\":%" PRIu32 "}", s.failures);
+    }
+    mg_textbuf_puts(b, "]}");
+}
+
+void mg_admin_render_status(const struct mg_config *cfg, const struct mg_obs_hooks *hooks,
+                            struct mg_textbuf *b)
+{
+    mg_textbuf_puts(b, "{\"moongate\":");
+    json_cstr(b, MG_VERSION);
+    mg_textbuf_printf(b, ",\"config\":{\"version\":%" PRIu64 ",\"path\":", cfg->version);
+    json_cstr(b, cfg->path);
+    mg_textbuf_puts(b, ",\"loaded_at\":\"");
+    mg_textbuf_rfc3339_ms(b, (int64_t)cfg->loaded_at * 1000);
+    mg_textbuf_printf(b, "\",\"loaded_at_unix\":%lld},\"routes\":[", (long long)cfg->loaded_at);
+    for (size_t r = 0; r < cfg->nroutes; r++) {
+        if (r)
+            mg_textbuf_putc(b, ',');
+        json_route(b, &cfg->routes[r]);
+    }
+    mg_textbuf_puts(b, "],\"upstreams\":[");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        if (u)
+            mg_textbuf_putc(b, ',');
+        json_upstream(b, cfg, u, hooks);
+    }
+    mg_textbuf_puts(b, "]}\n");
+}
+
+/* ------------------------------------------------------------ responses */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Content Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    }
+    return "Error";
+}
+
+static void conn_close(struct admin_conn *c);
+static void process(struct admin_conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct admin_write *w = req->data;
+    struct admin_conn *c = w->c;
+    bool close_after = w->close_after;
+
+    mg_textbuf_free(&w->head);
+    mg_textbuf_free(&w->body);
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0 || close_after) {
+        conn_close(c);
+        return;
+    }
+    c->responding = false;
+    uv_timer_again(&c->timer);
+    llhttp_resume(&c->parser);
+    process(c);
+    if (!c->responding && !c->closing)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* Sends status + body (taken from `body`, which is left empty). With
+ * `close_after` the connection closes once it is written. */
+static void respond(struct admin_conn *c, int status, const char *ctype, struct mg_textbuf *body,
+                    bool head_only, bool close_after, const char *extra)
+{
+    struct admin_write *w = calloc(1, sizeof(*w));
+    uv_buf_t bufs[2];
+
+    if (w == NULL)
+        mg_fatal("out of memory (admin response)");
+    w->c = c;
+    w->close_after = close_after || !c->keep_alive;
+    w->req.data = w;
+    w->body = *body;
+    *body = (struct mg_textbuf)MG_TEXTBUF_INIT;
+    mg_textbuf_printf(&w->head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
+                      status, reason(status), ctype, w->body.len, extra ? extra : "",
+                      w->close_after ? "close" : "keep-alive");
+    bufs[0] = uv_buf_init(w->head.p, (unsigned)w->head.len);
+    bufs[1] = uv_buf_init(w->body.p, head_only ? 0 : (unsigned)w->body.len);
+    c->responding = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, bufs[1].len ? 2 : 1, on_write);
+    if (rc < 0) {
+        mg_textbuf_free(&w->head);
+        mg_textbuf_free(&w->body);
+        free(w);
+        conn_close(c);
+    }
+}
+
+static void respond_error(struct admin_conn *c, int status, const char *error, bool head_only,
+                          bool close_after, const char *extra)
+{
+    struct mg_textbuf body = MG_TEXTBUF_INIT;
+
+    mg_textbuf_printf(&body, "{\"error\":\"%s\",\"status\":%d}\n", error, status);
+    respond(c, status, "application/json", &body, head_only, close_after, extra);
+}
+
+/* Takes references on the published pair. */
+static void acquire(struct mg_admin *a, struct mg_config **cfg, struct mg_metrics **m)
+{
+    uv_mutex_lock(&a->pub_mu);
+    *cfg = a->cfg;
+    *m = a->metrics;
+    mg_config_ref(*cfg);
+    if (*m)
+        mg_metrics_ref(*m);
+    uv_mutex_unlock(&a->pub_mu);
+}
+
+static void render_metrics(struct mg_admin *a, struct mg_textbuf *body)
+{
+    struct mg_config *cfg;
+    struct mg_metrics *m;
+
+    acquire(a, &cfg, &m);
+    if (m)
+        mg_metrics_render(m, &a->hooks, body);
+    mg_textbuf_puts(body, "# HELP moongate_config_version Version of the configuration in use "
+                          "(increases with each successful load).\n"
+                          "# TYPE moongate_config_version gauge\n");
+    mg_textbuf_printf(body, "moongate_config_version %" PRIu64 "\n", cfg->version);
+    mg_textbuf_puts(body, "# HELP moongate_config_loaded_timestamp_seconds Unix time the "
+                          "configuration in use was loaded.\n"
+                          "# TYPE moongate_config_loaded_timestamp_seconds gauge\n");
+    mg_textbuf_printf(body, "moongate_config_loaded_timestamp_seconds %lld\n",
+                      (long long)cfg->loaded_at);
+    if (a->accesslog) {
+        uint64_t lines, dropped;
+        mg_accesslog_stats(a->accesslog, &lines, &dropped);
+        mg_textbuf_printf(body,
+                          "# HELP moongate_access_log_lines_total Access log lines queued.\n"
+                          "# TYPE moongate_access_log_lines_total counter\n"
+                          "moongate_access_log_lines_total %" PRIu64 "\n"
+                          "# HELP moongate_access_log_dropped_total Access log lines dropped "
+                          "because the writer could not keep up or a write failed.\n"
+                          "# TYPE moongate_access_log_dropped_total counter\n"
+                          "moongate_access_log_dropped_total %" PRIu64 "\n",
+                          lines, dropped);
+    }
+    mg_metrics_unref(m);
+    mg_config_unref(cfg);
+}
+
+static void handle_request(struct admin_conn *c)
+{
+    struct mg_admin *a = c->a;
+    int method = llhttp_get_method(&c->parser);
+    bool head = method == HTTP_HEAD;
+    size_t plen = strcspn(c->url, "?");
+    struct mg_textbuf body = MG_TEXTBUF_INIT;
+    enum { P_NONE, P_METRICS, P_STATUS, P_HEALTHZ } path = P_NONE;
+
+    c->keep_alive = llhttp_should_keep_alive(&c->parser) && !c->parser.upgrade;
+    if (c->url_too_long)
+        path = P_NONE;
+    else if (plen == 8 && memcmp(c->url, "/metrics", 8) == 0)
+        path = P_METRICS;
+    else if (plen == 7 && memcmp(c->url, "/status", 7) == 0)
+        path = P_STATUS;
+    else if (plen == 8 && memcmp(c->url, "/healthz", 8) == 0)
+        path = P_HEALTHZ;
+
+    if (path == P_NONE) {
+        respond_error(c, 404, "not_found", head, false, NULL);
+        return;
+    }
+    if (method != HTTP_GET && !head) {
+        respond_error(c, 405, "method_not_allowed", false, false, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    switch (path) {
+    case P_METRICS:
+        render_metrics(a, &body);
+        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", &body, head, false, NULL);
+        break;
+    case P_STATUS: {
+        struct mg_config *cfg;
+        struct mg_metrics *m;
+        acquire(a, &cfg, &m);
+        mg_admin_render_status(cfg, &a->hooks, &body);
+        mg_metrics_unref(m);
+        mg_config_unref(cfg);
+        respond(c, 200, "application/json", &body, head, false, NULL);
+        break;
+    }
+    case P_HEALTHZ:
+        mg_textbuf_puts(&body, "ok\n");
+        respond(c, 200, "text/plain; charset=utf-8", &body, head, false, NULL);
+        break;
+    case P_NONE:
+        break;
+    }
+}
+
+/* ---------------------------------------------------------- connections */
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct admin_conn *c = p->data;
+
+    c->url_len = 0;
+    c->url[0] = '\0';
+    c->url_too_long = false;
+    c->head_bytes = c->body_bytes = 0;
+    c->in_body = false;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_conn *c = p->data;
+
+    if (c->url_len + len >= sizeof(c->url)) {
+        c->url_too_long = true;
+        return 0;
+    }
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    ((struct admin_conn *)p->data)->in_body = true;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    ((struct admin_conn *)p->data)->body_bytes += len;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    return HPE_PAUSED; /* answer this one before parsing the next */
+}
+
+static void init_settings(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+/* Parses buf[0..len): answers at most one request, then waits for its write. */
+static void process(struct admin_conn *c)
+{
+    size_t len = c->len;
+    enum llhttp_errno e;
+
+    if (len == 0)
+        return;
+    e = llhttp_execute(&c->parser, c->buf, len);
+    if (e == HPE_PAUSED) {
+        size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - c->buf);
+        memmove(c->buf, c->buf + used, len - used);
+        c->len = len - used;
+        if (c->body_bytes > ADMIN_MAX_BODY) {
+            c->keep_alive = false;
+            respond_error(c, 413, "body_too_large", false, true, NULL);
+            return;
+        }
+        handle_request(c);
+        return;
+    }
+    c->len = 0;
+    if (e != HPE_OK) {
+        c->keep_alive = false;
+        respond_error(c, 400, "bad_request", false, true, NULL);
+        return;
+    }
+    if (!c->in_body)
+        c->head_bytes += len; /* upper bound: the message began within these bytes */
+    if (c->head_bytes > ADMIN_BUF_SIZE) {
+        c->keep_alive = false;
+        respond_error(c, 431, "header_too_large", false, true, NULL);
+    } else if (c->body_bytes > ADMIN_MAX_BODY) {
+        c->keep_alive = false;
+        respond_error(c, 413, "body_too_large", false, true, NULL);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct admin_conn *c = h->data;
+
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct admin_conn *c = s->data;
+
+    if (nread < 0) {
+        conn_close(c); /* EOF or error; a response in progress is abandoned */
+        return;
+    }
+    if (nread == 0 || c->responding)
+        return;
+    c->len += (size_t)nread;
+    uv_timer_again(&c->timer);
+    process(c);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct admin_conn *c = h->data;
+
+    if (--c->handles == 0)
+        free(c);
+}
+
+static void conn_close(struct admin_conn *c)
+{
+    struct mg_admin *a = c->a;
+
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    a->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_plain_close(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct mg_admin *a = server->data;
+    struct admin_conn *c;
+
+    if (status < 0)
+        return;
+    if (a->nconns >= ADMIN_MAX_CONNS) {
+        uv_tcp_t *t = malloc(sizeof(*t));
+        if (t == NULL)
+            return;
+        uv_tcp_init(&a->loop, t);
+        if (uv_accept(server, (uv_stream_t *)t) == 0)
+            mg_warn("admin: more than %d connections, closing one", ADMIN_MAX_CONNS);
+        uv_close((uv_handle_t *)t, on_plain_close);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        mg_fatal("out of memory (admin connection)");
+    c->a = a;
+    uv_tcp_init(&a->loop, &c->tcp);
+    uv_timer_init(&a->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    c->parser.data = c;
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    a->nconns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_idle, ADMIN_IDLE_MS, ADMIN_IDLE_MS);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static void on_async(uv_async_t *h)
+{
+    struct mg_admin *a = h->data;
+
+    if (!atomic_load(&a->stopping))
+        return;
+    while (a->conns)
+        conn_close(a->conns);
+    uv_close((uv_handle_t *)&a->server, NULL);
+    uv_close((uv_handle_t *)&a->async, NULL);
+}
+
+static void admin_thread(void *arg)
+{
+    struct mg_admin *a = arg;
+
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+}
+
+static void admin_free(struct mg_admin *a)
+{
+    mg_metrics_unref(a->metrics);
+    mg_config_unref(a->cfg);
+    uv_mutex_destroy(&a->pub_mu);
+    free(a);
+}
+
+struct mg_admin *mg_admin_start(const struct mg_address *addr, const struct mg_admin_source *src,
+                                char *err, size_t errlen)
+{
+    struct mg_admin *a = calloc(1, sizeof(*a));
+    int rc;
+
+    if (a == NULL)
+        mg_fatal("out of memory (admin)");
+    uv_once(&settings_once, init_settings);
+    if (uv_mutex_init(&a->pub_mu) != 0)
+        mg_fatal("cannot create the admin mutex");
+    atomic_init(&a->stopping, false);
+    a->hooks = src->hooks;
+    a->accesslog = src->accesslog;
+    a->cfg = src->cfg;
+    mg_config_ref(a->cfg);
+    a->metrics = src->metrics;
+    if (a->metrics)
+        mg_metrics_ref(a->metrics);
+
+    rc = uv_loop_init(&a->loop);
+    if (rc < 0)
+        goto fail_loop;
+    uv_tcp_init(&a->loop, &a->server);
+    a->server.data = a;
+    rc = uv_tcp_bind(&a->server, (const struct sockaddr *)&addr->addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->server, ADMIN_BACKLOG, on_connection);
+    if (rc < 0)
+        goto fail_bind;
+    uv_async_init(&a->loop, &a->async, on_async);
+    a->async.data = a;
+    rc = uv_thread_create(&a->thread, admin_thread, a);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&a->async, NULL);
+        goto fail_bind;
+    }
+    return a;
+
+fail_bind:
+    uv_close((uv_handle_t *)&a->server, NULL);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a->loop);
+fail_loop:
+    if (errlen)
+        snprintf(err, errlen, "admin.listen %s: %s", addr->text ? addr->text : "?",
+                 uv_strerror(rc));
+    admin_free(a);
+    return NULL;
+}
+
+void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metrics *metrics)
+{
+    struct mg_config *old_cfg;
+    struct mg_metrics *old_m;
+
+    mg_config_ref(cfg);
+    if (metrics)
+        mg_metrics_ref(metrics);
+    uv_mutex_lock(&a->pub_mu);
+    old_cfg = a->cfg;
+    old_m = a->metrics;
+    a->cfg = cfg;
+    a->metrics = metrics;
+    uv_mutex_unlock(&a->pub_mu);
+    mg_metrics_unref(old_m);
+    mg_config_unref(old_cfg);
+}
+
+int mg_admin_local_address(struct mg_admin *a, struct sockaddr_storage *out)
+{
+    int len = (int)sizeof(*out);
+
+    /* getsockname on the listener fd: safe from another thread, as the handle's
+     * fd does not change until mg_admin_stop. */
+    return uv_tcp_getsockname(&a->server, (struct sockaddr *)out, &len);
+}
+
+void mg_admin_stop(struct mg_admin *a)
+{
+    if (a == NULL)
+        return;
+    atomic_store(&a->stopping, true);
+    uv_async_send(&a->async);
+    uv_thread_join(&a->thread);
+    if (uv_loop_close(&a->loop) != 0)
+        mg_error("admin: loop closed with handles still open");
+    admin_free(a);
+}

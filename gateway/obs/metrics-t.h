@@ -1,0 +1,189 @@
+/*
+ * Types of the metrics registry (DESIGN.md section 7) and of the read-only
+ * hooks through which the proxy lets the admin thread see live target state.
+ *
+ * Every series is an array index fixed when a struct mg_metrics is built from a
+ * config snapshot: route i, upstream u, target t of upstream u, plugin p. The
+ * request path therefore never hashes or compares a string; it bumps one
+ * counter cell of its own worker's shard (see metrics.h for the rules).
+ *
+ * The layout of the per-entity cell arrays is public only so that the small
+ * counting functions of metrics.h can be inlined; nothing outside metrics.c
+ * and metrics.h reads the fields marked private.
+ */
+#ifndef MG_METRICS_T_H
+#define MG_METRICS_T_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/errors.h"
+
+struct mg_config;
+
+/* Finite bucket bounds of every duration histogram, in seconds:
+ * 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 30, then +Inf. */
+#define MG_METRICS_NBOUNDS  14
+#define MG_METRICS_NBUCKETS (MG_METRICS_NBOUNDS + 1)
+
+/* moongate_upstream_requests_total{outcome}: how one attempt on a target ended. */
+enum mg_upstream_outcome {
+    MG_OUTCOME_SUCCESS,         /* "success": a response head that is not a failure */
+    MG_OUTCOME_FAILURE,         /* "failure": status in circuit_breaker.failure_statuses,
+                                   or a malformed response */
+    MG_OUTCOME_TIMEOUT,         /* "timeout": connect, send or read timeout */
+    MG_OUTCOME_CONNECT_FAILURE, /* "connect_failure": refused, unreachable, ... */
+    MG_OUTCOME_RESET,           /* "reset": the connection broke before the response ended */
+    MG_OUTCOME__COUNT
+};
+
+/* moongate_idempotency_total{result}: what the idempotency layer did. */
+enum mg_idem_result {
+    MG_IDEM_RESULT_NEW,          /* "new": key stored, request forwarded */
+    MG_IDEM_RESULT_REPLAYED,     /* "replayed": stored response returned, nothing forwarded */
+    MG_IDEM_RESULT_CONFLICT,     /* "conflict": 409, same key in flight */
+    MG_IDEM_RESULT_MISMATCH,     /* "mismatch": 422, same key, other fingerprint */
+    MG_IDEM_RESULT_KEY_MISSING,  /* "key_missing": 400, required and absent */
+    MG_IDEM_RESULT_KEY_INVALID,  /* "key_invalid": 400 */
+    MG_IDEM_RESULT_STORE_ERROR,  /* "store_error": store down (503, or passed through) */
+    MG_IDEM_RESULT__COUNT
+};
+
+/* moongate_connections{side,state} */
+enum mg_conn_side { MG_CONN_SIDE_CLIENT, MG_CONN_SIDE_UPSTREAM, MG_CONN_SIDE__COUNT };
+enum mg_conn_state {
+    MG_CONN_STATE_ACTIVE, /* client: an exchange in progress; upstream: leased */
+    MG_CONN_STATE_IDLE,   /* client: keep-alive wait; upstream: in the pool */
+    MG_CONN_STATE__COUNT
+};
+
+/* The Lua plugin phases of DESIGN.md section 6. */
+enum mg_plugin_phase {
+    MG_PLUGIN_PHASE_INIT,
+    MG_PLUGIN_PHASE_ACCESS,
+    MG_PLUGIN_PHASE_BALANCE,
+    MG_PLUGIN_PHASE_RESPONSE,
+    MG_PLUGIN_PHASE_LOG,
+    MG_PLUGIN_PHASE__COUNT
+};
+
+/* moongate_circuit_state values (DESIGN.md section 7). */
+enum mg_circuit_state {
+    MG_CIRCUIT_CLOSED = 0,
+    MG_CIRCUIT_HALF_OPEN = 1,
+    MG_CIRCUIT_OPEN = 2,
+};
+
+enum mg_target_health {
+    MG_HEALTH_UNKNOWN,   /* no active check configured, or no verdict yet */
+    MG_HEALTH_HEALTHY,
+    MG_HEALTH_UNHEALTHY,
+};
+
+/* Live state of one target as the proxy sees it, for /status and
+ * moongate_circuit_state. Filled by a hook; the defaults below stand when no
+ * hook is set or the hook leaves a field alone. */
+struct mg_target_snapshot {
+    enum mg_circuit_state circuit; /* MG_CIRCUIT_CLOSED */
+    uint32_t in_flight;            /* 0: requests on this target now, all workers */
+    double ewma;                   /* 0: smoothed latency, seconds */
+    enum mg_target_health health;  /* MG_HEALTH_UNKNOWN */
+    uint32_t failures;             /* 0: consecutive failures the breaker counts */
+};
+
+/* Read-only views the proxy provides. Every hook runs on the admin thread while
+ * workers keep running, so it must read shared state with atomics or its own
+ * lock, and must not block. `cfg` is the snapshot whose indices are meant. */
+struct mg_obs_hooks {
+    void *ud;
+    /* target: index into cfg->upstreams[upstream].targets */
+    void (*target_stats)(void *ud, const struct mg_config *cfg, size_t upstream, size_t target,
+                         struct mg_target_snapshot *out);
+};
+
+/* Cell layout of the entities (private to metrics.c/metrics.h). A histogram is
+ * MG_METRICS_NBUCKETS non-cumulative bucket counts then the sum in nanoseconds;
+ * its count is the sum of its buckets, so +Inf == _count always holds. */
+enum {
+    MG_MH_SUM = MG_METRICS_NBUCKETS,
+    MG_MH_CELLS,
+};
+
+/* route entity */
+enum {
+    MG_MR_CODE = 0,                            /* status 100..599 -> status - 100 */
+    MG_MR_CODE_OTHER = 500,                    /* any other status: code="other" */
+    MG_MR_HIST = 501,                          /* MG_MH_CELLS */
+    MG_MR_IN_FLIGHT = MG_MR_HIST + MG_MH_CELLS, /* gauge */
+    MG_MR_IDEM,                                /* MG_IDEM_RESULT__COUNT */
+    MG_MR_ERROR = MG_MR_IDEM + MG_IDEM_RESULT__COUNT, /* MG_ERR__COUNT, [0] unused */
+    MG_MR_CELLS = MG_MR_ERROR + MG_ERR__COUNT,
+};
+
+/* upstream entity */
+enum {
+    MG_MU_RETRIES = 0,
+    MG_MU_BULKHEAD_IN_USE, /* gauge */
+    MG_MU_BULKHEAD_QUEUED, /* gauge */
+    MG_MU_BULKHEAD_REJECTED,
+    MG_MU_CELLS,
+};
+
+/* target entity */
+enum {
+    MG_MT_OUTCOME = 0, /* MG_OUTCOME__COUNT */
+    MG_MT_CELLS = MG_OUTCOME__COUNT,
+};
+
+/* plugin entity */
+enum {
+    MG_MP_PHASE_CELLS = MG_MH_CELLS + 1, /* histogram, then errors */
+    MG_MP_CELLS = MG_MP_PHASE_CELLS * MG_PLUGIN_PHASE__COUNT,
+};
+
+/* the process-wide entity */
+enum {
+    MG_MG_CONN = 0, /* side * MG_CONN_STATE__COUNT + state, gauges */
+    MG_MG_CELLS = MG_CONN_SIDE__COUNT * MG_CONN_STATE__COUNT,
+};
+
+/* One worker's pointers to its cells. Built with the struct mg_metrics and
+ * read-only afterwards; the cells they point to are written by that worker only. */
+struct mg_metrics_shard {
+    _Atomic uint64_t **route;    /* nroutes + 1; [0] is "no route" */
+    _Atomic uint64_t **upstream; /* nupstreams */
+    _Atomic uint64_t **target;   /* flat: target_base[upstream] + target */
+    _Atomic uint64_t **plugin;   /* nplugins */
+    _Atomic uint64_t *global;
+    const size_t *target_base;
+};
+
+struct mg_metrics_store;  /* private: the process-wide series store */
+struct mg_metrics_entity; /* private: one route/upstream/target/plugin's cells */
+
+/* One config generation's view of the series store. Refcounted; immutable after
+ * mg_metrics_new/mg_metrics_next return it. */
+struct mg_metrics {
+    atomic_int refs;
+    unsigned nworkers;
+    struct mg_metrics_shard *shards; /* nworkers */
+
+    /* private */
+    struct mg_config *cfg; /* one reference held: names and hook indices */
+    struct mg_metrics_store *store;
+    struct mg_metrics_entity *global;
+    struct mg_metrics_entity **routes; /* nroutes + 1 */
+    size_t nroutes;
+    struct mg_metrics_entity **upstreams;
+    size_t nupstreams;
+    struct mg_metrics_entity **targets; /* ntargets, flat */
+    unsigned char *target_dup;          /* ntargets: 1 = same address as an earlier one */
+    size_t *target_base;                /* nupstreams */
+    size_t ntargets;
+    struct mg_metrics_entity **plugins;
+    size_t nplugins;
+    void *mem; /* private: one allocation for the arrays above */
+};
+
+#endif

@@ -1,0 +1,778 @@
+/*
+ * Metrics store, generations and the Prometheus renderer (see metrics.h).
+ *
+ * Ownership: the store owns its entities; an entity is referenced by every
+ * generation that names it (entity->refs, under store->mu) and is freed with
+ * the last one. A generation owns its pointer arrays (one block, m->mem) and
+ * holds one reference on its config snapshot and one on the store.
+ *
+ * Invariants: an entity's cell arrays never move while any generation names
+ * it, so worker shards can keep raw pointers; each per-worker cell array is
+ * 64-byte aligned and padded to a multiple of 64 bytes, so two workers never
+ * write the same cache line. Gauges are stored as uint64_t that wrap and are
+ * read as int64_t after summing, so a shard may go "negative" on its own.
+ *
+ * Render cost is proportional to (entities x cells x workers); it runs on the
+ * admin thread and never takes a lock that a worker could wait for.
+ */
+#include "obs/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "core/log.h"
+#include "obs/textbuf.h"
+
+#define CACHE_LINE 64
+
+enum entity_kind { ENT_GLOBAL, ENT_ROUTE, ENT_UPSTREAM, ENT_TARGET, ENT_PLUGIN };
+
+struct mg_metrics_entity {
+    struct mg_metrics_entity *next; /* store list */
+    enum entity_kind kind;
+    unsigned refs;                  /* generations naming it; store->mu */
+    atomic_bool registered;         /* plugins: loaded at least once */
+    uint32_t hash;
+    char *name;                     /* route/upstream/plugin name; target: upstream name */
+    char *name2;                    /* target: address text; else NULL */
+    size_t ncells;
+    _Atomic uint64_t *cells[];      /* one array per worker */
+};
+
+struct mg_metrics_store {
+    uv_mutex_t mu;                  /* entities, refs, ngenerations */
+    unsigned nworkers;
+    unsigned ngenerations;          /* generations alive */
+    struct mg_metrics_entity *entities;
+    _Atomic uint64_t reloads[2];    /* [0] success, [1] failure */
+};
+
+/* Bucket bounds in nanoseconds, and the le labels Prometheus shows for them. */
+static const uint64_t bounds_ns[MG_METRICS_NBOUNDS] = {
+    1000000,   2500000,   5000000,    10000000,   25000000,    50000000,    100000000,
+    250000000, 500000000, 1000000000, 2500000000, 5000000000u, 10000000000u, 30000000000u};
+static const char *const bounds_text[MG_METRICS_NBUCKETS] = {
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+    "0.5",   "1",      "2.5",   "5",    "10",    "30",   "+Inf"};
+
+static const char *const outcome_names[MG_OUTCOME__COUNT] = {"success", "failure", "timeout",
+                                                             "connect_failure", "reset"};
+static const char *const idem_names[MG_IDEM_RESULT__COUNT] = {
+    "new", "replayed", "conflict", "mismatch", "key_missing", "key_invalid", "store_error"};
+static const char *const phase_names[MG_PLUGIN_PHASE__COUNT] = {"init", "access", "balance",
+                                                                "response", "log"};
+static const char *const side_names[MG_CONN_SIDE__COUNT] = {"client", "upstream"};
+static const char *const state_names[MG_CONN_STATE__COUNT] = {"active", "idle"};
+
+const char *mg_metrics_outcome_name(enum mg_upstream_outcome o)
+{
+    return (unsigned)o < MG_OUTCOME__COUNT ? outcome_names[o] : "?";
+}
+
+const char *mg_metrics_idem_result_name(enum mg_idem_result r)
+{
+    return (unsigned)r < MG_IDEM_RESULT__COUNT ? idem_names[r] : "?";
+}
+
+const char *mg_metrics_phase_name(enum mg_plugin_phase p)
+{
+    return (unsigned)p < MG_PLUGIN_PHASE__COUNT ? phase_names[p] : "?";
+}
+
+const char *mg_metrics_circuit_name(enum mg_circuit_state s)
+{
+    switch (s) {
+    case MG_CIRCUIT_CLOSED:
+        return "closed";
+    case MG_CIRCUIT_HALF_OPEN:
+        return "half_open";
+    case MG_CIRCUIT_OPEN:
+        return "open";
+    }
+    return "?";
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+
+    if (p == NULL)
+        mg_fatal("out of memory (metrics)");
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+
+    if (p == NULL)
+        mg_fatal("out of memory (metrics)");
+    return p;
+}
+
+/* ------------------------------------------------------------ entities */
+
+static uint32_t key_hash(enum entity_kind kind, const char *name, const char *name2)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)kind;
+
+    for (const char *s = name; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u; /* separator no name byte can produce */
+    for (const char *s = name2 ? name2 : ""; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static size_t kind_cells(enum entity_kind kind)
+{
+    switch (kind) {
+    case ENT_GLOBAL:
+        return MG_MG_CELLS;
+    case ENT_ROUTE:
+        return MG_MR_CELLS;
+    case ENT_UPSTREAM:
+        return MG_MU_CELLS;
+    case ENT_TARGET:
+        return MG_MT_CELLS;
+    case ENT_PLUGIN:
+        return MG_MP_CELLS;
+    }
+    return 0;
+}
+
+static void entity_free(struct mg_metrics_entity *e, unsigned nworkers)
+{
+    for (unsigned w = 0; w < nworkers; w++)
+        free(e->cells[w]);
+    free(e->name);
+    free(e->name2);
+    free(e);
+}
+
+/* Finds or creates the entity (kind, name, name2) and takes a reference on it.
+ * Caller holds st->mu. */
+static struct mg_metrics_entity *acquire(struct mg_metrics_store *st, enum entity_kind kind,
+                                         const char *name, const char *name2)
+{
+    uint32_t h = key_hash(kind, name, name2);
+    struct mg_metrics_entity *e;
+
+    for (e = st->entities; e != NULL; e = e->next) {
+        if (e->hash == h && e->kind == kind && strcmp(e->name, name) == 0 &&
+            strcmp(e->name2 ? e->name2 : "", name2 ? name2 : "") == 0) {
+            e->refs++;
+            return e;
+        }
+    }
+    e = xcalloc(1, sizeof(*e) + st->nworkers * sizeof(e->cells[0]));
+    e->kind = kind;
+    e->refs = 1;
+    atomic_init(&e->registered, false);
+    e->hash = h;
+    e->name = xstrdup(name);
+    e->name2 = name2 ? xstrdup(name2) : NULL;
+    e->ncells = kind_cells(kind);
+    size_t bytes = (e->ncells * sizeof(uint64_t) + CACHE_LINE - 1) & ~(size_t)(CACHE_LINE - 1);
+    for (unsigned w = 0; w < st->nworkers; w++) {
+        e->cells[w] = aligned_alloc(CACHE_LINE, bytes);
+        if (e->cells[w] == NULL)
+            mg_fatal("out of memory (metrics cells)");
+        for (size_t i = 0; i < e->ncells; i++)
+            atomic_init(&e->cells[w][i], 0);
+    }
+    e->next = st->entities;
+    st->entities = e;
+    return e;
+}
+
+/* Drops a reference; caller holds st->mu. */
+static void release(struct mg_metrics_store *st, struct mg_metrics_entity *e)
+{
+    if (--e->refs > 0)
+        return;
+    for (struct mg_metrics_entity **pp = &st->entities; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    entity_free(e, st->nworkers);
+}
+
+/* --------------------------------------------------------- generations */
+
+/* Distinct plugin and balancer names of cfg, in order of first mention. Returns
+ * the count; names[] (capacity `cap`) points into cfg. */
+static size_t collect_plugins(const struct mg_config *cfg, const char **names, size_t cap)
+{
+    size_t n = 0;
+
+    for (size_t r = 0; r < cfg->nroutes; r++) {
+        const struct mg_route_conf *rt = &cfg->routes[r];
+        for (size_t p = 0; p <= rt->nplugins; p++) {
+            const char *name = p < rt->nplugins ? rt->plugins[p].name : rt->balancer.name;
+            size_t i;
+            if (name == NULL)
+                continue;
+            for (i = 0; i < n && strcmp(names[i], name) != 0; i++)
+                ;
+            if (i == n && n < cap)
+                names[n++] = name;
+        }
+    }
+    return n;
+}
+
+static size_t max_plugins(const struct mg_config *cfg)
+{
+    size_t n = 0;
+
+    for (size_t r = 0; r < cfg->nroutes; r++)
+        n += cfg->routes[r].nplugins + 1;
+    return n;
+}
+
+/* Lays out the generation's arrays in one block. */
+static void alloc_arrays(struct mg_metrics *m, size_t maxplug)
+{
+    size_t nw = m->nworkers, nr = m->nroutes + 1, nu = m->nupstreams, nt = m->ntargets;
+    size_t ptrs = nr + nu + nt + maxplug;   /* entity pointers */
+    size_t cells = nw * (nr + nu + nt + maxplug); /* shard cell pointers */
+    char *p = xcalloc(1, nw * sizeof(struct mg_metrics_shard) + (ptrs + cells) * sizeof(void *) +
+                             nu * sizeof(size_t) + nt);
+
+    m->mem = p;
+    m->shards = (struct mg_metrics_shard *)p;
+    p += nw * sizeof(struct mg_metrics_shard);
+    m->routes = (struct mg_metrics_entity **)p;
+    p += nr * sizeof(void *);
+    m->upstreams = (struct mg_metrics_entity **)p;
+    p += nu * sizeof(void *);
+    m->targets = (struct mg_metrics_entity **)p;
+    p += nt * sizeof(void *);
+    m->plugins = (struct mg_metrics_entity **)p;
+    p += maxplug * sizeof(void *);
+    for (size_t w = 0; w < nw; w++) {
+        struct mg_metrics_shard *s = &m->shards[w];
+        s->route = (_Atomic uint64_t **)p;
+        p += nr * sizeof(void *);
+        s->upstream = (_Atomic uint64_t **)p;
+        p += nu * sizeof(void *);
+        s->target = (_Atomic uint64_t **)p;
+        p += nt * sizeof(void *);
+        s->plugin = (_Atomic uint64_t **)p;
+        p += maxplug * sizeof(void *);
+    }
+    m->target_base = (size_t *)p;
+    p += nu * sizeof(size_t);
+    m->target_dup = (unsigned char *)p;
+}
+
+/* Resolves every entity of cfg in the store (creating the new ones). */
+static void bind_entities(struct mg_metrics *m, const char **plugin_names)
+{
+    struct mg_metrics_store *st = m->store;
+    const struct mg_config *cfg = m->cfg;
+    size_t t = 0;
+
+    uv_mutex_lock(&st->mu);
+    st->ngenerations++;
+    m->global = acquire(st, ENT_GLOBAL, "", NULL);
+    m->routes[0] = acquire(st, ENT_ROUTE, "", NULL);
+    for (size_t r = 0; r < cfg->nroutes; r++)
+        m->routes[r + 1] = acquire(st, ENT_ROUTE, cfg->routes[r].name, NULL);
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct mg_upstream_conf *up = &cfg->upstreams[u];
+        m->upstreams[u] = acquire(st, ENT_UPSTREAM, up->name, NULL);
+        m->target_base[u] = t;
+        for (size_t i = 0; i < up->ntargets; i++, t++) {
+            m->targets[t] = acquire(st, ENT_TARGET, up->name, up->targets[i].address.text);
+            for (size_t j = m->target_base[u]; j < t; j++)
+                if (m->targets[j] == m->targets[t])
+                    m->target_dup[t] = 1; /* listed twice: render it once */
+        }
+    }
+    for (size_t p = 0; p < m->nplugins; p++)
+        m->plugins[p] = acquire(st, ENT_PLUGIN, plugin_names[p], NULL);
+    uv_mutex_unlock(&st->mu);
+
+    for (unsigned w = 0; w < m->nworkers; w++) {
+        struct mg_metrics_shard *s = &m->shards[w];
+        s->global = m->global->cells[w];
+        for (size_t r = 0; r <= m->nroutes; r++)
+            s->route[r] = m->routes[r]->cells[w];
+        for (size_t u = 0; u < m->nupstreams; u++)
+            s->upstream[u] = m->upstreams[u]->cells[w];
+        for (size_t i = 0; i < m->ntargets; i++)
+            s->target[i] = m->targets[i]->cells[w];
+        for (size_t p = 0; p < m->nplugins; p++)
+            s->plugin[p] = m->plugins[p]->cells[w];
+        s->target_base = m->target_base;
+    }
+}
+
+static struct mg_metrics *generation_new(struct mg_metrics_store *st, struct mg_config *cfg)
+{
+    struct mg_metrics *m = xcalloc(1, sizeof(*m));
+    size_t maxplug = max_plugins(cfg);
+    const char **plugin_names = xcalloc(maxplug, sizeof(char *));
+
+    atomic_init(&m->refs, 1);
+    m->nworkers = st->nworkers;
+    m->store = st;
+    m->cfg = cfg;
+    mg_config_ref(cfg);
+    m->nroutes = cfg->nroutes;
+    m->nupstreams = cfg->nupstreams;
+    for (size_t u = 0; u < cfg->nupstreams; u++)
+        m->ntargets += cfg->upstreams[u].ntargets;
+    m->nplugins = collect_plugins(cfg, plugin_names, maxplug);
+    alloc_arrays(m, maxplug);
+    bind_entities(m, plugin_names);
+    free(plugin_names);
+    return m;
+}
+
+struct mg_metrics *mg_metrics_new(struct mg_config *cfg, unsigned nworkers)
+{
+    struct mg_metrics_store *st = xcalloc(1, sizeof(*st));
+
+    if (uv_mutex_init(&st->mu) != 0)
+        mg_fatal("uv_mutex_init failed (metrics)");
+    st->nworkers = nworkers ? nworkers : 1;
+    atomic_init(&st->reloads[0], 0);
+    atomic_init(&st->reloads[1], 0);
+    return generation_new(st, cfg);
+}
+
+struct mg_metrics *mg_metrics_next(struct mg_metrics *prev, struct mg_config *cfg)
+{
+    return generation_new(prev->store, cfg);
+}
+
+void mg_metrics_ref(struct mg_metrics *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void mg_metrics_unref(struct mg_metrics *m)
+{
+    struct mg_metrics_store *st;
+    bool last_generation;
+
+    if (m == NULL || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    st = m->store;
+    uv_mutex_lock(&st->mu);
+    release(st, m->global);
+    for (size_t r = 0; r <= m->nroutes; r++)
+        release(st, m->routes[r]);
+    for (size_t u = 0; u < m->nupstreams; u++)
+        release(st, m->upstreams[u]);
+    for (size_t t = 0; t < m->ntargets; t++)
+        release(st, m->targets[t]);
+    for (size_t p = 0; p < m->nplugins; p++)
+        release(st, m->plugins[p]);
+    last_generation = --st->ngenerations == 0;
+    uv_mutex_unlock(&st->mu);
+    if (last_generation) {
+        MG_ASSERT(st->entities == NULL);
+        uv_mutex_destroy(&st->mu);
+        free(st);
+    }
+    mg_config_unref(m->cfg);
+    free(m->mem);
+    free(m);
+}
+
+int mg_metrics_plugin_index(const struct mg_metrics *m, const char *name)
+{
+    if (m == NULL || name == NULL)
+        return -1;
+    for (size_t p = 0; p < m->nplugins; p++)
+        if (strcmp(m->plugins[p]->name, name) == 0)
+            return (int)p;
+    return -1;
+}
+
+void mg_metrics_plugin_register(struct mg_metrics *m, int plugin)
+{
+    if (m && plugin >= 0 && (size_t)plugin < m->nplugins)
+        atomic_store_explicit(&m->plugins[plugin]->registered, true, memory_order_relaxed);
+}
+
+void mg_metrics_config_reload(struct mg_metrics *m, bool ok)
+{
+    if (m)
+        atomic_fetch_add_explicit(&m->store->reloads[ok ? 0 : 1], 1, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------- counting */
+
+static inline void observe(_Atomic uint64_t *hist, uint64_t ns)
+{
+    unsigned b = 0;
+
+    while (b < MG_METRICS_NBOUNDS && ns > bounds_ns[b])
+        b++;
+    mg_metrics_cell_add(&hist[b], 1);
+    mg_metrics_cell_add(&hist[MG_MH_SUM], ns);
+}
+
+void mg_metrics_request_done(struct mg_metrics *m, unsigned worker, int route, int status,
+                             uint64_t duration_ns)
+{
+    _Atomic uint64_t *c;
+
+    if (m == NULL)
+        return;
+    c = mg_metrics_route_cells(m, worker, route);
+    if (status >= 100 && status <= 599)
+        mg_metrics_cell_add(&c[MG_MR_CODE + (status - 100)], 1);
+    else
+        mg_metrics_cell_add(&c[MG_MR_CODE_OTHER], 1);
+    observe(&c[MG_MR_HIST], duration_ns);
+}
+
+void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
+                            enum mg_plugin_phase phase, uint64_t duration_ns, bool error)
+{
+    _Atomic uint64_t *c;
+
+    if (m == NULL || plugin < 0 || (size_t)plugin >= m->nplugins ||
+        (unsigned)phase >= MG_PLUGIN_PHASE__COUNT)
+        return;
+    c = m->shards[worker].plugin[plugin] + (size_t)phase * MG_MP_PHASE_CELLS;
+    observe(c, duration_ns);
+    if (error)
+        mg_metrics_cell_add(&c[MG_MH_CELLS], 1);
+}
+
+/* ---------------------------------------------------------- rendering */
+
+/* Sums of every cell of one entity over all workers (malloc'd). */
+static uint64_t *sum_entity(const struct mg_metrics *m, const struct mg_metrics_entity *e)
+{
+    uint64_t *v = xcalloc(e->ncells, sizeof(uint64_t));
+
+    for (unsigned w = 0; w < m->nworkers; w++) {
+        const _Atomic uint64_t *c = e->cells[w];
+        for (size_t i = 0; i < e->ncells; i++)
+            v[i] += atomic_load_explicit(&c[i], memory_order_relaxed);
+    }
+    return v;
+}
+
+static void family(struct mg_textbuf *b, const char *name, const char *type, const char *help)
+{
+    mg_textbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Writes `name{k1="v1",k2="v2"` (labels escaped; NULL keys end the list) without
+ * the closing brace, so the caller can add le. */
+static void series_open(struct mg_textbuf *b, const char *name, const char *const *kv, size_t n)
+{
+    mg_textbuf_puts(b, name);
+    mg_textbuf_putc(b, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            mg_textbuf_putc(b, ',');
+        mg_textbuf_puts(b, kv[2 * i]);
+        mg_textbuf_puts(b, "=\"");
+        mg_textbuf_prom_label(b, kv[2 * i + 1]);
+        mg_textbuf_putc(b, '"');
+    }
+}
+
+static void sample_u64(struct mg_textbuf *b, const char *name, const char *const *kv, size_t n,
+                       uint64_t v)
+{
+    series_open(b, name, kv, n);
+    mg_textbuf_puts(b, "} ");
+    mg_textbuf_u64(b, v);
+    mg_textbuf_putc(b, '\n');
+}
+
+static void sample_i64(struct mg_textbuf *b, const char *name, const char *const *kv, size_t n,
+                       int64_t v)
+{
+    series_open(b, name, kv, n);
+    mg_textbuf_puts(b, "} ");
+    mg_textbuf_i64(b, v);
+    mg_textbuf_putc(b, '\n');
+}
+
+/* The _bucket, _sum and _count lines of one histogram series. */
+static void histogram(struct mg_textbuf *b, const char *base, const char *const *kv, size_t n,
+                      const uint64_t *h)
+{
+    char name[96];
+    uint64_t cum = 0;
+
+    snprintf(name, sizeof(name), "%s_bucket", base);
+    for (unsigned i = 0; i < MG_METRICS_NBUCKETS; i++) {
+        cum += h[i];
+        series_open(b, name, kv, n);
+        mg_textbuf_printf(b, "%sle=\"%s\"} ", n ? "," : "", bounds_text[i]);
+        mg_textbuf_u64(b, cum);
+        mg_textbuf_putc(b, '\n');
+    }
+    snprintf(name, sizeof(name), "%s_sum", base);
+    series_open(b, name, kv, n);
+    mg_textbuf_puts(b, "} ");
+    mg_textbuf_seconds(b, h[MG_MH_SUM], 9);
+    mg_textbuf_putc(b, '\n');
+    snprintf(name, sizeof(name), "%s_count", base);
+    sample_u64(b, name, kv, n, cum);
+}
+
+struct render {
+    struct mg_metrics *m;
+    struct mg_textbuf *b;
+    uint64_t **route;    /* nroutes + 1 */
+    uint64_t **upstream; /* nupstreams */
+    uint64_t **target;   /* ntargets */
+    uint64_t **plugin;   /* nplugins */
+    uint64_t *global;
+};
+
+static const char *route_name(const struct render *r, size_t i)
+{
+    return r->m->routes[i]->name; /* "" for [0], the no-route series */
+}
+
+static void render_routes(struct render *r)
+{
+    struct mg_metrics *m = r->m;
+    struct mg_textbuf *b = r->b;
+    char code[8];
+
+    family(b, "moongate_requests_total", "counter",
+           "Requests answered, by route (\"\" when no route matched) and status code.");
+    for (size_t i = 0; i <= m->nroutes; i++) {
+        for (unsigned c = 0; c <= MG_MR_CODE_OTHER; c++) {
+            uint64_t v = r->route[i][MG_MR_CODE + c];
+            if (v == 0)
+                continue;
+            if (c == MG_MR_CODE_OTHER)
+                snprintf(code, sizeof(code), "other");
+            else
+                snprintf(code, sizeof(code), "%u", c + 100);
+            const char *kv[] = {"route", route_name(r, i), "code", code};
+            sample_u64(b, "moongate_requests_total", kv, 2, v);
+        }
+    }
+    family(b, "moongate_request_duration_seconds", "histogram",
+           "Request latency in seconds, from the request head to the end of the response, by "
+           "route.");
+    for (size_t i = 0; i <= m->nroutes; i++) {
+        const char *kv[] = {"route", route_name(r, i)};
+        histogram(b, "moongate_request_duration_seconds", kv, 1, &r->route[i][MG_MR_HIST]);
+    }
+    family(b, "moongate_requests_in_flight", "gauge", "Requests being served now, by route.");
+    for (size_t i = 0; i <= m->nroutes; i++) {
+        const char *kv[] = {"route", route_name(r, i)};
+        sample_i64(b, "moongate_requests_in_flight", kv, 1,
+                   (int64_t)r->route[i][MG_MR_IN_FLIGHT]);
+    }
+    family(b, "moongate_errors_total", "counter",
+           "Error responses the gateway generated itself, by route and error name.");
+    for (size_t i = 0; i <= m->nroutes; i++) {
+        for (int e = MG_ERR_NONE + 1; e < MG_ERR__COUNT; e++) {
+            uint64_t v = r->route[i][MG_MR_ERROR + e];
+            if (v == 0)
+                continue;
+            const char *kv[] = {"route", route_name(r, i), "error", mg_error_name(e)};
+            sample_u64(b, "moongate_errors_total", kv, 2, v);
+        }
+    }
+    family(b, "moongate_idempotency_total", "counter",
+           "Idempotency-Key outcomes, by route (routes with an idempotency section) and result.");
+    for (size_t i = 1; i <= m->nroutes; i++) {
+        if (!m->cfg->routes[i - 1].idempotency.enabled)
+            continue;
+        for (unsigned k = 0; k < MG_IDEM_RESULT__COUNT; k++) {
+            const char *kv[] = {"route", route_name(r, i), "result", idem_names[k]};
+            sample_u64(b, "moongate_idempotency_total", kv, 2, r->route[i][MG_MR_IDEM + k]);
+        }
+    }
+}
+
+static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
+{
+    struct mg_metrics *m = r->m;
+    struct mg_textbuf *b = r->b;
+    static const struct {
+        const char *name, *type, *help;
+        unsigned cell;
+    } per_upstream[] = {
+        {"moongate_retries_total", "counter", "Retries (attempts after the first), by upstream.",
+         MG_MU_RETRIES},
+        {"moongate_bulkhead_in_use", "gauge",
+         "Requests holding a bulkhead slot now, by upstream (whole process).",
+         MG_MU_BULKHEAD_IN_USE},
+        {"moongate_bulkhead_queued", "gauge", "Requests waiting for a bulkhead slot, by upstream.",
+         MG_MU_BULKHEAD_QUEUED},
+        {"moongate_bulkhead_rejected_total", "counter",
+         "Requests rejected with bulkhead_full, by upstream.", MG_MU_BULKHEAD_REJECTED},
+    };
+
+    family(b, "moongate_upstream_requests_total", "counter",
+           "Attempts on upstream targets, by upstream, target and outcome (success, failure, "
+           "timeout, connect_failure, reset).");
+    for (size_t u = 0; u < m->nupstreams; u++) {
+        const struct mg_upstream_conf *up = &m->cfg->upstreams[u];
+        for (size_t t = 0; t < up->ntargets; t++) {
+            size_t i = m->target_base[u] + t;
+            if (m->target_dup[i])
+                continue;
+            for (unsigned o = 0; o < MG_OUTCOME__COUNT; o++) {
+                const char *kv[] = {"upstream", up->name, "target", up->targets[t].address.text,
+                                    "outcome", outcome_names[o]};
+                sample_u64(b, "moongate_upstream_requests_total", kv, 3,
+                           r->target[i][MG_MT_OUTCOME + o]);
+            }
+        }
+    }
+    for (size_t f = 0; f < sizeof(per_upstream) / sizeof(per_upstream[0]); f++) {
+        bool gauge = per_upstream[f].type[0] == 'g';
+        family(b, per_upstream[f].name, per_upstream[f].type, per_upstream[f].help);
+        for (size_t u = 0; u < m->nupstreams; u++) {
+            const char *kv[] = {"upstream", m->cfg->upstreams[u].name};
+            uint64_t v = r->upstream[u][per_upstream[f].cell];
+            if (gauge)
+                sample_i64(b, per_upstream[f].name, kv, 1, (int64_t)v);
+            else
+                sample_u64(b, per_upstream[f].name, kv, 1, v);
+        }
+    }
+    if (hooks == NULL || hooks->target_stats == NULL)
+        return;
+    family(b, "moongate_circuit_state", "gauge",
+           "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.");
+    for (size_t u = 0; u < m->nupstreams; u++) {
+        const struct mg_upstream_conf *up = &m->cfg->upstreams[u];
+        for (size_t t = 0; t < up->ntargets; t++) {
+            struct mg_target_snapshot snap = {.circuit = MG_CIRCUIT_CLOSED};
+            if (m->target_dup[m->target_base[u] + t])
+                continue;
+            hooks->target_stats(hooks->ud, m->cfg, u, t, &snap);
+            const char *kv[] = {"upstream", up->name, "target", up->targets[t].address.text};
+            sample_u64(b, "moongate_circuit_state", kv, 2, (uint64_t)snap.circuit);
+        }
+    }
+}
+
+static void render_process(struct render *r)
+{
+    struct mg_metrics *m = r->m;
+    struct mg_textbuf *b = r->b;
+
+    family(b, "moongate_connections", "gauge",
+           "Open connections, by side (client, upstream) and state (active, idle).");
+    for (unsigned s = 0; s < MG_CONN_SIDE__COUNT; s++) {
+        for (unsigned st = 0; st < MG_CONN_STATE__COUNT; st++) {
+            const char *kv[] = {"side", side_names[s], "state", state_names[st]};
+            sample_i64(b, "moongate_connections", kv, 2,
+                       (int64_t)r->global[MG_MG_CONN + s * MG_CONN_STATE__COUNT + st]);
+        }
+    }
+    family(b, "moongate_config_reloads_total", "counter",
+           "Configuration reloads, by result (success, failure).");
+    for (unsigned k = 0; k < 2; k++) {
+        const char *kv[] = {"result", k == 0 ? "success" : "failure"};
+        sample_u64(b, "moongate_config_reloads_total", kv, 1,
+                   atomic_load_explicit(&m->store->reloads[k], memory_order_relaxed));
+    }
+}
+
+static bool phase_ran(const uint64_t *c)
+{
+    for (unsigned i = 0; i < MG_METRICS_NBUCKETS; i++)
+        if (c[i])
+            return true;
+    return c[MG_MH_CELLS] != 0;
+}
+
+/* Plugin families appear once a plugin has registered; within a registered
+ * plugin, a phase appears once it has run. */
+static void render_plugins(struct render *r)
+{
+    struct mg_metrics *m = r->m;
+    struct mg_textbuf *b = r->b;
+    bool any = false;
+
+    for (size_t p = 0; p < m->nplugins; p++)
+        any |= atomic_load_explicit(&m->plugins[p]->registered, memory_order_relaxed);
+    if (!any)
+        return;
+    family(b, "moongate_plugin_errors_total", "counter",
+           "Errors raised by Lua plugins, by plugin and phase.");
+    for (size_t p = 0; p < m->nplugins; p++) {
+        if (!atomic_load_explicit(&m->plugins[p]->registered, memory_order_relaxed))
+            continue;
+        for (unsigned ph = 0; ph < MG_PLUGIN_PHASE__COUNT; ph++) {
+            const uint64_t *c = r->plugin[p] + ph * MG_MP_PHASE_CELLS;
+            if (!phase_ran(c))
+                continue;
+            const char *kv[] = {"plugin", m->plugins[p]->name, "phase", phase_names[ph]};
+            sample_u64(b, "moongate_plugin_errors_total", kv, 2, c[MG_MH_CELLS]);
+        }
+    }
+    family(b, "moongate_plugin_duration_seconds", "histogram",
+           "Time spent in Lua plugin phases, by plugin and phase.");
+    for (size_t p = 0; p < m->nplugins; p++) {
+        if (!atomic_load_explicit(&m->plugins[p]->registered, memory_order_relaxed))
+            continue;
+        for (unsigned ph = 0; ph < MG_PLUGIN_PHASE__COUNT; ph++) {
+            const uint64_t *c = r->plugin[p] + ph * MG_MP_PHASE_CELLS;
+            if (!phase_ran(c))
+                continue;
+            const char *kv[] = {"plugin", m->plugins[p]->name, "phase", phase_names[ph]};
+            histogram(b, "moongate_plugin_duration_seconds", kv, 2, c);
+        }
+    }
+}
+
+void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
+                       struct mg_textbuf *out)
+{
+    struct render r = {.m = m, .b = out};
+
+    r.route = xcalloc(m->nroutes + 1, sizeof(uint64_t *));
+    r.upstream = xcalloc(m->nupstreams, sizeof(uint64_t *));
+    r.target = xcalloc(m->ntargets, sizeof(uint64_t *));
+    r.plugin = xcalloc(m->nplugins, sizeof(uint64_t *));
+    for (size_t i = 0; i <= m->nroutes; i++)
+        r.route[i] = sum_entity(m, m->routes[i]);
+    for (size_t i = 0; i < m->nupstreams; i++)
+        r.upstream[i] = sum_entity(m, m->upstreams[i]);
+    for (size_t i = 0; i < m->ntargets; i++)
+        r.target[i] = sum_entity(m, m->targets[i]);
+    for (size_t i = 0; i < m->nplugins; i++)
+        r.plugin[i] = sum_entity(m, m->plugins[i]);
+    r.global = sum_entity(m, m->global);
+
+    render_routes(&r);
+    render_upstreams(&r, hooks);
+    render_process(&r);
+    render_plugins(&r);
+
+    for (size_t i = 0; i <= m->nroutes; i++)
+        free(r.route[i]);
+    for (size_t i = 0; i < m->nupstreams; i++)
+        free(r.upstream[i]);
+    for (size_t i = 0; i < m->ntargets; i++)
+        free(r.target[i]);
+    for (size_t i = 0; i < m->nplugins; i++)
+        free(r.plugin[i]);
+    free(r.route);
+    free(r.upstream);
+    free(r.target);
+    free(r.plugin);
+    free(r.global);
+}
