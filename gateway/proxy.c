@@ -616,6 +616,20 @@ static const llhttp_settings_t request_settings = {
     .on_message_complete = on_req_message_complete,
 };
 
+/* RFC 9112 section 3.2: Host is uri-host [ ":" port ]; anything else (spaces,
+ * slashes, userinfo) is a 400, so a bad Host never reaches routing or upstreams. */
+static bool host_valid(struct mg_slice h)
+{
+    for (size_t i = 0; i < h.len; i++) {
+        unsigned char ch = (unsigned char)h.p[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+            continue;
+        if (!strchr("-._~%!$&'()*+,;=:[]", ch) || ch == 0)
+            return false;
+    }
+    return true;
+}
+
 /* RFC 9112 section 3.2.2: a server must accept "GET http://host/path HTTP/1.1";
  * the authority then stands for Host. Rewrites x->url to the origin form. */
 static int absolute_form(struct mg_exchange *x)
@@ -628,9 +642,9 @@ static int absolute_form(struct mg_exchange *x)
         const char *auth = x->url.p + s.len, *end = x->url.p + x->url.len, *p = auth;
         while (p < end && *p != '/' && *p != '?')
             p++;
-        if (p == auth || memchr(auth, '@', (size_t)(p - auth)))
-            return -1; /* no host, or userinfo (deprecated, a phishing vector) */
         x->authority = (struct mg_slice){auth, (size_t)(p - auth)};
+        if (p == auth || !host_valid(x->authority) || memchr(auth, '@', x->authority.len))
+            return -1; /* no host, or userinfo (deprecated, a phishing vector) */
         if (p < end && *p == '/')
             x->url = (struct mg_slice){p, (size_t)(end - p)};
         else if (p == end)
@@ -664,7 +678,8 @@ static enum mg_error inspect_request(struct mg_conn *c)
                 x->req_expect_continue = true;
         }
     }
-    if (x->http_minor >= 1 && x->host_idx < 0)
+    if ((x->http_minor >= 1 && x->host_idx < 0) ||
+        (x->host_idx >= 0 && !host_valid(x->req_hdrs.v[x->host_idx].value)))
         return MG_ERR_BAD_REQUEST;
     if (absolute_form(x) < 0 || x->url.len == 0 || x->url.p[0] != '/')
         return MG_ERR_BAD_REQUEST; /* origin-form or absolute-form only */
@@ -989,7 +1004,8 @@ static int on_resp_headers_complete(llhttp_t *p)
     send_response_head(c, p, switching);
     if (switching)
         return 2;
-    return x->method == HTTP_HEAD ? 1 : 0;
+    /* No body, whatever Content-Length says (RFC 9110 sections 6.4.1, 15.3.5, 15.4.5). */
+    return x->method == HTTP_HEAD || x->status == 204 || x->status == 304 ? 1 : 0;
 }
 
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
@@ -1139,7 +1155,7 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
         conn_close(c);
         return;
     }
-    if (!x->req_done)
+    if (!x->req_done || !x->req_keepalive || c->w->draining)
         x->close_after = true;
     uv_timer_stop(&c->deadline);
     queue_error_response(c, err);
