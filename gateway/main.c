@@ -134,15 +134,17 @@ static void worker_thread(void *arg)
     uv_async_send(&the_main->worker_done);
 }
 
+/* Written to a temporary name and renamed, so a reader never sees it empty. */
 static void write_pid_file(const char *path)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 ||
+        rename(tmp, path) != 0) {
         mg_warn("cannot write pid file %s: %s", path, strerror(errno));
-        return;
+        unlink(tmp);
     }
-    fprintf(f, "%ld\n", (long)getpid());
-    fclose(f);
 }
 
 static int start_workers(struct mg_main *m)

@@ -5,6 +5,9 @@
  */
 #include "http/headscan.h"
 
+#include <stdbool.h>
+#include <string.h>
+
 enum {
     ST_PRELUDE,                /* before the start line: empty lines allowed */
     ST_START_LINE,
@@ -39,12 +42,24 @@ const char *mg_headscan_result_text(enum mg_headscan_result r)
     }
 }
 
+/* In a start line or a field value only CR matters: jump to it with memchr
+ * (vectorised in glibc) instead of looking at every byte, then make sure no bare
+ * LF hides in what was skipped. Returns the index of the CR, or len. */
+static size_t skip_to_cr(const char *data, size_t i, size_t len, bool *bare_lf)
+{
+    const char *cr = memchr(data + i, '\r', len - i);
+    size_t end = cr ? (size_t)(cr - data) : len;
+    const char *lf = memchr(data + i, '\n', end - i);
+    *bare_lf = lf != NULL;
+    return lf ? (size_t)(lf - data) : end;
+}
+
 enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data, size_t len,
                                          size_t *consumed)
 {
     size_t i = 0;
     enum mg_headscan_result r = MG_HEADSCAN_MORE;
-    for (; i < len; i++) {
+    while (i < len) {
         unsigned char c = (unsigned char)data[i];
         if (s->after_cr) {
             if (c != '\n') {
@@ -52,8 +67,8 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
                 goto out;
             }
             s->after_cr = 0;
+            i++;
             if (s->state == ST_LINE_START) {
-                i++;
                 r = MG_HEADSCAN_DONE;
                 goto out;
             }
@@ -62,6 +77,7 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
         }
         if (c == '\r') {
             s->after_cr = 1;
+            i++;
             continue;
         }
         if (c == '\n') {
@@ -72,15 +88,14 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
         case ST_PRELUDE:
             s->state = ST_START_LINE;
             break;
-        case ST_START_LINE:
-            break;
         case ST_LINE_START:
             if (c == ' ' || c == '\t') {
                 r = MG_HEADSCAN_OBS_FOLD;
                 goto out;
             }
             s->state = c == ':' ? ST_VALUE : ST_NAME;
-            break;
+            i++;
+            continue;
         case ST_NAME:
             if (c == ':')
                 s->state = ST_VALUE;
@@ -88,9 +103,17 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
                 r = MG_HEADSCAN_SPACE_BEFORE_COLON;
                 goto out;
             }
+            i++;
+            continue;
+        default:
             break;
-        case ST_VALUE:
-            break;
+        }
+        /* ST_START_LINE or ST_VALUE: nothing but CR ends them. */
+        bool bare_lf;
+        i = skip_to_cr(data, i, len, &bare_lf);
+        if (bare_lf) {
+            r = MG_HEADSCAN_BARE_LF;
+            goto out;
         }
     }
 out:

@@ -69,17 +69,44 @@ bool mg_field_name_valid(struct mg_slice name)
     return true;
 }
 
-static const struct mg_slice hop_by_hop[] = {
-    MG_SLICE_LIT("connection"),        MG_SLICE_LIT("keep-alive"), MG_SLICE_LIT("te"),
-    MG_SLICE_LIT("trailer"),           MG_SLICE_LIT("transfer-encoding"),
-    MG_SLICE_LIT("upgrade"),           MG_SLICE_LIT("proxy-connection"),
-};
-
 static bool is_fixed_hop_by_hop(struct mg_slice name)
 {
-    for (size_t i = 0; i < sizeof hop_by_hop / sizeof hop_by_hop[0]; i++)
-        if (mg_slice_ieq(name, hop_by_hop[i]))
+    /* Dispatch on length first: most fields are none of these, and say so in one
+     * comparison instead of seven. */
+    switch (name.len) {
+    case 2:
+        return mg_slice_ieq(name, MG_SLICE_LIT("te"));
+    case 7:
+        return mg_slice_ieq(name, MG_SLICE_LIT("trailer")) ||
+               mg_slice_ieq(name, MG_SLICE_LIT("upgrade"));
+    case 10:
+        return mg_slice_ieq(name, MG_SLICE_LIT("connection")) ||
+               mg_slice_ieq(name, MG_SLICE_LIT("keep-alive"));
+    case 16:
+        return mg_slice_ieq(name, MG_SLICE_LIT("proxy-connection"));
+    case 17:
+        return mg_slice_ieq(name, MG_SLICE_LIT("transfer-encoding"));
+    default:
+        return false;
+    }
+}
+
+/* Does the Connection value name anything beyond the usual options, whose
+ * namesakes (Keep-Alive, Upgrade) are hop-by-hop anyway? */
+static bool names_other_fields(struct mg_slice list)
+{
+    size_t i = 0;
+    while (i < list.len) {
+        while (i < list.len && (list.p[i] == ' ' || list.p[i] == '\t' || list.p[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < list.len && list.p[i] != ',' && list.p[i] != ' ' && list.p[i] != '\t')
+            i++;
+        struct mg_slice tok = {list.p + start, i - start};
+        if (tok.len && !mg_slice_ieq(tok, MG_SLICE_LIT("keep-alive")) &&
+            !mg_slice_ieq(tok, MG_SLICE_LIT("close")) && !mg_slice_ieq(tok, MG_SLICE_LIT("upgrade")))
             return true;
+    }
     return false;
 }
 
@@ -94,9 +121,10 @@ void mg_headers_mark_hop_by_hop(struct mg_headers *h)
 {
     static const struct mg_slice connection = MG_SLICE_LIT("connection");
     for (uint32_t i = 0; i < h->n; i++) {
-        if (is_fixed_hop_by_hop(h->v[i].name))
-            h->v[i].flags |= MG_HDR_HOP;
-        if (mg_slice_ieq(h->v[i].name, connection))
+        if (!is_fixed_hop_by_hop(h->v[i].name))
+            continue;
+        h->v[i].flags |= MG_HDR_HOP;
+        if (mg_slice_ieq(h->v[i].name, connection) && names_other_fields(h->v[i].value))
             mark_named_by(h, h->v[i].value);
     }
 }

@@ -69,6 +69,9 @@ struct mg_accesslog {
     bool stop;
     uint64_t req_seq, done_seq;
     int pending_fd;           /* FD_NONE, FD_OFF or a descriptor to switch to */
+    size_t *cut;              /* per ring: head when pending_fd was handed over; bytes
+                                 before it go to the old destination, after it to the new */
+    _Atomic uint64_t switches; /* bumped with each hand-over, after `cut` is taken */
 
     /* writer thread only */
     int fd;                   /* FD_OFF, STDERR_FILENO or an owned descriptor */
@@ -216,64 +219,66 @@ static void write_span(struct mg_accesslog *l, struct ring *r, size_t from, size
     }
 }
 
-/* Drains every ring into l->fd. With no destination (off), leaves the bytes
- * queued: they belong to the destination a retarget is about to install. */
-static void drain(struct mg_accesslog *l)
+/* Drains every ring into l->fd, up to cut[w] when `cut` is given. With no
+ * destination (off), drops the bytes instead. Without a cut, stops as soon as a
+ * new hand-over (switches != seen) is visible: a line read after it may belong
+ * to the new destination (it is then left for the next pass). */
+static bool drain(struct mg_accesslog *l, const size_t *cut, uint64_t seen)
 {
-    if (l->fd == FD_OFF)
-        return;
     for (unsigned w = 0; w < l->nworkers; w++) {
         struct ring *r = &l->rings[w];
-        size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+        size_t head = cut ? cut[w] : atomic_load_explicit(&r->head, memory_order_acquire);
+        if (!cut && atomic_load_explicit(&l->switches, memory_order_acquire) != seen)
+            return false;
         size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-        if (head == tail)
-            continue;
-        write_span(l, r, tail, head);
+        if (head == tail || head - tail > MG_ACCESSLOG_RING_BYTES)
+            continue; /* nothing, or cut already passed */
+        if (l->fd != FD_OFF)
+            write_span(l, r, tail, head);
         atomic_store_explicit(&r->tail, head, memory_order_release);
     }
-}
-
-/* Drops whatever is queued (switching to off). */
-static void discard(struct mg_accesslog *l)
-{
-    for (unsigned w = 0; w < l->nworkers; w++) {
-        struct ring *r = &l->rings[w];
-        size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-        atomic_store_explicit(&r->tail, head, memory_order_release);
-    }
+    return true;
 }
 
 static void writer_main(void *arg)
 {
     struct mg_accesslog *l = arg;
-    bool stop = false;
+    size_t *cut = malloc(l->nworkers * sizeof(size_t));
+    bool done = false;
 
+    if (cut == NULL)
+        mg_fatal("out of memory (access log)");
     uv_mutex_lock(&l->mu);
-    while (!stop) {
+    while (!done) {
         if (!l->stop && l->req_seq == l->done_seq && !atomic_load(&l->kicked))
             (void)uv_cond_timedwait(&l->wake, &l->mu, (uint64_t)MG_ACCESSLOG_FLUSH_MS * 1000000);
         atomic_store(&l->kicked, false);
         uint64_t seq = l->req_seq;
+        uint64_t seen = atomic_load_explicit(&l->switches, memory_order_relaxed);
         int pending = l->pending_fd;
+        if (pending != FD_NONE)
+            memcpy(cut, l->cut, l->nworkers * sizeof(size_t));
         l->pending_fd = FD_NONE;
-        stop = l->stop;
+        bool stop = l->stop;
         uv_mutex_unlock(&l->mu);
 
-        drain(l);
         if (pending != FD_NONE) {
+            drain(l, cut, seen); /* queued before the switch: old destination */
             close_dest(l->fd);
             l->fd = pending;
             l->fd_is_file = is_regular(pending);
-            if (pending == FD_OFF)
-                discard(l);
-            drain(l);
         }
+        bool complete = drain(l, NULL, seen);
 
         uv_mutex_lock(&l->mu);
-        l->done_seq = seq;
-        uv_cond_broadcast(&l->done);
+        if (complete) { /* else a new switch came: go round again before acknowledging */
+            l->done_seq = seq;
+            uv_cond_broadcast(&l->done);
+            done = stop;
+        }
     }
     uv_mutex_unlock(&l->mu);
+    free(cut);
 }
 
 struct mg_accesslog *mg_accesslog_open(const char *dest, unsigned nworkers, char *err,
@@ -308,9 +313,13 @@ struct mg_accesslog *mg_accesslog_open(const char *dest, unsigned nworkers, char
     atomic_init(&l->enabled, fd != FD_OFF);
     atomic_init(&l->kicked, false);
     atomic_init(&l->write_dropped, 0);
+    atomic_init(&l->switches, 0);
     l->fd = fd;
     l->fd_is_file = is_regular(fd);
     l->pending_fd = FD_NONE;
+    l->cut = calloc(l->nworkers, sizeof(size_t));
+    if (l->cut == NULL)
+        mg_fatal("out of memory (access log)");
     l->path = is_path(dest) ? strdup(dest) : NULL;
     if (uv_mutex_init(&l->ctl) || uv_mutex_init(&l->mu) || uv_cond_init(&l->wake) ||
         uv_cond_init(&l->done))
@@ -457,6 +466,9 @@ static void hand_over(struct mg_accesslog *l, int fd)
     if (l->pending_fd != FD_NONE)
         close_dest(l->pending_fd); /* superseded before the writer saw it */
     l->pending_fd = fd;
+    for (unsigned w = 0; w < l->nworkers; w++)
+        l->cut[w] = atomic_load_explicit(&l->rings[w].head, memory_order_acquire);
+    atomic_fetch_add_explicit(&l->switches, 1, memory_order_release);
     l->req_seq++;
     uv_cond_signal(&l->wake);
     uv_mutex_unlock(&l->mu);
@@ -551,6 +563,7 @@ void mg_accesslog_close(struct mg_accesslog *l)
         mg_textbuf_free(&l->rings[w].line);
     }
     free(l->rings);
+    free(l->cut);
     free(l->path);
     uv_cond_destroy(&l->wake);
     uv_cond_destroy(&l->done);

@@ -40,7 +40,8 @@
 #define MG_VERSION "dev"
 #endif
 
-#define ADMIN_BUF_SIZE     8192 /* read buffer; also the head limit */
+#define ADMIN_BUF_SIZE     8192 /* read buffer */
+#define ADMIN_MAX_HEAD     8192 /* request line + headers */
 #define ADMIN_MAX_BODY     8192
 #define ADMIN_MAX_URL      1024
 #define ADMIN_MAX_CONNS    64
@@ -58,9 +59,9 @@ struct admin_conn {
     bool keep_alive;          /* of the request being answered */
     llhttp_t parser;
     size_t len;               /* unparsed bytes at buf[0..len) while paused */
-    size_t head_bytes;        /* bytes of the current message before its body */
+    size_t head_bytes;        /* url + header bytes of the current message (approx.) */
     size_t body_bytes;
-    bool in_body;
+    int too_large;            /* 0, or 431/413 when a callback stopped the parser */
     char url[ADMIN_MAX_URL];
     size_t url_len;
     bool url_too_long;
@@ -434,14 +435,26 @@ static int on_message_begin(llhttp_t *p)
     c->url[0] = '\0';
     c->url_too_long = false;
     c->head_bytes = c->body_bytes = 0;
-    c->in_body = false;
+    c->too_large = 0;
     return 0;
+}
+
+/* Counts head bytes; stops the parser (HPE_USER) past the limit. */
+static int count_head(struct admin_conn *c, size_t len)
+{
+    c->head_bytes += len;
+    if (c->head_bytes <= ADMIN_MAX_HEAD)
+        return 0;
+    c->too_large = 431;
+    return -1;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct admin_conn *c = p->data;
 
+    if (count_head(c, len) < 0)
+        return -1;
     if (c->url_len + len >= sizeof(c->url)) {
         c->url_too_long = true;
         return 0;
@@ -452,16 +465,25 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_headers_complete(llhttp_t *p)
+static int on_header_data(llhttp_t *p, const char *at, size_t len)
 {
-    ((struct admin_conn *)p->data)->in_body = true;
-    return 0;
+    return count_head(p->data, len);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    return count_head(p->data, 4); /* ": " and CRLF */
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
-    ((struct admin_conn *)p->data)->body_bytes += len;
-    return 0;
+    struct admin_conn *c = p->data;
+
+    c->body_bytes += len;
+    if (c->body_bytes <= ADMIN_MAX_BODY)
+        return 0;
+    c->too_large = 413;
+    return -1;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -474,7 +496,9 @@ static void init_settings(void)
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
     settings.on_url = on_url;
-    settings.on_headers_complete = on_headers_complete;
+    settings.on_header_field = on_header_data;
+    settings.on_header_value = on_header_data;
+    settings.on_header_value_complete = on_header_value_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
 }
@@ -492,29 +516,19 @@ static void process(struct admin_conn *c)
         size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - c->buf);
         memmove(c->buf, c->buf + used, len - used);
         c->len = len - used;
-        if (c->body_bytes > ADMIN_MAX_BODY) {
-            c->keep_alive = false;
-            respond_error(c, 413, "body_too_large", false, true, NULL);
-            return;
-        }
         handle_request(c);
         return;
     }
     c->len = 0;
-    if (e != HPE_OK) {
-        c->keep_alive = false;
-        respond_error(c, 400, "bad_request", false, true, NULL);
+    if (e == HPE_OK)
         return;
-    }
-    if (!c->in_body)
-        c->head_bytes += len; /* upper bound: the message began within these bytes */
-    if (c->head_bytes > ADMIN_BUF_SIZE) {
-        c->keep_alive = false;
+    c->keep_alive = false;
+    if (c->too_large == 431)
         respond_error(c, 431, "header_too_large", false, true, NULL);
-    } else if (c->body_bytes > ADMIN_MAX_BODY) {
-        c->keep_alive = false;
+    else if (c->too_large == 413)
         respond_error(c, 413, "body_too_large", false, true, NULL);
-    }
+    else
+        respond_error(c, 400, "bad_request", false, true, NULL);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)

@@ -17,9 +17,9 @@
 /* The breaker's state as the metric `circuit_state` reports it (DESIGN.md
  * section 7); the values are part of that contract. */
 enum mg_circuit {
-    MG_CIRCUIT_CLOSED = 0,        /* every request admitted; outcomes counted */
-    MG_CIRCUIT_HALF_OPEN = 1,     /* open_for elapsed: up to half_open_requests probes */
-    MG_CIRCUIT_OPEN = 2,          /* tripped, now < open_until: nothing admitted */
+    MG_CIRCUIT_CLOSED = 0,    /* every request admitted; outcomes counted */
+    MG_CIRCUIT_HALF_OPEN = 1, /* open_for elapsed: up to half_open_requests probes */
+    MG_CIRCUIT_OPEN = 2,      /* tripped, now < open_until: nothing admitted */
 };
 
 struct mg_breaker {

@@ -158,8 +158,8 @@ static bool rate_exceeded(const struct mg_breaker *b, const struct mg_breaker_co
 }
 
 /* A closed breaker's report: count it, then check both tripping rules. */
-static void report_closed(struct mg_breaker *b, const struct mg_breaker_conf *c,
-                          uint64_t now_ms, bool failure, uint64_t seen)
+static void report_closed(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
+                          bool failure, uint64_t seen)
 {
     uint32_t in_a_row;
 

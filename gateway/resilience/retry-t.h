@@ -14,7 +14,7 @@
 #define MG_RETRY_BUDGET_WINDOW_MS (MG_RETRY_BUDGET_BUCKET_MS * MG_WINDOW_BUCKETS)
 
 struct mg_retry_budget {
-    struct mg_window window;      /* a = requests (first tries), b = retries spent */
+    struct mg_window window; /* a = requests (first tries), b = retries spent */
 };
 
 #endif

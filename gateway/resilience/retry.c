@@ -30,8 +30,7 @@ static uint64_t backoff_cap(const struct mg_retry_conf *c, unsigned n)
     return base << n;
 }
 
-uint64_t mg_retry_backoff_ms(const struct mg_retry_conf *c, unsigned retry_index,
-                             uint64_t random)
+uint64_t mg_retry_backoff_ms(const struct mg_retry_conf *c, unsigned retry_index, uint64_t random)
 {
     uint64_t cap = backoff_cap(c, retry_index);
 
@@ -70,8 +69,7 @@ bool mg_retry_method_idempotent(int llhttp_method)
 
 bool mg_retry_safe(int llhttp_method, bool reached_upstream, bool has_idempotency_key)
 {
-    return mg_retry_method_idempotent(llhttp_method) || !reached_upstream ||
-           has_idempotency_key;
+    return mg_retry_method_idempotent(llhttp_method) || !reached_upstream || has_idempotency_key;
 }
 
 void mg_retry_budget_init(struct mg_retry_budget *b)
@@ -89,12 +87,11 @@ bool mg_retry_budget_try_spend(struct mg_retry_budget *b, const struct mg_retry_
 {
     uint64_t floor = (uint64_t)c->budget_min_per_second * (MG_RETRY_BUDGET_WINDOW_MS / 1000);
 
-    return mg_window_spend(&b->window, MG_RETRY_BUDGET_BUCKET_MS, now_ms, floor,
-                           c->budget_ratio);
+    return mg_window_spend(&b->window, MG_RETRY_BUDGET_BUCKET_MS, now_ms, floor, c->budget_ratio);
 }
 
-void mg_retry_budget_counts(const struct mg_retry_budget *b, uint64_t now_ms,
-                            uint64_t *requests, uint64_t *retries)
+void mg_retry_budget_counts(const struct mg_retry_budget *b, uint64_t now_ms, uint64_t *requests,
+                            uint64_t *retries)
 {
     struct mg_window_count n = mg_window_sum(&b->window, MG_RETRY_BUDGET_BUCKET_MS, now_ms);
 

@@ -9,13 +9,14 @@
  *
  * Caller protocol, per exchange:
  *   first try:  mg_retry_budget_record_request(budget, now) once;
- *   on failure: retry only if attempts_so_far <= max_retries, the outcome is
+ *   on failure: retry only if retries_done < max_retries, the outcome is
  *               listed (mg_retry_on() for connect_failure/reset/timeout,
  *               mg_retry_should_retry_status() for statuses), mg_retry_safe()
  *               holds, nothing was sent to the client, the body is still held,
  *               and finally mg_retry_budget_try_spend() (last, since it spends);
  *   then:       arm a uv timer for mg_retry_backoff_ms(c, retries_done, random)
- *               and try again, preferring a target not yet tried.
+ *               (never past the route deadline) and try again, preferring a
+ *               target not yet tried.
  */
 #ifndef MG_RETRY_H
 #define MG_RETRY_H
@@ -30,8 +31,7 @@
  * a value in [0, min(max, base * 2^retry_index)], inclusive, picked by `random`
  * (any uniformly distributed 64-bit value; the modulo bias is below 2^-32 for
  * any cap under 2^32 ms). Never overflows, whatever retry_index is. */
-uint64_t mg_retry_backoff_ms(const struct mg_retry_conf *c, unsigned retry_index,
-                             uint64_t random);
+uint64_t mg_retry_backoff_ms(const struct mg_retry_conf *c, unsigned retry_index, uint64_t random);
 
 /* Whether retry.on lists the failure `bit` (an MG_RETRY_ON_* value). */
 bool mg_retry_on(const struct mg_retry_conf *c, unsigned bit);
@@ -64,7 +64,7 @@ bool mg_retry_budget_try_spend(struct mg_retry_budget *b, const struct mg_retry_
                                uint64_t now_ms);
 
 /* Requests and retries counted over the last 10 s (for /status and tests). */
-void mg_retry_budget_counts(const struct mg_retry_budget *b, uint64_t now_ms,
-                            uint64_t *requests, uint64_t *retries);
+void mg_retry_budget_counts(const struct mg_retry_budget *b, uint64_t now_ms, uint64_t *requests,
+                            uint64_t *retries);
 
 #endif

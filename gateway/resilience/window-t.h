@@ -26,8 +26,8 @@ struct mg_window {
 
 /* Totals over the live buckets of a window. */
 struct mg_window_count {
-    uint64_t a;                   /* first counter: requests, for both users */
-    uint64_t b;                   /* second counter: failures (breaker) or retries (budget) */
+    uint64_t a; /* first counter: requests, for both users */
+    uint64_t b; /* second counter: failures (breaker) or retries (budget) */
 };
 
 #endif

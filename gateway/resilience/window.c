@@ -5,11 +5,13 @@
  * (now_ms / width) modulo 2^20. The bucket for a time sits at slot number % 10.
  * A bucket is live when its stamp is within 10 of the current one, either way:
  * a worker whose uv_now lags another's must not wipe the newer bucket the other
- * one already rotated, so a bucket "ahead" of the caller's clock is added to as
- * it is, and counted.
+ * one already rotated, so a bucket up to two windows "ahead" of the caller's
+ * clock is added to as it is, and counted when within one.
  *
  * Invariant: a word is only ever replaced by CAS from the value it was read as,
  * so every add is counted exactly once unless it saturates or races a clear.
+ *
+ * Ownership: the window is embedded in its user's struct; nothing here allocates.
  */
 #include "resilience/window.h"
 
@@ -61,23 +63,26 @@ static uint64_t sat_add(uint64_t x, uint32_t d)
     return x + d > MG_WINDOW_COUNT_MAX ? MG_WINDOW_COUNT_MAX : x + d;
 }
 
-/* Whether `stamp` is newer than `cur`: written by a worker whose clock is ahead.
- * Half the stamp space counts as "ahead", the other half as "behind". */
+/* Whether `stamp` is newer than `cur`: written by a worker whose clock runs up
+ * to two windows ahead of this caller's. Anything further is taken for stale,
+ * so a bucket left alone for days cannot pass for a newer one. */
 static bool is_ahead(uint32_t stamp, uint32_t cur)
 {
     uint32_t ahead = (stamp - cur) & STAMP_MASK;
-    return ahead != 0 && ahead <= STAMP_MASK / 2;
+    return ahead != 0 && ahead < 2 * MG_WINDOW_BUCKETS;
 }
 
 /* The word that `old`, the word in the slot of `cur`, becomes after adding
  * (da, db). A slot holds numbers 10 apart, so a stamp other than `cur` is either
  * a stale bucket (restart from zero) or, when this caller's clock lags by a whole
- * window, a newer one that must not be wiped (add to it as it is). */
+ * window, a newer one that must not be wiped (add to it as it is). An empty
+ * word has nothing to keep, whatever its stamp. */
 static uint64_t bumped(uint64_t old, uint32_t cur, uint32_t da, uint32_t db)
 {
     uint32_t stamp = stamp_of(old);
+    bool empty = a_of(old) == 0 && b_of(old) == 0;
 
-    if (stamp != cur && !is_ahead(stamp, cur))
+    if (stamp != cur && (empty || !is_ahead(stamp, cur)))
         return pack(cur, sat_add(0, da), sat_add(0, db));
     return pack(stamp, sat_add(a_of(old), da), sat_add(b_of(old), db));
 }
@@ -116,8 +121,7 @@ void mg_window_add(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint
 
 /* Sums the live buckets; *cur_word receives the word read from the slot of
  * now_ms, so a caller can CAS on exactly what it counted. */
-static struct mg_window_count sum_at(const struct mg_window *w, uint64_t number,
-                                     uint64_t *cur_word)
+static struct mg_window_count sum_at(const struct mg_window *w, uint64_t number, uint64_t *cur_word)
 {
     struct mg_window_count n = {0, 0};
     uint32_t cur = (uint32_t)(number & STAMP_MASK);
@@ -135,8 +139,7 @@ static struct mg_window_count sum_at(const struct mg_window *w, uint64_t number,
     return n;
 }
 
-struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_ms,
-                                     uint64_t now_ms)
+struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_ms, uint64_t now_ms)
 {
     uint64_t ignored;
     return sum_at(w, number_of(width_ms, now_ms), &ignored);

@@ -31,8 +31,7 @@ void mg_window_clear(struct mg_window *w);
 void mg_window_add(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint32_t da,
                    uint32_t db);
 /* Totals over the buckets that cover (now_ms - 10 widths, now_ms]. */
-struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_ms,
-                                     uint64_t now_ms);
+struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_ms, uint64_t now_ms);
 /* Adds one to b in the bucket of now_ms only if, counting it, b over the window
  * stays within base + ratio * a. Returns whether it added. Exact against other
  * threads adding to the same bucket: the check and the add are one CAS on it. */
