@@ -140,8 +140,12 @@ static void write_pid_file(const char *path)
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 ||
-        rename(tmp, path) != 0) {
+    bool ok = f != NULL;
+    if (f) {
+        ok = fprintf(f, "%ld\n", (long)getpid()) >= 0;
+        ok = fclose(f) == 0 && ok;
+    }
+    if (!ok || rename(tmp, path) != 0) {
         mg_warn("cannot write pid file %s: %s", path, strerror(errno));
         unlink(tmp);
     }
