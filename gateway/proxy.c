@@ -18,6 +18,7 @@
 #include "proxy.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,9 @@ struct mg_conn {
     char client_ip[64];
     struct mg_exchange x;
 };
+
+/* client.max_connections holds for the whole process, across workers. */
+static atomic_uint client_connections;
 
 static void advance(struct mg_conn *c);
 static void fail(struct mg_conn *c, enum mg_error err, const char *why);
@@ -1543,6 +1547,7 @@ static void conn_close(struct mg_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    atomic_fetch_sub_explicit(&client_connections, 1, memory_order_relaxed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->deadline, on_conn_handle_closed);
@@ -1711,11 +1716,12 @@ void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    unsigned open_before = atomic_fetch_add_explicit(&client_connections, 1, memory_order_relaxed);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
     }
-    if (w->nconns > w->rt->cfg->client.max_connections || w->draining) {
+    if (open_before >= w->rt->cfg->client.max_connections || w->draining) {
         conn_close(c);
         return;
     }

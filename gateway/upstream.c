@@ -240,3 +240,16 @@ void mg_upconn_close_idle(struct mg_target_rt *t)
     while (t->idle)
         mg_upconn_close(t->idle);
 }
+
+void mg_upconn_move_idle(struct mg_target_rt *from, struct mg_target_rt *to)
+{
+    while (from->idle && to->nidle < to->pool_limit) {
+        struct mg_upconn *u = from->idle;
+        from->idle = u->next_idle;
+        from->nidle--;
+        u->target = to;
+        u->next_idle = to->idle;
+        to->idle = u;
+        to->nidle++;
+    }
+}

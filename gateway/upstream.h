@@ -61,6 +61,9 @@ void mg_upconn_set_reading(struct mg_upconn *u, bool on);
 void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms);
 /* A client write that pointed into u->buf completed. */
 void mg_upconn_unpin(struct mg_upconn *u);
+/* Moves idle connections to the same address into a new runtime's pool (reload);
+ * what does not fit stays in `from`. */
+void mg_upconn_move_idle(struct mg_target_rt *from, struct mg_target_rt *to);
 /* Closes every idle pooled connection of a target (drain, reload). */
 void mg_upconn_close_idle(struct mg_target_rt *t);
 

@@ -209,6 +209,39 @@ void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt)
         runtime_free(rt);
 }
 
+static struct mg_target_rt *find_same_target(struct mg_runtime *rt, const char *upstream,
+                                             const struct mg_address *addr)
+{
+    for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
+        struct mg_upstream_rt *ur = &rt->ups[i];
+        if (strcmp(ur->conf->name, upstream) != 0)
+            continue;
+        for (size_t j = 0; j < ur->conf->ntargets; j++) {
+            const struct mg_address *a = &ur->targets[j].conf->address;
+            if (a->addrlen == addr->addrlen && memcmp(&a->addr, &addr->addr, a->addrlen) == 0)
+                return &ur->targets[j];
+        }
+    }
+    return NULL;
+}
+
+/* Idle connections to targets that stay in the new config move to its pools, so a
+ * reload under load costs no reconnects; the rest close when the old one retires. */
+static void carry_over_pools(struct mg_runtime *from, struct mg_runtime *to)
+{
+    for (size_t i = 0; i < from->cfg->nupstreams; i++) {
+        struct mg_upstream_rt *ur = &from->ups[i];
+        for (size_t j = 0; j < ur->conf->ntargets; j++) {
+            struct mg_target_rt *old = &ur->targets[j];
+            struct mg_target_rt *now = old->idle ? find_same_target(to, ur->conf->name,
+                                                                    &old->conf->address)
+                                                 : NULL;
+            if (now)
+                mg_upconn_move_idle(old, now);
+        }
+    }
+}
+
 static void retire_runtime(struct mg_worker *w, struct mg_runtime *rt)
 {
     rt->retired = true;
@@ -228,6 +261,7 @@ static void apply_config(struct mg_worker *w, struct mg_config *cfg)
     struct mg_runtime *old = w->rt;
     w->rt = runtime_new(cfg);
     mg_config_unref(cfg); /* the runtime holds its own reference */
+    carry_over_pools(old, w->rt);
     retire_runtime(w, old);
     mg_debug("worker %d: now on config version %" PRIu64, w->id, cfg->version);
 }
