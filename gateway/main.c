@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "resilience/registry.h"
 #include "worker.h"
 
 struct mg_main {
@@ -154,6 +155,7 @@ static void write_pid_file(const char *path)
 static int start_workers(struct mg_main *m)
 {
     size_t n = m->cfg->workers ? m->cfg->workers : (size_t)uv_available_parallelism();
+    mg_registry_init((unsigned)n);
     m->workers = calloc(n, sizeof *m->workers);
     if (!m->workers)
         mg_fatal("out of memory (workers)");
@@ -172,6 +174,7 @@ static int start_workers(struct mg_main *m)
         }
     }
     atomic_store(&m->workers_running, (int)n);
+    mg_workers_register(m->workers, n);
     for (size_t i = 0; i < n; i++)
         if (uv_thread_create(&m->workers[i].thread, worker_thread, &m->workers[i]) != 0)
             mg_fatal("cannot start worker thread %zu", i);
@@ -222,6 +225,7 @@ static int run(const char *conf_path)
     uv_run(m.loop, UV_RUN_DEFAULT);
     uv_loop_close(m.loop);
     free(m.workers);
+    mg_registry_shutdown();
     mg_config_unref(m.cfg);
     return rc == 0 ? 0 : 1;
 }

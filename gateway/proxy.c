@@ -30,6 +30,10 @@
 #include "core/log.h"
 #include "http/headscan.h"
 #include "http/message.h"
+#include "resilience/breaker.h"
+#include "resilience/bulkhead.h"
+#include "resilience/registry.h"
+#include "resilience/retry.h"
 #include "router.h"
 #include "upstream.h"
 #include "worker.h"
@@ -38,6 +42,8 @@
 #define MG_MAX_RESPONSE_HEAD (64 * 1024)
 #define MG_WREQ_MAX_BUFS 24
 #define MG_REQUEST_ID_MAX 200
+/* Request bodies up to this size are kept so a failed try can be repeated. */
+#define MG_RETRY_BODY_MAX (64 * 1024)
 
 enum { MG_NEXT = 0, MG_AGAIN = 1 };
 
@@ -87,13 +93,16 @@ enum { MG_UPT_NONE, MG_UPT_CONNECT, MG_UPT_SEND, MG_UPT_READ };
 enum mg_x_state {
     MG_X_IDLE,    /* no request byte yet; arena empty; keep-alive timer runs */
     MG_X_HEAD,    /* request head arriving: scanned and copied into x->head */
-    MG_X_CONNECT, /* routed; x->up != NULL is connecting, body bytes wait in c->buf */
+    MG_X_QUEUED,  /* routed; waiting in the upstream's bulkhead queue (c->wait runs) */
+    MG_X_CONNECT, /* bulkhead slot held; x->up, if set, is connecting */
+    MG_X_BACKOFF, /* a try failed and a retry waits for its backoff (c->wait runs) */
     MG_X_FORWARD, /* x->up connected: request flows up, response flows down */
     MG_X_TUNNEL,  /* 101 Switching Protocols: raw bytes both ways until a close */
     MG_X_FINISH,  /* response fully queued; waits for client writes, then next or close */
 };
 
-static const char *const state_names[] = {"idle", "head", "connect", "forward", "tunnel", "finish"};
+static const char *const state_names[] = {"idle",    "head",    "queued", "connect",
+                                          "backoff", "forward", "tunnel", "finish"};
 
 struct mg_exchange {
     enum mg_x_state state;
@@ -125,6 +134,19 @@ struct mg_exchange {
 
     const struct mg_route_conf *route;
     size_t prefix_len;
+    /* Resilience (DESIGN.md section 5). */
+    bool slot_held;            /* one bulkhead slot, kept across retries */
+    uint32_t attempts;         /* tries started */
+    uint64_t tried;            /* bit i: target i was tried */
+    bool attempt_open;         /* counted in the target's in-flight */
+    bool attempt_reported;     /* the breaker heard this try's outcome */
+    uint32_t probe;            /* breaker half-open ticket of this try */
+    uint64_t attempt_start_ns;
+    int retry_status;          /* a retryable status is being swallowed */
+    uint32_t retry_after_s;    /* for 503 answers */
+    char *body_copy;           /* the request body, kept for retries while small */
+    size_t body_copy_len, body_copy_cap;
+    bool body_copy_ok;         /* body_copy holds the whole body so far */
     struct mg_target_rt *target;
     struct mg_upconn *up;      /* leased upstream connection, or NULL */
     bool up_ready;             /* connected and request head queued */
@@ -153,6 +175,9 @@ struct mg_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;          /* keep-alive, header and body timeouts */
     uv_timer_t deadline;       /* the route's overall deadline */
+    uv_timer_t wait;           /* bulkhead queue timeout, retry backoff */
+    struct mg_conn *wait_next; /* in the upstream's per-worker bulkhead queue */
+    uint64_t wait_since;       /* when it joined that queue (ms) */
     struct mg_worker *w;
     struct mg_conn *next, *prev; /* worker's connection list */
     char *buf;                 /* read buffer (MG_BUF_SIZE) or NULL when idle */
@@ -173,6 +198,9 @@ static atomic_uint client_connections;
 
 static void advance(struct mg_conn *c);
 static void fail(struct mg_conn *c, enum mg_error err, const char *why);
+static void detach_upstream(struct mg_conn *c, bool reuse);
+static void upstream_failed(struct mg_conn *c, unsigned kind, bool reached, enum mg_error err,
+                            const char *why);
 static void conn_close(struct mg_conn *c);
 static const llhttp_settings_t request_settings;
 static const llhttp_settings_t response_settings;
@@ -267,7 +295,8 @@ static void on_upstream_write(uv_write_t *req, int status)
     if (status == UV_ECANCELED)
         return;
     if (status < 0) {
-        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        uv_strerror(status));
         advance(c);
         return;
     }
@@ -356,7 +385,7 @@ static void flush_upstream(struct mg_conn *c)
     }
     if (rc < 0) {
         wreq_free(c->w, r);
-        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(rc));
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(rc));
     }
 }
 
@@ -411,6 +440,9 @@ static size_t put_hex(char *out, uint64_t v, int min_digits)
 static void chunk_to(struct mg_conn *c, bool upstream, const char *p, size_t len,
                      struct mg_upconn *pin)
 {
+    /* Towards the upstream, body bytes come from the client buffer unless they are
+     * a retry's copy from the arena. */
+    bool pin_conn = upstream && p >= c->buf && p < c->buf + MG_BUF_SIZE;
     struct mg_wreq **slot = upstream ? &c->out_up : &c->out_client;
     if (*slot && (*slot)->nbufs + 3 > MG_WREQ_MAX_BUFS) {
         if (upstream)
@@ -429,7 +461,7 @@ static void chunk_to(struct mg_conn *c, bool upstream, const char *p, size_t len
     line[n++] = '\n';
     if (upstream) {
         to_upstream(c, line, n, false);
-        to_upstream(c, p, len, true);
+        to_upstream(c, p, len, pin_conn);
         to_upstream(c, "\r\n", 2, false);
     } else {
         to_client(c, line, n, NULL);
@@ -568,13 +600,17 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
                                           [431] = "Request Header Fields Too Large",
                                           [500] = "Internal Server Error", [502] = "Bad Gateway",
                                           [503] = "Service Unavailable", [504] = "Gateway Timeout"};
+    char retry_after[40] = "";
+    if (status == 503)
+        snprintf(retry_after, sizeof retry_after, "Retry-After: %u\r\n",
+                 x->retry_after_s ? x->retry_after_s : 1);
     size_t cap = 512 + (size_t)blen;
     char *out = mg_arena_alloc(&x->arena, cap);
     int n = snprintf(out, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                      "X-Request-Id: %s\r\n%s%s\r\n%s",
                      status, reasons[status] ? reasons[status] : "Error", blen, x->request_id,
-                     status == 503 ? "Retry-After: 1\r\n" : "",
+                     retry_after,
                      x->close_after ? "Connection: close\r\n" : "",
                      x->head_parsed && x->method == HTTP_HEAD ? "" : body);
     to_client(c, out, (size_t)n, NULL);
@@ -650,6 +686,9 @@ static int on_req_body(llhttp_t *p, const char *at, size_t len)
         x->error = MG_ERR_BODY_TOO_LARGE;
         return HPE_USER;
     }
+    if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
+        x->body_copy_ok = append_bytes(&x->arena, &x->body_copy, &x->body_copy_len,
+                                       &x->body_copy_cap, at, len, MG_RETRY_BODY_MAX) == 0;
     if (x->req_chunked) {
         if (!chunk_data(&x->req_chunk, at, len, x->req_parse_end))
             return HPE_USER;
@@ -818,23 +857,6 @@ static int read_request_head(struct mg_conn *c)
 
 /* --------------------------------------------------- routing, upstream request */
 
-static size_t pick_target(struct mg_upstream_rt *u)
-{
-    /* Smooth weighted round robin (nginx): stays even at any weights, no bursts.
-     * The Lua balancer issue replaces this one function. */
-    size_t best = 0;
-    int32_t total = 0;
-    for (size_t i = 0; i < u->conf->ntargets; i++) {
-        struct mg_target_rt *t = &u->targets[i];
-        t->rr_current += (int32_t)t->conf->weight;
-        total += (int32_t)t->conf->weight;
-        if (t->rr_current > u->targets[best].rr_current)
-            best = i;
-    }
-    u->targets[best].rr_current -= total;
-    return best;
-}
-
 #define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
 #define PUT(o, p, n) (memcpy((o), (p), (n)), (o) += (n))
 
@@ -923,24 +945,311 @@ static enum mg_error route_request(struct mg_conn *c)
     return MG_ERR_NONE;
 }
 
-/* Leases an upstream connection. MG_NEXT when one is ready (pooled), MG_AGAIN
- * while connecting; on failure the exchange is failed. */
+/* ----------------------------------------------------- target choice, tries */
+
+static bool target_available(const struct mg_target_rt *t, const struct mg_breaker_conf *bc,
+                             uint64_t now)
+{
+    return !atomic_load_explicit(&t->stats->unhealthy, memory_order_relaxed) &&
+           mg_breaker_available(&t->stats->breaker, bc, now);
+}
+
+/* Smooth weighted round robin (nginx) over the targets that are available and,
+ * when any is left, not tried yet by this exchange. The Lua balancer issue
+ * replaces this one function. Returns the index or -1 when none is available. */
+static int choose_target(struct mg_upstream_rt *u, uint64_t tried, uint64_t now)
+{
+    const struct mg_upstream_conf *uc = u->conf;
+    uint64_t avail = 0, fresh = 0;
+    for (size_t i = 0; i < uc->ntargets && i < 64; i++)
+        if (target_available(&u->targets[i], &uc->breaker, now))
+            avail |= 1ull << i;
+    fresh = avail & ~tried;
+    uint64_t pool = fresh ? fresh : avail;
+    if (!pool)
+        return -1;
+    int best = -1;
+    int32_t total = 0;
+    for (size_t i = 0; i < uc->ntargets && i < 64; i++) {
+        if (!(pool & (1ull << i)))
+            continue;
+        struct mg_target_rt *t = &u->targets[i];
+        t->rr_current += (int32_t)t->conf->weight;
+        total += (int32_t)t->conf->weight;
+        if (best < 0 || t->rr_current > u->targets[best].rr_current)
+            best = (int)i;
+    }
+    u->targets[best].rr_current -= total;
+    return best;
+}
+
+static void begin_attempt(struct mg_conn *c, struct mg_target_rt *t, uint32_t probe)
+{
+    struct mg_exchange *x = &c->x;
+    x->target = t;
+    x->probe = probe;
+    x->attempts++;
+    x->attempt_open = true;
+    x->attempt_reported = false;
+    x->attempt_start_ns = uv_hrtime();
+    t->active++;
+    atomic_fetch_add_explicit(&t->stats->active, 1, memory_order_relaxed);
+}
+
+/* Tells the breaker how this try went, once. */
+static void report_attempt(struct mg_conn *c, bool failure)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->attempt_open || x->attempt_reported)
+        return;
+    x->attempt_reported = true;
+    struct mg_target_stats *st = x->target->stats;
+    mg_breaker_report(&st->breaker, &x->route->upstream->breaker, uv_now(&c->w->loop), failure,
+                      x->probe);
+    if (failure)
+        atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);
+}
+
+static void end_attempt(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->attempt_open)
+        return;
+    if (!x->attempt_reported)
+        mg_breaker_cancel(&x->target->stats->breaker, x->probe); /* outcome unknown */
+    x->attempt_open = false;
+    x->target->active--;
+    atomic_fetch_sub_explicit(&x->target->stats->active, 1, memory_order_relaxed);
+}
+
+/* Picks a target and leases a connection to it. MG_NEXT when one is ready
+ * (pooled) or the exchange failed, MG_AGAIN while connecting. */
 static int connect_upstream(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     const struct mg_upstream_conf *uc = x->route->upstream;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
-    x->target = &ur->targets[pick_target(ur)];
+    uint64_t now = uv_now(&c->w->loop);
+    uint32_t probe = 0;
+    int i = -1;
+    for (size_t n = 0; n < uc->ntargets; n++) {
+        i = choose_target(ur, x->tried, now);
+        if (i < 0 || mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+            break;
+        x->tried |= 1ull << i; /* lost a race to an opening breaker: next one */
+        i = -1;
+    }
+    if (i < 0) {
+        uint64_t wait_ms = UINT64_MAX;
+        for (size_t k = 0; k < uc->ntargets; k++) {
+            uint64_t ms = mg_breaker_retry_after_ms(&ur->targets[k].stats->breaker, &uc->breaker, now);
+            wait_ms = ms < wait_ms ? ms : wait_ms;
+        }
+        x->retry_after_s = (uint32_t)((wait_ms + 999) / 1000);
+        fail(c, MG_ERR_CIRCUIT_OPEN, "no target available");
+        return MG_NEXT;
+    }
+    x->tried |= 1ull << i;
+    begin_attempt(c, &ur->targets[i], probe);
     bool reused = false;
     int rc = mg_upconn_acquire(c->w, x->target, c, uc->connect_timeout_ms, &x->up, &reused);
     if (rc) {
         x->up = NULL;
-        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(rc));
+        upstream_failed(c, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        uv_strerror(rc));
         return MG_NEXT;
     }
-    x->target->active++;
     x->up_ready = reused;
     return reused ? MG_NEXT : MG_AGAIN;
+}
+
+/* ------------------------------------------------------------- retries */
+
+static uint64_t next_random(struct mg_worker *w);
+
+/* Whether a failed try may be repeated (DESIGN.md section 5). `kind` is a
+ * MG_RETRY_ON_* bit, or 0 for a status (checked by the caller); `reached`: the
+ * request may have reached the upstream (not a connect failure). Spends from the
+ * retry budget, so call it only when a retry would follow. */
+static bool may_retry(struct mg_conn *c, unsigned kind, bool reached)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    if (x->resp_started || x->attempts > uc->retry.max_retries || x->req_upgrade ||
+        (x->req_body_bytes > 0 && !x->body_copy_ok))
+        return false;
+    /* A body still arriving can be repeated only if none of it left yet (a
+     * connect failure: the bytes still wait in the client buffer). */
+    if (!x->req_done && (reached || x->req_body_bytes > 0))
+        return false;
+    if (kind && !mg_retry_on(&uc->retry, kind))
+        return false;
+    if (!mg_retry_safe(x->method, reached, false))
+        return false;
+    struct mg_upstream_stats *us = x->rt->ups[uc->index].stats;
+    return mg_retry_budget_try_spend(&us->budget, &uc->retry, uv_now(&c->w->loop));
+}
+
+static void on_wait_timer(uv_timer_t *t);
+
+static void start_backoff(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_retry_conf *rc = &x->route->upstream->retry;
+    uint64_t ms = mg_retry_backoff_ms(rc, x->attempts - 1, next_random(c->w));
+    x->state = MG_X_BACKOFF;
+    uv_timer_start(&c->wait, on_wait_timer, ms, 0);
+}
+
+/* A try failed before its response could be used: retry when allowed, else
+ * answer with `err`. Does not call advance(). */
+static void upstream_failed(struct mg_conn *c, unsigned kind, bool reached, enum mg_error err,
+                            const char *why)
+{
+    struct mg_exchange *x = &c->x;
+    report_attempt(c, true);
+    mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
+            x->target ? x->target->conf->address.text : "-", x->attempts, x->request_id);
+    if (may_retry(c, kind, reached)) {
+        detach_upstream(c, false);
+        start_backoff(c);
+        return;
+    }
+    fail(c, err, why);
+}
+
+/* -------------------------------------------------------------- bulkhead */
+
+static struct mg_upstream_stats *route_stats(struct mg_exchange *x)
+{
+    return x->rt->ups[x->route->upstream->index].stats;
+}
+
+static void remark_waiters(struct mg_worker *w, struct mg_upstream_stats *us)
+{
+    struct mg_waitlist *l = &us->waiting[w->id];
+    if (!l->head)
+        mg_bulkhead_unmark(&us->bulkhead, (unsigned)w->id);
+    else
+        mg_bulkhead_mark_waiting(&us->bulkhead, (unsigned)w->id,
+                                 ((struct mg_conn *)l->head)->wait_since);
+}
+
+/* A slot went to the waiters as a grant: wake the worker with the oldest one. */
+static void kick_waiters(struct mg_worker *w, struct mg_upstream_stats *us)
+{
+    int v = mg_bulkhead_pick_waiter(&us->bulkhead);
+    if (v == w->id)
+        uv_async_send(&w->wakeup); /* drain at the next loop boundary, not here */
+    else if (v >= 0)
+        mg_worker_wake(v);
+}
+
+static void release_slot(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->slot_held)
+        return;
+    x->slot_held = false;
+    struct mg_upstream_stats *us = route_stats(x);
+    if (mg_bulkhead_release(&us->bulkhead, &x->route->upstream->bulkhead))
+        kick_waiters(c->w, us);
+}
+
+static void waitlist_remove(struct mg_waitlist *l, struct mg_conn *c)
+{
+    struct mg_conn **pp = (struct mg_conn **)&l->head, *prev = NULL;
+    while (*pp && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->wait_next;
+    }
+    if (!*pp)
+        return;
+    *pp = c->wait_next;
+    if (l->tail == c)
+        l->tail = prev;
+    c->wait_next = NULL;
+}
+
+/* Leaves the queue without a slot (timeout or client gone). */
+static void leave_queue(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upstream_stats *us = route_stats(x);
+    waitlist_remove(&us->waiting[c->w->id], c);
+    uv_timer_stop(&c->wait);
+    mg_bulkhead_leave(&us->bulkhead);
+    remark_waiters(c->w, us);
+}
+
+/* MG_NEXT with a slot held, in the queue, or failed with bulkhead_full. */
+static int admit(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upstream_stats *us = route_stats(x);
+    const struct mg_bulkhead_conf *bc = &x->route->upstream->bulkhead;
+    struct mg_waitlist *l = &us->waiting[c->w->id];
+    uint64_t now = uv_now(&c->w->loop);
+    if (!l->head)
+        mg_bulkhead_mark_waiting(&us->bulkhead, (unsigned)c->w->id, now);
+    switch (mg_bulkhead_enter(&us->bulkhead, bc)) {
+    case MG_BULKHEAD_ACQUIRED:
+        remark_waiters(c->w, us);
+        x->slot_held = true;
+        return MG_NEXT;
+    case MG_BULKHEAD_QUEUED:
+        c->wait_since = now;
+        c->wait_next = NULL;
+        if (l->tail)
+            ((struct mg_conn *)l->tail)->wait_next = c;
+        else
+            l->head = c;
+        l->tail = c;
+        x->state = MG_X_QUEUED;
+        uv_timer_start(&c->wait, on_wait_timer, bc->queue_timeout_ms, 0);
+        return MG_NEXT;
+    default:
+        remark_waiters(c->w, us);
+        atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
+        x->retry_after_s = 1;
+        fail(c, MG_ERR_BULKHEAD_FULL, "concurrency limit and queue full");
+        return MG_NEXT;
+    }
+}
+
+void mg_proxy_drain_waiters(struct mg_worker *w)
+{
+    for (struct mg_upstream_stats *us = mg_registry_upstreams(); us; us = us->next) {
+        struct mg_waitlist *l = &us->waiting[w->id];
+        while (l->head && mg_bulkhead_claim(&us->bulkhead)) {
+            struct mg_conn *c = l->head;
+            l->head = c->wait_next;
+            if (!l->head)
+                l->tail = NULL;
+            c->wait_next = NULL;
+            uv_timer_stop(&c->wait);
+            c->x.slot_held = true;
+            c->x.state = MG_X_CONNECT;
+            advance(c);
+        }
+        remark_waiters(w, us);
+        if (!l->head && mg_bulkhead_granted(&us->bulkhead) > 0)
+            kick_waiters(w, us); /* meant for a waiter that left: pass it on */
+    }
+}
+
+/* Forgets what an earlier try's response left behind. */
+static void reset_response(struct mg_exchange *x)
+{
+    x->resp_head = NULL;
+    x->resp_headlen = x->resp_headcap = 0;
+    x->resp_head_done = false;
+    x->reason = (struct mg_slice){NULL, 0};
+    x->resp_hdrs = (struct mg_headers){NULL, 0, 0};
+    x->status = 0;
+    x->retry_status = 0;
+    x->resp_chunk = (struct mg_chunk_check){0, 0};
+    x->up_timer = MG_UPT_NONE;
 }
 
 /* The upstream connection is usable: send the head, open the body tap. */
@@ -953,8 +1262,18 @@ static void start_forwarding(struct mg_conn *c)
     mg_headscan_init(&u->scan, MG_MAX_RESPONSE_HEAD);
     u->start = u->end = 0;
     u->requests++;
+    reset_response(x);
     build_upstream_head(c);
-    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
+    if (x->attempts > 1 && x->body_copy_len > 0) {
+        /* A retry: the client sent the body once; we kept it (may_retry checked). */
+        if (x->req_chunked) {
+            chunk_to(c, true, x->body_copy, x->body_copy_len, NULL);
+            to_upstream(c, "0\r\n\r\n", 5, false);
+        } else {
+            to_upstream(c, x->body_copy, x->body_copy_len, false);
+        }
+    }
+    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1 && !x->continue_sent) {
         static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
         to_client(c, continue_line, sizeof continue_line - 1, NULL);
         flush_client(c);
@@ -1069,6 +1388,17 @@ static int on_resp_headers_complete(llhttp_t *p)
     x->status = p->status_code;
     if (x->status >= 100 && x->status < 200 && x->status != 101)
         return 0; /* interim: dropped; its message_complete restarts the head */
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    mg_target_observe_latency(x->target->stats, uv_hrtime() - x->attempt_start_ns,
+                              uv_now(&c->w->loop));
+    if (mg_retry_should_retry_status(&uc->retry, x->status) && may_retry(c, 0, true)) {
+        report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status));
+        mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
+                x->target->conf->address.text, x->attempts, x->request_id);
+        x->retry_status = x->status;
+        return 1;
+    }
+    report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status));
     mg_headers_mark_hop_by_hop(&x->resp_hdrs);
     bool switching = x->status == 101 && x->req_upgrade && p->upgrade;
     if (x->status == 101 && !switching)
@@ -1111,8 +1441,8 @@ static int on_resp_message_complete(llhttp_t *p)
         mg_headscan_init(&x->up->scan, MG_MAX_RESPONSE_HEAD);
         return HPE_PAUSED;
     }
-    if (x->status == 101)
-        return 0; /* switching: the tunnel follows, this exchange is not over */
+    if (x->status == 101 || x->retry_status)
+        return x->retry_status ? HPE_PAUSED : 0; /* tunnel follows / a retry does */
     if (x->resp_chunk_out)
         to_client(c, "0\r\n\r\n", 5, NULL);
     x->resp_done = true;
@@ -1143,7 +1473,8 @@ static int parse_response(struct mg_conn *c)
             size_t used = 0;
             enum mg_headscan_result r = mg_headscan_feed(&u->scan, data, avail, &used);
             if (r >= MG_HEADSCAN_BARE_CR) {
-                fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, mg_headscan_result_text(r));
+                upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                                mg_headscan_result_text(r));
                 return -1;
             }
             append_bytes(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data,
@@ -1175,7 +1506,14 @@ static int parse_response(struct mg_conn *c)
             x->state = MG_X_TUNNEL;
             return 0;
         } else if (e != HPE_OK) {
-            fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, parser_reason(&u->parser));
+            upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                            parser_reason(&u->parser));
+            return -1;
+        }
+        if (x->retry_status) {
+            /* A retryable status, swallowed: its connection cannot be reused. */
+            detach_upstream(c, false);
+            start_backoff(c);
             return -1;
         }
     }
@@ -1202,7 +1540,7 @@ static void detach_upstream(struct mg_conn *c, bool reuse)
         return;
     x->up = NULL;
     x->up_writes = 0;
-    x->target->active--;
+    end_attempt(c);
     discard_wreq(c, &c->out_up);
     if (reuse && x->up_reusable && x->req_done && !x->req_upgrade && u->tcp.write_queue_size == 0)
         mg_upconn_release(u);
@@ -1242,6 +1580,7 @@ static void arm_client_timer(struct mg_conn *c, uint64_t ms);
 static void exchange_reset(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
+    release_slot(c);
     if (x->rt)
         mg_runtime_release(c->w, x->rt);
     struct mg_arena arena = x->arena;
@@ -1271,6 +1610,7 @@ static int step_head(struct mg_conn *c)
     if (!x->error) {
         make_request_id(c);
         x->error = route_request(c);
+        x->body_copy_ok = true;
     }
     if (x->error) {
         fail(c, x->error, "request rejected");
@@ -1289,16 +1629,49 @@ static void on_deadline(uv_timer_t *t);
 static int step_connect(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
-    if (!x->up) {
+    if (!x->slot_held) {
+        /* First pass: the deadline covers queueing, every try and every backoff. */
         uv_timer_start(&c->deadline, on_deadline, x->route->timeout_ms, 0);
-        if (connect_upstream(c) == MG_AGAIN || x->state != MG_X_CONNECT)
-            return x->state != MG_X_CONNECT ? MG_NEXT : MG_AGAIN;
+        mg_retry_budget_record_request(&route_stats(x)->budget, uv_now(&c->w->loop));
+        admit(c);
+        if (x->state != MG_X_CONNECT)
+            return MG_NEXT;
+    }
+    if (!x->up) {
+        int rc = connect_upstream(c);
+        if (x->state != MG_X_CONNECT)
+            return MG_NEXT;
+        if (rc == MG_AGAIN)
+            return MG_AGAIN;
     }
     if (!x->up_ready)
         return MG_AGAIN;
     start_forwarding(c);
     x->state = MG_X_FORWARD;
     return MG_NEXT;
+}
+
+static void on_wait_timer(uv_timer_t *t)
+{
+    struct mg_conn *c = t->data;
+    struct mg_exchange *x = &c->x;
+    if (x->state == MG_X_BACKOFF) {
+        x->state = MG_X_CONNECT;
+    } else if (x->state == MG_X_QUEUED) {
+        struct mg_upstream_stats *us = route_stats(x);
+        waitlist_remove(&us->waiting[c->w->id], c);
+        if (mg_bulkhead_claim(&us->bulkhead)) {
+            x->slot_held = true; /* a grant was on its way to us */
+            x->state = MG_X_CONNECT;
+        } else {
+            mg_bulkhead_leave(&us->bulkhead);
+            atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
+            x->retry_after_s = 1;
+            fail(c, MG_ERR_BULKHEAD_FULL, "queue timeout");
+        }
+        remark_waiters(c->w, us);
+    }
+    advance(c);
 }
 
 /* Streams request body bytes that arrived from the client to the upstream. */
@@ -1436,7 +1809,9 @@ static bool client_gone_midway(const struct mg_conn *c)
         return c->start == c->end;
     case MG_X_HEAD:
         return true;
+    case MG_X_QUEUED:
     case MG_X_CONNECT:
+    case MG_X_BACKOFF:
     case MG_X_FORWARD:
         return !x->req_done;
     default:
@@ -1459,6 +1834,11 @@ static void run_steps(struct mg_conn *c)
             break;
         case MG_X_HEAD:
             rc = step_head(c);
+            break;
+        case MG_X_QUEUED:
+        case MG_X_BACKOFF:
+            MG_ASSERT(x->route != NULL && x->up == NULL);
+            rc = MG_AGAIN; /* c->wait or a bulkhead grant moves it on */
             break;
         case MG_X_CONNECT:
             MG_ASSERT(x->route != NULL);
@@ -1536,7 +1916,10 @@ static void conn_close(struct mg_conn *c)
         return;
     c->closing = true;
     uv_timer_stop(&c->deadline);
+    if (c->x.state == MG_X_QUEUED)
+        leave_queue(c);
     detach_upstream(c, false);
+    release_slot(c);
     discard_wreq(c, &c->out_client);
     discard_wreq(c, &c->out_up);
     struct mg_worker *w = c->w;
@@ -1551,6 +1934,7 @@ static void conn_close(struct mg_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->deadline, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->wait, on_conn_handle_closed);
 }
 
 static void on_client_timer(uv_timer_t *t)
@@ -1565,10 +1949,13 @@ static void on_client_timer(uv_timer_t *t)
         x->close_after = true;
         fail(c, MG_ERR_CLIENT_TIMEOUT, "request head timeout");
         break;
+    case MG_X_QUEUED:
     case MG_X_CONNECT:
     case MG_X_FORWARD:
         if (x->req_done)
             return;
+        if (x->state == MG_X_QUEUED)
+            leave_queue(c);
         x->close_after = true;
         fail(c, MG_ERR_CLIENT_TIMEOUT, "request body timeout");
         break;
@@ -1587,8 +1974,13 @@ static void on_deadline(uv_timer_t *t)
 {
     struct mg_conn *c = t->data;
     struct mg_exchange *x = &c->x;
-    if (x->state != MG_X_CONNECT && x->state != MG_X_FORWARD)
+    if (x->state == MG_X_QUEUED)
+        leave_queue(c);
+    else if (x->state == MG_X_BACKOFF)
+        uv_timer_stop(&c->wait);
+    else if (x->state != MG_X_CONNECT && x->state != MG_X_FORWARD)
         return;
+    report_attempt(c, true);
     fail(c, MG_ERR_UPSTREAM_TIMEOUT, "route deadline exceeded");
     advance(c);
 }
@@ -1624,7 +2016,8 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->end += (size_t)nread;
-    if ((x->state == MG_X_CONNECT || x->state == MG_X_FORWARD) && !x->req_done)
+    if ((x->state == MG_X_QUEUED || x->state == MG_X_CONNECT || x->state == MG_X_FORWARD) &&
+        !x->req_done)
         arm_client_timer(c, x->rt->cfg->client.body_timeout_ms);
     advance(c);
 }
@@ -1635,7 +2028,8 @@ void mg_proxy_on_upstream_connect(struct mg_upconn *u, int status)
 {
     struct mg_conn *c = u->owner;
     if (status < 0) {
-        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
+        upstream_failed(c, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        uv_strerror(status));
     } else {
         mg_upconn_set_timeout(u, 0);
         c->x.up_ready = true;
@@ -1660,8 +2054,9 @@ void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
             advance(c);
             return;
         }
-        fail(c, MG_ERR_UPSTREAM_UNAVAILABLE,
-             nread == UV_EOF ? "upstream closed the connection" : uv_strerror((int)nread));
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        nread == UV_EOF ? "upstream closed the connection"
+                                        : uv_strerror((int)nread));
         advance(c);
         return;
     }
@@ -1675,7 +2070,7 @@ void mg_proxy_on_upstream_timeout(struct mg_upconn *u)
     const char *what = !u->connected                     ? "connect timeout"
                        : c->x.up_timer == MG_UPT_SEND ? "upstream send timeout"
                                                       : "upstream read timeout";
-    fail(c, MG_ERR_UPSTREAM_TIMEOUT, what);
+    upstream_failed(c, MG_RETRY_ON_TIMEOUT, u->connected, MG_ERR_UPSTREAM_TIMEOUT, what);
     advance(c);
 }
 
@@ -1708,8 +2103,9 @@ void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
     uv_tcp_init(&w->loop, &c->tcp);
     uv_timer_init(&w->loop, &c->timer);
     uv_timer_init(&w->loop, &c->deadline);
-    c->tcp.data = c->timer.data = c->deadline.data = c;
-    c->handles_open = 3;
+    uv_timer_init(&w->loop, &c->wait);
+    c->tcp.data = c->timer.data = c->deadline.data = c->wait.data = c;
+    c->handles_open = 4;
     mg_arena_init(&c->x.arena);
     c->next = w->conns;
     if (w->conns)

@@ -19,6 +19,10 @@ void mg_proxy_drain(struct mg_worker *w);
 /* Stop now: close every client connection. */
 void mg_proxy_close_all(struct mg_worker *w);
 
+/* Hands bulkhead slots granted to this worker to its queued exchanges (called
+ * from the worker's wakeup callback, at a loop boundary). */
+void mg_proxy_drain_waiters(struct mg_worker *w);
+
 /* Frees the worker's cached write requests (at worker exit). */
 void mg_proxy_free_worker_cache(struct mg_worker *w);
 

@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "proxy.h"
+#include "resilience/registry.h"
 #include "upstream.h"
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
@@ -166,11 +167,13 @@ static struct mg_runtime *runtime_new(struct mg_config *cfg)
         const struct mg_upstream_conf *uc = &cfg->upstreams[i];
         struct mg_upstream_rt *ur = &rt->ups[i];
         ur->conf = uc;
+        ur->stats = mg_registry_upstream(uc->name);
         ur->targets = calloc(uc->ntargets, sizeof *ur->targets);
         if (!ur->targets)
             mg_fatal("out of memory (target runtime)");
         for (size_t j = 0; j < uc->ntargets; j++) {
             ur->targets[j].conf = &uc->targets[j];
+            ur->targets[j].stats = mg_registry_target(uc->name, uc->targets[j].address.text);
             ur->targets[j].rt = rt;
             ur->targets[j].pool_limit = uc->keepalive;
         }
@@ -281,6 +284,7 @@ static void on_wakeup(uv_async_t *a)
     struct mg_config *cfg = atomic_exchange(&w->pending_cfg, NULL);
     if (cfg)
         apply_config(w, cfg);
+    mg_proxy_drain_waiters(w);
     int req = atomic_load(&w->stop_requested);
     if (req == 0)
         return;
@@ -383,4 +387,19 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg)
     if (stale)
         mg_config_unref(stale); /* never applied: superseded by a newer one */
     uv_async_send(&w->wakeup);
+}
+
+static struct mg_worker *all_workers;
+static size_t nall_workers;
+
+void mg_workers_register(struct mg_worker *workers, size_t n)
+{
+    all_workers = workers;
+    nall_workers = n;
+}
+
+void mg_worker_wake(int id)
+{
+    if (id >= 0 && (size_t)id < nall_workers)
+        uv_async_send(&all_workers[id].wakeup);
 }

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "config/config-t.h"
+#include "resilience/registry-t.h"
 
 #define MG_BUF_SIZE (32 * 1024)
 
@@ -30,6 +31,7 @@ struct mg_runtime;
 /* Per-worker runtime state of one target: its idle connection pool. */
 struct mg_target_rt {
     const struct mg_target_conf *conf;
+    struct mg_target_stats *stats; /* process-wide: breaker, in-flight, latency, health */
     struct mg_runtime *rt;     /* owner */
     struct mg_upconn *idle;    /* LIFO list of idle pooled connections */
     uint32_t nidle;
@@ -40,6 +42,7 @@ struct mg_target_rt {
 
 struct mg_upstream_rt {
     const struct mg_upstream_conf *conf;
+    struct mg_upstream_stats *stats; /* process-wide: bulkhead, retry budget */
     struct mg_target_rt *targets; /* conf->ntargets entries */
 };
 
@@ -93,6 +96,12 @@ void mg_worker_destroy(struct mg_worker *w);
 void mg_worker_request_stop(struct mg_worker *w, bool immediate);
 /* Thread-safe: hands the worker a new snapshot (takes over one reference). */
 void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg);
+
+/* The process's workers, so one can wake another (bulkhead hand-overs). Set once
+ * before the worker threads start. */
+void mg_workers_register(struct mg_worker *workers, size_t n);
+/* Thread-safe: wakes worker `id`, which then drains its bulkhead queues. */
+void mg_worker_wake(int id);
 
 /* An exchange starting takes the current runtime; ending, it gives it back. */
 struct mg_runtime *mg_runtime_hold(struct mg_worker *w);

@@ -1,0 +1,43 @@
+/*
+ * Process-wide state of upstreams and targets: what every worker must see the
+ * same (breaker, bulkhead, retry budget, in-flight count, latency, health).
+ */
+#ifndef MG_REGISTRY_T_H
+#define MG_REGISTRY_T_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "resilience/breaker-t.h"
+#include "resilience/bulkhead-t.h"
+#include "resilience/retry-t.h"
+
+/* One per (upstream name, target address). Read by the balancers (and later
+ * through the Lua FFI), so it is a plain struct of atomics. */
+struct mg_target_stats {
+    struct mg_breaker breaker;
+    _Atomic uint32_t active;       /* requests in flight to it, all workers */
+    _Atomic uint64_t ewma_ns;      /* peak-EWMA latency of response heads, ns */
+    _Atomic uint64_t ewma_at_ms;   /* when ewma_ns was last updated */
+    _Atomic uint64_t failures;     /* failures reported, ever */
+    _Atomic uint32_t unhealthy;    /* 1 while active health checks say down */
+    struct mg_target_stats *next;  /* registry list */
+    char *key;                     /* "upstream\taddress" */
+};
+
+/* A worker's FIFO of exchanges queued on one upstream's bulkhead; only that
+ * worker touches it. */
+struct mg_waitlist {
+    void *head, *tail;             /* struct mg_conn, linked through conn->wait_next */
+};
+
+struct mg_upstream_stats {
+    struct mg_bulkhead bulkhead;
+    struct mg_retry_budget budget;
+    struct mg_waitlist *waiting;   /* [nworkers] */
+    _Atomic uint64_t rejected;     /* bulkhead_full answers */
+    struct mg_upstream_stats *next; /* registry list (append-only) */
+    char *name;
+};
+
+#endif

@@ -1,0 +1,287 @@
+"""Retries, circuit breakers, bulkheads and the route deadline (issue 4,
+DESIGN sections 3-5), through the real binary against real upstreams."""
+
+import threading
+import time
+
+from conftest import RawClient, assert_error, fetch, free_port, ms, t
+
+UPSTREAMS_AB = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}, {address: "$b"}]
+    retry: {max_retries: 2, backoff: {base: 1ms, max: 5ms}}
+    circuit_breaker: {consecutive_failures: 1000, failure_rate: 0}
+routes:
+  - name: all
+    match: {paths: ["/"]}
+    upstream: u
+"""
+
+ALLOW = [r"(?i)upstream"]
+
+
+def status_handler(code):
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.respond(code, b"from %d" % code)
+    return handler
+
+
+def test_get_retried_on_502_on_the_other_target(gateway, upstream):
+    bad, good = upstream(status_handler(502)), upstream()
+    gw = gateway(UPSTREAMS_AB, a=bad, b=good, allow_errors=ALLOW)
+    for i in range(4):
+        r = fetch(gw.port, "GET", "/r%d" % i)
+        assert r.status == 200, r.body
+    # each request tried the bad target at most once and then the good one
+    assert len(bad.requests) <= 4 and len(good.requests) == 4
+
+
+def test_post_not_retried_on_a_status(gateway, upstream):
+    bad, good = upstream(status_handler(503)), upstream(status_handler(503))
+    gw = gateway(UPSTREAMS_AB, a=bad, b=good, allow_errors=ALLOW)
+    r = fetch(gw.port, "POST", "/pay", body=b"x" * 10)
+    assert r.status == 503 and r.body == b"from 503"  # the upstream's own answer
+    assert len(bad.requests) + len(good.requests) == 1
+
+
+def test_post_retried_after_connect_failure(gateway, upstream):
+    good = upstream()
+    gw = gateway(UPSTREAMS_AB, a="127.0.0.1:%d" % free_port(), b=good, allow_errors=ALLOW)
+    for i in range(3):
+        r = fetch(gw.port, "POST", "/pay/%d" % i, body=b"hello")
+        assert r.status == 200
+        assert r.json()["body_length"] == 5 if "body_length" in r.json() else True
+    assert len(good.requests) == 3
+    assert all(req.body == b"hello" for req in good.requests)
+
+
+def test_retry_resends_the_body(gateway, upstream):
+    calls = []
+
+    def flaky(conn, req):
+        body = conn.read_body(req)
+        calls.append(body)
+        if len(calls) == 1:
+            conn.reset()
+            return False
+        conn.respond(200, b"got " + body)
+    one = upstream(flaky)
+    gw = gateway(UPSTREAMS_AB.replace('{address: "$b"}', '{address: "$a"}').replace(
+        "targets: [{address: \"$a\"}, {address: \"$a\"}]", "targets: [{address: \"$a\"}]"),
+        a=one, allow_errors=ALLOW)
+    r = fetch(gw.port, "PUT", "/doc", body=b"payload-123")
+    assert r.status == 200 and r.body == b"got payload-123"
+    assert calls == [b"payload-123", b"payload-123"]
+
+
+def test_retries_stop_at_max_retries(gateway, upstream):
+    bad = upstream(status_handler(502))
+    conf = UPSTREAMS_AB.replace('targets: [{address: "$a"}, {address: "$b"}]',
+                                'targets: [{address: "$a"}]')
+    gw = gateway(conf, a=bad, allow_errors=ALLOW)
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 502 and r.body == b"from 502"  # the last try's answer is relayed
+    assert len(bad.requests) == 3  # 1 + max_retries
+
+
+def test_retry_budget_caps_retries(gateway, upstream):
+    bad = upstream(status_handler(502))
+    conf = UPSTREAMS_AB.replace('targets: [{address: "$a"}, {address: "$b"}]',
+                                'targets: [{address: "$a"}]').replace(
+        "retry: {max_retries: 2, backoff: {base: 1ms, max: 5ms}}",
+        "retry: {max_retries: 2, backoff: {base: 1ms, max: 5ms}, "
+        "budget: {ratio: 0.1, min_per_second: 1}}")
+    gw = gateway(conf, a=bad, allow_errors=ALLOW)
+    n = 40
+    for i in range(n):
+        assert fetch(gw.port, "GET", "/x%d" % i).status == 502
+    retries = len(bad.requests) - n
+    # ratio 0.1 of 40 requests + 1/s over the 10 s window: far below 2 per request
+    assert retries <= 0.1 * n + 10 + 1, retries
+
+
+def test_breaker_opens_and_answers_503_without_touching_upstream(gateway, upstream):
+    bad = upstream(status_handler(503))
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    retry: {max_retries: 0}
+    circuit_breaker: {consecutive_failures: 3, failure_rate: 0, open_for: 30s}
+routes:
+  - name: all
+    upstream: u
+"""
+    gw = gateway(conf, a=bad, allow_errors=ALLOW)
+    for i in range(3):
+        assert fetch(gw.port, "GET", "/x").status == 503
+    r = fetch(gw.port, "GET", "/x")
+    assert_error(r, "circuit_open", 503)
+    assert 1 <= int(r.header("Retry-After")) <= 30
+    assert len(bad.requests) == 3
+
+
+def test_breaker_half_open_probe_closes_it(gateway, upstream):
+    state = {"fail": True}
+
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.respond(502 if state["fail"] else 200, b"x")
+    up = upstream(handler)
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    retry: {max_retries: 0}
+    circuit_breaker: {consecutive_failures: 2, failure_rate: 0, open_for: %s}
+routes:
+  - name: all
+    upstream: u
+""" % ms(0.3)
+    gw = gateway(conf, a=up, allow_errors=ALLOW)
+    for _ in range(2):
+        assert fetch(gw.port, "GET", "/x").status == 502
+    assert_error(fetch(gw.port, "GET", "/x"), "circuit_open", 503)
+    state["fail"] = False
+    time.sleep(t(0.4))
+    assert fetch(gw.port, "GET", "/x").status == 200  # the probe
+    for _ in range(5):
+        assert fetch(gw.port, "GET", "/x").status == 200  # closed again
+
+
+def test_open_target_is_skipped_by_the_balancer(gateway, upstream):
+    bad, good = upstream(status_handler(503)), upstream()
+    conf = UPSTREAMS_AB.replace(
+        "retry: {max_retries: 2, backoff: {base: 1ms, max: 5ms}}", "retry: {max_retries: 0}").replace(
+        "circuit_breaker: {consecutive_failures: 1000, failure_rate: 0}",
+        "circuit_breaker: {consecutive_failures: 2, failure_rate: 0, open_for: 30s}")
+    gw = gateway(conf, a=bad, b=good, allow_errors=ALLOW)
+    for i in range(10):
+        fetch(gw.port, "GET", "/x%d" % i)
+    assert len(bad.requests) == 2
+    for i in range(10):
+        assert fetch(gw.port, "GET", "/y%d" % i).status == 200
+    assert len(bad.requests) == 2
+
+
+BULKHEAD = """\
+upstreams:
+  slow:
+    targets: [{address: "$a"}]
+    bulkhead: {max_concurrent: 2, max_queue: $queue, queue_timeout: $qt}
+  fast:
+    targets: [{address: "$b"}]
+routes:
+  - name: slow
+    match: {paths: ["/slow"]}
+    upstream: slow
+  - name: fast
+    match: {paths: ["/"]}
+    upstream: fast
+"""
+
+
+def hold(port, path, results, i):
+    try:
+        results[i] = fetch(port, "GET", path).status
+    except Exception as e:  # recorded, asserted by the test
+        results[i] = repr(e)
+
+
+def test_bulkhead_full_rejects_at_once_with_retry_after(gateway, upstream):
+    slow, fast = upstream(), upstream()
+    gw = gateway(BULKHEAD, a=slow, b=fast, queue=0, qt="1s")
+    results = {}
+    threads = [threading.Thread(target=hold, args=(gw.port, "/slow/%d" % int(t(1.5) * 1000),
+                                                   results, i)) for i in range(2)]
+    for th in threads:
+        th.start()
+    assert slow.wait_requests(2, t(5))
+    start = time.monotonic()
+    r = fetch(gw.port, "GET", "/slow/1")
+    assert time.monotonic() - start < t(0.5)
+    assert_error(r, "bulkhead_full", 503)
+    assert r.header("Retry-After") == "1"
+    for th in threads:
+        th.join(t(10))
+    assert list(results.values()) == [200, 200]
+
+
+def test_bulkhead_queue_waits_for_a_slot(gateway, upstream):
+    slow, fast = upstream(), upstream()
+    gw = gateway(BULKHEAD, a=slow, b=fast, queue=2, qt=ms(3))
+    results = {}
+    threads = [threading.Thread(target=hold, args=(gw.port, "/slow/%d" % int(t(0.3) * 1000),
+                                                   results, i)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(t(10))
+    assert sorted(results.values()) == [200, 200, 200, 200]
+    assert len(slow.requests) == 4
+
+
+def test_bulkhead_queue_timeout(gateway, upstream):
+    slow, fast = upstream(), upstream()
+    gw = gateway(BULKHEAD, a=slow, b=fast, queue=1, qt=ms(0.2))
+    results = {}
+    threads = [threading.Thread(target=hold, args=(gw.port, "/slow/%d" % int(t(1.5) * 1000),
+                                                   results, i)) for i in range(2)]
+    for th in threads:
+        th.start()
+    assert slow.wait_requests(2, t(5))
+    start = time.monotonic()
+    r = fetch(gw.port, "GET", "/slow/1")
+    waited = time.monotonic() - start
+    assert_error(r, "bulkhead_full", 503)
+    assert t(0.15) <= waited < t(1.2)
+    for th in threads:
+        th.join(t(10))
+
+
+def test_bulkhead_isolates_upstreams(gateway, upstream):
+    slow, fast = upstream(), upstream()
+    gw = gateway(BULKHEAD, a=slow, b=fast, queue=0, qt="1s")
+    results = {}
+    threads = [threading.Thread(target=hold, args=(gw.port, "/slow/stall", results, i))
+               for i in range(2)]
+    slow_stall = "/slow/%d" % int(t(3) * 1000)
+    threads = [threading.Thread(target=hold, args=(gw.port, slow_stall, results, i))
+               for i in range(2)]
+    for th in threads:
+        th.start()
+    assert slow.wait_requests(2, t(5))
+    assert_error(fetch(gw.port, "GET", "/slow/1"), "bulkhead_full", 503)
+    worst = 0.0
+    for i in range(50):
+        start = time.monotonic()
+        assert fetch(gw.port, "GET", "/other/%d" % i).status == 200
+        worst = max(worst, time.monotonic() - start)
+    assert worst < t(0.25), worst
+    for th in threads:
+        th.join(t(10))
+
+
+def test_route_deadline_covers_retries(gateway, upstream):
+    stall = upstream()
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    timeouts: {read: %s}
+    retry: {max_retries: 5, backoff: {base: 1ms, max: 1ms}}
+    circuit_breaker: {consecutive_failures: 1000, failure_rate: 0}
+routes:
+  - name: all
+    upstream: u
+    timeout: %s
+""" % (ms(0.3), ms(0.7))
+    gw = gateway(conf, a=stall, allow_errors=ALLOW)
+    start = time.monotonic()
+    r = fetch(gw.port, "GET", "/stall")
+    took = time.monotonic() - start
+    assert_error(r, "upstream_timeout", 504)
+    assert t(0.6) <= took < t(1.5), took
+    assert 2 <= len(stall.requests) <= 3
