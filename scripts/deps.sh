@@ -9,7 +9,7 @@ PACKAGES=(
   python3 python3-pytest redis-server curl
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client)
+  PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do
