@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "proxy.h"
+#include "resilience/health.h"
 #include "resilience/registry.h"
 #include "upstream.h"
 
@@ -254,6 +255,16 @@ static void retire_runtime(struct mg_worker *w, struct mg_runtime *rt)
     mg_runtime_release(w, rt);
 }
 
+/* One worker probes for the whole process: the results are process-wide flags.
+ * The old checker stops first, so none of its late probes can flip a flag. */
+static void restart_health_checks(struct mg_worker *w)
+{
+    if (w->id != 0)
+        return;
+    mg_health_stop(w->health);
+    w->health = w->draining ? NULL : mg_health_start(&w->loop, w->rt->cfg);
+}
+
 static void apply_config(struct mg_worker *w, struct mg_config *cfg)
 {
     if (w->draining) {
@@ -266,12 +277,14 @@ static void apply_config(struct mg_worker *w, struct mg_config *cfg)
     mg_config_unref(cfg); /* the runtime holds its own reference */
     carry_over_pools(old, w->rt);
     retire_runtime(w, old);
+    restart_health_checks(w);
     mg_debug("worker %d: now on config version %" PRIu64, w->id, cfg->version);
 }
 
 static void start_drain(struct mg_worker *w)
 {
     w->draining = true;
+    restart_health_checks(w);
     close_listeners(w, true);
     runtime_close_idle(w->rt);
     mg_proxy_drain(w);
@@ -331,6 +344,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg)
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
     w->rt = runtime_new(cfg);
+    restart_health_checks(w);
     return reconcile_listeners(w, cfg);
 }
 
@@ -350,6 +364,8 @@ void mg_worker_run(struct mg_worker *w)
     mg_proxy_close_all(w);
     close_listeners(w, true);
     runtime_close_idle(w->rt);
+    mg_health_stop(w->health);
+    w->health = NULL;
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_unref((uv_handle_t *)&w->wakeup);
     uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -27,6 +27,7 @@ struct mg_upconn;
 struct mg_conn;
 struct mg_wreq;
 struct mg_runtime;
+struct mg_health;
 
 /* Per-worker runtime state of one target: its idle connection pool. */
 struct mg_target_rt {
@@ -72,6 +73,7 @@ struct mg_worker {
     _Atomic(struct mg_config *) pending_cfg; /* a snapshot to switch to (ref held) */
     struct mg_runtime *rt;     /* the current runtime */
     struct mg_listener *listeners;
+    struct mg_health *health;  /* active health checks: worker 0 runs them */
     bool draining;
     uv_timer_t drain_timer;
 

@@ -285,3 +285,56 @@ routes:
     assert_error(r, "upstream_timeout", 504)
     assert t(0.6) <= took < t(1.5), took
     assert 2 <= len(stall.requests) <= 3
+
+
+def test_active_health_check_takes_a_target_out_and_back(gateway, upstream):
+    state = {"sick": True}
+
+    def handler(conn, req):
+        conn.read_body(req)
+        if req.path == "/healthz":
+            conn.respond(500 if state["sick"] else 200, b"hc")
+        else:
+            conn.respond(200, b"sick-one")
+    sick, good = upstream(handler), upstream()
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}, {address: "$b"}]
+    health_check: {path: /healthz, interval: %s, timeout: %s, healthy_after: 1, unhealthy_after: 2}
+routes:
+  - name: all
+    upstream: u
+""" % (ms(0.05), ms(0.5))
+    gw = gateway(conf, a=sick, b=good, allow_errors=ALLOW)
+    time.sleep(t(0.5))
+    before = len([r for r in sick.requests if r.path != "/healthz"])
+    for i in range(10):
+        assert fetch(gw.port, "GET", "/x%d" % i).status == 200
+    assert len([r for r in sick.requests if r.path != "/healthz"]) == before
+    assert all(r.header("User-Agent") == "moongate-health" for r in sick.requests
+               if r.path == "/healthz")
+    state["sick"] = False
+    time.sleep(t(0.5))
+    bodies = {fetch(gw.port, "GET", "/y%d" % i).body for i in range(10)}
+    assert b"sick-one" in bodies  # back in rotation
+    assert "is down" in gw.log() and "is up" in gw.log()
+
+
+def test_all_targets_unhealthy_is_circuit_open(gateway, upstream):
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.respond(503 if req.path == "/healthz" else 200, b"x")
+    up = upstream(handler)
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    health_check: {path: /healthz, interval: %s, timeout: %s, unhealthy_after: 1}
+routes:
+  - name: all
+    upstream: u
+""" % (ms(0.05), ms(0.5))
+    gw = gateway(conf, a=up, allow_errors=ALLOW)
+    time.sleep(t(0.4))
+    assert_error(fetch(gw.port, "GET", "/x"), "circuit_open", 503)
