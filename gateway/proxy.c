@@ -26,6 +26,7 @@
 
 #include "config/config-t.h"
 #include "core/arena.h"
+#include "core/deadline.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/headscan.h"
@@ -173,8 +174,8 @@ struct mg_exchange {
 
 struct mg_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;          /* keep-alive, header and body timeouts */
-    uv_timer_t deadline;       /* the route's overall deadline */
+    struct mg_deadline timer;  /* keep-alive, header and body timeouts */
+    struct mg_deadline deadline; /* the route's overall deadline */
     uv_timer_t wait;           /* bulkhead queue timeout, retry backoff */
     struct mg_conn *wait_next; /* in the upstream's per-worker bulkhead queue */
     uint64_t wait_since;       /* when it joined that queue (ms) */
@@ -565,9 +566,13 @@ static uint64_t next_random(struct mg_worker *w)
 
 static void generate_request_id(struct mg_conn *c)
 {
+    static const char digits[] = "0123456789abcdef";
     char *o = c->x.request_id;
-    o += put_hex(o, next_random(c->w), 16);
-    o += put_hex(o, next_random(c->w), 16);
+    for (int half = 0; half < 2; half++) {
+        uint64_t r = next_random(c->w);
+        for (int i = 0; i < 16; i++, r >>= 4)
+            *o++ = digits[r & 15];
+    }
     *o = '\0';
 }
 
@@ -731,13 +736,15 @@ static const llhttp_settings_t request_settings = {
  * slashes, userinfo) is a 400, so a bad Host never reaches routing or upstreams. */
 static bool host_valid(struct mg_slice h)
 {
-    for (size_t i = 0; i < h.len; i++) {
-        unsigned char ch = (unsigned char)h.p[i];
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-            continue;
-        if (!strchr("-._~%!$&'()*+,;=:[]", ch) || ch == 0)
+    static const bool allowed[256] = {
+        ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true, ['-'] = true,
+        ['.'] = true, ['_'] = true, ['~'] = true, ['%'] = true, ['!'] = true, ['$'] = true,
+        ['&'] = true, ['\''] = true, ['('] = true, [')'] = true, ['*'] = true, ['+'] = true,
+        [','] = true, [';'] = true, ['='] = true, [':'] = true, ['['] = true, [']'] = true,
+    };
+    for (size_t i = 0; i < h.len; i++)
+        if (!allowed[(unsigned char)h.p[i]])
             return false;
-    }
     return true;
 }
 
@@ -776,17 +783,36 @@ static enum mg_error inspect_request(struct mg_conn *c)
         /* Field names need no check here: llhttp's strict mode rejects non-token
          * bytes, and the head scan rejects the whitespace llhttp would allow. */
         struct mg_header *f = &x->req_hdrs.v[i];
-        if (mg_slice_ieq(f->name, MG_SLICE_LIT("host"))) {
-            if (x->host_idx >= 0)
-                return MG_ERR_BAD_REQUEST; /* RFC 9112 section 3.2: exactly one Host */
-            x->host_idx = (int)i;
-        } else if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-request-id"))) {
-            x->rid_idx = (int)i;
-        } else if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-for"))) {
-            x->xff_idx = (int)i;
-        } else if (mg_slice_ieq(f->name, MG_SLICE_LIT("expect"))) {
-            if (mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue")))
+        switch (f->name.len) { /* length first: most fields are none of these */
+        case 4:
+            if (mg_slice_ieq(f->name, MG_SLICE_LIT("host"))) {
+                if (x->host_idx >= 0)
+                    return MG_ERR_BAD_REQUEST; /* RFC 9112 section 3.2: exactly one Host */
+                x->host_idx = (int)i;
+            }
+            break;
+        case 6:
+            if (mg_slice_ieq(f->name, MG_SLICE_LIT("expect")) &&
+                mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"))) {
                 x->req_expect_continue = true;
+                f->flags |= MG_HDR_HOP; /* the gateway answers it itself */
+            }
+            break;
+        case 12:
+            if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-request-id")))
+                x->rid_idx = (int)i;
+            break;
+        case 15:
+            if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-for")))
+                x->xff_idx = (int)i;
+            break;
+        case 16:
+        case 17:
+            /* Set by the gateway: a client's value is replaced, never passed on. */
+            if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-host")) ||
+                mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-proto")))
+                f->flags |= MG_HDR_HOP;
+            break;
         }
     }
     if ((x->http_minor >= 1 && x->host_idx < 0) ||
@@ -884,10 +910,7 @@ static void build_upstream_head(struct mg_conn *c)
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         struct mg_header *f = &x->req_hdrs.v[i];
         if ((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || (int)i == x->xff_idx ||
-            ((int)i == x->host_idx && x->authority.len) ||
-            mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-proto")) ||
-            mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-host")) ||
-            (x->req_expect_continue && mg_slice_ieq(f->name, MG_SLICE_LIT("expect"))))
+            ((int)i == x->host_idx && x->authority.len))
             continue;
         PUT(o, f->name.p, f->name.len);
         PUT_LIT(o, ": ");
@@ -1567,7 +1590,7 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
     }
     if (!x->req_done || !x->req_keepalive || c->w->draining)
         x->close_after = true;
-    uv_timer_stop(&c->deadline);
+    mg_deadline_set(&c->deadline, 0);
     queue_error_response(c, err);
     x->resp_done = true;
     x->state = MG_X_FINISH;
@@ -1617,21 +1640,21 @@ static int step_head(struct mg_conn *c)
         return MG_NEXT;
     }
     if (x->req_done)
-        uv_timer_stop(&c->timer);
+        mg_deadline_set(&c->timer, 0);
     else
         arm_client_timer(c, x->rt->cfg->client.body_timeout_ms);
     x->state = MG_X_CONNECT;
     return MG_NEXT;
 }
 
-static void on_deadline(uv_timer_t *t);
+static void on_deadline(struct mg_deadline *d);
 
 static int step_connect(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     if (!x->slot_held) {
         /* First pass: the deadline covers queueing, every try and every backoff. */
-        uv_timer_start(&c->deadline, on_deadline, x->route->timeout_ms, 0);
+        mg_deadline_set(&c->deadline, x->route->timeout_ms);
         mg_retry_budget_record_request(&route_stats(x)->budget, uv_now(&c->w->loop));
         admit(c);
         if (x->state != MG_X_CONNECT)
@@ -1696,7 +1719,7 @@ static void forward_request_body(struct mg_conn *c)
         return;
     }
     if (x->req_done)
-        uv_timer_stop(&c->timer);
+        mg_deadline_set(&c->timer, 0);
 }
 
 static int step_forward(struct mg_conn *c)
@@ -1725,8 +1748,8 @@ static int step_tunnel(struct mg_conn *c)
     struct mg_exchange *x = &c->x;
     struct mg_upconn *u = x->up;
     mg_upconn_set_timeout(u, 0);
-    uv_timer_stop(&c->timer);
-    uv_timer_stop(&c->deadline);
+    mg_deadline_set(&c->timer, 0);
+    mg_deadline_set(&c->deadline, 0);
     if (c->start < c->end && !x->up_eof) {
         to_upstream(c, c->buf + c->start, c->end - c->start, true);
         c->start = c->end;
@@ -1747,7 +1770,7 @@ static int step_finish(struct mg_conn *c)
     struct mg_exchange *x = &c->x;
     if (c->out_client || c->writes > 0)
         return MG_AGAIN;
-    uv_timer_stop(&c->deadline);
+    mg_deadline_set(&c->deadline, 0);
     detach_upstream(c, true);
     if (x->close_after || c->eof || c->w->draining) {
         conn_close(c);
@@ -1915,7 +1938,7 @@ static void conn_close(struct mg_conn *c)
     if (c->closing)
         return;
     c->closing = true;
-    uv_timer_stop(&c->deadline);
+    mg_deadline_set(&c->deadline, 0);
     if (c->x.state == MG_X_QUEUED)
         leave_queue(c);
     detach_upstream(c, false);
@@ -1932,14 +1955,14 @@ static void conn_close(struct mg_conn *c)
     w->nconns--;
     atomic_fetch_sub_explicit(&client_connections, 1, memory_order_relaxed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-    uv_close((uv_handle_t *)&c->deadline, on_conn_handle_closed);
+    uv_close(mg_deadline_handle(&c->timer), on_conn_handle_closed);
+    uv_close(mg_deadline_handle(&c->deadline), on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->wait, on_conn_handle_closed);
 }
 
-static void on_client_timer(uv_timer_t *t)
+static void on_client_timer(struct mg_deadline *d)
 {
-    struct mg_conn *c = t->data;
+    struct mg_conn *c = d->timer.data;
     struct mg_exchange *x = &c->x;
     switch (x->state) {
     case MG_X_IDLE:
@@ -1967,12 +1990,12 @@ static void on_client_timer(uv_timer_t *t)
 
 static void arm_client_timer(struct mg_conn *c, uint64_t ms)
 {
-    uv_timer_start(&c->timer, on_client_timer, ms, 0);
+    mg_deadline_set(&c->timer, ms);
 }
 
-static void on_deadline(uv_timer_t *t)
+static void on_deadline(struct mg_deadline *d)
 {
-    struct mg_conn *c = t->data;
+    struct mg_conn *c = d->timer.data;
     struct mg_exchange *x = &c->x;
     if (x->state == MG_X_QUEUED)
         leave_queue(c);
@@ -2101,10 +2124,10 @@ void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
         mg_fatal("out of memory (client connection)");
     c->w = w;
     uv_tcp_init(&w->loop, &c->tcp);
-    uv_timer_init(&w->loop, &c->timer);
-    uv_timer_init(&w->loop, &c->deadline);
+    mg_deadline_init(&w->loop, &c->timer, on_client_timer, c);
+    mg_deadline_init(&w->loop, &c->deadline, on_deadline, c);
     uv_timer_init(&w->loop, &c->wait);
-    c->tcp.data = c->timer.data = c->deadline.data = c->wait.data = c;
+    c->tcp.data = c->wait.data = c;
     c->handles_open = 4;
     mg_arena_init(&c->x.arena);
     c->next = w->conns;

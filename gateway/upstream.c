@@ -56,7 +56,7 @@ void mg_upconn_close(struct mg_upconn *u)
         unlink_idle(u);
     u->owner = NULL;
     uv_close((uv_handle_t *)&u->tcp, on_close);
-    uv_close((uv_handle_t *)&u->timer, on_close);
+    uv_close(mg_deadline_handle(&u->timer), on_close);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -102,9 +102,9 @@ void mg_upconn_set_reading(struct mg_upconn *u, bool on)
         uv_read_stop((uv_stream_t *)&u->tcp);
 }
 
-static void on_timer(uv_timer_t *t)
+static void on_timer(struct mg_deadline *d)
 {
-    struct mg_upconn *u = t->data;
+    struct mg_upconn *u = d->timer.data;
     if (u->owner)
         mg_proxy_on_upstream_timeout(u);
     else
@@ -115,10 +115,7 @@ void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms)
 {
     if (u->closing)
         return;
-    if (ms)
-        uv_timer_start(&u->timer, on_timer, ms, 0);
-    else
-        uv_timer_stop(&u->timer);
+    mg_deadline_set(&u->timer, ms);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -139,9 +136,9 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
     int rc = uv_tcp_init(&w->loop, &u->tcp);
     if (rc)
         return rc;
-    uv_timer_init(&w->loop, &u->timer);
+    mg_deadline_init(&w->loop, &u->timer, on_timer, u);
     u->handles_open = 2;
-    u->tcp.data = u->timer.data = u->connect_req.data = u;
+    u->tcp.data = u->connect_req.data = u;
     rc = uv_tcp_connect(&u->connect_req, &u->tcp,
                         (const struct sockaddr *)&target->conf->address.addr, on_connect);
     if (rc) {
@@ -149,7 +146,7 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
         u->owner = NULL;
         u->closing = true;
         uv_close((uv_handle_t *)&u->tcp, on_close);
-        uv_close((uv_handle_t *)&u->timer, on_close);
+        uv_close(mg_deadline_handle(&u->timer), on_close);
         return rc;
     }
     mg_upconn_set_timeout(u, timeout_ms);

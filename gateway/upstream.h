@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "core/deadline.h"
 #include "http/headscan.h"
 #include "worker.h"
 
@@ -24,7 +25,7 @@
 
 struct mg_upconn {
     uv_tcp_t tcp;
-    uv_timer_t timer;          /* connect/read timeout while leased, idle timeout in pool */
+    struct mg_deadline timer;  /* connect/read timeout while leased, idle timeout in pool */
     uv_connect_t connect_req;
     struct mg_worker *w;
     struct mg_target_rt *target;

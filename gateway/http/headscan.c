@@ -43,15 +43,19 @@ const char *mg_headscan_result_text(enum mg_headscan_result r)
 }
 
 /* In a start line or a field value only CR matters: jump to it with memchr
- * (vectorised in glibc) instead of looking at every byte, then make sure no bare
- * LF hides in what was skipped. Returns the index of the CR, or len. */
+ * (vectorised in glibc) instead of looking at every byte. A bare LF skipped this
+ * way still reaches llhttp with the rest of the head, and its strict mode rejects
+ * LF inside a start line or a value, so it needs no scan of its own.
+ * Returns the index of the CR, or len. */
 static size_t skip_to_cr(const char *data, size_t i, size_t len, bool *bare_lf)
 {
     const char *cr = memchr(data + i, '\r', len - i);
-    size_t end = cr ? (size_t)(cr - data) : len;
-    const char *lf = memchr(data + i, '\n', end - i);
-    *bare_lf = lf != NULL;
-    return lf ? (size_t)(lf - data) : end;
+    if (cr)
+        return (size_t)(cr - data);
+    /* No CR in sight: a head of bare-LF lines would never end here; say so now
+     * (400) rather than at the size limit or the header timeout. */
+    *bare_lf = memchr(data + i, '\n', len - i) != NULL;
+    return len;
 }
 
 enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data, size_t len,
@@ -109,7 +113,7 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
             break;
         }
         /* ST_START_LINE or ST_VALUE: nothing but CR ends them. */
-        bool bare_lf;
+        bool bare_lf = false;
         i = skip_to_cr(data, i, len, &bare_lf);
         if (bare_lf) {
             r = MG_HEADSCAN_BARE_LF;
