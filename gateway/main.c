@@ -20,6 +20,11 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "obs/accesslog.h"
+#include "obs/admin.h"
+#include "obs/metrics.h"
+#include "obs/registry_hooks.h"
+#include "proxy.h"
 #include "resilience/registry.h"
 #include "worker.h"
 
@@ -27,12 +32,15 @@ struct mg_main {
     uv_loop_t *loop;
     const char *conf_path;
     struct mg_config *cfg;
+    struct mg_metrics *metrics;   /* the current generation */
+    struct mg_accesslog *accesslog;
+    struct mg_admin *admin;
     struct mg_worker *workers;
     size_t nworkers;
     uv_async_t worker_done;
     atomic_int workers_running;
     int stop_signals;
-    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
 };
 
 static void usage(FILE *f)
@@ -94,6 +102,36 @@ static void on_stop_signal(uv_signal_t *s, int signum)
         mg_worker_request_stop(&m->workers[i], immediate);
 }
 
+static void start_admin(struct mg_main *m, struct mg_config *cfg)
+{
+    char err[512];
+    struct mg_admin_source src = {
+        .cfg = cfg, .metrics = m->metrics, .hooks = mg_registry_obs_hooks(), .accesslog = m->accesslog};
+    m->admin = mg_admin_start(&cfg->admin_listen, &src, err, sizeof err);
+    if (!m->admin)
+        mg_error("admin listener on %s: %s", cfg->admin_listen.text, err);
+}
+
+static void restart_admin_if_moved(struct mg_main *m, struct mg_config *cfg)
+{
+    const struct mg_address *a = &m->cfg->admin_listen, *b = &cfg->admin_listen;
+    if (m->admin && a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0)
+        return;
+    mg_admin_stop(m->admin);
+    m->admin = NULL;
+    start_admin(m, cfg);
+}
+
+static void on_usr1(uv_signal_t *s, int signum)
+{
+    struct mg_main *m = s->data;
+    int rc = mg_accesslog_reopen(m->accesslog);
+    if (rc)
+        mg_error("access log reopen failed: %s", strerror(-rc));
+    else
+        mg_info("access log reopened");
+}
+
 /* Reload: the new file is parsed and validated here, on the main thread, never on
  * a worker's loop. Only a valid snapshot is published; each worker switches to it
  * between two events, and exchanges in flight finish on the one they started on. */
@@ -102,16 +140,27 @@ static void on_hup(uv_signal_t *s, int signum)
     struct mg_main *m = s->data;
     char err[1024];
     struct mg_config *cfg = mg_config_load(m->conf_path, err, sizeof err);
+    if (cfg && strcmp(cfg->access_log, m->cfg->access_log) != 0 &&
+        mg_accesslog_retarget(m->accesslog, cfg->access_log, err, sizeof err) != 0) {
+        mg_config_unref(cfg);
+        cfg = NULL;
+    }
     if (!cfg) {
         mg_error("config reload failed: %s", err);
+        mg_metrics_config_reload(m->metrics, false);
         return;
     }
     if (cfg->workers != m->cfg->workers)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
-    for (size_t i = 0; i < m->nworkers; i++) {
-        mg_config_ref(cfg);
-        mg_worker_publish_config(&m->workers[i], cfg);
-    }
+    struct mg_metrics *metrics = mg_metrics_next(m->metrics, cfg);
+    for (size_t i = 0; i < m->nworkers; i++)
+        mg_worker_publish_config(&m->workers[i], cfg, metrics);
+    restart_admin_if_moved(m, cfg);
+    if (m->admin)
+        mg_admin_publish(m->admin, cfg, metrics);
+    mg_metrics_config_reload(metrics, true);
+    mg_metrics_unref(m->metrics);
+    m->metrics = metrics;
     mg_config_unref(m->cfg);
     m->cfg = cfg;
     mg_info("config reloaded from %s (version %llu)", m->conf_path,
@@ -156,11 +205,19 @@ static int start_workers(struct mg_main *m)
 {
     size_t n = m->cfg->workers ? m->cfg->workers : (size_t)uv_available_parallelism();
     mg_registry_init((unsigned)n);
+    char err[512];
+    m->metrics = mg_metrics_new(m->cfg, (unsigned)n);
+    m->accesslog = mg_accesslog_open(m->cfg->access_log, (unsigned)n, err, sizeof err);
+    if (!m->accesslog) {
+        mg_error("access log %s: %s", m->cfg->access_log, err);
+        return -1;
+    }
+    mg_proxy_set_accesslog(m->accesslog);
     m->workers = calloc(n, sizeof *m->workers);
     if (!m->workers)
         mg_fatal("out of memory (workers)");
     for (size_t i = 0; i < n; i++) {
-        int rc = mg_worker_init(&m->workers[i], (int)i, m->cfg);
+        int rc = mg_worker_init(&m->workers[i], (int)i, m->cfg, m->metrics);
         m->nworkers = i + 1;
         if (rc != 0) {
             /* Unwind on this thread: each loop runs once to close what it opened. */
@@ -205,8 +262,10 @@ static int run(const char *conf_path)
     watch_signal(&m, &m.sig_term, on_stop_signal, SIGTERM);
     watch_signal(&m, &m.sig_int, on_stop_signal, SIGINT);
     watch_signal(&m, &m.sig_hup, on_hup, SIGHUP);
+    watch_signal(&m, &m.sig_usr1, on_usr1, SIGUSR1);
     int rc = start_workers(&m);
     if (rc == 0) {
+        start_admin(&m, m.cfg);
         write_pid_file(m.cfg->pid_file);
         for (size_t i = 0; i < m.cfg->nlisten; i++)
             mg_info("listening on %s (%zu workers)", m.cfg->listen[i].text, m.nworkers);
@@ -215,6 +274,7 @@ static int run(const char *conf_path)
             uv_thread_join(&m.workers[i].thread);
         for (size_t i = 0; i < m.nworkers; i++)
             mg_worker_destroy(&m.workers[i]);
+        mg_admin_stop(m.admin);
         unlink(m.cfg->pid_file);
         mg_info("stopped");
     }
@@ -222,9 +282,13 @@ static int run(const char *conf_path)
     uv_close((uv_handle_t *)&m.sig_term, NULL);
     uv_close((uv_handle_t *)&m.sig_int, NULL);
     uv_close((uv_handle_t *)&m.sig_hup, NULL);
+    uv_close((uv_handle_t *)&m.sig_usr1, NULL);
     uv_run(m.loop, UV_RUN_DEFAULT);
     uv_loop_close(m.loop);
     free(m.workers);
+    mg_accesslog_close(m.accesslog);
+    if (m.metrics)
+        mg_metrics_unref(m.metrics);
     mg_registry_shutdown();
     mg_config_unref(m.cfg);
     return rc == 0 ? 0 : 1;

@@ -31,6 +31,8 @@
 #include "core/log.h"
 #include "http/headscan.h"
 #include "http/message.h"
+#include "obs/accesslog.h"
+#include "obs/metrics.h"
 #include "resilience/breaker.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
@@ -170,6 +172,11 @@ struct mg_exchange {
     bool close_after;          /* close the client connection after this exchange */
     bool up_reusable;          /* the upstream connection may go back to its pool */
     enum mg_error error;
+    /* Observability. */
+    uint64_t started_ns;       /* first byte of the request */
+    uint64_t bytes_out;        /* queued to the client */
+    int sent_status;           /* status of the final response sent, 0 = none */
+    bool in_flight_counted;
 };
 
 struct mg_conn {
@@ -188,11 +195,19 @@ struct mg_conn {
     unsigned handles_open;
     bool reading, closing, eof;
     bool flushed_now;          /* a write completed synchronously: states may move on */
+    bool counted;              /* in the connections gauge */
     llhttp_t parser;           /* request parser, re-initialised per request */
     struct mg_wreq *out_client, *out_up; /* writes being assembled */
     char client_ip[64];
     struct mg_exchange x;
 };
+
+static struct mg_accesslog *access_log;
+
+void mg_proxy_set_accesslog(struct mg_accesslog *l)
+{
+    access_log = l;
+}
 
 /* client.max_connections holds for the whole process, across workers. */
 static atomic_uint client_connections;
@@ -396,6 +411,7 @@ static void to_client(struct mg_conn *c, const void *p, size_t len, struct mg_up
 {
     if (len == 0)
         return;
+    c->x.bytes_out += len;
     if (c->out_client && (c->out_client->nbufs == MG_WREQ_MAX_BUFS ||
                           (pin && c->out_client->pin_up && c->out_client->pin_up != pin)))
         flush_client(c);
@@ -618,6 +634,7 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
                      retry_after,
                      x->close_after ? "Connection: close\r\n" : "",
                      x->head_parsed && x->method == HTTP_HEAD ? "" : body);
+    x->sent_status = status;
     to_client(c, out, (size_t)n, NULL);
     flush_client(c);
 }
@@ -1019,13 +1036,21 @@ static void begin_attempt(struct mg_conn *c, struct mg_target_rt *t, uint32_t pr
     atomic_fetch_add_explicit(&t->stats->active, 1, memory_order_relaxed);
 }
 
-/* Tells the breaker how this try went, once. */
-static void report_attempt(struct mg_conn *c, bool failure)
+static struct mg_metrics *metrics_of(struct mg_conn *c)
+{
+    return c->x.rt ? c->x.rt->metrics : c->w->rt->metrics;
+}
+
+/* Tells the breaker (and the metrics) how this try went, once. */
+static void report_attempt(struct mg_conn *c, bool failure, enum mg_upstream_outcome outcome)
 {
     struct mg_exchange *x = &c->x;
     if (!x->attempt_open || x->attempt_reported)
         return;
     x->attempt_reported = true;
+    struct mg_upstream_rt *ur = &x->rt->ups[x->route->upstream->index];
+    mg_metrics_upstream_outcome(metrics_of(c), (unsigned)c->w->id, x->route->upstream->index,
+                                (size_t)(x->target - ur->targets), outcome);
     struct mg_target_stats *st = x->target->stats;
     mg_breaker_report(&st->breaker, &x->route->upstream->breaker, uv_now(&c->w->loop), failure,
                       x->probe);
@@ -1130,10 +1155,14 @@ static void upstream_failed(struct mg_conn *c, unsigned kind, bool reached, enum
                             const char *why)
 {
     struct mg_exchange *x = &c->x;
-    report_attempt(c, true);
+    report_attempt(c, true,
+                   kind == MG_RETRY_ON_CONNECT_FAILURE ? MG_OUTCOME_CONNECT_FAILURE
+                   : kind == MG_RETRY_ON_TIMEOUT       ? MG_OUTCOME_TIMEOUT
+                                                       : MG_OUTCOME_RESET);
     mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
             x->target ? x->target->conf->address.text : "-", x->attempts, x->request_id);
     if (may_retry(c, kind, reached)) {
+        mg_metrics_retry(metrics_of(c), (unsigned)c->w->id, x->route->upstream->index);
         detach_upstream(c, false);
         start_backoff(c);
         return;
@@ -1401,7 +1430,14 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
     PUT_LIT(o, "\r\n");
     MG_ASSERT((size_t)(o - start) <= cap);
     x->resp_started = true;
+    x->sent_status = x->status;
     to_client(c, start, (size_t)(o - start), NULL);
+}
+
+static enum mg_upstream_outcome status_outcome(const struct mg_upstream_conf *uc, int status)
+{
+    return mg_breaker_is_failure_status(&uc->breaker, status) ? MG_OUTCOME_FAILURE
+                                                               : MG_OUTCOME_SUCCESS;
 }
 
 static int on_resp_headers_complete(llhttp_t *p)
@@ -1415,13 +1451,16 @@ static int on_resp_headers_complete(llhttp_t *p)
     mg_target_observe_latency(x->target->stats, uv_hrtime() - x->attempt_start_ns,
                               uv_now(&c->w->loop));
     if (mg_retry_should_retry_status(&uc->retry, x->status) && may_retry(c, 0, true)) {
-        report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status));
+        report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
+                       status_outcome(uc, x->status));
+        mg_metrics_retry(metrics_of(c), (unsigned)c->w->id, uc->index);
         mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
                 x->target->conf->address.text, x->attempts, x->request_id);
         x->retry_status = x->status;
         return 1;
     }
-    report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status));
+    report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
+                   status_outcome(uc, x->status));
     mg_headers_mark_hop_by_hop(&x->resp_hdrs);
     bool switching = x->status == 101 && x->req_upgrade && p->upgrade;
     if (x->status == 101 && !switching)
@@ -1584,6 +1623,7 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
         mg_debug("%s: %s", mg_error_name(err), why);
     detach_upstream(c, false);
     x->error = err;
+    mg_metrics_error(metrics_of(c), (unsigned)c->w->id, x->route ? (int)x->route->index : -1, err);
     if (x->resp_started) {
         conn_close(c);
         return;
@@ -1599,6 +1639,41 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
 /* ------------------------------------------------------------------ states */
 
 static void arm_client_timer(struct mg_conn *c, uint64_t ms);
+
+/* The exchange is over (answered, or abandoned when `status` is 0): count it and
+ * write its access log line. */
+static void record_exchange(struct mg_conn *c, int status)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_metrics *m = metrics_of(c);
+    unsigned w = (unsigned)c->w->id;
+    int route = x->route ? (int)x->route->index : -1;
+    uint64_t now = uv_hrtime();
+    if (x->in_flight_counted)
+        mg_metrics_in_flight(m, w, route, -1);
+    /* A client that left before its answer is counted as nginx's 499. */
+    mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
+    if (!mg_accesslog_enabled(access_log))
+        return;
+    struct mg_access_entry e = {
+        .request_id = {x->request_id, strlen(x->request_id)},
+        .client_ip = {c->client_ip, strlen(c->client_ip)},
+        .method = x->head_parsed ? (struct mg_slice){llhttp_method_name((llhttp_method_t)x->method),
+                                                     strlen(llhttp_method_name((llhttp_method_t)x->method))}
+                                 : (struct mg_slice){NULL, 0},
+        .path = x->url,
+        .status = status,
+        .bytes_in = x->headlen + x->req_body_bytes,
+        .bytes_out = x->bytes_out,
+        .route = x->route ? x->route->name : NULL,
+        .upstream = x->target ? x->target->conf->address.text : NULL,
+        .attempts = x->attempts,
+        .duration_ns = now - x->started_ns,
+        .upstream_duration_ns = x->attempts ? (int64_t)(now - x->attempt_start_ns) : -1,
+        .error = x->error,
+    };
+    mg_accesslog_write(access_log, w, &e);
+}
 
 static void exchange_reset(struct mg_conn *c)
 {
@@ -1619,6 +1694,9 @@ static int step_idle(struct mg_conn *c)
     if (c->start == c->end)
         return MG_AGAIN;
     x->rt = mg_runtime_hold(c->w);
+    x->started_ns = uv_hrtime();
+    mg_metrics_conn_move(metrics_of(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT,
+                         MG_CONN_STATE_IDLE, MG_CONN_STATE_ACTIVE);
     mg_headscan_init(&x->scan, x->rt->cfg->client.max_header_size);
     arm_client_timer(c, x->rt->cfg->client.header_timeout_ms);
     x->state = MG_X_HEAD;
@@ -1639,6 +1717,8 @@ static int step_head(struct mg_conn *c)
         fail(c, x->error, "request rejected");
         return MG_NEXT;
     }
+    mg_metrics_in_flight(metrics_of(c), (unsigned)c->w->id, (int)x->route->index, 1);
+    x->in_flight_counted = true;
     if (x->req_done)
         mg_deadline_set(&c->timer, 0);
     else
@@ -1772,6 +1852,10 @@ static int step_finish(struct mg_conn *c)
         return MG_AGAIN;
     mg_deadline_set(&c->deadline, 0);
     detach_upstream(c, true);
+    record_exchange(c, x->sent_status);
+    x->state = MG_X_IDLE; /* recorded: conn_close must not count it again */
+    mg_metrics_conn_move(metrics_of(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT,
+                         MG_CONN_STATE_ACTIVE, MG_CONN_STATE_IDLE);
     if (x->close_after || c->eof || c->w->draining) {
         conn_close(c);
         return MG_AGAIN;
@@ -1941,6 +2025,12 @@ static void conn_close(struct mg_conn *c)
     mg_deadline_set(&c->deadline, 0);
     if (c->x.state == MG_X_QUEUED)
         leave_queue(c);
+    bool busy = c->x.state != MG_X_IDLE;
+    if (busy && c->x.rt)
+        record_exchange(c, c->x.resp_done ? c->x.sent_status : 0);
+    if (c->counted)
+        mg_metrics_conn(c->w->rt->metrics, (unsigned)c->w->id, MG_CONN_SIDE_CLIENT,
+                        busy ? MG_CONN_STATE_ACTIVE : MG_CONN_STATE_IDLE, -1);
     detach_upstream(c, false);
     release_slot(c);
     discard_wreq(c, &c->out_client);
@@ -2003,7 +2093,7 @@ static void on_deadline(struct mg_deadline *d)
         uv_timer_stop(&c->wait);
     else if (x->state != MG_X_CONNECT && x->state != MG_X_FORWARD)
         return;
-    report_attempt(c, true);
+    report_attempt(c, true, MG_OUTCOME_TIMEOUT);
     fail(c, MG_ERR_UPSTREAM_TIMEOUT, "route deadline exceeded");
     advance(c);
 }
@@ -2144,6 +2234,8 @@ void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
         conn_close(c);
         return;
     }
+    mg_metrics_conn(w->rt->metrics, (unsigned)w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
+    c->counted = true;
     uv_tcp_nodelay(&c->tcp, 1);
     client_ip_of(c);
     arm_client_timer(c, w->rt->cfg->client.header_timeout_ms);

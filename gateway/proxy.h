@@ -12,6 +12,10 @@ struct mg_worker;
 struct mg_upconn;
 struct mg_conn;
 
+struct mg_accesslog;
+/* Where exchanges log (process-wide; set before the workers start). */
+void mg_proxy_set_accesslog(struct mg_accesslog *l);
+
 /* Takes an accepted client connection (already initialised on w->loop). */
 void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server);
 /* Drain: close idle keep-alive connections now, busy ones after their exchange. */

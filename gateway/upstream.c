@@ -15,9 +15,21 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "obs/metrics.h"
 #include "proxy.h"
 
 static void pool_put(struct mg_upconn *u);
+
+/* moongate_connections{side="upstream"}: leased is active, pooled is idle. */
+static void count(struct mg_upconn *u, int state_from, int state_to)
+{
+    struct mg_metrics *m = u->w->rt ? u->w->rt->metrics : NULL;
+    unsigned w = (unsigned)u->w->id;
+    if (state_from >= 0)
+        mg_metrics_conn(m, w, MG_CONN_SIDE_UPSTREAM, (enum mg_conn_state)state_from, -1);
+    if (state_to >= 0)
+        mg_metrics_conn(m, w, MG_CONN_SIDE_UPSTREAM, (enum mg_conn_state)state_to, 1);
+}
 
 static void maybe_free(struct mg_upconn *u)
 {
@@ -52,6 +64,9 @@ void mg_upconn_close(struct mg_upconn *u)
     if (u->closing)
         return;
     u->closing = true;
+    if (u->counted_as >= 0)
+        count(u, u->counted_as, -1);
+    u->counted_as = -1;
     if (!u->owner)
         unlink_idle(u);
     u->owner = NULL;
@@ -150,6 +165,8 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
         return rc;
     }
     mg_upconn_set_timeout(u, timeout_ms);
+    count(u, -1, MG_CONN_STATE_ACTIVE);
+    u->counted_as = MG_CONN_STATE_ACTIVE;
     return 0;
 }
 
@@ -162,6 +179,8 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct m
         target->nidle--;
         u->next_idle = NULL;
         u->owner = owner;
+        count(u, MG_CONN_STATE_IDLE, MG_CONN_STATE_ACTIVE);
+        u->counted_as = MG_CONN_STATE_ACTIVE;
         /* Reading stays on: toggling it would cost epoll_ctl calls per request. */
         mg_upconn_set_timeout(u, 0);
         *out = u;
@@ -175,6 +194,7 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct m
     u->target = target;
     u->owner = owner;
     u->serial = ++w->conn_serial;
+    u->counted_as = -1;
     int rc = start_connect(w, target, u, connect_timeout_ms);
     if (rc) {
         if (!u->handles_open)
@@ -209,6 +229,8 @@ static void pool_put(struct mg_upconn *u)
     struct mg_target_rt *t = u->target;
     u->parked = false;
     u->start = u->end = 0;
+    count(u, u->counted_as, MG_CONN_STATE_IDLE);
+    u->counted_as = MG_CONN_STATE_IDLE;
     u->next_idle = t->idle;
     t->idle = u;
     t->nidle++;

@@ -43,6 +43,7 @@ struct mg_upconn {
     bool closing;
     bool reading;
     bool parked;               /* released while pinned: joins the pool when unpinned */
+    int counted_as;            /* enum mg_conn_state in the connections gauge, -1 = none */
 };
 
 /* Leases a connection to `target` for `owner`. A pooled idle one is returned with

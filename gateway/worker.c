@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "proxy.h"
+#include "obs/metrics.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
 #include "upstream.h"
@@ -153,13 +154,16 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
     return failures ? UV_EADDRINUSE : 0;
 }
 
-static struct mg_runtime *runtime_new(struct mg_config *cfg)
+static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *metrics)
 {
     struct mg_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
         mg_fatal("out of memory (runtime)");
     mg_config_ref(cfg);
     rt->cfg = cfg;
+    if (metrics)
+        mg_metrics_ref(metrics);
+    rt->metrics = metrics;
     rt->holds = 1;
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
     if (!rt->ups)
@@ -195,6 +199,8 @@ static void runtime_free(struct mg_runtime *rt)
     for (size_t i = 0; i < rt->cfg->nupstreams; i++)
         free(rt->ups[i].targets);
     free(rt->ups);
+    if (rt->metrics)
+        mg_metrics_unref(rt->metrics);
     mg_config_unref(rt->cfg);
     free(rt);
 }
@@ -265,16 +271,25 @@ static void restart_health_checks(struct mg_worker *w)
     w->health = w->draining ? NULL : mg_health_start(&w->loop, w->rt->cfg);
 }
 
-static void apply_config(struct mg_worker *w, struct mg_config *cfg)
+static void generation_free(struct mg_generation *g)
 {
+    mg_config_unref(g->cfg);
+    if (g->metrics)
+        mg_metrics_unref(g->metrics);
+    free(g);
+}
+
+static void apply_config(struct mg_worker *w, struct mg_generation *g)
+{
+    struct mg_config *cfg = g->cfg;
     if (w->draining) {
-        mg_config_unref(cfg);
+        generation_free(g);
         return;
     }
     reconcile_listeners(w, cfg);
     struct mg_runtime *old = w->rt;
-    w->rt = runtime_new(cfg);
-    mg_config_unref(cfg); /* the runtime holds its own reference */
+    w->rt = runtime_new(cfg, g->metrics);
+    generation_free(g); /* the runtime holds its own references */
     carry_over_pools(old, w->rt);
     retire_runtime(w, old);
     restart_health_checks(w);
@@ -294,9 +309,9 @@ static void start_drain(struct mg_worker *w)
 static void on_wakeup(uv_async_t *a)
 {
     struct mg_worker *w = a->data;
-    struct mg_config *cfg = atomic_exchange(&w->pending_cfg, NULL);
-    if (cfg)
-        apply_config(w, cfg);
+    struct mg_generation *g = atomic_exchange(&w->pending, NULL);
+    if (g)
+        apply_config(w, g);
     mg_proxy_drain_waiters(w);
     int req = atomic_load(&w->stop_requested);
     if (req == 0)
@@ -328,7 +343,7 @@ void mg_worker_conn_closed(struct mg_worker *w)
         uv_timer_start(&w->drain_timer, on_drain_timeout, w->rt->cfg->drain_timeout_ms, 0);
 }
 
-int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg)
+int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
@@ -343,7 +358,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg)
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = runtime_new(cfg);
+    w->rt = runtime_new(cfg, metrics);
     restart_health_checks(w);
     return reconcile_listeners(w, cfg);
 }
@@ -378,9 +393,9 @@ void mg_worker_destroy(struct mg_worker *w)
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
-    struct mg_config *pending = atomic_exchange(&w->pending_cfg, NULL);
+    struct mg_generation *pending = atomic_exchange(&w->pending, NULL);
     if (pending)
-        mg_config_unref(pending);
+        generation_free(pending);
     mg_runtime_release(w, w->rt);
     w->rt = NULL;
     while (w->free_bufs) {
@@ -397,11 +412,19 @@ void mg_worker_request_stop(struct mg_worker *w, bool immediate)
     uv_async_send(&w->wakeup);
 }
 
-void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg)
+void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
+                              struct mg_metrics *metrics)
 {
-    struct mg_config *stale = atomic_exchange(&w->pending_cfg, cfg);
+    struct mg_generation *g = malloc(sizeof *g);
+    if (!g)
+        mg_fatal("out of memory (generation)");
+    mg_config_ref(cfg);
+    if (metrics)
+        mg_metrics_ref(metrics);
+    *g = (struct mg_generation){cfg, metrics};
+    struct mg_generation *stale = atomic_exchange(&w->pending, g);
     if (stale)
-        mg_config_unref(stale); /* never applied: superseded by a newer one */
+        generation_free(stale); /* never applied: superseded by a newer one */
     uv_async_send(&w->wakeup);
 }
 

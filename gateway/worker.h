@@ -28,6 +28,13 @@ struct mg_conn;
 struct mg_wreq;
 struct mg_runtime;
 struct mg_health;
+struct mg_metrics;
+
+/* What a reload hands each worker: the snapshot and its metrics generation. */
+struct mg_generation {
+    struct mg_config *cfg;
+    struct mg_metrics *metrics;
+};
 
 /* Per-worker runtime state of one target: its idle connection pool. */
 struct mg_target_rt {
@@ -50,6 +57,7 @@ struct mg_upstream_rt {
 /* What one worker needs of one config snapshot. */
 struct mg_runtime {
     struct mg_config *cfg;     /* one reference held */
+    struct mg_metrics *metrics; /* the counters of this config generation (ref held) */
     struct mg_upstream_rt *ups; /* cfg->nupstreams entries */
     uint32_t holds;            /* exchanges on it, +1 while it is the current one */
     bool retired;              /* replaced by a reload: pools close, nothing new joins */
@@ -70,7 +78,7 @@ struct mg_worker {
     uv_thread_t thread;
     uv_async_t wakeup;         /* other threads ask this worker to stop or reload */
     atomic_int stop_requested; /* 1: graceful stop, 2: immediate */
-    _Atomic(struct mg_config *) pending_cfg; /* a snapshot to switch to (ref held) */
+    _Atomic(struct mg_generation *) pending; /* a snapshot to switch to (refs held) */
     struct mg_runtime *rt;     /* the current runtime */
     struct mg_listener *listeners;
     struct mg_health *health;  /* active health checks: worker 0 runs them */
@@ -87,17 +95,19 @@ struct mg_worker {
     struct mg_wreq *free_wreqs;
 };
 
-/* Creates the worker's loop, runtime and listeners. Takes a reference to cfg.
- * Returns 0 or a negative UV_E* after logging the reason. */
-int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg);
+/* Creates the worker's loop, runtime and listeners. Takes references to cfg and
+ * metrics. Returns 0 or a negative UV_E* after logging the reason. */
+int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics);
 /* Runs the loop until the worker has stopped and its connections are closed. */
 void mg_worker_run(struct mg_worker *w);
 /* After the worker's thread ended: frees the loop and everything the worker owns. */
 void mg_worker_destroy(struct mg_worker *w);
 /* Thread-safe: asks the worker to drain (graceful) or to stop at once. */
 void mg_worker_request_stop(struct mg_worker *w, bool immediate);
-/* Thread-safe: hands the worker a new snapshot (takes over one reference). */
-void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg);
+/* Thread-safe: hands the worker a new snapshot and its metrics (takes its own
+ * references). */
+void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
+                              struct mg_metrics *metrics);
 
 /* The process's workers, so one can wake another (bulkhead hand-overs). Set once
  * before the worker threads start. */

@@ -13,8 +13,10 @@
  * Control (flush, reopen, retarget, stop) goes through `mu`: a request bumps
  * `req_seq` and signals the writer, which acknowledges with `done_seq` after its
  * next pass. A new destination is opened by the requesting thread and handed
- * over as `pending_fd`; the writer drains the rings into the old one first, then
- * swaps, so no line is lost or written to the wrong file by the swap itself.
+ * over as `pending_fd` together with each ring's head at that moment (`cut`):
+ * the writer writes every ring up to its cut into the old destination, swaps,
+ * and only then writes the rest, so a line queued before the switch goes to the
+ * old file, one queued after it to the new one, and none is lost.
  *
  * Ownership: the log owns the rings, the scratch buffers and the file
  * descriptor (never fd 2, which belongs to the process).
@@ -43,39 +45,39 @@
 #define CACHELINE 64
 
 struct ring {
-    _Alignas(CACHELINE) _Atomic size_t head; /* written by the producer */
-    _Alignas(CACHELINE) _Atomic size_t tail; /* written by the consumer */
-    _Alignas(CACHELINE) _Atomic uint64_t lines;   /* producer: lines queued */
-    _Atomic uint64_t dropped;                     /* producer: lines dropped (ring full) */
-    char *buf;                                    /* MG_ACCESSLOG_RING_BYTES */
-    struct mg_textbuf line;                       /* producer: scratch for one line */
-    int64_t cached_sec;                           /* producer: second of cached_prefix */
-    char cached_prefix[24];                       /* "YYYY-MM-DDTHH:MM:SS" */
+    _Alignas(CACHELINE) _Atomic size_t head;    /* written by the producer */
+    _Alignas(CACHELINE) _Atomic size_t tail;    /* written by the consumer */
+    _Alignas(CACHELINE) _Atomic uint64_t lines; /* producer: lines queued */
+    _Atomic uint64_t dropped;                   /* producer: lines dropped (ring full) */
+    char *buf;                                  /* MG_ACCESSLOG_RING_BYTES */
+    struct mg_textbuf line;                     /* producer: scratch for one line */
+    int64_t cached_sec;                         /* producer: second of cached_prefix */
+    char cached_prefix[24];                     /* "YYYY-MM-DDTHH:MM:SS" */
 };
 
 struct mg_accesslog {
-    atomic_bool enabled;      /* producers check it first */
-    atomic_bool kicked;       /* a producer asked for an early drain */
+    atomic_bool enabled; /* producers check it first */
+    atomic_bool kicked;  /* a producer asked for an early drain */
     unsigned nworkers;
     struct ring *rings;
 
     uv_thread_t thread;
-    uv_mutex_t ctl;           /* serialises reopen/retarget; guards `path`; never
-                                 taken by a worker */
-    char *path;               /* current file path (reopen), NULL for stderr/off */
-    uv_mutex_t mu;            /* the fields below; held only for short steps */
-    uv_cond_t wake;           /* writer waits here */
-    uv_cond_t done;           /* flushers wait here */
+    uv_mutex_t ctl; /* serialises reopen/retarget; guards `path`; never
+                       taken by a worker */
+    char *path;     /* current file path (reopen), NULL for stderr/off */
+    uv_mutex_t mu;  /* the fields below; held only for short steps */
+    uv_cond_t wake; /* writer waits here */
+    uv_cond_t done; /* flushers wait here */
     bool stop;
     uint64_t req_seq, done_seq;
-    int pending_fd;           /* FD_NONE, FD_OFF or a descriptor to switch to */
-    size_t *cut;              /* per ring: head when pending_fd was handed over; bytes
-                                 before it go to the old destination, after it to the new */
+    int pending_fd;            /* FD_NONE, FD_OFF or a descriptor to switch to */
+    size_t *cut;               /* per ring: head when pending_fd was handed over; bytes
+                                  before it go to the old destination, after it to the new */
     _Atomic uint64_t switches; /* bumped with each hand-over, after `cut` is taken */
 
     /* writer thread only */
-    int fd;                   /* FD_OFF, STDERR_FILENO or an owned descriptor */
-    bool fd_is_file;          /* regular file: no PIPE_BUF batching needed */
+    int fd;                         /* FD_OFF, STDERR_FILENO or an owned descriptor */
+    bool fd_is_file;                /* regular file: no PIPE_BUF batching needed */
     _Atomic uint64_t write_dropped; /* lines lost to write errors */
     time_t last_error_log;
 };
@@ -91,29 +93,34 @@ static bool is_path(const char *dest)
     return dest != NULL && strcmp(dest, "off") != 0 && strcmp(dest, "stderr") != 0;
 }
 
-/* Opens a destination: FD_OFF, STDERR_FILENO, or a new descriptor above 2 (so
- * that "> 2" means "ours to close" even if the process started with 0-2
- * closed); -errno on failure. May block on the file system. */
-static int open_dest(const char *dest)
+/* Opens a destination into *fd: FD_OFF, STDERR_FILENO, or a new descriptor
+ * above 2 (so that "> 2" means "ours to close" even if the process started
+ * with 0-2 closed). Returns 0 or -errno. May block on the file system. */
+static int open_dest(const char *dest, int *fd)
 {
-    int fd;
+    int f;
 
-    if (dest == NULL || strcmp(dest, "off") == 0)
-        return FD_OFF;
-    if (strcmp(dest, "stderr") == 0)
-        return STDERR_FILENO;
-    fd = open(dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
+    if (dest == NULL || strcmp(dest, "off") == 0) {
+        *fd = FD_OFF;
+        return 0;
+    }
+    if (strcmp(dest, "stderr") == 0) {
+        *fd = STDERR_FILENO;
+        return 0;
+    }
+    f = open(dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0)
         return -errno;
-    if (fd <= STDERR_FILENO) {
-        int hi = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+    if (f <= STDERR_FILENO) {
+        int hi = fcntl(f, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
         int e = errno;
-        close(fd);
+        close(f);
         if (hi < 0)
             return -e;
-        fd = hi;
+        f = hi;
     }
-    return fd;
+    *fd = f;
+    return 0;
 }
 
 static bool is_regular(int fd)
@@ -138,22 +145,28 @@ static size_t count_lines(const char *p, size_t n)
     return k;
 }
 
-/* Writes iov fully, retrying on EINTR and waiting out EAGAIN. Returns 0 or
- * -errno (the caller drops what was not written). */
+/* Writes iov fully, retrying on EINTR and waiting out EAGAIN (a non-blocking
+ * stderr) for up to 10 s without progress. Returns 0 or -errno (the caller
+ * drops what was not written). A blocking descriptor may block here: only this
+ * thread waits, and the rings absorb (then drop) what workers log meanwhile. */
 static int write_all(int fd, struct iovec *iov, int n)
 {
+    int stalls = 0;
+
     while (n > 0) {
         ssize_t w = writev(fd, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN) {
+            if (errno == EAGAIN && stalls < 10) {
                 struct pollfd p = {.fd = fd, .events = POLLOUT};
-                poll(&p, 1, 1000);
+                if (poll(&p, 1, 1000) == 0)
+                    stalls++;
                 continue;
             }
             return -errno;
         }
+        stalls = 0;
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -285,10 +298,10 @@ struct mg_accesslog *mg_accesslog_open(const char *dest, unsigned nworkers, char
                                        size_t errlen)
 {
     struct mg_accesslog *l;
-    int fd = open_dest(dest);
+    int fd, rc = open_dest(dest, &fd);
 
-    if (fd < FD_OFF) {
-        set_err(err, errlen, dest, -fd);
+    if (rc < 0) {
+        set_err(err, errlen, dest, -rc);
         return NULL;
     }
     l = calloc(1, sizeof(*l));
@@ -336,10 +349,11 @@ bool mg_accesslog_enabled(const struct mg_accesslog *l)
 
 /* ------------------------------------------------------------ producer */
 
-static void put_time(struct ring *r, struct mg_textbuf *b, int64_t ms)
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" with quotes; the date part is cached per second. */
+static char *put_time(struct ring *r, char *o, int64_t ms)
 {
     int64_t sec;
-    char tail[8];
+    int frac;
 
     if (ms <= 0) {
         struct timespec ts;
@@ -354,63 +368,80 @@ static void put_time(struct ring *r, struct mg_textbuf *b, int64_t ms)
         strftime(r->cached_prefix, sizeof(r->cached_prefix), "%Y-%m-%dT%H:%M:%S", &tm);
         r->cached_sec = sec;
     }
-    int frac = (int)(ms % 1000);
-    tail[0] = '.';
-    tail[1] = (char)('0' + frac / 100);
-    tail[2] = (char)('0' + frac / 10 % 10);
-    tail[3] = (char)('0' + frac % 10);
-    tail[4] = 'Z';
-    mg_textbuf_putc(b, '"');
-    mg_textbuf_puts(b, r->cached_prefix);
-    mg_textbuf_append(b, tail, 5);
-    mg_textbuf_putc(b, '"');
+    frac = (int)(ms % 1000);
+    *o++ = '"';
+    o = memcpy(o, r->cached_prefix, 19) + 19;
+    *o++ = '.';
+    *o++ = (char)('0' + frac / 100);
+    *o++ = (char)('0' + frac / 10 % 10);
+    *o++ = (char)('0' + frac % 10);
+    *o++ = 'Z';
+    *o++ = '"';
+    return o;
 }
 
-static void put_slice(struct mg_textbuf *b, const char *key, struct mg_slice s)
+#define PUT_LIT(o, lit) ((char *)memcpy((o), (lit), sizeof(lit) - 1) + sizeof(lit) - 1)
+
+static char *put_str(char *o, const char *p, size_t n)
 {
-    mg_textbuf_puts(b, key);
-    if (s.p == NULL)
-        mg_textbuf_puts(b, "null");
-    else
-        mg_textbuf_json_str(b, s.p, s.len);
+    return p == NULL ? PUT_LIT(o, "null") : mg_fmt_json_str(o, p, n);
 }
 
-static void put_cstr(struct mg_textbuf *b, const char *key, const char *s)
-{
-    put_slice(b, key, (struct mg_slice){s, s ? strlen(s) : 0});
-}
-
+/* Formats the line into r->line with one reservation: the bound counts every
+ * string at its worst case (6 bytes per input byte). */
 static void format_line(struct ring *r, const struct mg_access_entry *e)
 {
+    size_t route_len = e->route ? strlen(e->route) : 0;
+    size_t up_len = e->upstream ? strlen(e->upstream) : 0;
+    const char *err =
+        e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL;
+    size_t strings = e->request_id.len + e->client_ip.len + e->method.len + e->path.len +
+                     route_len + up_len + (err ? strlen(err) : 0);
     struct mg_textbuf *b = &r->line;
+    char *o;
 
     mg_textbuf_reset(b);
-    mg_textbuf_puts(b, "{\"time\":");
-    put_time(r, b, e->time_ms);
-    put_slice(b, ",\"request_id\":", e->request_id);
-    put_slice(b, ",\"client_ip\":", e->client_ip);
-    put_slice(b, ",\"method\":", e->method);
-    put_slice(b, ",\"path\":", e->path);
-    mg_textbuf_puts(b, ",\"status\":");
-    mg_textbuf_i64(b, e->status);
-    mg_textbuf_puts(b, ",\"bytes_in\":");
-    mg_textbuf_u64(b, e->bytes_in);
-    mg_textbuf_puts(b, ",\"bytes_out\":");
-    mg_textbuf_u64(b, e->bytes_out);
-    put_cstr(b, ",\"route\":", e->route);
-    put_cstr(b, ",\"upstream\":", e->upstream);
-    mg_textbuf_puts(b, ",\"attempts\":");
-    mg_textbuf_u64(b, e->attempts);
-    mg_textbuf_puts(b, ",\"duration\":");
-    mg_textbuf_seconds(b, e->duration_ns, 6);
-    mg_textbuf_puts(b, ",\"upstream_duration\":");
+    mg_textbuf_reserve(b, 6 * strings + 512);
+    o = b->p;
+    o = PUT_LIT(o, "{\"time\":");
+    o = put_time(r, o, e->time_ms);
+    o = PUT_LIT(o, ",\"request_id\":");
+    o = put_str(o, e->request_id.p, e->request_id.len);
+    o = PUT_LIT(o, ",\"client_ip\":");
+    o = put_str(o, e->client_ip.p, e->client_ip.len);
+    o = PUT_LIT(o, ",\"method\":");
+    o = put_str(o, e->method.p, e->method.len);
+    o = PUT_LIT(o, ",\"path\":");
+    o = put_str(o, e->path.p, e->path.len);
+    o = PUT_LIT(o, ",\"status\":");
+    if (e->status < 0) {
+        *o++ = '-';
+        o = mg_fmt_u64(o, (uint64_t)0 - (uint64_t)e->status);
+    } else {
+        o = mg_fmt_u64(o, (uint64_t)e->status);
+    }
+    o = PUT_LIT(o, ",\"bytes_in\":");
+    o = mg_fmt_u64(o, e->bytes_in);
+    o = PUT_LIT(o, ",\"bytes_out\":");
+    o = mg_fmt_u64(o, e->bytes_out);
+    o = PUT_LIT(o, ",\"route\":");
+    o = put_str(o, e->route, route_len);
+    o = PUT_LIT(o, ",\"upstream\":");
+    o = put_str(o, e->upstream, up_len);
+    o = PUT_LIT(o, ",\"attempts\":");
+    o = mg_fmt_u64(o, e->attempts);
+    o = PUT_LIT(o, ",\"duration\":");
+    o = mg_fmt_seconds(o, e->duration_ns, 6);
+    o = PUT_LIT(o, ",\"upstream_duration\":");
     if (e->upstream_duration_ns < 0)
-        mg_textbuf_puts(b, "null");
+        o = PUT_LIT(o, "null");
     else
-        mg_textbuf_seconds(b, (uint64_t)e->upstream_duration_ns, 6);
-    put_cstr(b, ",\"error\":",
-             e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL);
-    mg_textbuf_puts(b, "}\n");
+        o = mg_fmt_seconds(o, (uint64_t)e->upstream_duration_ns, 6);
+    o = PUT_LIT(o, ",\"error\":");
+    o = put_str(o, err, err ? strlen(err) : 0);
+    o = PUT_LIT(o, "}\n");
+    b->len = (size_t)(o - b->p);
+    MG_ASSERT(b->len < b->cap);
 }
 
 static void kick(struct mg_accesslog *l)
@@ -476,32 +507,32 @@ static void hand_over(struct mg_accesslog *l, int fd)
 
 int mg_accesslog_reopen(struct mg_accesslog *l)
 {
-    int fd = 0;
+    int fd, rc = 0;
 
     if (l == NULL)
         return 0;
     uv_mutex_lock(&l->ctl);
     if (l->path != NULL) {
-        fd = open_dest(l->path);
-        if (fd < 0)
-            mg_error("access log: cannot reopen '%s': %s", l->path, strerror(-fd));
+        rc = open_dest(l->path, &fd);
+        if (rc < 0)
+            mg_error("access log: cannot reopen '%s': %s", l->path, strerror(-rc));
         else
             hand_over(l, fd);
     }
     uv_mutex_unlock(&l->ctl);
-    return fd < 0 ? fd : 0;
+    return rc;
 }
 
 int mg_accesslog_retarget(struct mg_accesslog *l, const char *dest, char *err, size_t errlen)
 {
-    int fd;
+    int fd, rc;
 
     uv_mutex_lock(&l->ctl);
-    fd = open_dest(dest);
-    if (fd < FD_OFF) {
+    rc = open_dest(dest, &fd);
+    if (rc < 0) {
         uv_mutex_unlock(&l->ctl);
-        set_err(err, errlen, dest, -fd);
-        return fd;
+        set_err(err, errlen, dest, -rc);
+        return rc;
     }
     free(l->path);
     l->path = is_path(dest) ? strdup(dest) : NULL;

@@ -16,11 +16,16 @@
  *    "bytes_out":512,"route":"orders-api","upstream":"127.0.0.1:9001",
  *    "attempts":1,"duration":0.012345,"upstream_duration":0.011,"error":null}
  * Strings are JSON-escaped (control characters and invalid UTF-8 bytes as
- * \u00XX); absent strings, a negative upstream_duration and MG_ERR_NONE are
- * null. Durations are seconds with microsecond resolution.
+ * \u00XX; valid UTF-8 is copied as is, so \u0080..\u00ff in a line always
+ * stands for a raw byte that was not valid UTF-8); absent strings, a negative
+ * upstream_duration and MG_ERR_NONE are null. Durations are seconds with
+ * microsecond resolution.
  *
  * On a pipe or a terminal (stderr), lines are written in batches of whole lines
  * of at most PIPE_BUF bytes, so they never interleave with error-log lines.
+ *
+ * A pipe whose reader went away raises SIGPIPE: the process must ignore it
+ * (main.c does).
  *
  * Threads: mg_accesslog_write from worker `worker`'s thread only; reopen,
  * retarget, flush and stats from any thread; open/close from the main thread
@@ -43,8 +48,8 @@
  * exchange's arena or read buffers: mg_accesslog_write copies what it needs
  * before returning. */
 struct mg_access_entry {
-    int64_t time_ms;              /* wall clock when the request began, unix ms; 0 = now */
-    struct mg_slice request_id;   /* {NULL, 0} -> null */
+    int64_t time_ms;            /* wall clock when the request began, unix ms; 0 = now */
+    struct mg_slice request_id; /* {NULL, 0} -> null */
     struct mg_slice client_ip;
     struct mg_slice method;
     struct mg_slice path;         /* the request target as received (path and query) */
@@ -73,13 +78,16 @@ struct mg_accesslog *mg_accesslog_open(const char *dest, unsigned nworkers, char
 bool mg_accesslog_enabled(const struct mg_accesslog *l);
 
 /* Formats `e` and queues it on worker `worker`'s ring, or drops and counts it
- * when the ring is full. Never blocks, never allocates once the worker's scratch
- * buffer has grown to its largest line. No-op when disabled or l == NULL. */
+ * when the ring is full. Never waits for I/O; the only lock it may take (when a
+ * ring passes half full, to wake the writer) is held by others for a few
+ * instructions at a time. Allocates nothing once the worker's scratch buffer
+ * has grown to its largest line. No-op when disabled or l == NULL. */
 void mg_accesslog_write(struct mg_accesslog *l, unsigned worker, const struct mg_access_entry *e);
 
 /* SIGUSR1 (log rotation): reopens the file path by name, so that after
- * `mv access.log access.log.1` new lines go to a new access.log. Lines queued
- * before the call still go to the old file. The open happens on the calling
+ * `mv access.log access.log.1` new lines go to a new access.log: lines queued
+ * before the call go to the old file, lines queued after it to the new one,
+ * none is lost. The open happens on the calling
  * thread (an error is returned, and the old file kept); the swap happens on the
  * writer thread, asynchronously. Returns 0, or -errno. No-op for stderr/off.
  * Thread-safe, but not async-signal-safe: call it from a uv_signal_t callback. */

@@ -35,33 +35,34 @@
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "obs/textbuf.h"
+#include "resilience/breaker.h"
 
 #ifndef MG_VERSION
 #define MG_VERSION "dev"
 #endif
 
-#define ADMIN_BUF_SIZE     8192 /* read buffer */
-#define ADMIN_MAX_HEAD     8192 /* request line + headers */
-#define ADMIN_MAX_BODY     8192
-#define ADMIN_MAX_URL      1024
-#define ADMIN_MAX_CONNS    64
-#define ADMIN_IDLE_MS      30000
-#define ADMIN_BACKLOG      128
+#define ADMIN_BUF_SIZE  8192 /* read buffer */
+#define ADMIN_MAX_HEAD  8192 /* request line + headers */
+#define ADMIN_MAX_BODY  8192
+#define ADMIN_MAX_URL   1024
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_IDLE_MS   30000
+#define ADMIN_BACKLOG   128
 
 struct admin_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;         /* idle timeout */
+    uv_timer_t timer; /* idle timeout */
     struct mg_admin *a;
     struct admin_conn *next, *prev;
-    unsigned handles;         /* open handles; freed at 0 */
+    unsigned handles; /* open handles; freed at 0 */
     bool closing;
-    bool responding;          /* a response is being written; reading is stopped */
-    bool keep_alive;          /* of the request being answered */
+    bool responding; /* a response is being written; reading is stopped */
+    bool keep_alive; /* of the request being answered */
     llhttp_t parser;
-    size_t len;               /* unparsed bytes at buf[0..len) while paused */
-    size_t head_bytes;        /* url + header bytes of the current message (approx.) */
+    size_t len;        /* unparsed bytes at buf[0..len) while paused */
+    size_t head_bytes; /* url + header bytes of the current message (approx.) */
     size_t body_bytes;
-    int too_large;            /* 0, or 431/413 when a callback stopped the parser */
+    int too_large; /* 0, or 431/413 when a callback stopped the parser */
     char url[ADMIN_MAX_URL];
     size_t url_len;
     bool url_too_long;
@@ -87,7 +88,7 @@ struct mg_admin {
     struct mg_obs_hooks hooks;
     struct mg_accesslog *accesslog;
 
-    uv_mutex_t pub_mu;        /* cfg and metrics */
+    uv_mutex_t pub_mu; /* cfg and metrics */
     struct mg_config *cfg;
     struct mg_metrics *metrics;
 };
@@ -192,8 +193,7 @@ static void json_upstream(struct mg_textbuf *b, const struct mg_config *cfg, siz
     mg_textbuf_puts(b, up->health_check.enabled ? "true" : "false");
     mg_textbuf_puts(b, ",\"targets\":[");
     for (size_t t = 0; t < up->ntargets; t++) {
-        struct mg_target_snapshot s = {.circuit = MG_CIRCUIT_CLOSED,
-                                       .health = MG_HEALTH_UNKNOWN};
+        struct mg_target_snapshot s = {.circuit = MG_CIRCUIT_CLOSED, .health = MG_HEALTH_UNKNOWN};
         if (hooks && hooks->target_stats)
             hooks->target_stats(hooks->ud, cfg, u, t, &s);
         if (t)
@@ -201,12 +201,12 @@ static void json_upstream(struct mg_textbuf *b, const struct mg_config *cfg, siz
         mg_textbuf_puts(b, "{\"address\":");
         json_cstr(b, up->targets[t].address.text);
         mg_textbuf_printf(b, ",\"weight\":%" PRIu32 ",\"circuit\":", up->targets[t].weight);
-        json_cstr(b, mg_metrics_circuit_name(s.circuit));
+        json_cstr(b, mg_breaker_state_name(s.circuit));
         mg_textbuf_printf(b, ",\"in_flight\":%" PRIu32 ",\"ewma\":", s.in_flight);
         json_double(b, s.ewma);
         mg_textbuf_puts(b, ",\"health\":");
         json_cstr(b, health_name(s.health));
-        mg_textbuf_printf(b, ",\"failures\":%" PRIu32 "}", s.failures);
+        mg_textbuf_printf(b, ",\"failures\":%" PRIu64 "}", s.failures);
     }
     mg_textbuf_puts(b, "]}");
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/errors.h"
+#include "resilience/breaker-t.h" /* enum mg_circuit: the moongate_circuit_state values */
 
 struct mg_config;
 
@@ -40,13 +41,13 @@ enum mg_upstream_outcome {
 
 /* moongate_idempotency_total{result}: what the idempotency layer did. */
 enum mg_idem_result {
-    MG_IDEM_RESULT_NEW,          /* "new": key stored, request forwarded */
-    MG_IDEM_RESULT_REPLAYED,     /* "replayed": stored response returned, nothing forwarded */
-    MG_IDEM_RESULT_CONFLICT,     /* "conflict": 409, same key in flight */
-    MG_IDEM_RESULT_MISMATCH,     /* "mismatch": 422, same key, other fingerprint */
-    MG_IDEM_RESULT_KEY_MISSING,  /* "key_missing": 400, required and absent */
-    MG_IDEM_RESULT_KEY_INVALID,  /* "key_invalid": 400 */
-    MG_IDEM_RESULT_STORE_ERROR,  /* "store_error": store down (503, or passed through) */
+    MG_IDEM_RESULT_NEW,         /* "new": key stored, request forwarded */
+    MG_IDEM_RESULT_REPLAYED,    /* "replayed": stored response returned, nothing forwarded */
+    MG_IDEM_RESULT_CONFLICT,    /* "conflict": 409, same key in flight */
+    MG_IDEM_RESULT_MISMATCH,    /* "mismatch": 422, same key, other fingerprint */
+    MG_IDEM_RESULT_KEY_MISSING, /* "key_missing": 400, required and absent */
+    MG_IDEM_RESULT_KEY_INVALID, /* "key_invalid": 400 */
+    MG_IDEM_RESULT_STORE_ERROR, /* "store_error": store down (503, or passed through) */
     MG_IDEM_RESULT__COUNT
 };
 
@@ -68,38 +69,46 @@ enum mg_plugin_phase {
     MG_PLUGIN_PHASE__COUNT
 };
 
-/* moongate_circuit_state values (DESIGN.md section 7). */
-enum mg_circuit_state {
-    MG_CIRCUIT_CLOSED = 0,
-    MG_CIRCUIT_HALF_OPEN = 1,
-    MG_CIRCUIT_OPEN = 2,
-};
-
 enum mg_target_health {
-    MG_HEALTH_UNKNOWN,   /* no active check configured, or no verdict yet */
+    MG_HEALTH_UNKNOWN, /* no active check configured, or no verdict yet */
     MG_HEALTH_HEALTHY,
     MG_HEALTH_UNHEALTHY,
 };
 
-/* Live state of one target as the proxy sees it, for /status and
- * moongate_circuit_state. Filled by a hook; the defaults below stand when no
- * hook is set or the hook leaves a field alone. */
+/* Live state of one target as the proxy sees it (struct mg_target_stats of the
+ * registry), for /status and moongate_circuit_state. Filled by a hook; the
+ * defaults below stand when no hook is set or the hook leaves a field alone. */
 struct mg_target_snapshot {
-    enum mg_circuit_state circuit; /* MG_CIRCUIT_CLOSED */
-    uint32_t in_flight;            /* 0: requests on this target now, all workers */
-    double ewma;                   /* 0: smoothed latency, seconds */
-    enum mg_target_health health;  /* MG_HEALTH_UNKNOWN */
-    uint32_t failures;             /* 0: consecutive failures the breaker counts */
+    enum mg_circuit circuit;      /* MG_CIRCUIT_CLOSED */
+    uint32_t in_flight;           /* 0: requests on this target now, all workers */
+    double ewma;                  /* 0: smoothed latency, seconds */
+    enum mg_target_health health; /* MG_HEALTH_UNKNOWN */
+    uint64_t failures;            /* 0: failures reported (targets[i].failures in Lua) */
+};
+
+/* Process-wide state of one upstream's bulkhead (struct mg_upstream_stats of
+ * the registry). */
+struct mg_upstream_snapshot {
+    int64_t bulkhead_in_use;
+    int64_t bulkhead_queued;
+    uint64_t bulkhead_rejected; /* since the process started */
 };
 
 /* Read-only views the proxy provides. Every hook runs on the admin thread while
  * workers keep running, so it must read shared state with atomics or its own
- * lock, and must not block. `cfg` is the snapshot whose indices are meant. */
+ * lock, and must not block. `cfg` is the snapshot whose indices are meant. Any
+ * hook may be NULL. */
 struct mg_obs_hooks {
     void *ud;
     /* target: index into cfg->upstreams[upstream].targets */
     void (*target_stats)(void *ud, const struct mg_config *cfg, size_t upstream, size_t target,
                          struct mg_target_snapshot *out);
+    /* When set, the three moongate_bulkhead_* series are read from it at scrape
+     * time (the bulkhead already counts them, process-wide) and the
+     * mg_metrics_bulkhead* counting calls are not needed; when NULL, they come
+     * from those calls. */
+    void (*upstream_stats)(void *ud, const struct mg_config *cfg, size_t upstream,
+                           struct mg_upstream_snapshot *out);
 };
 
 /* Cell layout of the entities (private to metrics.c/metrics.h). A histogram is
@@ -112,11 +121,11 @@ enum {
 
 /* route entity */
 enum {
-    MG_MR_CODE = 0,                            /* status 100..599 -> status - 100 */
-    MG_MR_CODE_OTHER = 500,                    /* any other status: code="other" */
-    MG_MR_HIST = 501,                          /* MG_MH_CELLS */
-    MG_MR_IN_FLIGHT = MG_MR_HIST + MG_MH_CELLS, /* gauge */
-    MG_MR_IDEM,                                /* MG_IDEM_RESULT__COUNT */
+    MG_MR_CODE = 0,                                   /* status 100..599 -> status - 100 */
+    MG_MR_CODE_OTHER = 500,                           /* any other status: code="other" */
+    MG_MR_HIST = 501,                                 /* MG_MH_CELLS */
+    MG_MR_IN_FLIGHT = MG_MR_HIST + MG_MH_CELLS,       /* gauge */
+    MG_MR_IDEM,                                       /* MG_IDEM_RESULT__COUNT */
     MG_MR_ERROR = MG_MR_IDEM + MG_IDEM_RESULT__COUNT, /* MG_ERR__COUNT, [0] unused */
     MG_MR_CELLS = MG_MR_ERROR + MG_ERR__COUNT,
 };

@@ -33,26 +33,26 @@ enum entity_kind { ENT_GLOBAL, ENT_ROUTE, ENT_UPSTREAM, ENT_TARGET, ENT_PLUGIN }
 struct mg_metrics_entity {
     struct mg_metrics_entity *next; /* store list */
     enum entity_kind kind;
-    unsigned refs;                  /* generations naming it; store->mu */
-    atomic_bool registered;         /* plugins: loaded at least once */
+    unsigned refs;          /* generations naming it; store->mu */
+    atomic_bool registered; /* plugins: loaded at least once */
     uint32_t hash;
-    char *name;                     /* route/upstream/plugin name; target: upstream name */
-    char *name2;                    /* target: address text; else NULL */
+    char *name;  /* route/upstream/plugin name; target: upstream name */
+    char *name2; /* target: address text; else NULL */
     size_t ncells;
-    _Atomic uint64_t *cells[];      /* one array per worker */
+    _Atomic uint64_t *cells[]; /* one array per worker */
 };
 
 struct mg_metrics_store {
-    uv_mutex_t mu;                  /* entities, refs, ngenerations */
+    uv_mutex_t mu; /* entities, refs, ngenerations */
     unsigned nworkers;
-    unsigned ngenerations;          /* generations alive */
+    unsigned ngenerations; /* generations alive */
     struct mg_metrics_entity *entities;
-    _Atomic uint64_t reloads[2];    /* [0] success, [1] failure */
+    _Atomic uint64_t reloads[2]; /* [0] success, [1] failure */
 };
 
 /* Bucket bounds in nanoseconds, and the le labels Prometheus shows for them. */
 static const uint64_t bounds_ns[MG_METRICS_NBOUNDS] = {
-    1000000,   2500000,   5000000,    10000000,   25000000,    50000000,    100000000,
+    1000000,   2500000,   5000000,    10000000,   25000000,    50000000,     100000000,
     250000000, 500000000, 1000000000, 2500000000, 5000000000u, 10000000000u, 30000000000u};
 static const char *const bounds_text[MG_METRICS_NBUCKETS] = {
     "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
@@ -80,19 +80,6 @@ const char *mg_metrics_idem_result_name(enum mg_idem_result r)
 const char *mg_metrics_phase_name(enum mg_plugin_phase p)
 {
     return (unsigned)p < MG_PLUGIN_PHASE__COUNT ? phase_names[p] : "?";
-}
-
-const char *mg_metrics_circuit_name(enum mg_circuit_state s)
-{
-    switch (s) {
-    case MG_CIRCUIT_CLOSED:
-        return "closed";
-    case MG_CIRCUIT_HALF_OPEN:
-        return "half_open";
-    case MG_CIRCUIT_OPEN:
-        return "open";
-    }
-    return "?";
 }
 
 static void *xcalloc(size_t n, size_t size)
@@ -240,7 +227,7 @@ static size_t max_plugins(const struct mg_config *cfg)
 static void alloc_arrays(struct mg_metrics *m, size_t maxplug)
 {
     size_t nw = m->nworkers, nr = m->nroutes + 1, nu = m->nupstreams, nt = m->ntargets;
-    size_t ptrs = nr + nu + nt + maxplug;   /* entity pointers */
+    size_t ptrs = nr + nu + nt + maxplug;         /* entity pointers */
     size_t cells = nw * (nr + nu + nt + maxplug); /* shard cell pointers */
     char *p = xcalloc(1, nw * sizeof(struct mg_metrics_shard) + (ptrs + cells) * sizeof(void *) +
                              nu * sizeof(size_t) + nt);
@@ -576,8 +563,7 @@ static void render_routes(struct render *r)
     family(b, "moongate_requests_in_flight", "gauge", "Requests being served now, by route.");
     for (size_t i = 0; i <= m->nroutes; i++) {
         const char *kv[] = {"route", route_name(r, i)};
-        sample_i64(b, "moongate_requests_in_flight", kv, 1,
-                   (int64_t)r->route[i][MG_MR_IN_FLIGHT]);
+        sample_i64(b, "moongate_requests_in_flight", kv, 1, (int64_t)r->route[i][MG_MR_IN_FLIGHT]);
     }
     family(b, "moongate_errors_total", "counter",
            "Error responses the gateway generated itself, by route and error name.");
@@ -631,12 +617,20 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
             if (m->target_dup[i])
                 continue;
             for (unsigned o = 0; o < MG_OUTCOME__COUNT; o++) {
-                const char *kv[] = {"upstream", up->name, "target", up->targets[t].address.text,
-                                    "outcome", outcome_names[o]};
+                const char *kv[] = {"upstream", up->name,
+                                    "target",   up->targets[t].address.text,
+                                    "outcome",  outcome_names[o]};
                 sample_u64(b, "moongate_upstream_requests_total", kv, 3,
                            r->target[i][MG_MT_OUTCOME + o]);
             }
         }
+    }
+    for (size_t u = 0; u < m->nupstreams && hooks && hooks->upstream_stats; u++) {
+        struct mg_upstream_snapshot snap = {0, 0, 0};
+        hooks->upstream_stats(hooks->ud, m->cfg, u, &snap);
+        r->upstream[u][MG_MU_BULKHEAD_IN_USE] = (uint64_t)snap.bulkhead_in_use;
+        r->upstream[u][MG_MU_BULKHEAD_QUEUED] = (uint64_t)snap.bulkhead_queued;
+        r->upstream[u][MG_MU_BULKHEAD_REJECTED] = snap.bulkhead_rejected;
     }
     for (size_t f = 0; f < sizeof(per_upstream) / sizeof(per_upstream[0]); f++) {
         bool gauge = per_upstream[f].type[0] == 'g';

@@ -118,8 +118,7 @@ static inline _Atomic uint64_t *mg_metrics_route_cells(struct mg_metrics *m, uns
 
 /* moongate_requests_in_flight{route}: +1 when the request is routed, -1 when it
  * ends, on the same generation and worker. */
-static inline void mg_metrics_in_flight(struct mg_metrics *m, unsigned worker, int route,
-                                        int delta)
+static inline void mg_metrics_in_flight(struct mg_metrics *m, unsigned worker, int route, int delta)
 {
     if (m)
         mg_metrics_cell_add(&mg_metrics_route_cells(m, worker, route)[MG_MR_IN_FLIGHT],
@@ -189,9 +188,9 @@ static inline void mg_metrics_conn(struct mg_metrics *m, unsigned worker, enum m
                                    enum mg_conn_state state, int delta)
 {
     if (m)
-        mg_metrics_cell_add(&m->shards[worker].global[MG_MG_CONN + side * MG_CONN_STATE__COUNT +
-                                                       state],
-                            (uint64_t)(int64_t)delta);
+        mg_metrics_cell_add(
+            &m->shards[worker].global[MG_MG_CONN + side * MG_CONN_STATE__COUNT + state],
+            (uint64_t)(int64_t)delta);
 }
 
 /* A connection moving between states: one call instead of two. */
@@ -203,10 +202,9 @@ static inline void mg_metrics_conn_move(struct mg_metrics *m, unsigned worker,
     mg_metrics_conn(m, worker, side, to, +1);
 }
 
-/* Names of the fixed label sets (for tests and the access log). */
+/* Names of the fixed label sets (the circuit states' are mg_breaker_state_name). */
 const char *mg_metrics_outcome_name(enum mg_upstream_outcome o);
 const char *mg_metrics_idem_result_name(enum mg_idem_result r);
 const char *mg_metrics_phase_name(enum mg_plugin_phase p);
-const char *mg_metrics_circuit_name(enum mg_circuit_state s);
 
 #endif

@@ -72,16 +72,24 @@ void mg_textbuf_printf(struct mg_textbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void mg_textbuf_u64(struct mg_textbuf *b, uint64_t v)
+char *mg_fmt_u64(char *o, uint64_t v)
 {
-    char tmp[20];
+    char tmp[MG_FMT_U64_MAX];
     size_t i = sizeof(tmp);
 
     do {
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    mg_textbuf_append(b, tmp + i, sizeof(tmp) - i);
+    memcpy(o, tmp + i, sizeof(tmp) - i);
+    return o + (sizeof(tmp) - i);
+}
+
+void mg_textbuf_u64(struct mg_textbuf *b, uint64_t v)
+{
+    mg_textbuf_reserve(b, MG_FMT_U64_MAX);
+    b->len = (size_t)(mg_fmt_u64(b->p + b->len, v) - b->p);
+    b->p[b->len] = '\0';
 }
 
 void mg_textbuf_i64(struct mg_textbuf *b, int64_t v)
@@ -94,28 +102,33 @@ void mg_textbuf_i64(struct mg_textbuf *b, int64_t v)
     }
 }
 
-void mg_textbuf_seconds(struct mg_textbuf *b, uint64_t ns, unsigned maxfrac)
+char *mg_fmt_seconds(char *o, uint64_t ns, unsigned maxfrac)
 {
-    static const uint64_t pow10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000,
-                                     100000000};
-    uint64_t frac = ns % 1000000000u;
+    uint32_t frac = (uint32_t)(ns % 1000000000u);
     char digits[9];
-    unsigned n = 9;
+    unsigned n;
 
     if (maxfrac > 9)
         maxfrac = 9;
-    frac -= frac % pow10[9 - maxfrac];
-    mg_textbuf_u64(b, ns / 1000000000u);
-    if (frac == 0)
-        return;
+    o = mg_fmt_u64(o, ns / 1000000000u);
     for (int i = 8; i >= 0; i--) {
         digits[i] = (char)('0' + frac % 10);
         frac /= 10;
     }
-    while (n > 0 && digits[n - 1] == '0')
-        n--;
-    mg_textbuf_putc(b, '.');
-    mg_textbuf_append(b, digits, n);
+    for (n = maxfrac; n > 0 && digits[n - 1] == '0'; n--)
+        ;
+    if (n == 0)
+        return o;
+    *o++ = '.';
+    memcpy(o, digits, n);
+    return o + n;
+}
+
+void mg_textbuf_seconds(struct mg_textbuf *b, uint64_t ns, unsigned maxfrac)
+{
+    mg_textbuf_reserve(b, MG_FMT_SECONDS_MAX);
+    b->len = (size_t)(mg_fmt_seconds(b->p + b->len, ns, maxfrac) - b->p);
+    b->p[b->len] = '\0';
 }
 
 /* Length of the valid UTF-8 sequence at s (RFC 3629 table), or 0 if s[0] does
@@ -150,20 +163,32 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-void mg_textbuf_json_str(struct mg_textbuf *b, const char *str, size_t n)
+/* The bytes a JSON string can hold as they are: printable ASCII but '"', '\\'. */
+static inline int json_plain(unsigned char c)
+{
+    return (unsigned char)(c - 0x20) < 0x5f && c != '"' && c != '\\';
+}
+
+char *mg_fmt_json_str(char *o, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;
-    char *o;
 
-    mg_textbuf_reserve(b, 6 * n + 2);
-    o = b->p + b->len;
     *o++ = '"';
     for (size_t i = 0; i < n;) {
+        size_t run = i;
+        while (run < n && json_plain(s[run]))
+            run++;
+        if (run > i) { /* the common case: a run of plain ASCII */
+            memcpy(o, s + i, run - i);
+            o += run - i;
+            i = run;
+            if (i == n)
+                break;
+        }
         unsigned char c = s[i];
-        if (c >= 0x20 && c < 0x7f) {
-            if (c == '"' || c == '\\')
-                *o++ = '\\';
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
             *o++ = (char)c;
             i++;
             continue;
@@ -185,8 +210,14 @@ void mg_textbuf_json_str(struct mg_textbuf *b, const char *str, size_t n)
         i++;
     }
     *o++ = '"';
-    *o = '\0';
-    b->len = (size_t)(o - b->p);
+    return o;
+}
+
+void mg_textbuf_json_str(struct mg_textbuf *b, const char *s, size_t n)
+{
+    mg_textbuf_reserve(b, 6 * n + 2);
+    b->len = (size_t)(mg_fmt_json_str(b->p + b->len, s, n) - b->p);
+    b->p[b->len] = '\0';
 }
 
 void mg_textbuf_prom_label(struct mg_textbuf *b, const char *s)

@@ -19,7 +19,10 @@ struct mg_textbuf {
     size_t cap; /* bytes allocated */
 };
 
-#define MG_TEXTBUF_INIT {NULL, 0, 0}
+#define MG_TEXTBUF_INIT                                                                            \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Makes room for `n` more bytes (plus the NUL) without changing len. */
 void mg_textbuf_reserve(struct mg_textbuf *b, size_t n);
@@ -45,6 +48,15 @@ void mg_textbuf_prom_label(struct mg_textbuf *b, const char *s);
 /* "2026-11-28T00:00:00.123Z" (RFC 3339, UTC, milliseconds) from unix ms. */
 void mg_textbuf_rfc3339_ms(struct mg_textbuf *b, int64_t unix_ms);
 void mg_textbuf_reset(struct mg_textbuf *b);
+
+/* Raw writers for hot paths that reserve once and then write without checks:
+ * each writes at `o`, which must have room for the stated maximum, and returns
+ * the end of what it wrote (no NUL). Same output as the functions above. */
+#define MG_FMT_U64_MAX     20 /* digits of UINT64_MAX */
+#define MG_FMT_SECONDS_MAX 30
+char *mg_fmt_u64(char *o, uint64_t v);
+char *mg_fmt_seconds(char *o, uint64_t ns, unsigned maxfrac);
+char *mg_fmt_json_str(char *o, const char *s, size_t n); /* at most 6 * n + 2 bytes */
 /* Returns the buffer (never NULL: "" when empty) and leaves `b` empty. */
 char *mg_textbuf_take(struct mg_textbuf *b, size_t *len);
 void mg_textbuf_free(struct mg_textbuf *b);
