@@ -4,7 +4,7 @@ SAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CONF ?= conf/moongate.yaml
 
-.PHONY: all deps build run test test-asan bench format clean
+.PHONY: all deps build run test test-asan test-valgrind bench format clean
 
 all: build
 
@@ -29,6 +29,13 @@ $(SAN_BUILD)/Makefile:
 test-asan: deps $(SAN_BUILD)/Makefile
 	cmake --build $(SAN_BUILD) -j $(JOBS)
 	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
+
+# The C unit tests under valgrind: leaks and invalid accesses fail the run.
+test-valgrind: build
+	@set -e; for t in $(BUILD)/tests/test_*; do \
+	  echo "valgrind $$t"; \
+	  valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
+	done; echo "valgrind: all unit tests clean"
 
 bench: build
 	@scripts/deps.sh --bench

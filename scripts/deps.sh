@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev node-llhttp libluajit2-5.1-dev libhiredis-dev libyaml-dev libssl-dev
   libcmocka-dev uthash-dev libxxhash-dev
-  python3 python3-pytest redis-server curl
+  python3 python3-pytest redis-server curl valgrind
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core)
