@@ -662,25 +662,32 @@ static int on_req_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_req_field(llhttp_t *p, const char *at, size_t len)
+/* Header fields of whichever message this parser reads: both parsers of an
+ * exchange share these three callbacks. */
+static struct mg_headers *fields_of(llhttp_t *p)
 {
     struct mg_exchange *x = &conn_of(p)->x;
-    return headers_add_name(&x->arena, &x->req_hdrs, at, len) ? -1 : 0;
+    return p->type == HTTP_REQUEST ? &x->req_hdrs : &x->resp_hdrs;
 }
 
-static int on_req_value(llhttp_t *p, const char *at, size_t len)
+static int on_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct mg_exchange *x = &conn_of(p)->x;
-    if (x->req_hdrs.n == 0)
+    return headers_add_name(&conn_of(p)->x.arena, fields_of(p), at, len) ? -1 : 0;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_headers *h = fields_of(p);
+    if (h->n == 0)
         return -1;
-    headers_add_value(&x->req_hdrs, at, len);
+    headers_add_value(h, at, len);
     return 0;
 }
 
-static int on_req_value_complete(llhttp_t *p)
+static int on_value_complete(llhttp_t *p)
 {
-    struct mg_exchange *x = &conn_of(p)->x;
-    struct mg_header *f = &x->req_hdrs.v[x->req_hdrs.n - 1];
+    struct mg_headers *h = fields_of(p);
+    struct mg_header *f = &h->v[h->n - 1];
     if (!f->value.p)
         f->value = (struct mg_slice){f->name.p + f->name.len, 0};
     return 0;
@@ -740,9 +747,9 @@ static int on_req_message_complete(llhttp_t *p)
 
 static const llhttp_settings_t request_settings = {
     .on_url = on_req_url,
-    .on_header_field = on_req_field,
-    .on_header_value = on_req_value,
-    .on_header_value_complete = on_req_value_complete,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_header_value_complete = on_value_complete,
     .on_headers_complete = on_req_headers_complete,
     .on_body = on_req_body,
     .on_chunk_header = on_req_chunk_header,
@@ -1347,30 +1354,6 @@ static int on_resp_status(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_resp_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct mg_exchange *x = &conn_of(p)->x;
-    return headers_add_name(&x->arena, &x->resp_hdrs, at, len) ? -1 : 0;
-}
-
-static int on_resp_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct mg_exchange *x = &conn_of(p)->x;
-    if (x->resp_hdrs.n == 0)
-        return -1;
-    headers_add_value(&x->resp_hdrs, at, len);
-    return 0;
-}
-
-static int on_resp_value_complete(llhttp_t *p)
-{
-    struct mg_exchange *x = &conn_of(p)->x;
-    struct mg_header *f = &x->resp_hdrs.v[x->resp_hdrs.n - 1];
-    if (!f->value.p)
-        f->value = (struct mg_slice){f->name.p + f->name.len, 0};
-    return 0;
-}
-
 static bool has_field(const struct mg_headers *h, const char *name, size_t len)
 {
     return mg_headers_find(h, (struct mg_slice){name, len}) >= 0;
@@ -1514,9 +1497,9 @@ static int on_resp_message_complete(llhttp_t *p)
 
 static const llhttp_settings_t response_settings = {
     .on_status = on_resp_status,
-    .on_header_field = on_resp_field,
-    .on_header_value = on_resp_value,
-    .on_header_value_complete = on_resp_value_complete,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_header_value_complete = on_value_complete,
     .on_headers_complete = on_resp_headers_complete,
     .on_body = on_resp_body,
     .on_chunk_header = on_resp_chunk_header,
