@@ -30,13 +30,16 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/headscan.h"
+#include "http/chunk.h"
 #include "http/message.h"
+#include "http/request.h"
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
 #include "resilience/retry.h"
+#include "balancer.h"
 #include "router.h"
 #include "upstream.h"
 #include "worker.h"
@@ -63,32 +66,6 @@ struct mg_wreq {
     uv_buf_t bufs[MG_WREQ_MAX_BUFS];
     char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
 };
-
-/* Debian's llhttp 8.1.0 does not check the CRLF after chunk data (fixed in later
- * llhttp): "5\r\nhelloXX0\r\n\r\n" passes. We check it ourselves, across reads. */
-struct mg_chunk_check {
-    uint64_t left;             /* data bytes left in the current chunk */
-    uint8_t crlf;              /* bytes of the CRLF after it still to verify: 2, 1, 0 */
-};
-
-/* Returns false when the bytes at p are not the expected rest of a CRLF. */
-static bool chunk_crlf_ok(struct mg_chunk_check *k, const char *p, const char *end)
-{
-    for (; k->crlf && p < end; p++, k->crlf--)
-        if (*p != (k->crlf == 2 ? '\r' : '\n'))
-            return false;
-    return true;
-}
-
-/* Accounts for `len` data bytes at `at`; false on a framing error. */
-static bool chunk_data(struct mg_chunk_check *k, const char *at, size_t len, const char *end)
-{
-    k->left -= len < k->left ? len : k->left;
-    if (k->left)
-        return true;
-    k->crlf = 2;
-    return chunk_crlf_ok(k, at + len, end);
-}
 
 enum { MG_UPT_NONE, MG_UPT_CONNECT, MG_UPT_SEND, MG_UPT_READ };
 
@@ -557,18 +534,6 @@ static int append_bytes(struct mg_arena *a, char **buf, size_t *len, size_t *cap
     return 0;
 }
 
-static bool request_id_valid(struct mg_slice v)
-{
-    if (v.len == 0 || v.len > MG_REQUEST_ID_MAX)
-        return false;
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char ch = (unsigned char)v.p[i];
-        if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
-            return false;
-    }
-    return true;
-}
-
 static uint64_t next_random(struct mg_worker *w)
 {
     /* xorshift64*: request ids need uniqueness, not secrecy. */
@@ -596,7 +561,7 @@ static void make_request_id(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     struct mg_slice given = hdr_value(&x->req_hdrs, x->rid_idx);
-    if (request_id_valid(given)) {
+    if (mg_http_request_id_valid(given, MG_REQUEST_ID_MAX)) {
         memcpy(x->request_id, given.p, given.len);
         x->request_id[given.len] = '\0';
         return;
@@ -719,7 +684,7 @@ static int on_req_body(llhttp_t *p, const char *at, size_t len)
         x->body_copy_ok = append_bytes(&x->arena, &x->body_copy, &x->body_copy_len,
                                        &x->body_copy_cap, at, len, MG_RETRY_BODY_MAX) == 0;
     if (x->req_chunked) {
-        if (!chunk_data(&x->req_chunk, at, len, x->req_parse_end))
+        if (!mg_chunk_data(&x->req_chunk, at, len, x->req_parse_end))
             return HPE_USER;
         chunk_to(c, true, at, len, NULL);
     } else {
@@ -755,48 +720,6 @@ static const llhttp_settings_t request_settings = {
     .on_chunk_header = on_req_chunk_header,
     .on_message_complete = on_req_message_complete,
 };
-
-/* RFC 9112 section 3.2: Host is uri-host [ ":" port ]; anything else (spaces,
- * slashes, userinfo) is a 400, so a bad Host never reaches routing or upstreams. */
-static bool host_valid(struct mg_slice h)
-{
-    static const bool allowed[256] = {
-        ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true, ['-'] = true,
-        ['.'] = true, ['_'] = true, ['~'] = true, ['%'] = true, ['!'] = true, ['$'] = true,
-        ['&'] = true, ['\''] = true, ['('] = true, [')'] = true, ['*'] = true, ['+'] = true,
-        [','] = true, [';'] = true, ['='] = true, [':'] = true, ['['] = true, [']'] = true,
-    };
-    for (size_t i = 0; i < h.len; i++)
-        if (!allowed[(unsigned char)h.p[i]])
-            return false;
-    return true;
-}
-
-/* RFC 9112 section 3.2.2: a server must accept "GET http://host/path HTTP/1.1";
- * the authority then stands for Host. Rewrites x->url to the origin form. */
-static int absolute_form(struct mg_exchange *x)
-{
-    static const struct mg_slice schemes[] = {MG_SLICE_LIT("http://"), MG_SLICE_LIT("https://")};
-    for (size_t i = 0; i < 2; i++) {
-        struct mg_slice s = schemes[i];
-        if (x->url.len < s.len || !mg_slice_ieq((struct mg_slice){x->url.p, s.len}, s))
-            continue;
-        const char *auth = x->url.p + s.len, *end = x->url.p + x->url.len, *p = auth;
-        while (p < end && *p != '/' && *p != '?')
-            p++;
-        x->authority = (struct mg_slice){auth, (size_t)(p - auth)};
-        if (p == auth || !host_valid(x->authority) || memchr(auth, '@', x->authority.len))
-            return -1; /* no host, or userinfo (deprecated, a phishing vector) */
-        if (p < end && *p == '/')
-            x->url = (struct mg_slice){p, (size_t)(end - p)};
-        else if (p == end)
-            x->url = MG_SLICE_LIT("/");
-        else
-            return -1; /* "http://host?q": no path to give the origin */
-        return 0;
-    }
-    return 0;
-}
 
 /* Finds the headers the gateway acts on and applies the checks llhttp leaves to us. */
 static enum mg_error inspect_request(struct mg_conn *c)
@@ -840,9 +763,9 @@ static enum mg_error inspect_request(struct mg_conn *c)
         }
     }
     if ((x->http_minor >= 1 && x->host_idx < 0) ||
-        (x->host_idx >= 0 && !host_valid(x->req_hdrs.v[x->host_idx].value)))
+        (x->host_idx >= 0 && !mg_http_host_valid(x->req_hdrs.v[x->host_idx].value)))
         return MG_ERR_BAD_REQUEST;
-    if (absolute_form(x) < 0 || x->url.len == 0 || x->url.p[0] != '/')
+    if (mg_http_absolute_form(&x->url, &x->authority) < 0 || x->url.len == 0 || x->url.p[0] != '/')
         return MG_ERR_BAD_REQUEST; /* origin-form or absolute-form only */
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
@@ -992,43 +915,7 @@ static enum mg_error route_request(struct mg_conn *c)
     return MG_ERR_NONE;
 }
 
-/* ----------------------------------------------------- target choice, tries */
-
-static bool target_available(const struct mg_target_rt *t, const struct mg_breaker_conf *bc,
-                             uint64_t now)
-{
-    return !atomic_load_explicit(&t->stats->unhealthy, memory_order_relaxed) &&
-           mg_breaker_available(&t->stats->breaker, bc, now);
-}
-
-/* Smooth weighted round robin (nginx) over the targets that are available and,
- * when any is left, not tried yet by this exchange. The Lua balancer issue
- * replaces this one function. Returns the index or -1 when none is available. */
-static int choose_target(struct mg_upstream_rt *u, uint64_t tried, uint64_t now)
-{
-    const struct mg_upstream_conf *uc = u->conf;
-    uint64_t avail = 0, fresh = 0;
-    for (size_t i = 0; i < uc->ntargets && i < 64; i++)
-        if (target_available(&u->targets[i], &uc->breaker, now))
-            avail |= 1ull << i;
-    fresh = avail & ~tried;
-    uint64_t pool = fresh ? fresh : avail;
-    if (!pool)
-        return -1;
-    int best = -1;
-    int32_t total = 0;
-    for (size_t i = 0; i < uc->ntargets && i < 64; i++) {
-        if (!(pool & (1ull << i)))
-            continue;
-        struct mg_target_rt *t = &u->targets[i];
-        t->rr_current += (int32_t)t->conf->weight;
-        total += (int32_t)t->conf->weight;
-        if (best < 0 || t->rr_current > u->targets[best].rr_current)
-            best = (int)i;
-    }
-    u->targets[best].rr_current -= total;
-    return best;
-}
+/* ----------------------------------------------------------------- tries */
 
 static void begin_attempt(struct mg_conn *c, struct mg_target_rt *t, uint32_t probe)
 {
@@ -1088,7 +975,7 @@ static int connect_upstream(struct mg_conn *c)
     uint32_t probe = 0;
     int i = -1;
     for (size_t n = 0; n < uc->ntargets; n++) {
-        i = choose_target(ur, x->tried, now);
+        i = mg_balancer_pick(ur, x->tried, now);
         if (i < 0 || mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
             break;
         x->tried |= 1ull << i; /* lost a race to an opening breaker: next one */
@@ -1458,7 +1345,7 @@ static int on_resp_headers_complete(llhttp_t *p)
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
     struct mg_conn *c = conn_of(p);
-    if ((p->flags & F_CHUNKED) && !chunk_data(&c->x.resp_chunk, at, len, c->x.resp_parse_end))
+    if ((p->flags & F_CHUNKED) && !mg_chunk_data(&c->x.resp_chunk, at, len, c->x.resp_parse_end))
         return HPE_USER;
     if (c->x.resp_chunk_out)
         chunk_to(c, false, at, len, c->x.up);
@@ -1534,7 +1421,7 @@ static int parse_response(struct mg_conn *c)
             avail = x->resp_headlen;
         }
         x->resp_parse_end = data + avail;
-        llhttp_errno_t e = chunk_crlf_ok(&x->resp_chunk, data, x->resp_parse_end)
+        llhttp_errno_t e = mg_chunk_crlf_ok(&x->resp_chunk, data, x->resp_parse_end)
                                ? llhttp_execute(&u->parser, data, avail)
                                : HPE_INVALID_CHUNK_SIZE;
         if (data != x->resp_head)
@@ -1767,7 +1654,7 @@ static void forward_request_body(struct mg_conn *c)
     const char *data = c->buf + c->start;
     size_t avail = c->end - c->start;
     x->req_parse_end = data + avail;
-    llhttp_errno_t e = chunk_crlf_ok(&x->req_chunk, data, x->req_parse_end)
+    llhttp_errno_t e = mg_chunk_crlf_ok(&x->req_chunk, data, x->req_parse_end)
                            ? llhttp_execute(&c->parser, data, avail)
                            : HPE_INVALID_CHUNK_SIZE;
     if (e == HPE_PAUSED) {

@@ -1,0 +1,88 @@
+/* tests for gateway/http/request.c: Host syntax, absolute-form targets, request ids. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "http/request.h"
+
+#define S(lit) ((struct mg_slice){(lit), sizeof(lit) - 1})
+
+static void host_accepts_names_ports_and_ipv6(void **state)
+{
+    assert_true(mg_http_host_valid(S("api.example.com")));
+    assert_true(mg_http_host_valid(S("api.example.com:8080")));
+    assert_true(mg_http_host_valid(S("[::1]:80")));
+    assert_true(mg_http_host_valid(S("")));
+}
+
+static void host_rejects_spaces_slashes_and_userinfo(void **state)
+{
+    assert_false(mg_http_host_valid(S("a b")));
+    assert_false(mg_http_host_valid(S("a/b")));
+    assert_false(mg_http_host_valid(S("user@host")));
+    assert_false(mg_http_host_valid(S("a\tb")));
+    assert_false(mg_http_host_valid(S("h\xc3\xa9")));
+}
+
+static void absolute_form_is_rewritten_to_origin_form(void **state)
+{
+    struct mg_slice url = S("http://gw.test/abs/path?q=1"), auth = {NULL, 0};
+    assert_int_equal(mg_http_absolute_form(&url, &auth), 0);
+    assert_int_equal(auth.len, 7);
+    assert_memory_equal(auth.p, "gw.test", 7);
+    assert_int_equal(url.len, strlen("/abs/path?q=1"));
+    assert_memory_equal(url.p, "/abs/path?q=1", url.len);
+}
+
+static void absolute_form_without_path_becomes_slash(void **state)
+{
+    struct mg_slice url = S("HTTPS://h:8443"), auth = {NULL, 0};
+    assert_int_equal(mg_http_absolute_form(&url, &auth), 0);
+    assert_int_equal(url.len, 1);
+    assert_memory_equal(url.p, "/", 1);
+    assert_int_equal(auth.len, 6);
+}
+
+static void origin_form_is_left_alone(void **state)
+{
+    struct mg_slice url = S("/x?y"), auth = {NULL, 0};
+    assert_int_equal(mg_http_absolute_form(&url, &auth), 0);
+    assert_null(auth.p);
+    assert_int_equal(url.len, 4);
+}
+
+static void malformed_absolute_forms_are_rejected(void **state)
+{
+    const char *bad[] = {"http:///x", "http://user@h/x", "http://h?q", "http://a b/x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct mg_slice url = {bad[i], strlen(bad[i])}, auth = {NULL, 0};
+        assert_int_equal(mg_http_absolute_form(&url, &auth), -1);
+    }
+}
+
+static void request_ids_are_visible_ascii_without_quotes(void **state)
+{
+    assert_true(mg_http_request_id_valid(S("req-1.2_3"), 200));
+    assert_false(mg_http_request_id_valid(S(""), 200));
+    assert_false(mg_http_request_id_valid(S("a b"), 200));
+    assert_false(mg_http_request_id_valid(S("a\"b"), 200));
+    assert_false(mg_http_request_id_valid(S("a\\b"), 200));
+    assert_false(mg_http_request_id_valid(S("abcd"), 3));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(host_accepts_names_ports_and_ipv6),
+        cmocka_unit_test(host_rejects_spaces_slashes_and_userinfo),
+        cmocka_unit_test(absolute_form_is_rewritten_to_origin_form),
+        cmocka_unit_test(absolute_form_without_path_becomes_slash),
+        cmocka_unit_test(origin_form_is_left_alone),
+        cmocka_unit_test(malformed_absolute_forms_are_rejected),
+        cmocka_unit_test(request_ids_are_visible_ascii_without_quotes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
