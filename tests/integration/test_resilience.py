@@ -338,3 +338,85 @@ routes:
     gw = gateway(conf, a=up, allow_errors=ALLOW)
     time.sleep(t(0.4))
     assert_error(fetch(gw.port, "GET", "/x"), "circuit_open", 503)
+
+
+def test_target_dying_mid_load_is_ejected_and_readmitted(gateway, upstream):
+    state = {"dead": False}
+
+    def toggled(conn, req):
+        if state["dead"]:
+            conn.reset()
+            return False
+        conn.read_body(req)
+        conn.respond(200, b"b")
+    a, b, c = upstream(), upstream(toggled), upstream()
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}, {address: "$b"}, {address: "$c"}]
+    retry: {max_retries: 2, backoff: {base: 1ms, max: 2ms}}
+    circuit_breaker: {consecutive_failures: 3, failure_rate: 0, open_for: %s, max_open_for: %s}
+routes:
+  - name: all
+    upstream: u
+""" % (ms(0.5), ms(0.5))
+    gw = gateway(conf, a=a, b=b, c=c, allow_errors=ALLOW)
+    errors = 0
+    for i in range(60):
+        errors += fetch(gw.port, "GET", "/warm/%d" % i).status != 200
+    served_before = len(b.requests)
+    assert served_before >= 15  # b takes its share while healthy
+    state["dead"] = True
+    for i in range(90):
+        errors += fetch(gw.port, "GET", "/dead/%d" % i).status != 200
+    hits_while_dead = len(b.requests) - served_before
+    assert hits_while_dead <= 3 + 2, hits_while_dead  # ejected after 3 failures (+ probes)
+    state["dead"] = False
+    time.sleep(t(0.6))
+    before = len(b.requests)
+    for i in range(60):
+        errors += fetch(gw.port, "GET", "/back/%d" % i).status != 200
+    assert len(b.requests) - before >= 10  # re-admitted through half-open
+    assert errors == 0
+
+
+def test_one_of_three_targets_dead_gets_almost_no_errors(gateway, upstream):
+    a, c = upstream(), upstream()
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}, {address: "127.0.0.1:$dead"}, {address: "$c"}]
+    retry: {max_retries: 2, backoff: {base: 1ms, max: 5ms}}
+routes:
+  - name: all
+    upstream: u
+"""
+    gw = gateway(conf, a=a, c=c, dead=free_port(), allow_errors=ALLOW)
+    n = 1000
+    errors = sum(fetch(gw.port, "GET", "/x/%d" % i).status != 200 for i in range(n))
+    assert errors / n < 0.001, errors
+
+
+def test_backoff_delays_stay_within_jitter_bounds(gateway, upstream):
+    bad = upstream(status_handler(503))
+    conf = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    retry: {max_retries: 3, backoff: {base: %s, max: %s}, budget: {ratio: 1, min_per_second: 100}}
+    circuit_breaker: {consecutive_failures: 1000, failure_rate: 0}
+routes:
+  - name: all
+    upstream: u
+""" % (ms(0.1), ms(0.1))
+    gw = gateway(conf, a=bad, allow_errors=ALLOW)
+    totals = []
+    for i in range(8):
+        start = time.monotonic()
+        assert fetch(gw.port, "GET", "/x%d" % i).status == 503
+        totals.append(time.monotonic() - start)
+    assert len(bad.requests) == 8 * 4
+    # three sleeps of random(0, 100ms) each: never above 300ms (+ request time),
+    # and not all zero (the mean of a sum of three is 150ms)
+    assert max(totals) < t(0.3) + t(0.15), totals
+    assert sum(totals) / len(totals) > t(0.04), totals
