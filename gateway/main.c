@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "lua/vm.h"
 #include "obs/accesslog.h"
 #include "obs/admin.h"
 #include "obs/metrics.h"
@@ -102,6 +103,30 @@ static void on_stop_signal(uv_signal_t *s, int signum)
         mg_worker_request_stop(&m->workers[i], immediate);
 }
 
+/* Loads and validates a file completely: YAML, then every plugin's init(conf)
+ * in a scratch VM. Blocking; main thread only. */
+static struct mg_config *load_checked(const char *path, char *err, size_t errlen)
+{
+    struct mg_config *cfg = mg_config_load(path, err, errlen);
+    if (cfg && mg_lua_check_config(cfg, err, errlen) != 0) {
+        mg_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* One plugin VM for worker `id`, or NULL when no route needs one. Made here, on
+ * the main thread, because loading plugins reads files. */
+static int make_vm(struct mg_config *cfg, unsigned id, struct mg_lua **out, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    if (!mg_lua_needed(cfg))
+        return 0;
+    *out = mg_lua_new(cfg, id, NULL, err, errlen);
+    return *out ? 0 : -1;
+}
+
 static void start_admin(struct mg_main *m, struct mg_config *cfg)
 {
     char err[512];
@@ -139,13 +164,27 @@ static void on_hup(uv_signal_t *s, int signum)
 {
     struct mg_main *m = s->data;
     char err[1024];
-    struct mg_config *cfg = mg_config_load(m->conf_path, err, sizeof err);
+    struct mg_config *cfg = load_checked(m->conf_path, err, sizeof err);
+    struct mg_lua **vms = cfg ? calloc(m->nworkers, sizeof *vms) : NULL;
+    for (size_t i = 0; cfg && i < m->nworkers; i++) {
+        if (!vms)
+            mg_fatal("out of memory (plugin VMs)");
+        if (make_vm(cfg, (unsigned)i, &vms[i], err, sizeof err) != 0) {
+            for (size_t j = 0; j < i; j++)
+                mg_lua_free(vms[j]);
+            mg_config_unref(cfg);
+            cfg = NULL;
+        }
+    }
     if (cfg && strcmp(cfg->access_log, m->cfg->access_log) != 0 &&
         mg_accesslog_retarget(m->accesslog, cfg->access_log, err, sizeof err) != 0) {
+        for (size_t j = 0; j < m->nworkers; j++)
+            mg_lua_free(vms[j]);
         mg_config_unref(cfg);
         cfg = NULL;
     }
     if (!cfg) {
+        free(vms);
         mg_error("config reload failed: %s", err);
         mg_metrics_config_reload(m->metrics, false);
         return;
@@ -154,7 +193,8 @@ static void on_hup(uv_signal_t *s, int signum)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
     struct mg_metrics *metrics = mg_metrics_next(m->metrics, cfg);
     for (size_t i = 0; i < m->nworkers; i++)
-        mg_worker_publish_config(&m->workers[i], cfg, metrics);
+        mg_worker_publish_config(&m->workers[i], cfg, metrics, vms[i]);
+    free(vms);
     restart_admin_if_moved(m, cfg);
     if (m->admin)
         mg_admin_publish(m->admin, cfg, metrics);
@@ -217,8 +257,14 @@ static int start_workers(struct mg_main *m)
     if (!m->workers)
         mg_fatal("out of memory (workers)");
     for (size_t i = 0; i < n; i++) {
-        int rc = mg_worker_init(&m->workers[i], (int)i, m->cfg, m->metrics);
-        m->nworkers = i + 1;
+        struct mg_lua *vm = NULL;
+        int rc = make_vm(m->cfg, (unsigned)i, &vm, err, sizeof err);
+        bool initialised = rc == 0;
+        if (initialised)
+            rc = mg_worker_init(&m->workers[i], (int)i, m->cfg, m->metrics, vm);
+        else
+            mg_error("%s", err);
+        m->nworkers = initialised ? i + 1 : i; /* only initialised workers are unwound */
         if (rc != 0) {
             /* Unwind on this thread: each loop runs once to close what it opened. */
             for (size_t j = 0; j < m->nworkers; j++) {
@@ -250,7 +296,7 @@ static int run(const char *conf_path)
     char err[1024];
     struct mg_main m = {.conf_path = conf_path};
     the_main = &m;
-    m.cfg = mg_config_load(conf_path, err, sizeof err);
+    m.cfg = load_checked(conf_path, err, sizeof err);
     if (!m.cfg) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -341,7 +387,7 @@ int main(int argc, char **argv)
         return signal_running(conf_path, signal_name);
     if (test_only) {
         char err[1024];
-        struct mg_config *cfg = mg_config_load(conf_path, err, sizeof err);
+        struct mg_config *cfg = load_checked(conf_path, err, sizeof err);
         if (!cfg) {
             fprintf(stderr, "%s\n", err);
             return 1;

@@ -33,6 +33,7 @@
 #include "http/chunk.h"
 #include "http/message.h"
 #include "http/request.h"
+#include "lua/vm.h"
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
@@ -44,10 +45,10 @@
 #include "upstream.h"
 #include "worker.h"
 
-#define MG_MAX_HEADERS 100
+#define MG_MAX_HEADERS       100
 #define MG_MAX_RESPONSE_HEAD (64 * 1024)
-#define MG_WREQ_MAX_BUFS 24
-#define MG_REQUEST_ID_MAX 200
+#define MG_WREQ_MAX_BUFS     24
+#define MG_REQUEST_ID_MAX    200
 /* Request bodies up to this size are kept so a failed try can be repeated. */
 #define MG_RETRY_BODY_MAX (64 * 1024)
 
@@ -58,10 +59,10 @@ enum { MG_NEXT = 0, MG_AGAIN = 1 };
 struct mg_wreq {
     uv_write_t req;
     struct mg_wreq *next_free;
-    struct mg_conn *conn;      /* the exchange's connection */
-    struct mg_upconn *dst_up;  /* destination when writing upstream, else NULL */
-    struct mg_upconn *pin_up;  /* upstream read buffer referenced, or NULL */
-    bool pins_conn;            /* client read buffer referenced */
+    struct mg_conn *conn;     /* the exchange's connection */
+    struct mg_upconn *dst_up; /* destination when writing upstream, else NULL */
+    struct mg_upconn *pin_up; /* upstream read buffer referenced, or NULL */
+    bool pins_conn;           /* client read buffer referenced */
     unsigned nbufs, nscratch;
     uv_buf_t bufs[MG_WREQ_MAX_BUFS];
     char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
@@ -87,7 +88,7 @@ static const char *const state_names[] = {"idle",    "head",    "queued", "conne
 struct mg_exchange {
     enum mg_x_state state;
     struct mg_arena arena;
-    struct mg_runtime *rt;     /* the config it started on; held from head to end */
+    struct mg_runtime *rt; /* the config it started on; held from head to end */
 
     /* Request head, copied from the read buffer; slices below point into it. */
     char *head;
@@ -96,18 +97,18 @@ struct mg_exchange {
     struct mg_slice url, path;
     struct mg_headers req_hdrs;
     int method;
-    bool head_parsed;          /* method, version and headers are known */
+    bool head_parsed; /* method, version and headers are known */
     uint8_t http_minor;
     uint64_t req_content_length;
-    bool req_chunked;          /* request body is chunked */
-    bool req_keepalive;        /* client asked to keep the connection */
-    bool req_upgrade;          /* Upgrade requested (WebSocket) */
+    bool req_chunked;   /* request body is chunked */
+    bool req_keepalive; /* client asked to keep the connection */
+    bool req_upgrade;   /* Upgrade requested (WebSocket) */
     bool req_expect_continue;
-    bool req_done;             /* request message fully parsed */
+    bool req_done; /* request message fully parsed */
     bool continue_sent;
     uint64_t req_body_bytes;
     struct mg_chunk_check req_chunk; /* request chunk framing */
-    const char *req_parse_end; /* end of the bytes given to the request parser */
+    const char *req_parse_end;       /* end of the bytes given to the request parser */
     int host_idx, rid_idx, xff_idx;
     struct mg_slice authority; /* absolute-form target's host: overrides Host */
     char request_id[MG_REQUEST_ID_MAX + 1];
@@ -115,22 +116,22 @@ struct mg_exchange {
     const struct mg_route_conf *route;
     size_t prefix_len;
     /* Resilience (DESIGN.md section 5). */
-    bool slot_held;            /* one bulkhead slot, kept across retries */
-    uint32_t attempts;         /* tries started */
-    uint64_t tried;            /* bit i: target i was tried */
-    bool attempt_open;         /* counted in the target's in-flight */
-    bool attempt_reported;     /* the breaker heard this try's outcome */
-    uint32_t probe;            /* breaker half-open ticket of this try */
+    bool slot_held;        /* one bulkhead slot, kept across retries */
+    uint32_t attempts;     /* tries started */
+    uint64_t tried;        /* bit i: target i was tried */
+    bool attempt_open;     /* counted in the target's in-flight */
+    bool attempt_reported; /* the breaker heard this try's outcome */
+    uint32_t probe;        /* breaker half-open ticket of this try */
     uint64_t attempt_start_ns;
-    int retry_status;          /* a retryable status is being swallowed */
-    uint32_t retry_after_s;    /* for 503 answers */
-    char *body_copy;           /* the request body, kept for retries while small */
+    int retry_status;       /* a retryable status is being swallowed */
+    uint32_t retry_after_s; /* for 503 answers */
+    char *body_copy;        /* the request body, kept for retries while small */
     size_t body_copy_len, body_copy_cap;
-    bool body_copy_ok;         /* body_copy holds the whole body so far */
+    bool body_copy_ok; /* body_copy holds the whole body so far */
     struct mg_target_rt *target;
-    struct mg_upconn *up;      /* leased upstream connection, or NULL */
-    bool up_ready;             /* connected and request head queued */
-    bool up_eof;               /* tunnel: the upstream closed its side */
+    struct mg_upconn *up; /* leased upstream connection, or NULL */
+    bool up_ready;        /* connected and request head queued */
+    bool up_eof;          /* tunnel: the upstream closed its side */
 
     /* Response head from the upstream, copied; slices point into it. */
     char *resp_head;
@@ -139,41 +140,45 @@ struct mg_exchange {
     struct mg_slice reason;
     struct mg_headers resp_hdrs;
     int status;
-    bool resp_started;         /* bytes of the final response reached the client queue */
-    bool resp_done;            /* the final response is fully queued */
-    bool resp_chunk_out;       /* we chunk-encode the body to the client */
+    bool resp_started;                /* bytes of the final response reached the client queue */
+    bool resp_done;                   /* the final response is fully queued */
+    bool resp_chunk_out;              /* we chunk-encode the body to the client */
     struct mg_chunk_check resp_chunk; /* response chunk framing */
     const char *resp_parse_end;
-    uint8_t up_timer;          /* MG_UPT_*: what the upstream timer guards now */
-    uint32_t up_writes;        /* writes pending on the upstream socket */
-    bool close_after;          /* close the client connection after this exchange */
-    bool up_reusable;          /* the upstream connection may go back to its pool */
+    uint8_t up_timer;   /* MG_UPT_*: what the upstream timer guards now */
+    uint32_t up_writes; /* writes pending on the upstream socket */
+    bool close_after;   /* close the client connection after this exchange */
+    bool up_reusable;   /* the upstream connection may go back to its pool */
     enum mg_error error;
+    /* Lua plugins (DESIGN.md section 6). */
+    struct mg_lua_ctx lua; /* what plugins see and set; valid once lua_ready */
+    bool lua_ready;
+    bool plugin_failed; /* a response-phase plugin raised */
     /* Observability. */
-    uint64_t started_ns;       /* first byte of the request */
-    uint64_t bytes_out;        /* queued to the client */
-    int sent_status;           /* status of the final response sent, 0 = none */
+    uint64_t started_ns; /* first byte of the request */
+    uint64_t bytes_out;  /* queued to the client */
+    int sent_status;     /* status of the final response sent, 0 = none */
     bool in_flight_counted;
 };
 
 struct mg_conn {
     uv_tcp_t tcp;
-    struct mg_deadline timer;  /* keep-alive, header and body timeouts */
+    struct mg_deadline timer;    /* keep-alive, header and body timeouts */
     struct mg_deadline deadline; /* the route's overall deadline */
-    uv_timer_t wait;           /* bulkhead queue timeout, retry backoff */
-    struct mg_conn *wait_next; /* in the upstream's per-worker bulkhead queue */
-    uint64_t wait_since;       /* when it joined that queue (ms) */
+    uv_timer_t wait;             /* bulkhead queue timeout, retry backoff */
+    struct mg_conn *wait_next;   /* in the upstream's per-worker bulkhead queue */
+    uint64_t wait_since;         /* when it joined that queue (ms) */
     struct mg_worker *w;
     struct mg_conn *next, *prev; /* worker's connection list */
-    char *buf;                 /* read buffer (MG_BUF_SIZE) or NULL when idle */
-    size_t start, end;         /* unparsed bytes are buf[start..end) */
-    uint32_t pins;             /* upstream writes pointing into buf */
-    uint32_t writes;           /* writes pending on the client socket */
+    char *buf;                   /* read buffer (MG_BUF_SIZE) or NULL when idle */
+    size_t start, end;           /* unparsed bytes are buf[start..end) */
+    uint32_t pins;               /* upstream writes pointing into buf */
+    uint32_t writes;             /* writes pending on the client socket */
     unsigned handles_open;
     bool reading, closing, eof;
-    bool flushed_now;          /* a write completed synchronously: states may move on */
-    bool counted;              /* in the connections gauge */
-    llhttp_t parser;           /* request parser, re-initialised per request */
+    bool flushed_now;                    /* a write completed synchronously: states may move on */
+    bool counted;                        /* in the connections gauge */
+    llhttp_t parser;                     /* request parser, re-initialised per request */
     struct mg_wreq *out_client, *out_up; /* writes being assembled */
     char client_ip[64];
     struct mg_exchange x;
@@ -368,8 +373,8 @@ static void flush_upstream(struct mg_conn *c)
         if (r->pins_conn)
             c->pins++;
         c->x.up_writes++;
-        rc = uv_write(&r->req, (uv_stream_t *)&r->dst_up->tcp, r->bufs, r->nbufs,
-                      on_upstream_write);
+        rc =
+            uv_write(&r->req, (uv_stream_t *)&r->dst_up->tcp, r->bufs, r->nbufs, on_upstream_write);
         if (rc) {
             if (r->pins_conn)
                 c->pins--;
@@ -476,6 +481,65 @@ static struct mg_slice request_host(const struct mg_exchange *x)
     return x->authority.len ? x->authority : hdr_value(&x->req_hdrs, x->host_idx);
 }
 
+/* ------------------------------------------------------------- plugins */
+
+static struct mg_lua_str lua_str(struct mg_slice s)
+{
+    return (struct mg_lua_str){s.p, s.len};
+}
+
+static const struct mg_lua_header *lua_headers(struct mg_arena *a, const struct mg_headers *h)
+{
+    struct mg_lua_header *v = mg_arena_alloc(a, sizeof *v * (h->n ? h->n : 1));
+    for (uint32_t i = 0; i < h->n; i++)
+        v[i] = (struct mg_lua_header){lua_str(h->v[i].name), lua_str(h->v[i].value)};
+    return v;
+}
+
+/* The request half of the plugins' ctx, filled once, when a first phase runs:
+ * requests on routes without plugins never pay for it. */
+static struct mg_lua_ctx *lua_ctx(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (x->lua_ready)
+        return &x->lua;
+    x->lua_ready = true;
+    mg_lua_ctx_init(&x->lua, &x->arena);
+    const char *m = llhttp_method_name((llhttp_method_t)x->method);
+    const char *q = memchr(x->url.p, '?', x->url.len);
+    x->lua.method = (struct mg_lua_str){m, strlen(m)};
+    x->lua.path = lua_str(x->path);
+    x->lua.query = q ? (struct mg_lua_str){q + 1, (size_t)(x->url.p + x->url.len - q - 1)}
+                     : (struct mg_lua_str){NULL, 0};
+    x->lua.client_ip = (struct mg_lua_str){c->client_ip, strlen(c->client_ip)};
+    x->lua.route = (struct mg_lua_str){x->route->name, strlen(x->route->name)};
+    x->lua.request_id = (struct mg_lua_str){x->request_id, strlen(x->request_id)};
+    x->lua.req_headers = lua_headers(&x->arena, &x->req_hdrs);
+    x->lua.n_req_headers = x->req_hdrs.n;
+    return &x->lua;
+}
+
+static bool lua_active(const struct mg_exchange *x, enum mg_lua_phase phase)
+{
+    return x->route && mg_lua_route_active(x->rt->lua, x->route->index, phase);
+}
+
+static bool edited(const struct mg_lua_edit *e, struct mg_slice name)
+{
+    for (; e; e = e->next)
+        if (mg_slice_ieq((struct mg_slice){e->name.p, e->name.len}, name))
+            return true;
+    return false;
+}
+
+static size_t edits_size(const struct mg_lua_edit *e)
+{
+    size_t n = 0;
+    for (; e; e = e->next)
+        n += e->name.len + (e->value.p ? e->value.len : 0) + 4;
+    return n;
+}
+
 static void headers_init(struct mg_arena *a, struct mg_headers *h)
 {
     h->n = 0;
@@ -571,6 +635,57 @@ static void make_request_id(struct mg_conn *c)
 
 /* --------------------------------------------------------- error responses */
 
+/* For the responses the gateway writes itself (RFC 9110 section 15). */
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 400 ? "OK" : "Error";
+    }
+}
+
 static void queue_error_response(struct mg_conn *c, enum mg_error err)
 {
     struct mg_exchange *x = &c->x;
@@ -578,14 +693,9 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
         generate_request_id(c);
     int status = mg_error_status(err);
     char body[320];
-    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
-                        mg_error_name(err), status, x->request_id);
-    static const char *const reasons[] = {[400] = "Bad Request",        [404] = "Not Found",
-                                          [408] = "Request Timeout",    [409] = "Conflict",
-                                          [413] = "Content Too Large",  [422] = "Unprocessable Content",
-                                          [431] = "Request Header Fields Too Large",
-                                          [500] = "Internal Server Error", [502] = "Bad Gateway",
-                                          [503] = "Service Unavailable", [504] = "Gateway Timeout"};
+    int blen =
+        snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
+                 mg_error_name(err), status, x->request_id);
     char retry_after[40] = "";
     if (status == 503)
         snprintf(retry_after, sizeof retry_after, "Retry-After: %u\r\n",
@@ -595,8 +705,7 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
     int n = snprintf(out, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                      "X-Request-Id: %s\r\n%s%s\r\n%s",
-                     status, reasons[status] ? reasons[status] : "Error", blen, x->request_id,
-                     retry_after,
+                     status, reason_phrase(status), blen, x->request_id, retry_after,
                      x->close_after ? "Connection: close\r\n" : "",
                      x->head_parsed && x->method == HTTP_HEAD ? "" : body);
     x->sent_status = status;
@@ -831,7 +940,35 @@ static int read_request_head(struct mg_conn *c)
 /* --------------------------------------------------- routing, upstream request */
 
 #define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
-#define PUT(o, p, n) (memcpy((o), (p), (n)), (o) += (n))
+#define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
+
+/* Decimal without printf. */
+static size_t put_hex_dec(char *out, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Appends the edits that set a value ("Name: value\r\n" each). */
+static char *put_edits(char *o, const struct mg_lua_edit *e)
+{
+    for (; e; e = e->next) {
+        if (!e->value.p)
+            continue;
+        PUT(o, e->name.p, e->name.len);
+        PUT_LIT(o, ": ");
+        PUT(o, e->value.p, e->value.len);
+        PUT_LIT(o, "\r\n");
+    }
+    return o;
+}
 
 static void build_upstream_head(struct mg_conn *c)
 {
@@ -845,7 +982,9 @@ static void build_upstream_head(struct mg_conn *c)
     }
     struct mg_slice host = request_host(x);
     const char *target_addr = x->target->conf->address.text;
-    size_t cap = x->headlen + strlen(target_addr) + strlen(c->client_ip) + host.len * 2 + 512;
+    const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
+    size_t cap = x->headlen + strlen(target_addr) + strlen(c->client_ip) + host.len * 2 + 512 +
+                 edits_size(edits);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *m = llhttp_method_name((llhttp_method_t)x->method);
     PUT(o, m, strlen(m));
@@ -857,7 +996,7 @@ static void build_upstream_head(struct mg_conn *c)
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         struct mg_header *f = &x->req_hdrs.v[i];
         if ((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || (int)i == x->xff_idx ||
-            ((int)i == x->host_idx && x->authority.len))
+            ((int)i == x->host_idx && x->authority.len) || (edits && edited(edits, f->name)))
             continue;
         PUT(o, f->name.p, f->name.len);
         PUT_LIT(o, ": ");
@@ -889,6 +1028,7 @@ static void build_upstream_head(struct mg_conn *c)
     PUT_LIT(o, "X-Request-Id: ");
     PUT(o, x->request_id, strlen(x->request_id));
     PUT_LIT(o, "\r\nVia: 1.1 moongate\r\n");
+    o = put_edits(o, edits);
     if (x->req_chunked)
         PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
     if (x->req_upgrade) {
@@ -964,6 +1104,32 @@ static void end_attempt(struct mg_conn *c)
     atomic_fetch_sub_explicit(&x->target->stats->active, 1, memory_order_relaxed);
 }
 
+/* Asks the route's Lua balancer. Returns an index, or -1 to fall back to the C
+ * choice (nil or an unavailable target: counted, as DESIGN.md section 6 says);
+ * a raised error fails the exchange with plugin_error. */
+static int lua_pick(struct mg_conn *c, struct mg_upstream_rt *ur, uint64_t now)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_upstream_conf *uc = ur->conf;
+    uint64_t avail = 0;
+    for (size_t k = 0; k < uc->ntargets && k < 64; k++)
+        if (mg_balancer_available(&ur->targets[k], &uc->breaker, now))
+            avail |= 1ull << k;
+    uint64_t offer = (avail & ~x->tried) ? avail & ~x->tried : avail;
+    for (size_t k = 0; k < uc->ntargets; k++)
+        ur->lua_targets[k].available = k < 64 && (offer >> k & 1);
+    bool error = false;
+    int i = mg_lua_balance(x->rt->lua, x->route->index, lua_ctx(c), ur->lua_targets, uc->ntargets,
+                           &error);
+    if (error) {
+        fail(c, MG_ERR_PLUGIN_ERROR, "balance phase");
+        return -1;
+    }
+    if (i < 0)
+        mg_debug("balancer of route %s gave no usable target: round robin instead", x->route->name);
+    return i;
+}
+
 /* Picks a target and leases a connection to it. MG_NEXT when one is ready
  * (pooled) or the exchange failed, MG_AGAIN while connecting. */
 static int connect_upstream(struct mg_conn *c)
@@ -973,8 +1139,12 @@ static int connect_upstream(struct mg_conn *c)
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     uint64_t now = uv_now(&c->w->loop);
     uint32_t probe = 0;
-    int i = -1;
-    for (size_t n = 0; n < uc->ntargets; n++) {
+    int i = lua_active(x, MG_LUA_BALANCE) ? lua_pick(c, ur, now) : -1;
+    if (x->state != MG_X_CONNECT)
+        return MG_NEXT; /* the balancer raised */
+    if (i >= 0 && !mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+        i = -1;
+    for (size_t n = 0; i < 0 && n < uc->ntargets; n++) {
         i = mg_balancer_pick(ur, x->tried, now);
         if (i < 0 || mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
             break;
@@ -984,7 +1154,8 @@ static int connect_upstream(struct mg_conn *c)
     if (i < 0) {
         uint64_t wait_ms = UINT64_MAX;
         for (size_t k = 0; k < uc->ntargets; k++) {
-            uint64_t ms = mg_breaker_retry_after_ms(&ur->targets[k].stats->breaker, &uc->breaker, now);
+            uint64_t ms =
+                mg_breaker_retry_after_ms(&ur->targets[k].stats->breaker, &uc->breaker, now);
             wait_ms = ms < wait_ms ? ms : wait_ms;
         }
         x->retry_after_s = (uint32_t)((wait_ms + 999) / 1000);
@@ -1260,7 +1431,8 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
     }
     if (!x->req_keepalive || c->w->draining || (x->req_upgrade && !switching))
         x->close_after = true;
-    size_t cap = x->resp_headlen + 256 + strlen(x->request_id);
+    const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
+    size_t cap = x->resp_headlen + 256 + strlen(x->request_id) + edits_size(edits);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     PUT_LIT(o, "HTTP/1.1 ");
     *o++ = (char)('0' + x->status / 100 % 10);
@@ -1271,7 +1443,7 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
     PUT_LIT(o, "\r\n");
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         struct mg_header *f = &x->resp_hdrs.v[i];
-        if (f->flags & MG_HDR_HOP)
+        if ((f->flags & MG_HDR_HOP) || (edits && edited(edits, f->name)))
             continue;
         PUT(o, f->name.p, f->name.len);
         PUT_LIT(o, ": ");
@@ -1279,6 +1451,7 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
         PUT_LIT(o, "\r\n");
     }
     PUT_LIT(o, "Via: 1.1 moongate\r\n");
+    o = put_edits(o, edits);
     if (!has_field(&x->resp_hdrs, "x-request-id", 12)) {
         PUT_LIT(o, "X-Request-Id: ");
         PUT(o, x->request_id, strlen(x->request_id));
@@ -1307,7 +1480,20 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
 static enum mg_upstream_outcome status_outcome(const struct mg_upstream_conf *uc, int status)
 {
     return mg_breaker_is_failure_status(&uc->breaker, status) ? MG_OUTCOME_FAILURE
-                                                               : MG_OUTCOME_SUCCESS;
+                                                              : MG_OUTCOME_SUCCESS;
+}
+
+static int run_response_phase(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_lua_ctx *l = lua_ctx(c);
+    l->status = x->status;
+    l->resp_headers = lua_headers(&x->arena, &x->resp_hdrs);
+    l->n_resp_headers = x->resp_hdrs.n;
+    l->upstream_address =
+        (struct mg_lua_str){x->target->conf->address.text, strlen(x->target->conf->address.text)};
+    l->latency = (double)(uv_hrtime() - x->attempt_start_ns) / 1e9;
+    return mg_lua_run(x->rt->lua, x->route->index, MG_LUA_RESPONSE, l) == MG_LUA_ERROR ? -1 : 0;
 }
 
 static int on_resp_headers_complete(llhttp_t *p)
@@ -1331,6 +1517,10 @@ static int on_resp_headers_complete(llhttp_t *p)
     }
     report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
                    status_outcome(uc, x->status));
+    if (lua_active(x, MG_LUA_RESPONSE) && run_response_phase(c) != 0) {
+        x->plugin_failed = true;
+        return -1;
+    }
     mg_headers_mark_hop_by_hop(&x->resp_hdrs);
     bool switching = x->status == 101 && x->req_upgrade && p->upgrade;
     if (x->status == 101 && !switching)
@@ -1409,8 +1599,8 @@ static int parse_response(struct mg_conn *c)
                                 mg_headscan_result_text(r));
                 return -1;
             }
-            append_bytes(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data,
-                         used, MG_MAX_RESPONSE_HEAD + 4);
+            append_bytes(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data, used,
+                         MG_MAX_RESPONSE_HEAD + 4);
             u->start += used;
             if (r == MG_HEADSCAN_MORE)
                 return 0;
@@ -1437,6 +1627,9 @@ static int parse_response(struct mg_conn *c)
             /* Bytes that came with the 101 stay in u->buf for the tunnel. */
             x->state = MG_X_TUNNEL;
             return 0;
+        } else if (e != HPE_OK && x->plugin_failed) {
+            fail(c, MG_ERR_PLUGIN_ERROR, "response phase");
+            return -1;
         } else if (e != HPE_OK) {
             upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
                             parser_reason(&u->parser));
@@ -1521,6 +1714,14 @@ static void record_exchange(struct mg_conn *c, int status)
     uint64_t now = uv_hrtime();
     if (x->in_flight_counted)
         mg_metrics_in_flight(m, w, route, -1);
+    if (lua_active(x, MG_LUA_LOG)) {
+        struct mg_lua_ctx *l = lua_ctx(c);
+        l->status = status;
+        l->latency = (double)(now - x->started_ns) / 1e9;
+        mg_lua_run(x->rt->lua, x->route->index, MG_LUA_LOG, l); /* errors: logged only */
+    }
+    if (x->lua_ready)
+        mg_lua_ctx_done(x->rt->lua, &x->lua);
     /* A client that left before its answer is counted as nginx's 499. */
     mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
     if (!mg_accesslog_enabled(access_log))
@@ -1528,9 +1729,10 @@ static void record_exchange(struct mg_conn *c, int status)
     struct mg_access_entry e = {
         .request_id = {x->request_id, strlen(x->request_id)},
         .client_ip = {c->client_ip, strlen(c->client_ip)},
-        .method = x->head_parsed ? (struct mg_slice){llhttp_method_name((llhttp_method_t)x->method),
-                                                     strlen(llhttp_method_name((llhttp_method_t)x->method))}
-                                 : (struct mg_slice){NULL, 0},
+        .method = x->head_parsed
+                      ? (struct mg_slice){llhttp_method_name((llhttp_method_t)x->method),
+                                          strlen(llhttp_method_name((llhttp_method_t)x->method))}
+                      : (struct mg_slice){NULL, 0},
         .path = x->url,
         .status = status,
         .bytes_in = x->headlen + x->req_body_bytes,
@@ -1558,6 +1760,47 @@ static void exchange_reset(struct mg_conn *c)
     x->state = MG_X_IDLE;
 }
 
+/* An access-phase plugin answered (ctx:respond): send that, touch no upstream. */
+static void respond_from_plugin(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_lua_respond *r = &x->lua.respond;
+    if (!x->req_done || !x->req_keepalive || c->w->draining)
+        x->close_after = true;
+    size_t body = r->body.p ? r->body.len : 0;
+    size_t cap =
+        256 + strlen(x->request_id) + edits_size(r->headers) + edits_size(x->lua.resp_edits) + body;
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    PUT_LIT(o, "HTTP/1.1 ");
+    *o++ = (char)('0' + r->status / 100 % 10);
+    *o++ = (char)('0' + r->status / 10 % 10);
+    *o++ = (char)('0' + r->status % 10);
+    *o++ = ' ';
+    const char *reason = reason_phrase(r->status);
+    PUT(o, reason, strlen(reason));
+    PUT_LIT(o, "\r\nContent-Length: ");
+    o += put_hex_dec(o, body);
+    PUT_LIT(o, "\r\n");
+    o = put_edits(o, r->headers);
+    o = put_edits(o, x->lua.resp_edits);
+    if (!edited(r->headers, MG_SLICE_LIT("x-request-id"))) {
+        PUT_LIT(o, "X-Request-Id: ");
+        PUT(o, x->request_id, strlen(x->request_id));
+        PUT_LIT(o, "\r\n");
+    }
+    if (x->close_after)
+        PUT_LIT(o, "Connection: close\r\n");
+    PUT_LIT(o, "\r\n");
+    if (body && x->method != HTTP_HEAD)
+        PUT(o, r->body.p, body);
+    MG_ASSERT((size_t)(o - start) <= cap);
+    x->sent_status = r->status;
+    x->resp_started = true;
+    x->resp_done = true;
+    to_client(c, start, (size_t)(o - start), NULL);
+    x->state = MG_X_FINISH;
+}
+
 static int step_idle(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
@@ -1565,8 +1808,8 @@ static int step_idle(struct mg_conn *c)
         return MG_AGAIN;
     x->rt = mg_runtime_hold(c->w);
     x->started_ns = uv_hrtime();
-    mg_metrics_conn_move(metrics_of(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT,
-                         MG_CONN_STATE_IDLE, MG_CONN_STATE_ACTIVE);
+    mg_metrics_conn_move(metrics_of(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE,
+                         MG_CONN_STATE_ACTIVE);
     mg_headscan_init(&x->scan, x->rt->cfg->client.max_header_size);
     arm_client_timer(c, x->rt->cfg->client.header_timeout_ms);
     x->state = MG_X_HEAD;
@@ -1589,6 +1832,17 @@ static int step_head(struct mg_conn *c)
     }
     mg_metrics_in_flight(metrics_of(c), (unsigned)c->w->id, (int)x->route->index, 1);
     x->in_flight_counted = true;
+    if (lua_active(x, MG_LUA_ACCESS)) {
+        enum mg_lua_result r = mg_lua_run(x->rt->lua, x->route->index, MG_LUA_ACCESS, lua_ctx(c));
+        if (r == MG_LUA_RESPONDED) {
+            respond_from_plugin(c);
+            return MG_NEXT;
+        }
+        if (r == MG_LUA_ERROR) {
+            fail(c, MG_ERR_PLUGIN_ERROR, "access phase");
+            return MG_NEXT;
+        }
+    }
     if (x->req_done)
         mg_deadline_set(&c->timer, 0);
     else
@@ -2050,7 +2304,7 @@ void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
 void mg_proxy_on_upstream_timeout(struct mg_upconn *u)
 {
     struct mg_conn *c = u->owner;
-    const char *what = !u->connected                     ? "connect timeout"
+    const char *what = !u->connected                  ? "connect timeout"
                        : c->x.up_timer == MG_UPT_SEND ? "upstream send timeout"
                                                       : "upstream read timeout";
     upstream_failed(c, MG_RETRY_ON_TIMEOUT, u->connected, MG_ERR_UPSTREAM_TIMEOUT, what);

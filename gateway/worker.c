@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "proxy.h"
+#include "lua/vm.h"
 #include "obs/metrics.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
@@ -154,7 +155,8 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
     return failures ? UV_EADDRINUSE : 0;
 }
 
-static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *metrics)
+static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *metrics,
+                                      struct mg_lua *lua)
 {
     struct mg_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -164,6 +166,7 @@ static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *
     if (metrics)
         mg_metrics_ref(metrics);
     rt->metrics = metrics;
+    rt->lua = lua;
     rt->holds = 1;
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
     if (!rt->ups)
@@ -176,11 +179,17 @@ static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *
         ur->targets = calloc(uc->ntargets, sizeof *ur->targets);
         if (!ur->targets)
             mg_fatal("out of memory (target runtime)");
+        ur->lua_targets = calloc(uc->ntargets, sizeof *ur->lua_targets);
+        if (!ur->lua_targets)
+            mg_fatal("out of memory (balancer view)");
         for (size_t j = 0; j < uc->ntargets; j++) {
             ur->targets[j].conf = &uc->targets[j];
             ur->targets[j].stats = mg_registry_target(uc->name, uc->targets[j].address.text);
             ur->targets[j].rt = rt;
             ur->targets[j].pool_limit = uc->keepalive;
+            ur->lua_targets[j] = (struct mg_lua_target){.address = uc->targets[j].address.text,
+                                                        .weight = uc->targets[j].weight,
+                                                        .stats = ur->targets[j].stats};
         }
     }
     return rt;
@@ -196,8 +205,11 @@ static void runtime_close_idle(struct mg_runtime *rt)
 static void runtime_free(struct mg_runtime *rt)
 {
     runtime_close_idle(rt);
-    for (size_t i = 0; i < rt->cfg->nupstreams; i++)
+    mg_lua_free(rt->lua);
+    for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
         free(rt->ups[i].targets);
+        free(rt->ups[i].lua_targets);
+    }
     free(rt->ups);
     if (rt->metrics)
         mg_metrics_unref(rt->metrics);
@@ -273,6 +285,7 @@ static void restart_health_checks(struct mg_worker *w)
 
 static void generation_free(struct mg_generation *g)
 {
+    mg_lua_free(g->lua);
     mg_config_unref(g->cfg);
     if (g->metrics)
         mg_metrics_unref(g->metrics);
@@ -288,7 +301,8 @@ static void apply_config(struct mg_worker *w, struct mg_generation *g)
     }
     reconcile_listeners(w, cfg);
     struct mg_runtime *old = w->rt;
-    w->rt = runtime_new(cfg, g->metrics);
+    w->rt = runtime_new(cfg, g->metrics, g->lua);
+    g->lua = NULL; /* the runtime owns it now */
     generation_free(g); /* the runtime holds its own references */
     carry_over_pools(old, w->rt);
     retire_runtime(w, old);
@@ -343,7 +357,8 @@ void mg_worker_conn_closed(struct mg_worker *w)
         uv_timer_start(&w->drain_timer, on_drain_timeout, w->rt->cfg->drain_timeout_ms, 0);
 }
 
-int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics)
+int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics,
+                   struct mg_lua *lua)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
@@ -358,7 +373,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = runtime_new(cfg, metrics);
+    w->rt = runtime_new(cfg, metrics, lua);
     restart_health_checks(w);
     return reconcile_listeners(w, cfg);
 }
@@ -413,7 +428,7 @@ void mg_worker_request_stop(struct mg_worker *w, bool immediate)
 }
 
 void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
-                              struct mg_metrics *metrics)
+                              struct mg_metrics *metrics, struct mg_lua *lua)
 {
     struct mg_generation *g = malloc(sizeof *g);
     if (!g)
@@ -421,7 +436,7 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
     mg_config_ref(cfg);
     if (metrics)
         mg_metrics_ref(metrics);
-    *g = (struct mg_generation){cfg, metrics};
+    *g = (struct mg_generation){cfg, metrics, lua};
     struct mg_generation *stale = atomic_exchange(&w->pending, g);
     if (stale)
         generation_free(stale); /* never applied: superseded by a newer one */

@@ -1,0 +1,420 @@
+/*
+ * The FFI functions behind `ctx`, `targets` and `gw` (lua/moongate/ctx.lua is
+ * their Lua twin).
+ *
+ * Invariant: every function that touches a request first checks that a phase
+ * runs (vm->cur) and that the caller names that request's slot, then that the
+ * phase allows the operation; only then does it read or write vm->cur. Inputs
+ * are validated here as well as in Lua (a header value with CR or LF would be
+ * header injection), so the C side is safe whatever the Lua side does.
+ *
+ * Ownership: edits and the respond body are copied into the request's arena
+ * (ctx->arena), within per-request budgets; nothing here mallocs.
+ */
+#include "lua/ctx.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "core/arena.h"
+#include "core/log.h"
+#include "lua/guard.h"
+#include "lua/state-t.h"
+#include "lua/vm.h"
+#include "resilience/registry.h" /* MG_EWMA_TAU_MS */
+
+static const struct mg_target_stats zero_stats;
+
+const struct mg_ffi_api mg_ffi_api = {
+    .size = sizeof(struct mg_ffi_api),
+    .str_size = sizeof(struct mg_lua_str),
+    .target_size = sizeof(struct mg_lua_target),
+    .target_weight = offsetof(struct mg_lua_target, weight),
+    .target_available = offsetof(struct mg_lua_target, available),
+    .target_stats = offsetof(struct mg_lua_target, stats),
+    .stats_active = offsetof(struct mg_target_stats, active),
+    .stats_ewma_ns = offsetof(struct mg_target_stats, ewma_ns),
+    .stats_failures = offsetof(struct mg_target_stats, failures),
+    .stats_ewma_at_ms = offsetof(struct mg_target_stats, ewma_at_ms),
+    .ewma_tau_ms = MG_EWMA_TAU_MS,
+    .zero_stats = &zero_stats,
+    .mg_ffi_ctx_str = mg_ffi_ctx_str,
+    .mg_ffi_ctx_num = mg_ffi_ctx_num,
+    .mg_ffi_req_header_get = mg_ffi_req_header_get,
+    .mg_ffi_req_header_set = mg_ffi_req_header_set,
+    .mg_ffi_resp_header_get = mg_ffi_resp_header_get,
+    .mg_ffi_resp_header_set = mg_ffi_resp_header_set,
+    .mg_ffi_respond = mg_ffi_respond,
+    .mg_ffi_respond_header_add = mg_ffi_respond_header_add,
+    .mg_ffi_plugin_enter = mg_ffi_plugin_enter,
+    .mg_ffi_plugin_error = mg_ffi_plugin_error,
+    .mg_ffi_log = mg_ffi_log,
+    .mg_ffi_guard_message = mg_ffi_guard_message,
+    .mg_ffi_now = mg_ffi_now,
+    .mg_ffi_clock_ms = mg_ffi_clock_ms,
+    .mg_ffi_hash = mg_ffi_hash,
+};
+
+/* Lua reads these fields as plain loads: they must be naturally aligned words
+ * (relaxed atomic loads on every target we build for). */
+_Static_assert(sizeof(_Atomic uint32_t) == 4 && sizeof(_Atomic uint64_t) == 8,
+               "target stats fields read through the FFI");
+
+#define PHASE_BIT(p) (1u << (p))
+
+/* ------------------------------------------------------------------ helpers */
+
+static struct mg_lua_ctx *current(struct mg_lua *vm, uint32_t slot)
+{
+    if (!vm || !vm->cur || vm->cur->slot != slot || slot == 0)
+        return NULL;
+    return vm->cur;
+}
+
+static bool phase_in(const struct mg_lua *vm, unsigned mask)
+{
+    return (PHASE_BIT(vm->phase) & mask) != 0;
+}
+
+static unsigned char lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
+static bool name_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return false;
+    for (size_t i = 0; i < alen; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return false;
+    return true;
+}
+
+/* RFC 9110 token characters. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int check_name(const char *name, size_t nlen)
+{
+    if (!name || nlen == 0 || nlen > MG_LUA_HEADER_NAME_MAX)
+        return MG_FFI_BAD_NAME;
+    for (size_t i = 0; i < nlen; i++)
+        if (!is_tchar((unsigned char)name[i]))
+            return MG_FFI_BAD_NAME;
+    static const char *const managed[] = {
+        "content-length", "transfer-encoding", "connection", "keep-alive",
+        "te",             "trailer",           "upgrade",    "proxy-connection",
+    };
+    for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
+        if (name_eq(name, nlen, managed[i], strlen(managed[i])))
+            return MG_FFI_FORBIDDEN;
+    return MG_FFI_OK;
+}
+
+/* field-value: VCHAR, obs-text, SP and HTAB; any other control byte (CR and LF
+ * above all: header injection) is refused. */
+static int check_value(const char *value, size_t vlen)
+{
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return MG_FFI_BAD_VALUE;
+    }
+    return MG_FFI_OK;
+}
+
+static int budget(struct mg_lua_ctx *c, size_t n)
+{
+    if (n > MG_LUA_EDIT_BYTES_MAX || c->edit_bytes + n > MG_LUA_EDIT_BYTES_MAX)
+        return MG_FFI_TOO_LARGE;
+    c->edit_bytes += (uint32_t)n;
+    return MG_FFI_OK;
+}
+
+static struct mg_lua_str copy_str(struct mg_lua_ctx *c, const char *p, size_t n)
+{
+    struct mg_lua_str s = {"", 0}; /* "" keeps an empty value distinct from NULL (absent) */
+    if (n) {
+        char *d = mg_arena_alloc(c->arena, n);
+        memcpy(d, p, n);
+        s.p = d;
+        s.len = n;
+    }
+    return s;
+}
+
+static const struct mg_lua_edit *find_edit(const struct mg_lua_edit *e, const char *name,
+                                           size_t nlen)
+{
+    for (; e; e = e->next)
+        if (name_eq(e->name.p, e->name.len, name, nlen))
+            return e;
+    return NULL;
+}
+
+/* Sets (value != NULL) or removes a header in an edit list: one edit per name. */
+static int edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
+                const char *value, size_t vlen)
+{
+    int rc = check_name(name, nlen);
+    if (rc == MG_FFI_OK && value)
+        rc = check_value(value, vlen);
+    if (rc == MG_FFI_OK)
+        rc = budget(c, nlen + (value ? vlen : 0));
+    if (rc != MG_FFI_OK)
+        return rc;
+    struct mg_lua_edit **pp = list;
+    while (*pp && !name_eq((*pp)->name.p, (*pp)->name.len, name, nlen))
+        pp = &(*pp)->next;
+    if (!*pp) {
+        *pp = mg_arena_calloc(c->arena, sizeof(**pp));
+        (*pp)->name = copy_str(c, name, nlen);
+    }
+    (*pp)->value = value ? copy_str(c, value, vlen) : (struct mg_lua_str){NULL, 0};
+    return MG_FFI_OK;
+}
+
+/* Looks a header up in edits first, then in the original headers. */
+static int lookup(const struct mg_lua_edit *edits, const struct mg_lua_header *h, size_t n,
+                  const char *name, size_t nlen, struct mg_lua_str *out)
+{
+    if (!name || !out)
+        return MG_FFI_BAD_NAME;
+    const struct mg_lua_edit *e = find_edit(edits, name, nlen);
+    if (e) {
+        *out = e->value;
+        return e->value.p ? MG_FFI_OK : MG_FFI_NOT_FOUND;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (name_eq(h[i].name.p, h[i].name.len, name, nlen)) {
+            *out = h[i].value;
+            if (!out->p)
+                *out = (struct mg_lua_str){"", 0};
+            return MG_FFI_OK;
+        }
+    }
+    return MG_FFI_NOT_FOUND;
+}
+
+/* ------------------------------------------------------------ ctx functions */
+
+int mg_ffi_ctx_str(struct mg_lua *vm, uint32_t slot, int field, struct mg_lua_str *out)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c || !out)
+        return MG_FFI_BAD_CONTEXT;
+    switch (field) {
+    case MG_FFI_METHOD: *out = c->method; break;
+    case MG_FFI_PATH: *out = c->path; break;
+    case MG_FFI_QUERY: *out = c->query; break;
+    case MG_FFI_CLIENT_IP: *out = c->client_ip; break;
+    case MG_FFI_ROUTE: *out = c->route; break;
+    case MG_FFI_REQUEST_ID: *out = c->request_id; break;
+    case MG_FFI_UPSTREAM_ADDRESS:
+        if (!phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
+            return MG_FFI_NOT_FOUND;
+        *out = c->upstream_address;
+        break;
+    default: return MG_FFI_BAD_CONTEXT;
+    }
+    return out->p ? MG_FFI_OK : MG_FFI_NOT_FOUND;
+}
+
+int mg_ffi_ctx_num(struct mg_lua *vm, uint32_t slot, int field, double *out)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c || !out)
+        return MG_FFI_BAD_CONTEXT;
+    if (!phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
+        return MG_FFI_NOT_FOUND;
+    if (field == MG_FFI_STATUS) {
+        *out = c->status;
+        return c->status > 0 ? MG_FFI_OK : MG_FFI_NOT_FOUND;
+    }
+    if (field == MG_FFI_LATENCY) {
+        *out = c->latency;
+        return c->latency >= 0 ? MG_FFI_OK : MG_FFI_NOT_FOUND;
+    }
+    return MG_FFI_BAD_CONTEXT;
+}
+
+int mg_ffi_req_header_get(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                          struct mg_lua_str *out)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    return lookup(c->req_edits, c->req_headers, c->n_req_headers, name, nlen, out);
+}
+
+int mg_ffi_req_header_set(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                          const char *value, size_t vlen)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!phase_in(vm, PHASE_BIT(MG_LUA_ACCESS) | PHASE_BIT(MG_LUA_BALANCE)))
+        return MG_FFI_BAD_PHASE;
+    return edit(c, &c->req_edits, name, nlen, value, vlen);
+}
+
+int mg_ffi_resp_header_get(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                           struct mg_lua_str *out)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
+        return MG_FFI_BAD_PHASE;
+    return lookup(c->resp_edits, c->resp_headers, c->n_resp_headers, name, nlen, out);
+}
+
+int mg_ffi_resp_header_set(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                           const char *value, size_t vlen)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!phase_in(vm, PHASE_BIT(MG_LUA_ACCESS) | PHASE_BIT(MG_LUA_BALANCE) |
+                          PHASE_BIT(MG_LUA_RESPONSE)))
+        return MG_FFI_BAD_PHASE;
+    return edit(c, &c->resp_edits, name, nlen, value, vlen);
+}
+
+int mg_ffi_respond(struct mg_lua *vm, uint32_t slot, int status, const char *body, size_t blen)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!phase_in(vm, PHASE_BIT(MG_LUA_ACCESS)))
+        return MG_FFI_BAD_PHASE;
+    if (status < 200 || status > 599)
+        return MG_FFI_BAD_VALUE;
+    if (body && blen > MG_LUA_RESPOND_BODY_MAX)
+        return MG_FFI_TOO_LARGE;
+    c->respond.status = status;
+    c->respond.body = body ? copy_str(c, body, blen) : (struct mg_lua_str){NULL, 0};
+    c->respond.headers = NULL;
+    return MG_FFI_OK;
+}
+
+int mg_ffi_respond_header_add(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                              const char *value, size_t vlen)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!phase_in(vm, PHASE_BIT(MG_LUA_ACCESS)) || !c->respond.status)
+        return MG_FFI_BAD_PHASE;
+    if (!value)
+        return MG_FFI_BAD_VALUE;
+    int rc = check_name(name, nlen);
+    if (rc == MG_FFI_OK)
+        rc = check_value(value, vlen);
+    if (rc == MG_FFI_OK)
+        rc = budget(c, nlen + vlen);
+    if (rc != MG_FFI_OK)
+        return rc;
+    struct mg_lua_edit **pp = &c->respond.headers;
+    while (*pp) /* appended: repeated names (Set-Cookie) are allowed here */
+        pp = &(*pp)->next;
+    *pp = mg_arena_calloc(c->arena, sizeof(**pp));
+    (*pp)->name = copy_str(c, name, nlen);
+    (*pp)->value = copy_str(c, value, vlen);
+    return MG_FFI_OK;
+}
+
+/* --------------------------------------------------------- runner functions */
+
+void mg_lua_plugin_close(struct mg_lua *vm, uint64_t now_ns, bool error)
+{
+    if (vm->cur_plugin < 0 || (size_t)vm->cur_plugin >= vm->nplugins)
+        return;
+    unsigned id = (unsigned)vm->cur_plugin;
+    uint64_t ns = now_ns > vm->t_plugin ? now_ns - vm->t_plugin : 0;
+    bool failed = error || vm->cur_failed;
+    struct mg_lua_plugin_stats *st = &vm->plugins[id].stats[vm->phase];
+    st->calls++;
+    st->ns += ns;
+    st->errors += failed;
+    if (vm->hooks.plugin_done)
+        vm->hooks.plugin_done(vm->hooks.data, id, vm->phase, ns, failed);
+    vm->cur_plugin = -1;
+    vm->cur_failed = false;
+}
+
+int mg_ffi_plugin_enter(struct mg_lua *vm, int plugin)
+{
+    uint64_t now = mg_lua_clock_ns();
+    if (!vm || plugin < -1 || plugin >= (int)vm->nplugins)
+        return MG_FFI_BAD_CONTEXT;
+    mg_lua_plugin_close(vm, now, false);
+    vm->cur_plugin = plugin;
+    vm->t_plugin = now;
+    return MG_FFI_OK;
+}
+
+static const char *plugin_name(const struct mg_lua *vm, int plugin)
+{
+    if (plugin >= 0 && (size_t)plugin < vm->nplugins)
+        return vm->plugins[plugin].name;
+    return "(runtime)";
+}
+
+int mg_ffi_plugin_error(struct mg_lua *vm, int plugin, const char *msg, size_t len)
+{
+    if (!vm || !msg)
+        return MG_FFI_BAD_CONTEXT;
+    mg_error("plugin %s: %s: %.*s", plugin_name(vm, plugin), mg_lua_phase_name(vm->phase),
+             (int)(len > 1500 ? 1500 : len), msg);
+    if (plugin == vm->cur_plugin)
+        vm->cur_failed = true;
+    return MG_FFI_OK;
+}
+
+int mg_ffi_log(struct mg_lua *vm, int level, const char *msg, size_t len)
+{
+    if (!vm || !msg)
+        return MG_FFI_BAD_CONTEXT;
+    if (level < MG_LOG_DEBUG || level > MG_LOG_ERROR)
+        return MG_FFI_BAD_VALUE;
+    MG_LOG((enum mg_log_level)level, "plugin %s: %.*s", plugin_name(vm, vm->cur_plugin),
+           (int)(len > 1800 ? 1800 : len), msg);
+    return MG_FFI_OK;
+}
+
+int mg_ffi_guard_message(struct mg_lua *vm, char *buf, size_t cap)
+{
+    if (!vm || !buf || cap == 0)
+        return MG_FFI_BAD_CONTEXT;
+    snprintf(buf, cap, "exceeded the %u ms time limit (runaway loop?)",
+             (unsigned)atomic_load_explicit(&vm->guard.limit_ms, memory_order_relaxed));
+    return MG_FFI_OK;
+}
+
+double mg_ffi_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000) * 1e-6;
+}
+
+double mg_ffi_clock_ms(void)
+{
+    return (double)(mg_lua_clock_ns() / 1000000u);
+}
+
+uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed)
+{
+    return XXH32(p ? p : "", p ? len : 0, seed);
+}

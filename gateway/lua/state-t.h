@@ -1,0 +1,68 @@
+/*
+ * The C side of one plugin VM (struct mg_lua), private to gateway/lua/.
+ *
+ * Invariant: `cur` is non-NULL exactly while a protected call for a request
+ * runs (mg_lua_run / mg_lua_balance); the FFI functions (ctx.c) act only on
+ * `cur`, and only when the Lua side names its slot, so a ctx object kept by a
+ * plugin past its request can never reach another request's memory.
+ *
+ * Ownership: everything here is owned by the VM and freed by mg_lua_free();
+ * `cfg` is borrowed (the proxy's snapshot outlives the VM).
+ */
+#ifndef MG_LUA_STATE_T_H
+#define MG_LUA_STATE_T_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config-t.h"
+#include "lua/ctx-t.h"
+#include "lua/guard-t.h"
+#include "lua/vm-t.h"
+
+struct lua_State;
+
+/* Bits of mg_lua_plugin.caps and mg_lua_route.active: 1 << enum mg_lua_phase. */
+#define MG_LUA_CAP(phase) (1u << (phase))
+
+struct mg_lua_plugin {
+    char *name;
+    char *path;                   /* the file it was loaded from */
+    unsigned caps;                /* MG_LUA_CAP of each function it defines */
+    struct mg_lua_plugin_stats stats[MG_LUA_PHASE__COUNT];
+};
+
+struct mg_lua_route {
+    unsigned active;              /* MG_LUA_CAP of phases with something to run */
+    int first[MG_LUA_PHASE__COUNT]; /* plugin id first in each chain, -1: none */
+};
+
+struct mg_lua {
+    struct lua_State *L;          /* stack[1] is the traceback handler, always */
+    const struct mg_config *cfg;
+    unsigned worker_id;
+    bool checking;                /* scratch VM of mg_lua_check_config() */
+    struct mg_lua_hooks hooks;
+
+    struct mg_lua_route *routes;  /* [cfg->nroutes] */
+    struct mg_lua_plugin *plugins;
+    size_t nplugins, plugins_cap;
+    int ref_load, ref_entry, ref_run, ref_balance; /* runner functions (registry) */
+
+    /* the call in progress */
+    struct mg_lua_ctx *cur;       /* request of the running phase, NULL otherwise */
+    enum mg_lua_phase phase;
+    int cur_plugin;               /* plugin being timed, -1: none */
+    bool cur_failed;              /* it raised an error already reported */
+    uint64_t t_plugin;            /* ns: when cur_plugin was entered */
+
+    /* ctx slots: ctx objects and their ctx.vars, pooled per VM in Lua */
+    uint32_t *free_slots;
+    size_t nfree, free_cap;
+    uint32_t next_slot;           /* slots handed out so far; slot numbers start at 1 */
+
+    struct mg_lua_guard guard;
+};
+
+#endif

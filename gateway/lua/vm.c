@@ -1,0 +1,655 @@
+/*
+ * The Lua plugin runtime: VM lifecycle, plugin loading, and the one protected
+ * entry per phase (STYLE convention 11). lua/moongate/runner.lua is its Lua
+ * half; ctx.c holds the FFI functions plugins reach through `ctx`.
+ *
+ * Invariants:
+ *  - The Lua stack holds exactly one value between calls: the traceback
+ *    handler at index 1. Every call leaves the stack at that height.
+ *  - Plugin code (file chunks, init, phases) runs only inside
+ *    guard_enter()/guard_leave(), so the watchdog bounds all of it.
+ *  - Config-time calls go through lua_cpcall (nothing can raise outside a
+ *    protected call, not even out-of-memory while building a conf table);
+ *    request-time calls push only non-allocating values before lua_pcall.
+ *  - A request is bound to a slot of one VM from its first phase to
+ *    mg_lua_ctx_done(); the free-slot array always has room for every slot
+ *    handed out, so releasing never allocates.
+ *
+ * Ownership: the VM owns its lua_State, plugin table and slot arrays; it
+ * borrows the config snapshot, which the proxy keeps alive longer.
+ */
+#include "lua/vm.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+#include "lua/conf.h"
+#include "lua/ctx.h"
+#include "lua/guard.h"
+#include "lua/state-t.h"
+#include "obs/metrics-t.h"
+
+_Static_assert((int)MG_LUA_ACCESS == (int)MG_PLUGIN_PHASE_ACCESS &&
+                   (int)MG_LUA_BALANCE == (int)MG_PLUGIN_PHASE_BALANCE &&
+                   (int)MG_LUA_RESPONSE == (int)MG_PLUGIN_PHASE_RESPONSE &&
+                   (int)MG_LUA_LOG == (int)MG_PLUGIN_PHASE_LOG &&
+                   (int)MG_LUA_PHASE__COUNT == (int)MG_PLUGIN_PHASE__COUNT,
+               "enum mg_lua_phase mirrors enum mg_plugin_phase");
+
+#define KIND_PLUGIN  MG_LUA_ACCESS  /* runner.entry's kind: a plugins[] entry */
+#define KIND_BALANCER MG_LUA_BALANCE /*                      the route's balancer */
+#define MAX_TARGETS  (1u << 20)
+
+static const char *const phase_names[] = {"init", "access", "balance", "response", "log"};
+
+const char *mg_lua_phase_name(enum mg_lua_phase phase)
+{
+    return (unsigned)phase < MG_LUA_PHASE__COUNT ? phase_names[phase] : "?";
+}
+
+/* ------------------------------------------------------------ small helpers */
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n);
+    if (!p)
+        mg_fatal("out of memory (lua runtime)");
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        mg_fatal("out of memory (lua runtime)");
+    return d;
+}
+
+/* Copies an error message into one line: newlines become "; ". */
+static void one_line(char *dst, size_t cap, const char *src)
+{
+    size_t o = 0;
+    if (cap == 0)
+        return;
+    for (const char *p = src ? src : "(no message)"; *p && o + 1 < cap; p++) {
+        if (*p == '\n') {
+            if (o + 2 < cap) {
+                dst[o++] = ';';
+                dst[o++] = ' ';
+            }
+            while (p[1] == '\t')
+                p++;
+        } else if (*p != '\r') {
+            dst[o++] = *p;
+        }
+    }
+    dst[o] = '\0';
+}
+
+/* The message on top of the stack (any type), popped. */
+static void pop_message(lua_State *L, char *buf, size_t cap)
+{
+    const char *msg = lua_tostring(L, -1);
+    char tmp[64];
+    if (!msg) {
+        snprintf(tmp, sizeof(tmp), "(error object is a %s value)", luaL_typename(L, -1));
+        msg = tmp;
+    }
+    one_line(buf, cap, msg);
+    lua_pop(L, 1);
+}
+
+/* --------------------------------------------------------- guard & timing */
+
+static void call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, uint32_t limit)
+{
+    uint64_t now = mg_lua_clock_ns();
+    vm->phase = phase;
+    vm->cur_plugin = plugin;
+    vm->cur_failed = false;
+    vm->t_plugin = now;
+    mg_lua_guard_enter(&vm->guard, now / 1000000u, limit);
+}
+
+static void call_end(struct mg_lua *vm, bool failed)
+{
+    mg_lua_guard_leave(&vm->guard);
+    mg_lua_plugin_close(vm, mg_lua_clock_ns(), failed);
+    vm->cur = NULL;
+}
+
+/* ------------------------------------------------------------------ boot */
+
+/* The message handler at stack index 1: message + Lua traceback. Never raises
+ * (luaL_traceback only pushes). */
+static int on_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static uint64_t random_seed(unsigned worker_id)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+        seed = mg_lua_clock_ns();
+    return seed ^ ((uint64_t)worker_id << 32);
+}
+
+struct boot_args {
+    struct mg_lua *vm;
+};
+
+/* Sets the module path to the Lua library dir only (no C modules), requires
+ * the runner and calls its boot(). Inside lua_cpcall. */
+static MG_LJMP int boot_call(lua_State *L)
+{
+    struct mg_lua *vm = ((struct boot_args *)lua_touserdata(L, 1))->vm;
+    lua_getglobal(L, "package");
+    lua_pushstring(L, MG_LUA_DIR "/?.lua");
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "moongate.runner");
+    lua_call(L, 1, 1);
+    static const char *const fns[] = {"load", "entry", "run", "balance"};
+    int *refs[] = {&vm->ref_load, &vm->ref_entry, &vm->ref_run, &vm->ref_balance};
+    for (size_t i = 0; i < 4; i++) {
+        lua_getfield(L, -1, fns[i]);
+        if (!lua_isfunction(L, -1))
+            luaL_error(L, "moongate.runner has no function %s", fns[i]);
+        *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_getfield(L, -1, "boot");
+    lua_pushlightuserdata(L, vm);
+    lua_pushlightuserdata(L, (void *)&mg_ffi_api);
+    lua_pushlightuserdata(L, (void *)mg_lua_guard_stop(&vm->guard));
+    lua_pushinteger(L, (lua_Integer)vm->worker_id);
+    lua_pushboolean(L, vm->checking);
+    lua_pushnumber(L, (lua_Number)(random_seed(vm->worker_id) % (1ull << 52)));
+    lua_call(L, 6, 0);
+    return 0;
+}
+
+static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, bool checking,
+                              const struct mg_lua_hooks *hooks, char *err, size_t errlen)
+{
+    struct mg_lua *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        mg_fatal("out of memory (lua runtime)");
+    vm->cfg = cfg;
+    vm->worker_id = worker_id;
+    vm->checking = checking;
+    vm->cur_plugin = -1;
+    if (hooks)
+        vm->hooks = *hooks;
+    vm->routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*vm->routes));
+    if (!vm->routes)
+        mg_fatal("out of memory (lua runtime)");
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        for (int p = 0; p < MG_LUA_PHASE__COUNT; p++)
+            vm->routes[i].first[p] = -1;
+    mg_lua_guard_register(&vm->guard);
+
+    vm->L = luaL_newstate();
+    if (!vm->L) {
+        snprintf(err, errlen, "%s: lua runtime: cannot create a LuaJIT VM", cfg->path);
+        mg_lua_free(vm);
+        return NULL;
+    }
+    luaL_openlibs(vm->L);
+    lua_pushcfunction(vm->L, on_traceback); /* stays at index 1 */
+    struct boot_args args = {vm};
+    if (lua_cpcall(vm->L, boot_call, &args) != 0) {
+        char msg[512];
+        pop_message(vm->L, msg, sizeof(msg));
+        snprintf(err, errlen, "%s: lua runtime (%s): %s", cfg->path, MG_LUA_DIR, msg);
+        mg_lua_free(vm);
+        return NULL;
+    }
+    return vm;
+}
+
+/* ------------------------------------------------------------ plugin files */
+
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Finds NAME.lua: plugin_path dirs in order, then the bundled dir (unless
+ * `user_only`). Returns 0 with the path, or -1. */
+static int find_plugin(const struct mg_config *cfg, const char *name, bool user_only, char *path,
+                       size_t cap)
+{
+    for (size_t i = 0; i < cfg->nplugin_path; i++) {
+        snprintf(path, cap, "%s/%s.lua", cfg->plugin_path[i], name);
+        if (is_file(path))
+            return 0;
+    }
+    if (user_only)
+        return -1;
+    snprintf(path, cap, "%s/%s.lua", MG_PLUGIN_DIR, name);
+    return is_file(path) ? 0 : -1;
+}
+
+static void not_found_message(const struct mg_config *cfg, char *msg, size_t cap)
+{
+    size_t o = (size_t)snprintf(msg, cap, "not found (searched ");
+    for (size_t i = 0; i < cfg->nplugin_path && o < cap; i++)
+        o += (size_t)snprintf(msg + o, cap - o, "%s, ", cfg->plugin_path[i]);
+    if (o < cap)
+        snprintf(msg + o, cap - o, "%s)", MG_PLUGIN_DIR);
+}
+
+/* Reads a whole file; NULL with errno set on failure. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (n + 4096 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            buf = xrealloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    bool failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* True for the route's balancer when the proxy's C smooth weighted round robin
+ * does exactly what it asks: bundled round_robin (not overridden on
+ * plugin_path) without config. */
+static bool balancer_is_c(const struct mg_config *cfg, const struct mg_route_conf *rt)
+{
+    const struct mg_plugin_conf *b = &rt->balancer;
+    char path[4096];
+    if (b->name && strcmp(b->name, "round_robin") != 0)
+        return false;
+    if (b->config && !(b->config->kind == MG_VAL_MAP && b->config->n == 0))
+        return false;
+    return find_plugin(cfg, "round_robin", true, path, sizeof(path)) < 0;
+}
+
+struct load_args {
+    struct mg_lua *vm;
+    int id;
+    unsigned caps;
+};
+
+/* Stack: [1] handler, [2] args, [3] chunk. Calls runner.load(id, name, chunk). */
+static MG_LJMP int load_call(lua_State *L)
+{
+    struct load_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_load);
+    lua_pushinteger(L, a->id);
+    lua_pushstring(L, a->vm->plugins[a->id].name);
+    lua_pushvalue(L, 2);
+    lua_call(L, 3, 1);
+    a->caps = (unsigned)lua_tointeger(L, -1);
+    return 0;
+}
+
+/* Loads plugin `name` into the VM (once) and returns its id, or -1 with a
+ * message. */
+static int load_plugin(struct mg_lua *vm, const char *name, char *msg, size_t cap)
+{
+    char path[4096];
+    for (size_t i = 0; i < vm->nplugins; i++)
+        if (strcmp(vm->plugins[i].name, name) == 0)
+            return (int)i;
+    if (find_plugin(vm->cfg, name, false, path, sizeof(path)) < 0) {
+        not_found_message(vm->cfg, msg, cap);
+        return -1;
+    }
+    size_t len = 0, glen = 0;
+    char *src = read_file(path, &len);
+    if (!src) {
+        snprintf(msg, cap, "cannot read %.900s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *guarded = mg_lua_guard_source(src, len, &glen);
+
+    if (vm->nplugins == vm->plugins_cap) {
+        vm->plugins_cap = vm->plugins_cap ? vm->plugins_cap * 2 : 8;
+        vm->plugins = xrealloc(vm->plugins, vm->plugins_cap * sizeof(*vm->plugins));
+    }
+    int id = (int)vm->nplugins;
+    struct mg_lua_plugin *p = &vm->plugins[id];
+    memset(p, 0, sizeof(*p));
+    p->name = xstrdup(name);
+    p->path = xstrdup(path);
+    vm->nplugins++;
+
+    lua_State *L = vm->L;
+    char chunkname[4200];
+    snprintf(chunkname, sizeof(chunkname), "@%s", path);
+    int rc = luaL_loadbuffer(L, guarded ? guarded : src, guarded ? glen : len, chunkname);
+    free(guarded);
+    free(src);
+    if (rc != 0) {
+        pop_message(L, msg, cap);
+        return -1;
+    }
+    struct load_args a = {vm, id, 0};
+    lua_pushcfunction(L, load_call);
+    lua_pushlightuserdata(L, &a);
+    lua_pushvalue(L, -3); /* the chunk */
+    call_begin(vm, MG_LUA_INIT, id, mg_lua_guard_init_limit());
+    rc = lua_pcall(L, 2, 0, 0);
+    call_end(vm, rc != 0);
+    lua_remove(L, -1 - (rc != 0)); /* the chunk, below a message if any */
+    if (rc != 0) {
+        pop_message(L, msg, cap);
+        return -1;
+    }
+    p->caps = a.caps;
+    return id;
+}
+
+struct entry_args {
+    struct mg_lua *vm;
+    size_t route;
+    int kind, id;
+    const struct mg_conf_value *conf;
+    unsigned mask;
+};
+
+static MG_LJMP int entry_call(lua_State *L)
+{
+    struct entry_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_entry);
+    lua_pushinteger(L, (lua_Integer)a->route + 1);
+    lua_pushinteger(L, a->kind);
+    lua_pushinteger(L, a->id);
+    mg_lua_push_conf(L, a->conf);
+    lua_call(L, 4, 1);
+    a->mask = (unsigned)lua_tointeger(L, -1);
+    return 0;
+}
+
+/* One route entry: load its plugin, run init(conf), add it to the chains. */
+static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plugin_conf *pc,
+                     char *msg, size_t cap)
+{
+    int id = load_plugin(vm, pc->name, msg, cap);
+    if (id < 0)
+        return -1;
+    struct entry_args a = {vm, ri, kind, id, pc->config, 0};
+    call_begin(vm, MG_LUA_INIT, id, mg_lua_guard_init_limit());
+    int rc = lua_cpcall(vm->L, entry_call, &a);
+    call_end(vm, rc != 0);
+    if (rc != 0) {
+        pop_message(vm->L, msg, cap);
+        return -1;
+    }
+    struct mg_lua_route *r = &vm->routes[ri];
+    for (int p = MG_LUA_ACCESS; p < MG_LUA_PHASE__COUNT; p++) {
+        if ((a.mask & MG_LUA_CAP(p)) && r->first[p] < 0)
+            r->first[p] = id;
+    }
+    r->active |= a.mask;
+    return 0;
+}
+
+static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
+{
+    const struct mg_config *cfg = vm->cfg;
+    char msg[1024];
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct mg_route_conf *rt = &cfg->routes[i];
+        for (size_t j = 0; j < rt->nplugins; j++) {
+            const struct mg_plugin_conf *pc = &rt->plugins[j];
+            if (add_entry(vm, i, KIND_PLUGIN, pc, msg, sizeof(msg)) < 0) {
+                snprintf(err, errlen, "%s:%d:%d: routes[%zu].plugins[%zu]: plugin %s: %s",
+                         cfg->path, pc->line, pc->col, i, j, pc->name, msg);
+                return -1;
+            }
+        }
+        if (balancer_is_c(cfg, rt))
+            continue;
+        const struct mg_plugin_conf *bc = &rt->balancer;
+        if (add_entry(vm, i, KIND_BALANCER, bc, msg, sizeof(msg)) < 0) {
+            snprintf(err, errlen, "%s:%d:%d: routes[%zu].balancer: plugin %s: %s", cfg->path,
+                     bc->line, bc->col, i, bc->name, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- public API */
+
+struct mg_lua *mg_lua_new(const struct mg_config *cfg, unsigned worker_id,
+                          const struct mg_lua_hooks *hooks, char *err, size_t errlen)
+{
+    struct mg_lua *vm = vm_open(cfg, worker_id, false, hooks, err, errlen);
+    if (vm && load_routes(vm, err, errlen) < 0) {
+        mg_lua_free(vm);
+        return NULL;
+    }
+    return vm;
+}
+
+int mg_lua_check_config(const struct mg_config *cfg, char *err, size_t errlen)
+{
+    struct mg_lua *vm = vm_open(cfg, 0, true, NULL, err, errlen);
+    if (!vm)
+        return -1;
+    int rc = load_routes(vm, err, errlen);
+    mg_lua_free(vm);
+    return rc;
+}
+
+bool mg_lua_needed(const struct mg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (cfg->routes[i].nplugins || !balancer_is_c(cfg, &cfg->routes[i]))
+            return true;
+    return false;
+}
+
+void mg_lua_free(struct mg_lua *vm)
+{
+    if (!vm)
+        return;
+    mg_lua_guard_unregister(&vm->guard);
+    if (vm->L)
+        lua_close(vm->L);
+    for (size_t i = 0; i < vm->nplugins; i++) {
+        free(vm->plugins[i].name);
+        free(vm->plugins[i].path);
+    }
+    free(vm->plugins);
+    free(vm->routes);
+    free(vm->free_slots);
+    free(vm);
+}
+
+bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase)
+{
+    return vm && route < vm->cfg->nroutes && (vm->routes[route].active & MG_LUA_CAP(phase));
+}
+
+void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->arena = arena;
+    ctx->latency = -1;
+}
+
+/* Binds the request to a slot on its first phase; true when the slot is new
+ * to this request (the Lua side then resets its pooled ctx object). */
+static bool bind_slot(struct mg_lua *vm, struct mg_lua_ctx *ctx)
+{
+    if (ctx->slot) {
+        MG_ASSERT(ctx->vm == vm);
+        return false;
+    }
+    if (vm->nfree) {
+        ctx->slot = vm->free_slots[--vm->nfree];
+    } else {
+        ctx->slot = ++vm->next_slot;
+        if (vm->free_cap < vm->next_slot) { /* room to release every slot later */
+            vm->free_cap = vm->free_cap ? vm->free_cap * 2 : 64;
+            vm->free_slots = xrealloc(vm->free_slots, vm->free_cap * sizeof(uint32_t));
+        }
+    }
+    ctx->vm = vm;
+    return true;
+}
+
+void mg_lua_ctx_done(struct mg_lua *vm, struct mg_lua_ctx *ctx)
+{
+    if (!ctx->slot)
+        return;
+    vm = vm ? vm : ctx->vm;
+    MG_ASSERT(ctx->vm == vm && vm->nfree < vm->free_cap);
+    vm->free_slots[vm->nfree++] = ctx->slot;
+    ctx->slot = 0;
+    ctx->vm = NULL;
+}
+
+/* The one protected entry of request time: function and nargs arguments are
+ * pushed; leaves nres results on success, nothing on error (logged). */
+static int protected_call(struct mg_lua *vm, enum mg_lua_phase phase, struct mg_lua_ctx *ctx,
+                          int nargs, int nres, size_t route)
+{
+    lua_State *L = vm->L;
+    vm->cur = ctx;
+    call_begin(vm, phase, vm->routes[route].first[phase], mg_lua_guard_phase_limit());
+    int rc = lua_pcall(L, nargs, nres, 1);
+    if (rc != 0) {
+        char msg[1800];
+        pop_message(L, msg, sizeof(msg));
+        mg_error("plugin %s: %s: %s",
+                 vm->cur_plugin >= 0 ? vm->plugins[vm->cur_plugin].name : "(runtime)",
+                 mg_lua_phase_name(phase), msg);
+    }
+    call_end(vm, rc != 0);
+    return rc;
+}
+
+enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase phase,
+                              struct mg_lua_ctx *ctx)
+{
+    MG_ASSERT(phase == MG_LUA_ACCESS || phase == MG_LUA_RESPONSE || phase == MG_LUA_LOG);
+    if (!mg_lua_route_active(vm, route, phase))
+        return MG_LUA_OK;
+    MG_ASSERT(ctx->arena != NULL);
+    lua_State *L = vm->L;
+    bool fresh = bind_slot(vm, ctx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_run);
+    lua_pushinteger(L, (lua_Integer)route + 1);
+    lua_pushinteger(L, phase);
+    lua_pushinteger(L, ctx->slot);
+    lua_pushboolean(L, fresh);
+    if (protected_call(vm, phase, ctx, 4, 1, route) != 0)
+        return MG_LUA_ERROR;
+    bool failed = lua_toboolean(L, -1); /* log phase: some plugin failed */
+    lua_settop(L, 1);
+    if (failed)
+        return MG_LUA_ERROR;
+    if (phase == MG_LUA_ACCESS && ctx->respond.status)
+        return MG_LUA_RESPONDED;
+    return MG_LUA_OK;
+}
+
+int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
+                   const struct mg_lua_target *targets, size_t n, bool *error)
+{
+    *error = false;
+    if (!mg_lua_route_active(vm, route, MG_LUA_BALANCE) || n == 0 || n > MAX_TARGETS)
+        return -1;
+    MG_ASSERT(ctx->arena != NULL);
+    lua_State *L = vm->L;
+    bool fresh = bind_slot(vm, ctx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_balance);
+    lua_pushinteger(L, (lua_Integer)route + 1);
+    lua_pushinteger(L, ctx->slot);
+    lua_pushboolean(L, fresh);
+    lua_pushlightuserdata(L, (void *)targets);
+    lua_pushinteger(L, (lua_Integer)n);
+    if (protected_call(vm, MG_LUA_BALANCE, ctx, 5, 1, route) != 0) {
+        *error = true;
+        return -1;
+    }
+    int index = -1;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (v >= 1 && v <= (lua_Number)n && v == floor(v) && targets[(size_t)v - 1].available)
+            index = (int)v - 1;
+    }
+    lua_settop(L, 1);
+    return index;
+}
+
+size_t mg_lua_nplugins(const struct mg_lua *vm)
+{
+    return vm ? vm->nplugins : 0;
+}
+
+const char *mg_lua_plugin_name(const struct mg_lua *vm, unsigned plugin)
+{
+    return vm && plugin < vm->nplugins ? vm->plugins[plugin].name : NULL;
+}
+
+struct mg_lua_plugin_stats mg_lua_plugin_stats(const struct mg_lua *vm, unsigned plugin,
+                                               enum mg_lua_phase phase)
+{
+    struct mg_lua_plugin_stats zero = {0};
+    if (!vm || plugin >= vm->nplugins || (unsigned)phase >= MG_LUA_PHASE__COUNT)
+        return zero;
+    return vm->plugins[plugin].stats[phase];
+}
+
+uint64_t mg_lua_errors(const struct mg_lua *vm)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; vm && i < vm->nplugins; i++)
+        for (int p = 0; p < MG_LUA_PHASE__COUNT; p++)
+            n += vm->plugins[i].stats[p].errors;
+    return n;
+}
+
+size_t mg_lua_memory(const struct mg_lua *vm)
+{
+    if (!vm || !vm->L)
+        return 0;
+    return (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024u + (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);
+}
+
+void mg_lua_set_time_limits(unsigned phase_ms, unsigned init_ms)
+{
+    mg_lua_guard_set_limits(phase_ms, init_ms);
+}

@@ -1,0 +1,120 @@
+/*
+ * The Lua plugin runtime (DESIGN.md section 6): one LuaJIT VM per worker per
+ * config snapshot, the plugin chains of every route, and the balancer hook.
+ *
+ * (Named vm.h rather than lua.h: a quoted #include "lua.h" inside this folder
+ * would otherwise find this file instead of LuaJIT's.)
+ *
+ * Threads: mg_lua_check_config() and mg_lua_new() may run on any thread (they
+ * block on file I/O: never on a worker loop that serves traffic). A VM is then
+ * used by one thread at a time: its worker. mg_lua_free() runs on the thread
+ * that last used the VM, after the last request bound to it called
+ * mg_lua_ctx_done(). Process-wide: a watchdog thread (guard.c) that bounds a
+ * plugin's run time; it starts with the first VM and stops with the last.
+ *
+ * Errors: every plugin failure (missing file, syntax error, a raised error,
+ * a runaway loop) is reported as a value, never a crash: config time gives
+ * "FILE:LINE:COL: routes[I].plugins[J]: plugin NAME: MESSAGE"; request time
+ * gives MG_LUA_ERROR after logging "plugin NAME: PHASE: MESSAGE + traceback".
+ */
+#ifndef MG_LUA_VM_H
+#define MG_LUA_VM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/config-t.h"
+#include "lua/ctx-t.h"
+#include "lua/vm-t.h"
+
+struct mg_arena;
+
+/* Default run-time limits (guard.c). A plugin call (one phase of one request,
+ * the whole chain) that runs longer is stopped with an error at its next loop
+ * iteration or function entry; loading a plugin file plus its init() calls get
+ * the larger init limit. Detection granularity: a quarter of the limit. */
+#define MG_LUA_PHASE_LIMIT_MS 200
+#define MG_LUA_INIT_LIMIT_MS  2000
+
+/* ---- config time ---- */
+
+/* Validates every plugin and non-default balancer of `cfg` in a scratch VM:
+ * finds NAME.lua (cfg->plugin_path dirs in order, then the bundled MG_PLUGIN_DIR),
+ * loads it, checks it returns a table of known functions, and runs init(conf)
+ * for each route entry. Returns 0, or -1 with one line in `err` (always
+ * NUL-terminated when errlen > 0):
+ *   "FILE:LINE:COL: routes[I].plugins[J]: plugin NAME: MESSAGE"  (I, J 0-based)
+ *   "FILE:LINE:COL: routes[I].balancer: plugin NAME: MESSAGE"
+ * Blocking: main thread at `moongate -t` and before publishing a reload. */
+int mg_lua_check_config(const struct mg_config *cfg, char *err, size_t errlen);
+
+/* True when some route of `cfg` runs a plugin or a Lua balancer. When false the
+ * proxy may skip creating VMs altogether. Stats the plugin directories. */
+bool mg_lua_needed(const struct mg_config *cfg);
+
+/* Creates the VM of worker `worker_id` for snapshot `cfg`: loads every plugin
+ * fresh from disk and runs init(conf) per route entry. `cfg` must outlive the
+ * VM (the VM keeps no reference count: the proxy's snapshot runtime owns both).
+ * `hooks` may be NULL; it is copied. Returns NULL with the same one-line error
+ * as mg_lua_check_config() on failure. */
+struct mg_lua *mg_lua_new(const struct mg_config *cfg, unsigned worker_id,
+                          const struct mg_lua_hooks *hooks, char *err, size_t errlen);
+
+/* Closes the VM. NULL is ignored. No request may still be bound to it. */
+void mg_lua_free(struct mg_lua *vm);
+
+/* ---- request time (the VM's thread only) ---- */
+
+/* Whether the route has anything to run in `phase`: a plugin with that
+ * function, or for MG_LUA_BALANCE a Lua balancer (false for the default
+ * round_robin without config: the proxy's C balancer does exactly that).
+ * When false, skip the VM: it costs nothing. vm == NULL gives false. */
+bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase);
+
+/* Prepares a request's context: zeroes everything, sets `arena` (outputs are
+ * allocated from it) and latency = -1. Fill the inputs afterwards. */
+void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena);
+
+/* Ends a request's use of the VM: its ctx.vars table goes back to the pool
+ * (cleared when reused). Call it once per request that ran any phase (it is a
+ * no-op for one that did not). Then the ctx may be reused or dropped. */
+void mg_lua_ctx_done(struct mg_lua *vm, struct mg_lua_ctx *ctx);
+
+/* Runs the route's chain for `phase` (ACCESS, RESPONSE or LOG) in config order,
+ * through one protected call. ACCESS stops at the first plugin that responds
+ * (MG_LUA_RESPONDED). On error the chain stops (in LOG, the other plugins still
+ * run), the error is logged with plugin name, phase and traceback, and counted.
+ * A request's ctx is bound to the first VM that runs it: later phases must use
+ * the same VM (ctx->vm). */
+enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase phase,
+                              struct mg_lua_ctx *ctx);
+
+/* Asks the route's Lua balancer for a target. `targets` (n of them, n <= 2^20)
+ * is read in place through the FFI. Returns the 0-based index of an available
+ * target, or -1 when the balancer returned nil, a non-integer, an index out of
+ * range or an unavailable target (the proxy then takes the next available one
+ * and counts a fallback), or raised: then *error is true (logged, counted: the
+ * proxy answers 500 plugin_error). */
+int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
+                   const struct mg_lua_target *targets, size_t n, bool *error);
+
+/* ---- observation ---- */
+
+/* Distinct plugins (and Lua balancers) loaded in the VM; ids are 0..n-1. */
+size_t mg_lua_nplugins(const struct mg_lua *vm);
+const char *mg_lua_plugin_name(const struct mg_lua *vm, unsigned plugin);
+/* Copies the counters of one plugin and phase (zeros for a bad id). */
+struct mg_lua_plugin_stats mg_lua_plugin_stats(const struct mg_lua *vm, unsigned plugin,
+                                               enum mg_lua_phase phase);
+/* Sum of errors over every plugin and phase. */
+uint64_t mg_lua_errors(const struct mg_lua *vm);
+/* Bytes of Lua heap in use (the VM's thread only). */
+size_t mg_lua_memory(const struct mg_lua *vm);
+
+const char *mg_lua_phase_name(enum mg_lua_phase phase);
+
+/* Process-wide limits (0 keeps the current value); they apply to calls that
+ * start afterwards. Defaults: MG_LUA_PHASE_LIMIT_MS and MG_LUA_INIT_LIMIT_MS. */
+void mg_lua_set_time_limits(unsigned phase_ms, unsigned init_ms);
+
+#endif

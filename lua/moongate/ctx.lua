@@ -1,0 +1,387 @@
+-- The Lua twin of gateway/lua/ctx.c: the one ffi.cdef of the C side's FFI
+-- functions, the `ctx` object handed to plugins and the `targets` view handed
+-- to balancers.
+--
+-- Invariants:
+--  * C functions never raise; this file validates arguments and turns their
+--    return codes into Lua errors that name the method and the caller's line.
+--  * ctx objects are pooled per VM, one per slot (C hands out slots per
+--    request); a slot's object is reset when C marks it fresh, so ctx.vars is
+--    shared by the plugins of one request and empty for the next one, without
+--    allocating per request.
+--  * targets views wrap the proxy's C array in place, once per array: reads of
+--    available/active/ewma/failures are plain loads from C memory.
+local ffi = require("ffi")
+
+local M = {}
+
+ffi.cdef [[
+typedef struct mg_lua mg_lua;
+struct mg_lua_str { const char *p; size_t len; };
+struct mg_lua_target {
+    const char *address;
+    uint32_t weight;
+    uint8_t available;
+    const void *stats;
+};
+struct mg_ffi_api {
+    uint32_t size;
+    uint32_t str_size;
+    uint32_t target_size;
+    uint32_t target_weight, target_available, target_stats;
+    uint32_t stats_active;
+    uint32_t stats_ewma_ns;
+    uint32_t stats_failures;
+    uint32_t stats_ewma_at_ms;
+    uint32_t ewma_tau_ms;
+    const void *zero_stats;
+    int (*mg_ffi_ctx_str)(mg_lua *vm, uint32_t slot, int field, struct mg_lua_str *out);
+    int (*mg_ffi_ctx_num)(mg_lua *vm, uint32_t slot, int field, double *out);
+    int (*mg_ffi_req_header_get)(mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                                 struct mg_lua_str *out);
+    int (*mg_ffi_req_header_set)(mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                                 const char *value, size_t vlen);
+    int (*mg_ffi_resp_header_get)(mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                                  struct mg_lua_str *out);
+    int (*mg_ffi_resp_header_set)(mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                                  const char *value, size_t vlen);
+    int (*mg_ffi_respond)(mg_lua *vm, uint32_t slot, int status, const char *body, size_t blen);
+    int (*mg_ffi_respond_header_add)(mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
+                                     const char *value, size_t vlen);
+    int (*mg_ffi_plugin_enter)(mg_lua *vm, int plugin);
+    int (*mg_ffi_plugin_error)(mg_lua *vm, int plugin, const char *msg, size_t len);
+    int (*mg_ffi_log)(mg_lua *vm, int level, const char *msg, size_t len);
+    int (*mg_ffi_guard_message)(mg_lua *vm, char *buf, size_t cap);
+    double (*mg_ffi_now)(void);
+    double (*mg_ffi_clock_ms)(void);
+    uint32_t (*mg_ffi_hash)(const char *p, size_t len, uint32_t seed);
+};
+]]
+
+-- enum mg_ffi_rc
+local OK, NOT_FOUND = 0, 1
+local BAD_CONTEXT, BAD_PHASE, BAD_NAME, BAD_VALUE, FORBIDDEN, TOO_LARGE = -1, -2, -3, -4, -5, -6
+-- enum mg_ffi_field
+local F_METHOD, F_PATH, F_QUERY, F_CLIENT_IP, F_ROUTE, F_REQUEST_ID = 0, 1, 2, 3, 4, 5
+local F_UPSTREAM_ADDRESS, F_STATUS, F_LATENCY = 6, 7, 8
+
+local PHASE_NAMES = { [0] = "init", "access", "balance", "response", "log" }
+
+local C, VM                      -- the api table and this VM's handle, set by boot()
+local sbuf = ffi.new("struct mg_lua_str[1]")
+local nbuf = ffi.new("double[1]")
+local phase = 0                  -- phase of the call in progress (error messages)
+
+function M.boot(api_lud, vm_lud)
+    C = ffi.cast("const struct mg_ffi_api *", api_lud)
+    VM = ffi.cast("mg_lua *", vm_lud)
+    local function same(what, c, lua)
+        if c ~= lua then
+            error(string.format("moongate/ctx.lua is out of step with gateway/lua/ctx.c: %s is %d in C, %d here",
+                what, tonumber(c), tonumber(lua)), 0)
+        end
+    end
+    same("sizeof(struct mg_ffi_api)", C.size, ffi.sizeof("struct mg_ffi_api"))
+    same("sizeof(struct mg_lua_str)", C.str_size, ffi.sizeof("struct mg_lua_str"))
+    same("sizeof(struct mg_lua_target)", C.target_size, ffi.sizeof("struct mg_lua_target"))
+    same("offsetof(mg_lua_target, weight)", C.target_weight, ffi.offsetof("struct mg_lua_target", "weight"))
+    same("offsetof(mg_lua_target, available)", C.target_available,
+        ffi.offsetof("struct mg_lua_target", "available"))
+    same("offsetof(mg_lua_target, stats)", C.target_stats, ffi.offsetof("struct mg_lua_target", "stats"))
+    return C, VM
+end
+
+function M.set_phase(p)
+    phase = p
+end
+
+function M.phase_name(p)
+    return PHASE_NAMES[p or phase]
+end
+
+-- Raises the error for a C return code, blaming the plugin line that called
+-- the method (level 3: fail <- method <- plugin).
+local function fail(what, rc, name)
+    local msg
+    if rc == BAD_CONTEXT then
+        msg = what .. ": this ctx is not valid here (kept past its phase, or another request's)"
+    elseif rc == BAD_PHASE then
+        msg = what .. " is not available in the " .. PHASE_NAMES[phase] .. " phase"
+    elseif rc == BAD_NAME then
+        msg = what .. ": invalid header name " .. string.format("%q", tostring(name))
+    elseif rc == BAD_VALUE then
+        msg = what .. ": invalid value (control characters such as CR or LF are not allowed)"
+    elseif rc == FORBIDDEN then
+        msg = what .. ": header '" .. tostring(name) .. "' is managed by the gateway"
+    elseif rc == TOO_LARGE then
+        msg = what .. ": over the per-request budget (64 KiB of header edits, 1 MiB of body)"
+    else
+        msg = what .. ": failed (" .. tostring(rc) .. ")"
+    end
+    error(msg, 3)
+end
+
+local function argerror(what, n, expected, got)
+    error(string.format("bad argument #%d to %s (%s expected, got %s)", n, what, expected, type(got)), 3)
+end
+
+-- ------------------------------------------------------------------ ctx
+
+local priv = {}   -- ctx object -> its state {slot, vars, cache, responded}
+local methods = {}
+local ctx_mt = {}
+
+local function state(self, what)
+    local st = priv[self]
+    if st == nil then
+        error(what .. ": call it as a method (ctx:" .. what:match("[%w_]+$") .. "(...))", 3)
+    end
+    return st
+end
+
+local function fetch_str(slot, field)
+    local rc = C.mg_ffi_ctx_str(VM, slot, field, sbuf)
+    if rc == OK then
+        return ffi.string(sbuf[0].p, sbuf[0].len)
+    elseif rc == NOT_FOUND then
+        return nil
+    end
+    fail("ctx", rc)
+end
+
+local function fetch_num(slot, field)
+    local rc = C.mg_ffi_ctx_num(VM, slot, field, nbuf)
+    if rc == OK then
+        return nbuf[0]
+    elseif rc == NOT_FOUND then
+        return nil
+    end
+    fail("ctx", rc)
+end
+
+local function value_string(what, v)
+    local t = type(v)
+    if t == "string" then
+        return v
+    elseif t == "number" then
+        return tostring(v)
+    end
+    error(string.format("bad argument #2 to %s (string, number or nil expected, got %s)", what, t), 3)
+end
+
+function methods.header(self, name)
+    local st = state(self, "ctx:header")
+    if type(name) ~= "string" then argerror("ctx:header", 1, "string", name) end
+    local rc = C.mg_ffi_req_header_get(VM, st.slot, name, #name, sbuf)
+    if rc == OK then
+        return ffi.string(sbuf[0].p, sbuf[0].len)
+    elseif rc == NOT_FOUND then
+        return nil
+    end
+    fail("ctx:header", rc, name)
+end
+
+function methods.set_header(self, name, value)
+    local st = state(self, "ctx:set_header")
+    if type(name) ~= "string" then argerror("ctx:set_header", 1, "string", name) end
+    local rc
+    if value == nil then
+        rc = C.mg_ffi_req_header_set(VM, st.slot, name, #name, nil, 0)
+    else
+        value = value_string("ctx:set_header", value)
+        rc = C.mg_ffi_req_header_set(VM, st.slot, name, #name, value, #value)
+    end
+    if rc ~= OK then fail("ctx:set_header", rc, name) end
+end
+
+function methods.response_header(self, name)
+    local st = state(self, "ctx:response_header")
+    if type(name) ~= "string" then argerror("ctx:response_header", 1, "string", name) end
+    local rc = C.mg_ffi_resp_header_get(VM, st.slot, name, #name, sbuf)
+    if rc == OK then
+        return ffi.string(sbuf[0].p, sbuf[0].len)
+    elseif rc == NOT_FOUND then
+        return nil
+    end
+    fail("ctx:response_header", rc, name)
+end
+
+function methods.set_response_header(self, name, value)
+    local st = state(self, "ctx:set_response_header")
+    if type(name) ~= "string" then argerror("ctx:set_response_header", 1, "string", name) end
+    local rc
+    if value == nil then
+        rc = C.mg_ffi_resp_header_set(VM, st.slot, name, #name, nil, 0)
+    else
+        value = value_string("ctx:set_response_header", value)
+        rc = C.mg_ffi_resp_header_set(VM, st.slot, name, #name, value, #value)
+    end
+    if rc ~= OK then fail("ctx:set_response_header", rc, name) end
+end
+
+function methods.respond(self, status, body, headers)
+    local st = state(self, "ctx:respond")
+    if type(status) ~= "number" or status % 1 ~= 0 or status < 200 or status > 599 then
+        error("bad argument #1 to ctx:respond (an integer status 200..599 expected, got "
+            .. tostring(status) .. ")", 2)
+    end
+    if body ~= nil and type(body) ~= "string" then argerror("ctx:respond", 2, "string or nil", body) end
+    if headers ~= nil and type(headers) ~= "table" then argerror("ctx:respond", 3, "table or nil", headers) end
+    local rc = C.mg_ffi_respond(VM, st.slot, status, body, body and #body or 0)
+    if rc ~= OK then fail("ctx:respond", rc) end
+    if headers then
+        for k, v in pairs(headers) do
+            if type(k) ~= "string" then
+                error("bad argument #3 to ctx:respond (header names must be strings)", 2)
+            end
+            local tv = type(v)
+            if tv == "number" then
+                v = tostring(v)
+            elseif tv ~= "string" then
+                error("bad argument #3 to ctx:respond (header '" .. k .. "' must be a string or number)", 2)
+            end
+            rc = C.mg_ffi_respond_header_add(VM, st.slot, k, #k, v, #v)
+            if rc ~= OK then fail("ctx:respond", rc, k) end
+        end
+    end
+    st.responded = true
+end
+
+-- Request fields that cannot change during a request: fetched once, cached.
+local cached = {
+    method = F_METHOD, path = F_PATH, query = F_QUERY, client_ip = F_CLIENT_IP,
+    route = F_ROUTE, request_id = F_REQUEST_ID,
+}
+
+ctx_mt.__index = function(self, k)
+    local m = methods[k]
+    if m ~= nil then return m end
+    local st = priv[self]
+    if k == "vars" then return st.vars end
+    local f = cached[k]
+    if f ~= nil then
+        local v = st.cache[k]
+        if v == nil then
+            v = fetch_str(st.slot, f)
+            st.cache[k] = v
+        end
+        return v
+    end
+    if k == "status" then return fetch_num(st.slot, F_STATUS) end
+    if k == "latency" then return fetch_num(st.slot, F_LATENCY) end
+    if k == "upstream_address" then return fetch_str(st.slot, F_UPSTREAM_ADDRESS) end
+    error("ctx has no field '" .. tostring(k) .. "'", 2)
+end
+ctx_mt.__newindex = function(_, k)
+    error("ctx." .. tostring(k) .. " cannot be assigned (keep per-request data in ctx.vars)", 2)
+end
+ctx_mt.__metatable = false
+ctx_mt.__tostring = function(self)
+    return "ctx (slot " .. priv[self].slot .. ")"
+end
+
+function M.new_ctx(slot)
+    local o = setmetatable({}, ctx_mt)
+    priv[o] = { slot = slot, vars = {}, cache = {}, responded = false }
+    return o
+end
+
+local clear = require("table.clear")
+
+-- Makes a pooled object fresh for its next request.
+function M.reset(o)
+    local st = priv[o]
+    clear(st.vars)
+    clear(st.cache)
+    st.responded = false
+    if next(o) ~= nil then clear(o) end -- rawset by a plugin
+end
+
+function M.responded(o)
+    return priv[o].responded
+end
+
+-- --------------------------------------------------------------- targets
+
+-- ewma is the peak EWMA decayed to now (Finagle's): a target that has not
+-- answered for a while looks faster, so a balancer probes it again instead of
+-- starving it on one old slow sample. "now" is read once per balance call.
+local exp = math.exp
+local now_ms = false
+
+function M.new_balance_call()
+    now_ms = false
+end
+
+local function ewma_of(t)
+    local e = tonumber(t._e[0])
+    if e == 0 then return 0 end
+    if not now_ms then now_ms = C.mg_ffi_clock_ms() end
+    local age = now_ms - tonumber(t._at[0])
+    if age > 0 then e = e * exp(-age / C.ewma_tau_ms) end
+    return e * 1e-9
+end
+
+local target_mt = {
+    __index = function(t, k)
+        if k == "available" then return t._t.available ~= 0 end
+        if k == "active" then return t._a[0] end
+        if k == "ewma" then return ewma_of(t) end
+        if k == "failures" then return tonumber(t._f[0]) end
+        error("target has no field '" .. tostring(k) .. "'", 2)
+    end,
+    __newindex = function(_, k)
+        error("targets are read-only (field '" .. tostring(k) .. "')", 2)
+    end,
+}
+
+-- Wraps n targets at a C array once: address and weight become plain Lua
+-- values, the live fields stay pointers into C memory.
+function M.wrap_targets(lud, n)
+    local base = ffi.cast("const struct mg_lua_target *", lud)
+    local ts = {}
+    for i = 0, n - 1 do
+        local tp = base + i
+        local sp = ffi.cast("const uint8_t *", tp.stats ~= nil and tp.stats or C.zero_stats)
+        ts[i + 1] = setmetatable({
+            address = tp.address ~= nil and ffi.string(tp.address) or "",
+            weight = tonumber(tp.weight),
+            _t = tp,
+            _a = ffi.cast("const uint32_t *", sp + C.stats_active),
+            _e = ffi.cast("const uint64_t *", sp + C.stats_ewma_ns),
+            _f = ffi.cast("const uint64_t *", sp + C.stats_failures),
+            _at = ffi.cast("const uint64_t *", sp + C.stats_ewma_at_ms),
+        }, target_mt)
+    end
+    return ts
+end
+
+-- -------------------------------------------------------------- gw helpers
+
+function M.log(level, msg)
+    return C.mg_ffi_log(VM, level, msg, #msg)
+end
+
+function M.now()
+    return C.mg_ffi_now()
+end
+
+function M.hash(s, seed)
+    return tonumber(C.mg_ffi_hash(s, #s, seed or 0))
+end
+
+local gbuf = ffi.new("char[128]")
+function M.guard_message()
+    C.mg_ffi_guard_message(VM, gbuf, 128)
+    return ffi.string(gbuf)
+end
+
+function M.plugin_enter(id)
+    C.mg_ffi_plugin_enter(VM, id)
+end
+
+function M.plugin_error(id, msg)
+    C.mg_ffi_plugin_error(VM, id, msg, #msg)
+end
+
+return M

@@ -1,0 +1,184 @@
+-- The plugin runner: the Lua half of gateway/lua/vm.c.
+--
+-- C calls five functions of this module, each inside a protected call:
+--   boot(...)                          once per VM
+--   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
+--   entry(route, kind, id, conf) -> mask   per route entry: runs init(conf)
+--   run(route, phase, slot, fresh) -> failed   a route's chain for one phase
+--   balance(route, slot, fresh, targets, n) -> index   the route's balancer
+--
+-- Invariants: chains hold the plugin functions and conf tables captured at
+-- load, in config order; the per-request ctx object comes from the pool by
+-- slot; C times the first plugin of a chain, the runner reports the next ones
+-- (plugin_enter), so a one-plugin chain makes no extra FFI call.
+local ffi = require("ffi")
+local ctxm = require("moongate.ctx")
+local gwm = require("moongate.gw")
+local sandbox = require("moongate.sandbox")
+
+local M = {}
+
+-- enum mg_lua_phase
+local INIT, ACCESS, BALANCE, RESPONSE, LOG = 0, 1, 2, 3, 4
+local PHASE_OF = { init = INIT, access = ACCESS, balance = BALANCE, response = RESPONSE, log = LOG }
+local CHAIN_FUNCS = { { ACCESS, "access" }, { RESPONSE, "response" }, { LOG, "log" } }
+
+local gw, stop
+local modules = {}                      -- plugin id -> the table its file returned
+local chains = { [ACCESS] = {}, [RESPONSE] = {}, [LOG] = {} } -- [phase][route]
+local balancers = {}                    -- [route] = {fn, conf, id}
+local objs = {}                         -- slot -> pooled ctx object
+local tcache = {}                       -- targets light userdata -> wrapped view
+
+local new_ctx, reset, responded, set_phase = ctxm.new_ctx, ctxm.reset, ctxm.responded, ctxm.set_phase
+local enter, new_balance_call = ctxm.plugin_enter, ctxm.new_balance_call
+local bor, lshift = bit.bor, bit.lshift
+
+function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
+    ctxm.boot(api_lud, vm_lud)
+    stop = ffi.cast("const uint8_t *", stop_lud)
+    gw = gwm.new(worker_id, checking)
+    math.randomseed(seed)
+    sandbox.protect_string_metatable()
+end
+
+-- What the guard check calls once the watchdog set the stop byte; level 3
+-- blames the plugin line whose loop or call was stopped (level 2 is the
+-- check function the guard prologue defines).
+local function guard_abort()
+    error(ctxm.guard_message(), 3)
+end
+
+local function plugin_print(...)
+    gw.log("info", ...)
+end
+
+function M.load(id, name, chunk)
+    local env = sandbox.env(gw, plugin_print)
+    rawset(env, "__mg_w", stop)
+    rawset(env, "__mg_a", guard_abort)
+    setfenv(chunk, env)
+    local P = chunk(name)
+    if type(P) ~= "table" then
+        error("the file must return a table of functions, got " .. type(P), 0)
+    end
+    local caps = 0
+    for k, v in pairs(P) do
+        local phase = PHASE_OF[k]
+        if phase ~= nil then
+            if type(v) ~= "function" then
+                error("'" .. k .. "' must be a function, got " .. type(v), 0)
+            end
+            caps = bor(caps, lshift(1, phase))
+        elseif type(v) == "function" and not (type(k) == "string" and k:sub(1, 1) == "_") then
+            error("unknown function '" .. tostring(k) .. "' (a plugin table holds init, access,"
+                .. " balance, response and log; keep helpers local or start their name with _)", 0)
+        end
+    end
+    modules[id] = P
+    return caps
+end
+
+function M.entry(route, kind, id, conf)
+    local P = modules[id]
+    if kind == BALANCE then
+        if P.balance == nil then
+            error("has no balance function, so it cannot be a balancer", 0)
+        end
+    elseif P.access == nil and P.response == nil and P.log == nil then
+        if P.balance ~= nil then
+            error("is a balancer (it has only balance): name it in the route's balancer", 0)
+        end
+        error("has no access, response or log function", 0)
+    end
+    conf = conf or {}
+    if P.init ~= nil then
+        P.init(conf)
+    end
+    if kind == BALANCE then
+        balancers[route] = { fn = P.balance, conf = conf, id = id }
+        return lshift(1, BALANCE)
+    end
+    local mask = 0
+    for _, pf in ipairs(CHAIN_FUNCS) do
+        local phase, fname = pf[1], pf[2]
+        local fn = P[fname]
+        if fn ~= nil then
+            local ch = chains[phase][route]
+            if ch == nil then
+                ch = { n = 0, fns = {}, confs = {}, ids = {} }
+                chains[phase][route] = ch
+            end
+            local n = ch.n + 1
+            ch.n, ch.fns[n], ch.confs[n], ch.ids[n] = n, fn, conf, id
+            mask = bor(mask, lshift(1, phase))
+        end
+    end
+    return mask
+end
+
+-- The ctx object of a slot; `fresh` when the slot starts a new request.
+local function bind(slot, fresh)
+    local o = objs[slot]
+    if o == nil then
+        o = new_ctx(slot)
+        objs[slot] = o
+    elseif fresh then
+        reset(o)
+    end
+    return o
+end
+
+local function traceback(e)
+    return debug.traceback(type(e) == "string" and e or "(error object is a " .. type(e) .. " value)", 2)
+end
+
+-- Log phase: each plugin in its own protected call, so one failing logger
+-- does not silence the others; a runaway stops the rest.
+local function run_log(ch, o)
+    local failed = false
+    local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    for k = 1, ch.n do
+        if k > 1 then enter(ids[k]) end
+        local ok, err = xpcall(fns[k], traceback, o, confs[k])
+        if not ok then
+            failed = true
+            ctxm.plugin_error(ids[k], err)
+            if stop[0] ~= 0 then break end
+        end
+    end
+    return failed
+end
+
+function M.run(route, phase, slot, fresh)
+    local ch = chains[phase][route]
+    local o = bind(slot, fresh)
+    set_phase(phase)
+    if phase == LOG then
+        return run_log(ch, o)
+    end
+    local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    fns[1](o, confs[1])
+    if phase == ACCESS and responded(o) then return false end
+    for k = 2, ch.n do
+        enter(ids[k])
+        fns[k](o, confs[k])
+        if phase == ACCESS and responded(o) then return false end
+    end
+    return false
+end
+
+function M.balance(route, slot, fresh, targets, n)
+    local b = balancers[route]
+    local o = bind(slot, fresh)
+    set_phase(BALANCE)
+    new_balance_call()
+    local ts = tcache[targets]
+    if ts == nil or ts[n] == nil or ts[n + 1] ~= nil then
+        ts = ctxm.wrap_targets(targets, n)
+        tcache[targets] = ts
+    end
+    return (b.fn(o, b.conf, ts))
+end
+
+return M
