@@ -48,6 +48,7 @@ function P.init(conf)
         error("rate_limit: config.headers must be true or false", 0)
     end
     conf._headers = conf.headers ~= false
+    conf._limit_text = tostring(burst)
     conf._period = max(1, burst / conf.rate)
     conf._cur, conf._old, conf._rotate_at = {}, {}, 0
 end
@@ -89,7 +90,7 @@ function P.access(ctx, conf)
     if allowed then tokens = tokens - 1 end
     b.tokens = tokens
     if conf._headers then
-        ctx:set_response_header("X-RateLimit-Limit", conf._burst)
+        ctx:set_response_header("X-RateLimit-Limit", conf._limit_text)
         ctx:set_response_header("X-RateLimit-Remaining", floor(tokens))
     end
     if allowed then return end

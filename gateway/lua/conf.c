@@ -84,7 +84,9 @@ MG_LJMP void mg_lua_push_conf(lua_State *L, const struct mg_conf_value *v)
         return;
     }
     switch (v->kind) {
-    case MG_VAL_NULL: lua_pushnil(L); break;
+    case MG_VAL_NULL:
+        lua_pushnil(L);
+        break;
     case MG_VAL_SCALAR:
         if (v->quoted)
             lua_pushstring(L, v->scalar);

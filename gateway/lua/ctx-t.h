@@ -47,30 +47,30 @@ struct mg_lua_edit {
 
 /* Filled by ctx:respond(status, body, headers) in the access phase. */
 struct mg_lua_respond {
-    int status;                   /* 0: no plugin responded; else 200..599 */
-    struct mg_lua_str body;       /* p == NULL: no body */
-    struct mg_lua_edit *headers;  /* as given (value.p never NULL); no Content-Length:
-                                     the proxy frames the body itself */
+    int status;                  /* 0: no plugin responded; else 200..599 */
+    struct mg_lua_str body;      /* p == NULL: no body */
+    struct mg_lua_edit *headers; /* as given (value.p never NULL); no Content-Length:
+                                    the proxy frames the body itself */
 };
 
 struct mg_lua_ctx {
     /* ---- inputs: the request, set before the first phase ---- */
-    struct mg_lua_str method;     /* "GET" */
-    struct mg_lua_str path;       /* as received, without the query */
-    struct mg_lua_str query;      /* after '?', p == NULL when there is no '?' */
-    struct mg_lua_str client_ip;  /* textual peer address */
-    struct mg_lua_str route;      /* route name from the config */
-    struct mg_lua_str request_id; /* the id the gateway sends upstream and returns */
+    struct mg_lua_str method;                /* "GET" */
+    struct mg_lua_str path;                  /* as received, without the query */
+    struct mg_lua_str query;                 /* after '?', p == NULL when there is no '?' */
+    struct mg_lua_str client_ip;             /* textual peer address */
+    struct mg_lua_str route;                 /* route name from the config */
+    struct mg_lua_str request_id;            /* the id the gateway sends upstream and returns */
     const struct mg_lua_header *req_headers; /* as received (hop-by-hop may be included) */
     size_t n_req_headers;
 
     /* ---- inputs: set before the response and log phases ---- */
-    int status;                   /* response: upstream status; log: status sent; 0: none */
+    int status; /* response: upstream status; log: status sent; 0: none */
     const struct mg_lua_header *resp_headers;
     size_t n_resp_headers;
     struct mg_lua_str upstream_address; /* the target that answered; p == NULL: none */
-    double latency;               /* seconds (response: to the upstream head; log: whole
-                                     request); < 0: unknown (Lua nil) */
+    double latency;                     /* seconds (response: to the upstream head; log: whole
+                                           request); < 0: unknown (Lua nil) */
 
     /* ---- output memory: the exchange's arena (must be set before any phase) ---- */
     struct mg_arena *arena;
@@ -81,9 +81,9 @@ struct mg_lua_ctx {
     struct mg_lua_respond respond;  /* status != 0 after MG_LUA_RESPONDED */
 
     /* ---- private to the runtime ---- */
-    struct mg_lua *vm;            /* the VM this request is bound to (NULL: none yet) */
-    uint32_t slot;                /* its ctx object / ctx.vars in that VM; 0: none */
-    uint32_t edit_bytes;          /* bytes copied into edits, capped per request */
+    struct mg_lua *vm;   /* the VM this request is bound to (NULL: none yet) */
+    uint32_t slot;       /* its ctx object / ctx.vars in that VM; 0: none */
+    uint32_t edit_bytes; /* bytes copied into edits, capped per request */
 };
 
 #endif

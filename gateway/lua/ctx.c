@@ -112,8 +112,8 @@ static int check_name(const char *name, size_t nlen)
         if (!is_tchar((unsigned char)name[i]))
             return MG_FFI_BAD_NAME;
     static const char *const managed[] = {
-        "content-length", "transfer-encoding", "connection", "keep-alive",
-        "te",             "trailer",           "upgrade",    "proxy-connection",
+        "content-length", "transfer-encoding", "connection",       "keep-alive", "te",
+        "trailer",        "upgrade",           "proxy-connection",
     };
     for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
         if (name_eq(name, nlen, managed[i], strlen(managed[i])))
@@ -214,18 +214,31 @@ int mg_ffi_ctx_str(struct mg_lua *vm, uint32_t slot, int field, struct mg_lua_st
     if (!c || !out)
         return MG_FFI_BAD_CONTEXT;
     switch (field) {
-    case MG_FFI_METHOD: *out = c->method; break;
-    case MG_FFI_PATH: *out = c->path; break;
-    case MG_FFI_QUERY: *out = c->query; break;
-    case MG_FFI_CLIENT_IP: *out = c->client_ip; break;
-    case MG_FFI_ROUTE: *out = c->route; break;
-    case MG_FFI_REQUEST_ID: *out = c->request_id; break;
+    case MG_FFI_METHOD:
+        *out = c->method;
+        break;
+    case MG_FFI_PATH:
+        *out = c->path;
+        break;
+    case MG_FFI_QUERY:
+        *out = c->query;
+        break;
+    case MG_FFI_CLIENT_IP:
+        *out = c->client_ip;
+        break;
+    case MG_FFI_ROUTE:
+        *out = c->route;
+        break;
+    case MG_FFI_REQUEST_ID:
+        *out = c->request_id;
+        break;
     case MG_FFI_UPSTREAM_ADDRESS:
         if (!phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
             return MG_FFI_NOT_FOUND;
         *out = c->upstream_address;
         break;
-    default: return MG_FFI_BAD_CONTEXT;
+    default:
+        return MG_FFI_BAD_CONTEXT;
     }
     return out->p ? MG_FFI_OK : MG_FFI_NOT_FOUND;
 }

@@ -28,13 +28,13 @@ struct mg_lua;
 
 enum mg_ffi_rc {
     MG_FFI_OK = 0,
-    MG_FFI_NOT_FOUND = 1,     /* absent: the Lua side returns nil */
-    MG_FFI_BAD_CONTEXT = -1,  /* no request phase is running, or not this ctx's */
-    MG_FFI_BAD_PHASE = -2,    /* not available in the running phase */
-    MG_FFI_BAD_NAME = -3,     /* a header name that is not an HTTP token */
-    MG_FFI_BAD_VALUE = -4,    /* CR, LF or NUL in a header value; a bad status */
-    MG_FFI_FORBIDDEN = -5,    /* a framing or hop-by-hop header */
-    MG_FFI_TOO_LARGE = -6,    /* over the per-request budget (MG_LUA_EDIT_BYTES_MAX...) */
+    MG_FFI_NOT_FOUND = 1,    /* absent: the Lua side returns nil */
+    MG_FFI_BAD_CONTEXT = -1, /* no request phase is running, or not this ctx's */
+    MG_FFI_BAD_PHASE = -2,   /* not available in the running phase */
+    MG_FFI_BAD_NAME = -3,    /* a header name that is not an HTTP token */
+    MG_FFI_BAD_VALUE = -4,   /* CR, LF or NUL in a header value; a bad status */
+    MG_FFI_FORBIDDEN = -5,   /* a framing or hop-by-hop header */
+    MG_FFI_TOO_LARGE = -6,   /* over the per-request budget (MG_LUA_EDIT_BYTES_MAX...) */
 };
 
 /* Fields for mg_ffi_ctx_str / mg_ffi_ctx_num. */
@@ -52,9 +52,9 @@ enum mg_ffi_field {
 
 /* Per-request budgets: bytes of header names and values copied into edits
  * (request + response + respond headers), and the respond body. */
-#define MG_LUA_EDIT_BYTES_MAX  (64u * 1024)
+#define MG_LUA_EDIT_BYTES_MAX   (64u * 1024)
 #define MG_LUA_RESPOND_BODY_MAX (1024u * 1024)
-#define MG_LUA_HEADER_NAME_MAX 256u
+#define MG_LUA_HEADER_NAME_MAX  256u
 
 int mg_ffi_ctx_str(struct mg_lua *vm, uint32_t slot, int field, struct mg_lua_str *out);
 int mg_ffi_ctx_num(struct mg_lua *vm, uint32_t slot, int field, double *out);
@@ -93,16 +93,16 @@ uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed);
 
 /* Handed to Lua as a light userdata; field order is part of the cdef. */
 struct mg_ffi_api {
-    uint32_t size;              /* sizeof(struct mg_ffi_api) */
-    uint32_t str_size;          /* sizeof(struct mg_lua_str) */
-    uint32_t target_size;       /* struct mg_lua_target: size and offsets */
+    uint32_t size;        /* sizeof(struct mg_ffi_api) */
+    uint32_t str_size;    /* sizeof(struct mg_lua_str) */
+    uint32_t target_size; /* struct mg_lua_target: size and offsets */
     uint32_t target_weight, target_available, target_stats;
-    uint32_t stats_active;      /* struct mg_target_stats: offsets of the fields */
-    uint32_t stats_ewma_ns;     /*   the balancers read (never mirrored in Lua) */
+    uint32_t stats_active;  /* struct mg_target_stats: offsets of the fields */
+    uint32_t stats_ewma_ns; /*   the balancers read (never mirrored in Lua) */
     uint32_t stats_failures;
     uint32_t stats_ewma_at_ms;
-    uint32_t ewma_tau_ms;       /* MG_EWMA_TAU_MS: the Lua side decays ewma to now */
-    const void *zero_stats;     /* read instead of a NULL stats pointer */
+    uint32_t ewma_tau_ms;   /* MG_EWMA_TAU_MS: the Lua side decays ewma to now */
+    const void *zero_stats; /* read instead of a NULL stats pointer */
     int (*mg_ffi_ctx_str)(struct mg_lua *, uint32_t, int, struct mg_lua_str *);
     int (*mg_ffi_ctx_num)(struct mg_lua *, uint32_t, int, double *);
     int (*mg_ffi_req_header_get)(struct mg_lua *, uint32_t, const char *, size_t,
@@ -114,8 +114,8 @@ struct mg_ffi_api {
     int (*mg_ffi_resp_header_set)(struct mg_lua *, uint32_t, const char *, size_t, const char *,
                                   size_t);
     int (*mg_ffi_respond)(struct mg_lua *, uint32_t, int, const char *, size_t);
-    int (*mg_ffi_respond_header_add)(struct mg_lua *, uint32_t, const char *, size_t,
-                                     const char *, size_t);
+    int (*mg_ffi_respond_header_add)(struct mg_lua *, uint32_t, const char *, size_t, const char *,
+                                     size_t);
     int (*mg_ffi_plugin_enter)(struct mg_lua *, int);
     int (*mg_ffi_plugin_error)(struct mg_lua *, int, const char *, size_t);
     int (*mg_ffi_log)(struct mg_lua *, int, const char *, size_t);

@@ -166,7 +166,8 @@ char *mg_lua_guard_source(const char *src, size_t len, size_t *outlen)
             p = skip_quoted(p + 1, end, (char)c);
         } else if (c == '[' && long_open(p, end, &level)) {
             p = skip_long(p + long_open(p, end, &level), end, level);
-        } else if ((c >= '0' && c <= '9') || (c == '.' && p + 1 < end && p[1] >= '0' && p[1] <= '9')) {
+        } else if ((c >= '0' && c <= '9') ||
+                   (c == '.' && p + 1 < end && p[1] >= '0' && p[1] <= '9')) {
             p = skip_number(p, end);
         } else if (is_ident(c)) {
             while (p < end && is_ident((unsigned char)*p))
@@ -214,7 +215,7 @@ uint64_t mg_lua_clock_ns(void)
 
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t cond;           /* CLOCK_MONOTONIC; wakes the thread to stop */
+    pthread_cond_t cond; /* CLOCK_MONOTONIC; wakes the thread to stop */
     pthread_once_t once;
     struct mg_lua_guard *list;
     pthread_t thread;

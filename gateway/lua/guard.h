@@ -25,15 +25,17 @@
  * MG_GUARD_EVERY checks calls __mg_c, which reads the stop byte. That read
  * happens in the slow path only, so it lands in a side trace that runs anew
  * each time: LuaJIT cannot hoist it out of a compiled loop (the FFI ignores
- * `volatile`, and a load inside the loop body would be hoisted).
+ * `volatile`, and a load inside the loop body would be hoisted). Once the
+ * stop byte is set the counter stays negative, so every later check raises
+ * too: a plugin that catches the error with pcall cannot keep looping.
  * The loader defines two globals of the plugin's environment:
  *   __mg_w: a `const uint8_t *` cdata pointing at the stop byte (mg_lua_guard_stop)
  *   __mg_a: a function that raises the time-limit error */
-#define MG_GUARD_EVERY    "1000"
-#define MG_GUARD_CHECK    " __mg_n=__mg_n-1 if __mg_n<0 then __mg_c() end "
+#define MG_GUARD_EVERY "1000"
+#define MG_GUARD_CHECK " __mg_n=__mg_n-1 if __mg_n<0 then __mg_c() end "
 #define MG_GUARD_PROLOGUE                                                                          \
     "local __mg_w,__mg_a=__mg_w,__mg_a local __mg_n=" MG_GUARD_EVERY                               \
-    " local function __mg_c() __mg_n=" MG_GUARD_EVERY " if __mg_w[0]~=0 then __mg_a() end end "
+    " local function __mg_c() if __mg_w[0]~=0 then __mg_a() end __mg_n=" MG_GUARD_EVERY " end "
 
 /* Returns a malloc'd copy of the Lua source `src` with MG_GUARD_PROLOGUE at the
  * start and MG_GUARD_CHECK after every `do`, `repeat` and function parameter

@@ -28,39 +28,54 @@ struct lua_State;
 
 struct mg_lua_plugin {
     char *name;
-    char *path;                   /* the file it was loaded from */
-    unsigned caps;                /* MG_LUA_CAP of each function it defines */
+    char *path;    /* the file it was loaded from */
+    unsigned caps; /* MG_LUA_CAP of each function it defines */
     struct mg_lua_plugin_stats stats[MG_LUA_PHASE__COUNT];
 };
 
 struct mg_lua_route {
-    unsigned active;              /* MG_LUA_CAP of phases with something to run */
-    int first[MG_LUA_PHASE__COUNT]; /* plugin id first in each chain, -1: none */
+    unsigned active;                          /* MG_LUA_CAP of phases with something to run */
+    int first[MG_LUA_PHASE__COUNT];           /* plugin id first in each chain, -1: none */
+    const struct mg_lua_target *last_targets; /* memo of the last targets array */
+    size_t last_n;
+    unsigned last_id; /* its index in mg_lua.tarrays */
+};
+
+/* A targets array the proxy handed to mg_lua_balance(): Lua wraps it once and
+ * finds it again by index, so the pointer crosses into Lua only once (a light
+ * userdata push costs as much as the rest of the call in GC64 LuaJIT). */
+struct mg_lua_tarray {
+    const struct mg_lua_target *targets;
+    size_t n;
+    bool wrapped; /* Lua holds its view (set after a good call) */
 };
 
 struct mg_lua {
-    struct lua_State *L;          /* stack[1] is the traceback handler, always */
+    struct lua_State *L; /* stack: [1] traceback handler, [2] runner.run,
+                            [3] runner.balance; nothing else between calls */
     const struct mg_config *cfg;
     unsigned worker_id;
-    bool checking;                /* scratch VM of mg_lua_check_config() */
+    bool checking; /* scratch VM of mg_lua_check_config() */
     struct mg_lua_hooks hooks;
 
-    struct mg_lua_route *routes;  /* [cfg->nroutes] */
+    struct mg_lua_route *routes; /* [cfg->nroutes] */
     struct mg_lua_plugin *plugins;
     size_t nplugins, plugins_cap;
     int ref_load, ref_entry, ref_run, ref_balance; /* runner functions (registry) */
+    struct mg_lua_tarray *tarrays;
+    size_t ntarrays, tarrays_cap;
 
     /* the call in progress */
-    struct mg_lua_ctx *cur;       /* request of the running phase, NULL otherwise */
+    struct mg_lua_ctx *cur; /* request of the running phase, NULL otherwise */
     enum mg_lua_phase phase;
-    int cur_plugin;               /* plugin being timed, -1: none */
-    bool cur_failed;              /* it raised an error already reported */
-    uint64_t t_plugin;            /* ns: when cur_plugin was entered */
+    int cur_plugin;    /* plugin being timed, -1: none */
+    bool cur_failed;   /* it raised an error already reported */
+    uint64_t t_plugin; /* ns: when cur_plugin was entered */
 
     /* ctx slots: ctx objects and their ctx.vars, pooled per VM in Lua */
     uint32_t *free_slots;
     size_t nfree, free_cap;
-    uint32_t next_slot;           /* slots handed out so far; slot numbers start at 1 */
+    uint32_t next_slot; /* slots handed out so far; slot numbers start at 1 */
 
     struct mg_lua_guard guard;
 };

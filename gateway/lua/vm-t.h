@@ -37,7 +37,7 @@ enum mg_lua_result {
  * mg_lua_balance() (breaker not open, health ok; on a retry, also 0 for the
  * targets this exchange already tried when others remain). */
 struct mg_lua_target {
-    const char *address;                 /* NUL-terminated "host:port" */
+    const char *address; /* NUL-terminated "host:port" */
     uint32_t weight;
     uint8_t available;                   /* 0 or 1 */
     const struct mg_target_stats *stats; /* process-wide; NULL reads as zeros */

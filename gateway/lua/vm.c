@@ -4,8 +4,8 @@
  * half; ctx.c holds the FFI functions plugins reach through `ctx`.
  *
  * Invariants:
- *  - The Lua stack holds exactly one value between calls: the traceback
- *    handler at index 1. Every call leaves the stack at that height.
+ *  - The Lua stack holds exactly three values between calls: the traceback
+ *    handler, runner.run and runner.balance. Every call leaves it so.
  *  - Plugin code (file chunks, init, phases) runs only inside
  *    guard_enter()/guard_leave(), so the watchdog bounds all of it.
  *  - Config-time calls go through lua_cpcall (nothing can raise outside a
@@ -45,9 +45,12 @@ _Static_assert((int)MG_LUA_ACCESS == (int)MG_PLUGIN_PHASE_ACCESS &&
                    (int)MG_LUA_PHASE__COUNT == (int)MG_PLUGIN_PHASE__COUNT,
                "enum mg_lua_phase mirrors enum mg_plugin_phase");
 
-#define KIND_PLUGIN  MG_LUA_ACCESS  /* runner.entry's kind: a plugins[] entry */
+#define KIND_PLUGIN   MG_LUA_ACCESS  /* runner.entry's kind: a plugins[] entry */
 #define KIND_BALANCER MG_LUA_BALANCE /*                      the route's balancer */
-#define MAX_TARGETS  (1u << 20)
+#define MAX_TARGETS   (1u << 20)
+#define STACK_RUN     2 /* the runner functions, kept on the stack: cheaper than */
+#define STACK_BALANCE 3 /* a registry lookup on every call */
+#define STACK_BASE    3
 
 static const char *const phase_names[] = {"init", "access", "balance", "response", "log"};
 
@@ -222,6 +225,8 @@ static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, b
         mg_lua_free(vm);
         return NULL;
     }
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->ref_run);     /* STACK_RUN */
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->ref_balance); /* STACK_BALANCE */
     return vm;
 }
 
@@ -493,6 +498,7 @@ void mg_lua_free(struct mg_lua *vm)
     free(vm->plugins);
     free(vm->routes);
     free(vm->free_slots);
+    free(vm->tarrays);
     free(vm);
 }
 
@@ -508,13 +514,14 @@ void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena)
     ctx->latency = -1;
 }
 
-/* Binds the request to a slot on its first phase; true when the slot is new
- * to this request (the Lua side then resets its pooled ctx object). */
-static bool bind_slot(struct mg_lua *vm, struct mg_lua_ctx *ctx)
+/* Binds the request to a slot on its first phase. Returns the slot for Lua:
+ * negated when the slot is new to this request (the Lua side then resets its
+ * pooled ctx object). */
+static lua_Integer bind_slot(struct mg_lua *vm, struct mg_lua_ctx *ctx)
 {
     if (ctx->slot) {
         MG_ASSERT(ctx->vm == vm);
-        return false;
+        return (lua_Integer)ctx->slot;
     }
     if (vm->nfree) {
         ctx->slot = vm->free_slots[--vm->nfree];
@@ -526,7 +533,7 @@ static bool bind_slot(struct mg_lua *vm, struct mg_lua_ctx *ctx)
         }
     }
     ctx->vm = vm;
-    return true;
+    return -(lua_Integer)ctx->slot;
 }
 
 void mg_lua_ctx_done(struct mg_lua *vm, struct mg_lua_ctx *ctx)
@@ -568,21 +575,42 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
         return MG_LUA_OK;
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
-    bool fresh = bind_slot(vm, ctx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_run);
+    lua_Integer slot = bind_slot(vm, ctx);
+    lua_pushvalue(L, STACK_RUN);
     lua_pushinteger(L, (lua_Integer)route + 1);
     lua_pushinteger(L, phase);
-    lua_pushinteger(L, ctx->slot);
-    lua_pushboolean(L, fresh);
-    if (protected_call(vm, phase, ctx, 4, 1, route) != 0)
+    lua_pushinteger(L, slot);
+    if (protected_call(vm, phase, ctx, 3, 1, route) != 0)
         return MG_LUA_ERROR;
     bool failed = lua_toboolean(L, -1); /* log phase: some plugin failed */
-    lua_settop(L, 1);
+    lua_settop(L, STACK_BASE);
     if (failed)
         return MG_LUA_ERROR;
     if (phase == MG_LUA_ACCESS && ctx->respond.status)
         return MG_LUA_RESPONDED;
     return MG_LUA_OK;
+}
+
+/* The index of a targets array in vm->tarrays (memoized per route). */
+static unsigned tarray_id(struct mg_lua *vm, struct mg_lua_route *r,
+                          const struct mg_lua_target *targets, size_t n)
+{
+    if (r->last_targets == targets && r->last_n == n)
+        return r->last_id;
+    size_t i = 0;
+    while (i < vm->ntarrays && !(vm->tarrays[i].targets == targets && vm->tarrays[i].n == n))
+        i++;
+    if (i == vm->ntarrays) { /* first time: at most one per upstream and snapshot */
+        if (vm->ntarrays == vm->tarrays_cap) {
+            vm->tarrays_cap = vm->tarrays_cap ? vm->tarrays_cap * 2 : 8;
+            vm->tarrays = xrealloc(vm->tarrays, vm->tarrays_cap * sizeof(*vm->tarrays));
+        }
+        vm->tarrays[vm->ntarrays++] = (struct mg_lua_tarray){targets, n, false};
+    }
+    r->last_targets = targets;
+    r->last_n = n;
+    r->last_id = (unsigned)i;
+    return (unsigned)i;
 }
 
 int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
@@ -593,24 +621,29 @@ int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
         return -1;
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
-    bool fresh = bind_slot(vm, ctx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_balance);
+    unsigned id = tarray_id(vm, &vm->routes[route], targets, n);
+    bool wrapped = vm->tarrays[id].wrapped;
+    lua_Integer slot = bind_slot(vm, ctx);
+    lua_pushvalue(L, STACK_BALANCE);
     lua_pushinteger(L, (lua_Integer)route + 1);
-    lua_pushinteger(L, ctx->slot);
-    lua_pushboolean(L, fresh);
-    lua_pushlightuserdata(L, (void *)targets);
+    lua_pushinteger(L, slot);
+    lua_pushinteger(L, (lua_Integer)id + 1);
     lua_pushinteger(L, (lua_Integer)n);
-    if (protected_call(vm, MG_LUA_BALANCE, ctx, 5, 1, route) != 0) {
+    if (!wrapped)
+        lua_pushlightuserdata(L, (void *)targets);
+    if (protected_call(vm, MG_LUA_BALANCE, ctx, wrapped ? 4 : 5, 1, route) != 0) {
         *error = true;
         return -1;
     }
+    vm->tarrays[id].wrapped = true;
     int index = -1;
     if (lua_type(L, -1) == LUA_TNUMBER) {
         lua_Number v = lua_tonumber(L, -1);
-        if (v >= 1 && v <= (lua_Number)n && v == floor(v) && targets[(size_t)v - 1].available)
+        if (v >= 1 && v <= (lua_Number)n && v == (lua_Number)(size_t)v &&
+            targets[(size_t)v - 1].available)
             index = (int)v - 1;
     }
-    lua_settop(L, 1);
+    lua_settop(L, STACK_BASE);
     return index;
 }
 

@@ -77,15 +77,16 @@ void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena);
 
 /* Ends a request's use of the VM: its ctx.vars table goes back to the pool
  * (cleared when reused). Call it once per request that ran any phase (it is a
- * no-op for one that did not). Then the ctx may be reused or dropped. */
+ * no-op for one that did not), with the VM the request started on; vm == NULL
+ * means ctx->vm. Then the ctx may be reused or dropped. Never allocates. */
 void mg_lua_ctx_done(struct mg_lua *vm, struct mg_lua_ctx *ctx);
 
 /* Runs the route's chain for `phase` (ACCESS, RESPONSE or LOG) in config order,
  * through one protected call. ACCESS stops at the first plugin that responds
- * (MG_LUA_RESPONDED). On error the chain stops (in LOG, the other plugins still
- * run), the error is logged with plugin name, phase and traceback, and counted.
- * A request's ctx is bound to the first VM that runs it: later phases must use
- * the same VM (ctx->vm). */
+ * (MG_LUA_RESPONDED: send ctx->respond with ctx->resp_edits applied; run no
+ * balance or response phase for it, only log). On error the chain stops (in LOG, the other plugins
+ * still run), the error is logged with plugin name, phase and traceback, and counted. A request's
+ * ctx is bound to the first VM that runs it: later phases must use the same VM (ctx->vm). */
 enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase phase,
                               struct mg_lua_ctx *ctx);
 

@@ -127,7 +127,8 @@ end
 
 -- ------------------------------------------------------------------ ctx
 
-local priv = {}   -- ctx object -> its state {slot, vars, cache, responded}
+local priv = {}   -- ctx object -> its state {slot, vars, cache, responded, *_stale}
+local clear = require("table.clear")
 local methods = {}
 local ctx_mt = {}
 
@@ -257,9 +258,19 @@ ctx_mt.__index = function(self, k)
     local m = methods[k]
     if m ~= nil then return m end
     local st = priv[self]
-    if k == "vars" then return st.vars end
+    if k == "vars" then
+        if st.vars_stale then
+            clear(st.vars)
+            st.vars_stale = false
+        end
+        return st.vars
+    end
     local f = cached[k]
     if f ~= nil then
+        if st.cache_stale then
+            clear(st.cache)
+            st.cache_stale = false
+        end
         local v = st.cache[k]
         if v == nil then
             v = fetch_str(st.slot, f)
@@ -282,19 +293,21 @@ end
 
 function M.new_ctx(slot)
     local o = setmetatable({}, ctx_mt)
-    priv[o] = { slot = slot, vars = {}, cache = {}, responded = false }
+    priv[o] = {
+        slot = slot, vars = {}, cache = {}, responded = false,
+        vars_stale = false, cache_stale = false,
+    }
     return o
 end
 
-local clear = require("table.clear")
-
--- Makes a pooled object fresh for its next request.
+-- Makes a pooled object fresh for its next request. The tables are cleared
+-- on first use, not here: most requests never touch ctx.vars, and a balancer
+-- call should not pay for clearing it.
 function M.reset(o)
     local st = priv[o]
-    clear(st.vars)
-    clear(st.cache)
+    st.vars_stale = true
+    st.cache_stale = true
     st.responded = false
-    if next(o) ~= nil then clear(o) end -- rawset by a plugin
 end
 
 function M.responded(o)

@@ -4,8 +4,10 @@
 --   boot(...)                          once per VM
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
 --   entry(route, kind, id, conf) -> mask   per route entry: runs init(conf)
---   run(route, phase, slot, fresh) -> failed   a route's chain for one phase
---   balance(route, slot, fresh, targets, n) -> index   the route's balancer
+--   run(route, phase, slot) -> failed       a route's chain for one phase
+--   balance(route, slot, id, n, targets) -> index   the route's balancer
+-- A negative slot is a fresh one (a new request); `targets` (the C array, as
+-- a light userdata) comes only until the array `id` has been wrapped.
 --
 -- Invariants: chains hold the plugin functions and conf tables captured at
 -- load, in config order; the per-request ctx object comes from the pool by
@@ -28,7 +30,7 @@ local modules = {}                      -- plugin id -> the table its file retur
 local chains = { [ACCESS] = {}, [RESPONSE] = {}, [LOG] = {} } -- [phase][route]
 local balancers = {}                    -- [route] = {fn, conf, id}
 local objs = {}                         -- slot -> pooled ctx object
-local tcache = {}                       -- targets light userdata -> wrapped view
+local tcache = {}                       -- targets array id -> wrapped view
 
 local new_ctx, reset, responded, set_phase = ctxm.new_ctx, ctxm.reset, ctxm.responded, ctxm.set_phase
 local enter, new_balance_call = ctxm.plugin_enter, ctxm.new_balance_call
@@ -117,13 +119,15 @@ function M.entry(route, kind, id, conf)
     return mask
 end
 
--- The ctx object of a slot; `fresh` when the slot starts a new request.
-local function bind(slot, fresh)
+-- The ctx object of a slot; a negative slot starts a new request.
+local function bind(slot)
+    if slot > 0 then return objs[slot] end
+    slot = -slot
     local o = objs[slot]
     if o == nil then
         o = new_ctx(slot)
         objs[slot] = o
-    elseif fresh then
+    else
         reset(o)
     end
     return o
@@ -150,9 +154,9 @@ local function run_log(ch, o)
     return failed
 end
 
-function M.run(route, phase, slot, fresh)
+function M.run(route, phase, slot)
     local ch = chains[phase][route]
-    local o = bind(slot, fresh)
+    local o = bind(slot)
     set_phase(phase)
     if phase == LOG then
         return run_log(ch, o)
@@ -168,15 +172,15 @@ function M.run(route, phase, slot, fresh)
     return false
 end
 
-function M.balance(route, slot, fresh, targets, n)
+function M.balance(route, slot, id, n, targets)
     local b = balancers[route]
-    local o = bind(slot, fresh)
+    local o = bind(slot)
     set_phase(BALANCE)
     new_balance_call()
-    local ts = tcache[targets]
-    if ts == nil or ts[n] == nil or ts[n + 1] ~= nil then
+    local ts = tcache[id]
+    if ts == nil then
         ts = ctxm.wrap_targets(targets, n)
-        tcache[targets] = ts
+        tcache[id] = ts
     end
     return (b.fn(o, b.conf, ts))
 end

@@ -189,8 +189,8 @@ static inline void t_assert_edit(const struct mg_lua_edit *e, const char *name, 
     fail_msg("no edit for header %s", name);
 }
 
-static inline const char *t_edit_value(const struct mg_lua_edit *e, const char *name,
-                                       char *buf, size_t cap)
+static inline const char *t_edit_value(const struct mg_lua_edit *e, const char *name, char *buf,
+                                       size_t cap)
 {
     for (; e; e = e->next) {
         if (e->name.len == strlen(name) && strncasecmp(e->name.p, name, e->name.len) == 0) {

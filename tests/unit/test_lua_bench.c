@@ -31,24 +31,27 @@ static double now_ns(void)
     ROUTE("round_robin", "  balancer: {name: round_robin}\n")                                      \
     ROUTE("least_conn", "  balancer: {name: least_conn}\n")                                        \
     ROUTE("p2c_ewma", "  balancer: {name: p2c_ewma}\n")                                            \
-    ROUTE("consistent_hash", "  balancer: {name: consistent_hash, config: {key: \"header:X-User\"}}\n") \
+    ROUTE("consistent_hash",                                                                       \
+          "  balancer: {name: consistent_hash, config: {key: \"header:X-User\"}}\n")               \
     ROUTE("random", "  balancer: {name: random}\n")                                                \
     ROUTE("noop", "  plugins: [{name: noop}]\n")                                                   \
     ROUTE("request_id", "  plugins: [{name: request_id}]\n")                                       \
     ROUTE("key_auth", "  plugins: [{name: key_auth, config: {keys: [\"secret\"]}}]\n")             \
     ROUTE("rate_limit", "  plugins: [{name: rate_limit, config: {rate: 1000000000}}]\n")           \
-    ROUTE("all3", "  plugins: [{name: request_id}, {name: key_auth, config: {keys: [\"secret\"]}},"   \
-                  " {name: rate_limit, config: {rate: 1000000000}}]\n")
-static const char *const route_names[] = {"first",      "round_robin", "least_conn", "p2c_ewma",
-                                          "consistent_hash", "random", "noop", "request_id",
-                                          "key_auth",   "rate_limit",  "all3"};
+    ROUTE("all3",                                                                                  \
+          "  plugins: [{name: request_id}, {name: key_auth, config: {keys: [\"secret\"]}},"        \
+          " {name: rate_limit, config: {rate: 1000000000}}]\n")
+static const char *const route_names[] = {
+    "first",      "round_robin", "least_conn", "p2c_ewma", "consistent_hash", "random", "noop",
+    "request_id", "key_auth",    "rate_limit", "all3"};
 #define NBALANCERS 6
 
 static void balancers_and_plugins(void **state)
 {
     static struct mg_target_stats st[3];
-    static struct mg_lua_target ts[3] = {
-        {"10.0.0.1:80", 1, 1, &st[0]}, {"10.0.0.2:80", 2, 1, &st[1]}, {"10.0.0.3:80", 1, 1, &st[2]}};
+    static struct mg_lua_target ts[3] = {{"10.0.0.1:80", 1, 1, &st[0]},
+                                         {"10.0.0.2:80", 2, 1, &st[1]},
+                                         {"10.0.0.3:80", 1, 1, &st[2]}};
     long n = iterations();
     t_plugin("first", "return {balance = function(ctx, conf, t) return 1 end}\n");
     t_plugin("noop", "return {access = function(ctx, conf) end}\n");

@@ -344,12 +344,15 @@ static void assert_body(const struct t_req *r, const char *want)
 
 static void key_auth(void **state)
 {
-    t_plugin("who", "return {access = function(ctx) ctx:set_header('X-Consumer', ctx.vars.consumer) end}\n");
-    struct plug p = plug_new(ROUTE("list", "  plugins: [{name: key_auth, config: {keys: [\"k1\", \"k2\"]}}]\n")
-                                 ROUTE("map", "  plugins:\n"
-                                              "    - name: key_auth\n"
-                                              "      config: {keys: {alice: \"k1\"}, hide_credentials: true, query: apikey}\n"
-                                              "    - {name: who}\n"));
+    t_plugin(
+        "who",
+        "return {access = function(ctx) ctx:set_header('X-Consumer', ctx.vars.consumer) end}\n");
+    struct plug p = plug_new(
+        ROUTE("list", "  plugins: [{name: key_auth, config: {keys: [\"k1\", \"k2\"]}}]\n") ROUTE(
+            "map", "  plugins:\n"
+                   "    - name: key_auth\n"
+                   "      config: {keys: {alice: \"k1\"}, hide_credentials: true, query: apikey}\n"
+                   "    - {name: who}\n"));
     struct t_req r;
     char buf[128];
 
@@ -403,10 +406,10 @@ static void key_auth(void **state)
 
 static void rate_limit(void **state)
 {
-    struct plug p = plug_new(
-        ROUTE("ip", "  plugins: [{name: rate_limit, config: {rate: 1, burst: 2}}]\n")
-            ROUTE("hdr", "  plugins: [{name: rate_limit, config: {rate: 50, burst: 1, "
-                         "key: \"header:X-Api-Key\", headers: false}}]\n"));
+    struct plug p =
+        plug_new(ROUTE("ip", "  plugins: [{name: rate_limit, config: {rate: 1, burst: 2}}]\n")
+                     ROUTE("hdr", "  plugins: [{name: rate_limit, config: {rate: 50, burst: 1, "
+                                  "key: \"header:X-Api-Key\", headers: false}}]\n"));
     struct t_req r;
     char buf[64];
     for (int k = 0; k < 2; k++) {
@@ -462,10 +465,9 @@ static void rate_limit(void **state)
 
 static void request_id(void **state)
 {
-    struct plug p = plug_new(
-        ROUTE("d", "  plugins: [{name: request_id}]\n")
-            ROUTE("c", "  plugins: [{name: request_id, config: {response_header: X-Trace-Id, "
-                       "upstream_header: X-Correlation-Id}}]\n"));
+    struct plug p = plug_new(ROUTE("d", "  plugins: [{name: request_id}]\n") ROUTE(
+        "c", "  plugins: [{name: request_id, config: {response_header: X-Trace-Id, "
+             "upstream_header: X-Correlation-Id}}]\n"));
     struct t_req r;
     t_req_init(&r, "GET", "/");
     assert_int_equal(mg_lua_run(p.vm, 0, MG_LUA_ACCESS, &r.ctx), MG_LUA_OK);
