@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "lua/metrics_hook.h"
 #include "lua/vm.h"
 #include "obs/accesslog.h"
 #include "obs/admin.h"
@@ -117,14 +118,25 @@ static struct mg_config *load_checked(const char *path, char *err, size_t errlen
 
 /* One plugin VM for worker `id`, or NULL when no route needs one. Made here, on
  * the main thread, because loading plugins reads files. */
-static int make_vm(struct mg_config *cfg, unsigned id, struct mg_lua **out, char *err,
-                   size_t errlen)
+struct vm_pair {
+    struct mg_lua *vm;
+    struct mg_lua_metrics *hook;
+};
+
+static int make_vm(struct mg_config *cfg, struct mg_metrics *metrics, unsigned id,
+                   struct vm_pair *out, char *err, size_t errlen)
 {
-    *out = NULL;
+    *out = (struct vm_pair){NULL, NULL};
     if (!mg_lua_needed(cfg))
         return 0;
-    *out = mg_lua_new(cfg, id, NULL, err, errlen);
-    return *out ? 0 : -1;
+    out->vm = mg_lua_new_counted(cfg, id, metrics, &out->hook, err, errlen);
+    return out->vm ? 0 : -1;
+}
+
+static void free_vm(struct vm_pair *p)
+{
+    mg_lua_free(p->vm);
+    mg_lua_metrics_free(p->hook);
 }
 
 static void start_admin(struct mg_main *m, struct mg_config *cfg)
@@ -165,13 +177,14 @@ static void on_hup(uv_signal_t *s, int signum)
     struct mg_main *m = s->data;
     char err[1024];
     struct mg_config *cfg = load_checked(m->conf_path, err, sizeof err);
-    struct mg_lua **vms = cfg ? calloc(m->nworkers, sizeof *vms) : NULL;
+    struct mg_metrics *metrics = cfg ? mg_metrics_next(m->metrics, cfg) : NULL;
+    struct vm_pair *vms = cfg ? calloc(m->nworkers, sizeof *vms) : NULL;
     for (size_t i = 0; cfg && i < m->nworkers; i++) {
         if (!vms)
             mg_fatal("out of memory (plugin VMs)");
-        if (make_vm(cfg, (unsigned)i, &vms[i], err, sizeof err) != 0) {
+        if (make_vm(cfg, metrics, (unsigned)i, &vms[i], err, sizeof err) != 0) {
             for (size_t j = 0; j < i; j++)
-                mg_lua_free(vms[j]);
+                free_vm(&vms[j]);
             mg_config_unref(cfg);
             cfg = NULL;
         }
@@ -179,21 +192,22 @@ static void on_hup(uv_signal_t *s, int signum)
     if (cfg && strcmp(cfg->access_log, m->cfg->access_log) != 0 &&
         mg_accesslog_retarget(m->accesslog, cfg->access_log, err, sizeof err) != 0) {
         for (size_t j = 0; j < m->nworkers; j++)
-            mg_lua_free(vms[j]);
+            free_vm(&vms[j]);
         mg_config_unref(cfg);
         cfg = NULL;
     }
     if (!cfg) {
         free(vms);
+        if (metrics)
+            mg_metrics_unref(metrics);
         mg_error("config reload failed: %s", err);
         mg_metrics_config_reload(m->metrics, false);
         return;
     }
     if (cfg->workers != m->cfg->workers)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
-    struct mg_metrics *metrics = mg_metrics_next(m->metrics, cfg);
     for (size_t i = 0; i < m->nworkers; i++)
-        mg_worker_publish_config(&m->workers[i], cfg, metrics, vms[i]);
+        mg_worker_publish_config(&m->workers[i], cfg, metrics, vms[i].vm, vms[i].hook);
     free(vms);
     restart_admin_if_moved(m, cfg);
     if (m->admin)
@@ -257,11 +271,11 @@ static int start_workers(struct mg_main *m)
     if (!m->workers)
         mg_fatal("out of memory (workers)");
     for (size_t i = 0; i < n; i++) {
-        struct mg_lua *vm = NULL;
-        int rc = make_vm(m->cfg, (unsigned)i, &vm, err, sizeof err);
+        struct vm_pair vm;
+        int rc = make_vm(m->cfg, m->metrics, (unsigned)i, &vm, err, sizeof err);
         bool initialised = rc == 0;
         if (initialised)
-            rc = mg_worker_init(&m->workers[i], (int)i, m->cfg, m->metrics, vm);
+            rc = mg_worker_init(&m->workers[i], (int)i, m->cfg, m->metrics, vm.vm, vm.hook);
         else
             mg_error("%s", err);
         m->nworkers = initialised ? i + 1 : i; /* only initialised workers are unwound */

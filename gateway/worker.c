@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "proxy.h"
+#include "lua/metrics_hook.h"
 #include "lua/vm.h"
 #include "obs/metrics.h"
 #include "resilience/health.h"
@@ -156,7 +157,7 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
 }
 
 static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *metrics,
-                                      struct mg_lua *lua)
+                                      struct mg_lua *lua, struct mg_lua_metrics *lua_metrics)
 {
     struct mg_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -167,6 +168,7 @@ static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *
         mg_metrics_ref(metrics);
     rt->metrics = metrics;
     rt->lua = lua;
+    rt->lua_metrics = lua_metrics;
     rt->holds = 1;
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
     if (!rt->ups)
@@ -206,6 +208,7 @@ static void runtime_free(struct mg_runtime *rt)
 {
     runtime_close_idle(rt);
     mg_lua_free(rt->lua);
+    mg_lua_metrics_free(rt->lua_metrics);
     for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
         free(rt->ups[i].targets);
         free(rt->ups[i].lua_targets);
@@ -286,6 +289,7 @@ static void restart_health_checks(struct mg_worker *w)
 static void generation_free(struct mg_generation *g)
 {
     mg_lua_free(g->lua);
+    mg_lua_metrics_free(g->lua_metrics);
     mg_config_unref(g->cfg);
     if (g->metrics)
         mg_metrics_unref(g->metrics);
@@ -301,8 +305,9 @@ static void apply_config(struct mg_worker *w, struct mg_generation *g)
     }
     reconcile_listeners(w, cfg);
     struct mg_runtime *old = w->rt;
-    w->rt = runtime_new(cfg, g->metrics, g->lua);
-    g->lua = NULL; /* the runtime owns it now */
+    w->rt = runtime_new(cfg, g->metrics, g->lua, g->lua_metrics);
+    g->lua = NULL; /* the runtime owns them now */
+    g->lua_metrics = NULL;
     generation_free(g); /* the runtime holds its own references */
     carry_over_pools(old, w->rt);
     retire_runtime(w, old);
@@ -358,7 +363,7 @@ void mg_worker_conn_closed(struct mg_worker *w)
 }
 
 int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics,
-                   struct mg_lua *lua)
+                   struct mg_lua *lua, struct mg_lua_metrics *lua_metrics)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
@@ -373,7 +378,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = runtime_new(cfg, metrics, lua);
+    w->rt = runtime_new(cfg, metrics, lua, lua_metrics);
     restart_health_checks(w);
     return reconcile_listeners(w, cfg);
 }
@@ -428,7 +433,8 @@ void mg_worker_request_stop(struct mg_worker *w, bool immediate)
 }
 
 void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
-                              struct mg_metrics *metrics, struct mg_lua *lua)
+                              struct mg_metrics *metrics, struct mg_lua *lua,
+                              struct mg_lua_metrics *lua_metrics)
 {
     struct mg_generation *g = malloc(sizeof *g);
     if (!g)
@@ -436,7 +442,7 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
     mg_config_ref(cfg);
     if (metrics)
         mg_metrics_ref(metrics);
-    *g = (struct mg_generation){cfg, metrics, lua};
+    *g = (struct mg_generation){cfg, metrics, lua, lua_metrics};
     struct mg_generation *stale = atomic_exchange(&w->pending, g);
     if (stale)
         generation_free(stale); /* never applied: superseded by a newer one */

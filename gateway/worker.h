@@ -36,7 +36,9 @@ struct mg_generation {
     struct mg_metrics *metrics;
     struct mg_lua *lua;        /* made for this worker on the main thread (loading
                                   plugins blocks on files), owned by the receiver */
+    struct mg_lua_metrics *lua_metrics;
 };
+struct mg_lua_metrics;
 struct mg_lua;
 struct mg_lua_target;
 
@@ -64,6 +66,7 @@ struct mg_runtime {
     struct mg_config *cfg;     /* one reference held */
     struct mg_metrics *metrics; /* the counters of this config generation (ref held) */
     struct mg_lua *lua;        /* this worker's plugin VM for cfg, or NULL: none needed */
+    struct mg_lua_metrics *lua_metrics; /* its metrics hook data, freed after it */
     struct mg_upstream_rt *ups; /* cfg->nupstreams entries */
     uint32_t holds;            /* exchanges on it, +1 while it is the current one */
     bool retired;              /* replaced by a reload: pools close, nothing new joins */
@@ -104,7 +107,7 @@ struct mg_worker {
 /* Creates the worker's loop, runtime and listeners. Takes references to cfg and
  * metrics. Returns 0 or a negative UV_E* after logging the reason. */
 int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics,
-                   struct mg_lua *lua);
+                   struct mg_lua *lua, struct mg_lua_metrics *lua_metrics);
 /* Runs the loop until the worker has stopped and its connections are closed. */
 void mg_worker_run(struct mg_worker *w);
 /* After the worker's thread ended: frees the loop and everything the worker owns. */
@@ -114,7 +117,8 @@ void mg_worker_request_stop(struct mg_worker *w, bool immediate);
 /* Thread-safe: hands the worker a new snapshot and its metrics (takes its own
  * references). */
 void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
-                              struct mg_metrics *metrics, struct mg_lua *lua);
+                              struct mg_metrics *metrics, struct mg_lua *lua,
+                              struct mg_lua_metrics *lua_metrics);
 
 /* The process's workers, so one can wake another (bulkhead hand-overs). Set once
  * before the worker threads start. */

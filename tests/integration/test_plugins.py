@@ -6,6 +6,7 @@ import collections
 import signal
 import subprocess
 import time
+import urllib.request
 
 from conftest import BIN, assert_error, fetch, t, wait_until
 
@@ -98,6 +99,10 @@ def test_plugin_error_is_500_and_worker_keeps_serving(gateway, upstream, tmp_pat
     assert "kaboom" in gw.log()
     for _ in range(5):
         assert fetch(gw.port, "GET", "/fine").status == 200
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port,
+                                     timeout=t(5)).read().decode()
+    assert 'moongate_plugin_errors_total{plugin="raiser",phase="access"} 1' in metrics
+    assert 'moongate_plugin_duration_seconds_count{plugin="raiser",phase="access"} 6' in metrics
 
 
 RUNAWAY = """

@@ -1,0 +1,61 @@
+/*
+ * Plugin metrics hook (see metrics_hook.h).
+ */
+#include "lua/metrics_hook.h"
+
+#include <stdlib.h>
+
+#include "core/log.h"
+#include "lua/vm.h"
+#include "obs/metrics.h"
+
+struct mg_lua_metrics {
+    struct mg_metrics *metrics;
+    unsigned worker;
+    size_t n;
+    int index[]; /* VM plugin id -> metrics plugin index, -1: not counted */
+};
+
+static void on_plugin_done(void *data, unsigned plugin, enum mg_lua_phase phase, uint64_t ns,
+                           bool error)
+{
+    struct mg_lua_metrics *h = data;
+    if (plugin < h->n && h->index[plugin] >= 0)
+        mg_metrics_plugin_done(h->metrics, h->worker, h->index[plugin],
+                               (enum mg_plugin_phase)phase, ns, error);
+}
+
+struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
+                                  struct mg_metrics *metrics, struct mg_lua_metrics **hook,
+                                  char *err, size_t errlen)
+{
+    /* Sized for every plugin entry the config names: a VM cannot load more. */
+    size_t max = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        max += cfg->routes[i].nplugins + 1;
+    struct mg_lua_metrics *h = calloc(1, sizeof *h + sizeof(int) * (max ? max : 1));
+    if (!h)
+        mg_fatal("out of memory (plugin metrics)");
+    h->metrics = metrics;
+    h->worker = worker;
+    struct mg_lua_hooks hooks = {.plugin_done = metrics ? on_plugin_done : NULL, .data = h};
+    struct mg_lua *vm = mg_lua_new(cfg, worker, &hooks, err, errlen);
+    if (!vm) {
+        free(h);
+        return NULL;
+    }
+    h->n = mg_lua_nplugins(vm) < max ? mg_lua_nplugins(vm) : max;
+    for (size_t id = 0; id < h->n; id++) {
+        h->index[id] = metrics ? mg_metrics_plugin_index(metrics, mg_lua_plugin_name(vm, (unsigned)id))
+                               : -1;
+        if (h->index[id] >= 0)
+            mg_metrics_plugin_register(metrics, h->index[id]);
+    }
+    *hook = h;
+    return vm;
+}
+
+void mg_lua_metrics_free(struct mg_lua_metrics *hook)
+{
+    free(hook);
+}
