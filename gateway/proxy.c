@@ -68,7 +68,7 @@ struct mg_wreq {
     char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
 };
 
-enum { MG_UPT_NONE, MG_UPT_CONNECT, MG_UPT_SEND, MG_UPT_READ };
+enum { MG_UPT_NONE, MG_UPT_SEND, MG_UPT_READ };
 
 /* The states of an exchange; advance() is the only function that changes them. */
 enum mg_x_state {
@@ -943,7 +943,7 @@ static int read_request_head(struct mg_conn *c)
 #define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
 
 /* Decimal without printf. */
-static size_t put_hex_dec(char *out, size_t v)
+static size_t put_dec(char *out, size_t v)
 {
     char tmp[24];
     size_t n = 0;
@@ -1779,7 +1779,7 @@ static void respond_from_plugin(struct mg_conn *c)
     const char *reason = reason_phrase(r->status);
     PUT(o, reason, strlen(reason));
     PUT_LIT(o, "\r\nContent-Length: ");
-    o += put_hex_dec(o, body);
+    o += put_dec(o, body);
     PUT_LIT(o, "\r\n");
     o = put_edits(o, r->headers);
     o = put_edits(o, x->lua.resp_edits);

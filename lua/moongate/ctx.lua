@@ -170,55 +170,43 @@ local function value_string(what, v)
     error(string.format("bad argument #2 to %s (string, number or nil expected, got %s)", what, t), 3)
 end
 
-function methods.header(self, name)
-    local st = state(self, "ctx:header")
-    if type(name) ~= "string" then argerror("ctx:header", 1, "string", name) end
-    local rc = C.mg_ffi_req_header_get(VM, st.slot, name, #name, sbuf)
-    if rc == OK then
-        return ffi.string(sbuf[0].p, sbuf[0].len)
-    elseif rc == NOT_FOUND then
-        return nil
+-- Request and response headers share one getter and one setter shape; only the
+-- FFI function and the method name (for error messages) differ. The api table
+-- C only exists after boot(), so the function is looked up by field name (a
+-- constant key: the JIT specialises it).
+local function header_getter(get, what)
+    return function(self, name)
+        local st = state(self, what)
+        if type(name) ~= "string" then argerror(what, 1, "string", name) end
+        local rc = C[get](VM, st.slot, name, #name, sbuf)
+        if rc == OK then
+            return ffi.string(sbuf[0].p, sbuf[0].len)
+        elseif rc == NOT_FOUND then
+            return nil
+        end
+        fail(what, rc, name)
     end
-    fail("ctx:header", rc, name)
 end
 
-function methods.set_header(self, name, value)
-    local st = state(self, "ctx:set_header")
-    if type(name) ~= "string" then argerror("ctx:set_header", 1, "string", name) end
-    local rc
-    if value == nil then
-        rc = C.mg_ffi_req_header_set(VM, st.slot, name, #name, nil, 0)
-    else
-        value = value_string("ctx:set_header", value)
-        rc = C.mg_ffi_req_header_set(VM, st.slot, name, #name, value, #value)
+local function header_setter(set, what)
+    return function(self, name, value)
+        local st = state(self, what)
+        if type(name) ~= "string" then argerror(what, 1, "string", name) end
+        local rc
+        if value == nil then
+            rc = C[set](VM, st.slot, name, #name, nil, 0)
+        else
+            value = value_string(what, value)
+            rc = C[set](VM, st.slot, name, #name, value, #value)
+        end
+        if rc ~= OK then fail(what, rc, name) end
     end
-    if rc ~= OK then fail("ctx:set_header", rc, name) end
 end
 
-function methods.response_header(self, name)
-    local st = state(self, "ctx:response_header")
-    if type(name) ~= "string" then argerror("ctx:response_header", 1, "string", name) end
-    local rc = C.mg_ffi_resp_header_get(VM, st.slot, name, #name, sbuf)
-    if rc == OK then
-        return ffi.string(sbuf[0].p, sbuf[0].len)
-    elseif rc == NOT_FOUND then
-        return nil
-    end
-    fail("ctx:response_header", rc, name)
-end
-
-function methods.set_response_header(self, name, value)
-    local st = state(self, "ctx:set_response_header")
-    if type(name) ~= "string" then argerror("ctx:set_response_header", 1, "string", name) end
-    local rc
-    if value == nil then
-        rc = C.mg_ffi_resp_header_set(VM, st.slot, name, #name, nil, 0)
-    else
-        value = value_string("ctx:set_response_header", value)
-        rc = C.mg_ffi_resp_header_set(VM, st.slot, name, #name, value, #value)
-    end
-    if rc ~= OK then fail("ctx:set_response_header", rc, name) end
-end
+methods.header = header_getter("mg_ffi_req_header_get", "ctx:header")
+methods.set_header = header_setter("mg_ffi_req_header_set", "ctx:set_header")
+methods.response_header = header_getter("mg_ffi_resp_header_get", "ctx:response_header")
+methods.set_response_header = header_setter("mg_ffi_resp_header_set", "ctx:set_response_header")
 
 function methods.respond(self, status, body, headers)
     local st = state(self, "ctx:respond")
