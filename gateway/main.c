@@ -3,7 +3,8 @@
  *
  * The main thread loads the configuration, starts one worker thread per
  * `workers`, and then only handles signals on its own small loop: SIGTERM/SIGINT
- * drain the workers (a second one stops them at once), SIGHUP reloads the file. It owns the configuration snapshot and frees it after every worker ended.
+ * drain the workers (a second one stops them at once), SIGHUP reloads the file. It owns the
+ * configuration snapshot and frees it after every worker ended.
  */
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -20,6 +21,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "idempotency/store_memory.h"
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
 #include "obs/accesslog.h"
@@ -34,8 +36,9 @@ struct mg_main {
     uv_loop_t *loop;
     const char *conf_path;
     struct mg_config *cfg;
-    struct mg_metrics *metrics;   /* the current generation */
+    struct mg_metrics *metrics; /* the current generation */
     struct mg_accesslog *accesslog;
+    struct mg_idem_memtable *idem_table; /* the embedded idempotency store */
     struct mg_admin *admin;
     struct mg_worker *workers;
     size_t nworkers;
@@ -142,8 +145,10 @@ static void free_vm(struct vm_pair *p)
 static void start_admin(struct mg_main *m, struct mg_config *cfg)
 {
     char err[512];
-    struct mg_admin_source src = {
-        .cfg = cfg, .metrics = m->metrics, .hooks = mg_registry_obs_hooks(), .accesslog = m->accesslog};
+    struct mg_admin_source src = {.cfg = cfg,
+                                  .metrics = m->metrics,
+                                  .hooks = mg_registry_obs_hooks(m->idem_table),
+                                  .accesslog = m->accesslog};
     m->admin = mg_admin_start(&cfg->admin_listen, &src, err, sizeof err);
     if (!m->admin)
         mg_error("admin listener on %s: %s", cfg->admin_listen.text, err);
@@ -267,6 +272,10 @@ static int start_workers(struct mg_main *m)
         return -1;
     }
     mg_proxy_set_accesslog(m->accesslog);
+    /* One embedded idempotency store for the process, whatever the routes say
+     * now: a reload may add memory-store routes. It allocates nothing up front. */
+    m->idem_table = mg_idem_memtable_new(m->cfg->idempotency_memory);
+    mg_workers_set_idem_table(m->idem_table);
     m->workers = calloc(n, sizeof *m->workers);
     if (!m->workers)
         mg_fatal("out of memory (workers)");
@@ -347,6 +356,8 @@ static int run(const char *conf_path)
     uv_loop_close(m.loop);
     free(m.workers);
     mg_accesslog_close(m.accesslog);
+    if (m.idem_table)
+        mg_idem_memtable_free(m.idem_table);
     if (m.metrics)
         mg_metrics_unref(m.metrics);
     mg_registry_shutdown();

@@ -44,145 +44,12 @@
 #include "router.h"
 #include "upstream.h"
 #include "worker.h"
+#include "proxy-t.h"
 
-#define MG_MAX_HEADERS       100
-#define MG_MAX_RESPONSE_HEAD (64 * 1024)
-#define MG_WREQ_MAX_BUFS     24
-#define MG_REQUEST_ID_MAX    200
-/* Request bodies up to this size are kept so a failed try can be repeated. */
-#define MG_RETRY_BODY_MAX (64 * 1024)
-
-enum { MG_NEXT = 0, MG_AGAIN = 1 };
-
-/* One uv_write: a list of buffers that may point into the arena (heads) and into
- * one pinned read buffer (bodies), plus room for chunk-size lines. */
-struct mg_wreq {
-    uv_write_t req;
-    struct mg_wreq *next_free;
-    struct mg_conn *conn;     /* the exchange's connection */
-    struct mg_upconn *dst_up; /* destination when writing upstream, else NULL */
-    struct mg_upconn *pin_up; /* upstream read buffer referenced, or NULL */
-    bool pins_conn;           /* client read buffer referenced */
-    unsigned nbufs, nscratch;
-    uv_buf_t bufs[MG_WREQ_MAX_BUFS];
-    char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
-};
-
-enum { MG_UPT_NONE, MG_UPT_SEND, MG_UPT_READ };
-
-/* The states of an exchange; advance() is the only function that changes them. */
-enum mg_x_state {
-    MG_X_IDLE,    /* no request byte yet; arena empty; keep-alive timer runs */
-    MG_X_HEAD,    /* request head arriving: scanned and copied into x->head */
-    MG_X_QUEUED,  /* routed; waiting in the upstream's bulkhead queue (c->wait runs) */
-    MG_X_CONNECT, /* bulkhead slot held; x->up, if set, is connecting */
-    MG_X_BACKOFF, /* a try failed and a retry waits for its backoff (c->wait runs) */
-    MG_X_FORWARD, /* x->up connected: request flows up, response flows down */
-    MG_X_TUNNEL,  /* 101 Switching Protocols: raw bytes both ways until a close */
-    MG_X_FINISH,  /* response fully queued; waits for client writes, then next or close */
-};
-
-static const char *const state_names[] = {"idle",    "head",    "queued", "connect",
-                                          "backoff", "forward", "tunnel", "finish"};
-
-struct mg_exchange {
-    enum mg_x_state state;
-    struct mg_arena arena;
-    struct mg_runtime *rt; /* the config it started on; held from head to end */
-
-    /* Request head, copied from the read buffer; slices below point into it. */
-    char *head;
-    size_t headlen, headcap;
-    struct mg_headscan scan;
-    struct mg_slice url, path;
-    struct mg_headers req_hdrs;
-    int method;
-    bool head_parsed; /* method, version and headers are known */
-    uint8_t http_minor;
-    uint64_t req_content_length;
-    bool req_chunked;   /* request body is chunked */
-    bool req_keepalive; /* client asked to keep the connection */
-    bool req_upgrade;   /* Upgrade requested (WebSocket) */
-    bool req_expect_continue;
-    bool req_done; /* request message fully parsed */
-    bool continue_sent;
-    uint64_t req_body_bytes;
-    struct mg_chunk_check req_chunk; /* request chunk framing */
-    const char *req_parse_end;       /* end of the bytes given to the request parser */
-    int host_idx, rid_idx, xff_idx;
-    struct mg_slice authority; /* absolute-form target's host: overrides Host */
-    char request_id[MG_REQUEST_ID_MAX + 1];
-
-    const struct mg_route_conf *route;
-    size_t prefix_len;
-    /* Resilience (DESIGN.md section 5). */
-    bool slot_held;        /* one bulkhead slot, kept across retries */
-    uint32_t attempts;     /* tries started */
-    uint64_t tried;        /* bit i: target i was tried */
-    bool attempt_open;     /* counted in the target's in-flight */
-    bool attempt_reported; /* the breaker heard this try's outcome */
-    uint32_t probe;        /* breaker half-open ticket of this try */
-    uint64_t attempt_start_ns;
-    int retry_status;       /* a retryable status is being swallowed */
-    uint32_t retry_after_s; /* for 503 answers */
-    char *body_copy;        /* the request body, kept for retries while small */
-    size_t body_copy_len, body_copy_cap;
-    bool body_copy_ok; /* body_copy holds the whole body so far */
-    struct mg_target_rt *target;
-    struct mg_upconn *up; /* leased upstream connection, or NULL */
-    bool up_ready;        /* connected and request head queued */
-    bool up_eof;          /* tunnel: the upstream closed its side */
-
-    /* Response head from the upstream, copied; slices point into it. */
-    char *resp_head;
-    size_t resp_headlen, resp_headcap;
-    bool resp_head_done;
-    struct mg_slice reason;
-    struct mg_headers resp_hdrs;
-    int status;
-    bool resp_started;                /* bytes of the final response reached the client queue */
-    bool resp_done;                   /* the final response is fully queued */
-    bool resp_chunk_out;              /* we chunk-encode the body to the client */
-    struct mg_chunk_check resp_chunk; /* response chunk framing */
-    const char *resp_parse_end;
-    uint8_t up_timer;   /* MG_UPT_*: what the upstream timer guards now */
-    uint32_t up_writes; /* writes pending on the upstream socket */
-    bool close_after;   /* close the client connection after this exchange */
-    bool up_reusable;   /* the upstream connection may go back to its pool */
-    enum mg_error error;
-    /* Lua plugins (DESIGN.md section 6). */
-    struct mg_lua_ctx lua; /* what plugins see and set; valid once lua_ready */
-    bool lua_ready;
-    bool plugin_failed; /* a response-phase plugin raised */
-    /* Observability. */
-    uint64_t started_ns; /* first byte of the request */
-    uint64_t bytes_out;  /* queued to the client */
-    int sent_status;     /* status of the final response sent, 0 = none */
-    bool in_flight_counted;
-};
-
-struct mg_conn {
-    uv_tcp_t tcp;
-    struct mg_deadline timer;    /* keep-alive, header and body timeouts */
-    struct mg_deadline deadline; /* the route's overall deadline */
-    uv_timer_t wait;             /* bulkhead queue timeout, retry backoff */
-    struct mg_conn *wait_next;   /* in the upstream's per-worker bulkhead queue */
-    uint64_t wait_since;         /* when it joined that queue (ms) */
-    struct mg_worker *w;
-    struct mg_conn *next, *prev; /* worker's connection list */
-    char *buf;                   /* read buffer (MG_BUF_SIZE) or NULL when idle */
-    size_t start, end;           /* unparsed bytes are buf[start..end) */
-    uint32_t pins;               /* upstream writes pointing into buf */
-    uint32_t writes;             /* writes pending on the client socket */
-    unsigned handles_open;
-    bool reading, closing, eof;
-    bool flushed_now;                    /* a write completed synchronously: states may move on */
-    bool counted;                        /* in the connections gauge */
-    llhttp_t parser;                     /* request parser, re-initialised per request */
-    struct mg_wreq *out_client, *out_up; /* writes being assembled */
-    char client_ip[64];
-    struct mg_exchange x;
-};
+static const char *const state_names[] = {"idle",   "head",    "buffer",  "lookup",
+                                          "queued", "connect", "backoff", "forward",
+                                          "tunnel", "commit",  "finish"};
+_Static_assert(sizeof state_names / sizeof state_names[0] == MG_X_FINISH + 1, "one name per state");
 
 static struct mg_accesslog *access_log;
 
@@ -692,12 +559,14 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
     if (!x->request_id[0])
         generate_request_id(c);
     int status = mg_error_status(err);
-    char body[320];
+    char body[360], original[40] = "";
+    if (err == MG_ERR_IDEMPOTENCY_REPLAY_UNAVAILABLE)
+        snprintf(original, sizeof original, ",\"original_status\":%u", x->idem.original_status);
     int blen =
-        snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
-                 mg_error_name(err), status, x->request_id);
+        snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d%s,\"request_id\":\"%s\"}\n",
+                 mg_error_name(err), status, original, x->request_id);
     char retry_after[40] = "";
-    if (status == 503)
+    if (status == 503 || err == MG_ERR_IDEMPOTENCY_CONFLICT)
         snprintf(retry_after, sizeof retry_after, "Retry-After: %u\r\n",
                  x->retry_after_s ? x->retry_after_s : 1);
     size_t cap = 512 + (size_t)blen;
@@ -710,7 +579,6 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
                      x->head_parsed && x->method == HTTP_HEAD ? "" : body);
     x->sent_status = status;
     to_client(c, out, (size_t)n, NULL);
-    flush_client(c);
 }
 
 /* ------------------------------------------------------- request head parsing */
@@ -789,12 +657,14 @@ static int on_req_body(llhttp_t *p, const char *at, size_t len)
         x->error = MG_ERR_BODY_TOO_LARGE;
         return HPE_USER;
     }
+    if (x->req_chunked && !mg_chunk_data(&x->req_chunk, at, len, x->req_parse_end))
+        return HPE_USER;
+    if (x->state == MG_X_BUFFER)
+        return mg_px_idem_body(c, at, len) < 0 ? HPE_USER : 0;
     if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
         x->body_copy_ok = append_bytes(&x->arena, &x->body_copy, &x->body_copy_len,
                                        &x->body_copy_cap, at, len, MG_RETRY_BODY_MAX) == 0;
     if (x->req_chunked) {
-        if (!mg_chunk_data(&x->req_chunk, at, len, x->req_parse_end))
-            return HPE_USER;
         chunk_to(c, true, at, len, NULL);
     } else {
         to_upstream(c, at, len, true);
@@ -1197,7 +1067,7 @@ static bool may_retry(struct mg_conn *c, unsigned kind, bool reached)
         return false;
     if (kind && !mg_retry_on(&uc->retry, kind))
         return false;
-    if (!mg_retry_safe(x->method, reached, false))
+    if (!mg_retry_safe(x->method, reached, x->idem.keyed))
         return false;
     struct mg_upstream_stats *us = x->rt->ups[uc->index].stats;
     return mg_retry_budget_try_spend(&us->budget, &uc->retry, uv_now(&c->w->loop));
@@ -1381,10 +1251,12 @@ static void start_forwarding(struct mg_conn *c)
     u->requests++;
     reset_response(x);
     build_upstream_head(c);
-    if (x->attempts > 1 && x->body_copy_len > 0) {
-        /* A retry: the client sent the body once; we kept it (may_retry checked). */
+    if (x->req_done && (x->body_copy_len > 0 || x->req_chunked)) {
+        /* The body was read before this try: by an earlier try (we kept it:
+         * may_retry checked), or whole by the idempotency phase. */
         if (x->req_chunked) {
-            chunk_to(c, true, x->body_copy, x->body_copy_len, NULL);
+            if (x->body_copy_len > 0)
+                chunk_to(c, true, x->body_copy, x->body_copy_len, NULL);
             to_upstream(c, "0\r\n\r\n", 5, false);
         } else {
             to_upstream(c, x->body_copy, x->body_copy_len, false);
@@ -1528,6 +1400,7 @@ static int on_resp_headers_complete(llhttp_t *p)
     send_response_head(c, p, switching);
     if (switching)
         return 2;
+    mg_px_idem_response_head(c);
     /* No body, whatever Content-Length says (RFC 9110 sections 6.4.1, 15.3.5, 15.4.5). */
     return x->method == HTTP_HEAD || x->status == 204 || x->status == 304 ? 1 : 0;
 }
@@ -1537,6 +1410,7 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
     struct mg_conn *c = conn_of(p);
     if ((p->flags & F_CHUNKED) && !mg_chunk_data(&c->x.resp_chunk, at, len, c->x.resp_parse_end))
         return HPE_USER;
+    mg_px_idem_response_body(c, at, len);
     if (c->x.resp_chunk_out)
         chunk_to(c, false, at, len, c->x.up);
     else
@@ -1696,7 +1570,7 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
     mg_deadline_set(&c->deadline, 0);
     queue_error_response(c, err);
     x->resp_done = true;
-    x->state = MG_X_FINISH;
+    x->state = mg_px_idem_settle(c) ? MG_X_COMMIT : MG_X_FINISH;
 }
 
 /* ------------------------------------------------------------------ states */
@@ -1751,6 +1625,8 @@ static void exchange_reset(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     release_slot(c);
+    mg_px_idem_abandon(c);
+    mg_px_idem_free(c);
     if (x->rt)
         mg_runtime_release(c->w, x->rt);
     struct mg_arena arena = x->arena;
@@ -1801,6 +1677,8 @@ static void respond_from_plugin(struct mg_conn *c)
     x->state = MG_X_FINISH;
 }
 
+static void forward_request_body(struct mg_conn *c);
+
 static int step_idle(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
@@ -1848,6 +1726,24 @@ static int step_head(struct mg_conn *c)
     else
         arm_client_timer(c, x->rt->cfg->client.body_timeout_ms);
     x->state = MG_X_CONNECT;
+    enum mg_error err = mg_px_idem_start(c); /* may move to MG_X_BUFFER */
+    if (err)
+        fail(c, err, "idempotency");
+    return MG_NEXT;
+}
+
+/* Idempotency: the body is read whole before the store is asked about the key. */
+static int step_buffer(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->req_done && c->start < c->end) {
+        forward_request_body(c);
+        if (x->state != MG_X_BUFFER)
+            return MG_NEXT;
+    }
+    if (!x->req_done)
+        return MG_AGAIN;
+    mg_px_idem_lookup(c);
     return MG_NEXT;
 }
 
@@ -1943,7 +1839,7 @@ static int step_forward(struct mg_conn *c)
     if (!x->req_done)
         x->close_after = true; /* the rest of the request body cannot be skipped reliably */
     detach_upstream(c, true);
-    x->state = MG_X_FINISH;
+    x->state = mg_px_idem_settle(c) ? MG_X_COMMIT : MG_X_FINISH;
     return MG_NEXT;
 }
 
@@ -2040,6 +1936,8 @@ static bool client_gone_midway(const struct mg_conn *c)
         return c->start == c->end;
     case MG_X_HEAD:
         return true;
+    case MG_X_BUFFER:
+    case MG_X_LOOKUP:
     case MG_X_QUEUED:
     case MG_X_CONNECT:
     case MG_X_BACKOFF:
@@ -2065,6 +1963,13 @@ static void run_steps(struct mg_conn *c)
             break;
         case MG_X_HEAD:
             rc = step_head(c);
+            break;
+        case MG_X_BUFFER:
+            rc = step_buffer(c);
+            break;
+        case MG_X_LOOKUP:
+        case MG_X_COMMIT:
+            rc = MG_AGAIN; /* the idempotency store's answer moves it on */
             break;
         case MG_X_QUEUED:
         case MG_X_BACKOFF:
@@ -2106,7 +2011,8 @@ static void advance(struct mg_conn *c)
         run_steps(c);
         if (c->out_up && !c->closing)
             flush_upstream(c);
-        if (c->out_client && !c->closing)
+        /* COMMIT holds the end of the response until the store has the record. */
+        if (c->out_client && !c->closing && c->x.state != MG_X_COMMIT)
             flush_client(c);
         if (c->closing)
             return;
@@ -2132,6 +2038,7 @@ static void conn_maybe_free(struct mg_conn *c)
     if (c->handles_open || c->pins || c->writes)
         return;
     struct mg_worker *w = c->w;
+    mg_px_idem_free(c);
     if (c->x.rt)
         mg_runtime_release(w, c->x.rt);
     mg_arena_destroy(&c->x.arena);
@@ -2149,6 +2056,7 @@ static void conn_close(struct mg_conn *c)
     mg_deadline_set(&c->deadline, 0);
     if (c->x.state == MG_X_QUEUED)
         leave_queue(c);
+    mg_px_idem_abandon(c);
     bool busy = c->x.state != MG_X_IDLE;
     if (busy && c->x.rt)
         record_exchange(c, c->x.resp_done ? c->x.sent_status : 0);
@@ -2186,6 +2094,7 @@ static void on_client_timer(struct mg_deadline *d)
         x->close_after = true;
         fail(c, MG_ERR_CLIENT_TIMEOUT, "request head timeout");
         break;
+    case MG_X_BUFFER:
     case MG_X_QUEUED:
     case MG_X_CONNECT:
     case MG_X_FORWARD:
@@ -2253,7 +2162,8 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->end += (size_t)nread;
-    if ((x->state == MG_X_QUEUED || x->state == MG_X_CONNECT || x->state == MG_X_FORWARD) &&
+    if ((x->state == MG_X_BUFFER || x->state == MG_X_QUEUED || x->state == MG_X_CONNECT ||
+         x->state == MG_X_FORWARD) &&
         !x->req_done)
         arm_client_timer(c, x->rt->cfg->client.body_timeout_ms);
     advance(c);
@@ -2390,4 +2300,36 @@ void mg_proxy_free_worker_cache(struct mg_worker *w)
         w->free_wreqs = r->next_free;
         free(r);
     }
+}
+
+/* ------------------------------------------- for the idempotency phase */
+
+void mg_px_advance(struct mg_conn *c)
+{
+    advance(c);
+}
+
+void mg_px_fail(struct mg_conn *c, enum mg_error err, const char *why)
+{
+    fail(c, err, why);
+}
+
+void mg_px_to_client(struct mg_conn *c, const void *p, size_t len)
+{
+    to_client(c, p, len, NULL);
+}
+
+const char *mg_px_reason_phrase(int status)
+{
+    return reason_phrase(status);
+}
+
+bool mg_px_header_edited(const struct mg_lua_edit *e, struct mg_slice name)
+{
+    return edited(e, name);
+}
+
+struct mg_metrics *mg_px_metrics(struct mg_conn *c)
+{
+    return metrics_of(c);
 }

@@ -17,6 +17,9 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "idempotency/store.h"
+#include "idempotency/store_memory.h"
+#include "idempotency/store_redis.h"
 #include "proxy.h"
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
@@ -27,6 +30,18 @@
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
 #define MG_MAX_FREE_BUFS 256
+/* Expired idempotency records are also dropped lazily; the sweep returns their
+ * memory when no request touches them. Bounded per tick so the table lock is
+ * never held long. */
+#define MG_IDEM_SWEEP_MS  1000
+#define MG_IDEM_SWEEP_MAX 4096
+
+static struct mg_idem_memtable *idem_table;
+
+void mg_workers_set_idem_table(struct mg_idem_memtable *t)
+{
+    idem_table = t;
+}
 
 struct free_buf {
     struct free_buf *next;
@@ -156,8 +171,21 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
     return failures ? UV_EADDRINUSE : 0;
 }
 
-static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *metrics,
-                                      struct mg_lua *lua, struct mg_lua_metrics *lua_metrics)
+static bool uses_redis(const struct mg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (cfg->routes[i].idempotency.enabled &&
+            cfg->routes[i].idempotency.store == MG_IDEM_STORE_REDIS)
+            return true;
+    return false;
+}
+
+/* The Redis store lives with the runtime: exchanges hold the runtime they
+ * started on, so a reload (perhaps to another Redis) never pulls the store
+ * from under an operation in flight. */
+static struct mg_runtime *runtime_new(uv_loop_t *loop, struct mg_config *cfg,
+                                      struct mg_metrics *metrics, struct mg_lua *lua,
+                                      struct mg_lua_metrics *lua_metrics)
 {
     struct mg_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -170,6 +198,8 @@ static struct mg_runtime *runtime_new(struct mg_config *cfg, struct mg_metrics *
     rt->lua = lua;
     rt->lua_metrics = lua_metrics;
     rt->holds = 1;
+    if (cfg->redis.enabled && uses_redis(cfg))
+        rt->idem_redis = mg_idem_redis_open(loop, &cfg->redis);
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
     if (!rt->ups)
         mg_fatal("out of memory (upstream runtime)");
@@ -207,6 +237,7 @@ static void runtime_close_idle(struct mg_runtime *rt)
 static void runtime_free(struct mg_runtime *rt)
 {
     runtime_close_idle(rt);
+    mg_idem_client_close(rt->idem_redis);
     mg_lua_free(rt->lua);
     mg_lua_metrics_free(rt->lua_metrics);
     for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
@@ -258,9 +289,8 @@ static void carry_over_pools(struct mg_runtime *from, struct mg_runtime *to)
         struct mg_upstream_rt *ur = &from->ups[i];
         for (size_t j = 0; j < ur->conf->ntargets; j++) {
             struct mg_target_rt *old = &ur->targets[j];
-            struct mg_target_rt *now = old->idle ? find_same_target(to, ur->conf->name,
-                                                                    &old->conf->address)
-                                                 : NULL;
+            struct mg_target_rt *now =
+                old->idle ? find_same_target(to, ur->conf->name, &old->conf->address) : NULL;
             if (now)
                 mg_upconn_move_idle(old, now);
         }
@@ -305,7 +335,9 @@ static void apply_config(struct mg_worker *w, struct mg_generation *g)
     }
     reconcile_listeners(w, cfg);
     struct mg_runtime *old = w->rt;
-    w->rt = runtime_new(cfg, g->metrics, g->lua, g->lua_metrics);
+    w->rt = runtime_new(&w->loop, cfg, g->metrics, g->lua, g->lua_metrics);
+    if (w->id == 0 && idem_table)
+        mg_idem_memtable_set_budget(idem_table, cfg->idempotency_memory);
     g->lua = NULL; /* the runtime owns them now */
     g->lua_metrics = NULL;
     generation_free(g); /* the runtime holds its own references */
@@ -362,6 +394,12 @@ void mg_worker_conn_closed(struct mg_worker *w)
         uv_timer_start(&w->drain_timer, on_drain_timeout, w->rt->cfg->drain_timeout_ms, 0);
 }
 
+static void on_idem_sweep(uv_timer_t *t)
+{
+    (void)t;
+    mg_idem_memtable_sweep(idem_table, MG_IDEM_SWEEP_MAX);
+}
+
 int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg_metrics *metrics,
                    struct mg_lua *lua, struct mg_lua_metrics *lua_metrics)
 {
@@ -378,8 +416,17 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = runtime_new(cfg, metrics, lua, lua_metrics);
+    w->rt = runtime_new(&w->loop, cfg, metrics, lua, lua_metrics);
     restart_health_checks(w);
+    uv_timer_init(&w->loop, &w->idem_sweep);
+    w->idem_sweep.data = w;
+    if (idem_table) {
+        w->idem_memory = mg_idem_memory_open(idem_table, &w->loop);
+        if (id == 0) {
+            uv_timer_start(&w->idem_sweep, on_idem_sweep, MG_IDEM_SWEEP_MS, MG_IDEM_SWEEP_MS);
+            uv_unref((uv_handle_t *)&w->idem_sweep);
+        }
+    }
     return reconcile_listeners(w, cfg);
 }
 
@@ -401,6 +448,13 @@ void mg_worker_run(struct mg_worker *w)
     runtime_close_idle(w->rt);
     mg_health_stop(w->health);
     w->health = NULL;
+    /* Exchanges are closed (their store operations cancelled): the stores may go
+     * while the loop still runs their handle closes. */
+    mg_idem_client_close(w->idem_memory);
+    w->idem_memory = NULL;
+    mg_idem_client_close(w->rt->idem_redis);
+    w->rt->idem_redis = NULL;
+    uv_close((uv_handle_t *)&w->idem_sweep, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_unref((uv_handle_t *)&w->wakeup);
     uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -34,42 +34,45 @@ struct mg_metrics;
 struct mg_generation {
     struct mg_config *cfg;
     struct mg_metrics *metrics;
-    struct mg_lua *lua;        /* made for this worker on the main thread (loading
-                                  plugins blocks on files), owned by the receiver */
+    struct mg_lua *lua; /* made for this worker on the main thread (loading
+                           plugins blocks on files), owned by the receiver */
     struct mg_lua_metrics *lua_metrics;
 };
 struct mg_lua_metrics;
 struct mg_lua;
+struct mg_idem_client;
+struct mg_idem_memtable;
 struct mg_lua_target;
 
 /* Per-worker runtime state of one target: its idle connection pool. */
 struct mg_target_rt {
     const struct mg_target_conf *conf;
     struct mg_target_stats *stats; /* process-wide: breaker, in-flight, latency, health */
-    struct mg_runtime *rt;     /* owner */
-    struct mg_upconn *idle;    /* LIFO list of idle pooled connections */
+    struct mg_runtime *rt;         /* owner */
+    struct mg_upconn *idle;        /* LIFO list of idle pooled connections */
     uint32_t nidle;
-    uint32_t pool_limit;       /* the upstream's `keepalive` */
-    int32_t rr_current;        /* smooth weighted round robin state */
-    uint32_t active;           /* exchanges using this target now */
+    uint32_t pool_limit; /* the upstream's `keepalive` */
+    int32_t rr_current;  /* smooth weighted round robin state */
+    uint32_t active;     /* exchanges using this target now */
 };
 
 struct mg_upstream_rt {
     const struct mg_upstream_conf *conf;
-    struct mg_upstream_stats *stats; /* process-wide: bulkhead, retry budget */
-    struct mg_target_rt *targets; /* conf->ntargets entries */
+    struct mg_upstream_stats *stats;   /* process-wide: bulkhead, retry budget */
+    struct mg_target_rt *targets;      /* conf->ntargets entries */
     struct mg_lua_target *lua_targets; /* the same targets as Lua balancers see them */
 };
 
 /* What one worker needs of one config snapshot. */
 struct mg_runtime {
-    struct mg_config *cfg;     /* one reference held */
-    struct mg_metrics *metrics; /* the counters of this config generation (ref held) */
-    struct mg_lua *lua;        /* this worker's plugin VM for cfg, or NULL: none needed */
+    struct mg_config *cfg;              /* one reference held */
+    struct mg_metrics *metrics;         /* the counters of this config generation (ref held) */
+    struct mg_lua *lua;                 /* this worker's plugin VM for cfg, or NULL: none needed */
     struct mg_lua_metrics *lua_metrics; /* its metrics hook data, freed after it */
-    struct mg_upstream_rt *ups; /* cfg->nupstreams entries */
-    uint32_t holds;            /* exchanges on it, +1 while it is the current one */
-    bool retired;              /* replaced by a reload: pools close, nothing new joins */
+    struct mg_upstream_rt *ups;         /* cfg->nupstreams entries */
+    struct mg_idem_client *idem_redis;  /* this worker's Redis store, when a route uses it */
+    uint32_t holds;                     /* exchanges on it, +1 while it is the current one */
+    bool retired;                       /* replaced by a reload: pools close, nothing new joins */
 };
 
 struct mg_listener {
@@ -78,28 +81,30 @@ struct mg_listener {
     struct mg_listener *next;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    bool keep;                 /* scratch flag while reconciling with a new config */
+    bool keep; /* scratch flag while reconciling with a new config */
 };
 
 struct mg_worker {
     int id;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t wakeup;         /* other threads ask this worker to stop or reload */
-    atomic_int stop_requested; /* 1: graceful stop, 2: immediate */
+    uv_async_t wakeup;                       /* other threads ask this worker to stop or reload */
+    atomic_int stop_requested;               /* 1: graceful stop, 2: immediate */
     _Atomic(struct mg_generation *) pending; /* a snapshot to switch to (refs held) */
-    struct mg_runtime *rt;     /* the current runtime */
+    struct mg_runtime *rt;                   /* the current runtime */
     struct mg_listener *listeners;
-    struct mg_health *health;  /* active health checks: worker 0 runs them */
+    struct mg_health *health;           /* active health checks: worker 0 runs them */
+    struct mg_idem_client *idem_memory; /* this worker's handle on the memory store */
+    uv_timer_t idem_sweep;              /* worker 0: returns expired records' memory */
     bool draining;
     uv_timer_t drain_timer;
 
-    uint32_t nconns;           /* client connections open */
-    struct mg_conn *conns;     /* all client connections (for drain) */
-    uint64_t conn_serial;      /* upstream connection numbering, for logs */
-    uint64_t rand_state;       /* xorshift state for request ids */
+    uint32_t nconns;       /* client connections open */
+    struct mg_conn *conns; /* all client connections (for drain) */
+    uint64_t conn_serial;  /* upstream connection numbering, for logs */
+    uint64_t rand_state;   /* xorshift state for request ids */
 
-    void *free_bufs;           /* free list of MG_BUF_SIZE read buffers */
+    void *free_bufs; /* free list of MG_BUF_SIZE read buffers */
     uint32_t nfree_bufs;
     struct mg_wreq *free_wreqs;
 };
@@ -123,6 +128,9 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
 /* The process's workers, so one can wake another (bulkhead hand-overs). Set once
  * before the worker threads start. */
 void mg_workers_register(struct mg_worker *workers, size_t n);
+/* The process's embedded idempotency store (store: memory). Set once before
+ * the workers are initialised. */
+void mg_workers_set_idem_table(struct mg_idem_memtable *t);
 /* Thread-safe: wakes worker `id`, which then drains its bulkhead queues. */
 void mg_worker_wake(int id);
 

@@ -25,33 +25,33 @@ enum mg_conf_value_kind { MG_VAL_NULL, MG_VAL_SCALAR, MG_VAL_SEQ, MG_VAL_MAP };
 
 struct mg_conf_value {
     enum mg_conf_value_kind kind;
-    char *scalar;                 /* MG_VAL_SCALAR: the text as written */
-    bool quoted;                  /* scalar was quoted: never a number/bool */
-    size_t n;                     /* MG_VAL_SEQ / MG_VAL_MAP: number of items */
-    char **keys;                  /* MG_VAL_MAP: n keys */
-    struct mg_conf_value *items;  /* n items */
-    int line, col;                /* 1-based position in the file */
+    char *scalar;                /* MG_VAL_SCALAR: the text as written */
+    bool quoted;                 /* scalar was quoted: never a number/bool */
+    size_t n;                    /* MG_VAL_SEQ / MG_VAL_MAP: number of items */
+    char **keys;                 /* MG_VAL_MAP: n keys */
+    struct mg_conf_value *items; /* n items */
+    int line, col;               /* 1-based position in the file */
 };
 
 /* "host:port", "[v6]:port" or "*:port"; resolved when the file is loaded. */
 struct mg_address {
-    char *text;                   /* as written in the file */
+    char *text; /* as written in the file */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
 
 struct mg_client_conf {
-    uint64_t header_timeout_ms;   /* 10s */
-    uint64_t body_timeout_ms;     /* 30s */
-    uint64_t keepalive_timeout_ms;/* 75s */
-    uint64_t max_header_size;     /* 16k */
-    uint64_t max_body_size;       /* 10m */
-    uint32_t max_connections;     /* 10000 */
+    uint64_t header_timeout_ms;    /* 10s */
+    uint64_t body_timeout_ms;      /* 30s */
+    uint64_t keepalive_timeout_ms; /* 75s */
+    uint64_t max_header_size;      /* 16k */
+    uint64_t max_body_size;        /* 10m */
+    uint32_t max_connections;      /* 10000 */
 };
 
 struct mg_target_conf {
     struct mg_address address;
-    uint32_t weight;              /* 1 */
+    uint32_t weight; /* 1 */
 };
 
 /* Bits of retry.on that are not status codes. */
@@ -62,52 +62,52 @@ enum {
 };
 
 struct mg_retry_conf {
-    uint32_t max_retries;         /* 2, 0..10 */
-    uint32_t on_mask;             /* MG_RETRY_ON_*; default all three */
-    uint16_t *on_statuses;        /* default 502, 503, 504 */
+    uint32_t max_retries;  /* 2, 0..10 */
+    uint32_t on_mask;      /* MG_RETRY_ON_*; default all three */
+    uint16_t *on_statuses; /* default 502, 503, 504 */
     size_t n_on_statuses;
-    uint64_t backoff_base_ms;     /* 25ms */
-    uint64_t backoff_max_ms;      /* 250ms */
-    double budget_ratio;          /* 0.2 */
+    uint64_t backoff_base_ms;       /* 25ms */
+    uint64_t backoff_max_ms;        /* 250ms */
+    double budget_ratio;            /* 0.2 */
     uint32_t budget_min_per_second; /* 10 */
 };
 
 struct mg_breaker_conf {
     uint32_t consecutive_failures; /* 5 */
-    double failure_rate;          /* 0.5 */
-    uint64_t window_ms;           /* 10s */
-    uint32_t min_requests;        /* 20 */
-    uint64_t open_for_ms;         /* 10s */
-    uint64_t max_open_for_ms;     /* 5m */
-    uint32_t half_open_requests;  /* 1 */
-    uint16_t *failure_statuses;   /* default 502, 503, 504 */
+    double failure_rate;           /* 0.5 */
+    uint64_t window_ms;            /* 10s */
+    uint32_t min_requests;         /* 20 */
+    uint64_t open_for_ms;          /* 10s */
+    uint64_t max_open_for_ms;      /* 5m */
+    uint32_t half_open_requests;   /* 1 */
+    uint16_t *failure_statuses;    /* default 502, 503, 504 */
     size_t n_failure_statuses;
 };
 
 struct mg_bulkhead_conf {
-    uint32_t max_concurrent;      /* 256 */
-    uint32_t max_queue;           /* 128 */
-    uint64_t queue_timeout_ms;    /* 1s */
+    uint32_t max_concurrent;   /* 256 */
+    uint32_t max_queue;        /* 128 */
+    uint64_t queue_timeout_ms; /* 1s */
 };
 
 struct mg_health_conf {
-    bool enabled;                 /* true only when the section is present */
-    char *path;                   /* /healthz */
-    uint64_t interval_ms;         /* 5s */
-    uint64_t timeout_ms;          /* 1s */
-    uint32_t healthy_after;       /* 2 */
-    uint32_t unhealthy_after;     /* 3 */
+    bool enabled;             /* true only when the section is present */
+    char *path;               /* /healthz */
+    uint64_t interval_ms;     /* 5s */
+    uint64_t timeout_ms;      /* 1s */
+    uint32_t healthy_after;   /* 2 */
+    uint32_t unhealthy_after; /* 3 */
 };
 
 struct mg_upstream_conf {
-    char *name;                   /* the key under `upstreams:` */
-    size_t index;                 /* position in mg_config.upstreams */
+    char *name;                     /* the key under `upstreams:` */
+    size_t index;                   /* position in mg_config.upstreams */
     struct mg_target_conf *targets; /* at least one */
     size_t ntargets;
-    uint32_t keepalive;           /* 64 idle pooled connections per target per worker */
-    uint64_t connect_timeout_ms;  /* 1s */
-    uint64_t send_timeout_ms;     /* 10s */
-    uint64_t read_timeout_ms;     /* 30s */
+    uint32_t keepalive;          /* 64 idle pooled connections per target per worker */
+    uint64_t connect_timeout_ms; /* 1s */
+    uint64_t send_timeout_ms;    /* 10s */
+    uint64_t read_timeout_ms;    /* 30s */
     struct mg_retry_conf retry;
     struct mg_breaker_conf breaker;
     struct mg_bulkhead_conf bulkhead;
@@ -124,61 +124,62 @@ enum mg_idem_store { MG_IDEM_STORE_MEMORY, MG_IDEM_STORE_REDIS };
 enum mg_idem_on_error { MG_IDEM_REJECT, MG_IDEM_PASS };
 
 struct mg_idempotency_conf {
-    bool enabled;                 /* true only when the section is present */
-    char *header;                 /* Idempotency-Key */
-    uint64_t methods_mask;        /* bit llhttp_method_t; default POST, PATCH */
-    bool required;                /* false */
-    uint64_t ttl_ms;              /* 24h */
-    uint64_t lock_ttl_ms;         /* 60s */
-    uint64_t max_body;            /* 1m */
-    char **scope;                 /* "header:NAME" entries; default none */
+    bool enabled;          /* true only when the section is present */
+    char *header;          /* Idempotency-Key */
+    uint64_t methods_mask; /* bit llhttp_method_t; default POST, PATCH */
+    bool required;         /* false */
+    uint64_t ttl_ms;       /* 24h */
+    uint64_t lock_ttl_ms;  /* 60s */
+    uint64_t max_body;     /* 1m */
+    char **scope;          /* "header:NAME" entries; default none */
     size_t nscope;
-    enum mg_idem_store store;     /* memory */
+    enum mg_idem_store store;             /* memory */
     enum mg_idem_on_error on_store_error; /* reject */
 };
 
 struct mg_route_conf {
-    char *name;                   /* required, unique */
-    size_t index;                 /* position in mg_config.routes */
-    char **hosts;                 /* lowercased; "*.example.org" wildcards; none = any */
+    char *name;   /* required, unique */
+    size_t index; /* position in mg_config.routes */
+    char **hosts; /* lowercased; "*.example.org" wildcards; none = any */
     size_t nhosts;
-    char **paths;                 /* prefixes starting with '/'; none = "/" */
+    char **paths; /* prefixes starting with '/'; none = "/" */
     size_t npaths;
-    uint64_t methods_mask;        /* bit (1 << llhttp_method_t); 0 = any method */
-    bool strip_prefix;            /* false */
+    uint64_t methods_mask;             /* bit (1 << llhttp_method_t); 0 = any method */
+    bool strip_prefix;                 /* false */
     struct mg_upstream_conf *upstream; /* resolved, never NULL */
-    uint64_t timeout_ms;          /* 15s; overall deadline */
-    struct mg_plugin_conf balancer; /* name "round_robin" by default */
+    uint64_t timeout_ms;               /* 15s; overall deadline */
+    struct mg_plugin_conf balancer;    /* name "round_robin" by default */
     struct mg_plugin_conf *plugins;
     size_t nplugins;
     struct mg_idempotency_conf idempotency;
 };
 
 struct mg_redis_conf {
-    bool enabled;                 /* true only when the section is present */
-    struct mg_address address;    /* 127.0.0.1:6379 */
-    uint32_t db;                  /* 0 */
-    char *password;               /* NULL */
-    uint64_t timeout_ms;          /* 250ms */
+    bool enabled;              /* true only when the section is present */
+    struct mg_address address; /* 127.0.0.1:6379 */
+    uint32_t db;               /* 0 */
+    char *password;            /* NULL */
+    uint64_t timeout_ms;       /* 250ms */
 };
 
-struct mg_router;                 /* router.h: precomputed match tables */
+struct mg_router; /* router.h: precomputed match tables */
 
 struct mg_config {
     atomic_int refs;
-    char *path;                   /* the file it was loaded from */
-    uint64_t version;             /* increases with each successful load */
+    char *path;       /* the file it was loaded from */
+    uint64_t version; /* increases with each successful load */
     time_t loaded_at;
 
-    struct mg_address *listen;    /* required, at least one */
+    struct mg_address *listen; /* required, at least one */
     size_t nlisten;
-    uint32_t workers;             /* 0 = auto (one per core) */
+    uint32_t workers;               /* 0 = auto (one per core) */
     struct mg_address admin_listen; /* 127.0.0.1:9901 */
-    char *pid_file;               /* /tmp/moongate.pid */
-    char **plugin_path;           /* absolute, resolved against the config file's dir */
+    char *pid_file;                 /* /tmp/moongate.pid */
+    char **plugin_path;             /* absolute, resolved against the config file's dir */
     size_t nplugin_path;
-    char *access_log;             /* "stderr", "off" or a path */
-    uint64_t drain_timeout_ms;    /* 30s */
+    char *access_log;            /* "stderr", "off" or a path */
+    uint64_t drain_timeout_ms;   /* 30s */
+    uint64_t idempotency_memory; /* 64m: the embedded idempotency store's budget */
     struct mg_redis_conf redis;
     struct mg_client_conf client;
 
@@ -187,8 +188,8 @@ struct mg_config {
     struct mg_route_conf *routes; /* in file order */
     size_t nroutes;
 
-    struct mg_router *router;     /* built at load time from routes */
-    void *mem;                    /* private: every allocation of the snapshot */
+    struct mg_router *router; /* built at load time from routes */
+    void *mem;                /* private: every allocation of the snapshot */
 };
 
 #endif

@@ -484,6 +484,8 @@ const struct mg_conf_field mg_conf_root_fields[] = {
         .fn = resolve_plugin_path),
     ROW("access_log", MG_K_STRING, CFG(access_log), "stderr"), /* stderr | off | a path */
     ROW("drain_timeout", MG_K_DURATION, CFG(drain_timeout_ms), "30s"),
+    /* Not in DESIGN.md: the memory store needs a bound and operators a knob. */
+    ROW("idempotency_memory", MG_K_SIZE, CFG(idempotency_memory), "64m", .lo = 4096),
     ROW("redis", MG_K_SECTION, CFG(redis), NULL, .flags = MG_CF_ENABLE, .off2 = RDS(enabled),
         .sub = redis_fields),
     ROW("client", MG_K_SECTION, CFG(client), NULL, .sub = client_fields),

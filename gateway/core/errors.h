@@ -21,6 +21,7 @@
     XX(IDEMPOTENCY_CONFLICT, 409, "idempotency_conflict")                                          \
     XX(IDEMPOTENCY_MISMATCH, 422, "idempotency_mismatch")                                          \
     XX(IDEMPOTENCY_STORE_UNAVAILABLE, 503, "idempotency_store_unavailable")                        \
+    XX(IDEMPOTENCY_REPLAY_UNAVAILABLE, 409, "idempotency_replay_unavailable")                      \
     XX(PLUGIN_ERROR, 500, "plugin_error")
 
 enum mg_error {

@@ -364,6 +364,14 @@ size_t mg_idem_memtable_sweep(struct mg_idem_memtable *t, size_t max)
     return n;
 }
 
+void mg_idem_memtable_set_budget(struct mg_idem_memtable *t, size_t budget)
+{
+    pthread_mutex_lock(&t->mu);
+    t->budget = budget;
+    make_room(t, 0, t->now_ms(t->now_ud));
+    pthread_mutex_unlock(&t->mu);
+}
+
 void mg_idem_memtable_stats(struct mg_idem_memtable *t, struct mg_idem_memstats *out)
 {
     pthread_mutex_lock(&t->mu);

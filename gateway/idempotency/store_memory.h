@@ -65,6 +65,10 @@ void mg_idem_memtable_free(struct mg_idem_memtable *t);
  * for long). Returns how many were removed. Any thread. */
 size_t mg_idem_memtable_sweep(struct mg_idem_memtable *t, size_t max);
 
+/* A reload changed the budget. Shrinking evicts completed records at once;
+ * in-flight locks are never evicted, so bytes may stay over a smaller budget
+ * until they end (new locks are refused meanwhile). Any thread. */
+void mg_idem_memtable_set_budget(struct mg_idem_memtable *t, size_t budget);
 void mg_idem_memtable_stats(struct mg_idem_memtable *t, struct mg_idem_memstats *out);
 
 /* What an entry with a key of key_len bytes and a record blob of blob_len bytes

@@ -40,14 +40,16 @@ enum mg_upstream_outcome {
 };
 
 /* moongate_idempotency_total{result}: what the idempotency layer did. */
-enum mg_idem_result {
-    MG_IDEM_RESULT_NEW,         /* "new": key stored, request forwarded */
-    MG_IDEM_RESULT_REPLAYED,    /* "replayed": stored response returned, nothing forwarded */
-    MG_IDEM_RESULT_CONFLICT,    /* "conflict": 409, same key in flight */
-    MG_IDEM_RESULT_MISMATCH,    /* "mismatch": 422, same key, other fingerprint */
-    MG_IDEM_RESULT_KEY_MISSING, /* "key_missing": 400, required and absent */
-    MG_IDEM_RESULT_KEY_INVALID, /* "key_invalid": 400 */
-    MG_IDEM_RESULT_STORE_ERROR, /* "store_error": store down (503, or passed through) */
+enum mg_idem_metric {
+    MG_IDEM_RESULT_NEW,                /* "new": key stored, request forwarded */
+    MG_IDEM_RESULT_REPLAYED,           /* "replayed": stored response returned, nothing forwarded */
+    MG_IDEM_RESULT_CONFLICT,           /* "conflict": 409, same key in flight */
+    MG_IDEM_RESULT_MISMATCH,           /* "mismatch": 422, same key, other fingerprint */
+    MG_IDEM_RESULT_KEY_MISSING,        /* "key_missing": 400, required and absent */
+    MG_IDEM_RESULT_KEY_INVALID,        /* "key_invalid": 400 */
+    MG_IDEM_RESULT_STORE_ERROR,        /* "store_error": store down (503, or passed through) */
+    MG_IDEM_RESULT_REPLAY_UNAVAILABLE, /* "replay_unavailable": 409, completed but the
+                                          response was too big to keep */
     MG_IDEM_RESULT__COUNT
 };
 
@@ -94,6 +96,12 @@ struct mg_upstream_snapshot {
     uint64_t bulkhead_rejected; /* since the process started */
 };
 
+/* The embedded idempotency store (process-wide). */
+struct mg_idem_memory_snapshot {
+    uint64_t bytes, budget, entries, in_flight;
+    uint64_t expired, evicted, refused; /* since the process started */
+};
+
 /* Read-only views the proxy provides. Every hook runs on the admin thread while
  * workers keep running, so it must read shared state with atomics or its own
  * lock, and must not block. `cfg` is the snapshot whose indices are meant. Any
@@ -109,6 +117,8 @@ struct mg_obs_hooks {
      * from those calls. */
     void (*upstream_stats)(void *ud, const struct mg_config *cfg, size_t upstream,
                            struct mg_upstream_snapshot *out);
+    /* When set, the moongate_idempotency_memory_* series are rendered from it. */
+    void (*idem_memory)(void *ud, struct mg_idem_memory_snapshot *out);
 };
 
 /* Cell layout of the entities (private to metrics.c/metrics.h). A histogram is

@@ -61,7 +61,8 @@ static const char *const bounds_text[MG_METRICS_NBUCKETS] = {
 static const char *const outcome_names[MG_OUTCOME__COUNT] = {"success", "failure", "timeout",
                                                              "connect_failure", "reset"};
 static const char *const idem_names[MG_IDEM_RESULT__COUNT] = {
-    "new", "replayed", "conflict", "mismatch", "key_missing", "key_invalid", "store_error"};
+    "new",         "replayed",    "conflict",    "mismatch",
+    "key_missing", "key_invalid", "store_error", "replay_unavailable"};
 static const char *const phase_names[MG_PLUGIN_PHASE__COUNT] = {"init", "access", "balance",
                                                                 "response", "log"};
 static const char *const side_names[MG_CONN_SIDE__COUNT] = {"client", "upstream"};
@@ -72,7 +73,7 @@ const char *mg_metrics_outcome_name(enum mg_upstream_outcome o)
     return (unsigned)o < MG_OUTCOME__COUNT ? outcome_names[o] : "?";
 }
 
-const char *mg_metrics_idem_result_name(enum mg_idem_result r)
+const char *mg_metrics_idem_result_name(enum mg_idem_metric r)
 {
     return (unsigned)r < MG_IDEM_RESULT__COUNT ? idem_names[r] : "?";
 }
@@ -464,7 +465,8 @@ static void family(struct mg_textbuf *b, const char *name, const char *type, con
 static void series_open(struct mg_textbuf *b, const char *name, const char *const *kv, size_t n)
 {
     mg_textbuf_puts(b, name);
-    mg_textbuf_putc(b, '{');
+    if (n)
+        mg_textbuf_putc(b, '{');
     for (size_t i = 0; i < n; i++) {
         if (i)
             mg_textbuf_putc(b, ',');
@@ -479,7 +481,7 @@ static void sample_u64(struct mg_textbuf *b, const char *name, const char *const
                        uint64_t v)
 {
     series_open(b, name, kv, n);
-    mg_textbuf_puts(b, "} ");
+    mg_textbuf_puts(b, n ? "} " : " ");
     mg_textbuf_u64(b, v);
     mg_textbuf_putc(b, '\n');
 }
@@ -488,7 +490,7 @@ static void sample_i64(struct mg_textbuf *b, const char *name, const char *const
                        int64_t v)
 {
     series_open(b, name, kv, n);
-    mg_textbuf_puts(b, "} ");
+    mg_textbuf_puts(b, n ? "} " : " ");
     mg_textbuf_i64(b, v);
     mg_textbuf_putc(b, '\n');
 }
@@ -504,13 +506,13 @@ static void histogram(struct mg_textbuf *b, const char *base, const char *const 
     for (unsigned i = 0; i < MG_METRICS_NBUCKETS; i++) {
         cum += h[i];
         series_open(b, name, kv, n);
-        mg_textbuf_printf(b, "%sle=\"%s\"} ", n ? "," : "", bounds_text[i]);
+        mg_textbuf_printf(b, "%sle=\"%s\"} ", n ? "," : "{", bounds_text[i]);
         mg_textbuf_u64(b, cum);
         mg_textbuf_putc(b, '\n');
     }
     snprintf(name, sizeof(name), "%s_sum", base);
     series_open(b, name, kv, n);
-    mg_textbuf_puts(b, "} ");
+    mg_textbuf_puts(b, n ? "} " : " ");
     mg_textbuf_seconds(b, h[MG_MH_SUM], 9);
     mg_textbuf_putc(b, '\n');
     snprintf(name, sizeof(name), "%s_count", base);
@@ -732,6 +734,32 @@ static void render_plugins(struct render *r)
     }
 }
 
+static void render_idem_memory(struct render *r, const struct mg_obs_hooks *hooks)
+{
+    if (!hooks || !hooks->idem_memory)
+        return;
+    struct mg_idem_memory_snapshot s = {0};
+    hooks->idem_memory(hooks->ud, &s);
+    static const char *const none[1] = {NULL};
+    family(r->b, "moongate_idempotency_memory_bytes", "gauge",
+           "Bytes the embedded idempotency store accounts for (records, keys, locks).");
+    sample_u64(r->b, "moongate_idempotency_memory_bytes", none, 0, s.bytes);
+    family(r->b, "moongate_idempotency_memory_budget_bytes", "gauge",
+           "The embedded idempotency store's bound (idempotency_memory).");
+    sample_u64(r->b, "moongate_idempotency_memory_budget_bytes", none, 0, s.budget);
+    family(r->b, "moongate_idempotency_memory_entries", "gauge",
+           "Keys held by the embedded idempotency store, in-flight locks included.");
+    sample_u64(r->b, "moongate_idempotency_memory_entries", none, 0, s.entries);
+    family(r->b, "moongate_idempotency_memory_evictions_total", "counter",
+           "Entries removed from the embedded idempotency store: reason expired (ttl passed), "
+           "evicted (completed record dropped early for room), refused (no room for a lock).");
+    const char *kv_expired[] = {"reason", "expired"}, *kv_evicted[] = {"reason", "evicted"},
+               *kv_refused[] = {"reason", "refused"};
+    sample_u64(r->b, "moongate_idempotency_memory_evictions_total", kv_expired, 1, s.expired);
+    sample_u64(r->b, "moongate_idempotency_memory_evictions_total", kv_evicted, 1, s.evicted);
+    sample_u64(r->b, "moongate_idempotency_memory_evictions_total", kv_refused, 1, s.refused);
+}
+
 void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
                        struct mg_textbuf *out)
 {
@@ -753,6 +781,7 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
 
     render_routes(&r);
     render_upstreams(&r, hooks);
+    render_idem_memory(&r, hooks);
     render_process(&r);
     render_plugins(&r);
 

@@ -135,7 +135,7 @@ static inline void mg_metrics_error(struct mg_metrics *m, unsigned worker, int r
 
 /* moongate_idempotency_total{route,result} */
 static inline void mg_metrics_idempotency(struct mg_metrics *m, unsigned worker, int route,
-                                          enum mg_idem_result r)
+                                          enum mg_idem_metric r)
 {
     if (m)
         mg_metrics_cell_add(&mg_metrics_route_cells(m, worker, route)[MG_MR_IDEM + r], 1);
@@ -204,7 +204,7 @@ static inline void mg_metrics_conn_move(struct mg_metrics *m, unsigned worker,
 
 /* Names of the fixed label sets (the circuit states' are mg_breaker_state_name). */
 const char *mg_metrics_outcome_name(enum mg_upstream_outcome o);
-const char *mg_metrics_idem_result_name(enum mg_idem_result r);
+const char *mg_metrics_idem_result_name(enum mg_idem_metric r);
 const char *mg_metrics_phase_name(enum mg_plugin_phase p);
 
 #endif

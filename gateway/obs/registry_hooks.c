@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "config/config-t.h"
+#include "idempotency/store_memory.h"
 #include "resilience/breaker.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
@@ -38,9 +39,23 @@ static void upstream_stats(void *ud, const struct mg_config *cfg, size_t upstrea
     out->bulkhead_rejected = atomic_load_explicit(&us->rejected, memory_order_relaxed);
 }
 
-struct mg_obs_hooks mg_registry_obs_hooks(void)
+static void idem_memory(void *ud, struct mg_idem_memory_snapshot *out)
 {
-    return (struct mg_obs_hooks){.ud = NULL,
+    struct mg_idem_memstats s;
+    mg_idem_memtable_stats(ud, &s);
+    *out = (struct mg_idem_memory_snapshot){.bytes = s.bytes,
+                                            .budget = s.budget,
+                                            .entries = s.entries,
+                                            .in_flight = s.in_flight,
+                                            .expired = s.expired,
+                                            .evicted = s.evicted,
+                                            .refused = s.refused};
+}
+
+struct mg_obs_hooks mg_registry_obs_hooks(struct mg_idem_memtable *idem_table)
+{
+    return (struct mg_obs_hooks){.ud = idem_table,
                                  .target_stats = target_stats,
-                                 .upstream_stats = upstream_stats};
+                                 .upstream_stats = upstream_stats,
+                                 .idem_memory = idem_table ? idem_memory : NULL};
 }

@@ -7,7 +7,9 @@
 
 #include "obs/metrics-t.h"
 
-/* Hooks for mg_admin_start; they run on the admin thread and only read atomics. */
-struct mg_obs_hooks mg_registry_obs_hooks(void);
+struct mg_idem_memtable;
+/* Hooks for mg_admin_start; they run on the admin thread and only read atomics
+ * (and the memory store's stats under its lock). idem_table may be NULL. */
+struct mg_obs_hooks mg_registry_obs_hooks(struct mg_idem_memtable *idem_table);
 
 #endif

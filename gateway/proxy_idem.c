@@ -1,0 +1,373 @@
+/*
+ * The Idempotency-Key phase of an exchange: see proxy_idem.h for the states and
+ * idempotency/store.h for the protocol with the stores.
+ */
+#include "proxy_idem.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config-t.h"
+#include "core/log.h"
+#include "idempotency/fingerprint.h"
+#include "idempotency/record.h"
+#include "idempotency/store.h"
+#include "obs/metrics.h"
+#include "proxy-t.h"
+#include "worker.h"
+
+#define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
+#define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
+
+/* Retry-After of a 409 idempotency_conflict, in seconds. */
+#define MG_IDEM_RETRY_AFTER_S 1
+
+/* Bodies of unknown length (chunked) start with this much room, then double. */
+#define MG_IDEM_BODY_START (16 * 1024)
+
+static const struct mg_idempotency_conf *conf_of(const struct mg_exchange *x)
+{
+    return &x->route->idempotency;
+}
+
+static void count(struct mg_conn *c, enum mg_idem_metric what)
+{
+    mg_metrics_idempotency(mg_px_metrics(c), (unsigned)c->w->id, (int)c->x.route->index, what);
+}
+
+/* The store failed us: on_store_error decides. Returns the error to answer with,
+ * or MG_ERR_NONE to forward without deduplication. */
+static enum mg_error store_failed(struct mg_conn *c, const char *why)
+{
+    struct mg_exchange *x = &c->x;
+    mg_warn("idempotency store: %s (route %s, request_id %s)", why, x->route->name, x->request_id);
+    count(c, MG_IDEM_RESULT_STORE_ERROR);
+    mg_idem_fp_dispose(&x->idem.fp);
+    x->idem.store = NULL;
+    if (conf_of(x)->on_store_error == MG_IDEM_PASS)
+        return MG_ERR_NONE;
+    x->retry_after_s = 1;
+    return MG_ERR_IDEMPOTENCY_STORE_UNAVAILABLE;
+}
+
+/* The value of request header `name`, its repeats joined with ", " (RFC 9110
+ * section 5.3); {NULL, 0} when absent. */
+static struct mg_idem_slice header_values(struct mg_exchange *x, const char *name)
+{
+    struct mg_slice want = {name, strlen(name)};
+    struct mg_idem_slice v = {NULL, 0};
+    for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
+        const struct mg_header *f = &x->req_hdrs.v[i];
+        if (!mg_slice_ieq(f->name, want))
+            continue;
+        if (!v.p) {
+            v = (struct mg_idem_slice){f->value.p, f->value.len};
+            continue;
+        }
+        char *joined = mg_arena_alloc(&x->arena, v.len + 2 + f->value.len);
+        memcpy(joined, v.p, v.len);
+        memcpy(joined + v.len, ", ", 2);
+        memcpy(joined + v.len + 2, f->value.p, f->value.len);
+        v = (struct mg_idem_slice){joined, v.len + 2 + f->value.len};
+    }
+    return v;
+}
+
+/* Parses the key header. Returns MG_ERR_NONE with key set (len 0: no key). */
+static enum mg_error read_key(struct mg_exchange *x, char key[MG_IDEM_KEY_MAX + 1], size_t *len)
+{
+    const struct mg_idempotency_conf *ic = conf_of(x);
+    struct mg_slice name = {ic->header, strlen(ic->header)};
+    int at = mg_headers_find(&x->req_hdrs, name);
+    *len = 0;
+    if (at < 0)
+        return ic->required ? MG_ERR_IDEMPOTENCY_KEY_MISSING : MG_ERR_NONE;
+    for (uint32_t i = (uint32_t)at + 1; i < x->req_hdrs.n; i++)
+        if (mg_slice_ieq(x->req_hdrs.v[i].name, name))
+            return MG_ERR_IDEMPOTENCY_KEY_INVALID; /* two keys: which one is meant? */
+    struct mg_slice v = x->req_hdrs.v[at].value;
+    if (mg_idem_key_parse(v.p, v.len, key, len) < 0)
+        return MG_ERR_IDEMPOTENCY_KEY_INVALID;
+    return MG_ERR_NONE;
+}
+
+enum mg_error mg_px_idem_start(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_idempotency_conf *ic = conf_of(x);
+    if (!ic->enabled || !(ic->methods_mask >> x->method & 1) || x->req_upgrade)
+        return MG_ERR_NONE;
+    char key[MG_IDEM_KEY_MAX + 1];
+    size_t key_len;
+    enum mg_error err = read_key(x, key, &key_len);
+    if (err) {
+        count(c, err == MG_ERR_IDEMPOTENCY_KEY_MISSING ? MG_IDEM_RESULT_KEY_MISSING
+                                                       : MG_IDEM_RESULT_KEY_INVALID);
+        return err;
+    }
+    if (key_len == 0)
+        return MG_ERR_NONE; /* optional and absent: an ordinary request */
+    x->idem.keyed = true;
+    if (x->req_content_length > ic->max_body)
+        return MG_ERR_BODY_TOO_LARGE;
+
+    x->idem.store = ic->store == MG_IDEM_STORE_REDIS ? x->rt->idem_redis : c->w->idem_memory;
+    if (!x->idem.store)
+        return store_failed(c, "no store open");
+    struct mg_idem_slice *scope = mg_arena_alloc(&x->arena, (ic->nscope + 1) * sizeof *scope);
+    for (size_t i = 0; i < ic->nscope; i++) {
+        const char *header = mg_idem_scope_header(ic->scope[i]);
+        scope[i] = header ? header_values(x, header) : (struct mg_idem_slice){NULL, 0};
+    }
+    x->idem.skey = mg_arena_alloc(&x->arena, MG_IDEM_STORAGE_KEY_MAX);
+    int n = mg_idem_storage_key(x->idem.skey, MG_IDEM_STORAGE_KEY_MAX, x->route->name,
+                                strlen(x->route->name), scope, ic->nscope, key, key_len);
+    if (n < 0)
+        return store_failed(c, "cannot build the storage key");
+    x->idem.skey_len = (size_t)n;
+    const char *method = llhttp_method_name((llhttp_method_t)x->method);
+    struct mg_idem_slice m = {method, strlen(method)}, target = {x->url.p, x->url.len};
+    if (mg_idem_fp_init(&x->idem.fp, m, target, scope, ic->nscope) < 0)
+        return store_failed(c, "cannot hash the request");
+    /* The whole body is kept: it is hashed now and sent (or resent) later. */
+    x->body_copy_ok = true;
+    x->state = MG_X_BUFFER;
+    return MG_ERR_NONE;
+}
+
+int mg_px_idem_body(struct mg_conn *c, const char *at, size_t len)
+{
+    struct mg_exchange *x = &c->x;
+    uint64_t max = conf_of(x)->max_body;
+    if (x->body_copy_len + len > max) {
+        x->error = MG_ERR_BODY_TOO_LARGE;
+        return -1;
+    }
+    if (x->body_copy_len + len > x->body_copy_cap) {
+        size_t cap = x->req_content_length ? x->req_content_length : MG_IDEM_BODY_START;
+        while (cap < x->body_copy_len + len)
+            cap *= 2;
+        cap = cap > max ? max : cap;
+        char *grown = mg_arena_alloc(&x->arena, cap);
+        if (x->body_copy_len)
+            memcpy(grown, x->body_copy, x->body_copy_len);
+        x->body_copy = grown;
+        x->body_copy_cap = cap;
+    }
+    memcpy(x->body_copy + x->body_copy_len, at, len);
+    x->body_copy_len += len;
+    if (mg_idem_fp_update_body(&x->idem.fp, at, len) < 0) {
+        x->error = MG_ERR_BAD_REQUEST; /* OpenSSL refused: nothing sensible left to do */
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ the answer */
+
+/* Sends the stored response: its status, end-to-end headers and body (which is
+ * referenced, not copied: the record stays held until the exchange ends). */
+static void replay(struct mg_conn *c, struct mg_idem_record *rec)
+{
+    struct mg_exchange *x = &c->x;
+    x->idem.replay = rec;
+    if (!x->req_keepalive || c->w->draining)
+        x->close_after = true;
+    int status = mg_idem_record_status(rec);
+    size_t body_len;
+    const uint8_t *body = mg_idem_record_body(rec, &body_len);
+    bool bodyless = status < 200 || status == 204 || status == 304;
+    size_t cap = 256 + strlen(x->request_id), cursor = 0, nl, vl;
+    const char *name, *value;
+    while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl))
+        cap += nl + vl + 4;
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    const char *reason = mg_px_reason_phrase(status);
+    PUT_LIT(o, "HTTP/1.1 ");
+    *o++ = (char)('0' + status / 100 % 10);
+    *o++ = (char)('0' + status / 10 % 10);
+    *o++ = (char)('0' + status % 10);
+    *o++ = ' ';
+    PUT(o, reason, strlen(reason));
+    PUT_LIT(o, "\r\n");
+    cursor = 0;
+    while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl)) {
+        PUT(o, name, nl);
+        PUT_LIT(o, ": ");
+        PUT(o, value, vl);
+        PUT_LIT(o, "\r\n");
+    }
+    if (!bodyless)
+        o += (size_t)snprintf(o, 40, "Content-Length: %zu\r\n", body_len);
+    PUT_LIT(o, "Idempotent-Replayed: true\r\nVia: 1.1 moongate\r\nX-Request-Id: ");
+    PUT(o, x->request_id, strlen(x->request_id));
+    PUT_LIT(o, "\r\n");
+    if (x->close_after)
+        PUT_LIT(o, "Connection: close\r\n");
+    else if (x->http_minor == 0)
+        PUT_LIT(o, "Connection: keep-alive\r\n");
+    PUT_LIT(o, "\r\n");
+    MG_ASSERT((size_t)(o - start) <= cap);
+    mg_px_to_client(c, start, (size_t)(o - start));
+    if (!bodyless && x->method != HTTP_HEAD)
+        mg_px_to_client(c, body, body_len);
+    x->sent_status = status;
+    x->resp_started = true;
+    x->resp_done = true;
+    x->state = MG_X_FINISH;
+}
+
+static void on_begin(struct mg_idem_req *req)
+{
+    struct mg_conn *c = req->data;
+    struct mg_exchange *x = &c->x;
+    MG_ASSERT(x->state == MG_X_LOOKUP);
+    struct mg_idem_record *rec = req->record;
+    req->record = NULL;
+    switch (req->result) {
+    case MG_IDEM_STARTED:
+        count(c, MG_IDEM_RESULT_NEW);
+        x->idem.owned = true;
+        x->state = MG_X_CONNECT;
+        break;
+    case MG_IDEM_DONE:
+        count(c, MG_IDEM_RESULT_REPLAYED);
+        replay(c, rec);
+        rec = NULL; /* the replay holds it */
+        break;
+    case MG_IDEM_IN_FLIGHT:
+        count(c, MG_IDEM_RESULT_CONFLICT);
+        /* The lock's remaining ttl is only the worst case: the first request
+         * usually ends far sooner, so the client is told to look again soon. */
+        x->retry_after_s = req->retry_after_ms < 1000 ? 1 : MG_IDEM_RETRY_AFTER_S;
+        mg_px_fail(c, MG_ERR_IDEMPOTENCY_CONFLICT, "key in flight");
+        break;
+    case MG_IDEM_TOO_BIG:
+        count(c, MG_IDEM_RESULT_REPLAY_UNAVAILABLE);
+        x->idem.original_status = mg_idem_record_status(rec);
+        mg_px_fail(c, MG_ERR_IDEMPOTENCY_REPLAY_UNAVAILABLE, "stored response too big to replay");
+        break;
+    case MG_IDEM_MISMATCH:
+        count(c, MG_IDEM_RESULT_MISMATCH);
+        mg_px_fail(c, MG_ERR_IDEMPOTENCY_MISMATCH, "key reused for another request");
+        break;
+    default: {
+        enum mg_error err = store_failed(c, "begin failed");
+        if (err)
+            mg_px_fail(c, err, "store unavailable");
+        else
+            x->state = MG_X_CONNECT;
+        break;
+    }
+    }
+    mg_idem_record_unref(rec);
+    mg_px_advance(c);
+}
+
+void mg_px_idem_lookup(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_idempotency_conf *ic = conf_of(x);
+    x->state = MG_X_LOOKUP;
+    int rc = mg_idem_fp_final(&x->idem.fp, x->idem.fingerprint);
+    if (rc == 0)
+        rc = mg_idem_owner_new(x->idem.owner);
+    if (rc == 0) {
+        x->idem.req.data = c;
+        rc = mg_idem_begin(x->idem.store, &x->idem.req, x->idem.skey, x->idem.skey_len,
+                           x->idem.fingerprint, ic->lock_ttl_ms, x->idem.owner, on_begin);
+    }
+    if (rc == 0)
+        return; /* on_begin moves on */
+    enum mg_error err = store_failed(c, "begin refused");
+    if (err)
+        mg_px_fail(c, err, "store unavailable");
+    else
+        x->state = MG_X_CONNECT;
+}
+
+/* ------------------------------------------------------- the response */
+
+void mg_px_idem_response_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->idem.owned)
+        return;
+    struct mg_idem_record *rec =
+        mg_idem_record_new((uint16_t)x->status, x->idem.fingerprint, MG_IDEM_RECORD_MAX_DEFAULT);
+    const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
+    /* What the client got, minus what a replay sets itself (record.h). */
+    for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
+        const struct mg_header *f = &x->resp_hdrs.v[i];
+        if ((f->flags & MG_HDR_HOP) || !mg_idem_record_keeps_header(f->name.p, f->name.len) ||
+            (edits && mg_px_header_edited(edits, f->name)))
+            continue;
+        mg_idem_record_add_header(rec, f->name.p, f->name.len, f->value.p, f->value.len);
+    }
+    for (const struct mg_lua_edit *e = edits; e; e = e->next)
+        if (e->value.p && mg_idem_record_keeps_header(e->name.p, e->name.len))
+            mg_idem_record_add_header(rec, e->name.p, e->name.len, e->value.p, e->value.len);
+    x->idem.rec = rec;
+}
+
+void mg_px_idem_response_body(struct mg_conn *c, const char *at, size_t len)
+{
+    /* Past the bound the record turns into a marker by itself (record.h). */
+    if (c->x.idem.rec)
+        mg_idem_record_append_body(c->x.idem.rec, at, len);
+}
+
+static void on_settled(struct mg_idem_req *req)
+{
+    struct mg_conn *c = req->data;
+    struct mg_exchange *x = &c->x;
+    MG_ASSERT(x->state == MG_X_COMMIT);
+    if (req->result != MG_IDEM_OK)
+        mg_warn("idempotency store: the key of request %s was not %s: %s", x->request_id,
+                x->sent_status && x->sent_status < 500 ? "stored" : "released",
+                mg_idem_result_name(req->result));
+    x->state = MG_X_FINISH;
+    mg_px_advance(c);
+}
+
+bool mg_px_idem_settle(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_px_idem *d = &x->idem;
+    if (!d->owned)
+        return false;
+    d->owned = false;
+    d->req.data = c;
+    int rc;
+    if (d->rec && x->resp_done && x->sent_status >= 200 && x->sent_status < 500)
+        rc = mg_idem_complete(d->store, &d->req, d->skey, d->skey_len, d->owner, d->rec,
+                              conf_of(x)->ttl_ms, on_settled);
+    else
+        rc = mg_idem_release(d->store, &d->req, d->skey, d->skey_len, d->owner, on_settled);
+    mg_idem_record_unref(d->rec);
+    d->rec = NULL;
+    if (rc < 0)
+        mg_warn("idempotency store refused to settle request %s", x->request_id);
+    return rc == 0;
+}
+
+void mg_px_idem_abandon(struct mg_conn *c)
+{
+    struct mg_px_idem *d = &c->x.idem;
+    if (mg_idem_pending(&d->req))
+        mg_idem_cancel(&d->req); /* a STARTED begin is released by the store */
+    if (d->owned) {
+        d->owned = false;
+        mg_idem_release(d->store, NULL, d->skey, d->skey_len, d->owner, NULL);
+    }
+    mg_idem_fp_dispose(&d->fp);
+}
+
+void mg_px_idem_free(struct mg_conn *c)
+{
+    struct mg_px_idem *d = &c->x.idem;
+    mg_idem_record_unref(d->rec);
+    d->rec = NULL;
+    mg_idem_record_unref(d->replay);
+    d->replay = NULL;
+}
