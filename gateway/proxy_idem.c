@@ -132,6 +132,12 @@ enum mg_error mg_px_idem_start(struct mg_conn *c)
     /* The whole body is kept: it is hashed now and sent (or resent) later. */
     x->body_copy_ok = true;
     x->state = MG_X_BUFFER;
+    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
+        /* The key cannot be looked up without the body's hash: ask for it now. */
+        static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        mg_px_to_client(c, continue_line, sizeof continue_line - 1);
+        x->continue_sent = true;
+    }
     return MG_ERR_NONE;
 }
 
