@@ -120,10 +120,18 @@ void mg_upconn_set_reading(struct mg_upconn *u, bool on)
 static void on_timer(struct mg_deadline *d)
 {
     struct mg_upconn *u = d->timer.data;
-    if (u->owner)
+    if (u->owner) {
         mg_proxy_on_upstream_timeout(u);
-    else
-        mg_upconn_close(u);
+        return;
+    }
+    /* A surplus connection whose pool has shrunk back within `keepalive` since
+     * stays for the rest of the ordinary idle timeout. */
+    uint64_t idle = uv_now(&u->w->loop) - u->idle_since;
+    if (u->target->nidle <= u->target->pool_limit && idle < MG_UPSTREAM_IDLE_TIMEOUT_MS) {
+        mg_upconn_set_timeout(u, MG_UPSTREAM_IDLE_TIMEOUT_MS - idle);
+        return;
+    }
+    mg_upconn_close(u);
 }
 
 void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms)
@@ -212,7 +220,7 @@ void mg_upconn_release(struct mg_upconn *u)
         return;
     struct mg_target_rt *t = u->target;
     u->owner = NULL;
-    if (u->start != u->end || t->nidle >= t->pool_limit || u->w->draining || t->rt->retired) {
+    if (u->start != u->end || t->pool_limit == 0 || u->w->draining || t->rt->retired) {
         mg_upconn_close(u);
         return;
     }
@@ -234,7 +242,9 @@ static void pool_put(struct mg_upconn *u)
     u->next_idle = t->idle;
     t->idle = u;
     t->nidle++;
-    mg_upconn_set_timeout(u, MG_UPSTREAM_IDLE_TIMEOUT_MS);
+    u->idle_since = uv_now(&u->w->loop);
+    mg_upconn_set_timeout(u, t->nidle > t->pool_limit ? MG_UPSTREAM_SURPLUS_IDLE_MS
+                                                      : MG_UPSTREAM_IDLE_TIMEOUT_MS);
     mg_upconn_set_reading(u, true);
 }
 

@@ -22,28 +22,36 @@
 /* Idle pooled connections are closed after this long, as nginx's upstream
  * keepalive_timeout default; upstreams commonly close at 60-75 s. */
 #define MG_UPSTREAM_IDLE_TIMEOUT_MS 55000
+/* `keepalive` is how many idle connections a target's pool keeps for the idle
+ * timeout. Under load more are idle for moments between two requests; closing
+ * them at once would make every burst above `keepalive` concurrent requests pay
+ * for new connections (measured: 14% of requests at 256 client connections).
+ * Such surplus connections are pooled too, but close after this much idleness,
+ * so the pool shrinks back to `keepalive` a second after a burst. */
+#define MG_UPSTREAM_SURPLUS_IDLE_MS 1000
 
 struct mg_upconn {
     uv_tcp_t tcp;
-    struct mg_deadline timer;  /* connect/read timeout while leased, idle timeout in pool */
+    struct mg_deadline timer; /* connect/read timeout while leased, idle timeout in pool */
     uv_connect_t connect_req;
     struct mg_worker *w;
     struct mg_target_rt *target;
-    struct mg_conn *owner;     /* the client connection leasing it; NULL when idle */
+    struct mg_conn *owner; /* the client connection leasing it; NULL when idle */
     struct mg_upconn *next_idle;
-    char *buf;                 /* read buffer (MG_BUF_SIZE) from the worker, or NULL */
-    size_t start, end;         /* unparsed bytes are buf[start..end) */
-    llhttp_t parser;           /* response parser, re-initialised per exchange */
+    char *buf;         /* read buffer (MG_BUF_SIZE) from the worker, or NULL */
+    size_t start, end; /* unparsed bytes are buf[start..end) */
+    llhttp_t parser;   /* response parser, re-initialised per exchange */
     struct mg_headscan scan;
-    uint32_t pins;             /* client writes still pointing into buf */
+    uint32_t pins; /* client writes still pointing into buf */
     uint64_t serial;
-    uint32_t requests;         /* exchanges served, for logs */
-    unsigned handles_open;     /* tcp + timer until their close callbacks ran */
+    uint64_t idle_since;   /* loop time it joined the pool */
+    uint32_t requests;     /* exchanges served, for logs */
+    unsigned handles_open; /* tcp + timer until their close callbacks ran */
     bool connected;
     bool closing;
     bool reading;
-    bool parked;               /* released while pinned: joins the pool when unpinned */
-    int counted_as;            /* enum mg_conn_state in the connections gauge, -1 = none */
+    bool parked;    /* released while pinned: joins the pool when unpinned */
+    int counted_as; /* enum mg_conn_state in the connections gauge, -1 = none */
 };
 
 /* Leases a connection to `target` for `owner`. A pooled idle one is returned with
