@@ -110,6 +110,41 @@ def test_keepalive_reuses_one_upstream_connection(gateway, upstream):
     assert up.connection_count == 1
 
 
+def test_pool_keeps_surplus_connections_briefly(gateway, upstream):
+    # keepalive: 1, yet a burst of 6 concurrent requests followed at once by
+    # another reuses the 6 connections (closing 5 would make every burst
+    # reconnect); a second or so after the burst the pool is back to 1.
+    import threading
+    up = upstream()
+    gw = gateway("""\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    keepalive: 1
+routes:
+  - name: all
+    upstream: u
+""", a=up)
+
+    def burst():
+        statuses = []
+        threads = [threading.Thread(target=lambda: statuses.append(
+            fetch(gw.port, "GET", "/slow/300").status)) for _ in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert statuses == [200] * 6
+
+    burst()
+    assert up.connection_count == 6
+    burst()
+    assert up.connection_count == 6, "surplus idle connections were closed at once"
+    time.sleep(t(2.5))
+    burst()
+    assert up.connection_count == 11, "the pool did not shrink back to keepalive: 1"
+
+
 def test_pool_reused_across_client_connections(gateway, upstream):
     gw, up = one(gateway, upstream)
     serials = [fetch(gw.port, "GET", "/p/%d" % i).header("X-Connection") for i in range(3)]
