@@ -1838,8 +1838,16 @@ static int step_forward(struct mg_conn *c)
         return MG_AGAIN;
     if (!x->req_done)
         x->close_after = true; /* the rest of the request body cannot be skipped reliably */
+    if (mg_px_idem_settle(c)) {
+        /* The held end of the response may point into the upstream's read
+         * buffer: the connection stays leased, silent, until FINISH. */
+        mg_upconn_set_reading(x->up, false);
+        mg_upconn_set_timeout(x->up, 0);
+        x->state = MG_X_COMMIT;
+        return MG_NEXT;
+    }
     detach_upstream(c, true);
-    x->state = mg_px_idem_settle(c) ? MG_X_COMMIT : MG_X_FINISH;
+    x->state = MG_X_FINISH;
     return MG_NEXT;
 }
 
