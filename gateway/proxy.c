@@ -1895,6 +1895,7 @@ static int step_finish(struct mg_conn *c)
         mg_worker_buf_put(c->w, c->buf);
         c->buf = NULL;
         c->start = c->end = 0;
+        mg_arena_shed(&c->x.arena);
     }
     return MG_NEXT;
 }
@@ -2261,7 +2262,7 @@ void mg_proxy_accept(struct mg_worker *w, uv_stream_t *server)
     uv_timer_init(&w->loop, &c->wait);
     c->tcp.data = c->wait.data = c;
     c->handles_open = 4;
-    mg_arena_init(&c->x.arena);
+    mg_arena_init(&c->x.arena, &w->arena_cache);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

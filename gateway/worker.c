@@ -405,6 +405,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
 {
     memset(w, 0, sizeof *w);
     w->id = id;
+    w->arena_cache.max = MG_MAX_FREE_BUFS;
     if (getrandom(&w->rand_state, sizeof w->rand_state, 0) != sizeof w->rand_state ||
         w->rand_state == 0)
         w->rand_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)id;
@@ -478,6 +479,7 @@ void mg_worker_destroy(struct mg_worker *w)
         free(b);
     }
     mg_proxy_free_worker_cache(w);
+    mg_arena_cache_clear(&w->arena_cache);
 }
 
 void mg_worker_request_stop(struct mg_worker *w, bool immediate)

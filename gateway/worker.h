@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "config/config-t.h"
+#include "core/arena.h"
 #include "resilience/registry-t.h"
 
 #define MG_BUF_SIZE (32 * 1024)
@@ -107,6 +108,7 @@ struct mg_worker {
     void *free_bufs; /* free list of MG_BUF_SIZE read buffers */
     uint32_t nfree_bufs;
     struct mg_wreq *free_wreqs;
+    struct mg_arena_cache arena_cache; /* exchanges' arena blocks, kept for reuse */
 };
 
 /* Creates the worker's loop, runtime and listeners. Takes references to cfg and

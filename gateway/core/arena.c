@@ -18,13 +18,25 @@ struct mg_arena_block {
 
 #define ALIGN16(n) (((n) + 15u) & ~(size_t)15u)
 
-void mg_arena_init(struct mg_arena *a)
+void mg_arena_init(struct mg_arena *a, struct mg_arena_cache *cache)
 {
     memset(a, 0, sizeof *a);
+#ifndef MG_ARENA_DEBUG
+    a->cache = cache;
+#else
+    (void)cache; /* every allocation is its own malloc: no sharing to hide a bug */
+#endif
 }
 
-static struct mg_arena_block *new_block(size_t size)
+static struct mg_arena_block *new_block(struct mg_arena *a, size_t size)
 {
+    struct mg_arena_cache *c = a->cache;
+    if (c && c->free && size == MG_ARENA_BLOCK_SIZE) {
+        struct mg_arena_block *b = c->free;
+        c->free = b->next;
+        c->n--;
+        return b;
+    }
     struct mg_arena_block *b = malloc(sizeof *b + size);
     if (!b)
         mg_fatal("out of memory (arena block of %zu bytes)", size);
@@ -42,7 +54,7 @@ void *mg_arena_alloc(struct mg_arena *a, size_t size)
         return p;
     }
     size_t bsize = size > MG_ARENA_BLOCK_SIZE / 4 ? size : MG_ARENA_BLOCK_SIZE;
-    struct mg_arena_block *b = new_block(bsize);
+    struct mg_arena_block *b = new_block(a, bsize);
     if (bsize == size && a->blocks) {
         /* A big one-off allocation: keep bumping in the current block. */
         b->next = a->blocks->next;
@@ -55,7 +67,7 @@ void *mg_arena_alloc(struct mg_arena *a, size_t size)
     a->end = b->data + bsize;
     return b->data;
 #else
-    struct mg_arena_block *b = new_block(size);
+    struct mg_arena_block *b = new_block(a, size);
     b->next = a->blocks;
     a->blocks = b;
     return b->data;
@@ -95,6 +107,18 @@ static void run_cleanups(struct mg_arena *a)
     }
 }
 
+static void free_block(struct mg_arena *a, struct mg_arena_block *b)
+{
+    struct mg_arena_cache *c = a->cache;
+    if (c && c->n < c->max && b->size == MG_ARENA_BLOCK_SIZE) {
+        b->next = c->free;
+        c->free = b;
+        c->n++;
+        return;
+    }
+    free(b);
+}
+
 void mg_arena_reset(struct mg_arena *a)
 {
     run_cleanups(a);
@@ -110,7 +134,7 @@ void mg_arena_reset(struct mg_arena *a)
         if (!a->blocks && b->size == MG_ARENA_BLOCK_SIZE)
             keep = b;
         else
-            free(b);
+            free_block(a, b);
     }
     a->blocks = keep;
     if (keep) {
@@ -131,7 +155,26 @@ void mg_arena_destroy(struct mg_arena *a)
     while (a->blocks) {
         struct mg_arena_block *b = a->blocks;
         a->blocks = b->next;
-        free(b);
+        free_block(a, b);
     }
     a->ptr = a->end = NULL;
+}
+
+void mg_arena_shed(struct mg_arena *a)
+{
+    MG_ASSERT(!a->cleanups && (!a->blocks || !a->blocks->next));
+    if (a->blocks)
+        free_block(a, a->blocks);
+    a->blocks = NULL;
+    a->ptr = a->end = NULL;
+}
+
+void mg_arena_cache_clear(struct mg_arena_cache *c)
+{
+    while (c->free) {
+        struct mg_arena_block *b = c->free;
+        c->free = b->next;
+        free(b);
+    }
+    c->n = 0;
 }

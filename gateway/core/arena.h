@@ -23,15 +23,29 @@ struct mg_arena_cleanup {
     void *data;
 };
 
+/* Standard blocks an owner's arenas share (a worker's: one thread), so an
+ * arena can give its block back while its connection idles: 10,000 idle
+ * keep-alive connections then hold no block each. */
+struct mg_arena_cache {
+    struct mg_arena_block *free;
+    unsigned n, max;
+};
+
 struct mg_arena {
-    struct mg_arena_block *blocks; /* newest first; the last one is kept on reset */
-    char *ptr, *end;               /* free space in the newest block */
+    struct mg_arena_block *blocks;     /* newest first; the last one is kept on reset */
+    char *ptr, *end;                   /* free space in the newest block */
     struct mg_arena_cleanup *cleanups; /* LIFO */
+    struct mg_arena_cache *cache;      /* where standard blocks come from and go, or NULL */
 };
 
 #define MG_ARENA_BLOCK_SIZE (32 * 1024)
 
-void mg_arena_init(struct mg_arena *a);
+/* cache may be NULL: blocks are then malloc'd and freed. */
+void mg_arena_init(struct mg_arena *a, struct mg_arena_cache *cache);
+/* After a reset: gives the kept block back to the cache (or frees it). */
+void mg_arena_shed(struct mg_arena *a);
+/* Frees the cached blocks. */
+void mg_arena_cache_clear(struct mg_arena_cache *c);
 /* Never returns NULL: small allocations abort on OOM (sizes from input are checked
  * against config limits before they get here). Memory is 16-byte aligned. */
 void *mg_arena_alloc(struct mg_arena *a, size_t size);

@@ -122,7 +122,7 @@ static inline struct mg_lua_str t_str(const char *s)
 static inline void t_req_init(struct t_req *r, const char *method, const char *path)
 {
     memset(r, 0, sizeof(*r));
-    mg_arena_init(&r->arena);
+    mg_arena_init(&r->arena, NULL);
     mg_lua_ctx_init(&r->ctx, &r->arena);
     r->ctx.method = t_str(method);
     r->ctx.path = t_str(path);
