@@ -1250,6 +1250,7 @@ static void start_forwarding(struct mg_conn *c)
     u->start = u->end = 0;
     u->requests++;
     reset_response(x);
+    x->idem.forwarded = true;
     build_upstream_head(c);
     if (x->req_done && (x->body_copy_len > 0 || x->req_chunked)) {
         /* The body was read before this try: by an earlier try (we kept it:
@@ -1562,6 +1563,7 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
     x->error = err;
     mg_metrics_error(metrics_of(c), (unsigned)c->w->id, x->route ? (int)x->route->index : -1, err);
     if (x->resp_started) {
+        mg_px_idem_release(c);
         conn_close(c);
         return;
     }

@@ -357,15 +357,27 @@ bool mg_px_idem_settle(struct mg_conn *c)
     return rc == 0;
 }
 
+void mg_px_idem_release(struct mg_conn *c)
+{
+    struct mg_px_idem *d = &c->x.idem;
+    if (!d->owned)
+        return;
+    d->owned = false;
+    mg_idem_release(d->store, NULL, d->skey, d->skey_len, d->owner, NULL);
+}
+
 void mg_px_idem_abandon(struct mg_conn *c)
 {
     struct mg_px_idem *d = &c->x.idem;
     if (mg_idem_pending(&d->req))
         mg_idem_cancel(&d->req); /* a STARTED begin is released by the store */
-    if (d->owned) {
-        d->owned = false;
+    if (d->owned && !d->forwarded)
         mg_idem_release(d->store, NULL, d->skey, d->skey_len, d->owner, NULL);
-    }
+    else if (d->owned)
+        mg_info("idempotency: client of request %s left after it was forwarded; its key "
+                "stays locked until lock_ttl",
+                c->x.request_id);
+    d->owned = false;
     mg_idem_fp_dispose(&d->fp);
 }
 

@@ -37,6 +37,7 @@ struct mg_px_idem {
     struct mg_idem_client *store; /* NULL: this exchange is not deduplicated */
     bool keyed;                   /* a valid key on an idempotency route: retries are safe */
     bool owned;                   /* our in-flight lock holds the key: complete or release it */
+    bool forwarded;               /* the request went to an upstream (it may have run) */
     struct mg_idem_req req;
     struct mg_idem_fp fp;
     uint8_t fingerprint[MG_IDEM_FP_LEN];
@@ -65,8 +66,13 @@ void mg_px_idem_response_body(struct mg_conn *c, const char *at, size_t len);
  * releases it, and returns true: the exchange waits in COMMIT until the store
  * answers. */
 bool mg_px_idem_settle(struct mg_conn *c);
+/* The upstream failed after the response started (the client connection is about
+ * to close): frees the key, as for any upstream failure. */
+void mg_px_idem_release(struct mg_conn *c);
 /* The client is gone or the exchange is being cut short: cancels a pending store
- * operation, releases a lock still held. */
+ * operation; a lock still held is released if the request never reached an
+ * upstream, else left to expire after lock_ttl (it may have been executed, and
+ * its response is lost with the client: a retry must not run it again). */
 void mg_px_idem_abandon(struct mg_conn *c);
 /* Drops the records (once no write points into a replayed body). */
 void mg_px_idem_free(struct mg_conn *c);
