@@ -1,10 +1,12 @@
 # The two entry points of the README: `make run` and `make test`.
 BUILD ?= build
 SAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc)
 CONF ?= conf/moongate.yaml
 
-.PHONY: all deps build run test test-asan test-valgrind bench format clean
+.PHONY: all deps build run test test-asan test-valgrind fuzz bench format clean
 
 all: build
 
@@ -37,6 +39,15 @@ test-valgrind: build
 	  valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
 	done; echo "valgrind: all unit tests clean"
 
+# libFuzzer targets (tests/fuzz/README.md), clang + ASan + UBSan: each runs
+# FUZZ_SECONDS on a scratch copy of its seed corpus; any crash fails.
+$(FUZZ_BUILD)/Makefile:
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DMOONGATE_FUZZ=ON -DMOONGATE_TESTS=OFF
+
+fuzz: deps $(FUZZ_BUILD)/Makefile
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 bench: build
 	@scripts/deps.sh --bench
 	bench/run.sh
@@ -45,4 +56,4 @@ format:
 	clang-format -i $$(git ls-files 'gateway/*.c' 'gateway/*.h' 'tests/unit/*.c')
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

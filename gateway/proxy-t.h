@@ -114,6 +114,7 @@ struct mg_exchange {
     char *resp_head;
     size_t resp_headlen, resp_headcap;
     bool resp_head_done;
+    bool resp_fields_done; /* its head's fields are in: later ones are trailers */
     struct mg_slice reason;
     struct mg_headers resp_hdrs;
     int status;

@@ -609,17 +609,27 @@ static int on_req_url(llhttp_t *p, const char *at, size_t len)
 static struct mg_headers *fields_of(llhttp_t *p)
 {
     struct mg_exchange *x = &conn_of(p)->x;
-    return p->type == HTTP_REQUEST ? &x->req_hdrs : &x->resp_hdrs;
+    /* llhttp reports the trailer section of a chunked body through the same
+     * callbacks. Trailers are dropped (RFC 9110 section 6.5.1 allows it): as
+     * fields they would join the head after it was checked, pointing into a
+     * read buffer that has moved on (found by tests/fuzz/fuzz_request). NULL:
+     * ignore the field. */
+    if (p->type == HTTP_REQUEST)
+        return x->head_parsed ? NULL : &x->req_hdrs;
+    return x->resp_fields_done ? NULL : &x->resp_hdrs;
 }
 
 static int on_field(llhttp_t *p, const char *at, size_t len)
 {
-    return headers_add_name(&conn_of(p)->x.arena, fields_of(p), at, len) ? -1 : 0;
+    struct mg_headers *h = fields_of(p);
+    return h && headers_add_name(&conn_of(p)->x.arena, h, at, len) ? -1 : 0;
 }
 
 static int on_value(llhttp_t *p, const char *at, size_t len)
 {
     struct mg_headers *h = fields_of(p);
+    if (!h)
+        return 0;
     if (h->n == 0)
         return -1;
     headers_add_value(h, at, len);
@@ -629,6 +639,8 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 static int on_value_complete(llhttp_t *p)
 {
     struct mg_headers *h = fields_of(p);
+    if (!h)
+        return 0;
     struct mg_header *f = &h->v[h->n - 1];
     if (!f->value.p)
         f->value = (struct mg_slice){f->name.p + f->name.len, 0};
@@ -638,6 +650,8 @@ static int on_value_complete(llhttp_t *p)
 static int on_req_headers_complete(llhttp_t *p)
 {
     struct mg_exchange *x = &conn_of(p)->x;
+    if (p->http_major != 1)
+        return -1; /* an HTTP/0.9-style request line with fields: not HTTP/1.x */
     x->method = p->method;
     x->head_parsed = true;
     x->http_minor = p->http_major == 1 ? p->http_minor : 0;
@@ -1231,6 +1245,7 @@ static void reset_response(struct mg_exchange *x)
     x->resp_head = NULL;
     x->resp_headlen = x->resp_headcap = 0;
     x->resp_head_done = false;
+    x->resp_fields_done = false;
     x->reason = (struct mg_slice){NULL, 0};
     x->resp_hdrs = (struct mg_headers){NULL, 0, 0};
     x->status = 0;
@@ -1312,7 +1327,8 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
     *o++ = (char)('0' + x->status / 10 % 10);
     *o++ = (char)('0' + x->status % 10);
     *o++ = ' ';
-    PUT(o, x->reason.p, x->reason.len);
+    if (x->reason.len) /* "HTTP/1.1 200\r\n" has none (and a NULL pointer) */
+        PUT(o, x->reason.p, x->reason.len);
     PUT_LIT(o, "\r\n");
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         struct mg_header *f = &x->resp_hdrs.v[i];
@@ -1374,8 +1390,12 @@ static int on_resp_headers_complete(llhttp_t *p)
     struct mg_conn *c = conn_of(p);
     struct mg_exchange *x = &c->x;
     x->status = p->status_code;
+    x->resp_fields_done = true;
     if (x->status >= 100 && x->status < 200 && x->status != 101)
-        return 0; /* interim: dropped; its message_complete restarts the head */
+        return 1; /* interim: dropped, and never has a body (RFC 9110 section 15.2),
+                     whatever framing it claims (tests/fuzz: a 103 with Content-Length
+                     carried a whole forged response); its message_complete restarts
+                     the head */
     const struct mg_upstream_conf *uc = x->route->upstream;
     mg_target_observe_latency(x->target->stats, uv_hrtime() - x->attempt_start_ns,
                               uv_now(&c->w->loop));
@@ -1432,6 +1452,7 @@ static int on_resp_message_complete(llhttp_t *p)
     if (x->status >= 100 && x->status < 200 && x->status != 101) {
         /* Interim response (e.g. 103): parse the next head from scratch. */
         x->resp_head_done = false;
+        x->resp_fields_done = false;
         x->resp_headlen = 0;
         x->reason = (struct mg_slice){NULL, 0};
         headers_init(&x->arena, &x->resp_hdrs);

@@ -7,6 +7,7 @@ PACKAGES=(
   libuv1-dev node-llhttp libluajit2-5.1-dev libhiredis-dev libyaml-dev libssl-dev
   libcmocka-dev uthash-dev libxxhash-dev
   python3 python3-pytest redis-server curl valgrind
+  clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core)

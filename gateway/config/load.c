@@ -85,6 +85,12 @@ static void vfail_at(struct mg_conf_ld *ld, size_t line, size_t col, const char 
     }
     if (n < ld->errlen)
         vsnprintf(ld->err + n, ld->errlen - n, fmt, ap);
+    /* One line whatever the file holds: key paths and quoted values come from it,
+     * and a newline there would split the error (and the reload log line) in two
+     * (found by tests/fuzz/fuzz_config). */
+    for (char *c = ld->err; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
 done:
     ld->failed = true;
 }

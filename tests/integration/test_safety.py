@@ -433,3 +433,42 @@ def test_max_connections_is_enforced(gateway, upstream):
             return False
 
     assert wait_until(serves, t(5), 0.05), "no connection served after the others closed"
+
+
+# -- fuzzer findings (tests/fuzz/corpus/*/crash-*), end to end ------------------
+
+def test_interim_response_with_framing_cannot_split_the_response(gateway, upstream):
+    # A 1xx never has a body (RFC 9110 section 15.2): the bytes after a 103's head
+    # are the next response, whatever framing the 103 claims. The client must get
+    # exactly one final response, never the 103's "body" passed through raw in
+    # front of it (two responses to one request: response splitting).
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+    reply = (b"HTTP/1.1 103 Early Hints\r\nContent-Length: %d\r\n\r\n" % len(first) + first
+             + b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    gw, up = start(gateway, upstream, raw_reply(reply), allow_errors=UPSTREAM_ERRORS)
+    with RawClient(gw.port) as c:
+        c.request("GET", "/interim")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"first")
+        c.is_open(0.3)
+        assert bytes(c.buf) == b"", "a second response followed: %r" % bytes(c.buf)
+
+
+def test_status_line_without_reason_phrase(gateway, upstream):
+    gw, up = start(gateway, upstream, raw_reply(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"))
+    with RawClient(gw.port) as c:
+        c.request("GET", "/noreason")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"ok")
+
+
+def test_request_trailers_are_not_forwarded_as_fields(gateway, upstream):
+    # Trailer fields of a chunked request body are dropped: they never joined the
+    # head the gateway checked, so they must not reach the upstream as fields.
+    gw, up = start(gateway, upstream)
+    with RawClient(gw.port) as c:
+        c.send(b"POST /trailers HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"2\r\nok\r\n0\r\nContent-Length: 0\r\nX-Trailer: t\r\n\r\n")
+        assert c.read_response("POST").status == 200
+    req = up.requests[-1]
+    assert req.header("X-Trailer") is None and req.header("Content-Length") is None, req
