@@ -9,6 +9,7 @@
 #include <llhttp.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 
 #include "core/arena.h"
@@ -164,7 +165,18 @@ struct mg_conn {
     struct mg_exchange x;
 };
 
+#define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
+#define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
+
 /* proxy.c functions the idempotency phase (proxy_idem.c) calls. */
+/* Appends p[0..n) to the arena buffer *buf (growing it by doubling, up to
+ * limit). Returns 0, or -1 when it would pass limit (nothing appended). */
+int mg_px_append(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p, size_t n,
+                 size_t limit);
+/* Decimal without printf; returns the digits written. */
+size_t mg_px_put_dec(char *out, size_t v);
+/* "HTTP/1.1 NNN reason\r\n" at o; returns the end. */
+char *mg_px_put_status_line(char *o, int status, struct mg_slice reason);
 void mg_px_advance(struct mg_conn *c);
 void mg_px_fail(struct mg_conn *c, enum mg_error err, const char *why);
 /* Queues arena, static or record bytes for the client (nothing pinned). */

@@ -443,8 +443,8 @@ static void headers_add_value(struct mg_headers *h, const char *p, size_t len)
 }
 
 /* Appends to a growing arena buffer; returns -1 past `limit`. */
-static int append_bytes(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p,
-                        size_t n, size_t limit)
+int mg_px_append(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p, size_t n,
+                 size_t limit)
 {
     if (*len + n > *cap) {
         if (*len + n > limit)
@@ -654,7 +654,7 @@ static int on_req_headers_complete(llhttp_t *p)
         return -1; /* an HTTP/0.9-style request line with fields: not HTTP/1.x */
     x->method = p->method;
     x->head_parsed = true;
-    x->http_minor = p->http_major == 1 ? p->http_minor : 0;
+    x->http_minor = p->http_minor;
     x->req_keepalive = llhttp_should_keep_alive(p);
     x->req_chunked = (p->flags & F_CHUNKED) != 0;
     x->req_content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
@@ -676,7 +676,7 @@ static int on_req_body(llhttp_t *p, const char *at, size_t len)
     if (x->state == MG_X_BUFFER)
         return mg_px_idem_body(c, at, len) < 0 ? HPE_USER : 0;
     if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
-        x->body_copy_ok = append_bytes(&x->arena, &x->body_copy, &x->body_copy_len,
+        x->body_copy_ok = mg_px_append(&x->arena, &x->body_copy, &x->body_copy_len,
                                        &x->body_copy_cap, at, len, MG_RETRY_BODY_MAX) == 0;
     if (x->req_chunked) {
         chunk_to(c, true, at, len, NULL);
@@ -806,7 +806,7 @@ static int read_request_head(struct mg_conn *c)
         x->error = r == MG_HEADSCAN_TOO_LARGE ? MG_ERR_HEADER_TOO_LARGE : MG_ERR_BAD_REQUEST;
         return MG_NEXT;
     }
-    if (append_bytes(&x->arena, &x->head, &x->headlen, &x->headcap, c->buf + c->start, used,
+    if (mg_px_append(&x->arena, &x->head, &x->headlen, &x->headcap, c->buf + c->start, used,
                      c->x.rt->cfg->client.max_header_size + 4) < 0) {
         x->close_after = true;
         x->error = MG_ERR_HEADER_TOO_LARGE;
@@ -823,11 +823,8 @@ static int read_request_head(struct mg_conn *c)
 
 /* --------------------------------------------------- routing, upstream request */
 
-#define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
-#define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
-
 /* Decimal without printf. */
-static size_t put_dec(char *out, size_t v)
+size_t mg_px_put_dec(char *out, size_t v)
 {
     char tmp[24];
     size_t n = 0;
@@ -838,6 +835,19 @@ static size_t put_dec(char *out, size_t v)
     for (size_t i = 0; i < n; i++)
         out[i] = tmp[n - 1 - i];
     return n;
+}
+
+char *mg_px_put_status_line(char *o, int status, struct mg_slice reason)
+{
+    PUT_LIT(o, "HTTP/1.1 ");
+    *o++ = (char)('0' + status / 100 % 10);
+    *o++ = (char)('0' + status / 10 % 10);
+    *o++ = (char)('0' + status % 10);
+    *o++ = ' ';
+    if (reason.len) /* "HTTP/1.1 200\r\n" has none (and a NULL pointer) */
+        PUT(o, reason.p, reason.len);
+    PUT_LIT(o, "\r\n");
+    return o;
 }
 
 /* Appends the edits that set a value ("Name: value\r\n" each). */
@@ -1322,14 +1332,7 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
     size_t cap = x->resp_headlen + 256 + strlen(x->request_id) + edits_size(edits);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
-    PUT_LIT(o, "HTTP/1.1 ");
-    *o++ = (char)('0' + x->status / 100 % 10);
-    *o++ = (char)('0' + x->status / 10 % 10);
-    *o++ = (char)('0' + x->status % 10);
-    *o++ = ' ';
-    if (x->reason.len) /* "HTTP/1.1 200\r\n" has none (and a NULL pointer) */
-        PUT(o, x->reason.p, x->reason.len);
-    PUT_LIT(o, "\r\n");
+    o = mg_px_put_status_line(o, x->status, x->reason);
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         struct mg_header *f = &x->resp_hdrs.v[i];
         if ((f->flags & MG_HDR_HOP) || (edits && edited(edits, f->name)))
@@ -1495,7 +1498,7 @@ static int parse_response(struct mg_conn *c)
                                 mg_headscan_result_text(r));
                 return -1;
             }
-            append_bytes(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data, used,
+            mg_px_append(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data, used,
                          MG_MAX_RESPONSE_HEAD + 4);
             u->start += used;
             if (r == MG_HEADSCAN_MORE)
@@ -1670,15 +1673,10 @@ static void respond_from_plugin(struct mg_conn *c)
     size_t cap =
         256 + strlen(x->request_id) + edits_size(r->headers) + edits_size(x->lua.resp_edits) + body;
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
-    PUT_LIT(o, "HTTP/1.1 ");
-    *o++ = (char)('0' + r->status / 100 % 10);
-    *o++ = (char)('0' + r->status / 10 % 10);
-    *o++ = (char)('0' + r->status % 10);
-    *o++ = ' ';
     const char *reason = reason_phrase(r->status);
-    PUT(o, reason, strlen(reason));
-    PUT_LIT(o, "\r\nContent-Length: ");
-    o += put_dec(o, body);
+    o = mg_px_put_status_line(o, r->status, (struct mg_slice){reason, strlen(reason)});
+    PUT_LIT(o, "Content-Length: ");
+    o += mg_px_put_dec(o, body);
     PUT_LIT(o, "\r\n");
     o = put_edits(o, r->headers);
     o = put_edits(o, x->lua.resp_edits);

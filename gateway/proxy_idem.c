@@ -4,7 +4,6 @@
  */
 #include "proxy_idem.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #include "config/config-t.h"
@@ -16,14 +15,8 @@
 #include "proxy-t.h"
 #include "worker.h"
 
-#define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
-#define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
-
 /* Retry-After of a 409 idempotency_conflict, in seconds. */
 #define MG_IDEM_RETRY_AFTER_S 1
-
-/* Bodies of unknown length (chunked) start with this much room, then double. */
-#define MG_IDEM_BODY_START (16 * 1024)
 
 static const struct mg_idempotency_conf *conf_of(const struct mg_exchange *x)
 {
@@ -129,8 +122,13 @@ enum mg_error mg_px_idem_start(struct mg_conn *c)
     struct mg_idem_slice m = {method, strlen(method)}, target = {x->url.p, x->url.len};
     if (mg_idem_fp_init(&x->idem.fp, m, target, scope, ic->nscope) < 0)
         return store_failed(c, "cannot hash the request");
-    /* The whole body is kept: it is hashed now and sent (or resent) later. */
+    /* The whole body is kept: it is hashed now and sent (or resent) later. A
+     * known length gets its buffer at once (no copies while it grows). */
     x->body_copy_ok = true;
+    if (x->req_content_length > 0) {
+        x->body_copy = mg_arena_alloc(&x->arena, x->req_content_length);
+        x->body_copy_cap = x->req_content_length;
+    }
     x->state = MG_X_BUFFER;
     if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
         /* The key cannot be looked up without the body's hash: ask for it now. */
@@ -144,24 +142,11 @@ enum mg_error mg_px_idem_start(struct mg_conn *c)
 int mg_px_idem_body(struct mg_conn *c, const char *at, size_t len)
 {
     struct mg_exchange *x = &c->x;
-    uint64_t max = conf_of(x)->max_body;
-    if (x->body_copy_len + len > max) {
+    if (mg_px_append(&x->arena, &x->body_copy, &x->body_copy_len, &x->body_copy_cap, at, len,
+                     conf_of(x)->max_body) < 0) {
         x->error = MG_ERR_BODY_TOO_LARGE;
         return -1;
     }
-    if (x->body_copy_len + len > x->body_copy_cap) {
-        size_t cap = x->req_content_length ? x->req_content_length : MG_IDEM_BODY_START;
-        while (cap < x->body_copy_len + len)
-            cap *= 2;
-        cap = cap > max ? max : cap;
-        char *grown = mg_arena_alloc(&x->arena, cap);
-        if (x->body_copy_len)
-            memcpy(grown, x->body_copy, x->body_copy_len);
-        x->body_copy = grown;
-        x->body_copy_cap = cap;
-    }
-    memcpy(x->body_copy + x->body_copy_len, at, len);
-    x->body_copy_len += len;
     if (mg_idem_fp_update_body(&x->idem.fp, at, len) < 0) {
         x->error = MG_ERR_BAD_REQUEST; /* OpenSSL refused: nothing sensible left to do */
         return -1;
@@ -189,13 +174,7 @@ static void replay(struct mg_conn *c, struct mg_idem_record *rec)
         cap += nl + vl + 4;
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *reason = mg_px_reason_phrase(status);
-    PUT_LIT(o, "HTTP/1.1 ");
-    *o++ = (char)('0' + status / 100 % 10);
-    *o++ = (char)('0' + status / 10 % 10);
-    *o++ = (char)('0' + status % 10);
-    *o++ = ' ';
-    PUT(o, reason, strlen(reason));
-    PUT_LIT(o, "\r\n");
+    o = mg_px_put_status_line(o, status, (struct mg_slice){reason, strlen(reason)});
     cursor = 0;
     while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl)) {
         PUT(o, name, nl);
@@ -203,8 +182,11 @@ static void replay(struct mg_conn *c, struct mg_idem_record *rec)
         PUT(o, value, vl);
         PUT_LIT(o, "\r\n");
     }
-    if (!bodyless)
-        o += (size_t)snprintf(o, 40, "Content-Length: %zu\r\n", body_len);
+    if (!bodyless) {
+        PUT_LIT(o, "Content-Length: ");
+        o += mg_px_put_dec(o, body_len);
+        PUT_LIT(o, "\r\n");
+    }
     PUT_LIT(o, "Idempotent-Replayed: true\r\nVia: 1.1 moongate\r\nX-Request-Id: ");
     PUT(o, x->request_id, strlen(x->request_id));
     PUT_LIT(o, "\r\n");

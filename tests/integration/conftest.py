@@ -647,6 +647,24 @@ class RawClient:
             self.sock.settimeout(self.timeout)
 
 
+def samples(text):
+    """{(name, frozenset(labels)): value} from the exposition format."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
+        assert m, "bad sample line: %r" % line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+# Under ASan freed memory sits in a quarantine; keep it small so RSS stays meaningful.
+ASAN_ENV = {"ASAN_OPTIONS": ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""),
+                                                 "quarantine_size_mb=16") if x)}
+
+
 def fetch(port, method="GET", path="/", headers=(), body=b"", read_method=None, **kw):
     """One request on a fresh connection; returns the final Response."""
     with RawClient(port) as c:

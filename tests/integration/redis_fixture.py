@@ -25,6 +25,8 @@ import time
 
 import pytest
 
+from conftest import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -34,14 +36,6 @@ class RedisError(Exception):
 
 class RedisStartError(Exception):
     pass
-
-
-def _free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _encode(args):
@@ -109,7 +103,7 @@ class RedisServer:
     def __init__(self, workdir, port=None, extra_args=()):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.proc = None
         self.paused = False

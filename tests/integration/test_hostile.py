@@ -27,7 +27,8 @@ import time
 
 import pytest
 
-from conftest import IS_ASAN, RawClient, RssSampler, assert_serves, fetch, rss_kb, t, wait_until
+from conftest import (ASAN_ENV, IS_ASAN, RawClient, RssSampler, assert_serves, fetch, rss_kb, t,
+                      wait_until)
 from upstream import default_handler, pattern_sha256
 
 MB = 1 << 20
@@ -43,10 +44,6 @@ routes:
   - name: all
     upstream: u
 """
-
-# Under ASan freed memory sits in a quarantine; keep it small so RSS stays meaningful.
-ASAN_ENV = {"ASAN_OPTIONS": ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""),
-                                                 "quarantine_size_mb=16") if x)}
 
 
 def start(gateway, upstream, handler=None, max_connections=20000, header_timeout="30s", **kw):

@@ -18,7 +18,8 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, RawClient, assert_error, chunked, fetch, free_port, ms, t, wait_until
+from conftest import (BIN, RawClient, assert_error, chunked, fetch, free_port, ms, samples, t,
+                      wait_until)
 from redis_fixture import redis_server  # noqa: F401  (a fixture)
 from upstream import pattern_blocks, pattern_sha256
 
@@ -225,19 +226,6 @@ def env(gateway, upstream, redis_server, store):
 def scrape(gw):
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=t(5)) as r:
         return r.read().decode()
-
-
-def samples(text):
-    """{(name, frozenset(labels)): value} from the exposition format."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
-        assert m, "bad sample line: %r" % line
-        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        out[(m.group(1), labels)] = float(m.group(4))
-    return out
 
 
 def idem_counts(text, route):

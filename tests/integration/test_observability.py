@@ -3,12 +3,11 @@ DESIGN section 7): scripted traffic, then exact counts."""
 
 import json
 import os
-import re
 import signal
 import time
 import urllib.request
 
-from conftest import assert_error, fetch, free_port, ms, t, wait_until
+from conftest import assert_error, fetch, free_port, ms, samples, t, wait_until
 
 CONF = """\
 upstreams:
@@ -40,19 +39,6 @@ ALLOW = [r"(?i)upstream"]
 def admin_get(gw, path):
     with urllib.request.urlopen("http://127.0.0.1:%d%s" % (gw.admin_port, path), timeout=t(5)) as r:
         return r.status, r.headers, r.read().decode()
-
-
-def samples(text):
-    """{(name, frozenset(labels)): value} from the exposition format."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
-        assert m, "bad sample line: %r" % line
-        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        out[(m.group(1), labels)] = float(m.group(4))
-    return out
 
 
 def value(s, name, **labels):

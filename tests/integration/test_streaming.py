@@ -2,11 +2,10 @@
 through while the gateway's resident memory stays bounded, and a slow peer on
 one side slows the other side down instead of filling the gateway's memory."""
 
-import os
 import threading
 import time
 
-from conftest import IS_ASAN, RawClient, RssSampler, build_request, fetch, rss_kb, t
+from conftest import ASAN_ENV, IS_ASAN, RawClient, RssSampler, build_request, fetch, rss_kb, t
 from upstream import echo, pattern_blocks, pattern_sha256
 
 MB = 1 << 20
@@ -21,10 +20,6 @@ routes:
   - name: all
     upstream: u
 """
-
-# Under ASan freed memory sits in a quarantine; keep it small so RSS stays meaningful.
-ASAN_ENV = {"ASAN_OPTIONS": ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""),
-                                                 "quarantine_size_mb=16") if x)}
 
 
 def start(gateway, upstream, handler=None):
