@@ -517,6 +517,37 @@ static void in_flight_locks_are_never_evicted(void **state)
     call_done(&c);
 }
 
+/* A reload that shrinks idempotency_memory: completed records go at once, the
+ * oldest first; in-flight locks stay, and new ones are refused while the table
+ * is over the smaller budget. */
+static void shrinking_the_budget_evicts_completed_records(void **state)
+{
+    struct fixture *f = *state;
+    struct call c = {0}, lock = {0};
+    struct mg_idem_memstats st;
+
+    rebudget(f, 4 * sample_cost());
+    store_sample(f, "k1", 100000);
+    f->now += 1;
+    store_sample(f, "k2", 100000);
+    f->now += 1;
+    store_sample(f, "k3", 100000);
+    assert_int_equal(begin(f, &lock, "kl", FP1, 60000, OWNER_A), MG_IDEM_STARTED);
+    mg_idem_memtable_set_budget(f->t, sample_cost() + mg_idem_memtable_cost(2, 0));
+    mg_idem_memtable_stats(f->t, &st);
+    assert_int_equal(st.evicted, 2); /* k1 and k2 */
+    assert_true(st.bytes <= st.budget);
+    assert_int_equal(st.in_flight, 1);
+    assert_int_equal(begin(f, &c, "k3", FP1, 60000, OWNER_B), MG_IDEM_DONE);
+    assert_int_equal(begin(f, &c, "kl", FP1, 60000, OWNER_B), MG_IDEM_IN_FLIGHT);
+    mg_idem_memtable_set_budget(f->t, mg_idem_memtable_cost(2, 0) / 2); /* below one lock */
+    mg_idem_memtable_stats(f->t, &st);
+    assert_int_equal(st.entries, 1); /* the lock stays, k3 went */
+    assert_int_equal(begin(f, &c, "k9", FP1, 60000, OWNER_A), MG_IDEM_ERROR);
+    call_done(&c);
+    call_done(&lock);
+}
+
 static void too_big_response_is_not_executed_twice(void **state)
 {
     struct fixture *f = *state;
@@ -828,6 +859,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(budget_evicts_oldest_completed_first, setup, teardown),
         cmocka_unit_test_setup_teardown(budget_evicts_expired_before_completed, setup, teardown),
         cmocka_unit_test_setup_teardown(in_flight_locks_are_never_evicted, setup, teardown),
+        cmocka_unit_test_setup_teardown(shrinking_the_budget_evicts_completed_records, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(too_big_response_is_not_executed_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(replayed_record_outlives_eviction, setup, teardown),
         cmocka_unit_test_setup_teardown(synchronous_errors_never_call_back, setup, teardown),
