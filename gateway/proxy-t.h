@@ -15,7 +15,7 @@
 #include "core/arena.h"
 #include "core/deadline.h"
 #include "core/errors.h"
-#include "http/chunk.h"
+#include "http/body.h"
 #include "http/headscan.h"
 #include "http/message.h"
 #include "lua/vm.h"
@@ -78,15 +78,15 @@ struct mg_exchange {
     bool head_parsed; /* method, version and headers are known */
     uint8_t http_minor;
     uint64_t req_content_length;
-    bool req_chunked;   /* request body is chunked */
-    bool req_keepalive; /* client asked to keep the connection */
-    bool req_upgrade;   /* Upgrade requested (WebSocket) */
+    bool req_chunked;    /* request body is chunked */
+    bool req_has_length; /* a Content-Length field (its value may be 0) */
+    bool req_keepalive;  /* client asked to keep the connection */
+    bool req_upgrade;    /* Upgrade requested (WebSocket) */
     bool req_expect_continue;
     bool req_done; /* request message fully parsed */
     bool continue_sent;
     uint64_t req_body_bytes;
-    struct mg_chunk_check req_chunk; /* request chunk framing */
-    const char *req_parse_end;       /* end of the bytes given to the request parser */
+    struct mg_body req_body; /* request body framing, decoded by the gateway */
     int host_idx, rid_idx, xff_idx;
     struct mg_slice authority; /* absolute-form target's host: overrides Host */
     char request_id[MG_REQUEST_ID_MAX + 1];
@@ -101,7 +101,6 @@ struct mg_exchange {
     bool attempt_reported; /* the breaker heard this try's outcome */
     uint32_t probe;        /* breaker half-open ticket of this try */
     uint64_t attempt_start_ns;
-    int retry_status;       /* a retryable status is being swallowed */
     uint32_t retry_after_s; /* for 503 answers */
     char *body_copy;        /* the request body, kept for retries while small */
     size_t body_copy_len, body_copy_cap;
@@ -115,24 +114,25 @@ struct mg_exchange {
     char *resp_head;
     size_t resp_headlen, resp_headcap;
     bool resp_head_done;
-    bool resp_fields_done; /* its head's fields are in: later ones are trailers */
     struct mg_slice reason;
     struct mg_headers resp_hdrs;
     int status;
-    bool resp_started;                /* bytes of the final response reached the client queue */
-    bool resp_done;                   /* the final response is fully queued */
-    bool resp_chunk_out;              /* we chunk-encode the body to the client */
-    struct mg_chunk_check resp_chunk; /* response chunk framing */
-    const char *resp_parse_end;
-    uint8_t up_timer;   /* MG_UPT_*: what the upstream timer guards now */
-    uint32_t up_writes; /* writes pending on the upstream socket */
-    bool close_after;   /* close the client connection after this exchange */
-    bool up_reusable;   /* the upstream connection may go back to its pool */
+    bool resp_started;        /* bytes of the final response reached the client queue */
+    bool resp_done;           /* the final response is fully queued */
+    bool resp_chunk_out;      /* we chunk-encode the body to the client */
+    bool resp_keepalive;      /* the upstream's connection options allow reuse */
+    bool resp_upgrade;        /* a 101 with Upgrade (llhttp's view) */
+    bool resp_has_length;     /* a Content-Length field */
+    uint64_t resp_length;     /* its value */
+    struct mg_body resp_body; /* response body framing, decoded by the gateway */
+    uint8_t up_timer;         /* MG_UPT_*: what the upstream timer guards now */
+    uint32_t up_writes;       /* writes pending on the upstream socket */
+    bool close_after;         /* close the client connection after this exchange */
+    bool up_reusable;         /* the upstream connection may go back to its pool */
     enum mg_error error;
     /* Lua plugins (DESIGN.md section 6). */
     struct mg_lua_ctx lua; /* what plugins see and set; valid once lua_ready */
     bool lua_ready;
-    bool plugin_failed; /* a response-phase plugin raised */
     /* Observability. */
     uint64_t started_ns; /* first byte of the request */
     uint64_t bytes_out;  /* queued to the client */

@@ -30,7 +30,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/headscan.h"
-#include "http/chunk.h"
+#include "http/body.h"
 #include "http/message.h"
 #include "http/request.h"
 #include "lua/vm.h"
@@ -69,6 +69,7 @@ static void upstream_failed(struct mg_conn *c, unsigned kind, bool reached, enum
 static void conn_close(struct mg_conn *c);
 static const llhttp_settings_t request_settings;
 static const llhttp_settings_t response_settings;
+static void response_done(struct mg_conn *c);
 
 /* ------------------------------------------------------------------ writes */
 
@@ -542,6 +543,8 @@ static const char *reason_phrase(int status)
         return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 502:
         return "Bad Gateway";
     case 503:
@@ -605,31 +608,22 @@ static int on_req_url(llhttp_t *p, const char *at, size_t len)
 }
 
 /* Header fields of whichever message this parser reads: both parsers of an
- * exchange share these three callbacks. */
+ * exchange share these three callbacks. llhttp sees heads only, so trailers
+ * never come this way (body.c consumes them: they are not forwarded). */
 static struct mg_headers *fields_of(llhttp_t *p)
 {
     struct mg_exchange *x = &conn_of(p)->x;
-    /* llhttp reports the trailer section of a chunked body through the same
-     * callbacks. Trailers are dropped (RFC 9110 section 6.5.1 allows it): as
-     * fields they would join the head after it was checked, pointing into a
-     * read buffer that has moved on (found by tests/fuzz/fuzz_request). NULL:
-     * ignore the field. */
-    if (p->type == HTTP_REQUEST)
-        return x->head_parsed ? NULL : &x->req_hdrs;
-    return x->resp_fields_done ? NULL : &x->resp_hdrs;
+    return p->type == HTTP_REQUEST ? &x->req_hdrs : &x->resp_hdrs;
 }
 
 static int on_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct mg_headers *h = fields_of(p);
-    return h && headers_add_name(&conn_of(p)->x.arena, h, at, len) ? -1 : 0;
+    return headers_add_name(&conn_of(p)->x.arena, fields_of(p), at, len);
 }
 
 static int on_value(llhttp_t *p, const char *at, size_t len)
 {
     struct mg_headers *h = fields_of(p);
-    if (!h)
-        return 0;
     if (h->n == 0)
         return -1;
     headers_add_value(h, at, len);
@@ -639,8 +633,6 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 static int on_value_complete(llhttp_t *p)
 {
     struct mg_headers *h = fields_of(p);
-    if (!h)
-        return 0;
     struct mg_header *f = &h->v[h->n - 1];
     if (!f->value.p)
         f->value = (struct mg_slice){f->name.p + f->name.len, 0};
@@ -657,62 +649,80 @@ static int on_req_headers_complete(llhttp_t *p)
     x->http_minor = p->http_minor;
     x->req_keepalive = llhttp_should_keep_alive(p);
     x->req_chunked = (p->flags & F_CHUNKED) != 0;
-    x->req_content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+    x->req_has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    x->req_content_length = x->req_has_length ? p->content_length : 0;
     x->req_upgrade = p->upgrade && p->method != HTTP_CONNECT;
     return 0;
 }
 
-static int on_req_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct mg_conn *c = conn_of(p);
-    struct mg_exchange *x = &c->x;
-    x->req_body_bytes += len;
-    if (x->req_body_bytes > c->x.rt->cfg->client.max_body_size) {
-        x->error = MG_ERR_BODY_TOO_LARGE;
-        return HPE_USER;
-    }
-    if (x->req_chunked && !mg_chunk_data(&x->req_chunk, at, len, x->req_parse_end))
-        return HPE_USER;
-    if (x->state == MG_X_BUFFER)
-        return mg_px_idem_body(c, at, len) < 0 ? HPE_USER : 0;
-    if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
-        x->body_copy_ok = mg_px_append(&x->arena, &x->body_copy, &x->body_copy_len,
-                                       &x->body_copy_cap, at, len, MG_RETRY_BODY_MAX) == 0;
-    if (x->req_chunked) {
-        chunk_to(c, true, at, len, NULL);
-    } else {
-        to_upstream(c, at, len, true);
-    }
-    return 0;
-}
-
-static int on_req_chunk_header(llhttp_t *p)
-{
-    conn_of(p)->x.req_chunk.left = p->content_length;
-    return 0;
-}
-
-static int on_req_message_complete(llhttp_t *p)
-{
-    struct mg_conn *c = conn_of(p);
-    struct mg_exchange *x = &c->x;
-    if (x->state >= MG_X_FORWARD && x->req_chunked)
-        to_upstream(c, "0\r\n\r\n", 5, false);
-    x->req_done = true;
-    /* Pipelined requests wait in the buffer until this exchange ends. */
-    return HPE_PAUSED;
-}
-
+/* llhttp parses request heads only: the body is the gateway's own to decode
+ * (http/body.h), so no body or message-complete callbacks. */
 static const llhttp_settings_t request_settings = {
     .on_url = on_req_url,
     .on_header_field = on_field,
     .on_header_value = on_value,
     .on_header_value_complete = on_value_complete,
     .on_headers_complete = on_req_headers_complete,
-    .on_body = on_req_body,
-    .on_chunk_header = on_req_chunk_header,
-    .on_message_complete = on_req_message_complete,
 };
+
+/* A piece of the request body, decoded: into the idempotency buffer, or on to
+ * the upstream (re-chunked when the client chunked it), and kept for a retry
+ * while small. Returns -1 when it cannot be taken (x->error says why). */
+static int request_body_data(struct mg_conn *c, struct mg_slice d)
+{
+    struct mg_exchange *x = &c->x;
+    x->req_body_bytes += d.len;
+    if (x->state == MG_X_BUFFER)
+        return mg_px_idem_body(c, d.p, d.len);
+    if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
+        x->body_copy_ok = mg_px_append(&x->arena, &x->body_copy, &x->body_copy_len,
+                                       &x->body_copy_cap, d.p, d.len, MG_RETRY_BODY_MAX) == 0;
+    if (x->req_chunked)
+        chunk_to(c, true, d.p, d.len, NULL);
+    else
+        to_upstream(c, d.p, d.len, true);
+    return 0;
+}
+
+/* The request message ended: pipelined requests wait in the buffer until this
+ * exchange ends. */
+static void request_body_done(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (x->state >= MG_X_FORWARD && x->req_chunked)
+        to_upstream(c, "0\r\n\r\n", 5, false);
+    x->req_done = true;
+    mg_deadline_set(&c->timer, 0);
+}
+
+/* Decides how the request body is delimited (RFC 9112 section 6.3) and sets up
+ * its decoder. The framing fields are never forwarded: build_upstream_head
+ * writes its own from what the decoder will deliver. */
+static enum mg_error request_framing(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    uint64_t limit = x->rt->cfg->client.max_body_size;
+    switch (mg_headers_framing(&x->req_hdrs)) {
+    case MG_FRAMING_BAD:
+        return MG_ERR_BAD_REQUEST;
+    case MG_FRAMING_UNSUPPORTED:
+        return MG_ERR_NOT_IMPLEMENTED; /* as nginx: codings other than chunked */
+    case MG_FRAMING_CHUNKED:
+        x->req_chunked = true; /* llhttp agrees (F_CHUNKED); said here for clarity */
+        mg_body_init(&x->req_body, MG_BODY_CHUNKED, 0, limit);
+        break;
+    case MG_FRAMING_LENGTH:
+        if (x->req_content_length > limit)
+            return MG_ERR_BODY_TOO_LARGE;
+        mg_body_init(&x->req_body, MG_BODY_LENGTH, x->req_content_length, limit);
+        break;
+    default:
+        mg_body_init(&x->req_body, MG_BODY_NONE, 0, limit);
+        break;
+    }
+    x->req_done = mg_body_done(&x->req_body);
+    return MG_ERR_NONE;
+}
 
 /* Finds the headers the gateway acts on and applies the checks llhttp leaves to us. */
 static enum mg_error inspect_request(struct mg_conn *c)
@@ -762,14 +772,17 @@ static enum mg_error inspect_request(struct mg_conn *c)
         return MG_ERR_BAD_REQUEST; /* origin-form or absolute-form only */
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
+    if (!mg_http_path_safe(x->path))
+        return MG_ERR_BAD_REQUEST;
+    enum mg_error err = request_framing(c);
+    if (err)
+        return err;
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
     /* A field the client listed in Connection is gone, even one the gateway extends. */
     if (x->xff_idx >= 0 && (x->req_hdrs.v[x->xff_idx].flags & MG_HDR_HOP))
         x->xff_idx = -1;
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;
-    if (x->req_content_length > c->x.rt->cfg->client.max_body_size)
-        return MG_ERR_BODY_TOO_LARGE;
     return MG_ERR_NONE;
 }
 
@@ -781,14 +794,12 @@ static enum mg_error parse_request_head(struct mg_conn *c)
     c->parser.data = c;
     headers_init(&x->arena, &x->req_hdrs);
     llhttp_errno_t e = llhttp_execute(&c->parser, x->head, x->headlen);
-    if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
+    if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
         if (x->req_hdrs.n == MG_MAX_HEADERS)
             return MG_ERR_HEADER_TOO_LARGE;
         mg_debug("bad request head: %s", parser_reason(&c->parser));
         return MG_ERR_BAD_REQUEST;
     }
-    if (e == HPE_PAUSED)
-        llhttp_resume(&c->parser);
     return inspect_request(c);
 }
 
@@ -923,8 +934,13 @@ static void build_upstream_head(struct mg_conn *c)
     PUT(o, x->request_id, strlen(x->request_id));
     PUT_LIT(o, "\r\nVia: 1.1 moongate\r\n");
     o = put_edits(o, edits);
-    if (x->req_chunked)
+    if (x->req_chunked) {
         PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    } else if (x->req_has_length) {
+        PUT_LIT(o, "Content-Length: ");
+        o += mg_px_put_dec(o, x->req_content_length);
+        PUT_LIT(o, "\r\n");
+    }
     if (x->req_upgrade) {
         int up = mg_headers_find(&x->req_hdrs, MG_SLICE_LIT("upgrade"));
         struct mg_slice proto = hdr_value(&x->req_hdrs, up);
@@ -1255,12 +1271,11 @@ static void reset_response(struct mg_exchange *x)
     x->resp_head = NULL;
     x->resp_headlen = x->resp_headcap = 0;
     x->resp_head_done = false;
-    x->resp_fields_done = false;
     x->reason = (struct mg_slice){NULL, 0};
     x->resp_hdrs = (struct mg_headers){NULL, 0, 0};
     x->status = 0;
-    x->retry_status = 0;
-    x->resp_chunk = (struct mg_chunk_check){0, 0};
+    x->resp_body = (struct mg_body){0};
+    x->resp_chunk_out = false;
     x->up_timer = MG_UPT_NONE;
 }
 
@@ -1269,8 +1284,6 @@ static void start_forwarding(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     struct mg_upconn *u = x->up;
-    llhttp_init(&u->parser, HTTP_RESPONSE, &response_settings);
-    u->parser.data = c;
     mg_headscan_init(&u->scan, MG_MAX_RESPONSE_HEAD);
     u->start = u->end = 0;
     u->requests++;
@@ -1315,18 +1328,22 @@ static bool has_field(const struct mg_headers *h, const char *name, size_t len)
     return mg_headers_find(h, (struct mg_slice){name, len}) >= 0;
 }
 
-/* Writes the client's response head; decides the body framing towards the client. */
-static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
+/* Writes the client's response head. The body framing towards the client is
+ * the gateway's own, from how the upstream's body is delimited (x->resp_body):
+ * a length is passed on as a length, anything else is chunked (or, for an
+ * HTTP/1.0 client, delimited by the close). */
+static void send_response_head(struct mg_conn *c, bool switching)
 {
     struct mg_exchange *x = &c->x;
-    bool body_allowed = x->method != HTTP_HEAD && x->status != 204 && x->status != 304;
-    bool has_length = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED);
-    if (body_allowed && !has_length && !switching) {
+    enum mg_body_kind kind = (enum mg_body_kind)x->resp_body.kind;
+    if (kind == MG_BODY_CHUNKED || kind == MG_BODY_CLOSE) {
         if (x->http_minor >= 1)
             x->resp_chunk_out = true;
         else
             x->close_after = true; /* HTTP/1.0: the close delimits the body */
     }
+    /* HEAD and 304 answers keep the length of the body they stand for. */
+    bool send_length = !x->resp_chunk_out && !switching && x->resp_has_length && x->status != 204;
     if (!x->req_keepalive || c->w->draining || (x->req_upgrade && !switching))
         x->close_after = true;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
@@ -1357,6 +1374,10 @@ static void send_response_head(struct mg_conn *c, llhttp_t *p, bool switching)
         PUT_LIT(o, "\r\n");
     } else if (x->resp_chunk_out) {
         PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    } else if (send_length) {
+        PUT_LIT(o, "Content-Length: ");
+        o += mg_px_put_dec(o, x->resp_length);
+        PUT_LIT(o, "\r\n");
     }
     if (!switching && x->close_after)
         PUT_LIT(o, "Connection: close\r\n");
@@ -1388,87 +1409,19 @@ static int run_response_phase(struct mg_conn *c)
     return mg_lua_run(x->rt->lua, x->route->index, MG_LUA_RESPONSE, l) == MG_LUA_ERROR ? -1 : 0;
 }
 
+/* llhttp parses response heads only; decisions are taken after it returns. */
 static int on_resp_headers_complete(llhttp_t *p)
 {
-    struct mg_conn *c = conn_of(p);
-    struct mg_exchange *x = &c->x;
-    x->status = p->status_code;
-    x->resp_fields_done = true;
-    if (x->status >= 100 && x->status < 200 && x->status != 101)
-        return 1; /* interim: dropped, and never has a body (RFC 9110 section 15.2),
-                     whatever framing it claims (tests/fuzz: a 103 with Content-Length
-                     carried a whole forged response); its message_complete restarts
-                     the head */
-    const struct mg_upstream_conf *uc = x->route->upstream;
-    mg_target_observe_latency(x->target->stats, uv_hrtime() - x->attempt_start_ns,
-                              uv_now(&c->w->loop));
-    if (mg_retry_should_retry_status(&uc->retry, x->status) && may_retry(c, 0, true)) {
-        report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
-                       status_outcome(uc, x->status));
-        mg_metrics_retry(metrics_of(c), (unsigned)c->w->id, uc->index);
-        mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
-                x->target->conf->address.text, x->attempts, x->request_id);
-        x->retry_status = x->status;
-        return 1;
-    }
-    report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
-                   status_outcome(uc, x->status));
-    if (lua_active(x, MG_LUA_RESPONSE) && run_response_phase(c) != 0) {
-        x->plugin_failed = true;
+    struct mg_exchange *x = &conn_of(p)->x;
+    if (p->http_major != 1)
         return -1;
-    }
-    mg_headers_mark_hop_by_hop(&x->resp_hdrs);
-    bool switching = x->status == 101 && x->req_upgrade && p->upgrade;
-    if (x->status == 101 && !switching)
-        return -1; /* 101 without an Upgrade request is a broken upstream */
-    send_response_head(c, p, switching);
-    if (switching)
-        return 2;
-    mg_px_idem_response_head(c);
-    /* No body, whatever Content-Length says (RFC 9110 sections 6.4.1, 15.3.5, 15.4.5). */
-    return x->method == HTTP_HEAD || x->status == 204 || x->status == 304 ? 1 : 0;
-}
-
-static int on_resp_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct mg_conn *c = conn_of(p);
-    if ((p->flags & F_CHUNKED) && !mg_chunk_data(&c->x.resp_chunk, at, len, c->x.resp_parse_end))
-        return HPE_USER;
-    mg_px_idem_response_body(c, at, len);
-    if (c->x.resp_chunk_out)
-        chunk_to(c, false, at, len, c->x.up);
-    else
-        to_client(c, at, len, c->x.up);
+    x->status = p->status_code;
+    x->resp_upgrade = p->upgrade;
+    x->resp_has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    x->resp_length = x->resp_has_length ? p->content_length : 0;
+    x->resp_keepalive = p->http_minor >= 1 ? !(p->flags & F_CONNECTION_CLOSE)
+                                           : (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
     return 0;
-}
-
-static int on_resp_chunk_header(llhttp_t *p)
-{
-    conn_of(p)->x.resp_chunk.left = p->content_length;
-    return 0;
-}
-
-static int on_resp_message_complete(llhttp_t *p)
-{
-    struct mg_conn *c = conn_of(p);
-    struct mg_exchange *x = &c->x;
-    if (x->status >= 100 && x->status < 200 && x->status != 101) {
-        /* Interim response (e.g. 103): parse the next head from scratch. */
-        x->resp_head_done = false;
-        x->resp_fields_done = false;
-        x->resp_headlen = 0;
-        x->reason = (struct mg_slice){NULL, 0};
-        headers_init(&x->arena, &x->resp_hdrs);
-        mg_headscan_init(&x->up->scan, MG_MAX_RESPONSE_HEAD);
-        return HPE_PAUSED;
-    }
-    if (x->status == 101 || x->retry_status)
-        return x->retry_status ? HPE_PAUSED : 0; /* tunnel follows / a retry does */
-    if (x->resp_chunk_out)
-        to_client(c, "0\r\n\r\n", 5, NULL);
-    x->resp_done = true;
-    x->up_reusable = llhttp_should_keep_alive(p);
-    return HPE_PAUSED;
 }
 
 static const llhttp_settings_t response_settings = {
@@ -1477,69 +1430,182 @@ static const llhttp_settings_t response_settings = {
     .on_header_value = on_value,
     .on_header_value_complete = on_value_complete,
     .on_headers_complete = on_resp_headers_complete,
-    .on_body = on_resp_body,
-    .on_chunk_header = on_resp_chunk_header,
-    .on_message_complete = on_resp_message_complete,
 };
 
-/* Parses what the upstream sent. Returns 0, or -1 after failing the exchange. */
+/* Forgets the head just read so the next one is parsed from scratch (after an
+ * interim response, or for a new try). */
+static void next_response_head(struct mg_exchange *x, struct mg_upconn *u)
+{
+    x->resp_head_done = false;
+    x->resp_headlen = 0;
+    x->reason = (struct mg_slice){NULL, 0};
+    mg_headscan_init(&u->scan, MG_MAX_RESPONSE_HEAD);
+}
+
+/* How the final response's body is delimited (RFC 9112 section 6.3), or false
+ * when its framing fields are ambiguous or name a coding the gateway does not
+ * decode (as nginx: 502, never a body passed on with its coding dropped). */
+static bool response_body_kind(struct mg_exchange *x, enum mg_body_kind *kind)
+{
+    enum mg_framing fr = mg_headers_framing(&x->resp_hdrs);
+    if (fr == MG_FRAMING_BAD || fr == MG_FRAMING_UNSUPPORTED)
+        return false;
+    if (x->method == HTTP_HEAD || x->status == 204 || x->status == 304 || x->status == 101)
+        *kind = MG_BODY_NONE; /* whatever the fields say (RFC 9110 6.4.1, 15.3.5, 15.4.5) */
+    else if (fr == MG_FRAMING_CHUNKED)
+        *kind = MG_BODY_CHUNKED;
+    else if (fr == MG_FRAMING_LENGTH)
+        *kind = MG_BODY_LENGTH;
+    else
+        *kind = MG_BODY_CLOSE;
+    return true;
+}
+
+/* A final response head is parsed: retry on its status, run the response
+ * phase, send the head on. MG_NEXT: the body follows (or a tunnel); -1: the
+ * try or the exchange ended (a retry waits, or it failed). */
+static int response_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    enum mg_body_kind kind;
+    if (!response_body_kind(x, &kind)) {
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        "invalid response framing");
+        return -1;
+    }
+    mg_target_observe_latency(x->target->stats, uv_hrtime() - x->attempt_start_ns,
+                              uv_now(&c->w->loop));
+    if (mg_retry_should_retry_status(&uc->retry, x->status) && may_retry(c, 0, true)) {
+        report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
+                       status_outcome(uc, x->status));
+        mg_metrics_retry(metrics_of(c), (unsigned)c->w->id, uc->index);
+        mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
+                x->target->conf->address.text, x->attempts, x->request_id);
+        /* Swallowed with its body unread: the connection cannot be reused. */
+        detach_upstream(c, false);
+        start_backoff(c);
+        return -1;
+    }
+    report_attempt(c, mg_breaker_is_failure_status(&uc->breaker, x->status),
+                   status_outcome(uc, x->status));
+    bool switching = x->status == 101 && x->req_upgrade && x->resp_upgrade;
+    if (x->status == 101 && (!switching || !x->req_done)) {
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        "101 without an upgrade request, or before its body ended");
+        return -1;
+    }
+    if (lua_active(x, MG_LUA_RESPONSE) && run_response_phase(c) != 0) {
+        fail(c, MG_ERR_PLUGIN_ERROR, "response phase");
+        return -1;
+    }
+    mg_headers_mark_hop_by_hop(&x->resp_hdrs);
+    mg_body_init(&x->resp_body, kind, x->resp_length, UINT64_MAX);
+    send_response_head(c, switching);
+    if (switching) {
+        x->state = MG_X_TUNNEL; /* bytes that came with the 101 stay in u->buf */
+        return MG_NEXT;
+    }
+    mg_px_idem_response_head(c);
+    return MG_NEXT;
+}
+
+/* Scans and copies the response head; once whole, parses it and acts on it.
+ * MG_AGAIN: more bytes needed; MG_NEXT: handled; -1: the try or exchange ended. */
+static int read_response_head(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upconn *u = x->up;
+    size_t used = 0;
+    enum mg_headscan_result r =
+        mg_headscan_feed(&u->scan, u->buf + u->start, u->end - u->start, &used);
+    if (r >= MG_HEADSCAN_BARE_CR) {
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        mg_headscan_result_text(r));
+        return -1;
+    }
+    mg_px_append(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, u->buf + u->start,
+                 used, MG_MAX_RESPONSE_HEAD + 4);
+    u->start += used;
+    if (r == MG_HEADSCAN_MORE)
+        return MG_AGAIN;
+    x->resp_head_done = true;
+    headers_init(&x->arena, &x->resp_hdrs);
+    llhttp_init(&u->parser, HTTP_RESPONSE, &response_settings);
+    u->parser.data = c;
+    llhttp_errno_t e = llhttp_execute(&u->parser, x->resp_head, x->resp_headlen);
+    if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        parser_reason(&u->parser));
+        return -1;
+    }
+    if (x->status >= 100 && x->status < 200 && x->status != 101) {
+        /* Interim (e.g. 103): dropped, and never has a body (RFC 9110 section
+         * 15.2) whatever framing it claims (tests/fuzz: a 103 with
+         * Content-Length carried a whole forged response). */
+        next_response_head(x, u);
+        return MG_NEXT;
+    }
+    return response_head(c);
+}
+
+/* The response message ended. Extra bytes after it (an upstream answering
+ * more than it was asked) make its connection unusable. */
+static void response_done(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (x->resp_chunk_out)
+        to_client(c, "0\r\n\r\n", 5, NULL);
+    x->resp_done = true;
+    x->up_reusable =
+        x->resp_keepalive && x->resp_body.kind != MG_BODY_CLOSE && x->up->start == x->up->end;
+}
+
+/* Decodes response body bytes and queues them for the client, pointing into the
+ * upstream's read buffer. MG_AGAIN: more needed; MG_NEXT: progress; -1: failed. */
+static int response_body(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    struct mg_upconn *u = x->up;
+    size_t used;
+    struct mg_slice d;
+    enum mg_body_result r =
+        mg_body_feed(&x->resp_body, u->buf + u->start, u->end - u->start, &used, &d);
+    u->start += used;
+    switch (r) {
+    case MG_BODY_DATA:
+        mg_px_idem_response_body(c, d.p, d.len);
+        if (x->resp_chunk_out)
+            chunk_to(c, false, d.p, d.len, u);
+        else
+            to_client(c, d.p, d.len, u);
+        return MG_NEXT;
+    case MG_BODY_DONE:
+        response_done(c);
+        return MG_NEXT;
+    case MG_BODY_MORE:
+        return MG_AGAIN;
+    default:
+        upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                        mg_body_error(&x->resp_body));
+        return -1;
+    }
+}
+
+/* Parses what the upstream sent. Returns 0, or -1 when the try or the exchange
+ * ended (a retry waits, or it failed). */
 static int parse_response(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     struct mg_upconn *u = x->up;
-    while (u->start < u->end && !x->resp_done && x->state == MG_X_FORWARD) {
-        const char *data = u->buf + u->start;
-        size_t avail = u->end - u->start;
-        if (!x->resp_head_done) {
-            size_t used = 0;
-            enum mg_headscan_result r = mg_headscan_feed(&u->scan, data, avail, &used);
-            if (r >= MG_HEADSCAN_BARE_CR) {
-                upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
-                                mg_headscan_result_text(r));
-                return -1;
-            }
-            mg_px_append(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap, data, used,
-                         MG_MAX_RESPONSE_HEAD + 4);
-            u->start += used;
-            if (r == MG_HEADSCAN_MORE)
-                return 0;
-            x->resp_head_done = true;
-            if (x->resp_hdrs.cap == 0)
-                headers_init(&x->arena, &x->resp_hdrs);
-            data = x->resp_head;
-            avail = x->resp_headlen;
-        }
-        x->resp_parse_end = data + avail;
-        llhttp_errno_t e = mg_chunk_crlf_ok(&x->resp_chunk, data, x->resp_parse_end)
-                               ? llhttp_execute(&u->parser, data, avail)
-                               : HPE_INVALID_CHUNK_SIZE;
-        if (data != x->resp_head)
-            u->start += e == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&u->parser) - data) : avail;
-        if (e == HPE_PAUSED) {
-            llhttp_resume(&u->parser);
-            if (!x->resp_done && !x->resp_head_done) {
-                /* Interim response consumed: a new response head follows. */
-                llhttp_init(&u->parser, HTTP_RESPONSE, &response_settings);
-                u->parser.data = c;
-            }
-        } else if (e == HPE_PAUSED_UPGRADE) {
-            /* Bytes that came with the 101 stay in u->buf for the tunnel. */
-            x->state = MG_X_TUNNEL;
-            return 0;
-        } else if (e != HPE_OK && x->plugin_failed) {
-            fail(c, MG_ERR_PLUGIN_ERROR, "response phase");
-            return -1;
-        } else if (e != HPE_OK) {
-            upstream_failed(c, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
-                            parser_reason(&u->parser));
-            return -1;
-        }
-        if (x->retry_status) {
-            /* A retryable status, swallowed: its connection cannot be reused. */
-            detach_upstream(c, false);
-            start_backoff(c);
-            return -1;
-        }
+    while (!x->resp_done && x->state == MG_X_FORWARD) {
+        int rc;
+        if (!x->resp_head_done)
+            rc = u->start < u->end ? read_response_head(c) : MG_AGAIN;
+        else
+            rc = response_body(c);
+        if (rc != MG_NEXT)
+            return rc < 0 ? -1 : 0;
     }
     return 0;
 }
@@ -1818,35 +1884,36 @@ static void on_wait_timer(uv_timer_t *t)
     advance(c);
 }
 
-/* Streams request body bytes that arrived from the client to the upstream. */
+/* Decodes request body bytes that arrived from the client and passes them on
+ * (to the upstream, or into the idempotency buffer). */
 static void forward_request_body(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
-    const char *data = c->buf + c->start;
-    size_t avail = c->end - c->start;
-    x->req_parse_end = data + avail;
-    llhttp_errno_t e = mg_chunk_crlf_ok(&x->req_chunk, data, x->req_parse_end)
-                           ? llhttp_execute(&c->parser, data, avail)
-                           : HPE_INVALID_CHUNK_SIZE;
-    if (e == HPE_PAUSED) {
-        c->start += (size_t)(llhttp_get_error_pos(&c->parser) - data);
-        llhttp_resume(&c->parser);
-    } else if (e == HPE_OK || e == HPE_PAUSED_UPGRADE) {
-        c->start += avail;
-    } else {
-        fail(c, x->error == MG_ERR_BODY_TOO_LARGE ? MG_ERR_BODY_TOO_LARGE : MG_ERR_BAD_REQUEST,
-             parser_reason(&c->parser));
+    for (;;) {
+        size_t used;
+        struct mg_slice d;
+        enum mg_body_result r =
+            mg_body_feed(&x->req_body, c->buf + c->start, c->end - c->start, &used, &d);
+        c->start += used;
+        if (r == MG_BODY_DATA && request_body_data(c, d) == 0)
+            continue;
+        if (r == MG_BODY_DONE)
+            request_body_done(c);
+        if (r == MG_BODY_DONE || r == MG_BODY_MORE)
+            return;
+        if (r == MG_BODY_TOO_LARGE)
+            x->error = MG_ERR_BODY_TOO_LARGE;
         x->close_after = true;
+        fail(c, x->error == MG_ERR_BODY_TOO_LARGE ? MG_ERR_BODY_TOO_LARGE : MG_ERR_BAD_REQUEST,
+             r == MG_BODY_DATA ? "request body refused" : mg_body_error(&x->req_body));
         return;
     }
-    if (x->req_done)
-        mg_deadline_set(&c->timer, 0);
 }
 
 static int step_forward(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
-    if (!x->req_done && c->start < c->end && !x->req_upgrade) {
+    if (!x->req_done && c->start < c->end) {
         forward_request_body(c);
         if (x->state != MG_X_FORWARD)
             return MG_NEXT;
@@ -2225,9 +2292,11 @@ void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
             advance(c);
             return;
         }
-        llhttp_errno_t fin = x->resp_head_done ? llhttp_finish(&u->parser) : HPE_INVALID_EOF_STATE;
-        if ((fin == HPE_OK || fin == HPE_PAUSED) && x->resp_done) {
-            x->up_reusable = false; /* close-delimited body: ended by the close */
+        if (x->state == MG_X_FORWARD && x->resp_head_done && !x->resp_done && u->start == u->end &&
+            mg_body_eof(&x->resp_body))
+            response_done(c); /* a close-delimited body, ended by the close */
+        if (x->resp_done) {
+            x->up_reusable = false;
             advance(c);
             return;
         }

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "config/parse.h"
+#include "http/message.h"
 
 #define MAX_WORKERS 1024
 
@@ -24,18 +25,12 @@ _Static_assert(sizeof(enum mg_idem_on_error) == sizeof(int), "MG_K_ENUM stores a
 
 /* ---- validators and custom parsers ---- */
 
-static bool is_tchar(int c)
-{
-    /* RFC 9110 section 5.6.2 token characters */
-    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 static bool is_token(const char *s)
 {
     if (*s == '\0')
         return false;
     for (; *s; s++) {
-        if (!is_tchar((unsigned char)*s))
+        if (!mg_http_tchar[(unsigned char)*s])
             return false;
     }
     return true;

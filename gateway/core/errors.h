@@ -22,7 +22,8 @@
     XX(IDEMPOTENCY_MISMATCH, 422, "idempotency_mismatch")                                          \
     XX(IDEMPOTENCY_STORE_UNAVAILABLE, 503, "idempotency_store_unavailable")                        \
     XX(IDEMPOTENCY_REPLAY_UNAVAILABLE, 409, "idempotency_replay_unavailable")                      \
-    XX(PLUGIN_ERROR, 500, "plugin_error")
+    XX(PLUGIN_ERROR, 500, "plugin_error")                                                          \
+    XX(NOT_IMPLEMENTED, 501, "not_implemented")
 
 enum mg_error {
     MG_ERR_NONE = 0,

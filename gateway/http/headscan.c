@@ -35,6 +35,8 @@ const char *mg_headscan_result_text(enum mg_headscan_result r)
         return "obsolete line folding";
     case MG_HEADSCAN_SPACE_BEFORE_COLON:
         return "whitespace between field name and colon";
+    case MG_HEADSCAN_EMPTY_NAME:
+        return "empty field name";
     case MG_HEADSCAN_TOO_LARGE:
         return "message head too large";
     default:
@@ -101,7 +103,11 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
                 r = MG_HEADSCAN_OBS_FOLD;
                 goto out;
             }
-            s->state = c == ':' ? ST_VALUE : ST_NAME;
+            if (c == ':') {
+                r = MG_HEADSCAN_EMPTY_NAME;
+                goto out;
+            }
+            s->state = ST_NAME;
             i++;
             continue;
         case ST_NAME:

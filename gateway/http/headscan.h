@@ -5,7 +5,8 @@
  * the exchange's arena and parsed in one piece, and it rejects what Debian's
  * llhttp 8.1.0 accepts in strict mode but RFC 9112 forbids (DESIGN.md section 4):
  * a bare CR anywhere in the head, obs-fold (a line starting with SP/HTAB) and
- * whitespace between a field name and its colon. Bare LF line ends, which
+ * whitespace between a field name and its colon, and a field line with an empty
+ * name (": x", which llhttp 8.1.0 passes on as a field). Bare LF line ends, which
  * RFC 9112 lets a recipient accept, are refused too: strictness closes smuggling gaps. It also enforces the head size
  * limit. State survives across reads, so the head may arrive in any pieces.
  */
@@ -22,6 +23,7 @@ enum mg_headscan_result {
     MG_HEADSCAN_BARE_LF,
     MG_HEADSCAN_OBS_FOLD,
     MG_HEADSCAN_SPACE_BEFORE_COLON,
+    MG_HEADSCAN_EMPTY_NAME,
     MG_HEADSCAN_TOO_LARGE,
 };
 

@@ -52,19 +52,35 @@ bool mg_token_list_has(struct mg_slice value, struct mg_slice token)
     return false;
 }
 
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+/* RFC 9110 section 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
+ * "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA. */
+#define T4(a, b, c, d) a, b, c, d
+const bool mg_http_tchar[256] = {
+    /* 0x00-0x1f: CTLs */
+    T4(0, 0, 0, 0), T4(0, 0, 0, 0), T4(0, 0, 0, 0), T4(0, 0, 0, 0), T4(0, 0, 0, 0), T4(0, 0, 0, 0),
+    T4(0, 0, 0, 0), T4(0, 0, 0, 0),
+    /* SP ! " # $ % & ' ( ) * + , - . / */
+    T4(0, 1, 0, 1), T4(1, 1, 1, 1), T4(0, 0, 1, 1), T4(0, 1, 1, 0),
+    /* 0-9 : ; < = > ? */
+    T4(1, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 0, 0), T4(0, 0, 0, 0),
+    /* @ A-O */
+    T4(0, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 1, 1),
+    /* P-Z [ \ ] ^ _ */
+    T4(1, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 1, 0), T4(0, 0, 1, 1),
+    /* ` a-o */
+    T4(1, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 1, 1),
+    /* p-z { | } ~ DEL */
+    T4(1, 1, 1, 1), T4(1, 1, 1, 1), T4(1, 1, 1, 0), T4(1, 0, 1, 0),
+    /* 0x80-0xff: not in tokens */
+};
+#undef T4
 
 bool mg_field_name_valid(struct mg_slice name)
 {
     if (name.len == 0)
         return false;
     for (size_t i = 0; i < name.len; i++)
-        if (!is_tchar((unsigned char)name.p[i]))
+        if (!mg_http_tchar[(unsigned char)name.p[i]])
             return false;
     return true;
 }
@@ -104,16 +120,27 @@ static bool names_other_fields(struct mg_slice list)
             i++;
         struct mg_slice tok = {list.p + start, i - start};
         if (tok.len && !mg_slice_ieq(tok, MG_SLICE_LIT("keep-alive")) &&
-            !mg_slice_ieq(tok, MG_SLICE_LIT("close")) && !mg_slice_ieq(tok, MG_SLICE_LIT("upgrade")))
+            !mg_slice_ieq(tok, MG_SLICE_LIT("close")) &&
+            !mg_slice_ieq(tok, MG_SLICE_LIT("upgrade")))
             return true;
     }
     return false;
 }
 
+/* Fields that framing or routing needs are never removed because Connection
+ * names them: "Connection: Content-Length" would otherwise strip the length while
+ * the body still follows (a request smuggled inside the body), and
+ * "Connection: Host" would strip the name the route was chosen by. */
+static bool nominable(struct mg_slice name)
+{
+    return !mg_slice_ieq(name, MG_SLICE_LIT("host")) &&
+           !mg_slice_ieq(name, MG_SLICE_LIT("content-length"));
+}
+
 static void mark_named_by(struct mg_headers *h, struct mg_slice list)
 {
     for (uint32_t i = 0; i < h->n; i++)
-        if (mg_token_list_has(list, h->v[i].name))
+        if (mg_token_list_has(list, h->v[i].name) && nominable(h->v[i].name))
             h->v[i].flags |= MG_HDR_HOP;
 }
 
@@ -127,4 +154,51 @@ void mg_headers_mark_hop_by_hop(struct mg_headers *h)
         if (mg_slice_ieq(h->v[i].name, connection) && names_other_fields(h->v[i].value))
             mark_named_by(h, h->v[i].value);
     }
+}
+
+/* One Transfer-Encoding value's codings, in order, into the running verdict. */
+static void read_codings(struct mg_slice v, bool *bad, bool *chunked, bool *chunked_last,
+                         bool *other)
+{
+    size_t i = 0;
+    do {
+        while (i < v.len && is_ows(v.p[i]))
+            i++;
+        size_t start = i;
+        while (i < v.len && v.p[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && is_ows(v.p[end - 1]))
+            end--;
+        struct mg_slice coding = {v.p + start, end - start};
+        if (coding.len == 0 || (*chunked && *chunked_last)) {
+            *bad = true; /* an empty coding, or anything after chunked */
+        } else if (mg_slice_ieq(coding, MG_SLICE_LIT("chunked"))) {
+            *chunked = *chunked_last = true;
+        } else {
+            *other = true;
+            *chunked_last = false;
+        }
+    } while (i++ < v.len);
+}
+
+enum mg_framing mg_headers_framing(struct mg_headers *h)
+{
+    bool length = false, te = false, bad = false, chunked = false, last = false, other = false;
+    for (uint32_t i = 0; i < h->n; i++) {
+        struct mg_header *f = &h->v[i];
+        if (f->name.len == 14 && mg_slice_ieq(f->name, MG_SLICE_LIT("content-length"))) {
+            length = true;
+            f->flags |= MG_HDR_HOP;
+        } else if (f->name.len == 17 && mg_slice_ieq(f->name, MG_SLICE_LIT("transfer-encoding"))) {
+            te = true;
+            f->flags |= MG_HDR_HOP;
+            read_codings(f->value, &bad, &chunked, &last, &other);
+        }
+    }
+    if (!te)
+        return length ? MG_FRAMING_LENGTH : MG_FRAMING_NONE;
+    if (bad || length || !last)
+        return MG_FRAMING_BAD;
+    return other ? MG_FRAMING_UNSUPPORTED : MG_FRAMING_CHUNKED;
 }

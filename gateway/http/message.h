@@ -18,18 +18,21 @@ struct mg_slice {
 #define MG_SLICE_LIT(s) ((struct mg_slice){(s), sizeof(s) - 1})
 
 enum {
-    MG_HDR_HOP = 1u << 0,      /* hop-by-hop: not forwarded */
+    MG_HDR_HOP = 1u << 0, /* hop-by-hop: not forwarded */
 };
 
 struct mg_header {
     struct mg_slice name, value;
-    unsigned flags;            /* MG_HDR_* */
+    unsigned flags; /* MG_HDR_* */
 };
 
 struct mg_headers {
-    struct mg_header *v;       /* arena-allocated, capacity `cap` */
+    struct mg_header *v; /* arena-allocated, capacity `cap` */
     uint32_t n, cap;
 };
+
+/* RFC 9110 token characters, indexed by byte. */
+extern const bool mg_http_tchar[256];
 
 bool mg_slice_ieq(struct mg_slice a, struct mg_slice b);
 /* Index of the first field named `name` (case-insensitive), or -1. */
@@ -43,5 +46,20 @@ bool mg_field_name_valid(struct mg_slice name);
  * only, before the gateway adds anything, so a client cannot strip headers the
  * gateway itself sets (DESIGN.md section 4). */
 void mg_headers_mark_hop_by_hop(struct mg_headers *h);
+
+/* What a message's framing fields say (RFC 9112 section 6). */
+enum mg_framing {
+    MG_FRAMING_NONE,        /* neither Content-Length nor Transfer-Encoding */
+    MG_FRAMING_LENGTH,      /* Content-Length (its value is llhttp's to check) */
+    MG_FRAMING_CHUNKED,     /* Transfer-Encoding: chunked, and no other coding */
+    MG_FRAMING_BAD,         /* ambiguous: Content-Length with Transfer-Encoding, an
+                               empty coding, chunked not last or more than once */
+    MG_FRAMING_UNSUPPORTED, /* chunked last, after another coding (gzip, chunked) */
+};
+
+/* Reads every Content-Length and Transfer-Encoding field (all lines, in order)
+ * and marks them MG_HDR_HOP: framing fields are never copied from one hop to the
+ * next; the gateway writes its own from what it decoded. */
+enum mg_framing mg_headers_framing(struct mg_headers *h);
 
 #endif

@@ -9,9 +9,11 @@ bool mg_http_host_valid(struct mg_slice h)
 {
     static const bool allowed[256] = {
         ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true, ['-'] = true,
-        ['.'] = true, ['_'] = true, ['~'] = true, ['%'] = true, ['!'] = true, ['$'] = true,
-        ['&'] = true, ['\''] = true, ['('] = true, [')'] = true, ['*'] = true, ['+'] = true,
-        [','] = true, [';'] = true, ['='] = true, [':'] = true, ['['] = true, [']'] = true,
+        ['.'] = true,         ['_'] = true,         ['~'] = true,         ['%'] = true,
+        ['!'] = true,         ['$'] = true,         ['&'] = true,         ['\''] = true,
+        ['('] = true,         [')'] = true,         ['*'] = true,         ['+'] = true,
+        [','] = true,         [';'] = true,         ['='] = true,         [':'] = true,
+        ['['] = true,         [']'] = true,
     };
     for (size_t i = 0; i < h.len; i++)
         if (!allowed[(unsigned char)h.p[i]])
@@ -48,6 +50,44 @@ bool mg_http_request_id_valid(struct mg_slice v, size_t max)
     for (size_t i = 0; i < v.len; i++) {
         unsigned char ch = (unsigned char)v.p[i];
         if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+            return false;
+    }
+    return true;
+}
+
+/* Length of a '.' at p (literal, or "%2e"/"%2E"), or 0. */
+static size_t dot_at(const char *p, const char *end)
+{
+    if (p < end && *p == '.')
+        return 1;
+    if (end - p >= 3 && p[0] == '%' && p[1] == '2' && (p[2] == 'e' || p[2] == 'E'))
+        return 3;
+    return 0;
+}
+
+/* Is the segment [p, end) "." or ".." in any spelling? */
+static bool dot_segment(const char *p, const char *end)
+{
+    size_t a = dot_at(p, end);
+    if (a == 0)
+        return false;
+    if (p + a == end)
+        return true;
+    size_t b = dot_at(p + a, end);
+    return b && p + a + b == end;
+}
+
+bool mg_http_path_safe(struct mg_slice path)
+{
+    const char *p = path.p, *end = path.p + path.len;
+    while (p < end) {
+        const char *seg = ++p; /* past the '/' */
+        while (p < end && *p != '/') {
+            if (*p == '%' && end - p >= 3 && p[1] == '0' && p[2] == '0')
+                return false;
+            p++;
+        }
+        if (dot_segment(seg, p))
             return false;
     }
     return true;

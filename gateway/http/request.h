@@ -26,4 +26,12 @@ int mg_http_absolute_form(struct mg_slice *url, struct mg_slice *authority);
  * without quotes or backslashes (it is echoed into JSON and logs). */
 bool mg_http_request_id_valid(struct mg_slice id, size_t max);
 
+/* A path the router can match without ambiguity: no dot segment ("/./",
+ * "/../", a trailing "/." or "/..", also percent-encoded as "%2e") and no "%00".
+ * Upstreams and the router would otherwise disagree on what such a path names
+ * ("/public/../admin" matching the /public route), so the gateway refuses them
+ * (400) instead of normalising: what is routed is exactly what is forwarded.
+ * `path` starts with '/'. */
+bool mg_http_path_safe(struct mg_slice path);
+
 #endif

@@ -12,6 +12,7 @@
  * (ctx->arena), within per-request budgets; nothing here mallocs.
  */
 #include "lua/ctx.h"
+#include "http/message.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -96,20 +97,12 @@ static bool name_eq(const char *a, size_t alen, const char *b, size_t blen)
     return true;
 }
 
-/* RFC 9110 token characters. */
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 static int check_name(const char *name, size_t nlen)
 {
     if (!name || nlen == 0 || nlen > MG_LUA_HEADER_NAME_MAX)
         return MG_FFI_BAD_NAME;
     for (size_t i = 0; i < nlen; i++)
-        if (!is_tchar((unsigned char)name[i]))
+        if (!mg_http_tchar[(unsigned char)name[i]])
             return MG_FFI_BAD_NAME;
     static const char *const managed[] = {
         "content-length", "transfer-encoding", "connection",       "keep-alive", "te",

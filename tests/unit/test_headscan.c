@@ -81,6 +81,17 @@ static void rejects_space_before_colon(void **state)
                      MG_HEADSCAN_SPACE_BEFORE_COLON);
 }
 
+static void rejects_empty_field_names(void **state)
+{
+    size_t used;
+    assert_int_equal(scan_all("GET / HTTP/1.1\r\n: x\r\n\r\n", 1024, &used),
+                     MG_HEADSCAN_EMPTY_NAME);
+    assert_int_equal(scan_all("POST / HTTP/1.1\r\nContent-Length: 5\r\n"
+                              ": Transfer-Encoding: chunked\r\n\r\n",
+                              1024, &used),
+                     MG_HEADSCAN_EMPTY_NAME);
+}
+
 static void allows_spaces_in_start_line_and_values(void **state)
 {
     size_t used;
@@ -114,6 +125,7 @@ int main(void)
         cmocka_unit_test(rejects_bare_lf),
         cmocka_unit_test(rejects_obs_fold),
         cmocka_unit_test(rejects_space_before_colon),
+        cmocka_unit_test(rejects_empty_field_names),
         cmocka_unit_test(allows_spaces_in_start_line_and_values),
         cmocka_unit_test(tolerates_leading_empty_lines),
         cmocka_unit_test(enforces_size_limit),

@@ -73,6 +73,19 @@ static void request_ids_are_visible_ascii_without_quotes(void **state)
     assert_false(mg_http_request_id_valid(S("abcd"), 3));
 }
 
+static void paths_with_dot_segments_or_nul_are_unsafe(void **state)
+{
+    static const char *const ok[] = {"/",        "/a/b",   "/a..b/", "/.well-known/x", "/a/...",
+                                     "/%2e%2ea", "/a%2fb", "//a",    "/a/.b"};
+    static const char *const bad[] = {"/..",      "/../admin", "/a/./b",          "/a/.",
+                                      "/%2e%2e/", "/%2E./x",   "/.%2e",           "/a/%2e",
+                                      "/a%00b",   "/%00",      "/public/../admin"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        assert_true(mg_http_path_safe((struct mg_slice){ok[i], strlen(ok[i])}));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(mg_http_path_safe((struct mg_slice){bad[i], strlen(bad[i])}));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -83,6 +96,7 @@ int main(void)
         cmocka_unit_test(origin_form_is_left_alone),
         cmocka_unit_test(malformed_absolute_forms_are_rejected),
         cmocka_unit_test(request_ids_are_visible_ascii_without_quotes),
+        cmocka_unit_test(paths_with_dot_segments_or_nul_are_unsafe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

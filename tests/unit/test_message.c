@@ -48,6 +48,73 @@ static void marks_fixed_and_connection_named_fields(void **state)
     assert_int_equal(v[9].flags & MG_HDR_HOP, 0);
 }
 
+static void connection_never_removes_framing_or_routing_fields(void **state)
+{
+    struct mg_header v[] = {
+        {S("Host"), S("a"), 0},
+        {S("Content-Length"), S("5"), 0},
+        {S("Connection"), S("Content-Length, Host, X-Gone"), 0},
+        {S("X-Gone"), S("1"), 0},
+    };
+    struct mg_headers h = {v, 4, 4};
+    mg_headers_mark_hop_by_hop(&h);
+    assert_int_equal(v[0].flags & MG_HDR_HOP, 0);
+    assert_int_equal(v[1].flags & MG_HDR_HOP, 0);
+    assert_int_equal(v[3].flags & MG_HDR_HOP, MG_HDR_HOP);
+}
+
+static enum mg_framing framing_of(struct mg_header *v, uint32_t n)
+{
+    struct mg_headers h = {v, n, n};
+    enum mg_framing f = mg_headers_framing(&h);
+    for (uint32_t i = 0; i < n; i++)
+        if (mg_slice_ieq(v[i].name, S("content-length")) ||
+            mg_slice_ieq(v[i].name, S("transfer-encoding")))
+            assert_int_equal(v[i].flags & MG_HDR_HOP, MG_HDR_HOP); /* never copied */
+    return f;
+}
+
+#define TE(val)                                                                                    \
+    {                                                                                              \
+        S("Transfer-Encoding"), S(val), 0                                                          \
+    }
+#define CL(val)                                                                                    \
+    {                                                                                              \
+        S("Content-Length"), S(val), 0                                                             \
+    }
+
+static void framing_verdicts(void **state)
+{
+    struct mg_header none[] = {{S("Host"), S("a"), 0}};
+    assert_int_equal(framing_of(none, 1), MG_FRAMING_NONE);
+    struct mg_header cl[] = {CL("5")};
+    assert_int_equal(framing_of(cl, 1), MG_FRAMING_LENGTH);
+    struct mg_header te[] = {TE(" Chunked ")};
+    assert_int_equal(framing_of(te, 1), MG_FRAMING_CHUNKED);
+    struct mg_header both[] = {CL("5"), TE("chunked")};
+    assert_int_equal(framing_of(both, 2), MG_FRAMING_BAD);
+    struct mg_header empty_cl[] = {CL("5"), TE("")};
+    assert_int_equal(framing_of(empty_cl, 2), MG_FRAMING_BAD);
+    struct mg_header empty[] = {TE("")};
+    assert_int_equal(framing_of(empty, 1), MG_FRAMING_BAD);
+    struct mg_header trailing_comma[] = {TE("chunked,")};
+    assert_int_equal(framing_of(trailing_comma, 1), MG_FRAMING_BAD);
+    struct mg_header twice[] = {TE("chunked, chunked")};
+    assert_int_equal(framing_of(twice, 1), MG_FRAMING_BAD);
+    struct mg_header twice_lines[] = {TE("chunked"), TE("chunked")};
+    assert_int_equal(framing_of(twice_lines, 2), MG_FRAMING_BAD);
+    struct mg_header not_last[] = {TE("chunked, gzip")};
+    assert_int_equal(framing_of(not_last, 1), MG_FRAMING_BAD);
+    struct mg_header only_gzip[] = {TE("gzip")};
+    assert_int_equal(framing_of(only_gzip, 1), MG_FRAMING_BAD);
+    struct mg_header gzip_chunked[] = {TE("gzip, chunked")};
+    assert_int_equal(framing_of(gzip_chunked, 1), MG_FRAMING_UNSUPPORTED);
+    struct mg_header two_lines[] = {TE("gzip"), TE("chunked")};
+    assert_int_equal(framing_of(two_lines, 2), MG_FRAMING_UNSUPPORTED);
+    struct mg_header xchunked[] = {TE("xchunked")};
+    assert_int_equal(framing_of(xchunked, 1), MG_FRAMING_BAD);
+}
+
 static void find_is_case_insensitive(void **state)
 {
     struct mg_header v[] = {{S("Host"), S("a"), 0}, {S("X-Request-Id"), S("r"), 0}};
@@ -63,6 +130,8 @@ int main(void)
         cmocka_unit_test(field_names_must_be_tokens),
         cmocka_unit_test(marks_fixed_and_connection_named_fields),
         cmocka_unit_test(find_is_case_insensitive),
+        cmocka_unit_test(connection_never_removes_framing_or_routing_fields),
+        cmocka_unit_test(framing_verdicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
