@@ -20,6 +20,7 @@
 #include "http/message.h"
 #include "lua/vm.h"
 #include "proxy_idem.h"
+#include "resilience/registry-t.h"
 
 #define MG_MAX_HEADERS       100
 #define MG_MAX_RESPONSE_HEAD (64 * 1024)
@@ -147,8 +148,7 @@ struct mg_conn {
     struct mg_deadline timer;    /* keep-alive, header and body timeouts */
     struct mg_deadline deadline; /* the route's overall deadline */
     uv_timer_t wait;             /* bulkhead queue timeout, retry backoff */
-    struct mg_conn *wait_next;   /* in the upstream's per-worker bulkhead queue */
-    uint64_t wait_since;         /* when it joined that queue (ms) */
+    struct mg_waiter waiter;     /* in the upstream's bulkhead queue (state QUEUED) */
     struct mg_worker *w;
     struct mg_conn *next, *prev; /* worker's connection list */
     char *buf;                   /* read buffer (MG_BUF_SIZE) or NULL when idle */

@@ -18,6 +18,7 @@
 #include "proxy.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <llhttp.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
+#include "resilience/admission.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
 #include "resilience/retry.h"
@@ -69,6 +71,7 @@ static void upstream_failed(struct mg_conn *c, unsigned kind, bool reached, enum
 static void conn_close(struct mg_conn *c);
 static const llhttp_settings_t request_settings;
 static const llhttp_settings_t response_settings;
+static const struct mg_upconn_ops upstream_ops;
 static void response_done(struct mg_conn *c);
 
 /* ------------------------------------------------------------------ writes */
@@ -1075,7 +1078,8 @@ static int connect_upstream(struct mg_conn *c)
     x->tried |= 1ull << i;
     begin_attempt(c, &ur->targets[i], probe);
     bool reused = false;
-    int rc = mg_upconn_acquire(c->w, x->target, c, uc->connect_timeout_ms, &x->up, &reused);
+    int rc = mg_upconn_acquire(c->w, x->target, c, &upstream_ops, uc->connect_timeout_ms, &x->up,
+                               &reused);
     if (rc) {
         x->up = NULL;
         upstream_failed(c, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
@@ -1152,116 +1156,51 @@ static struct mg_upstream_stats *route_stats(struct mg_exchange *x)
     return x->rt->ups[x->route->upstream->index].stats;
 }
 
-static void remark_waiters(struct mg_worker *w, struct mg_upstream_stats *us)
-{
-    struct mg_waitlist *l = &us->waiting[w->id];
-    if (!l->head)
-        mg_bulkhead_unmark(&us->bulkhead, (unsigned)w->id);
-    else
-        mg_bulkhead_mark_waiting(&us->bulkhead, (unsigned)w->id,
-                                 ((struct mg_conn *)l->head)->wait_since);
-}
-
-/* A slot went to the waiters as a grant: wake the worker with the oldest one. */
-static void kick_waiters(struct mg_worker *w, struct mg_upstream_stats *us)
-{
-    int v = mg_bulkhead_pick_waiter(&us->bulkhead);
-    if (v == w->id)
-        uv_async_send(&w->wakeup); /* drain at the next loop boundary, not here */
-    else if (v >= 0)
-        mg_worker_wake(v);
-}
-
 static void release_slot(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     if (!x->slot_held)
         return;
     x->slot_held = false;
-    struct mg_upstream_stats *us = route_stats(x);
-    if (mg_bulkhead_release(&us->bulkhead, &x->route->upstream->bulkhead))
-        kick_waiters(c->w, us);
+    mg_admission_release(route_stats(x), &x->route->upstream->bulkhead, (unsigned)c->w->id);
 }
 
-static void waitlist_remove(struct mg_waitlist *l, struct mg_conn *c)
-{
-    struct mg_conn **pp = (struct mg_conn **)&l->head, *prev = NULL;
-    while (*pp && *pp != c) {
-        prev = *pp;
-        pp = &(*pp)->wait_next;
-    }
-    if (!*pp)
-        return;
-    *pp = c->wait_next;
-    if (l->tail == c)
-        l->tail = prev;
-    c->wait_next = NULL;
-}
-
-/* Leaves the queue without a slot (timeout or client gone). */
+/* Leaves the queue without a slot (client gone, deadline). */
 static void leave_queue(struct mg_conn *c)
 {
-    struct mg_exchange *x = &c->x;
-    struct mg_upstream_stats *us = route_stats(x);
-    waitlist_remove(&us->waiting[c->w->id], c);
+    mg_admission_leave(route_stats(&c->x), (unsigned)c->w->id, &c->waiter);
     uv_timer_stop(&c->wait);
-    mg_bulkhead_leave(&us->bulkhead);
-    remark_waiters(c->w, us);
+}
+
+/* A queued exchange got its slot (at a loop boundary, from mg_admission_drain). */
+static void on_slot_granted(struct mg_waiter *wt)
+{
+    struct mg_conn *c = (struct mg_conn *)((char *)wt - offsetof(struct mg_conn, waiter));
+    uv_timer_stop(&c->wait);
+    c->x.slot_held = true;
+    c->x.state = MG_X_CONNECT;
+    advance(c);
 }
 
 /* MG_NEXT with a slot held, in the queue, or failed with bulkhead_full. */
 static int admit(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
-    struct mg_upstream_stats *us = route_stats(x);
     const struct mg_bulkhead_conf *bc = &x->route->upstream->bulkhead;
-    struct mg_waitlist *l = &us->waiting[c->w->id];
-    uint64_t now = uv_now(&c->w->loop);
-    if (!l->head)
-        mg_bulkhead_mark_waiting(&us->bulkhead, (unsigned)c->w->id, now);
-    switch (mg_bulkhead_enter(&us->bulkhead, bc)) {
-    case MG_BULKHEAD_ACQUIRED:
-        remark_waiters(c->w, us);
+    c->waiter.on_grant = on_slot_granted;
+    switch (mg_admission_enter(route_stats(x), bc, (unsigned)c->w->id, uv_now(&c->w->loop),
+                               &c->waiter)) {
+    case MG_ADMIT_ACQUIRED:
         x->slot_held = true;
         return MG_NEXT;
-    case MG_BULKHEAD_QUEUED:
-        c->wait_since = now;
-        c->wait_next = NULL;
-        if (l->tail)
-            ((struct mg_conn *)l->tail)->wait_next = c;
-        else
-            l->head = c;
-        l->tail = c;
+    case MG_ADMIT_QUEUED:
         x->state = MG_X_QUEUED;
         uv_timer_start(&c->wait, on_wait_timer, bc->queue_timeout_ms, 0);
         return MG_NEXT;
     default:
-        remark_waiters(c->w, us);
-        atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
         x->retry_after_s = 1;
         fail(c, MG_ERR_BULKHEAD_FULL, "concurrency limit and queue full");
         return MG_NEXT;
-    }
-}
-
-void mg_proxy_drain_waiters(struct mg_worker *w)
-{
-    for (struct mg_upstream_stats *us = mg_registry_upstreams(); us; us = us->next) {
-        struct mg_waitlist *l = &us->waiting[w->id];
-        while (l->head && mg_bulkhead_claim(&us->bulkhead)) {
-            struct mg_conn *c = l->head;
-            l->head = c->wait_next;
-            if (!l->head)
-                l->tail = NULL;
-            c->wait_next = NULL;
-            uv_timer_stop(&c->wait);
-            c->x.slot_held = true;
-            c->x.state = MG_X_CONNECT;
-            advance(c);
-        }
-        remark_waiters(w, us);
-        if (!l->head && mg_bulkhead_granted(&us->bulkhead) > 0)
-            kick_waiters(w, us); /* meant for a waiter that left: pass it on */
     }
 }
 
@@ -1868,18 +1807,13 @@ static void on_wait_timer(uv_timer_t *t)
     if (x->state == MG_X_BACKOFF) {
         x->state = MG_X_CONNECT;
     } else if (x->state == MG_X_QUEUED) {
-        struct mg_upstream_stats *us = route_stats(x);
-        waitlist_remove(&us->waiting[c->w->id], c);
-        if (mg_bulkhead_claim(&us->bulkhead)) {
+        if (mg_admission_timeout(route_stats(x), (unsigned)c->w->id, &c->waiter)) {
             x->slot_held = true; /* a grant was on its way to us */
             x->state = MG_X_CONNECT;
         } else {
-            mg_bulkhead_leave(&us->bulkhead);
-            atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
             x->retry_after_s = 1;
             fail(c, MG_ERR_BULKHEAD_FULL, "queue timeout");
         }
-        remark_waiters(c->w, us);
     }
     advance(c);
 }
@@ -2268,7 +2202,7 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ------------------------------------------------------- upstream events */
 
-void mg_proxy_on_upstream_connect(struct mg_upconn *u, int status)
+static void on_upstream_connect(struct mg_upconn *u, int status)
 {
     struct mg_conn *c = u->owner;
     if (status < 0) {
@@ -2281,7 +2215,7 @@ void mg_proxy_on_upstream_connect(struct mg_upconn *u, int status)
     advance(c);
 }
 
-void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
+static void on_upstream_read(struct mg_upconn *u, ssize_t nread)
 {
     struct mg_conn *c = u->owner;
     struct mg_exchange *x = &c->x;
@@ -2310,7 +2244,7 @@ void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread)
     advance(c);
 }
 
-void mg_proxy_on_upstream_timeout(struct mg_upconn *u)
+static void on_upstream_timeout(struct mg_upconn *u)
 {
     struct mg_conn *c = u->owner;
     const char *what = !u->connected                  ? "connect timeout"
@@ -2320,10 +2254,17 @@ void mg_proxy_on_upstream_timeout(struct mg_upconn *u)
     advance(c);
 }
 
-void mg_proxy_on_upstream_unpinned(struct mg_upconn *u)
+static void on_upstream_unpinned(struct mg_upconn *u)
 {
     advance(u->owner);
 }
+
+static const struct mg_upconn_ops upstream_ops = {
+    .on_connect = on_upstream_connect,
+    .on_read = on_upstream_read,
+    .on_timeout = on_upstream_timeout,
+    .on_unpinned = on_upstream_unpinned,
+};
 
 /* ------------------------------------------------------------ accept, drain */
 

@@ -23,18 +23,7 @@ void mg_proxy_drain(struct mg_worker *w);
 /* Stop now: close every client connection. */
 void mg_proxy_close_all(struct mg_worker *w);
 
-/* Hands bulkhead slots granted to this worker to its queued exchanges (called
- * from the worker's wakeup callback, at a loop boundary). */
-void mg_proxy_drain_waiters(struct mg_worker *w);
-
 /* Frees the worker's cached write requests (at worker exit). */
 void mg_proxy_free_worker_cache(struct mg_worker *w);
-
-/* Events from upstream.c for a leased connection (u->owner != NULL). */
-void mg_proxy_on_upstream_connect(struct mg_upconn *u, int status);
-void mg_proxy_on_upstream_read(struct mg_upconn *u, ssize_t nread);
-void mg_proxy_on_upstream_timeout(struct mg_upconn *u);
-/* The upstream connection is closed (after close callbacks); owner is told. */
-void mg_proxy_on_upstream_unpinned(struct mg_upconn *u);
 
 #endif

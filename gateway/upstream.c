@@ -16,7 +16,6 @@
 
 #include "core/log.h"
 #include "obs/metrics.h"
-#include "proxy.h"
 
 static void pool_put(struct mg_upconn *u);
 
@@ -103,7 +102,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread > 0)
         u->end += (size_t)nread;
-    mg_proxy_on_upstream_read(u, nread);
+    u->ops->on_read(u, nread);
 }
 
 void mg_upconn_set_reading(struct mg_upconn *u, bool on)
@@ -121,7 +120,7 @@ static void on_timer(struct mg_deadline *d)
 {
     struct mg_upconn *u = d->timer.data;
     if (u->owner) {
-        mg_proxy_on_upstream_timeout(u);
+        u->ops->on_timeout(u);
         return;
     }
     /* A surplus connection whose pool has shrunk back within `keepalive` since
@@ -150,7 +149,7 @@ static void on_connect(uv_connect_t *req, int status)
         u->connected = true;
         uv_tcp_nodelay(&u->tcp, 1);
     }
-    mg_proxy_on_upstream_connect(u, status);
+    u->ops->on_connect(u, status);
 }
 
 static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struct mg_upconn *u,
@@ -178,8 +177,9 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
     return 0;
 }
 
-int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct mg_conn *owner,
-                      uint64_t connect_timeout_ms, struct mg_upconn **out, bool *reused)
+int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *owner,
+                      const struct mg_upconn_ops *ops, uint64_t connect_timeout_ms,
+                      struct mg_upconn **out, bool *reused)
 {
     struct mg_upconn *u = target->idle;
     if (u) {
@@ -187,6 +187,7 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct m
         target->nidle--;
         u->next_idle = NULL;
         u->owner = owner;
+        u->ops = ops;
         count(u, MG_CONN_STATE_IDLE, MG_CONN_STATE_ACTIVE);
         u->counted_as = MG_CONN_STATE_ACTIVE;
         /* Reading stays on: toggling it would cost epoll_ctl calls per request. */
@@ -201,6 +202,7 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct m
     u->w = w;
     u->target = target;
     u->owner = owner;
+    u->ops = ops;
     u->serial = ++w->conn_serial;
     u->counted_as = -1;
     int rc = start_connect(w, target, u, connect_timeout_ms);
@@ -258,7 +260,7 @@ void mg_upconn_unpin(struct mg_upconn *u)
     }
     if (u->pins == 0) {
         if (u->owner)
-            mg_proxy_on_upstream_unpinned(u);
+            u->ops->on_unpinned(u);
         else if (u->parked)
             pool_put(u);
     }

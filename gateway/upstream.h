@@ -30,13 +30,26 @@
  * so the pool shrinks back to `keepalive` a second after a burst. */
 #define MG_UPSTREAM_SURPLUS_IDLE_MS 1000
 
+struct mg_upconn;
+
+/* How a leased connection reports to whoever leased it (the proxy today; health
+ * checks, plugin calls or hedged tries tomorrow): set at acquire, called only
+ * while the lease lasts, never by name. Each may release or close u. */
+struct mg_upconn_ops {
+    void (*on_connect)(struct mg_upconn *u, int status); /* once, if not pooled */
+    void (*on_read)(struct mg_upconn *u, ssize_t nread); /* bytes in u->buf, or EOF/error */
+    void (*on_timeout)(struct mg_upconn *u);             /* the owner's timer fired */
+    void (*on_unpinned)(struct mg_upconn *u);            /* a write into u->buf completed */
+};
+
 struct mg_upconn {
     uv_tcp_t tcp;
     struct mg_deadline timer; /* connect/read timeout while leased, idle timeout in pool */
     uv_connect_t connect_req;
     struct mg_worker *w;
     struct mg_target_rt *target;
-    struct mg_conn *owner; /* the client connection leasing it; NULL when idle */
+    void *owner;                     /* who leases it; NULL when idle */
+    const struct mg_upconn_ops *ops; /* the owner's callbacks, with owner */
     struct mg_upconn *next_idle;
     char *buf;         /* read buffer (MG_BUF_SIZE) from the worker, or NULL */
     size_t start, end; /* unparsed bytes are buf[start..end) */
@@ -54,13 +67,14 @@ struct mg_upconn {
     int counted_as; /* enum mg_conn_state in the connections gauge, -1 = none */
 };
 
-/* Leases a connection to `target` for `owner`. A pooled idle one is returned with
- * *reused = true and is ready at once; otherwise a connect starts and
- * mg_proxy_on_upstream_connect() fires later, exactly once, unless the connection
- * is closed first. Returns 0, or a negative UV_E* when the connect could not even
- * start (no callback then). */
-int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, struct mg_conn *owner,
-                      uint64_t connect_timeout_ms, struct mg_upconn **out, bool *reused);
+/* Leases a connection to `target` for `owner`, who hears of it through `ops`. A
+ * pooled idle one is returned with *reused = true and is ready at once;
+ * otherwise a connect starts and ops->on_connect fires later, exactly once,
+ * unless the connection is closed first. Returns 0, or a negative UV_E* when the
+ * connect could not even start (no callback then). */
+int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *owner,
+                      const struct mg_upconn_ops *ops, uint64_t connect_timeout_ms,
+                      struct mg_upconn **out, bool *reused);
 /* Returns a leased connection to its pool (or closes it when the pool is full). */
 void mg_upconn_release(struct mg_upconn *u);
 /* Closes the connection; memory goes when handles are closed and pins are 0. */

@@ -24,6 +24,7 @@
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
 #include "obs/metrics.h"
+#include "resilience/admission.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
 #include "upstream.h"
@@ -363,7 +364,7 @@ static void on_wakeup(uv_async_t *a)
     struct mg_generation *g = atomic_exchange(&w->pending, NULL);
     if (g)
         apply_config(w, g);
-    mg_proxy_drain_waiters(w);
+    mg_admission_drain((unsigned)w->id);
     int req = atomic_load(&w->stop_requested);
     if (req == 0)
         return;
@@ -508,10 +509,16 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
 static struct mg_worker *all_workers;
 static size_t nall_workers;
 
+static void wake_worker(unsigned id)
+{
+    mg_worker_wake((int)id);
+}
+
 void mg_workers_register(struct mg_worker *workers, size_t n)
 {
     all_workers = workers;
     nall_workers = n;
+    mg_admission_set_waker(wake_worker);
 }
 
 void mg_worker_wake(int id)

@@ -16,26 +16,35 @@
  * through the Lua FFI), so it is a plain struct of atomics. */
 struct mg_target_stats {
     struct mg_breaker breaker;
-    _Atomic uint32_t active;       /* requests in flight to it, all workers */
-    _Atomic uint64_t ewma_ns;      /* peak-EWMA latency of response heads, ns */
-    _Atomic uint64_t ewma_at_ms;   /* when ewma_ns was last updated */
-    _Atomic uint64_t failures;     /* failures reported, ever */
-    _Atomic uint32_t unhealthy;    /* 1 while active health checks say down */
-    struct mg_target_stats *next;  /* registry list */
-    char *key;                     /* "upstream\taddress" */
+    _Atomic uint32_t active;      /* requests in flight to it, all workers */
+    _Atomic uint64_t ewma_ns;     /* peak-EWMA latency of response heads, ns */
+    _Atomic uint64_t ewma_at_ms;  /* when ewma_ns was last updated */
+    _Atomic uint64_t failures;    /* failures reported, ever */
+    _Atomic uint32_t unhealthy;   /* 1 while active health checks say down */
+    struct mg_target_stats *next; /* registry list */
+    char *key;                    /* "upstream\taddress" */
 };
 
-/* A worker's FIFO of exchanges queued on one upstream's bulkhead; only that
- * worker touches it. */
+/* One request waiting for a bulkhead slot, embedded in whoever waits (an
+ * exchange). resilience/admission.c links it and calls on_grant when a slot is
+ * held for it; the owner never touches the links. */
+struct mg_waiter {
+    struct mg_waiter *next;
+    uint64_t since;                         /* loop ms it joined the queue */
+    void (*on_grant)(struct mg_waiter *wt); /* at a loop boundary: the slot is held */
+};
+
+/* A worker's FIFO of waiters on one upstream's bulkhead; only that worker
+ * touches it. */
 struct mg_waitlist {
-    void *head, *tail;             /* struct mg_conn, linked through conn->wait_next */
+    struct mg_waiter *head, *tail;
 };
 
 struct mg_upstream_stats {
     struct mg_bulkhead bulkhead;
     struct mg_retry_budget budget;
-    struct mg_waitlist *waiting;   /* [nworkers] */
-    _Atomic uint64_t rejected;     /* bulkhead_full answers */
+    struct mg_waitlist *waiting;    /* [nworkers] */
+    _Atomic uint64_t rejected;      /* bulkhead_full answers */
     struct mg_upstream_stats *next; /* registry list (append-only) */
     char *name;
 };

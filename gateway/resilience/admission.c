@@ -1,0 +1,124 @@
+/*
+ * Bulkhead admission (see admission.h). The counters decide (bulkhead.c); this
+ * file keeps each worker's FIFO of waiters in step with them and publishes the
+ * age of each worker's oldest waiter, so a grant goes to the oldest waiter in
+ * the process.
+ */
+#include "resilience/admission.h"
+
+#include <stddef.h>
+
+#include "resilience/bulkhead.h"
+#include "resilience/registry.h"
+
+static void (*waker)(unsigned worker);
+
+void mg_admission_set_waker(void (*wake)(unsigned worker))
+{
+    waker = wake;
+}
+
+/* Publishes the age of this worker's oldest waiter (or that it has none). */
+static void remark(struct mg_upstream_stats *us, unsigned worker)
+{
+    struct mg_waitlist *l = &us->waiting[worker];
+    if (l->head)
+        mg_bulkhead_mark_waiting(&us->bulkhead, worker, l->head->since);
+    else
+        mg_bulkhead_unmark(&us->bulkhead, worker);
+}
+
+/* A slot went to the waiters as a grant: wake the worker with the oldest one
+ * (this one too: it drains at its next loop boundary, not inside a callback). */
+static void kick(struct mg_upstream_stats *us)
+{
+    int v = mg_bulkhead_pick_waiter(&us->bulkhead);
+    if (v >= 0 && waker)
+        waker((unsigned)v);
+}
+
+static void unlink_waiter(struct mg_waitlist *l, struct mg_waiter *wt)
+{
+    struct mg_waiter **pp = &l->head, *prev = NULL;
+    while (*pp && *pp != wt) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = wt->next;
+    if (l->tail == wt)
+        l->tail = prev;
+    wt->next = NULL;
+}
+
+enum mg_admit mg_admission_enter(struct mg_upstream_stats *us, const struct mg_bulkhead_conf *bc,
+                                 unsigned worker, uint64_t now_ms, struct mg_waiter *wt)
+{
+    struct mg_waitlist *l = &us->waiting[worker];
+    if (!l->head) /* published before enter(), so a release racing with us finds us */
+        mg_bulkhead_mark_waiting(&us->bulkhead, worker, now_ms);
+    switch (mg_bulkhead_enter(&us->bulkhead, bc)) {
+    case MG_BULKHEAD_ACQUIRED:
+        remark(us, worker);
+        return MG_ADMIT_ACQUIRED;
+    case MG_BULKHEAD_QUEUED:
+        wt->since = now_ms;
+        wt->next = NULL;
+        if (l->tail)
+            l->tail->next = wt;
+        else
+            l->head = wt;
+        l->tail = wt;
+        return MG_ADMIT_QUEUED;
+    default:
+        remark(us, worker);
+        atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
+        return MG_ADMIT_REJECTED;
+    }
+}
+
+bool mg_admission_timeout(struct mg_upstream_stats *us, unsigned worker, struct mg_waiter *wt)
+{
+    unlink_waiter(&us->waiting[worker], wt);
+    bool granted = mg_bulkhead_claim(&us->bulkhead);
+    if (!granted) {
+        mg_bulkhead_leave(&us->bulkhead);
+        atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
+    }
+    remark(us, worker);
+    return granted;
+}
+
+void mg_admission_leave(struct mg_upstream_stats *us, unsigned worker, struct mg_waiter *wt)
+{
+    unlink_waiter(&us->waiting[worker], wt);
+    mg_bulkhead_leave(&us->bulkhead);
+    remark(us, worker);
+}
+
+void mg_admission_release(struct mg_upstream_stats *us, const struct mg_bulkhead_conf *bc,
+                          unsigned worker)
+{
+    (void)worker;
+    if (mg_bulkhead_release(&us->bulkhead, bc))
+        kick(us);
+}
+
+void mg_admission_drain(unsigned worker)
+{
+    for (struct mg_upstream_stats *us = mg_registry_upstreams(); us; us = us->next) {
+        struct mg_waitlist *l = &us->waiting[worker];
+        while (l->head && mg_bulkhead_claim(&us->bulkhead)) {
+            struct mg_waiter *wt = l->head;
+            l->head = wt->next;
+            if (!l->head)
+                l->tail = NULL;
+            wt->next = NULL;
+            wt->on_grant(wt);
+        }
+        remark(us, worker);
+        if (!l->head && mg_bulkhead_granted(&us->bulkhead) > 0)
+            kick(us); /* meant for a waiter that left: pass it on */
+    }
+}
