@@ -12,6 +12,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "balancer-t.h"
 #include "core/arena.h"
 #include "core/deadline.h"
 #include "core/errors.h"
@@ -97,7 +98,7 @@ struct mg_exchange {
     /* Resilience (DESIGN.md section 5). */
     bool slot_held;        /* one bulkhead slot, kept across retries */
     uint32_t attempts;     /* tries started */
-    uint64_t tried;        /* bit i: target i was tried */
+    struct mg_tried tried; /* targets tried, for retries to avoid */
     bool attempt_open;     /* counted in the target's in-flight */
     bool attempt_reported; /* the breaker heard this try's outcome */
     uint32_t probe;        /* breaker half-open ticket of this try */
@@ -119,6 +120,7 @@ struct mg_exchange {
     struct mg_headers resp_hdrs;
     int status;
     bool resp_started;        /* bytes of the final response reached the client queue */
+    bool resp_flushed;        /* ... and were handed to the socket: no taking back */
     bool resp_done;           /* the final response is fully queued */
     bool resp_chunk_out;      /* we chunk-encode the body to the client */
     bool resp_keepalive;      /* the upstream's connection options allow reuse */
@@ -165,6 +167,8 @@ struct mg_conn {
     struct mg_exchange x;
 };
 
+/* For proxy.c's upstream request head and bodies; response heads are written
+ * by http/writer.h. */
 #define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
 #define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
 
@@ -173,15 +177,10 @@ struct mg_conn {
  * limit). Returns 0, or -1 when it would pass limit (nothing appended). */
 int mg_px_append(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p, size_t n,
                  size_t limit);
-/* Decimal without printf; returns the digits written. */
-size_t mg_px_put_dec(char *out, size_t v);
-/* "HTTP/1.1 NNN reason\r\n" at o; returns the end. */
-char *mg_px_put_status_line(char *o, int status, struct mg_slice reason);
 void mg_px_advance(struct mg_conn *c);
 void mg_px_fail(struct mg_conn *c, enum mg_error err, const char *why);
 /* Queues arena, static or record bytes for the client (nothing pinned). */
 void mg_px_to_client(struct mg_conn *c, const void *p, size_t len);
-const char *mg_px_reason_phrase(int status);
 /* Whether a plugin's header edits name this header. */
 bool mg_px_header_edited(const struct mg_lua_edit *e, struct mg_slice name);
 struct mg_metrics *mg_px_metrics(struct mg_conn *c);

@@ -34,6 +34,7 @@
 #include "http/body.h"
 #include "http/message.h"
 #include "http/request.h"
+#include "http/writer.h"
 #include "lua/vm.h"
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
@@ -203,6 +204,7 @@ static void flush_client(struct mg_conn *c)
     if (!r)
         return;
     c->out_client = NULL;
+    c->x.resp_flushed |= c->x.resp_started;
     int rc = c->writes ? 0 : write_now((uv_stream_t *)&c->tcp, r);
     if (rc == 1) {
         wreq_free(c->w, r);
@@ -292,20 +294,6 @@ static void to_upstream(struct mg_conn *c, const void *p, size_t len, bool pins_
     r->bufs[r->nbufs++] = uv_buf_init((char *)p, (unsigned)len);
 }
 
-/* Lower-case hex without printf: this runs for every request id and chunk. */
-static size_t put_hex(char *out, uint64_t v, int min_digits)
-{
-    char tmp[16];
-    int n = 0;
-    do {
-        tmp[n++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v || n < min_digits);
-    for (int i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return (size_t)n;
-}
-
 /* A chunk of a chunked body: size line, data, CRLF. */
 static void chunk_to(struct mg_conn *c, bool upstream, const char *p, size_t len,
                      struct mg_upconn *pin)
@@ -326,7 +314,7 @@ static void chunk_to(struct mg_conn *c, bool upstream, const char *p, size_t len
             (*slot)->dst_up = c->x.up;
     }
     char *line = (*slot)->scratch[(*slot)->nscratch++];
-    size_t n = put_hex(line, len, 1);
+    size_t n = mg_http_put_hex(line, len, 1);
     line[n++] = '\r';
     line[n++] = '\n';
     if (upstream) {
@@ -506,59 +494,7 @@ static void make_request_id(struct mg_conn *c)
 
 /* --------------------------------------------------------- error responses */
 
-/* For the responses the gateway writes itself (RFC 9110 section 15). */
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 304:
-        return "Not Modified";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Content Too Large";
-    case 422:
-        return "Unprocessable Content";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return status < 400 ? "OK" : "Error";
-    }
-}
-
+/* The gateway's own JSON error answer (DESIGN section 4). */
 static void queue_error_response(struct mg_conn *c, enum mg_error err)
 {
     struct mg_exchange *x = &c->x;
@@ -571,20 +507,31 @@ static void queue_error_response(struct mg_conn *c, enum mg_error err)
     int blen =
         snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d%s,\"request_id\":\"%s\"}\n",
                  mg_error_name(err), status, original, x->request_id);
-    char retry_after[40] = "";
-    if (status == 503 || err == MG_ERR_IDEMPOTENCY_CONFLICT)
-        snprintf(retry_after, sizeof retry_after, "Retry-After: %u\r\n",
-                 x->retry_after_s ? x->retry_after_s : 1);
-    size_t cap = 512 + (size_t)blen;
-    char *out = mg_arena_alloc(&x->arena, cap);
-    int n = snprintf(out, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                     "X-Request-Id: %s\r\n%s%s\r\n%s",
-                     status, reason_phrase(status), blen, x->request_id, retry_after,
-                     x->close_after ? "Connection: close\r\n" : "",
-                     x->head_parsed && x->method == HTTP_HEAD ? "" : body);
+    MG_ASSERT(blen > 0 && (size_t)blen < sizeof body);
+    struct mg_http_tail tail = {
+        .request_id = x->request_id,
+        .framing = MG_HTTP_FRAME_LENGTH,
+        .length = (uint64_t)blen,
+        .conn = mg_http_conn_for(x->close_after, x->http_minor),
+    };
+    size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX) +
+                 MG_HTTP_FIELD_SIZE(12, 16) +              /* Content-Type */
+                 MG_HTTP_FIELD_SIZE(11, MG_HTTP_DEC_MAX) + /* Retry-After */
+                 mg_http_tail_max(&tail) + (size_t)blen;
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    o = mg_http_put_status(o, status);
+    o = mg_http_put_field(o, MG_SLICE_LIT("Content-Type"), MG_SLICE_LIT("application/json"));
+    if (status == 503 || err == MG_ERR_IDEMPOTENCY_CONFLICT) {
+        char secs[MG_HTTP_DEC_MAX];
+        size_t n = mg_http_put_dec(secs, x->retry_after_s ? x->retry_after_s : 1);
+        o = mg_http_put_field(o, MG_SLICE_LIT("Retry-After"), (struct mg_slice){secs, n});
+    }
+    o = mg_http_put_tail(o, &tail);
+    if (!(x->head_parsed && x->method == HTTP_HEAD))
+        PUT(o, body, (size_t)blen);
+    MG_ASSERT((size_t)(o - start) <= cap);
     x->sent_status = status;
-    to_client(c, out, (size_t)n, NULL);
+    to_client(c, start, (size_t)(o - start), NULL);
 }
 
 /* ------------------------------------------------------- request head parsing */
@@ -705,7 +652,10 @@ static enum mg_error request_framing(struct mg_conn *c)
 {
     struct mg_exchange *x = &c->x;
     uint64_t limit = x->rt->cfg->client.max_body_size;
-    switch (mg_headers_framing(&x->req_hdrs)) {
+    enum mg_framing framing = mg_headers_framing(&x->req_hdrs);
+    if (x->http_minor == 0 && framing != MG_FRAMING_NONE && framing != MG_FRAMING_LENGTH)
+        return MG_ERR_BAD_REQUEST; /* RFC 9112 section 6.1: faulty framing in HTTP/1.0 */
+    switch (framing) {
     case MG_FRAMING_BAD:
         return MG_ERR_BAD_REQUEST;
     case MG_FRAMING_UNSUPPORTED:
@@ -837,44 +787,13 @@ static int read_request_head(struct mg_conn *c)
 
 /* --------------------------------------------------- routing, upstream request */
 
-/* Decimal without printf. */
-size_t mg_px_put_dec(char *out, size_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
-
-char *mg_px_put_status_line(char *o, int status, struct mg_slice reason)
-{
-    PUT_LIT(o, "HTTP/1.1 ");
-    *o++ = (char)('0' + status / 100 % 10);
-    *o++ = (char)('0' + status / 10 % 10);
-    *o++ = (char)('0' + status % 10);
-    *o++ = ' ';
-    if (reason.len) /* "HTTP/1.1 200\r\n" has none (and a NULL pointer) */
-        PUT(o, reason.p, reason.len);
-    PUT_LIT(o, "\r\n");
-    return o;
-}
-
 /* Appends the edits that set a value ("Name: value\r\n" each). */
 static char *put_edits(char *o, const struct mg_lua_edit *e)
 {
-    for (; e; e = e->next) {
-        if (!e->value.p)
-            continue;
-        PUT(o, e->name.p, e->name.len);
-        PUT_LIT(o, ": ");
-        PUT(o, e->value.p, e->value.len);
-        PUT_LIT(o, "\r\n");
-    }
+    for (; e; e = e->next)
+        if (e->value.p)
+            o = mg_http_put_field(o, (struct mg_slice){e->name.p, e->name.len},
+                                  (struct mg_slice){e->value.p, e->value.len});
     return o;
 }
 
@@ -941,7 +860,7 @@ static void build_upstream_head(struct mg_conn *c)
         PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
     } else if (x->req_has_length) {
         PUT_LIT(o, "Content-Length: ");
-        o += mg_px_put_dec(o, x->req_content_length);
+        o += mg_http_put_dec(o, x->req_content_length);
         PUT_LIT(o, "\r\n");
     }
     if (x->req_upgrade) {
@@ -1024,13 +943,9 @@ static int lua_pick(struct mg_conn *c, struct mg_upstream_rt *ur, uint64_t now)
 {
     struct mg_exchange *x = &c->x;
     const struct mg_upstream_conf *uc = ur->conf;
-    uint64_t avail = 0;
-    for (size_t k = 0; k < uc->ntargets && k < 64; k++)
-        if (mg_balancer_available(&ur->targets[k], &uc->breaker, now))
-            avail |= 1ull << k;
-    uint64_t offer = (avail & ~x->tried) ? avail & ~x->tried : avail;
+    bool fresh = x->tried.n == 0 || mg_balancer_fresh_exists(ur, &x->tried, now);
     for (size_t k = 0; k < uc->ntargets; k++)
-        ur->lua_targets[k].available = k < 64 && (offer >> k & 1);
+        ur->lua_targets[k].available = mg_balancer_offered(ur, k, &x->tried, fresh, now);
     bool error = false;
     int i = mg_lua_balance(x->rt->lua, x->route->index, lua_ctx(c), ur->lua_targets, uc->ntargets,
                            &error);
@@ -1058,10 +973,10 @@ static int connect_upstream(struct mg_conn *c)
     if (i >= 0 && !mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
         i = -1;
     for (size_t n = 0; i < 0 && n < uc->ntargets; n++) {
-        i = mg_balancer_pick(ur, x->tried, now);
+        i = mg_balancer_pick(ur, &x->tried, now);
         if (i < 0 || mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
             break;
-        x->tried |= 1ull << i; /* lost a race to an opening breaker: next one */
+        mg_tried_add(&x->tried, (size_t)i); /* lost a race to an opening breaker: next one */
         i = -1;
     }
     if (i < 0) {
@@ -1075,7 +990,7 @@ static int connect_upstream(struct mg_conn *c)
         fail(c, MG_ERR_CIRCUIT_OPEN, "no target available");
         return MG_NEXT;
     }
-    x->tried |= 1ull << i;
+    mg_tried_add(&x->tried, (size_t)i);
     begin_attempt(c, &ur->targets[i], probe);
     bool reused = false;
     int rc = mg_upconn_acquire(c->w, x->target, c, &upstream_ops, uc->connect_timeout_ms, &x->up,
@@ -1286,43 +1201,32 @@ static void send_response_head(struct mg_conn *c, bool switching)
     if (!x->req_keepalive || c->w->draining || (x->req_upgrade && !switching))
         x->close_after = true;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
-    size_t cap = x->resp_headlen + 256 + strlen(x->request_id) + edits_size(edits);
+    struct mg_http_tail tail = {
+        .via = true,
+        .request_id = has_field(&x->resp_hdrs, "x-request-id", 12) ? NULL : x->request_id,
+        .framing = switching           ? MG_HTTP_FRAME_NONE
+                   : x->resp_chunk_out ? MG_HTTP_FRAME_CHUNKED
+                   : send_length       ? MG_HTTP_FRAME_LENGTH
+                                       : MG_HTTP_FRAME_NONE,
+        .length = x->resp_length,
+        .conn = switching ? MG_HTTP_CONN_UPGRADE : mg_http_conn_for(x->close_after, x->http_minor),
+    };
+    if (switching) {
+        int up = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("upgrade"));
+        tail.upgrade = hdr_value(&x->resp_hdrs, up);
+    }
+    size_t cap = MG_HTTP_STATUS_LINE_SIZE(x->reason.len) + x->resp_headlen + edits_size(edits) +
+                 mg_http_tail_max(&tail);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
-    o = mg_px_put_status_line(o, x->status, x->reason);
+    o = mg_http_put_status_line(o, x->status, x->reason);
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         struct mg_header *f = &x->resp_hdrs.v[i];
         if ((f->flags & MG_HDR_HOP) || (edits && edited(edits, f->name)))
             continue;
-        PUT(o, f->name.p, f->name.len);
-        PUT_LIT(o, ": ");
-        PUT(o, f->value.p, f->value.len);
-        PUT_LIT(o, "\r\n");
+        o = mg_http_put_field(o, f->name, f->value);
     }
-    PUT_LIT(o, "Via: 1.1 moongate\r\n");
     o = put_edits(o, edits);
-    if (!has_field(&x->resp_hdrs, "x-request-id", 12)) {
-        PUT_LIT(o, "X-Request-Id: ");
-        PUT(o, x->request_id, strlen(x->request_id));
-        PUT_LIT(o, "\r\n");
-    }
-    if (switching) {
-        int up = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("upgrade"));
-        struct mg_slice proto = hdr_value(&x->resp_hdrs, up);
-        PUT_LIT(o, "Connection: upgrade\r\nUpgrade: ");
-        PUT(o, proto.p, proto.len);
-        PUT_LIT(o, "\r\n");
-    } else if (x->resp_chunk_out) {
-        PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
-    } else if (send_length) {
-        PUT_LIT(o, "Content-Length: ");
-        o += mg_px_put_dec(o, x->resp_length);
-        PUT_LIT(o, "\r\n");
-    }
-    if (!switching && x->close_after)
-        PUT_LIT(o, "Connection: close\r\n");
-    else if (!switching && x->http_minor == 0)
-        PUT_LIT(o, "Connection: keep-alive\r\n");
-    PUT_LIT(o, "\r\n");
+    o = mg_http_put_tail(o, &tail);
     MG_ASSERT((size_t)(o - start) <= cap);
     x->resp_started = true;
     x->sent_status = x->status;
@@ -1577,6 +1481,24 @@ static void detach_upstream(struct mg_conn *c, bool reuse)
         mg_upconn_close(u);
 }
 
+/* Takes back a response that was queued but has not reached the socket (its
+ * head and body so far are all in c->out_client): the exchange may still
+ * answer with an error instead of a response cut short. True when no response
+ * is under way any more. */
+static bool unsend_response(struct mg_conn *c)
+{
+    struct mg_exchange *x = &c->x;
+    if (!x->resp_started || x->resp_flushed)
+        return !x->resp_started;
+    for (unsigned i = 0; c->out_client && i < c->out_client->nbufs; i++)
+        x->bytes_out -= c->out_client->bufs[i].len;
+    discard_wreq(c, &c->out_client);
+    x->resp_started = false;
+    x->resp_chunk_out = false;
+    x->sent_status = 0;
+    return true;
+}
+
 /* The exchange cannot go on. Before the response started: answer with the JSON
  * error; after: close the client connection, never a truncated-but-complete-looking
  * response (DESIGN.md section 4). Does not call advance(). */
@@ -1591,7 +1513,7 @@ static void fail(struct mg_conn *c, enum mg_error err, const char *why)
     detach_upstream(c, false);
     x->error = err;
     mg_metrics_error(metrics_of(c), (unsigned)c->w->id, x->route ? (int)x->route->index : -1, err);
-    if (x->resp_started) {
+    if (!unsend_response(c)) {
         mg_px_idem_release(c);
         conn_close(c);
         return;
@@ -1675,24 +1597,19 @@ static void respond_from_plugin(struct mg_conn *c)
     if (!x->req_done || !x->req_keepalive || c->w->draining)
         x->close_after = true;
     size_t body = r->body.p ? r->body.len : 0;
-    size_t cap =
-        256 + strlen(x->request_id) + edits_size(r->headers) + edits_size(x->lua.resp_edits) + body;
+    struct mg_http_tail tail = {
+        .request_id = edited(r->headers, MG_SLICE_LIT("x-request-id")) ? NULL : x->request_id,
+        .framing = MG_HTTP_FRAME_LENGTH,
+        .length = body,
+        .conn = mg_http_conn_for(x->close_after, x->http_minor),
+    };
+    size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX) + edits_size(r->headers) +
+                 edits_size(x->lua.resp_edits) + mg_http_tail_max(&tail) + body;
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
-    const char *reason = reason_phrase(r->status);
-    o = mg_px_put_status_line(o, r->status, (struct mg_slice){reason, strlen(reason)});
-    PUT_LIT(o, "Content-Length: ");
-    o += mg_px_put_dec(o, body);
-    PUT_LIT(o, "\r\n");
+    o = mg_http_put_status(o, r->status);
     o = put_edits(o, r->headers);
     o = put_edits(o, x->lua.resp_edits);
-    if (!edited(r->headers, MG_SLICE_LIT("x-request-id"))) {
-        PUT_LIT(o, "X-Request-Id: ");
-        PUT(o, x->request_id, strlen(x->request_id));
-        PUT_LIT(o, "\r\n");
-    }
-    if (x->close_after)
-        PUT_LIT(o, "Connection: close\r\n");
-    PUT_LIT(o, "\r\n");
+    o = mg_http_put_tail(o, &tail);
     if (body && x->method != HTTP_HEAD)
         PUT(o, r->body.p, body);
     MG_ASSERT((size_t)(o - start) <= cap);
@@ -2357,11 +2274,6 @@ void mg_px_fail(struct mg_conn *c, enum mg_error err, const char *why)
 void mg_px_to_client(struct mg_conn *c, const void *p, size_t len)
 {
     to_client(c, p, len, NULL);
-}
-
-const char *mg_px_reason_phrase(int status)
-{
-    return reason_phrase(status);
 }
 
 bool mg_px_header_edited(const struct mg_lua_edit *e, struct mg_slice name)

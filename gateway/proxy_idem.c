@@ -8,6 +8,7 @@
 
 #include "config/config-t.h"
 #include "core/log.h"
+#include "http/writer.h"
 #include "idempotency/fingerprint.h"
 #include "idempotency/record.h"
 #include "idempotency/store.h"
@@ -168,33 +169,29 @@ static void replay(struct mg_conn *c, struct mg_idem_record *rec)
     size_t body_len;
     const uint8_t *body = mg_idem_record_body(rec, &body_len);
     bool bodyless = status < 200 || status == 204 || status == 304;
-    size_t cap = 256 + strlen(x->request_id), cursor = 0, nl, vl;
+    struct mg_http_tail tail = {
+        .via = true,
+        .request_id = x->request_id, /* the record keeps no X-Request-Id */
+        .framing = bodyless ? MG_HTTP_FRAME_NONE : MG_HTTP_FRAME_LENGTH,
+        .length = body_len,
+        .conn = mg_http_conn_for(x->close_after, x->http_minor),
+    };
+    const struct mg_slice replayed_name = MG_SLICE_LIT("Idempotent-Replayed");
+    const struct mg_slice replayed_value = MG_SLICE_LIT("true");
+    size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX) +
+                 MG_HTTP_FIELD_SIZE(replayed_name.len, replayed_value.len) +
+                 mg_http_tail_max(&tail);
+    size_t cursor = 0, nl, vl;
     const char *name, *value;
     while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl))
-        cap += nl + vl + 4;
+        cap += MG_HTTP_FIELD_SIZE(nl, vl);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
-    const char *reason = mg_px_reason_phrase(status);
-    o = mg_px_put_status_line(o, status, (struct mg_slice){reason, strlen(reason)});
+    o = mg_http_put_status(o, status);
     cursor = 0;
-    while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl)) {
-        PUT(o, name, nl);
-        PUT_LIT(o, ": ");
-        PUT(o, value, vl);
-        PUT_LIT(o, "\r\n");
-    }
-    if (!bodyless) {
-        PUT_LIT(o, "Content-Length: ");
-        o += mg_px_put_dec(o, body_len);
-        PUT_LIT(o, "\r\n");
-    }
-    PUT_LIT(o, "Idempotent-Replayed: true\r\nVia: 1.1 moongate\r\nX-Request-Id: ");
-    PUT(o, x->request_id, strlen(x->request_id));
-    PUT_LIT(o, "\r\n");
-    if (x->close_after)
-        PUT_LIT(o, "Connection: close\r\n");
-    else if (x->http_minor == 0)
-        PUT_LIT(o, "Connection: keep-alive\r\n");
-    PUT_LIT(o, "\r\n");
+    while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl))
+        o = mg_http_put_field(o, (struct mg_slice){name, nl}, (struct mg_slice){value, vl});
+    o = mg_http_put_field(o, replayed_name, replayed_value);
+    o = mg_http_put_tail(o, &tail);
     MG_ASSERT((size_t)(o - start) <= cap);
     mg_px_to_client(c, start, (size_t)(o - start));
     if (!bodyless && x->method != HTTP_HEAD)

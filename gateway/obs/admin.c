@@ -32,6 +32,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "http/writer.h"
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "obs/textbuf.h"
@@ -237,27 +238,6 @@ void mg_admin_render_status(const struct mg_config *cfg, const struct mg_obs_hoo
 
 /* ------------------------------------------------------------ responses */
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 413:
-        return "Content Too Large";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 503:
-        return "Service Unavailable";
-    }
-    return "Error";
-}
-
 static void conn_close(struct admin_conn *c);
 static void process(struct admin_conn *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
@@ -287,9 +267,10 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Sends status + body (taken from `body`, which is left empty). With
- * `close_after` the connection closes once it is written. */
+ * `close_after` the connection closes once it is written. `allow`, if not NULL,
+ * is the value of an Allow field (405). */
 static void respond(struct admin_conn *c, int status, const char *ctype, struct mg_textbuf *body,
-                    bool head_only, bool close_after, const char *extra)
+                    bool head_only, bool close_after, const char *allow)
 {
     struct admin_write *w = calloc(1, sizeof(*w));
     uv_buf_t bufs[2];
@@ -301,11 +282,28 @@ static void respond(struct admin_conn *c, int status, const char *ctype, struct 
     w->req.data = w;
     w->body = *body;
     *body = (struct mg_textbuf)MG_TEXTBUF_INIT;
-    mg_textbuf_printf(&w->head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                      "Cache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
-                      status, reason(status), ctype, w->body.len, extra ? extra : "",
-                      w->close_after ? "close" : "keep-alive");
+    /* The admin has always said keep-alive to HTTP/1.1 clients too: harmless. */
+    struct mg_http_tail tail = {
+        .framing = MG_HTTP_FRAME_LENGTH,
+        .length = w->body.len,
+        .conn = w->close_after ? MG_HTTP_CONN_CLOSE : MG_HTTP_CONN_KEEP_ALIVE,
+    };
+    struct mg_slice type = {ctype, strlen(ctype)};
+    struct mg_slice allowed = {allow, allow ? strlen(allow) : 0};
+    size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX) + MG_HTTP_FIELD_SIZE(12, type.len) +
+                 MG_HTTP_FIELD_SIZE(13, 8) + MG_HTTP_FIELD_SIZE(5, allowed.len) +
+                 mg_http_tail_max(&tail);
+    mg_textbuf_reserve(&w->head, cap);
+    char *o = w->head.p;
+    o = mg_http_put_status(o, status);
+    o = mg_http_put_field(o, MG_SLICE_LIT("Content-Type"), type);
+    o = mg_http_put_field(o, MG_SLICE_LIT("Cache-Control"), MG_SLICE_LIT("no-store"));
+    if (allow)
+        o = mg_http_put_field(o, MG_SLICE_LIT("Allow"), allowed);
+    o = mg_http_put_tail(o, &tail);
+    w->head.len = (size_t)(o - w->head.p);
+    MG_ASSERT(w->head.len <= cap);
+    *o = '\0';
     bufs[0] = uv_buf_init(w->head.p, (unsigned)w->head.len);
     bufs[1] = uv_buf_init(w->body.p, head_only ? 0 : (unsigned)w->body.len);
     c->responding = true;
@@ -320,12 +318,12 @@ static void respond(struct admin_conn *c, int status, const char *ctype, struct 
 }
 
 static void respond_error(struct admin_conn *c, int status, const char *error, bool head_only,
-                          bool close_after, const char *extra)
+                          bool close_after, const char *allow)
 {
     struct mg_textbuf body = MG_TEXTBUF_INIT;
 
     mg_textbuf_printf(&body, "{\"error\":\"%s\",\"status\":%d}\n", error, status);
-    respond(c, status, "application/json", &body, head_only, close_after, extra);
+    respond(c, status, "application/json", &body, head_only, close_after, allow);
 }
 
 /* Takes references on the published pair. */
@@ -398,7 +396,7 @@ static void handle_request(struct admin_conn *c)
         return;
     }
     if (method != HTTP_GET && !head) {
-        respond_error(c, 405, "method_not_allowed", false, false, "Allow: GET, HEAD\r\n");
+        respond_error(c, 405, "method_not_allowed", false, false, "GET, HEAD");
         return;
     }
     switch (path) {
