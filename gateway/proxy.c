@@ -721,6 +721,8 @@ static enum mg_error inspect_request(struct mg_conn *c)
     if ((x->http_minor >= 1 && x->host_idx < 0) ||
         (x->host_idx >= 0 && !mg_http_host_valid(x->req_hdrs.v[x->host_idx].value)))
         return MG_ERR_BAD_REQUEST;
+    if (!mg_http_target_valid(x->url))
+        return MG_ERR_BAD_REQUEST;
     if (mg_http_absolute_form(&x->url, &x->authority) < 0 || x->url.len == 0 || x->url.p[0] != '/')
         return MG_ERR_BAD_REQUEST; /* origin-form or absolute-form only */
     const char *q = memchr(x->url.p, '?', x->url.len);

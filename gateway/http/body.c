@@ -87,8 +87,11 @@ static enum mg_body_result fail(struct mg_body *b, const char *why)
 /* A size digit, or the end of the digits: checks the limit once the size is known. */
 static enum mg_body_result end_size(struct mg_body *b)
 {
-    if (b->left > b->limit - b->total)
+    if (b->left > b->limit - b->total) {
+        b->why = "chunk size over the body limit";
+        b->over = true;
         return MG_BODY_TOO_LARGE;
+    }
     b->total += b->left;
     return MG_BODY_MORE;
 }
@@ -215,6 +218,7 @@ static enum mg_body_result chunk_byte(struct mg_body *b, unsigned char c)
     case S_DATA_LF:
         if (c != '\n')
             return fail(b, "missing CRLF after chunk data");
+        b->line = 0;
         b->state = S_SIZE_START;
         return MG_BODY_MORE;
     case S_TRAILER0:
@@ -251,13 +255,17 @@ static enum mg_body_result chunk_byte(struct mg_body *b, unsigned char c)
     }
 }
 
-/* Bounds the framing bytes: a size line (with extensions), the trailer section. */
-static bool framing_bounded(struct mg_body *b)
+/* Bounds the framing bytes: a size line's size and extensions (its CRLF not
+ * counted), and the trailer section's field lines with their CRLFs (the final
+ * CRLF not counted). */
+static bool framing_bounded(struct mg_body *b, unsigned char c)
 {
-    b->line++;
-    if (b->state <= S_SIZE_LF)
-        return b->line <= MG_BODY_MAX_LINE;
-    return b->line <= MG_BODY_MAX_TRAILER;
+    if (b->state <= S_EXT_QEND)
+        return c == '\r' || ++b->line <= MG_BODY_MAX_LINE;
+    if (b->state >= S_TRAILER0 && b->state <= S_TRAILER_LF &&
+        !(b->state == S_TRAILER0 && c == '\r'))
+        return ++b->line <= MG_BODY_MAX_TRAILER;
+    return true;
 }
 
 static enum mg_body_result feed_chunked(struct mg_body *b, const char *p, size_t len, size_t *used,
@@ -274,7 +282,7 @@ static enum mg_body_result feed_chunked(struct mg_body *b, const char *p, size_t
             *used = i + n;
             return MG_BODY_DATA;
         }
-        if (!framing_bounded(b)) {
+        if (!framing_bounded(b, (unsigned char)p[i])) {
             *used = i;
             return fail(b, b->state <= S_SIZE_LF ? "chunk size line too long"
                                                  : "trailer section too large");
@@ -302,7 +310,7 @@ enum mg_body_result mg_body_feed(struct mg_body *b, const char *p, size_t len, s
     if (b->done)
         return MG_BODY_DONE;
     if (b->why)
-        return MG_BODY_ERROR;
+        return b->over ? MG_BODY_TOO_LARGE : MG_BODY_ERROR;
     switch (b->kind) {
     case MG_BODY_LENGTH: {
         if (b->total > b->limit)

@@ -48,6 +48,7 @@ struct mg_body {
     uint8_t state;   /* chunked: where in the grammar (body.c) */
     uint8_t digits;  /* hex digits of the current chunk size */
     bool done;       /* DONE was returned */
+    bool over;       /* the error is TOO_LARGE */
     uint64_t left;   /* LENGTH: bytes to come; CHUNKED: data left in the chunk */
     uint64_t total;  /* data bytes declared so far (chunk sizes, or the length) */
     uint64_t limit;  /* most data bytes allowed (UINT64_MAX: no limit) */

@@ -92,3 +92,13 @@ bool mg_http_path_safe(struct mg_slice path)
     }
     return true;
 }
+
+bool mg_http_target_valid(struct mg_slice url)
+{
+    for (size_t i = 0; i < url.len; i++) {
+        unsigned char c = (unsigned char)url.p[i];
+        if (c <= 0x20 || c == 0x7f)
+            return false;
+    }
+    return true;
+}

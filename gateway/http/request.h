@@ -26,6 +26,11 @@ int mg_http_absolute_form(struct mg_slice *url, struct mg_slice *authority);
  * without quotes or backslashes (it is echoed into JSON and logs). */
 bool mg_http_request_id_valid(struct mg_slice id, size_t max);
 
+/* A request-target without whitespace or control bytes. llhttp 8.1.0 lets HTAB
+ * and FF through inside it (found by tests/fuzz/fuzz_request); an upstream that
+ * splits the request line on any whitespace would read another target. */
+bool mg_http_target_valid(struct mg_slice url);
+
 /* A path the router can match without ambiguity: no dot segment ("/./",
  * "/../", a trailing "/." or "/..", also percent-encoded as "%2e") and no "%00".
  * Upstreams and the router would otherwise disagree on what such a path names

@@ -117,8 +117,8 @@ struct fz_upconn {
     uv_tcp_t tcp;
     llhttp_t parser;
     struct fz_upconn *next; /* all open upstream connections */
-    uint8_t *seen;          /* what the gateway sent, for diagnostics */
-    size_t seen_len, seen_cap;
+    struct fz_uplog log;    /* what the gateway sent (fz_outcome.uplogs once closed) */
+    size_t seen_cap;
     char path[16]; /* the first bytes of the current request's target */
     size_t path_len;
     bool want_tunnel; /* an Upgrade request: 101 and echo after it */
@@ -157,6 +157,9 @@ static struct {
     struct fz_upconn *upconns;
     const struct fz_exchange *ex; /* the input being run */
     unsigned upstream_requests, upstream_conns;
+    unsigned upstream_reads; /* fz_upread.seq */
+    struct fz_uplog *uplogs; /* of the connections closed during this input */
+    unsigned nuplogs, uplogs_cap;
     unsigned baseline_handles;
     bool show; /* FZ_SHOW=1: print what the client received after each input */
 } H;
@@ -220,18 +223,38 @@ static unsigned loop_handles(void)
 
 /* ------------------------------------------------------------ upstream server */
 
+static void uplogs_clear(void)
+{
+    for (unsigned i = 0; i < H.nuplogs; i++) {
+        free(H.uplogs[i].bytes);
+        free(H.uplogs[i].reads);
+    }
+    H.nuplogs = 0;
+}
+
 static void upconn_closed(uv_handle_t *h)
 {
     struct fz_upconn *u = h->data;
     if (H.show)
-        fprintf(stderr, "fuzz: the upstream received %zu bytes:\n%.*s\n", u->seen_len,
-                (int)u->seen_len, (const char *)u->seen);
+        fprintf(stderr, "fuzz: the upstream received %zu bytes:\n%.*s\n", u->log.len,
+                (int)u->log.len, (const char *)u->log.bytes);
     struct fz_upconn **pp = &H.upconns;
     while (*pp && *pp != u)
         pp = &(*pp)->next;
-    if (*pp)
+    if (*pp) {
         *pp = u->next;
-    free(u->seen);
+        /* A listed connection is one of this input's: keep what it received. */
+        if (H.nuplogs == H.uplogs_cap) {
+            H.uplogs_cap = H.uplogs_cap ? 2 * H.uplogs_cap : 8;
+            H.uplogs = realloc(H.uplogs, H.uplogs_cap * sizeof *H.uplogs);
+            if (!H.uplogs)
+                abort();
+        }
+        H.uplogs[H.nuplogs++] = u->log;
+    } else {
+        free(u->log.bytes);
+        free(u->log.reads);
+    }
     free(u);
 }
 
@@ -331,8 +354,8 @@ static void up_parse(struct fz_upconn *u, const char *data, size_t len)
             enum mg_headscan_result r = mg_headscan_feed(&u->scan, data, len, &used);
             if (r >= MG_HEADSCAN_BARE_CR) {
                 fprintf(stderr, "forwarded head: %s\n", mg_headscan_result_text(r));
-                fz_fail("the gateway forwarded a head that breaks its own head rules", u->seen,
-                        u->seen_len);
+                fz_fail("the gateway forwarded a head that breaks its own head rules", u->log.bytes,
+                        u->log.len);
             }
             u->scanning = r == MG_HEADSCAN_MORE;
         }
@@ -340,8 +363,8 @@ static void up_parse(struct fz_upconn *u, const char *data, size_t len)
         if (e == HPE_OK)
             return;
         if (e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE)
-            fz_fail("the gateway sent the upstream bytes a strict HTTP/1.1 parser rejects", u->seen,
-                    u->seen_len);
+            fz_fail("the gateway sent the upstream bytes a strict HTTP/1.1 parser rejects",
+                    u->log.bytes, u->log.len);
         size_t used = (size_t)(llhttp_get_error_pos(&u->parser) - data);
         data += used;
         len -= used;
@@ -354,6 +377,8 @@ static void up_parse(struct fz_upconn *u, const char *data, size_t len)
                                      "Upgrade: websocket\r\n\r\n";
             write_copy((uv_stream_t *)&u->tcp, sw, sizeof sw - 1);
             u->tunnel = true;
+            /* up_read logged this read before parsing it (whole, unless truncated). */
+            u->log.tunnel_at = u->log.len >= len ? u->log.len - len : 0;
         } else {
             /* CONNECT answered 200 (or RAW mode): go on parsing requests. */
             llhttp_init(&u->parser, HTTP_REQUEST, &upstream_settings);
@@ -373,8 +398,20 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    if (u->seen_len < 256 * 1024)
-        append(&u->seen, &u->seen_len, &u->seen_cap, buf->base, (size_t)nread);
+    size_t keep = (size_t)nread;
+    if (u->log.len + keep > FZ_UPLOG_MAX) {
+        keep = FZ_UPLOG_MAX - u->log.len;
+        u->log.truncated = true;
+    }
+    append(&u->log.bytes, &u->log.len, &u->seen_cap, buf->base, keep);
+    if (u->log.nreads == u->log.reads_cap) {
+        u->log.reads_cap = u->log.reads_cap ? 2 * u->log.reads_cap : 16;
+        u->log.reads = realloc(u->log.reads, u->log.reads_cap * sizeof *u->log.reads);
+        if (!u->log.reads)
+            abort();
+    }
+    u->log.reads[u->log.nreads++] =
+        (struct fz_upread){.end = u->log.len, .seq = H.upstream_reads++};
     if (H.mode == FZ_UP_RAW && u->answered)
         return; /* only the first request is answered */
     up_parse(u, buf->base, (size_t)nread);
@@ -397,6 +434,7 @@ static void on_upstream_connection(uv_stream_t *server, int status)
     u->next = H.upconns;
     H.upconns = u;
     H.upstream_conns++;
+    u->log.tunnel_at = SIZE_MAX;
     llhttp_init(&u->parser, HTTP_REQUEST, &upstream_settings);
     u->parser.data = u;
     mg_headscan_init(&u->scan, 1024 * 1024);
@@ -717,7 +755,8 @@ void fz_harness_run(const struct fz_exchange *e, struct fz_outcome *out)
 {
     uv_loop_t *loop = &H.w.loop;
     H.ex = e;
-    H.upstream_requests = H.upstream_conns = 0;
+    H.upstream_requests = H.upstream_conns = H.upstream_reads = 0;
+    uplogs_clear();
     uint8_t *got = client.got;
     size_t got_cap = client.got_cap;
     memset(&client, 0, sizeof client);
@@ -769,4 +808,6 @@ void fz_harness_run(const struct fz_exchange *e, struct fz_outcome *out)
     out->reset = client.reset;
     out->upstream_requests = H.upstream_requests;
     out->upstream_conns = H.upstream_conns;
+    out->uplogs = H.uplogs;
+    out->nuplogs = H.nuplogs;
 }

@@ -48,12 +48,36 @@ struct fz_exchange {
     size_t upstream_len;
 };
 
+/* Every read of one upstream connection, in the order the loop delivered them
+ * across all connections (`seq` counts reads of every connection of the run), so
+ * that messages of different connections can be put in time order. */
+struct fz_upread {
+    size_t end; /* offset in fz_uplog.bytes just after this read's bytes */
+    unsigned seq;
+};
+
+/* The exact bytes one upstream connection received during the input. */
+struct fz_uplog {
+    uint8_t *bytes;
+    size_t len;
+    bool truncated;   /* more arrived than FZ_UPLOG_MAX: bytes is a prefix */
+    size_t tunnel_at; /* where the upstream's llhttp switched to a tunnel, or SIZE_MAX */
+    struct fz_upread *reads;
+    size_t nreads, reads_cap;
+};
+
+#define FZ_UPLOG_MAX (256 * 1024)
+
 struct fz_outcome {
     const uint8_t *got; /* what the client received; valid until the next run */
     size_t got_len;
     bool reset;                 /* the client's connection ended in an error, not EOF */
     unsigned upstream_requests; /* complete requests the upstream parsed */
     unsigned upstream_conns;    /* connections the upstream accepted */
+    /* What each upstream connection received, in the order they closed; valid
+     * until the next run. */
+    const struct fz_uplog *uplogs;
+    unsigned nuplogs;
 };
 
 /* Once, before the first run (idempotent). Aborts when the gateway cannot start. */

@@ -86,6 +86,16 @@ static void paths_with_dot_segments_or_nul_are_unsafe(void **state)
         assert_false(mg_http_path_safe((struct mg_slice){bad[i], strlen(bad[i])}));
 }
 
+static void targets_with_whitespace_or_controls_are_invalid(void **state)
+{
+    assert_true(mg_http_target_valid((struct mg_slice){"/a?b=%20", 8}));
+    assert_true(mg_http_target_valid((struct mg_slice){"/\xc3\xa9", 3}));
+    assert_false(mg_http_target_valid((struct mg_slice){"/a\tb", 4}));
+    assert_false(mg_http_target_valid((struct mg_slice){"/\x0c", 2}));
+    assert_false(mg_http_target_valid((struct mg_slice){"/a b", 4}));
+    assert_false(mg_http_target_valid((struct mg_slice){"/\x7f", 2}));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -97,6 +107,7 @@ int main(void)
         cmocka_unit_test(malformed_absolute_forms_are_rejected),
         cmocka_unit_test(request_ids_are_visible_ascii_without_quotes),
         cmocka_unit_test(paths_with_dot_segments_or_nul_are_unsafe),
+        cmocka_unit_test(targets_with_whitespace_or_controls_are_invalid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
