@@ -28,7 +28,7 @@
 #include "obs/admin.h"
 #include "obs/metrics.h"
 #include "obs/registry_hooks.h"
-#include "proxy.h"
+#include "exchange/exchange.h"
 #include "resilience/registry.h"
 #include "worker.h"
 
@@ -271,7 +271,7 @@ static int start_workers(struct mg_main *m)
         mg_error("access log %s: %s", m->cfg->access_log, err);
         return -1;
     }
-    mg_proxy_set_accesslog(m->accesslog);
+    mg_exchange_set_accesslog(m->accesslog);
     /* One embedded idempotency store for the process, whatever the routes say
      * now: a reload may add memory-store routes. It allocates nothing up front. */
     m->idem_table = mg_idem_memtable_new(m->cfg->idempotency_memory);

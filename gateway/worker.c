@@ -20,14 +20,17 @@
 #include "idempotency/store.h"
 #include "idempotency/store_memory.h"
 #include "idempotency/store_redis.h"
-#include "proxy.h"
+#include "conn/conn.h"
+#include "conn/h1server.h"
+#include "exchange/exchange.h"
+#include "net/wq.h"
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
 #include "obs/metrics.h"
 #include "resilience/admission.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
-#include "upstream.h"
+#include "upstream/pool.h"
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
 #define MG_MAX_FREE_BUFS 256
@@ -81,7 +84,7 @@ static void on_connection(uv_stream_t *server, int status)
         mg_warn("accept: %s", uv_strerror(status));
         return;
     }
-    mg_proxy_accept(l->w, server);
+    mg_h1s_accept(l->w, server, &mg_exchange_hooks);
 }
 
 static void on_listener_closed(uv_handle_t *h)
@@ -354,7 +357,7 @@ static void start_drain(struct mg_worker *w)
     restart_health_checks(w);
     close_listeners(w, true);
     runtime_close_idle(w->rt);
-    mg_proxy_drain(w);
+    mg_conn_drain(w);
     mg_worker_conn_closed(w);
 }
 
@@ -369,7 +372,7 @@ static void on_wakeup(uv_async_t *a)
     if (req == 0)
         return;
     if (req == 2) {
-        mg_proxy_close_all(w);
+        mg_conn_close_all(w);
         uv_stop(&w->loop);
         return;
     }
@@ -381,7 +384,7 @@ static void on_drain_timeout(uv_timer_t *t)
 {
     struct mg_worker *w = t->data;
     mg_warn("worker %d: drain timeout, closing %u connections", w->id, w->nconns);
-    mg_proxy_close_all(w);
+    mg_conn_close_all(w);
     uv_stop(&w->loop);
 }
 
@@ -445,7 +448,7 @@ void mg_worker_run(struct mg_worker *w)
     /* Stopped: close what is left and let close callbacks free the connections.
      * The wakeup handle stays open (unreferenced) until mg_worker_destroy, so the
      * main thread may still signal this worker without touching a closed handle. */
-    mg_proxy_close_all(w);
+    mg_conn_close_all(w);
     close_listeners(w, true);
     runtime_close_idle(w->rt);
     mg_health_stop(w->health);
@@ -479,7 +482,7 @@ void mg_worker_destroy(struct mg_worker *w)
         w->free_bufs = b->next;
         free(b);
     }
-    mg_proxy_free_worker_cache(w);
+    mg_wreq_free_list(&w->free_wreqs);
     mg_arena_cache_clear(&w->arena_cache);
 }
 
@@ -508,6 +511,17 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
 
 static struct mg_worker *all_workers;
 static size_t nall_workers;
+
+uint64_t mg_worker_random(struct mg_worker *w)
+{
+    /* xorshift64*: request ids and backoff jitter need spread, not secrecy. */
+    uint64_t x = w->rand_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rand_state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
 
 static void wake_worker(unsigned id)
 {

@@ -140,6 +140,9 @@ void mg_worker_wake(int id);
 struct mg_runtime *mg_runtime_hold(struct mg_worker *w);
 void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt);
 
+/* The worker's pseudo-random numbers (xorshift64*): ids and jitter, not secrets. */
+uint64_t mg_worker_random(struct mg_worker *w);
+
 char *mg_worker_buf_get(struct mg_worker *w);
 void mg_worker_buf_put(struct mg_worker *w, char *buf);
 /* Called by the connection code when a client connection is gone, so a draining

@@ -178,3 +178,25 @@ void mg_arena_cache_clear(struct mg_arena_cache *c)
     }
     c->n = 0;
 }
+
+int mg_arena_append(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p,
+                    size_t n, size_t limit)
+{
+    if (*len + n > *cap) {
+        if (*len + n > limit)
+            return -1;
+        size_t ncap = *cap ? *cap * 2 : 2048;
+        while (ncap < *len + n)
+            ncap *= 2;
+        if (ncap > limit)
+            ncap = limit;
+        char *nb = mg_arena_alloc(a, ncap);
+        if (*len)
+            memcpy(nb, *buf, *len);
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}

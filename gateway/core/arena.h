@@ -51,6 +51,11 @@ void mg_arena_cache_clear(struct mg_arena_cache *c);
 void *mg_arena_alloc(struct mg_arena *a, size_t size);
 void *mg_arena_calloc(struct mg_arena *a, size_t size);
 char *mg_arena_strndup(struct mg_arena *a, const char *s, size_t n);
+/* Appends p[0..n) to the growing arena buffer *buf of *len bytes in *cap
+ * (doubling from 2 KiB, never past limit). Returns 0, or -1 when it would pass
+ * limit (nothing appended). */
+int mg_arena_append(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p,
+                    size_t n, size_t limit);
 /* Registers fn(data) to run at reset/destroy, last registered first. */
 void mg_arena_defer(struct mg_arena *a, mg_arena_cleanup_cb fn, void *data);
 /* Runs cleanups and frees all blocks but the first. */

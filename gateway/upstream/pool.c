@@ -1,5 +1,5 @@
 /*
- * Upstream connections and pools (see upstream.h).
+ * Upstream connections and pools (see pool.h).
  *
  * Invariants: a connection is in its target's idle list iff owner == NULL and
  * !closing. Reads go to the proxy only while owner != NULL; an idle connection
@@ -7,10 +7,9 @@
  * connection has nothing to say. Memory is freed in the last close callback, or
  * by the last unpin, whichever comes later.
  */
-#include "upstream.h"
+#include "upstream/pool.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,16 +31,24 @@ static void count(struct mg_upconn *u, int state_from, int state_to)
 
 static void maybe_free(struct mg_upconn *u)
 {
-    if (u->handles_open || u->pins)
+    if (u->handles_open || u->in.pins || u->out.pending)
         return;
-    if (u->buf)
-        mg_worker_buf_put(u->w, u->buf);
+    mg_wq_discard(&u->out);
+    if (u->in.buf)
+        mg_worker_buf_put(u->w, u->in.buf);
     free(u);
 }
 
 static void on_close(uv_handle_t *h)
 {
     struct mg_upconn *u = h->data;
+    u->handles_open--;
+    maybe_free(u);
+}
+
+static void on_transport_closed(struct mg_transport *t)
+{
+    struct mg_upconn *u = t->owner;
     u->handles_open--;
     maybe_free(u);
 }
@@ -69,39 +76,38 @@ void mg_upconn_close(struct mg_upconn *u)
     if (!u->owner)
         unlink_idle(u);
     u->owner = NULL;
-    uv_close((uv_handle_t *)&u->tcp, on_close);
+    mg_transport_close(&u->tcp.t);
     uv_close(mg_deadline_handle(&u->timer), on_close);
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
 {
-    struct mg_upconn *u = h->data;
-    if (!u->buf) {
-        u->buf = mg_worker_buf_get(u->w);
-        u->start = u->end = 0;
+    struct mg_upconn *u = t->owner;
+    struct mg_rbuf *b = &u->in;
+    if (!b->buf) {
+        b->buf = mg_worker_buf_get(u->w);
+        b->start = b->end = 0;
     }
-    if (u->pins == 0 && u->start > 0) {
+    if (b->pins == 0 && b->start > 0) {
         /* Nothing points into the consumed bytes any more: reuse them. */
-        memmove(u->buf, u->buf + u->start, u->end - u->start);
-        u->end -= u->start;
-        u->start = 0;
+        memmove(b->buf, b->buf + b->start, b->end - b->start);
+        b->end -= b->start;
+        b->start = 0;
     }
-    buf->base = u->buf + u->end;
-    buf->len = MG_BUF_SIZE - u->end;
+    buf->base = b->buf + b->end;
+    buf->len = MG_BUF_SIZE - b->end;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_read(struct mg_transport *t, ssize_t nread)
 {
-    struct mg_upconn *u = s->data;
-    if (nread == 0)
-        return;
+    struct mg_upconn *u = t->owner;
     if (!u->owner) {
         /* Idle in the pool: the upstream closed it or sent garbage. */
         mg_upconn_close(u);
         return;
     }
     if (nread > 0)
-        u->end += (size_t)nread;
+        u->in.end += (size_t)nread;
     u->ops->on_read(u, nread);
 }
 
@@ -111,9 +117,9 @@ void mg_upconn_set_reading(struct mg_upconn *u, bool on)
         return;
     u->reading = on;
     if (on)
-        uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
+        mg_transport_read_start(&u->tcp.t);
     else
-        uv_read_stop((uv_stream_t *)&u->tcp);
+        mg_transport_read_stop(&u->tcp.t);
 }
 
 static void on_timer(struct mg_deadline *d)
@@ -147,27 +153,35 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (status == 0) {
         u->connected = true;
-        uv_tcp_nodelay(&u->tcp, 1);
+        uv_tcp_nodelay(&u->tcp.h, 1);
     }
     u->ops->on_connect(u, status);
 }
 
+static void on_unpinned(struct mg_rbuf *b);
+static void on_written(struct mg_wq *q, int status);
+
 static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struct mg_upconn *u,
                          uint64_t timeout_ms)
 {
-    int rc = uv_tcp_init(&w->loop, &u->tcp);
+    int rc = mg_tcp_init(&w->loop, &u->tcp, u);
     if (rc)
         return rc;
+    u->tcp.t.on_alloc = on_alloc;
+    u->tcp.t.on_read = on_read;
+    u->tcp.t.on_closed = on_transport_closed;
+    u->in.on_unpinned = on_unpinned;
+    mg_wq_init(&u->out, &u->tcp.t, &w->free_wreqs, on_written, u);
     mg_deadline_init(&w->loop, &u->timer, on_timer, u);
     u->handles_open = 2;
-    u->tcp.data = u->connect_req.data = u;
-    rc = uv_tcp_connect(&u->connect_req, &u->tcp,
+    u->connect_req.data = u;
+    rc = mg_tcp_connect(&u->tcp, &u->connect_req,
                         (const struct sockaddr *)&target->conf->address.addr, on_connect);
     if (rc) {
         /* The handles exist: close them; the caller must not free u. */
         u->owner = NULL;
         u->closing = true;
-        uv_close((uv_handle_t *)&u->tcp, on_close);
+        mg_transport_close(&u->tcp.t);
         uv_close(mg_deadline_handle(&u->timer), on_close);
         return rc;
     }
@@ -222,11 +236,12 @@ void mg_upconn_release(struct mg_upconn *u)
         return;
     struct mg_target_rt *t = u->target;
     u->owner = NULL;
-    if (u->start != u->end || t->pool_limit == 0 || u->w->draining || t->rt->retired) {
+    if (u->in.start != u->in.end || !mg_wq_idle(&u->out) || t->pool_limit == 0 || u->w->draining ||
+        t->rt->retired) {
         mg_upconn_close(u);
         return;
     }
-    if (u->pins) {
+    if (u->in.pins) {
         /* A client write still points into our buffer: join the pool once it is done. */
         u->parked = true;
         return;
@@ -238,7 +253,7 @@ static void pool_put(struct mg_upconn *u)
 {
     struct mg_target_rt *t = u->target;
     u->parked = false;
-    u->start = u->end = 0;
+    u->in.start = u->in.end = 0;
     count(u, u->counted_as, MG_CONN_STATE_IDLE);
     u->counted_as = MG_CONN_STATE_IDLE;
     u->next_idle = t->idle;
@@ -250,20 +265,24 @@ static void pool_put(struct mg_upconn *u)
     mg_upconn_set_reading(u, true);
 }
 
-void mg_upconn_unpin(struct mg_upconn *u)
+static void on_unpinned(struct mg_rbuf *b)
 {
-    MG_ASSERT(u->pins > 0);
-    u->pins--;
-    if (u->closing) {
+    struct mg_upconn *u = (struct mg_upconn *)((char *)b - offsetof(struct mg_upconn, in));
+    if (u->closing)
         maybe_free(u);
-        return;
-    }
-    if (u->pins == 0) {
-        if (u->owner)
-            u->ops->on_unpinned(u);
-        else if (u->parked)
-            pool_put(u);
-    }
+    else if (u->owner)
+        u->ops->on_unpinned(u);
+    else if (u->parked)
+        pool_put(u);
+}
+
+static void on_written(struct mg_wq *q, int status)
+{
+    struct mg_upconn *u = q->owner;
+    if (u->closing)
+        maybe_free(u);
+    else if (u->owner)
+        u->ops->on_written(u, status);
 }
 
 void mg_upconn_close_idle(struct mg_target_rt *t)

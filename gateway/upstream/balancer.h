@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "balancer-t.h"
+#include "upstream/balancer-t.h"
 #include "worker.h"
 
 /* Is target t offered to balancers now? Reads process-wide atomics only. */

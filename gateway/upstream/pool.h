@@ -3,20 +3,23 @@
  * them alive between requests.
  *
  * An upstream connection is either idle in its target's pool (owner == NULL,
- * reading only to notice a close), leased to one client connection's exchange
- * (owner != NULL), or closing. Pool and connection objects are malloc'd, never
- * arena memory: they outlive exchanges. The memory is freed only when both libuv
- * handles are closed and no client write still points into the read buffer.
+ * reading only to notice a close), leased to one owner (an exchange's attempt
+ * today; a health check, a plugin's call or a hedged try could lease one the
+ * same way), or closing. It owns its transport, its read buffer and its write
+ * queue; the owner hears of it only through the ops it gave at acquire. Pool and
+ * connection objects are malloc'd, never arena memory: they outlive exchanges.
+ * The memory is freed only when the transport and the timer are closed, no
+ * write points into the read buffer and no write of its own is in flight.
  */
-#ifndef MG_UPSTREAM_H
-#define MG_UPSTREAM_H
+#ifndef MG_UPSTREAM_POOL_H
+#define MG_UPSTREAM_POOL_H
 
-#include <llhttp.h>
 #include <stdbool.h>
 #include <uv.h>
 
 #include "core/deadline.h"
-#include "http/headscan.h"
+#include "net/tcp.h"
+#include "net/wq.h"
 #include "worker.h"
 
 /* Idle pooled connections are closed after this long, as nginx's upstream
@@ -32,18 +35,20 @@
 
 struct mg_upconn;
 
-/* How a leased connection reports to whoever leased it (the proxy today; health
- * checks, plugin calls or hedged tries tomorrow): set at acquire, called only
- * while the lease lasts, never by name. Each may release or close u. */
+/* How a leased connection reports to whoever leased it: set at acquire, called
+ * only while the lease lasts, never by name. Each may release or close u. */
 struct mg_upconn_ops {
     void (*on_connect)(struct mg_upconn *u, int status); /* once, if not pooled */
-    void (*on_read)(struct mg_upconn *u, ssize_t nread); /* bytes in u->buf, or EOF/error */
+    void (*on_read)(struct mg_upconn *u, ssize_t nread); /* bytes in u->in, or EOF/error */
     void (*on_timeout)(struct mg_upconn *u);             /* the owner's timer fired */
-    void (*on_unpinned)(struct mg_upconn *u);            /* a write into u->buf completed */
+    void (*on_unpinned)(struct mg_upconn *u);            /* no write points into u->in now */
+    void (*on_written)(struct mg_upconn *u, int status); /* a queued write completed */
 };
 
 struct mg_upconn {
-    uv_tcp_t tcp;
+    struct mg_tcp tcp;        /* the transport (TLS to upstreams later) */
+    struct mg_rbuf in;        /* what the upstream sent */
+    struct mg_wq out;         /* what goes to the upstream */
     struct mg_deadline timer; /* connect/read timeout while leased, idle timeout in pool */
     uv_connect_t connect_req;
     struct mg_worker *w;
@@ -51,11 +56,6 @@ struct mg_upconn {
     void *owner;                     /* who leases it; NULL when idle */
     const struct mg_upconn_ops *ops; /* the owner's callbacks, with owner */
     struct mg_upconn *next_idle;
-    char *buf;         /* read buffer (MG_BUF_SIZE) from the worker, or NULL */
-    size_t start, end; /* unparsed bytes are buf[start..end) */
-    llhttp_t parser;   /* response parser, re-initialised per exchange */
-    struct mg_headscan scan;
-    uint32_t pins; /* client writes still pointing into buf */
     uint64_t serial;
     uint64_t idle_since;   /* loop time it joined the pool */
     uint32_t requests;     /* exchanges served, for logs */
@@ -75,16 +75,14 @@ struct mg_upconn {
 int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *owner,
                       const struct mg_upconn_ops *ops, uint64_t connect_timeout_ms,
                       struct mg_upconn **out, bool *reused);
-/* Returns a leased connection to its pool (or closes it when the pool is full). */
+/* Returns a leased connection to its pool (or closes it when it cannot be kept). */
 void mg_upconn_release(struct mg_upconn *u);
 /* Closes the connection; memory goes when handles are closed and pins are 0. */
 void mg_upconn_close(struct mg_upconn *u);
-/* Starts or stops reading; reads land in u->buf and go to the proxy. */
+/* Starts or stops reading; reads land in u->in and go to the owner. */
 void mg_upconn_set_reading(struct mg_upconn *u, bool on);
 /* Arms the connection's timer for the owner (0 stops it). */
 void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms);
-/* A client write that pointed into u->buf completed. */
-void mg_upconn_unpin(struct mg_upconn *u);
 /* Moves idle connections to the same address into a new runtime's pool (reload);
  * what does not fit stays in `from`. */
 void mg_upconn_move_idle(struct mg_target_rt *from, struct mg_target_rt *to);

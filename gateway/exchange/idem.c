@@ -1,19 +1,19 @@
 /*
- * The Idempotency-Key phase of an exchange: see proxy_idem.h for the states and
+ * The Idempotency-Key phase of an exchange: see idem.h for the states and
  * idempotency/store.h for the protocol with the stores.
  */
-#include "proxy_idem.h"
+#include "exchange/idem.h"
 
 #include <string.h>
 
 #include "config/config-t.h"
 #include "core/log.h"
-#include "http/writer.h"
 #include "idempotency/fingerprint.h"
 #include "idempotency/record.h"
 #include "idempotency/store.h"
+#include "exchange/exchange.h"
+#include "lua/edits.h"
 #include "obs/metrics.h"
-#include "proxy-t.h"
 #include "worker.h"
 
 /* Retry-After of a 409 idempotency_conflict, in seconds. */
@@ -24,18 +24,17 @@ static const struct mg_idempotency_conf *conf_of(const struct mg_exchange *x)
     return &x->route->idempotency;
 }
 
-static void count(struct mg_conn *c, enum mg_idem_metric what)
+static void count(struct mg_exchange *x, enum mg_idem_metric what)
 {
-    mg_metrics_idempotency(mg_px_metrics(c), (unsigned)c->w->id, (int)c->x.route->index, what);
+    mg_metrics_idempotency(x->rt->metrics, (unsigned)x->w->id, (int)x->route->index, what);
 }
 
 /* The store failed us: on_store_error decides. Returns the error to answer with,
  * or MG_ERR_NONE to forward without deduplication. */
-static enum mg_error store_failed(struct mg_conn *c, const char *why)
+static enum mg_error store_failed(struct mg_exchange *x, const char *why)
 {
-    struct mg_exchange *x = &c->x;
     mg_warn("idempotency store: %s (route %s, request_id %s)", why, x->route->name, x->request_id);
-    count(c, MG_IDEM_RESULT_STORE_ERROR);
+    count(x, MG_IDEM_RESULT_STORE_ERROR);
     mg_idem_fp_dispose(&x->idem.fp);
     x->idem.store = NULL;
     if (conf_of(x)->on_store_error == MG_IDEM_PASS)
@@ -85,17 +84,17 @@ static enum mg_error read_key(struct mg_exchange *x, char key[MG_IDEM_KEY_MAX + 
     return MG_ERR_NONE;
 }
 
-enum mg_error mg_px_idem_start(struct mg_conn *c)
+enum mg_error mg_xidem_start(struct mg_exchange *x, bool *buffer)
 {
-    struct mg_exchange *x = &c->x;
     const struct mg_idempotency_conf *ic = conf_of(x);
+    *buffer = false;
     if (!ic->enabled || !(ic->methods_mask >> x->method & 1) || x->req_upgrade)
         return MG_ERR_NONE;
     char key[MG_IDEM_KEY_MAX + 1];
     size_t key_len;
     enum mg_error err = read_key(x, key, &key_len);
     if (err) {
-        count(c, err == MG_ERR_IDEMPOTENCY_KEY_MISSING ? MG_IDEM_RESULT_KEY_MISSING
+        count(x, err == MG_ERR_IDEMPOTENCY_KEY_MISSING ? MG_IDEM_RESULT_KEY_MISSING
                                                        : MG_IDEM_RESULT_KEY_INVALID);
         return err;
     }
@@ -105,9 +104,9 @@ enum mg_error mg_px_idem_start(struct mg_conn *c)
     if (x->req_content_length > ic->max_body)
         return MG_ERR_BODY_TOO_LARGE;
 
-    x->idem.store = ic->store == MG_IDEM_STORE_REDIS ? x->rt->idem_redis : c->w->idem_memory;
+    x->idem.store = ic->store == MG_IDEM_STORE_REDIS ? x->rt->idem_redis : x->w->idem_memory;
     if (!x->idem.store)
-        return store_failed(c, "no store open");
+        return store_failed(x, "no store open");
     struct mg_idem_slice *scope = mg_arena_alloc(&x->arena, (ic->nscope + 1) * sizeof *scope);
     for (size_t i = 0; i < ic->nscope; i++) {
         const char *header = mg_idem_scope_header(ic->scope[i]);
@@ -117,12 +116,12 @@ enum mg_error mg_px_idem_start(struct mg_conn *c)
     int n = mg_idem_storage_key(x->idem.skey, MG_IDEM_STORAGE_KEY_MAX, x->route->name,
                                 strlen(x->route->name), scope, ic->nscope, key, key_len);
     if (n < 0)
-        return store_failed(c, "cannot build the storage key");
+        return store_failed(x, "cannot build the storage key");
     x->idem.skey_len = (size_t)n;
     const char *method = llhttp_method_name((llhttp_method_t)x->method);
     struct mg_idem_slice m = {method, strlen(method)}, target = {x->url.p, x->url.len};
     if (mg_idem_fp_init(&x->idem.fp, m, target, scope, ic->nscope) < 0)
-        return store_failed(c, "cannot hash the request");
+        return store_failed(x, "cannot hash the request");
     /* The whole body is kept: it is hashed now and sent (or resent) later. A
      * known length gets its buffer at once (no copies while it grows). */
     x->body_copy_ok = true;
@@ -130,21 +129,19 @@ enum mg_error mg_px_idem_start(struct mg_conn *c)
         x->body_copy = mg_arena_alloc(&x->arena, x->req_content_length);
         x->body_copy_cap = x->req_content_length;
     }
-    x->state = MG_X_BUFFER;
+    *buffer = true;
     if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
         /* The key cannot be looked up without the body's hash: ask for it now. */
-        static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        mg_px_to_client(c, continue_line, sizeof continue_line - 1);
+        x->down->send_continue(x);
         x->continue_sent = true;
     }
     return MG_ERR_NONE;
 }
 
-int mg_px_idem_body(struct mg_conn *c, const char *at, size_t len)
+int mg_xidem_body(struct mg_exchange *x, const char *at, size_t len)
 {
-    struct mg_exchange *x = &c->x;
-    if (mg_px_append(&x->arena, &x->body_copy, &x->body_copy_len, &x->body_copy_cap, at, len,
-                     conf_of(x)->max_body) < 0) {
+    if (mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len, &x->body_copy_cap, at, len,
+                        conf_of(x)->max_body) < 0) {
         x->error = MG_ERR_BODY_TOO_LARGE;
         return -1;
     }
@@ -157,125 +154,102 @@ int mg_px_idem_body(struct mg_conn *c, const char *at, size_t len)
 
 /* ------------------------------------------------------------ the answer */
 
-/* Sends the stored response: its status, end-to-end headers and body (which is
- * referenced, not copied: the record stays held until the exchange ends). */
-static void replay(struct mg_conn *c, struct mg_idem_record *rec)
+int mg_xidem_replay(struct mg_exchange *x, struct mg_header **fields, uint32_t *n,
+                    struct mg_slice *body)
 {
-    struct mg_exchange *x = &c->x;
-    x->idem.replay = rec;
-    if (!x->req_keepalive || c->w->draining)
-        x->close_after = true;
-    int status = mg_idem_record_status(rec);
-    size_t body_len;
-    const uint8_t *body = mg_idem_record_body(rec, &body_len);
-    bool bodyless = status < 200 || status == 204 || status == 304;
-    struct mg_http_tail tail = {
-        .via = true,
-        .request_id = x->request_id, /* the record keeps no X-Request-Id */
-        .framing = bodyless ? MG_HTTP_FRAME_NONE : MG_HTTP_FRAME_LENGTH,
-        .length = body_len,
-        .conn = mg_http_conn_for(x->close_after, x->http_minor),
-    };
-    const struct mg_slice replayed_name = MG_SLICE_LIT("Idempotent-Replayed");
-    const struct mg_slice replayed_value = MG_SLICE_LIT("true");
-    size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX) +
-                 MG_HTTP_FIELD_SIZE(replayed_name.len, replayed_value.len) +
-                 mg_http_tail_max(&tail);
-    size_t cursor = 0, nl, vl;
+    struct mg_idem_record *rec = x->idem.replay;
+    size_t cursor = 0, nl, vl, count = 1, body_len;
     const char *name, *value;
     while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl))
-        cap += MG_HTTP_FIELD_SIZE(nl, vl);
-    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
-    o = mg_http_put_status(o, status);
+        count++;
+    struct mg_header *v = mg_arena_alloc(&x->arena, count * sizeof *v);
+    uint32_t k = 0;
     cursor = 0;
     while (mg_idem_record_next_header(rec, &cursor, &name, &nl, &value, &vl))
-        o = mg_http_put_field(o, (struct mg_slice){name, nl}, (struct mg_slice){value, vl});
-    o = mg_http_put_field(o, replayed_name, replayed_value);
-    o = mg_http_put_tail(o, &tail);
-    MG_ASSERT((size_t)(o - start) <= cap);
-    mg_px_to_client(c, start, (size_t)(o - start));
-    if (!bodyless && x->method != HTTP_HEAD)
-        mg_px_to_client(c, body, body_len);
-    x->sent_status = status;
-    x->resp_started = true;
-    x->resp_done = true;
-    x->state = MG_X_FINISH;
+        v[k++] = (struct mg_header){{name, nl}, {value, vl}, 0};
+    v[k++] = (struct mg_header){MG_SLICE_LIT("Idempotent-Replayed"), MG_SLICE_LIT("true"), 0};
+    const uint8_t *b = mg_idem_record_body(rec, &body_len);
+    *fields = v;
+    *n = k;
+    *body = (struct mg_slice){(const char *)b, body_len};
+    return mg_idem_record_status(rec);
 }
 
+/* The store's answer to begin(): kept for the state machine to act on. */
 static void on_begin(struct mg_idem_req *req)
 {
-    struct mg_conn *c = req->data;
-    struct mg_exchange *x = &c->x;
+    struct mg_exchange *x = req->data;
     MG_ASSERT(x->state == MG_X_LOOKUP);
-    struct mg_idem_record *rec = req->record;
+    x->idem.answered = true;
+    x->idem.answer = req->record;
     req->record = NULL;
-    switch (req->result) {
-    case MG_IDEM_STARTED:
-        count(c, MG_IDEM_RESULT_NEW);
-        x->idem.owned = true;
-        x->state = MG_X_CONNECT;
-        break;
-    case MG_IDEM_DONE:
-        count(c, MG_IDEM_RESULT_REPLAYED);
-        replay(c, rec);
-        rec = NULL; /* the replay holds it */
-        break;
-    case MG_IDEM_IN_FLIGHT:
-        count(c, MG_IDEM_RESULT_CONFLICT);
-        /* The lock's remaining ttl is only the worst case: the first request
-         * usually ends far sooner, so the client is told to look again soon. */
-        x->retry_after_s = req->retry_after_ms < 1000 ? 1 : MG_IDEM_RETRY_AFTER_S;
-        mg_px_fail(c, MG_ERR_IDEMPOTENCY_CONFLICT, "key in flight");
-        break;
-    case MG_IDEM_TOO_BIG:
-        count(c, MG_IDEM_RESULT_REPLAY_UNAVAILABLE);
-        x->idem.original_status = mg_idem_record_status(rec);
-        mg_px_fail(c, MG_ERR_IDEMPOTENCY_REPLAY_UNAVAILABLE, "stored response too big to replay");
-        break;
-    case MG_IDEM_MISMATCH:
-        count(c, MG_IDEM_RESULT_MISMATCH);
-        mg_px_fail(c, MG_ERR_IDEMPOTENCY_MISMATCH, "key reused for another request");
-        break;
-    default: {
-        enum mg_error err = store_failed(c, "begin failed");
-        if (err)
-            mg_px_fail(c, err, "store unavailable");
-        else
-            x->state = MG_X_CONNECT;
-        break;
-    }
-    }
-    mg_idem_record_unref(rec);
-    mg_px_advance(c);
+    mg_exchange_run(x);
 }
 
-void mg_px_idem_lookup(struct mg_conn *c)
+enum mg_xidem_verdict mg_xidem_answered(struct mg_exchange *x, enum mg_error *err)
 {
-    struct mg_exchange *x = &c->x;
+    if (!x->idem.answered)
+        return MG_XIDEM_WAIT;
+    x->idem.answered = false;
+    struct mg_idem_record *rec = x->idem.answer;
+    x->idem.answer = NULL;
+    enum mg_xidem_verdict v = MG_XIDEM_FAIL;
+    switch (x->idem.req.result) {
+    case MG_IDEM_STARTED:
+        count(x, MG_IDEM_RESULT_NEW);
+        x->idem.owned = true;
+        v = MG_XIDEM_FORWARD;
+        break;
+    case MG_IDEM_DONE:
+        count(x, MG_IDEM_RESULT_REPLAYED);
+        x->idem.replay = rec; /* held until the exchange ends: its body is sent by reference */
+        return MG_XIDEM_REPLAY;
+    case MG_IDEM_IN_FLIGHT:
+        count(x, MG_IDEM_RESULT_CONFLICT);
+        /* The lock's remaining ttl is only the worst case: the first request
+         * usually ends far sooner, so the client is told to look again soon. */
+        x->retry_after_s = MG_IDEM_RETRY_AFTER_S;
+        *err = MG_ERR_IDEMPOTENCY_CONFLICT;
+        break;
+    case MG_IDEM_TOO_BIG:
+        count(x, MG_IDEM_RESULT_REPLAY_UNAVAILABLE);
+        x->idem.original_status = mg_idem_record_status(rec);
+        *err = MG_ERR_IDEMPOTENCY_REPLAY_UNAVAILABLE;
+        break;
+    case MG_IDEM_MISMATCH:
+        count(x, MG_IDEM_RESULT_MISMATCH);
+        *err = MG_ERR_IDEMPOTENCY_MISMATCH;
+        break;
+    default:
+        *err = store_failed(x, "begin failed");
+        v = *err ? MG_XIDEM_FAIL : MG_XIDEM_FORWARD;
+        break;
+    }
+    mg_idem_record_unref(rec);
+    return v;
+}
+
+int mg_xidem_lookup(struct mg_exchange *x, enum mg_error *err)
+{
     const struct mg_idempotency_conf *ic = conf_of(x);
-    x->state = MG_X_LOOKUP;
     int rc = mg_idem_fp_final(&x->idem.fp, x->idem.fingerprint);
     if (rc == 0)
         rc = mg_idem_owner_new(x->idem.owner);
     if (rc == 0) {
-        x->idem.req.data = c;
+        x->idem.req.data = x;
         rc = mg_idem_begin(x->idem.store, &x->idem.req, x->idem.skey, x->idem.skey_len,
                            x->idem.fingerprint, ic->lock_ttl_ms, x->idem.owner, on_begin);
     }
     if (rc == 0)
-        return; /* on_begin moves on */
-    enum mg_error err = store_failed(c, "begin refused");
-    if (err)
-        mg_px_fail(c, err, "store unavailable");
-    else
-        x->state = MG_X_CONNECT;
+        return MG_AGAIN; /* on_begin answers */
+    *err = store_failed(x, "begin refused");
+    return MG_NEXT;
 }
 
 /* ------------------------------------------------------- the response */
 
-void mg_px_idem_response_head(struct mg_conn *c)
+void mg_xidem_response_head(struct mg_exchange *x)
 {
-    struct mg_exchange *x = &c->x;
     if (!x->idem.owned)
         return;
     struct mg_idem_record *rec =
@@ -285,7 +259,7 @@ void mg_px_idem_response_head(struct mg_conn *c)
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         const struct mg_header *f = &x->resp_hdrs.v[i];
         if ((f->flags & MG_HDR_HOP) || !mg_idem_record_keeps_header(f->name.p, f->name.len) ||
-            (edits && mg_px_header_edited(edits, f->name)))
+            (edits && mg_lua_edits_name(edits, f->name)))
             continue;
         mg_idem_record_add_header(rec, f->name.p, f->name.len, f->value.p, f->value.len);
     }
@@ -295,34 +269,38 @@ void mg_px_idem_response_head(struct mg_conn *c)
     x->idem.rec = rec;
 }
 
-void mg_px_idem_response_body(struct mg_conn *c, const char *at, size_t len)
+void mg_xidem_response_body(struct mg_exchange *x, const char *at, size_t len)
 {
     /* Past the bound the record turns into a marker by itself (record.h). */
-    if (c->x.idem.rec)
-        mg_idem_record_append_body(c->x.idem.rec, at, len);
+    if (x->idem.rec)
+        mg_idem_record_append_body(x->idem.rec, at, len);
 }
 
 static void on_settled(struct mg_idem_req *req)
 {
-    struct mg_conn *c = req->data;
-    struct mg_exchange *x = &c->x;
+    struct mg_exchange *x = req->data;
     MG_ASSERT(x->state == MG_X_COMMIT);
     if (req->result != MG_IDEM_OK)
         mg_warn("idempotency store: the key of request %s was not %s: %s", x->request_id,
                 x->sent_status && x->sent_status < 500 ? "stored" : "released",
                 mg_idem_result_name(req->result));
-    x->state = MG_X_FINISH;
-    mg_px_advance(c);
+    x->idem.settled = true;
+    mg_exchange_run(x);
 }
 
-bool mg_px_idem_settle(struct mg_conn *c)
+bool mg_xidem_settled(const struct mg_exchange *x)
 {
-    struct mg_exchange *x = &c->x;
-    struct mg_px_idem *d = &x->idem;
+    return x->idem.settled;
+}
+
+bool mg_xidem_settle(struct mg_exchange *x)
+{
+    struct mg_x_idem *d = &x->idem;
     if (!d->owned)
         return false;
     d->owned = false;
-    d->req.data = c;
+    d->settled = false;
+    d->req.data = x;
     int rc;
     if (d->rec && x->resp_done && x->sent_status >= 200 && x->sent_status < 500)
         rc = mg_idem_complete(d->store, &d->req, d->skey, d->skey_len, d->owner, d->rec,
@@ -336,18 +314,18 @@ bool mg_px_idem_settle(struct mg_conn *c)
     return rc == 0;
 }
 
-void mg_px_idem_release(struct mg_conn *c)
+void mg_xidem_release(struct mg_exchange *x)
 {
-    struct mg_px_idem *d = &c->x.idem;
+    struct mg_x_idem *d = &x->idem;
     if (!d->owned)
         return;
     d->owned = false;
     mg_idem_release(d->store, NULL, d->skey, d->skey_len, d->owner, NULL);
 }
 
-void mg_px_idem_abandon(struct mg_conn *c)
+void mg_xidem_abandon(struct mg_exchange *x)
 {
-    struct mg_px_idem *d = &c->x.idem;
+    struct mg_x_idem *d = &x->idem;
     if (mg_idem_pending(&d->req))
         mg_idem_cancel(&d->req); /* a STARTED begin is released by the store */
     if (d->owned && !d->forwarded)
@@ -355,14 +333,16 @@ void mg_px_idem_abandon(struct mg_conn *c)
     else if (d->owned)
         mg_info("idempotency: client of request %s left after it was forwarded; its key "
                 "stays locked until lock_ttl",
-                c->x.request_id);
+                x->request_id);
     d->owned = false;
     mg_idem_fp_dispose(&d->fp);
 }
 
-void mg_px_idem_free(struct mg_conn *c)
+void mg_xidem_free(struct mg_exchange *x)
 {
-    struct mg_px_idem *d = &c->x.idem;
+    struct mg_x_idem *d = &x->idem;
+    mg_idem_record_unref(d->answer);
+    d->answer = NULL;
     mg_idem_record_unref(d->rec);
     d->rec = NULL;
     mg_idem_record_unref(d->replay);

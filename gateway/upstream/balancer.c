@@ -3,7 +3,7 @@
  * weight to its current value, takes the largest and subtracts the total from it:
  * with weights 5,1,1 the order is a a b a c a a, never a burst of five.
  */
-#include "balancer.h"
+#include "upstream/balancer.h"
 
 #include "resilience/breaker.h"
 

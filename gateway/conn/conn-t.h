@@ -1,0 +1,48 @@
+/*
+ * A client connection: its transport, read buffer, write queue and timer, for
+ * whichever downstream codec speaks on it (conn/h1server.c today). Types only;
+ * conn.h has the functions.
+ */
+#ifndef MG_CONN_T_H
+#define MG_CONN_T_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/deadline.h"
+#include "net/tcp.h"
+#include "net/wq.h"
+
+struct mg_conn;
+struct mg_worker;
+
+/* What the connection tells its codec (set at accept). */
+struct mg_conn_ops {
+    void (*on_read)(struct mg_conn *c);                /* bytes in c->in, or c->eof set */
+    void (*on_written)(struct mg_conn *c, int status); /* a queued write completed */
+    void (*on_unpinned)(struct mg_conn *c);            /* no write points into c->in now */
+    void (*on_timer)(struct mg_conn *c);               /* c->timer fired */
+    /* The connection is closing: the codec lets go of its exchanges; each one
+     * still open counts in c->handles_open until the codec calls
+     * mg_conn_handle_closed for it. */
+    void (*on_close)(struct mg_conn *c);
+    void (*on_free)(struct mg_conn *c); /* everything is closed: free the memory */
+    bool (*idle)(struct mg_conn *c);    /* between requests (a drain may close it) */
+};
+
+struct mg_conn {
+    struct mg_tcp tcp;        /* the transport (TLS later) */
+    struct mg_rbuf in;        /* what the client sent */
+    struct mg_wq out;         /* what goes to the client */
+    struct mg_deadline timer; /* the codec's: keep-alive, header and body timeouts */
+    struct mg_worker *w;
+    struct mg_conn *next, *prev; /* the worker's connections */
+    const struct mg_conn_ops *ops;
+    unsigned handles_open; /* transport + timer + the codec's open exchanges */
+    bool reading, closing, eof;
+    bool counted; /* in the connections gauge */
+    bool active;  /* ... as active (an exchange under way), else idle */
+    char client_ip[64];
+};
+
+#endif

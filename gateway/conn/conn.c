@@ -1,0 +1,238 @@
+/*
+ * Client connections (see conn.h). The read buffer comes from the worker's free
+ * list when the first byte can arrive and goes back while the connection is
+ * idle; writes into the upstream that point into it pin it, so it is neither
+ * compacted nor given back while they are in flight.
+ */
+#include "conn/conn.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "config/config-t.h"
+#include "core/log.h"
+#include "obs/metrics.h"
+#include "worker.h"
+
+/* client.max_connections holds for the whole process, across workers. */
+static atomic_uint client_connections;
+
+static struct mg_metrics *metrics(struct mg_conn *c)
+{
+    return c->w->rt->metrics;
+}
+
+static enum mg_conn_state gauge_state(const struct mg_conn *c)
+{
+    return c->active ? MG_CONN_STATE_ACTIVE : MG_CONN_STATE_IDLE;
+}
+
+static void maybe_free(struct mg_conn *c)
+{
+    if (c->handles_open || c->in.pins || c->out.pending)
+        return;
+    mg_wq_discard(&c->out);
+    if (c->in.buf)
+        mg_worker_buf_put(c->w, c->in.buf);
+    c->in.buf = NULL;
+    struct mg_worker *w = c->w;
+    c->ops->on_free(c);
+    mg_worker_conn_closed(w);
+}
+
+void mg_conn_handle_closed(struct mg_conn *c)
+{
+    c->handles_open--;
+    maybe_free(c);
+}
+
+static void on_transport_closed(struct mg_transport *t)
+{
+    mg_conn_handle_closed(t->owner);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    mg_conn_handle_closed(h->data);
+}
+
+static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
+{
+    struct mg_conn *c = t->owner;
+    struct mg_rbuf *b = &c->in;
+    if (!b->buf) {
+        b->buf = mg_worker_buf_get(c->w);
+        b->start = b->end = 0;
+    }
+    if (b->pins == 0 && b->start > 0) {
+        /* Nothing points into the consumed bytes: move the rest to the front. */
+        memmove(b->buf, b->buf + b->start, b->end - b->start);
+        b->end -= b->start;
+        b->start = 0;
+    }
+    buf->base = b->buf + b->end;
+    buf->len = MG_BUF_SIZE - b->end;
+}
+
+static void on_read(struct mg_transport *t, ssize_t nread)
+{
+    struct mg_conn *c = t->owner;
+    if (nread < 0) {
+        c->eof = true;
+        if (nread != UV_EOF)
+            mg_debug("client read: %s", uv_strerror((int)nread));
+    } else {
+        c->in.end += (size_t)nread;
+    }
+    c->ops->on_read(c);
+}
+
+static void on_written(struct mg_wq *q, int status)
+{
+    struct mg_conn *c = q->owner;
+    if (c->closing) {
+        maybe_free(c);
+        return;
+    }
+    if (status < 0) {
+        mg_debug("client write failed: %s", uv_strerror(status));
+        mg_conn_close(c);
+        return;
+    }
+    c->ops->on_written(c, status);
+}
+
+static void on_unpinned(struct mg_rbuf *b)
+{
+    struct mg_conn *c = (struct mg_conn *)((char *)b - offsetof(struct mg_conn, in));
+    if (c->closing)
+        maybe_free(c);
+    else
+        c->ops->on_unpinned(c);
+}
+
+static void on_timer(struct mg_deadline *d)
+{
+    struct mg_conn *c = d->timer.data;
+    c->ops->on_timer(c);
+}
+
+int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
+                   const struct mg_conn_ops *ops)
+{
+    c->w = w;
+    c->ops = ops;
+    mg_tcp_init(&w->loop, &c->tcp, c);
+    c->tcp.t.on_alloc = on_alloc;
+    c->tcp.t.on_read = on_read;
+    c->tcp.t.on_closed = on_transport_closed;
+    c->in.on_unpinned = on_unpinned;
+    mg_wq_init(&c->out, &c->tcp.t, &w->free_wreqs, on_written, c);
+    mg_deadline_init(&w->loop, &c->timer, on_timer, c);
+    c->handles_open += 2;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    unsigned open_before = atomic_fetch_add_explicit(&client_connections, 1, memory_order_relaxed);
+    if (mg_tcp_accept(server, &c->tcp) != 0 || open_before >= w->rt->cfg->client.max_connections ||
+        w->draining) {
+        mg_conn_close(c);
+        return -1;
+    }
+    mg_metrics_conn(metrics(c), (unsigned)w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
+    c->counted = true;
+    c->tcp.t.ops->peer_ip(&c->tcp.t, c->client_ip, sizeof c->client_ip);
+    return 0;
+}
+
+bool mg_conn_has_room(const struct mg_conn *c)
+{
+    return !c->in.buf || c->in.end < MG_BUF_SIZE || (c->in.pins == 0 && c->in.start > 0);
+}
+
+void mg_conn_update_reading(struct mg_conn *c, bool want)
+{
+    if (c->closing)
+        return;
+    want = want && !c->eof && mg_conn_has_room(c);
+    if (want == c->reading)
+        return;
+    c->reading = want;
+    if (want)
+        mg_transport_read_start(&c->tcp.t);
+    else
+        mg_transport_read_stop(&c->tcp.t);
+}
+
+bool mg_conn_flush(struct mg_conn *c)
+{
+    if (!c->out.out)
+        return false;
+    int rc = mg_wq_flush(&c->out);
+    if (rc < 0) {
+        mg_debug("client write failed: %s", uv_strerror(rc));
+        mg_conn_close(c);
+        return false;
+    }
+    return rc == 1;
+}
+
+void mg_conn_set_active(struct mg_conn *c, bool active)
+{
+    if (c->active == active)
+        return;
+    mg_metrics_conn_move(metrics(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT, gauge_state(c),
+                         active ? MG_CONN_STATE_ACTIVE : MG_CONN_STATE_IDLE);
+    c->active = active;
+}
+
+void mg_conn_shed(struct mg_conn *c)
+{
+    if (c->in.start != c->in.end || c->in.pins || !c->in.buf)
+        return;
+    mg_worker_buf_put(c->w, c->in.buf);
+    c->in.buf = NULL;
+    c->in.start = c->in.end = 0;
+}
+
+void mg_conn_close(struct mg_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->ops->on_close(c);
+    if (c->counted)
+        mg_metrics_conn(metrics(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT, gauge_state(c), -1);
+    mg_wq_discard(&c->out);
+    struct mg_worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    atomic_fetch_sub_explicit(&client_connections, 1, memory_order_relaxed);
+    mg_transport_close(&c->tcp.t);
+    uv_close(mg_deadline_handle(&c->timer), on_timer_closed);
+}
+
+void mg_conn_drain(struct mg_worker *w)
+{
+    struct mg_conn *c = w->conns;
+    while (c) {
+        struct mg_conn *next = c->next;
+        if (c->ops->idle(c))
+            mg_conn_close(c);
+        c = next;
+    }
+}
+
+void mg_conn_close_all(struct mg_worker *w)
+{
+    while (w->conns)
+        mg_conn_close(w->conns);
+}

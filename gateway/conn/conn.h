@@ -1,0 +1,46 @@
+/*
+ * Client connections (see conn-t.h): accept with the process-wide connection
+ * limit, reading with backpressure, writes, the codec's timer, close and free,
+ * drain. A connection knows nothing of HTTP; its codec does.
+ *
+ * Memory: the codec allocates the struct (embedded in its own per-connection
+ * state) and frees it in ops->on_free, which runs once the transport and the
+ * timer are closed, every exchange the codec counted is closed, no upstream
+ * write points into c->in and no write of c's own is in flight.
+ */
+#ifndef MG_CONN_H
+#define MG_CONN_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "conn/conn-t.h"
+
+/* Accepts a pending connection of `server` into c (zeroed memory the codec
+ * owns). Returns 0, or -1 when it was refused (accept failed, over
+ * client.max_connections, draining): c is then closing and ops->on_free
+ * follows. */
+int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
+                   const struct mg_conn_ops *ops);
+/* Reads while `want` and the read buffer has room; pauses otherwise. */
+void mg_conn_update_reading(struct mg_conn *c, bool want);
+/* The read buffer has room for more (not full of pinned bytes). */
+bool mg_conn_has_room(const struct mg_conn *c);
+/* Sends what c->out assembled. true when it all went out at once. A failed
+ * write closes the connection. */
+bool mg_conn_flush(struct mg_conn *c);
+/* The connection counts as active (an exchange under way) or idle. */
+void mg_conn_set_active(struct mg_conn *c, bool active);
+/* Gives the read buffer back while idle, so idle keep-alive connections stay
+ * cheap (10k of them cost about 2 kB each). */
+void mg_conn_shed(struct mg_conn *c);
+void mg_conn_close(struct mg_conn *c);
+/* A handle the codec counted in c->handles_open is closed. */
+void mg_conn_handle_closed(struct mg_conn *c);
+
+/* Drain: close idle connections now (busy ones close after their exchange). */
+void mg_conn_drain(struct mg_worker *w);
+/* Stop now: close every client connection. */
+void mg_conn_close_all(struct mg_worker *w);
+
+#endif

@@ -1,0 +1,23 @@
+/*
+ * The downstream HTTP/1.x codec: one client connection, one exchange at a time,
+ * pipelined requests answered in order. It is the only code that knows HTTP/1
+ * framing towards clients: it reads and checks request heads, decodes request
+ * bodies (http/body.c), and writes responses (http/writer.c), choosing their
+ * framing. It drives its exchange through the hooks it is given and serves it
+ * through a struct mg_downstream_ops; HTTP/2 will be a second codec beside it,
+ * with many exchanges per connection.
+ */
+#ifndef MG_CONN_H1SERVER_H
+#define MG_CONN_H1SERVER_H
+
+#include <uv.h>
+
+#include "exchange/exchange-t.h"
+
+struct mg_worker;
+
+/* Accepts a pending connection of `server` on worker w and serves HTTP/1.x on
+ * it, its exchanges driven through `hooks`. */
+void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_exchange_hooks *hooks);
+
+#endif

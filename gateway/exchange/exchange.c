@@ -1,0 +1,1005 @@
+/*
+ * The exchange state machine: one request carried to an upstream target and its
+ * response back, over whatever codec brought the request and whatever
+ * connection carries each try.
+ *
+ * Reading top to bottom: the request id; the current try's connection; the
+ * answers (fail, retry); the bulkhead; the response; the end of an exchange;
+ * the steps, one per state; advance(), which runs them; the events that wake
+ * it (timers, the upstream connection, the codec's hooks).
+ *
+ * This file is the only code that assigns x->state. Helpers elsewhere (the
+ * codecs, attempt.c, idem.c, plugins.c) return verdicts; events from below
+ * record what happened and call advance(). After a call that may close the
+ * connection (down->close, a failed flush), x->closing says to stop.
+ *
+ * Ownership: the exchange's memory belongs to its codec (embedded in the
+ * connection for HTTP/1); everything a request allocates comes from x->arena,
+ * which is reset when the exchange ends. The exchange holds the runtime it
+ * started on, one bulkhead slot at most, and at most one upstream connection
+ * (through its attempt); reset() and close() give each of them back.
+ */
+#include "exchange/exchange.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config-t.h"
+#include "core/log.h"
+#include "exchange/attempt.h"
+#include "exchange/idem.h"
+#include "exchange/plugins.h"
+#include "http/request.h"
+#include "obs/accesslog.h"
+#include "obs/metrics.h"
+#include "resilience/admission.h"
+#include "resilience/breaker.h"
+#include "resilience/registry.h"
+#include "resilience/retry.h"
+#include "router.h"
+#include "upstream/h1client.h"
+#include "upstream/pool.h"
+#include "worker.h"
+
+static const char *const state_names[] = {"idle",   "head",    "buffer",  "lookup",
+                                          "queued", "connect", "backoff", "forward",
+                                          "tunnel", "commit",  "finish"};
+_Static_assert(sizeof state_names / sizeof state_names[0] == MG_X_FINISH + 1, "one name per state");
+
+static struct mg_accesslog *access_log;
+static const struct mg_upstream_ops *upstream_ops = &mg_h1client_ops;
+
+static void advance(struct mg_exchange *x);
+static void fail(struct mg_exchange *x, enum mg_error err, const char *why);
+static const struct mg_upconn_ops upconn_ops;
+
+const char *mg_exchange_state_name(enum mg_x_state s)
+{
+    return (unsigned)s <= MG_X_FINISH ? state_names[s] : "?";
+}
+
+void mg_exchange_set_accesslog(struct mg_accesslog *l)
+{
+    access_log = l;
+}
+
+void mg_exchange_set_upstream(const struct mg_upstream_ops *ops)
+{
+    upstream_ops = ops;
+}
+
+void mg_exchange_run(struct mg_exchange *x)
+{
+    advance(x);
+}
+
+static struct mg_metrics *metrics_of(struct mg_exchange *x)
+{
+    return x->rt ? x->rt->metrics : x->w->rt->metrics;
+}
+
+static struct mg_upstream_stats *route_stats(struct mg_exchange *x)
+{
+    return x->rt->ups[x->route->upstream->index].stats;
+}
+
+/* ------------------------------------------------------------ request id */
+
+static void generate_request_id(struct mg_exchange *x)
+{
+    static const char digits[] = "0123456789abcdef";
+    char *o = x->request_id;
+    for (int half = 0; half < 2; half++) {
+        uint64_t r = mg_worker_random(x->w);
+        for (int i = 0; i < 16; i++, r >>= 4)
+            *o++ = digits[r & 15];
+    }
+    *o = '\0';
+}
+
+static void make_request_id(struct mg_exchange *x)
+{
+    struct mg_slice given =
+        x->rid_idx >= 0 ? x->req_hdrs.v[x->rid_idx].value : (struct mg_slice){NULL, 0};
+    if (mg_http_request_id_valid(given, MG_REQUEST_ID_MAX)) {
+        memcpy(x->request_id, given.p, given.len);
+        x->request_id[given.len] = '\0';
+        return;
+    }
+    generate_request_id(x);
+}
+
+/* ---------------------------------------------- the current try's connection */
+
+/* Arms the upstream connection's timer for what the exchange waits on now: the
+ * upstream taking our bytes (send timeout) or answering (read timeout). Time the
+ * client makes us wait (a slow upload, a slow reader) is not the upstream's fault
+ * and runs no upstream timer. `progress`: the upstream just moved, restart it. */
+static void sync_upstream_timer(struct mg_exchange *x, bool progress)
+{
+    struct mg_attempt *a = &x->att;
+    if (x->state != MG_X_FORWARD || !a->up)
+        return;
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    uint8_t want = MG_UPT_NONE;
+    if (x->upstream->writes(a) > 0)
+        want = MG_UPT_SEND;
+    else if (x->req_done && !x->resp_done && a->reading)
+        want = MG_UPT_READ;
+    if (want == a->timer && !progress)
+        return;
+    a->timer = want;
+    x->upstream->set_timeout(a, want == MG_UPT_SEND   ? uc->send_timeout_ms
+                                : want == MG_UPT_READ ? uc->read_timeout_ms
+                                                      : 0);
+}
+
+/* Ends the current try: its connection back to the pool when `reuse` and the
+ * exchange completed cleanly, else closed; its outcome cancelled if unknown. */
+static void detach(struct mg_exchange *x, bool reuse)
+{
+    if (x->att.up)
+        x->upstream->release(&x->att, reuse);
+    mg_attempt_close(x);
+}
+
+static void update_upstream_reading(struct mg_exchange *x)
+{
+    struct mg_attempt *a = &x->att;
+    if (!a->up || !a->ready || (x->state != MG_X_FORWARD && x->state != MG_X_TUNNEL))
+        return;
+    x->upstream->set_reading(a, x->upstream->has_room(a) && !x->resp_done && !a->closed);
+    sync_upstream_timer(x, false);
+}
+
+/* ------------------------------------------------------------ answers */
+
+static void on_wait_timer(uv_timer_t *t);
+
+static void start_backoff(struct mg_exchange *x)
+{
+    x->state = MG_X_BACKOFF;
+    uv_timer_start(&x->wait, on_wait_timer, mg_attempt_backoff_ms(x), 0);
+}
+
+/* The exchange cannot go on. Before the response started (or while it is only
+ * queued): answer with the JSON error; after: close the client connection,
+ * never a truncated-but-complete-looking response (DESIGN.md section 4). */
+static void fail(struct mg_exchange *x, enum mg_error err, const char *why)
+{
+    const char *target = x->att.target ? x->att.target->conf->address.text : "-";
+    if (err == MG_ERR_UPSTREAM_UNAVAILABLE || err == MG_ERR_UPSTREAM_TIMEOUT)
+        mg_warn("%s: %s (target %s, request_id %s)", mg_error_name(err), why, target,
+                x->request_id);
+    else
+        mg_debug("%s: %s", mg_error_name(err), why);
+    detach(x, false);
+    x->error = err;
+    mg_metrics_error(metrics_of(x), (unsigned)x->w->id, x->route ? (int)x->route->index : -1, err);
+    if (x->resp_started && !x->down->unsend(x)) {
+        mg_xidem_release(x);
+        x->down->close(x);
+        return;
+    }
+    x->resp_started = false;
+    if (!x->req_done || !x->req_keepalive || x->w->draining)
+        x->close_after = true;
+    mg_deadline_set(&x->deadline, 0);
+    if (!x->request_id[0])
+        generate_request_id(x);
+    x->down->send_error(x, err);
+    x->sent_status = mg_error_status(err);
+    x->resp_done = true;
+    x->state = mg_xidem_settle(x) ? MG_X_COMMIT : MG_X_FINISH;
+}
+
+/* A try failed before its response could be used: retry when allowed, else
+ * answer with `err`. `kind` is a MG_RETRY_ON_* bit; `reached`: the request may
+ * have reached the upstream. */
+static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum mg_error err,
+                       const char *why)
+{
+    mg_attempt_report(x, true, mg_attempt_outcome_of(kind));
+    mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
+            x->att.target ? x->att.target->conf->address.text : "-", x->attempts, x->request_id);
+    if (mg_attempt_may_retry(x, kind, reached)) {
+        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->route->upstream->index);
+        detach(x, false);
+        start_backoff(x);
+        return;
+    }
+    fail(x, err, why);
+}
+
+/* ------------------------------------------------------------ bulkhead */
+
+static void release_slot(struct mg_exchange *x)
+{
+    if (!x->slot_held)
+        return;
+    x->slot_held = false;
+    mg_admission_release(route_stats(x), &x->route->upstream->bulkhead, (unsigned)x->w->id);
+}
+
+/* Leaves the queue without a slot (client gone, deadline). */
+static void leave_queue(struct mg_exchange *x)
+{
+    mg_admission_leave(route_stats(x), (unsigned)x->w->id, &x->waiter);
+    uv_timer_stop(&x->wait);
+}
+
+/* A queued exchange got its slot (at a loop boundary, from mg_admission_drain). */
+static void on_slot_granted(struct mg_waiter *wt)
+{
+    struct mg_exchange *x =
+        (struct mg_exchange *)((char *)wt - offsetof(struct mg_exchange, waiter));
+    uv_timer_stop(&x->wait);
+    x->slot_held = true;
+    x->state = MG_X_CONNECT;
+    advance(x);
+}
+
+/* A slot held, the queue joined (QUEUED), or failed with bulkhead_full. */
+static void admit(struct mg_exchange *x)
+{
+    const struct mg_bulkhead_conf *bc = &x->route->upstream->bulkhead;
+    switch (mg_admission_enter(route_stats(x), bc, (unsigned)x->w->id, uv_now(&x->w->loop),
+                               &x->waiter)) {
+    case MG_ADMIT_ACQUIRED:
+        x->slot_held = true;
+        break;
+    case MG_ADMIT_QUEUED:
+        x->state = MG_X_QUEUED;
+        uv_timer_start(&x->wait, on_wait_timer, bc->queue_timeout_ms, 0);
+        break;
+    default:
+        x->retry_after_s = 1;
+        fail(x, MG_ERR_BULKHEAD_FULL, "concurrency limit and queue full");
+        break;
+    }
+}
+
+/* ------------------------------------------------------------ the response */
+
+/* Forgets what an earlier try's response left behind. */
+static void reset_response(struct mg_exchange *x)
+{
+    x->resp_head = NULL;
+    x->resp_headlen = x->resp_headcap = 0;
+    x->reason = (struct mg_slice){NULL, 0};
+    x->resp_hdrs = (struct mg_headers){NULL, 0, 0};
+    x->status = 0;
+    x->att.timer = MG_UPT_NONE;
+}
+
+static enum mg_upstream_outcome status_outcome(const struct mg_upstream_conf *uc, int status)
+{
+    return mg_breaker_is_failure_status(&uc->breaker, status) ? MG_OUTCOME_FAILURE
+                                                              : MG_OUTCOME_SUCCESS;
+}
+
+/* A final response head is in x: retry on its status, run the response phase,
+ * send the head on. MG_NEXT: its body follows; MG_AGAIN: the state changed (a
+ * retry waits, a tunnel starts, or the exchange failed). */
+static int response_head(struct mg_exchange *x)
+{
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    struct mg_attempt *a = &x->att;
+    mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
+    bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
+    if (mg_retry_should_retry_status(&uc->retry, x->status) && mg_attempt_may_retry(x, 0, true)) {
+        mg_attempt_report(x, failure, status_outcome(uc, x->status));
+        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, uc->index);
+        mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
+                a->target->conf->address.text, x->attempts, x->request_id);
+        detach(x, false); /* swallowed with its body unread: not reusable */
+        start_backoff(x);
+        return MG_AGAIN;
+    }
+    mg_attempt_report(x, failure, status_outcome(uc, x->status));
+    bool switching = x->status == 101 && x->req_upgrade && x->resp_upgrade;
+    if (x->status == 101 && (!switching || !x->req_done)) {
+        try_failed(x, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                   "101 without an upgrade request, or before its body ended");
+        return MG_AGAIN;
+    }
+    if (mg_xplug_active(x, MG_LUA_RESPONSE) && mg_xplug_response(x) != 0) {
+        fail(x, MG_ERR_PLUGIN_ERROR, "response phase");
+        return MG_AGAIN;
+    }
+    mg_headers_mark_hop_by_hop(&x->resp_hdrs);
+    x->down->send_head(x, switching);
+    x->resp_started = true;
+    x->sent_status = x->status;
+    if (switching) {
+        x->state = MG_X_TUNNEL; /* bytes that came with the 101 stay in the read buffer */
+        return MG_AGAIN;
+    }
+    mg_xidem_response_head(x);
+    return MG_NEXT;
+}
+
+/* Reads what the upstream sent, as far as it goes. */
+static void read_response(struct mg_exchange *x)
+{
+    struct mg_attempt *a = &x->att;
+    while (!x->resp_done && x->state == MG_X_FORWARD) {
+        struct mg_slice d;
+        struct mg_rbuf *pin = NULL;
+        switch (x->upstream->read(a, &d, &pin)) {
+        case MG_RESP_MORE:
+            return;
+        case MG_RESP_INTERIM:
+            break;
+        case MG_RESP_HEAD:
+            if (response_head(x) != MG_NEXT)
+                return;
+            break;
+        case MG_RESP_DATA:
+            mg_xidem_response_body(x, d.p, d.len);
+            x->down->send_body(x, d, pin);
+            break;
+        case MG_RESP_END:
+            x->down->send_end(x);
+            x->resp_done = true;
+            break;
+        default:
+            try_failed(x, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE, d.p);
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ the request body */
+
+/* A piece of the request body, decoded: into the idempotency buffer, or on to
+ * the upstream, and kept for a retry while small. -1 when it cannot be taken
+ * (x->error says why). */
+static int request_body_data(struct mg_exchange *x, struct mg_slice d, struct mg_rbuf *pin)
+{
+    x->req_body_bytes += d.len;
+    if (x->state == MG_X_BUFFER)
+        return mg_xidem_body(x, d.p, d.len);
+    if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
+        x->body_copy_ok = mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len,
+                                          &x->body_copy_cap, d.p, d.len, MG_RETRY_BODY_MAX) == 0;
+    x->upstream->send_body(&x->att, d, pin);
+    return 0;
+}
+
+/* Passes on the request body bytes that arrived from the client. */
+static void forward_request_body(struct mg_exchange *x)
+{
+    for (;;) {
+        struct mg_slice d;
+        struct mg_rbuf *pin = NULL;
+        enum mg_body_result r = x->down->read_body(x, &d, &pin);
+        if (r == MG_BODY_DATA && request_body_data(x, d, pin) == 0)
+            continue;
+        if (r == MG_BODY_DONE) {
+            if (x->state == MG_X_FORWARD)
+                x->upstream->send_end(&x->att);
+            x->req_done = true; /* pipelined requests wait until this exchange ends */
+        }
+        if (r == MG_BODY_DONE || r == MG_BODY_MORE)
+            return;
+        if (r == MG_BODY_TOO_LARGE)
+            x->error = MG_ERR_BODY_TOO_LARGE;
+        x->close_after = true;
+        fail(x, x->error == MG_ERR_BODY_TOO_LARGE ? MG_ERR_BODY_TOO_LARGE : MG_ERR_BAD_REQUEST,
+             "request body refused");
+        return;
+    }
+}
+
+/* ------------------------------------------------------------ the end */
+
+/* The exchange is over (answered, or abandoned when `status` is 0): count it and
+ * write its access log line. */
+static void record(struct mg_exchange *x, int status)
+{
+    struct mg_metrics *m = metrics_of(x);
+    unsigned w = (unsigned)x->w->id;
+    int route = x->route ? (int)x->route->index : -1;
+    uint64_t now = uv_hrtime();
+    if (x->in_flight_counted)
+        mg_metrics_in_flight(m, w, route, -1);
+    mg_xplug_finish(x, status, now);
+    /* A client that left before its answer is counted as nginx's 499. */
+    mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
+    if (!mg_accesslog_enabled(access_log))
+        return;
+    const char *method = x->head_parsed ? llhttp_method_name((llhttp_method_t)x->method) : NULL;
+    struct mg_access_entry e = {
+        .request_id = {x->request_id, strlen(x->request_id)},
+        .client_ip = {x->client_ip, strlen(x->client_ip)},
+        .method = {method, method ? strlen(method) : 0},
+        .path = x->url,
+        .status = status,
+        .bytes_in = x->headlen + x->req_body_bytes,
+        .bytes_out = x->bytes_out,
+        .route = x->route ? x->route->name : NULL,
+        .upstream = x->att.target ? x->att.target->conf->address.text : NULL,
+        .attempts = x->attempts,
+        .duration_ns = now - x->started_ns,
+        .upstream_duration_ns = x->attempts ? (int64_t)(now - x->att.start_ns) : -1,
+        .error = x->error,
+    };
+    mg_accesslog_write(access_log, w, &e);
+}
+
+/* Gives back what the request held and zeroes its part of the exchange. */
+static void reset(struct mg_exchange *x)
+{
+    release_slot(x);
+    mg_xidem_abandon(x);
+    mg_xidem_free(x);
+    if (x->rt)
+        mg_runtime_release(x->w, x->rt);
+    mg_arena_reset(&x->arena);
+    size_t from = offsetof(struct mg_exchange, rt);
+    memset((char *)x + from, 0, sizeof *x - from);
+    x->state = MG_X_IDLE;
+}
+
+/* An access-phase plugin answered (ctx:respond): send that, touch no upstream. */
+static void respond_from_plugin(struct mg_exchange *x)
+{
+    const struct mg_lua_respond *r = &x->lua.respond;
+    if (!x->req_done || !x->req_keepalive || x->w->draining)
+        x->close_after = true;
+    uint32_t n = 0;
+    for (const struct mg_lua_edit *e = r->headers; e; e = e->next)
+        n++;
+    for (const struct mg_lua_edit *e = x->lua.resp_edits; e; e = e->next)
+        n++;
+    struct mg_header *fields = mg_arena_alloc(&x->arena, (n ? n : 1) * sizeof *fields);
+    n = 0;
+    const struct mg_lua_edit *lists[2] = {r->headers, x->lua.resp_edits};
+    for (int l = 0; l < 2; l++)
+        for (const struct mg_lua_edit *e = lists[l]; e; e = e->next)
+            if (e->value.p)
+                fields[n++] =
+                    (struct mg_header){{e->name.p, e->name.len}, {e->value.p, e->value.len}, 0};
+    struct mg_slice body = {r->body.p, r->body.p ? r->body.len : 0};
+    x->down->send_response(x, r->status, fields, n, body, false);
+    x->sent_status = r->status;
+    x->resp_started = true;
+    x->resp_done = true;
+    x->state = MG_X_FINISH;
+}
+
+static void replay(struct mg_exchange *x)
+{
+    if (!x->req_keepalive || x->w->draining)
+        x->close_after = true;
+    struct mg_header *fields;
+    uint32_t n;
+    struct mg_slice body;
+    int status = mg_xidem_replay(x, &fields, &n, &body);
+    x->down->send_response(x, status, fields, n, body, true);
+    x->sent_status = status;
+    x->resp_started = true;
+    x->resp_done = true;
+    x->state = MG_X_FINISH;
+}
+
+/* ------------------------------------------------------------ steps */
+
+static int step_idle(struct mg_exchange *x)
+{
+    if (!x->down->has_request(x))
+        return MG_AGAIN;
+    x->rt = mg_runtime_hold(x->w);
+    x->started_ns = uv_hrtime();
+    x->state = MG_X_HEAD;
+    return MG_NEXT;
+}
+
+static enum mg_error route_request(struct mg_exchange *x)
+{
+    struct mg_slice host = mg_x_request_host(x);
+    x->route = mg_router_match(x->rt->cfg->router, host.p, host.len, x->path.p, x->path.len,
+                               x->method, &x->prefix_len);
+    return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
+}
+
+static int step_head(struct mg_exchange *x)
+{
+    if (x->down->read_head(x) == MG_AGAIN)
+        return MG_AGAIN;
+    if (!x->error) {
+        make_request_id(x);
+        x->error = route_request(x);
+        x->body_copy_ok = true;
+    }
+    if (x->error) {
+        fail(x, x->error, "request rejected");
+        return MG_NEXT;
+    }
+    mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
+    x->in_flight_counted = true;
+    if (mg_xplug_active(x, MG_LUA_ACCESS)) {
+        enum mg_lua_result r = mg_xplug_access(x);
+        if (r == MG_LUA_RESPONDED) {
+            respond_from_plugin(x);
+            return MG_NEXT;
+        }
+        if (r == MG_LUA_ERROR) {
+            fail(x, MG_ERR_PLUGIN_ERROR, "access phase");
+            return MG_NEXT;
+        }
+    }
+    bool buffer;
+    enum mg_error err = mg_xidem_start(x, &buffer);
+    if (err)
+        fail(x, err, "idempotency");
+    else
+        x->state = buffer ? MG_X_BUFFER : MG_X_CONNECT;
+    return MG_NEXT;
+}
+
+/* Idempotency: the body is read whole before the store is asked about the key. */
+static int step_buffer(struct mg_exchange *x)
+{
+    if (!x->req_done) {
+        forward_request_body(x);
+        if (x->state != MG_X_BUFFER)
+            return MG_NEXT;
+    }
+    if (!x->req_done)
+        return MG_AGAIN;
+    enum mg_error err;
+    x->state = MG_X_LOOKUP; /* the store's answer is awaited there */
+    if (mg_xidem_lookup(x, &err) == MG_AGAIN)
+        return MG_NEXT;
+    if (err)
+        fail(x, err, "store unavailable");
+    else
+        x->state = MG_X_CONNECT;
+    return MG_NEXT;
+}
+
+static int step_lookup(struct mg_exchange *x)
+{
+    enum mg_error err = MG_ERR_NONE;
+    switch (mg_xidem_answered(x, &err)) {
+    case MG_XIDEM_WAIT:
+        return MG_AGAIN;
+    case MG_XIDEM_FORWARD:
+        x->state = MG_X_CONNECT;
+        break;
+    case MG_XIDEM_REPLAY:
+        replay(x);
+        break;
+    default:
+        fail(x, err, "idempotency");
+        break;
+    }
+    return MG_NEXT;
+}
+
+/* The connection is usable: send the head and what is kept of the body. */
+static void start_forwarding(struct mg_exchange *x)
+{
+    reset_response(x);
+    x->idem.forwarded = true;
+    x->upstream->start(&x->att);
+    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1 && !x->continue_sent) {
+        x->down->send_continue(x);
+        x->down->flush(x);
+        x->continue_sent = true;
+    }
+}
+
+static int step_connect(struct mg_exchange *x)
+{
+    struct mg_attempt *a = &x->att;
+    if (!x->slot_held) {
+        /* First pass: the deadline covers queueing, every try and every backoff. */
+        mg_deadline_set(&x->deadline, x->route->timeout_ms);
+        mg_retry_budget_record_request(&route_stats(x)->budget, uv_now(&x->w->loop));
+        admit(x);
+        if (x->state != MG_X_CONNECT)
+            return MG_NEXT;
+    }
+    if (!a->up) {
+        enum mg_error err = mg_attempt_open(x);
+        if (err) {
+            fail(x, err, err == MG_ERR_PLUGIN_ERROR ? "balance phase" : "no target available");
+            return MG_NEXT;
+        }
+        a->events = &upconn_ops;
+        bool ready = false;
+        int rc = x->upstream->acquire(a, x->route->upstream->connect_timeout_ms, &ready);
+        if (rc) {
+            try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
+                       uv_strerror(rc));
+            return MG_NEXT;
+        }
+        a->ready = ready;
+    }
+    if (!a->ready)
+        return MG_AGAIN;
+    start_forwarding(x);
+    x->state = MG_X_FORWARD;
+    return MG_NEXT;
+}
+
+static int step_forward(struct mg_exchange *x)
+{
+    if (!x->req_done) {
+        forward_request_body(x);
+        if (x->state != MG_X_FORWARD)
+            return MG_NEXT;
+    }
+    read_response(x);
+    if (x->state != MG_X_FORWARD)
+        return MG_NEXT;
+    if (!x->resp_done)
+        return MG_AGAIN;
+    if (!x->req_done)
+        x->close_after = true; /* the rest of the request body cannot be skipped reliably */
+    if (mg_xidem_settle(x)) {
+        /* The held end of the response may point into the upstream's read
+         * buffer: the connection stays leased, silent, until FINISH. */
+        x->upstream->set_reading(&x->att, false);
+        x->upstream->set_timeout(&x->att, 0);
+        x->state = MG_X_COMMIT;
+        return MG_NEXT;
+    }
+    detach(x, true);
+    x->state = MG_X_FINISH;
+    return MG_NEXT;
+}
+
+static int step_commit(struct mg_exchange *x)
+{
+    if (!mg_xidem_settled(x))
+        return MG_AGAIN;
+    x->state = MG_X_FINISH;
+    return MG_NEXT;
+}
+
+static int step_tunnel(struct mg_exchange *x)
+{
+    struct mg_attempt *a = &x->att;
+    struct mg_rbuf *pin = NULL;
+    x->upstream->set_timeout(a, 0);
+    mg_deadline_set(&x->deadline, 0);
+    if (!a->closed) {
+        struct mg_slice d = x->down->read_raw(x, &pin);
+        if (d.len)
+            x->upstream->send_raw(a, d, pin);
+    }
+    struct mg_slice d = x->upstream->read_raw(a, &pin);
+    if (d.len)
+        x->down->send_raw(x, d, pin);
+    /* Either side closing ends the tunnel, once what the other sent is delivered. */
+    if ((x->down->eof(x) || a->closed) && x->down->drained(x) && x->upstream->drained(a) &&
+        (x->down->unpinned(x) || a->closed))
+        x->down->close(x);
+    return MG_AGAIN;
+}
+
+static int step_finish(struct mg_exchange *x)
+{
+    if (!x->down->drained(x))
+        return MG_AGAIN;
+    mg_deadline_set(&x->deadline, 0);
+    detach(x, true);
+    record(x, x->sent_status);
+    x->state = MG_X_IDLE; /* recorded: a close must not count it again */
+    if (x->close_after || x->down->eof(x) || x->w->draining) {
+        x->down->close(x);
+        return MG_AGAIN;
+    }
+    reset(x);
+    x->down->idle(x);
+    return MG_NEXT;
+}
+
+/* After the client closed its side: requests already complete still get their
+ * responses (a client may half-close after pipelining); a request cut short is
+ * aborted, as nginx's 499. */
+static bool client_gone_midway(struct mg_exchange *x)
+{
+    switch (x->state) {
+    case MG_X_IDLE:
+        return !x->down->has_request(x);
+    case MG_X_HEAD:
+        return true;
+    case MG_X_BUFFER:
+    case MG_X_LOOKUP:
+    case MG_X_QUEUED:
+    case MG_X_CONNECT:
+    case MG_X_BACKOFF:
+    case MG_X_FORWARD:
+        return !x->req_done;
+    default:
+        return false;
+    }
+}
+
+static int step(struct mg_exchange *x)
+{
+    switch (x->state) {
+    case MG_X_IDLE:
+        return step_idle(x);
+    case MG_X_HEAD:
+        return step_head(x);
+    case MG_X_BUFFER:
+        return step_buffer(x);
+    case MG_X_LOOKUP:
+        return step_lookup(x);
+    case MG_X_QUEUED:
+    case MG_X_BACKOFF:
+        MG_ASSERT(x->route != NULL && x->att.up == NULL);
+        return MG_AGAIN; /* x->wait or a bulkhead grant moves it on */
+    case MG_X_CONNECT:
+        MG_ASSERT(x->route != NULL);
+        return step_connect(x);
+    case MG_X_FORWARD:
+        MG_ASSERT(x->att.up != NULL && x->att.ready);
+        return step_forward(x);
+    case MG_X_TUNNEL:
+        return step_tunnel(x);
+    case MG_X_COMMIT:
+        return step_commit(x);
+    case MG_X_FINISH:
+        MG_ASSERT(x->resp_done);
+        return step_finish(x);
+    }
+    return MG_AGAIN;
+}
+
+/* Runs steps until one must wait. */
+static void run_steps(struct mg_exchange *x)
+{
+    while (!x->closing) {
+        enum mg_x_state before = x->state;
+        int rc = step(x);
+        if (x->closing)
+            return;
+        if (x->state != before)
+            mg_debug("exchange %p: %s -> %s", (void *)x, state_names[before],
+                     state_names[x->state]);
+        if (rc == MG_AGAIN)
+            return;
+    }
+}
+
+/* The state machine. Every event records what happened and calls this; it runs
+ * steps until one must wait, then sends what they queued (a write that
+ * completes at once may let a state move on, so the steps run again). */
+static void advance(struct mg_exchange *x)
+{
+    for (;;) {
+        run_steps(x);
+        if (x->closing)
+            return;
+        bool again = false;
+        if (x->att.up) {
+            int rc = x->upstream->flush(&x->att);
+            if (rc == 1)
+                again = true;
+            else if (rc < 0)
+                try_failed(x, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
+                           uv_strerror(rc));
+        }
+        /* COMMIT holds the end of the response until the store has the record. */
+        if (!x->closing && x->state != MG_X_COMMIT && x->down->flush(x))
+            again = true;
+        if (x->closing)
+            return;
+        if (!again)
+            break;
+    }
+    if (x->down->eof(x) && client_gone_midway(x)) {
+        x->down->close(x);
+        return;
+    }
+    x->down->update_reading(x);
+    update_upstream_reading(x);
+}
+
+/* ------------------------------------------------------------ timers */
+
+static void on_wait_timer(uv_timer_t *t)
+{
+    struct mg_exchange *x = t->data;
+    if (x->state == MG_X_BACKOFF) {
+        x->state = MG_X_CONNECT;
+    } else if (x->state == MG_X_QUEUED) {
+        if (mg_admission_timeout(route_stats(x), (unsigned)x->w->id, &x->waiter)) {
+            x->slot_held = true; /* a grant was on its way to us */
+            x->state = MG_X_CONNECT;
+        } else {
+            x->retry_after_s = 1;
+            fail(x, MG_ERR_BULKHEAD_FULL, "queue timeout");
+        }
+    }
+    advance(x);
+}
+
+static void on_deadline(struct mg_deadline *d)
+{
+    struct mg_exchange *x = d->timer.data;
+    if (x->state == MG_X_QUEUED)
+        leave_queue(x);
+    else if (x->state == MG_X_BACKOFF)
+        uv_timer_stop(&x->wait);
+    else if (x->state != MG_X_CONNECT && x->state != MG_X_FORWARD)
+        return;
+    mg_attempt_report(x, true, MG_OUTCOME_TIMEOUT);
+    fail(x, MG_ERR_UPSTREAM_TIMEOUT, "route deadline exceeded");
+    advance(x);
+}
+
+/* The codec's head or body timer fired. */
+static void client_timeout(struct mg_exchange *x)
+{
+    switch (x->state) {
+    case MG_X_HEAD:
+        x->close_after = true;
+        fail(x, MG_ERR_CLIENT_TIMEOUT, "request head timeout");
+        break;
+    case MG_X_BUFFER:
+    case MG_X_QUEUED:
+    case MG_X_CONNECT:
+    case MG_X_FORWARD:
+        if (x->req_done)
+            return;
+        if (x->state == MG_X_QUEUED)
+            leave_queue(x);
+        x->close_after = true;
+        fail(x, MG_ERR_CLIENT_TIMEOUT, "request body timeout");
+        break;
+    default:
+        return;
+    }
+    advance(x);
+}
+
+/* ------------------------------------------- the try's upstream connection */
+
+static struct mg_exchange *owner_of(struct mg_upconn *u)
+{
+    return ((struct mg_attempt *)u->owner)->x;
+}
+
+static void on_up_connect(struct mg_upconn *u, int status)
+{
+    struct mg_exchange *x = owner_of(u);
+    if (status < 0) {
+        try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
+                   uv_strerror(status));
+    } else {
+        x->upstream->set_timeout(&x->att, 0);
+        x->att.ready = true;
+    }
+    advance(x);
+}
+
+static void on_up_read(struct mg_upconn *u, ssize_t nread)
+{
+    struct mg_exchange *x = owner_of(u);
+    struct mg_attempt *a = &x->att;
+    if (nread < 0) {
+        a->closed = true; /* the response reader decides what that means */
+        a->read_error = (int)nread;
+        a->reusable = false;
+        if (x->state == MG_X_TUNNEL)
+            x->upstream->set_reading(a, false);
+    } else {
+        sync_upstream_timer(x, true);
+    }
+    advance(x);
+}
+
+static void on_up_timeout(struct mg_upconn *u)
+{
+    struct mg_exchange *x = owner_of(u);
+    struct mg_attempt *a = &x->att;
+    const char *what = !a->ready                 ? "connect timeout"
+                       : a->timer == MG_UPT_SEND ? "upstream send timeout"
+                                                 : "upstream read timeout";
+    try_failed(x, MG_RETRY_ON_TIMEOUT, a->ready, MG_ERR_UPSTREAM_TIMEOUT, what);
+    advance(x);
+}
+
+static void on_up_unpinned(struct mg_upconn *u)
+{
+    advance(owner_of(u));
+}
+
+static void on_up_written(struct mg_upconn *u, int status)
+{
+    struct mg_exchange *x = owner_of(u);
+    if (status == UV_ECANCELED)
+        return;
+    if (status < 0)
+        try_failed(x, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
+    else
+        sync_upstream_timer(x, true);
+    advance(x);
+}
+
+static const struct mg_upconn_ops upconn_ops = {
+    .on_connect = on_up_connect,
+    .on_read = on_up_read,
+    .on_timeout = on_up_timeout,
+    .on_unpinned = on_up_unpinned,
+    .on_written = on_up_written,
+};
+
+/* ------------------------------------------------------------ hooks */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct mg_exchange *x = h->data;
+    if (--x->handles_open == 0)
+        x->on_closed(x);
+}
+
+static void hook_init(struct mg_exchange *x, struct mg_worker *w,
+                      const struct mg_downstream_ops *down, const char *client_ip,
+                      void (*on_closed)(struct mg_exchange *x))
+{
+    x->w = w;
+    x->down = down;
+    x->upstream = upstream_ops;
+    x->client_ip = client_ip;
+    x->on_closed = on_closed;
+    mg_arena_init(&x->arena, &w->arena_cache);
+    mg_deadline_init(&w->loop, &x->deadline, on_deadline, x);
+    uv_timer_init(&w->loop, &x->wait);
+    x->wait.data = x;
+    x->handles_open = 2;
+    x->waiter.on_grant = on_slot_granted;
+    x->state = MG_X_IDLE;
+}
+
+static void hook_event(struct mg_exchange *x, enum mg_exchange_event ev)
+{
+    if (x->closing)
+        return;
+    if (ev == MG_XEV_CLIENT_TIMEOUT)
+        client_timeout(x);
+    else
+        advance(x);
+}
+
+static void hook_close(struct mg_exchange *x)
+{
+    if (x->closing)
+        return;
+    x->closing = true;
+    mg_deadline_set(&x->deadline, 0);
+    if (x->state == MG_X_QUEUED)
+        leave_queue(x);
+    mg_xidem_abandon(x);
+    if (x->state != MG_X_IDLE && x->rt)
+        record(x, x->resp_done ? x->sent_status : 0);
+    detach(x, false);
+    release_slot(x);
+    uv_close(mg_deadline_handle(&x->deadline), on_handle_closed);
+    uv_close((uv_handle_t *)&x->wait, on_handle_closed);
+}
+
+static void hook_destroy(struct mg_exchange *x)
+{
+    mg_xidem_free(x);
+    if (x->rt)
+        mg_runtime_release(x->w, x->rt);
+    x->rt = NULL;
+    mg_arena_destroy(&x->arena);
+}
+
+const struct mg_exchange_hooks mg_exchange_hooks = {
+    .init = hook_init,
+    .event = hook_event,
+    .close = hook_close,
+    .destroy = hook_destroy,
+};

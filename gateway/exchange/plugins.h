@@ -1,0 +1,35 @@
+/*
+ * The exchange's side of the Lua plugin runtime (DESIGN.md section 6): the ctx
+ * plugins see, filled from the exchange when a first phase runs, and one call
+ * per phase. Verdicts only: what a phase decided is the state machine's to act
+ * on (exchange.c).
+ */
+#ifndef MG_EXCHANGE_PLUGINS_H
+#define MG_EXCHANGE_PLUGINS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exchange/exchange-t.h"
+#include "lua/vm.h"
+
+struct mg_upstream_rt;
+
+/* Does the exchange's route run plugins in this phase? */
+bool mg_xplug_active(const struct mg_exchange *x, enum mg_lua_phase phase);
+/* The ctx, its request half filled on first use (routes without plugins never
+ * pay for it). */
+struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x);
+/* The access phase: OK, RESPONDED (x->lua.respond is set) or ERROR. */
+enum mg_lua_result mg_xplug_access(struct mg_exchange *x);
+/* The response phase, once the final head is in x: 0, or -1 when it raised. */
+int mg_xplug_response(struct mg_exchange *x);
+/* The route's Lua balancer over ur's targets (available = offered for this
+ * try). Returns an index, or -1 to fall back to the C choice (nil or an
+ * unavailable target: counted as DESIGN.md says); *raised when it failed. */
+int mg_xplug_balance(struct mg_exchange *x, struct mg_upstream_rt *ur, uint64_t now_ms,
+                     bool *raised);
+/* The log phase (errors are logged only) and the ctx's end. */
+void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns);
+
+#endif

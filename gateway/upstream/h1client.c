@@ -1,0 +1,408 @@
+/*
+ * The upstream HTTP/1.1 codec (see h1client.h).
+ *
+ * Request: the head is written from what the downstream codec parsed, in the
+ * arena: the method and target (the route's prefix stripped if asked), the
+ * client's end-to-end fields minus those the gateway sets or plugins edited,
+ * then the gateway's own (Host when needed, X-Forwarded-*, X-Request-Id, Via),
+ * the plugin edits and the framing the gateway decoded, never the client's
+ * framing fields. Bodies are re-chunked when the client chunked them.
+ *
+ * Response: the head is scanned (http/headscan.h), copied whole into the arena
+ * and parsed by llhttp; interim responses are dropped; the body is decoded by
+ * http/body.c, its bytes handed back pointing into the connection's read buffer.
+ */
+#include "upstream/h1client.h"
+
+#include <string.h>
+
+#include "config/config-t.h"
+#include "core/log.h"
+#include "http/fields.h"
+#include "http/writer.h"
+#include "lua/edits.h"
+#include "upstream/pool.h"
+
+#define PUT_LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) += sizeof(s) - 1)
+#define PUT(o, p, n)  (memcpy((o), (p), (n)), (o) += (n))
+
+/* ------------------------------------------------------------ the request */
+
+static void put_field(char **o, const char *name, size_t nlen, struct mg_slice value)
+{
+    *o = mg_http_put_field(*o, (struct mg_slice){name, nlen}, value);
+}
+
+static char *put_forwarded(char *o, const struct mg_exchange *x, struct mg_slice host)
+{
+    PUT_LIT(o, "X-Forwarded-For: ");
+    if (x->xff_idx >= 0) {
+        struct mg_slice prev = x->req_hdrs.v[x->xff_idx].value;
+        PUT(o, prev.p, prev.len);
+        PUT_LIT(o, ", ");
+    }
+    PUT(o, x->client_ip, strlen(x->client_ip));
+    PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (host.len)
+        put_field(&o, "X-Forwarded-Host", 16, host);
+    return o;
+}
+
+static char *put_framing(char *o, const struct mg_exchange *x)
+{
+    if (x->req_chunked) {
+        PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    } else if (x->req_has_length) {
+        PUT_LIT(o, "Content-Length: ");
+        o += mg_http_put_dec(o, x->req_content_length);
+        PUT_LIT(o, "\r\n");
+    }
+    if (x->req_upgrade) {
+        int up = mg_headers_find(&x->req_hdrs, MG_SLICE_LIT("upgrade"));
+        PUT_LIT(o, "Connection: upgrade\r\n");
+        put_field(&o, "Upgrade", 7, up >= 0 ? x->req_hdrs.v[up].value : (struct mg_slice){0});
+    }
+    return o;
+}
+
+/* The request target towards the upstream: the route's prefix cut if asked. */
+static struct mg_slice upstream_target(const struct mg_exchange *x)
+{
+    if (!x->route->strip_prefix || x->prefix_len == 0)
+        return x->url;
+    size_t cut = x->prefix_len;
+    if (x->route->paths && x->path.len >= cut && x->path.p[cut - 1] == '/')
+        cut--; /* keep the slash of "/api/" prefixes */
+    return (struct mg_slice){x->url.p + cut, x->url.len - cut};
+}
+
+static bool copied(const struct mg_exchange *x, uint32_t i, const struct mg_lua_edit *edits)
+{
+    const struct mg_header *f = &x->req_hdrs.v[i];
+    return !((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || (int)i == x->xff_idx ||
+             ((int)i == x->host_idx && x->authority.len) ||
+             (edits && mg_lua_edits_name(edits, f->name)));
+}
+
+static void send_head(struct mg_attempt *a)
+{
+    struct mg_exchange *x = a->x;
+    struct mg_slice target = upstream_target(x), host = mg_x_request_host(x);
+    const char *target_addr = a->target->conf->address.text;
+    const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
+    size_t cap = x->headlen + strlen(target_addr) + strlen(x->client_ip) + host.len * 2 + 512 +
+                 mg_lua_edits_size(edits);
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    const char *m = llhttp_method_name((llhttp_method_t)x->method);
+    PUT(o, m, strlen(m));
+    *o++ = ' ';
+    if (target.len == 0 || target.p[0] != '/')
+        *o++ = '/';
+    PUT(o, target.p, target.len);
+    PUT_LIT(o, " HTTP/1.1\r\n");
+    for (uint32_t i = 0; i < x->req_hdrs.n; i++)
+        if (copied(x, i, edits))
+            o = mg_http_put_field(o, x->req_hdrs.v[i].name, x->req_hdrs.v[i].value);
+    if (x->authority.len)
+        put_field(&o, "Host", 4, x->authority);
+    else if (x->host_idx < 0)
+        put_field(&o, "Host", 4, (struct mg_slice){target_addr, strlen(target_addr)});
+    o = put_forwarded(o, x, host);
+    put_field(&o, "X-Request-Id", 12, (struct mg_slice){x->request_id, strlen(x->request_id)});
+    PUT_LIT(o, "Via: 1.1 moongate\r\n");
+    o = mg_lua_edits_put(o, edits);
+    o = put_framing(o, x);
+    PUT_LIT(o, "\r\n");
+    MG_ASSERT((size_t)(o - start) <= cap);
+    mg_wq_add(&a->up->out, start, (size_t)(o - start), NULL);
+}
+
+static void send_body(struct mg_attempt *a, struct mg_slice d, struct mg_rbuf *pin)
+{
+    if (a->x->req_chunked)
+        mg_wq_add_chunk(&a->up->out, d.p, d.len, pin);
+    else
+        mg_wq_add(&a->up->out, d.p, d.len, pin);
+}
+
+static void send_end(struct mg_attempt *a)
+{
+    if (a->x->req_chunked)
+        mg_wq_add(&a->up->out, "0\r\n\r\n", 5, NULL);
+}
+
+static void send_raw(struct mg_attempt *a, struct mg_slice d, struct mg_rbuf *pin)
+{
+    mg_wq_add(&a->up->out, d.p, d.len, pin);
+}
+
+static void start(struct mg_attempt *a)
+{
+    struct mg_exchange *x = a->x;
+    struct mg_upconn *u = a->up;
+    mg_headscan_init(&a->scan, MG_MAX_RESPONSE_HEAD);
+    a->head_done = a->closed = a->reusable = false;
+    u->requests++;
+    send_head(a);
+    if (x->req_done && (x->body_copy_len > 0 || x->req_chunked)) {
+        /* The body was read before this try: by an earlier try (kept, as
+         * may_retry checked), or whole by the idempotency phase. */
+        if (x->body_copy_len > 0)
+            send_body(a, (struct mg_slice){x->body_copy, x->body_copy_len}, NULL);
+        send_end(a);
+    }
+    mg_upconn_set_reading(u, true);
+    a->reading = true;
+}
+
+/* ------------------------------------------------------------ the response */
+
+static struct mg_attempt *attempt_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = attempt_of(p)->x;
+    if (x->reason.p)
+        x->reason.len += len;
+    else
+        x->reason = (struct mg_slice){at, len};
+    return 0;
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct mg_exchange *x = attempt_of(p)->x;
+    return mg_fields_name(&x->arena, &x->resp_hdrs, at, len);
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len)
+{
+    return mg_fields_value(&attempt_of(p)->x->resp_hdrs, at, len);
+}
+
+static int on_value_complete(llhttp_t *p)
+{
+    mg_fields_value_done(&attempt_of(p)->x->resp_hdrs);
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct mg_attempt *a = attempt_of(p);
+    struct mg_exchange *x = a->x;
+    if (p->http_major != 1)
+        return -1;
+    x->status = p->status_code;
+    x->resp_upgrade = p->upgrade;
+    x->resp_has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    x->resp_length = x->resp_has_length ? p->content_length : 0;
+    a->keepalive = p->http_minor >= 1 ? !(p->flags & F_CONNECTION_CLOSE)
+                                      : (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
+    return 0;
+}
+
+/* llhttp parses heads only; bodies are body.c's. */
+static const llhttp_settings_t response_settings = {
+    .on_status = on_status,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_header_value_complete = on_value_complete,
+    .on_headers_complete = on_headers_complete,
+};
+
+/* How the final response's body is delimited (RFC 9112 section 6.3), or false
+ * when its framing fields are ambiguous or name a coding the gateway does not
+ * decode (as nginx: 502, never a body passed on with its coding dropped). */
+static bool body_kind(struct mg_exchange *x, enum mg_body_kind *kind)
+{
+    enum mg_framing fr = mg_headers_framing(&x->resp_hdrs);
+    if (fr == MG_FRAMING_BAD || fr == MG_FRAMING_UNSUPPORTED)
+        return false;
+    if (x->method == HTTP_HEAD || x->status == 204 || x->status == 304 || x->status == 101)
+        *kind = MG_BODY_NONE; /* whatever the fields say (RFC 9110 6.4.1, 15.3.5, 15.4.5) */
+    else if (fr == MG_FRAMING_CHUNKED)
+        *kind = MG_BODY_CHUNKED;
+    else if (fr == MG_FRAMING_LENGTH)
+        *kind = MG_BODY_LENGTH;
+    else
+        *kind = MG_BODY_CLOSE;
+    return true;
+}
+
+static int fail_with(struct mg_slice *d, const char *why)
+{
+    *d = (struct mg_slice){why, strlen(why)};
+    return MG_RESP_ERROR;
+}
+
+static int closed_early(struct mg_attempt *a, struct mg_slice *d)
+{
+    return fail_with(d, a->read_error == UV_EOF ? "upstream closed the connection"
+                                                : uv_strerror(a->read_error));
+}
+
+/* Parses a whole head copied into x->resp_head. */
+static int parse_head(struct mg_attempt *a, struct mg_slice *d)
+{
+    struct mg_exchange *x = a->x;
+    mg_fields_init(&x->arena, &x->resp_hdrs);
+    llhttp_init(&a->parser, HTTP_RESPONSE, &response_settings);
+    a->parser.data = a;
+    llhttp_errno_t e = llhttp_execute(&a->parser, x->resp_head, x->resp_headlen);
+    if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
+        const char *why = llhttp_get_error_reason(&a->parser);
+        return fail_with(d, why ? why : "malformed message");
+    }
+    if (x->status >= 100 && x->status < 200 && x->status != 101) {
+        /* Interim (e.g. 103): dropped, and never has a body (RFC 9110 section
+         * 15.2) whatever framing it claims (tests/fuzz: a 103 with
+         * Content-Length carried a whole forged response). */
+        x->resp_headlen = 0;
+        x->reason = (struct mg_slice){NULL, 0};
+        mg_headscan_init(&a->scan, MG_MAX_RESPONSE_HEAD);
+        return MG_RESP_INTERIM;
+    }
+    enum mg_body_kind kind;
+    if (!body_kind(x, &kind))
+        return fail_with(d, "invalid response framing");
+    x->resp_kind = (uint8_t)kind;
+    mg_body_init(&a->body, kind, x->resp_length, UINT64_MAX);
+    a->head_done = true;
+    return MG_RESP_HEAD;
+}
+
+static int read_head(struct mg_attempt *a, struct mg_slice *d)
+{
+    struct mg_exchange *x = a->x;
+    struct mg_rbuf *in = &a->up->in;
+    if (in->start == in->end)
+        return a->closed ? closed_early(a, d) : MG_RESP_MORE;
+    size_t used = 0;
+    enum mg_headscan_result r =
+        mg_headscan_feed(&a->scan, in->buf + in->start, in->end - in->start, &used);
+    if (r >= MG_HEADSCAN_BARE_CR)
+        return fail_with(d, mg_headscan_result_text(r));
+    mg_arena_append(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap,
+                    in->buf + in->start, used, MG_MAX_RESPONSE_HEAD + 4);
+    in->start += used;
+    if (r == MG_HEADSCAN_MORE)
+        return a->closed ? closed_early(a, d) : MG_RESP_MORE;
+    return parse_head(a, d);
+}
+
+static int read_response(struct mg_attempt *a, struct mg_slice *d, struct mg_rbuf **pin)
+{
+    if (!a->head_done)
+        return read_head(a, d);
+    struct mg_rbuf *in = &a->up->in;
+    size_t used;
+    enum mg_body_result r =
+        mg_body_feed(&a->body, in->buf + in->start, in->end - in->start, &used, d);
+    in->start += used;
+    switch (r) {
+    case MG_BODY_DATA:
+        *pin = in;
+        return MG_RESP_DATA;
+    case MG_BODY_DONE:
+        /* Extra bytes after it (an upstream answering more than it was asked)
+         * make the connection unusable. */
+        a->reusable = a->keepalive && a->body.kind != MG_BODY_CLOSE && in->start == in->end;
+        return MG_RESP_END;
+    case MG_BODY_MORE:
+        if (!a->closed)
+            return MG_RESP_MORE;
+        if (!mg_body_eof(&a->body))
+            return closed_early(a, d);
+        a->reusable = false; /* a close-delimited body, ended by the close */
+        return MG_RESP_END;
+    default:
+        return fail_with(d, mg_body_error(&a->body));
+    }
+}
+
+static struct mg_slice read_raw(struct mg_attempt *a, struct mg_rbuf **pin)
+{
+    struct mg_rbuf *in = &a->up->in;
+    struct mg_slice d = {in->buf + in->start, in->end - in->start};
+    in->start = in->end;
+    *pin = in;
+    return d;
+}
+
+/* ------------------------------------------------------------ the lease */
+
+static int acquire(struct mg_attempt *a, uint64_t connect_timeout_ms, bool *ready)
+{
+    int rc = mg_upconn_acquire(a->x->w, a->target, a, a->events, connect_timeout_ms, &a->up, ready);
+    if (rc)
+        a->up = NULL;
+    return rc;
+}
+
+static int flush(struct mg_attempt *a)
+{
+    if (!a->up->out.out && !a->up->out.error)
+        return 0;
+    return mg_wq_flush(&a->up->out);
+}
+
+static uint32_t writes(struct mg_attempt *a)
+{
+    return a->up->out.pending;
+}
+
+static bool drained(struct mg_attempt *a)
+{
+    return mg_wq_idle(&a->up->out);
+}
+
+static bool has_room(struct mg_attempt *a)
+{
+    const struct mg_rbuf *in = &a->up->in;
+    return !in->buf || in->end < MG_BUF_SIZE || (in->pins == 0 && in->start > 0);
+}
+
+static void set_reading(struct mg_attempt *a, bool on)
+{
+    a->reading = on;
+    mg_upconn_set_reading(a->up, on);
+}
+
+static void set_timeout(struct mg_attempt *a, uint64_t ms)
+{
+    mg_upconn_set_timeout(a->up, ms);
+}
+
+static void release(struct mg_attempt *a, bool reuse)
+{
+    struct mg_upconn *u = a->up;
+    struct mg_exchange *x = a->x;
+    a->up = NULL;
+    a->reading = false;
+    mg_wq_discard(&u->out);
+    if (reuse && a->reusable && x->req_done && !x->req_upgrade &&
+        u->tcp.t.ops->queued(&u->tcp.t) == 0)
+        mg_upconn_release(u);
+    else
+        mg_upconn_close(u);
+}
+
+const struct mg_upstream_ops mg_h1client_ops = {
+    .acquire = acquire,
+    .start = start,
+    .send_body = send_body,
+    .send_end = send_end,
+    .send_raw = send_raw,
+    .flush = flush,
+    .read = read_response,
+    .read_raw = read_raw,
+    .writes = writes,
+    .drained = drained,
+    .has_room = has_room,
+    .set_reading = set_reading,
+    .set_timeout = set_timeout,
+    .release = release,
+};
