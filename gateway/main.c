@@ -207,6 +207,7 @@ static void on_hup(uv_signal_t *s, int signum)
             mg_metrics_unref(metrics);
         mg_error("config reload failed: %s", err);
         mg_metrics_config_reload(m->metrics, false);
+        mg_admin_reload_failed(m->admin, err); /* the dashboard shows the message */
         return;
     }
     if (cfg->workers != m->cfg->workers)

@@ -6,8 +6,9 @@ PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev node-llhttp libluajit2-5.1-dev libhiredis-dev libyaml-dev libssl-dev
   libcmocka-dev uthash-dev libxxhash-dev
-  python3 python3-pytest redis-server curl valgrind
+  python3 python3-pytest redis-server redis-sentinel curl valgrind
   clang libclang-rt-14-dev
+  chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core)

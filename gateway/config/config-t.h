@@ -154,12 +154,25 @@ struct mg_route_conf {
     struct mg_idempotency_conf idempotency;
 };
 
+/* redis.sentinel: find the master through Redis Sentinel instead of a fixed
+ * address, and follow its failovers. */
+struct mg_sentinel_conf {
+    bool enabled;                 /* true only when the section is present */
+    char *master;                 /* required: the name the sentinels monitor */
+    struct mg_address *addresses; /* required, at least one: asked in turn */
+    size_t naddresses;
+    char *password; /* NULL; the sentinels' own (requirepass of sentinel.conf) */
+};
+
 struct mg_redis_conf {
     bool enabled;              /* true only when the section is present */
-    struct mg_address address; /* 127.0.0.1:6379 */
+    struct mg_address address; /* 127.0.0.1:6379; unused when sentinel.enabled */
     uint32_t db;               /* 0 */
     char *password;            /* NULL */
     uint64_t timeout_ms;       /* 250ms */
+    uint32_t min_replicas_ack; /* 0; > 0: WAIT for that many replicas after storing a
+                                  completed record (bounded by timeout_ms) */
+    struct mg_sentinel_conf sentinel;
 };
 
 struct mg_router; /* router.h: precomputed match tables */

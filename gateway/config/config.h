@@ -15,8 +15,8 @@
 struct mg_config *mg_config_load(const char *path, char *err, size_t errlen);
 
 /* Same, from a string in memory; `name` stands for the file name in errors. */
-struct mg_config *mg_config_load_string(const char *yaml, size_t len, const char *name,
-                                        char *err, size_t errlen);
+struct mg_config *mg_config_load_string(const char *yaml, size_t len, const char *name, char *err,
+                                        size_t errlen);
 
 void mg_config_ref(struct mg_config *cfg);
 /* Drops one reference; the last one frees the snapshot and everything in it. */

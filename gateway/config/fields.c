@@ -135,6 +135,22 @@ static int check_store(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return 0;
 }
 
+/* redis.sentinel replaces redis.address: with both written, which one the
+ * gateway would use is a guess the operator should not have to make. */
+static int check_redis(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    const struct mg_redis_conf *r = dst;
+    size_t len;
+
+    if (!r->sentinel.enabled || mg_conf_child(ld, n, "address") == NULL)
+        return 0;
+    len = mg_conf_push_key(ld, "sentinel");
+    mg_conf_fail(ld, mg_conf_child(ld, n, "sentinel"),
+                 "'sentinel' replaces 'address': give only one of them");
+    mg_conf_pop(ld, len);
+    return -1;
+}
+
 /* Lexically normalizes an absolute path in place ("/a/./b/../c" -> "/a/c"). */
 static void normalize(char *path)
 {
@@ -295,6 +311,7 @@ static int check_breaker(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 #define CFG(m) offsetof(struct mg_config, m)
 #define CLI(m) offsetof(struct mg_client_conf, m)
 #define RDS(m) offsetof(struct mg_redis_conf, m)
+#define SNT(m) offsetof(struct mg_sentinel_conf, m)
 #define UP(m)  offsetof(struct mg_upstream_conf, m)
 #define TGT(m) offsetof(struct mg_target_conf, m)
 #define RTY(m) offsetof(struct mg_retry_conf, m)
@@ -319,11 +336,37 @@ static const struct mg_conf_field admin_fields[] = {
     END,
 };
 
+static const struct mg_conf_field sentinel_fields[] = {
+    ROW("master", MG_K_STRING, SNT(master), NULL, .flags = MG_CF_REQUIRED),
+    ROW("addresses", MG_K_ADDRLIST, SNT(addresses), NULL, .flags = MG_CF_REQUIRED | MG_CF_NONEMPTY,
+        .off2 = SNT(naddresses)),
+    ROW("password", MG_K_STRING, SNT(password), NULL, .flags = MG_CF_NULLABLE),
+    END,
+};
+
+/* Custom only because the section is optional while two of its keys are
+ * required: absent, it must not be read with its defaults. */
+static int parse_sentinel(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_sentinel_conf *sc = dst;
+
+    if (n == NULL)
+        return 0; /* redis.address is used */
+    if (mg_conf_section(ld, n, sentinel_fields, sc) < 0)
+        return -1;
+    sc->enabled = true;
+    return 0;
+}
+
 static const struct mg_conf_field redis_fields[] = {
     ROW("address", MG_K_ADDRESS, RDS(address), "127.0.0.1:6379"),
+    ROW("sentinel", MG_K_CUSTOM, RDS(sentinel), NULL, .fn = parse_sentinel),
     ROW("db", MG_K_UINT, RDS(db), "0", .hi = INT32_MAX),
     ROW("password", MG_K_STRING, RDS(password), NULL, .flags = MG_CF_NULLABLE),
     ROW("timeout", MG_K_DURATION, RDS(timeout_ms), "250ms", .lo = 1),
+    /* Bounded so a typo cannot make every completion wait for replicas that
+     * will never exist; Redis itself accepts any count. */
+    ROW("min_replicas_ack", MG_K_UINT, RDS(min_replicas_ack), "0", .hi = 100),
     END,
 };
 
@@ -482,7 +525,7 @@ const struct mg_conf_field mg_conf_root_fields[] = {
     /* Not in DESIGN.md: the memory store needs a bound and operators a knob. */
     ROW("idempotency_memory", MG_K_SIZE, CFG(idempotency_memory), "64m", .lo = 4096),
     ROW("redis", MG_K_SECTION, CFG(redis), NULL, .flags = MG_CF_ENABLE, .off2 = RDS(enabled),
-        .sub = redis_fields),
+        .sub = redis_fields, .fn = check_redis),
     ROW("client", MG_K_SECTION, CFG(client), NULL, .sub = client_fields),
     ROW("upstreams", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_upstreams),
     ROW("routes", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_routes),

@@ -12,9 +12,15 @@
  *     ended op still in_redis waits for its reply, which is then ignored (late);
  *     an op is freed exactly when it is ended and not in_redis.
  *
+ *   - Sentinel mode (rs->sentinel set): rs->host/port is the master the
+ *     sentinels last named (or announced with +switch-master); every connect
+ *     after a failure asks them again first, and a connection counts as ready
+ *     only once ROLE has answered "master" on it.
+ *
  * Ownership: the store owns its ops (malloc'd: they can outlive the exchange
- * that started them) and its hiredis context; hiredis's libuv adapter owns its
- * poll handle and frees it in its own close callback. The store struct is freed
+ * that started them), its hiredis context and its sentinel (sentinel.h);
+ * hiredis's libuv adapter owns its poll handle and frees it in its own close
+ * callback. The store struct is freed
  * by the base once the idle, retry and deadline handles have closed; by then
  * hiredis has run every callback it owed (redisAsyncFree runs them before it
  * returns, or right after the hiredis callback that called it).
@@ -29,14 +35,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 
 #include "core/log.h"
+#include "idempotency/hiredis_uv.h"
 #include "idempotency/key.h"
 #include "idempotency/record.h"
+#include "idempotency/redis_state.h"
+#include "idempotency/sentinel.h"
 #include "idempotency/store_base.h"
 
 enum { SCRIPT_BEGIN, SCRIPT_COMPLETE, SCRIPT_RELEASE, NSCRIPTS };
@@ -65,7 +73,7 @@ static const char *const script_text[NSCRIPTS] = {
 };
 
 /* User kinds first, with the values of enum mg_idem_op_kind; then the handshake. */
-enum rop_kind { ROP_BEGIN, ROP_COMPLETE, ROP_RELEASE, ROP_AUTH, ROP_SELECT, ROP_LOAD };
+enum rop_kind { ROP_BEGIN, ROP_COMPLETE, ROP_RELEASE, ROP_AUTH, ROP_SELECT, ROP_ROLE, ROP_LOAD };
 
 struct rop {
     struct mg_idem_op base;
@@ -76,6 +84,7 @@ struct rop {
     bool timed, in_redis, ended;
     bool eval;  /* re-sent as EVAL after NOSCRIPT */
     bool quiet; /* started without a caller: its reply is not "late" */
+    bool wait;  /* ROP_COMPLETE: stored; now WAITing for min_replicas_ack replicas */
     int script; /* ROP_LOAD: which one */
     char owner[MG_IDEM_OWNER_LEN];
     uint8_t lock[MG_IDEM_RECORD_HEAD]; /* ROP_BEGIN: the in-flight blob (holds fp) */
@@ -96,17 +105,21 @@ struct rstore {
     uint64_t timeout_ms;
     char sha[NSCRIPTS][41]; /* hex SHA-1 of each script */
 
-    redisAsyncContext *ac;   /* live connection or NULL */
-    bool ready;              /* handshake answered on ac */
-    unsigned handshake_left; /* handshake replies still expected on ac */
-    bool in_outage;          /* from a lost or refused connection until a handshake
-                                succeeds: operations fail at once rather than wait
-                                on a connect attempt; one warning per outage */
-    uint64_t backoff_ms;     /* next reconnect step */
-    uint64_t rng;            /* xorshift state for the backoff jitter */
-    uint64_t last_reply_ms;  /* loop time of the last reply, or of going busy */
-    uint64_t warned_ms;      /* loop time of the last error-reply warning */
-    unsigned outstanding;    /* commands hiredis holds */
+    redisAsyncContext *ac;        /* live connection or NULL */
+    bool ready;                   /* handshake answered on ac */
+    unsigned handshake_left;      /* handshake replies still expected on ac */
+    bool in_outage;               /* from a lost or refused connection until a handshake
+                                     succeeds: operations fail at once rather than wait
+                                     on a connect attempt; one warning per outage */
+    uint64_t backoff_ms;          /* next reconnect step */
+    uint64_t rng;                 /* xorshift state for the backoff jitter */
+    uint64_t last_reply_ms;       /* loop time of the last reply, or of going busy */
+    uint64_t warned_ms;           /* loop time of the last error-reply warning */
+    unsigned outstanding;         /* commands hiredis holds */
+    uint64_t outage_ms;           /* loop time the current outage began (in_outage) */
+    uint32_t min_acks;            /* redis.min_replicas_ack */
+    struct mg_sentinel *sentinel; /* sentinel mode, else NULL */
+    char *master_name;            /* sentinel mode: redis.sentinel.master (owned) */
     struct roplist timed;
     uv_timer_t retry;    /* reconnect backoff */
     uv_timer_t deadline; /* earliest op deadline */
@@ -114,6 +127,7 @@ struct rstore {
 };
 
 static void do_connect(struct rstore *rs);
+static void connect_now(struct rstore *rs);
 static int send_op(struct rop *op);
 static void on_deadline(uv_timer_t *t);
 
@@ -192,79 +206,6 @@ static void end_op(struct rop *op, enum mg_idem_result res)
         mg_idem__deliver(&op->base);
 }
 
-/* ---- the libuv adapter, mended ----
- *
- * hiredis 0.14's adapter (hiredis/adapters/libuv.h) drops poll errors: libuv
- * reports POLLERR (a refused connect, a reset connection) as status UV_EBADF
- * with the watcher already stopped, and redisLibuvPoll returns early when
- * status != 0, so hiredis never learns that the connection failed and the
- * context hangs until our timeouts notice. hiredis 1.0 fixed it by handling the
- * events it was waiting for when status != 0; we do the same by re-pointing the
- * adapter's four hooks at a poll callback that does. The adapter's struct,
- * allocation and cleanup (uv_close + free) stay in use. */
-
-static void on_poll(uv_poll_t *h, int status, int events)
-{
-    redisLibuvEvents *p = h->data;
-    int ev = status != 0 ? p->events : events; /* an error: let hiredis find it */
-
-    if (p->context != NULL && (ev & UV_READABLE))
-        redisAsyncHandleRead(p->context);
-    if (p->context != NULL && (ev & UV_WRITABLE)) /* context NULL: freed by the read */
-        redisAsyncHandleWrite(p->context);
-}
-
-static void poll_update(redisLibuvEvents *p)
-{
-    if (p->events != 0)
-        uv_poll_start(&p->handle, p->events, on_poll);
-    else
-        uv_poll_stop(&p->handle);
-}
-
-static void poll_add_read(void *privdata)
-{
-    redisLibuvEvents *p = privdata;
-
-    p->events |= UV_READABLE;
-    poll_update(p);
-}
-
-static void poll_del_read(void *privdata)
-{
-    redisLibuvEvents *p = privdata;
-
-    p->events &= ~UV_READABLE;
-    poll_update(p);
-}
-
-static void poll_add_write(void *privdata)
-{
-    redisLibuvEvents *p = privdata;
-
-    p->events |= UV_WRITABLE;
-    poll_update(p);
-}
-
-static void poll_del_write(void *privdata)
-{
-    redisLibuvEvents *p = privdata;
-
-    p->events &= ~UV_WRITABLE;
-    poll_update(p);
-}
-
-static int attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    if (redisLibuvAttach(ac, loop) != REDIS_OK)
-        return -1;
-    ac->ev.addRead = poll_add_read;
-    ac->ev.delRead = poll_del_read;
-    ac->ev.addWrite = poll_add_write;
-    ac->ev.delWrite = poll_del_write;
-    return 0;
-}
-
 /* ---- connection ---- */
 
 static uint64_t stall_ms(const struct rstore *rs)
@@ -299,6 +240,13 @@ static void schedule_reconnect(struct rstore *rs)
     uv_timer_start(&rs->retry, on_retry, delay, 0);
 }
 
+static void outage_begins(struct rstore *rs)
+{
+    if (!rs->in_outage)
+        rs->outage_ms = uv_now(rs->base.loop);
+    rs->in_outage = true;
+}
+
 /* ac is gone or going: forget it and plan the next attempt. Safe to call more
  * than once for the same context (connect failure, NULL replies, disconnect). */
 static void conn_lost(struct rstore *rs, const redisAsyncContext *ac, const char *why)
@@ -306,12 +254,14 @@ static void conn_lost(struct rstore *rs, const redisAsyncContext *ac, const char
     if (ac == NULL || rs->ac != ac)
         return;
     rs->ac = NULL;
+    if (rs->ready)
+        mg_redis_state_down();
     rs->ready = false;
     rs->stats.disconnects++;
     if (!rs->in_outage && !rs->base.closing)
         mg_warn("idempotency: redis %s:%d unavailable (%s); retrying with backoff", rs->host,
                 rs->port, why);
-    rs->in_outage = true;
+    outage_begins(rs);
     schedule_reconnect(rs);
 }
 
@@ -355,7 +305,19 @@ static void send_handshake_op(struct rstore *rs, enum rop_kind kind, int script)
     rs->handshake_left++;
 }
 
+/* Sentinel mode asks the sentinels first (on_master then connects): after a
+ * failure the old address is the one most likely to be wrong. */
 static void do_connect(struct rstore *rs)
+{
+    if (rs->base.closing || rs->ac != NULL)
+        return;
+    if (rs->sentinel != NULL)
+        mg_sentinel_query(rs->sentinel);
+    else
+        connect_now(rs);
+}
+
+static void connect_now(struct rstore *rs)
 {
     redisAsyncContext *ac;
 
@@ -365,11 +327,11 @@ static void do_connect(struct rstore *rs)
     ac = redisAsyncConnect(rs->host, rs->port);
     if (ac == NULL)
         mg_fatal("out of memory (redisAsyncConnect)");
-    if (ac->err || attach(ac, rs->base.loop) < 0) {
+    if (ac->err || mg_hiredis_attach(ac, rs->base.loop) < 0) {
         if (!rs->in_outage)
             mg_warn("idempotency: redis %s:%d unavailable (%s); retrying with backoff", rs->host,
                     rs->port, ac->err ? ac->errstr : "cannot watch the socket");
-        rs->in_outage = true;
+        outage_begins(rs);
         redisAsyncFree(ac); /* no callbacks set yet: nothing runs */
         schedule_reconnect(rs);
         return;
@@ -386,6 +348,8 @@ static void do_connect(struct rstore *rs)
         send_handshake_op(rs, ROP_AUTH, 0);
     if (rs->db != 0)
         send_handshake_op(rs, ROP_SELECT, 0);
+    if (rs->sentinel != NULL)
+        send_handshake_op(rs, ROP_ROLE, 0); /* a sentinel's word is checked, not trusted */
     for (int i = 0; i < NSCRIPTS; i++)
         send_handshake_op(rs, ROP_LOAD, i);
 }
@@ -420,6 +384,9 @@ static int send_op(struct rop *op)
         snprintf(db, sizeof db, "%" PRIu32, rs->db);
         ARG("SELECT", 6), ARG(db, strlen(db));
         break;
+    case ROP_ROLE:
+        ARG("ROLE", 4);
+        break;
     case ROP_LOAD:
         ARG("SCRIPT", 6), ARG("LOAD", 4);
         ARG(script_text[op->script], strlen(script_text[op->script]));
@@ -427,6 +394,18 @@ static int send_op(struct rop *op)
     case ROP_BEGIN:
     case ROP_COMPLETE:
     case ROP_RELEASE:
+        if (op->wait) {
+            /* The rest of the op's deadline, less a fifth so that the reply
+             * (not our timer) ends the op: Redis answers WAIT with the count
+             * reached when its own timeout passes. 0 would wait forever. */
+            uint64_t now = uv_now(rs->base.loop);
+            uint64_t left = op->deadline_ms > now ? op->deadline_ms - now : 0;
+
+            snprintf(db, sizeof db, "%" PRIu32, rs->min_acks);
+            snprintf(ttl, sizeof ttl, "%" PRIu64, left * 4 / 5 > 0 ? left * 4 / 5 : 1);
+            ARG("WAIT", 4), ARG(db, strlen(db)), ARG(ttl, strlen(ttl));
+            break;
+        }
         if (op->eval)
             ARG("EVAL", 4), ARG(script_text[script], strlen(script_text[script]));
         else
@@ -541,6 +520,31 @@ static void log_error_reply(const struct rop *op, const redisReply *r)
         mg_warn("idempotency: unexpected redis reply type %d (op %d)", r->type, op->kind);
 }
 
+static bool is_master_role(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+           r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+}
+
+static void handshake_done(struct rstore *rs)
+{
+    char addr[INET6_ADDRSTRLEN + 8];
+    uint64_t now = uv_now(rs->base.loop);
+
+    rs->ready = true;
+    rs->backoff_ms = MG_IDEM_REDIS_BACKOFF_MIN_MS;
+    if (rs->in_outage)
+        mg_info("idempotency: redis %s:%d available again after %" PRIu64 " ms", rs->host, rs->port,
+                now - rs->outage_ms);
+    snprintf(addr, sizeof addr, strchr(rs->host, ':') ? "[%s]:%d" : "%s:%d", rs->host, rs->port);
+    if (rs->stats.ready_at != 0 && strcmp(addr, rs->stats.master) != 0)
+        rs->stats.failovers++;
+    snprintf(rs->stats.master, sizeof rs->stats.master, "%s", addr);
+    rs->stats.ready_at = now;
+    mg_redis_state_up(addr, rs->in_outage ? now - rs->outage_ms : 0);
+    rs->in_outage = false;
+}
+
 /* One handshake reply; the connection is ready when all have answered. */
 static void handshake_reply(struct rop *op, const redisReply *r)
 {
@@ -548,7 +552,18 @@ static void handshake_reply(struct rop *op, const redisReply *r)
 
     untime(op);
     op->ended = true;
-    if (op->kind == ROP_LOAD) {
+    if (op->kind == ROP_ROLE) {
+        if (!is_master_role(r)) {
+            /* A sentinel that has not seen the failover yet, or a demoted
+             * master: ask again after the backoff, never write to it. */
+            MG_LOG(rs->in_outage ? MG_LOG_DEBUG : MG_LOG_WARN,
+                   "idempotency: redis %s:%d is not a master (ROLE); asking the sentinels again",
+                   rs->host, rs->port);
+            rs->stats.role_refused++;
+            conn_drop(rs, "not a master");
+            return;
+        }
+    } else if (op->kind == ROP_LOAD) {
         if (r->type != REDIS_REPLY_STRING || strcmp(r->str, rs->sha[op->script]) != 0)
             mg_warn("idempotency: redis SCRIPT LOAD failed; falling back to EVAL");
     } else if (!is_status(r, "OK")) {
@@ -559,13 +574,8 @@ static void handshake_reply(struct rop *op, const redisReply *r)
         conn_drop(rs, "handshake refused");
         return;
     }
-    if (rs->handshake_left > 0 && --rs->handshake_left == 0 && rs->ac != NULL) {
-        rs->ready = true;
-        rs->backoff_ms = MG_IDEM_REDIS_BACKOFF_MIN_MS;
-        if (rs->in_outage)
-            mg_info("idempotency: redis %s:%d available again", rs->host, rs->port);
-        rs->in_outage = false;
-    }
+    if (rs->handshake_left > 0 && --rs->handshake_left == 0 && rs->ac != NULL)
+        handshake_done(rs);
 }
 
 /* A reply for an op that has already ended (timed out or cancelled). */
@@ -577,18 +587,64 @@ static void late_reply(struct rop *op, const redisReply *r)
         release_quietly(op->rs, op->key, op->key_len, op->owner);
 }
 
+/* The master we write to has become a replica (a failover we have not heard
+ * of, or an old master that came back): -READONLY, also when a script's write
+ * is refused. */
+static bool is_readonly(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && strstr(r->str, "READONLY") != NULL;
+}
+
+/* The reply to the WAIT after a stored record: the record is stored either
+ * way, so the result stays OK; fewer replicas than asked only narrows less
+ * (counted, and logged at most once a second). */
+static void wait_reply(struct rop *op, const redisReply *r)
+{
+    struct rstore *rs = op->rs;
+
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < (long long)rs->min_acks) {
+        rs->stats.wait_short++;
+        if (r->type != REDIS_REPLY_INTEGER)
+            log_error_reply(op, r);
+        else if (rs->warned_ms == 0 || uv_now(rs->base.loop) - rs->warned_ms >= 1000) {
+            rs->warned_ms = uv_now(rs->base.loop);
+            mg_warn("idempotency: a record reached %lld of min_replicas_ack %" PRIu32
+                    " replicas in time",
+                    r->integer, rs->min_acks);
+        }
+    }
+    end_op(op, MG_IDEM_OK);
+}
+
 static void user_reply(struct rop *op, const redisReply *r)
 {
+    struct rstore *rs = op->rs;
     enum mg_idem_result res;
 
+    if (op->wait) {
+        wait_reply(op, r);
+        return;
+    }
     if (is_noscript(r) && !op->eval) {
         op->eval = true;
         if (send_op(op) == 0)
             return;
     }
     res = op->kind == ROP_BEGIN ? begin_result(op, r) : cas_result(r);
+    if (res == MG_IDEM_OK && op->kind == ROP_COMPLETE && rs->min_acks > 0) {
+        op->wait = true;
+        if (send_op(op) == 0)
+            return;             /* its reply ends the op */
+        rs->stats.wait_short++; /* the connection is going: stored, not confirmed */
+    }
     if (res == MG_IDEM_ERROR)
         log_error_reply(op, r);
+    if (is_readonly(r) && rs->sentinel != NULL) {
+        /* This op fails (it may not be replayed elsewhere: the caller decides);
+         * the others on this connection fail as it closes. */
+        rs->stats.readonly++;
+        conn_drop(rs, "the master became a replica");
+    }
     end_op(op, res);
 }
 
@@ -712,9 +768,12 @@ static void rs_close(struct mg_idem_client *s)
         op->ended = true;
     }
     rs->ac = NULL;
+    mg_redis_state_closed(rs->ready);
     rs->ready = false;
     if (ac != NULL)
         redisAsyncFree(ac); /* NULL replies free the ops hiredis holds */
+    mg_sentinel_close(rs->sentinel);
+    rs->sentinel = NULL;
     uv_timer_stop(&rs->retry);
     uv_timer_stop(&rs->deadline);
     mg_idem__close_handle((uv_handle_t *)&rs->retry);
@@ -726,6 +785,7 @@ static void rs_destroy(struct mg_idem_client *s)
     struct rstore *rs = (struct rstore *)s;
 
     free(rs->password);
+    free(rs->master_name);
     free(rs);
 }
 
@@ -735,6 +795,61 @@ static const struct mg_idem_client_vt redis_vt = {
     .op_free = rs_op_free,
     .close = rs_close,
     .destroy = rs_destroy,
+};
+
+/* ---- sentinel discovery (sentinel.h) ---- */
+
+static void set_host(struct rstore *rs, const char *host, int port)
+{
+    snprintf(rs->host, sizeof rs->host, "%s", host);
+    rs->port = port;
+}
+
+static void on_sentinel_master(void *ud, const char *host, int port)
+{
+    struct rstore *rs = ud;
+
+    if (rs->base.closing || rs->ac != NULL)
+        return; /* +switch-master got there first */
+    set_host(rs, host, port);
+    connect_now(rs);
+}
+
+static void on_sentinel_unknown(void *ud)
+{
+    struct rstore *rs = ud;
+
+    if (rs->base.closing || rs->ac != NULL)
+        return;
+    if (!rs->in_outage)
+        mg_warn("idempotency: no sentinel named the master '%s'; retrying with backoff",
+                rs->master_name);
+    outage_begins(rs);
+    schedule_reconnect(rs);
+}
+
+/* A sentinel announced a failover: leave the old master now (its pending
+ * operations end with ERROR, never re-sent: they may have run there) and
+ * connect to the new one without waiting for the backoff. */
+static void on_sentinel_switch(void *ud, const char *host, int port)
+{
+    struct rstore *rs = ud;
+
+    if (rs->base.closing || (rs->ac != NULL && rs->port == port && strcmp(rs->host, host) == 0))
+        return;
+    conn_drop(rs, "failover announced by the sentinels");
+    if (rs->base.closing) /* a caller closed the store from an ERROR callback */
+        return;
+    uv_timer_stop(&rs->retry);
+    rs->backoff_ms = MG_IDEM_REDIS_BACKOFF_MIN_MS;
+    set_host(rs, host, port);
+    connect_now(rs);
+}
+
+static const struct mg_sentinel_ops sentinel_ops = {
+    .on_master = on_sentinel_master,
+    .on_unknown = on_sentinel_unknown,
+    .on_switch = on_sentinel_switch,
 };
 
 /* ---- opening ---- */
@@ -778,11 +893,15 @@ struct mg_idem_client *mg_idem_redis_open(uv_loop_t *loop, const struct mg_redis
 
     if (rs == NULL)
         mg_fatal("out of memory (idempotency store)");
-    set_address(rs, &conf->address);
+    if (!conf->sentinel.enabled)
+        set_address(rs, &conf->address);
+    else if ((rs->master_name = strdup(conf->sentinel.master)) == NULL)
+        mg_fatal("out of memory (idempotency store)");
     if (conf->password != NULL && (rs->password = strdup(conf->password)) == NULL)
         mg_fatal("out of memory (idempotency store)");
     rs->db = conf->db;
     rs->timeout_ms = conf->timeout_ms ? conf->timeout_ms : 1;
+    rs->min_acks = conf->min_replicas_ack;
     for (int i = 0; i < NSCRIPTS; i++)
         script_sha(script_text[i], rs->sha[i]);
     rs->backoff_ms = MG_IDEM_REDIS_BACKOFF_MIN_MS;
@@ -793,6 +912,9 @@ struct mg_idem_client *mg_idem_redis_open(uv_loop_t *loop, const struct mg_redis
     mg_idem__handle_opened(&rs->base, (uv_handle_t *)&rs->retry);
     MG_ASSERT(uv_timer_init(loop, &rs->deadline) == 0);
     mg_idem__handle_opened(&rs->base, (uv_handle_t *)&rs->deadline);
+    if (conf->sentinel.enabled)
+        rs->sentinel = mg_sentinel_open(loop, &conf->sentinel, rs->timeout_ms, &sentinel_ops, rs);
+    mg_redis_state_opened(rs->sentinel != NULL, rs->master_name);
     do_connect(rs);
     return &rs->base;
 }

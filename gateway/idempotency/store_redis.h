@@ -36,12 +36,34 @@
  * hiredis writes with write(2): the process must ignore SIGPIPE (main.c does),
  * or a write to a connection Redis has closed would kill it.
  *
+ * Sentinel (redis.sentinel, sentinel.h): the master's address comes from the
+ * sentinels, asked again at the start and before every reconnect, and each
+ * connection must answer ROLE "master" (pipelined after AUTH/SELECT) before it
+ * is ready. A +switch-master message moves the store to the new master at
+ * once: the old connection is dropped (its operations end with ERROR) and the
+ * new one is made without the backoff. A -READONLY reply (the master was
+ * demoted under us) ends that operation with ERROR and drops the connection,
+ * so the next one asks the sentinels. -LOADING and other error replies end
+ * their operation with ERROR. No operation is ever re-sent to another server:
+ * one that reached the old master may have run there.
+ *
+ * min_replicas_ack (> 0): a complete() that stored its record sends WAIT
+ * <n> <rest of its deadline less a fifth> and ends when WAIT answers, so the
+ * response reaches the client once n replicas hold the record (or the time is
+ * up: still OK, counted in wait_short). Redis replication stays asynchronous:
+ * this narrows the window in which a failover can lose a record, it does not
+ * close it (a failover may promote a replica that did not acknowledge).
+ *
+ * Process-wide state for /status and /metrics goes to redis_state.h.
+ *
  * Nothing here blocks the loop: the address is numeric (resolved when the
- * config was loaded), so hiredis's connect does not wait on DNS.
+ * config was loaded, or checked numeric when a sentinel names it), so
+ * hiredis's connect does not wait on DNS.
  */
 #ifndef MG_IDEM_STORE_REDIS_H
 #define MG_IDEM_STORE_REDIS_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -61,10 +83,17 @@ struct mg_idem_redis_stats {
     uint64_t connects;     /* connection attempts */
     uint64_t disconnects;  /* connections lost or dropped */
     uint64_t errors;       /* MG_IDEM_ERROR results delivered to callers */
+    uint64_t failovers;    /* handshakes on a master address other than the previous one */
+    uint64_t role_refused; /* sentinel mode: connections dropped because ROLE was not master */
+    uint64_t readonly;     /* sentinel mode: connections dropped on a READONLY reply */
+    uint64_t wait_short;   /* completions not confirmed by min_replicas_ack replicas */
+    uint64_t ready_at;     /* loop time of the last successful handshake, 0 before any */
+    char master[INET6_ADDRSTRLEN + 8]; /* "host:port" of that handshake */
 };
 
 /* A per-loop store that connects at once (asynchronously) to conf->address
- * (AF_INET or AF_INET6), with AUTH/SELECT from conf, and the per-operation
+ * (AF_INET or AF_INET6), or to the master conf->sentinel names when
+ * conf->sentinel.enabled, with AUTH/SELECT from conf, and the per-operation
  * timeout conf->timeout_ms (at least 1 ms). conf is copied. Aborts on OOM;
  * connection problems are never an error here (see the reconnect rules above).
  * Use only from loop's thread; close with mg_idem_client_close(). */

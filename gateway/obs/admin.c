@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <llhttp.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -28,12 +29,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "config/config.h"
 #include "core/log.h"
 #include "http/writer.h"
 #include "obs/accesslog.h"
+#include "obs/dashboard.h"
+#include "obs/live.h"
 #include "obs/metrics.h"
 #include "obs/textbuf.h"
 #include "resilience/breaker.h"
@@ -92,6 +96,9 @@ struct mg_admin {
     uv_mutex_t pub_mu; /* cfg and metrics */
     struct mg_config *cfg;
     struct mg_metrics *metrics;
+
+    struct mg_live *live; /* the dashboard's history, sampled by `sampler` */
+    uv_timer_t sampler;   /* every MG_LIVE_INTERVAL_MS, on the admin thread */
 };
 
 static llhttp_settings_t settings;
@@ -233,7 +240,9 @@ void mg_admin_render_status(const struct mg_config *cfg, const struct mg_obs_hoo
             mg_textbuf_putc(b, ',');
         json_upstream(b, cfg, u, hooks);
     }
-    mg_textbuf_puts(b, "]}\n");
+    mg_textbuf_putc(b, ']');
+    mg_metrics_redis_status(hooks, b); /* ,"redis":{...} when a Redis store is in use */
+    mg_textbuf_puts(b, "}\n");
 }
 
 /* ------------------------------------------------------------ responses */
@@ -372,6 +381,28 @@ static void render_metrics(struct mg_admin *a, struct mg_textbuf *body)
     mg_config_unref(cfg);
 }
 
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The live document; `query` is the URL after '?', or NULL ("since=N"). */
+static void render_live(struct mg_admin *a, const char *query, struct mg_textbuf *body)
+{
+    struct mg_config *cfg;
+    struct mg_metrics *m;
+    const char *p = query ? strstr(query, "since=") : NULL;
+    uint64_t since = p ? strtoull(p + 6, NULL, 10) : 0;
+
+    acquire(a, &cfg, &m);
+    mg_live_render(a->live, cfg, &a->hooks, since, unix_ms(), body);
+    mg_metrics_unref(m);
+    mg_config_unref(cfg);
+}
+
 static void handle_request(struct admin_conn *c)
 {
     struct mg_admin *a = c->a;
@@ -379,7 +410,7 @@ static void handle_request(struct admin_conn *c)
     bool head = method == HTTP_HEAD;
     size_t plen = strcspn(c->url, "?");
     struct mg_textbuf body = MG_TEXTBUF_INIT;
-    enum { P_NONE, P_METRICS, P_STATUS, P_HEALTHZ } path = P_NONE;
+    enum { P_NONE, P_METRICS, P_STATUS, P_HEALTHZ, P_LIVE, P_DASHBOARD } path = P_NONE;
 
     c->keep_alive = llhttp_should_keep_alive(&c->parser) && !c->parser.upgrade;
     if (c->url_too_long)
@@ -390,6 +421,11 @@ static void handle_request(struct admin_conn *c)
         path = P_STATUS;
     else if (plen == 8 && memcmp(c->url, "/healthz", 8) == 0)
         path = P_HEALTHZ;
+    else if (plen == 12 && memcmp(c->url, "/status/live", 12) == 0)
+        path = P_LIVE;
+    else if ((plen == 1 && c->url[0] == '/') ||
+             (plen == 10 && memcmp(c->url, "/dashboard", 10) == 0))
+        path = P_DASHBOARD;
 
     if (path == P_NONE) {
         respond_error(c, 404, "not_found", head, false, NULL);
@@ -417,6 +453,14 @@ static void handle_request(struct admin_conn *c)
     case P_HEALTHZ:
         mg_textbuf_puts(&body, "ok\n");
         respond(c, 200, "text/plain; charset=utf-8", &body, head, false, NULL);
+        break;
+    case P_LIVE:
+        render_live(a, c->url[plen] == '?' ? c->url + plen + 1 : NULL, &body);
+        respond(c, 200, "application/json", &body, head, false, NULL);
+        break;
+    case P_DASHBOARD:
+        mg_textbuf_append(&body, (const char *)mg_dashboard_html, mg_dashboard_html_len);
+        respond(c, 200, "text/html; charset=utf-8", &body, head, false, NULL);
         break;
     case P_NONE:
         break;
@@ -630,6 +674,20 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ------------------------------------------------------------- lifecycle */
 
+/* The dashboard's history: summing the shards here, on the admin thread, is
+ * what keeps it off the request path. */
+static void on_sample(uv_timer_t *t)
+{
+    struct mg_admin *a = t->data;
+    struct mg_config *cfg;
+    struct mg_metrics *m;
+
+    acquire(a, &cfg, &m);
+    mg_live_sample(a->live, cfg, m, &a->hooks, unix_ms());
+    mg_metrics_unref(m);
+    mg_config_unref(cfg);
+}
+
 static void on_async(uv_async_t *h)
 {
     struct mg_admin *a = h->data;
@@ -638,6 +696,7 @@ static void on_async(uv_async_t *h)
         return;
     while (a->conns)
         conn_close(a->conns);
+    uv_close((uv_handle_t *)&a->sampler, NULL);
     uv_close((uv_handle_t *)&a->server, NULL);
     uv_close((uv_handle_t *)&a->async, NULL);
 }
@@ -646,11 +705,14 @@ static void admin_thread(void *arg)
 {
     struct mg_admin *a = arg;
 
+    /* Named so that its CPU time can be read apart (top -H, /proc/PID/task). */
+    pthread_setname_np(pthread_self(), "mg-admin");
     uv_run(&a->loop, UV_RUN_DEFAULT);
 }
 
 static void admin_free(struct mg_admin *a)
 {
+    mg_live_free(a->live);
     mg_metrics_unref(a->metrics);
     mg_config_unref(a->cfg);
     uv_mutex_destroy(&a->pub_mu);
@@ -676,6 +738,8 @@ struct mg_admin *mg_admin_start(const struct mg_address *addr, const struct mg_a
     a->metrics = src->metrics;
     if (a->metrics)
         mg_metrics_ref(a->metrics);
+    a->live = mg_live_new();
+    mg_live_reload(a->live, true, a->cfg->version, NULL, unix_ms());
 
     rc = uv_loop_init(&a->loop);
     if (rc < 0)
@@ -689,8 +753,12 @@ struct mg_admin *mg_admin_start(const struct mg_address *addr, const struct mg_a
         goto fail_bind;
     uv_async_init(&a->loop, &a->async, on_async);
     a->async.data = a;
+    uv_timer_init(&a->loop, &a->sampler);
+    a->sampler.data = a;
+    uv_timer_start(&a->sampler, on_sample, 0, MG_LIVE_INTERVAL_MS);
     rc = uv_thread_create(&a->thread, admin_thread, a);
     if (rc < 0) {
+        uv_close((uv_handle_t *)&a->sampler, NULL);
         uv_close((uv_handle_t *)&a->async, NULL);
         goto fail_bind;
     }
@@ -724,6 +792,14 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
     uv_mutex_unlock(&a->pub_mu);
     mg_metrics_unref(old_m);
     mg_config_unref(old_cfg);
+    if (cfg != old_cfg)
+        mg_live_reload(a->live, true, cfg->version, NULL, unix_ms());
+}
+
+void mg_admin_reload_failed(struct mg_admin *a, const char *error)
+{
+    if (a)
+        mg_live_reload(a->live, false, 0, error, unix_ms());
 }
 
 int mg_admin_local_address(struct mg_admin *a, struct sockaddr_storage *out)

@@ -4,6 +4,8 @@
  *   GET /status    JSON: config version and load time, routes, upstreams and
  *                  their targets with breaker state, in-flight, ewma, health
  *   GET /healthz   200 "ok\n"
+ *   GET / and /dashboard   the live dashboard page (obs/dashboard.h)
+ *   GET /status/live[?since=N]   its JSON: history points after N (obs/live.h)
  * HEAD is answered like GET without a body; other methods on these paths get
  * 405 (with Allow), unknown paths 404, both as JSON {"error":...,"status":...}.
  * A query string is ignored. Keep-alive and pipelining are supported (one
@@ -56,6 +58,10 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
 /* The bound address (to learn the port chosen for port 0). Returns 0 or a
  * negative UV_E* code. */
 int mg_admin_local_address(struct mg_admin *a, struct sockaddr_storage *out);
+
+/* Records a failed reload and its one-line error for the dashboard (a
+ * successful one is recorded by mg_admin_publish). Any thread; NULL ignored. */
+void mg_admin_reload_failed(struct mg_admin *a, const char *error);
 
 /* Closes the listener and every admin connection, joins the thread, and frees
  * everything (dropping the references). NULL is ignored. */

@@ -15,6 +15,7 @@
 #define MG_METRICS_T_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -86,6 +87,8 @@ struct mg_target_snapshot {
     double ewma;                  /* 0: smoothed latency, seconds */
     enum mg_target_health health; /* MG_HEALTH_UNKNOWN */
     uint64_t failures;            /* 0: failures reported (targets[i].failures in Lua) */
+    uint64_t retry_after_ms;      /* 0: until the breaker admits a request again */
+    uint32_t consecutive;         /* 0: failures in a row while closed */
 };
 
 /* Process-wide state of one upstream's bulkhead (struct mg_upstream_stats of
@@ -94,12 +97,28 @@ struct mg_upstream_snapshot {
     int64_t bulkhead_in_use;
     int64_t bulkhead_queued;
     uint64_t bulkhead_rejected; /* since the process started */
+    uint64_t budget_requests;   /* retry budget, last 10 s: first tries */
+    uint64_t budget_retries;    /* ... and retries spent */
 };
 
 /* The embedded idempotency store (process-wide). */
 struct mg_idem_memory_snapshot {
     uint64_t bytes, budget, entries, in_flight;
     uint64_t expired, evicted, refused; /* since the process started */
+};
+
+/* The shared Redis of the idempotency store (process-wide), for
+ * moongate_redis_up, moongate_redis_failovers_total and /status. */
+struct mg_redis_snapshot {
+    bool in_use;             /* some worker has a Redis store open; nothing is shown otherwise */
+    bool sentinel;           /* the master is discovered through Redis Sentinel */
+    bool up;                 /* every open store is connected to a confirmed master */
+    const char *master_name; /* sentinel mode: redis.sentinel.master; else "" */
+    const char *master;      /* "host:port" last connected to; "" before any */
+    uint64_t failovers;      /* master address changes since the start */
+    int64_t last_failover_unix_ms; /* 0: none */
+    const char *last_failover_from, *last_failover_to;
+    uint64_t last_failover_unavailable_ms; /* a store's time without Redis around it */
 };
 
 /* Read-only views the proxy provides. Every hook runs on the admin thread while
@@ -119,6 +138,10 @@ struct mg_obs_hooks {
                            struct mg_upstream_snapshot *out);
     /* When set, the moongate_idempotency_memory_* series are rendered from it. */
     void (*idem_memory)(void *ud, struct mg_idem_memory_snapshot *out);
+    /* When set, the moongate_redis_* series and the /status "redis" object are
+     * rendered from it. The strings stay valid until the next call from the
+     * same thread. */
+    void (*redis)(void *ud, struct mg_redis_snapshot *out);
 };
 
 /* Cell layout of the entities (private to metrics.c/metrics.h). A histogram is
@@ -176,6 +199,25 @@ struct mg_metrics_shard {
     _Atomic uint64_t **plugin;   /* nplugins */
     _Atomic uint64_t *global;
     const size_t *target_base;
+};
+
+/* Totals summed over every worker, for readers that sample (the live
+ * dashboard, obs/live.c) rather than render. */
+struct mg_metrics_route_totals {
+    uint64_t requests;                  /* every status */
+    uint64_t status_5xx;                /* status 500..599, gateway's own included */
+    uint64_t hist[MG_METRICS_NBUCKETS]; /* non-cumulative bucket counts */
+    uint64_t sum_ns;                    /* of the durations */
+    int64_t in_flight;                  /* gauge */
+    uint64_t errors[MG_ERR__COUNT];     /* gateway errors by enum mg_error; [0] unused */
+};
+
+struct mg_metrics_plugin_totals {
+    const char *name; /* owned by the generation */
+    bool registered;  /* loaded at least once */
+    struct {
+        uint64_t calls, sum_ns, errors;
+    } phase[MG_PLUGIN_PHASE__COUNT];
 };
 
 struct mg_metrics_store;  /* private: the process-wide series store */

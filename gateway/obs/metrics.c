@@ -440,6 +440,95 @@ void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
         mg_metrics_cell_add(&c[MG_MH_CELLS], 1);
 }
 
+/* ---------------------------------------------------------- reading totals */
+
+/* out[0..n) = cells [first, first + n) of `e` summed over every worker. */
+static void sum_cells(const struct mg_metrics *m, const struct mg_metrics_entity *e, size_t first,
+                      size_t n, uint64_t *out)
+{
+    memset(out, 0, n * sizeof(*out));
+    for (unsigned w = 0; w < m->nworkers; w++) {
+        const _Atomic uint64_t *c = e->cells[w] + first;
+        for (size_t i = 0; i < n; i++)
+            out[i] += atomic_load_explicit(&c[i], memory_order_relaxed);
+    }
+}
+
+void mg_metrics_route_totals(const struct mg_metrics *m, int route,
+                             struct mg_metrics_route_totals *out)
+{
+    const struct mg_metrics_entity *e = m->routes[route + 1];
+    uint64_t codes[MG_MR_CODE_OTHER + 1], hist[MG_MH_CELLS], in_flight;
+
+    /* Only the cells shown are read: the idempotency cells are skipped. */
+    sum_cells(m, e, MG_MR_CODE, MG_MR_CODE_OTHER + 1, codes);
+    sum_cells(m, e, MG_MR_HIST, MG_MH_CELLS, hist);
+    sum_cells(m, e, MG_MR_IN_FLIGHT, 1, &in_flight);
+    sum_cells(m, e, MG_MR_ERROR, MG_ERR__COUNT, out->errors);
+    out->requests = out->status_5xx = 0;
+    for (size_t i = 0; i <= MG_MR_CODE_OTHER; i++)
+        out->requests += codes[i];
+    for (size_t i = 500 - 100; i <= 599 - 100; i++)
+        out->status_5xx += codes[MG_MR_CODE + i];
+    memcpy(out->hist, hist, sizeof(out->hist));
+    out->sum_ns = hist[MG_MH_SUM];
+    out->in_flight = (int64_t)in_flight;
+}
+
+void mg_metrics_target_totals(const struct mg_metrics *m, size_t upstream, size_t target,
+                              uint64_t out[MG_OUTCOME__COUNT])
+{
+    sum_cells(m, m->targets[m->target_base[upstream] + target], MG_MT_OUTCOME, MG_OUTCOME__COUNT,
+              out);
+}
+
+uint64_t mg_metrics_retries_total(const struct mg_metrics *m, size_t upstream)
+{
+    uint64_t v;
+
+    sum_cells(m, m->upstreams[upstream], MG_MU_RETRIES, 1, &v);
+    return v;
+}
+
+size_t mg_metrics_nplugins(const struct mg_metrics *m)
+{
+    return m->nplugins;
+}
+
+void mg_metrics_plugin_totals(const struct mg_metrics *m, size_t plugin,
+                              struct mg_metrics_plugin_totals *out)
+{
+    const struct mg_metrics_entity *e = m->plugins[plugin];
+    uint64_t c[MG_MP_CELLS];
+
+    sum_cells(m, e, 0, MG_MP_CELLS, c);
+    out->name = e->name;
+    out->registered = atomic_load_explicit(&e->registered, memory_order_relaxed);
+    for (unsigned ph = 0; ph < MG_PLUGIN_PHASE__COUNT; ph++) {
+        const uint64_t *h = c + ph * MG_MP_PHASE_CELLS;
+        out->phase[ph].calls = 0;
+        for (unsigned b = 0; b < MG_METRICS_NBUCKETS; b++)
+            out->phase[ph].calls += h[b];
+        out->phase[ph].sum_ns = h[MG_MH_SUM];
+        out->phase[ph].errors = h[MG_MH_CELLS];
+    }
+}
+
+int64_t mg_metrics_connections(const struct mg_metrics *m, enum mg_conn_side side,
+                               enum mg_conn_state state)
+{
+    uint64_t v;
+
+    sum_cells(m, m->global, MG_MG_CONN + side * MG_CONN_STATE__COUNT + state, 1, &v);
+    return (int64_t)v;
+}
+
+void mg_metrics_reloads(const struct mg_metrics *m, uint64_t out[2])
+{
+    for (unsigned k = 0; k < 2; k++)
+        out[k] = atomic_load_explicit(&m->store->reloads[k], memory_order_relaxed);
+}
+
 /* ---------------------------------------------------------- rendering */
 
 /* Sums of every cell of one entity over all workers (malloc'd). */
@@ -628,7 +717,7 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
         }
     }
     for (size_t u = 0; u < m->nupstreams && hooks && hooks->upstream_stats; u++) {
-        struct mg_upstream_snapshot snap = {0, 0, 0};
+        struct mg_upstream_snapshot snap = {0};
         hooks->upstream_stats(hooks->ud, m->cfg, u, &snap);
         r->upstream[u][MG_MU_BULKHEAD_IN_USE] = (uint64_t)snap.bulkhead_in_use;
         r->upstream[u][MG_MU_BULKHEAD_QUEUED] = (uint64_t)snap.bulkhead_queued;
@@ -760,6 +849,60 @@ static void render_idem_memory(struct render *r, const struct mg_obs_hooks *hook
     sample_u64(r->b, "moongate_idempotency_memory_evictions_total", kv_refused, 1, s.refused);
 }
 
+static void render_redis(struct render *r, const struct mg_obs_hooks *hooks)
+{
+    static const char *const none[1] = {NULL};
+    struct mg_redis_snapshot s = {0};
+
+    if (!hooks || !hooks->redis)
+        return;
+    hooks->redis(hooks->ud, &s);
+    if (!s.in_use)
+        return;
+    family(r->b, "moongate_redis_up", "gauge",
+           "1 when every worker is connected to a Redis master that answered its handshake "
+           "(and ROLE master, with Sentinel); 0 during an outage or a failover.");
+    sample_u64(r->b, "moongate_redis_up", none, 0, s.up ? 1 : 0);
+    family(r->b, "moongate_redis_failovers_total", "counter",
+           "Redis master changes followed (the idempotency store reconnected to another "
+           "master address named by the sentinels), counted once per process.");
+    sample_u64(r->b, "moongate_redis_failovers_total", none, 0, s.failovers);
+}
+
+void mg_metrics_redis_status(const struct mg_obs_hooks *hooks, struct mg_textbuf *b)
+{
+    struct mg_redis_snapshot s = {0};
+
+    if (!hooks || !hooks->redis)
+        return;
+    hooks->redis(hooks->ud, &s);
+    if (!s.in_use)
+        return;
+    mg_textbuf_puts(b, ",\"redis\":{\"mode\":");
+    mg_textbuf_puts(b, s.sentinel ? "\"sentinel\",\"master_name\":" : "\"address\"");
+    if (s.sentinel)
+        mg_textbuf_json_str(b, s.master_name, strlen(s.master_name));
+    mg_textbuf_puts(b, ",\"master\":");
+    if (s.master[0])
+        mg_textbuf_json_str(b, s.master, strlen(s.master));
+    else
+        mg_textbuf_puts(b, "null");
+    mg_textbuf_puts(b, s.up ? ",\"up\":true" : ",\"up\":false");
+    mg_textbuf_printf(b, ",\"failovers\":%llu,\"last_failover\":", (unsigned long long)s.failovers);
+    if (s.last_failover_unix_ms == 0) {
+        mg_textbuf_puts(b, "null}");
+        return;
+    }
+    mg_textbuf_puts(b, "{\"at\":\"");
+    mg_textbuf_rfc3339_ms(b, s.last_failover_unix_ms);
+    mg_textbuf_printf(b, "\",\"at_unix_ms\":%lld,\"from\":", (long long)s.last_failover_unix_ms);
+    mg_textbuf_json_str(b, s.last_failover_from, strlen(s.last_failover_from));
+    mg_textbuf_puts(b, ",\"to\":");
+    mg_textbuf_json_str(b, s.last_failover_to, strlen(s.last_failover_to));
+    mg_textbuf_printf(b, ",\"unavailable_ms\":%llu}}",
+                      (unsigned long long)s.last_failover_unavailable_ms);
+}
+
 void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
                        struct mg_textbuf *out)
 {
@@ -782,6 +925,7 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
     render_routes(&r);
     render_upstreams(&r, hooks);
     render_idem_memory(&r, hooks);
+    render_redis(&r, hooks);
     render_process(&r);
     render_plugins(&r);
 

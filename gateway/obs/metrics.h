@@ -79,6 +79,34 @@ void mg_metrics_config_reload(struct mg_metrics *m, bool ok);
 void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
                        struct mg_textbuf *out);
 
+/* ---- reading totals (any thread; sums the shards like a scrape) ----
+ * For samplers such as the live dashboard: each call reads only the cells it
+ * returns, with relaxed loads, so it costs the workers nothing. */
+
+/* route: index into cfg->routes, or -1 for "no route". */
+void mg_metrics_route_totals(const struct mg_metrics *m, int route,
+                             struct mg_metrics_route_totals *out);
+/* Attempts on target `target` of `upstream` by enum mg_upstream_outcome. */
+void mg_metrics_target_totals(const struct mg_metrics *m, size_t upstream, size_t target,
+                              uint64_t out[MG_OUTCOME__COUNT]);
+/* moongate_retries_total{upstream}. */
+uint64_t mg_metrics_retries_total(const struct mg_metrics *m, size_t upstream);
+/* Plugins the generation knows (plugin and balancer names of its config). */
+size_t mg_metrics_nplugins(const struct mg_metrics *m);
+void mg_metrics_plugin_totals(const struct mg_metrics *m, size_t plugin,
+                              struct mg_metrics_plugin_totals *out);
+/* moongate_connections{side,state}. */
+int64_t mg_metrics_connections(const struct mg_metrics *m, enum mg_conn_side side,
+                               enum mg_conn_state state);
+/* moongate_config_reloads_total: [0] success, [1] failure. */
+void mg_metrics_reloads(const struct mg_metrics *m, uint64_t out[2]);
+
+/* Appends ,"redis":{...} to a /status document when hooks->redis says a Redis
+ * store is in use: mode, master, up, failovers and the last failover (or
+ * null). Here rather than in admin.c so that both renderings of the Redis
+ * snapshot sit next to each other. Any thread. */
+void mg_metrics_redis_status(const struct mg_obs_hooks *hooks, struct mg_textbuf *out);
+
 /* ---- counting (request path: worker thread of shard `worker` only) ----
  * `route` is an index into cfg->routes of the generation, or -1 for "no route";
  * `upstream`/`target` index cfg->upstreams[] and its targets[]. m == NULL is

@@ -8,10 +8,12 @@
 #include <uv.h>
 
 #include "config/config-t.h"
+#include "idempotency/redis_state.h"
 #include "idempotency/store_memory.h"
 #include "resilience/breaker.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
+#include "resilience/retry.h"
 
 static void target_stats(void *ud, const struct mg_config *cfg, size_t upstream, size_t target,
                          struct mg_target_snapshot *out)
@@ -19,7 +21,10 @@ static void target_stats(void *ud, const struct mg_config *cfg, size_t upstream,
     (void)ud;
     const struct mg_upstream_conf *uc = &cfg->upstreams[upstream];
     struct mg_target_stats *st = mg_registry_target(uc->name, uc->targets[target].address.text);
-    out->circuit = mg_breaker_state(&st->breaker, uv_hrtime() / 1000000);
+    uint64_t now_ms = uv_hrtime() / 1000000;
+    out->circuit = mg_breaker_state(&st->breaker, now_ms);
+    out->retry_after_ms = mg_breaker_retry_after_ms(&st->breaker, &uc->breaker, now_ms);
+    out->consecutive = mg_breaker_failures(&st->breaker);
     out->in_flight = atomic_load_explicit(&st->active, memory_order_relaxed);
     out->ewma = (double)atomic_load_explicit(&st->ewma_ns, memory_order_relaxed) / 1e9;
     out->failures = atomic_load_explicit(&st->failures, memory_order_relaxed);
@@ -37,6 +42,8 @@ static void upstream_stats(void *ud, const struct mg_config *cfg, size_t upstrea
     out->bulkhead_in_use = mg_bulkhead_in_use(&us->bulkhead);
     out->bulkhead_queued = mg_bulkhead_queued(&us->bulkhead);
     out->bulkhead_rejected = atomic_load_explicit(&us->rejected, memory_order_relaxed);
+    mg_retry_budget_counts(&us->budget, uv_hrtime() / 1000000, &out->budget_requests,
+                           &out->budget_retries);
 }
 
 static void idem_memory(void *ud, struct mg_idem_memory_snapshot *out)
@@ -52,10 +59,33 @@ static void idem_memory(void *ud, struct mg_idem_memory_snapshot *out)
                                             .refused = s.refused};
 }
 
+/* Copies the process-wide state, so the strings handed out point into a
+ * per-thread copy that the next call replaces (only the admin thread calls). */
+static void redis(void *ud, struct mg_redis_snapshot *out)
+{
+    static _Thread_local struct mg_redis_state st;
+
+    (void)ud;
+    mg_redis_state_read(&st);
+    *out = (struct mg_redis_snapshot){
+        .in_use = st.stores > 0,
+        .sentinel = st.sentinel,
+        .up = st.stores > 0 && st.ready >= st.stores,
+        .master_name = st.master_name,
+        .master = st.master,
+        .failovers = st.failovers,
+        .last_failover_unix_ms = st.last_failover_unix_ms,
+        .last_failover_from = st.last_failover_from,
+        .last_failover_to = st.last_failover_to,
+        .last_failover_unavailable_ms = st.last_failover_unavailable_ms,
+    };
+}
+
 struct mg_obs_hooks mg_registry_obs_hooks(struct mg_idem_memtable *idem_table)
 {
     return (struct mg_obs_hooks){.ud = idem_table,
                                  .target_stats = target_stats,
                                  .upstream_stats = upstream_stats,
-                                 .idem_memory = idem_table ? idem_memory : NULL};
+                                 .idem_memory = idem_table ? idem_memory : NULL,
+                                 .redis = redis};
 }

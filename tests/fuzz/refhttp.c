@@ -214,8 +214,8 @@ static enum ref_result chunk_ext(const uint8_t *s, size_t n, bool complete, size
                 st = END;
             else if (c == '\\')
                 st = QUOTED_BS;
-            else if (!(ws(c) || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
-                       (c >= 0x5d && c <= 0x7e) || c >= 0x80))
+            else if (!(ws(c) || c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e) ||
+                       c >= 0x80))
                 ok = false;
             break;
         case QUOTED_BS:
@@ -304,8 +304,6 @@ enum ref_result ref_chunked(const uint8_t *p, size_t len, const struct ref_chunk
         if (r == REF_ERROR)
             return fail(end, d + bad, why, "invalid chunk extension", REF_ERROR);
         size_t line = k - start;
-        if (o->bounds_as_body_c) /* the CRLF, and the one after the previous data */
-            line = (start > 0 ? 2 : 0) + (k + 2 < len ? k + 2 : len) - start;
         if (line > o->max_line)
             return fail(end, start + o->max_line, why, "chunk size line too long", REF_LIMIT);
         r = crlf(p, len, k, &i, &bad);
@@ -332,9 +330,6 @@ enum ref_result ref_chunked(const uint8_t *p, size_t len, const struct ref_chunk
     for (;;) {
         size_t k = line_end(p, len, i);
         if (k == i) { /* the empty line that ends the message (or a bare LF) */
-            if (o->bounds_as_body_c && (i + 2 < len ? i + 2 : len) - section > o->max_trailer)
-                return fail(end, section + o->max_trailer, why, "trailer section too large",
-                            REF_LIMIT);
             enum ref_result r = crlf(p, len, i, &i, &bad);
             if (r == REF_MORE)
                 return fail(end, len, why, more, REF_MORE);
@@ -351,8 +346,7 @@ enum ref_result ref_chunked(const uint8_t *p, size_t len, const struct ref_chunk
         /* The section's bytes so far: its field lines with their CRLFs. */
         size_t seen = (k + 2 < len ? k + 2 : len) - section;
         if (seen > o->max_trailer)
-            return fail(end, section + o->max_trailer, why, "trailer section too large",
-                        REF_LIMIT);
+            return fail(end, section + o->max_trailer, why, "trailer section too large", REF_LIMIT);
         r = crlf(p, len, k, &i, &bad);
         if (r == REF_MORE)
             return fail(end, len, why, more, REF_MORE);
@@ -455,8 +449,8 @@ enum ref_result ref_request_head(const uint8_t *p, size_t len, bool empty_lines,
         if (j == k && k == len && j > i)
             return fail(end, len, why, "cut short", REF_MORE);
         if (j == i || j == k || p[j] != ':')
-            return fail(end, j, why,
-                        ws(p[i]) ? "obs-fold" : "invalid field name (or no colon)", REF_ERROR);
+            return fail(end, j, why, ws(p[i]) ? "obs-fold" : "invalid field name (or no colon)",
+                        REF_ERROR);
         size_t name_end = j++;
         for (size_t q = j; q < k; q++)
             if (!value_byte(p[q], del_ok))

@@ -43,11 +43,6 @@ struct ref_chunked_opts {
     size_t max_line;    /* bytes of a chunk-size line before its CRLF (size and extensions) */
     size_t max_trailer; /* bytes of the trailer section: its field lines with their CRLFs */
     uint64_t limit;     /* the sum of the chunk sizes */
-    /* Count the bounds as gateway/http/body.c does (reported, see fuzz_chunk.c):
-     * a size line's bound also counts its CRLF and, after the first chunk, the
-     * CRLF that ended the previous chunk's data; the trailer section's bound
-     * also counts the final CRLF. */
-    bool bounds_as_body_c;
 };
 
 /* RFC 9112 section 7.1, strictly:

@@ -461,6 +461,57 @@ static void test_redis_password_null_or_set(void **state)
     mg_config_unref(cfg);
 }
 
+static void test_redis_sentinel(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL "redis:\n"
+                                         "  sentinel:\n"
+                                         "    master: mymaster\n"
+                                         "    addresses: [\"127.0.0.1:26379\", \"[::1]:26380\"]\n"
+                                         "    password: pw\n"
+                                         "  min_replicas_ack: 1\n");
+
+    (void)state;
+    assert_true(cfg->redis.enabled);
+    assert_true(cfg->redis.sentinel.enabled);
+    assert_string_equal(cfg->redis.sentinel.master, "mymaster");
+    assert_int_equal(cfg->redis.sentinel.naddresses, 2);
+    assert_string_equal(cfg->redis.sentinel.addresses[1].text, "[::1]:26380");
+    assert_string_equal(cfg->redis.sentinel.password, "pw");
+    assert_int_equal(cfg->redis.min_replicas_ack, 1);
+    assert_int_equal(cfg->redis.timeout_ms, 250);
+    mg_config_unref(cfg);
+    /* defaults: no sentinel, no WAIT */
+    cfg = load(MINIMAL "redis: {}\n");
+    assert_false(cfg->redis.sentinel.enabled);
+    assert_null(cfg->redis.sentinel.addresses);
+    assert_int_equal(cfg->redis.min_replicas_ack, 0);
+    mg_config_unref(cfg);
+}
+
+static void test_redis_sentinel_errors(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "redis:\n"
+                         "  address: \"127.0.0.1:6379\"\n"
+                         "  sentinel: {master: m, addresses: [\"127.0.0.1:26379\"]}\n",
+                 "t.yaml:9:13: redis.sentinel: 'sentinel' replaces 'address': give only one of "
+                 "them");
+    expect_error(MINIMAL "redis: {sentinel: {addresses: [\"127.0.0.1:26379\"]}}\n",
+                 "t.yaml:7:19: redis.sentinel.master: missing required key");
+    expect_error(MINIMAL "redis: {sentinel: {master: m}}\n",
+                 "t.yaml:7:19: redis.sentinel.addresses: missing required key");
+    expect_error(MINIMAL "redis: {sentinel: {master: m, addresses: []}}\n",
+                 "t.yaml:7:42: redis.sentinel.addresses:");
+    expect_error(MINIMAL "redis: {sentinel: {master: m, addresses: [\"nope\"]}}\n",
+                 "t.yaml:7:43: redis.sentinel.addresses[0]:");
+    expect_error(MINIMAL "redis: {sentinel: {master: m, addresses: [\"127.0.0.1:1\"], port: 1}}\n",
+                 "t.yaml:7:59: redis.sentinel.port: unknown key (expected one of: master, "
+                 "addresses, password)");
+    expect_error(MINIMAL "redis: {min_replicas_ack: 101}\n",
+                 "t.yaml:7:27: redis.min_replicas_ack:");
+    expect_error(MINIMAL "redis: {min_replicas_ack: -1}\n", "t.yaml:7:27: redis.min_replicas_ack:");
+}
+
 static void test_access_log_any_string(void **state)
 {
     struct mg_config *cfg = load(MINIMAL "access_log: \"off\"\n");
@@ -993,6 +1044,8 @@ int main(void)
         cmocka_unit_test(test_plugin_path_relative_to_file),
         cmocka_unit_test(test_workers_forms),
         cmocka_unit_test(test_redis_password_null_or_set),
+        cmocka_unit_test(test_redis_sentinel),
+        cmocka_unit_test(test_redis_sentinel_errors),
         cmocka_unit_test(test_access_log_any_string),
         cmocka_unit_test(test_version_increases_and_loaded_at),
         cmocka_unit_test(test_ref_keeps_snapshot_alive),
