@@ -30,6 +30,7 @@
 #include "resilience/admission.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
+#include "runtime.h"
 #include "upstream/pool.h"
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
@@ -175,141 +176,6 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
     return failures ? UV_EADDRINUSE : 0;
 }
 
-static bool uses_redis(const struct mg_config *cfg)
-{
-    for (size_t i = 0; i < cfg->nroutes; i++)
-        if (cfg->routes[i].idempotency.enabled &&
-            cfg->routes[i].idempotency.store == MG_IDEM_STORE_REDIS)
-            return true;
-    return false;
-}
-
-/* The Redis store lives with the runtime: exchanges hold the runtime they
- * started on, so a reload (perhaps to another Redis) never pulls the store
- * from under an operation in flight. */
-static struct mg_runtime *runtime_new(uv_loop_t *loop, struct mg_config *cfg,
-                                      struct mg_metrics *metrics, struct mg_lua *lua,
-                                      struct mg_lua_metrics *lua_metrics)
-{
-    struct mg_runtime *rt = calloc(1, sizeof *rt);
-    if (!rt)
-        mg_fatal("out of memory (runtime)");
-    mg_config_ref(cfg);
-    rt->cfg = cfg;
-    if (metrics)
-        mg_metrics_ref(metrics);
-    rt->metrics = metrics;
-    rt->lua = lua;
-    rt->lua_metrics = lua_metrics;
-    rt->holds = 1;
-    if (cfg->redis.enabled && uses_redis(cfg))
-        rt->idem_redis = mg_idem_redis_open(loop, &cfg->redis);
-    rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
-    if (!rt->ups)
-        mg_fatal("out of memory (upstream runtime)");
-    for (size_t i = 0; i < cfg->nupstreams; i++) {
-        const struct mg_upstream_conf *uc = &cfg->upstreams[i];
-        struct mg_upstream_rt *ur = &rt->ups[i];
-        ur->conf = uc;
-        ur->stats = mg_registry_upstream(uc->name);
-        ur->targets = calloc(uc->ntargets, sizeof *ur->targets);
-        if (!ur->targets)
-            mg_fatal("out of memory (target runtime)");
-        ur->lua_targets = calloc(uc->ntargets, sizeof *ur->lua_targets);
-        if (!ur->lua_targets)
-            mg_fatal("out of memory (balancer view)");
-        for (size_t j = 0; j < uc->ntargets; j++) {
-            ur->targets[j].conf = &uc->targets[j];
-            ur->targets[j].stats = mg_registry_target(uc->name, uc->targets[j].address.text);
-            ur->targets[j].rt = rt;
-            ur->targets[j].pool_limit = uc->keepalive;
-            ur->lua_targets[j] = (struct mg_lua_target){.address = uc->targets[j].address.text,
-                                                        .weight = uc->targets[j].weight,
-                                                        .stats = ur->targets[j].stats};
-        }
-    }
-    return rt;
-}
-
-static void runtime_close_idle(struct mg_runtime *rt)
-{
-    for (size_t i = 0; i < rt->cfg->nupstreams; i++)
-        for (size_t j = 0; j < rt->ups[i].conf->ntargets; j++)
-            mg_upconn_close_idle(&rt->ups[i].targets[j]);
-}
-
-static void runtime_free(struct mg_runtime *rt)
-{
-    runtime_close_idle(rt);
-    mg_idem_client_close(rt->idem_redis);
-    mg_lua_free(rt->lua);
-    mg_lua_metrics_free(rt->lua_metrics);
-    for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
-        free(rt->ups[i].targets);
-        free(rt->ups[i].lua_targets);
-    }
-    free(rt->ups);
-    if (rt->metrics)
-        mg_metrics_unref(rt->metrics);
-    mg_config_unref(rt->cfg);
-    free(rt);
-}
-
-struct mg_runtime *mg_runtime_hold(struct mg_worker *w)
-{
-    w->rt->holds++;
-    return w->rt;
-}
-
-void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt)
-{
-    (void)w;
-    MG_ASSERT(rt->holds > 0);
-    if (--rt->holds == 0)
-        runtime_free(rt);
-}
-
-static struct mg_target_rt *find_same_target(struct mg_runtime *rt, const char *upstream,
-                                             const struct mg_address *addr)
-{
-    for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
-        struct mg_upstream_rt *ur = &rt->ups[i];
-        if (strcmp(ur->conf->name, upstream) != 0)
-            continue;
-        for (size_t j = 0; j < ur->conf->ntargets; j++) {
-            const struct mg_address *a = &ur->targets[j].conf->address;
-            if (a->addrlen == addr->addrlen && memcmp(&a->addr, &addr->addr, a->addrlen) == 0)
-                return &ur->targets[j];
-        }
-    }
-    return NULL;
-}
-
-/* Idle connections to targets that stay in the new config move to its pools, so a
- * reload under load costs no reconnects; the rest close when the old one retires. */
-static void carry_over_pools(struct mg_runtime *from, struct mg_runtime *to)
-{
-    for (size_t i = 0; i < from->cfg->nupstreams; i++) {
-        struct mg_upstream_rt *ur = &from->ups[i];
-        for (size_t j = 0; j < ur->conf->ntargets; j++) {
-            struct mg_target_rt *old = &ur->targets[j];
-            struct mg_target_rt *now =
-                old->idle ? find_same_target(to, ur->conf->name, &old->conf->address) : NULL;
-            if (now)
-                mg_upconn_move_idle(old, now);
-        }
-    }
-}
-
-static void retire_runtime(struct mg_worker *w, struct mg_runtime *rt)
-{
-    rt->retired = true;
-    /* Idle pooled connections to the old snapshot's targets close now; leased ones
-     * close when their exchange ends. */
-    runtime_close_idle(rt);
-    mg_runtime_release(w, rt);
-}
-
 /* One worker probes for the whole process: the results are process-wide flags.
  * The old checker stops first, so none of its late probes can flip a flag. */
 static void restart_health_checks(struct mg_worker *w)
@@ -339,14 +205,14 @@ static void apply_config(struct mg_worker *w, struct mg_generation *g)
     }
     reconcile_listeners(w, cfg);
     struct mg_runtime *old = w->rt;
-    w->rt = runtime_new(&w->loop, cfg, g->metrics, g->lua, g->lua_metrics);
+    w->rt = mg_runtime_new(&w->loop, cfg, g->metrics, g->lua, g->lua_metrics);
     if (w->id == 0 && idem_table)
         mg_idem_memtable_set_budget(idem_table, cfg->idempotency_memory);
     g->lua = NULL; /* the runtime owns them now */
     g->lua_metrics = NULL;
     generation_free(g); /* the runtime holds its own references */
-    carry_over_pools(old, w->rt);
-    retire_runtime(w, old);
+    mg_runtime_carry_over(old, w->rt);
+    mg_runtime_retire(old);
     restart_health_checks(w);
     mg_debug("worker %d: now on config version %" PRIu64, w->id, cfg->version);
 }
@@ -356,7 +222,7 @@ static void start_drain(struct mg_worker *w)
     w->draining = true;
     restart_health_checks(w);
     close_listeners(w, true);
-    runtime_close_idle(w->rt);
+    mg_runtime_close_idle(w->rt);
     mg_conn_drain(w);
     mg_worker_conn_closed(w);
 }
@@ -421,7 +287,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = runtime_new(&w->loop, cfg, metrics, lua, lua_metrics);
+    w->rt = mg_runtime_new(&w->loop, cfg, metrics, lua, lua_metrics);
     restart_health_checks(w);
     uv_timer_init(&w->loop, &w->idem_sweep);
     w->idem_sweep.data = w;
@@ -450,7 +316,7 @@ void mg_worker_run(struct mg_worker *w)
      * main thread may still signal this worker without touching a closed handle. */
     mg_conn_close_all(w);
     close_listeners(w, true);
-    runtime_close_idle(w->rt);
+    mg_runtime_close_idle(w->rt);
     mg_health_stop(w->health);
     w->health = NULL;
     /* Exchanges are closed (their store operations cancelled): the stores may go

@@ -21,6 +21,7 @@
 #include "config/config-t.h"
 #include "core/arena.h"
 #include "resilience/registry-t.h"
+#include "runtime-t.h"
 
 #define MG_BUF_SIZE (32 * 1024)
 
@@ -44,37 +45,6 @@ struct mg_lua;
 struct mg_idem_client;
 struct mg_idem_memtable;
 struct mg_lua_target;
-
-/* Per-worker runtime state of one target: its idle connection pool. */
-struct mg_target_rt {
-    const struct mg_target_conf *conf;
-    struct mg_target_stats *stats; /* process-wide: breaker, in-flight, latency, health */
-    struct mg_runtime *rt;         /* owner */
-    struct mg_upconn *idle;        /* LIFO list of idle pooled connections */
-    uint32_t nidle;
-    uint32_t pool_limit; /* the upstream's `keepalive` */
-    int32_t rr_current;  /* smooth weighted round robin state */
-    uint32_t active;     /* exchanges using this target now */
-};
-
-struct mg_upstream_rt {
-    const struct mg_upstream_conf *conf;
-    struct mg_upstream_stats *stats;   /* process-wide: bulkhead, retry budget */
-    struct mg_target_rt *targets;      /* conf->ntargets entries */
-    struct mg_lua_target *lua_targets; /* the same targets as Lua balancers see them */
-};
-
-/* What one worker needs of one config snapshot. */
-struct mg_runtime {
-    struct mg_config *cfg;              /* one reference held */
-    struct mg_metrics *metrics;         /* the counters of this config generation (ref held) */
-    struct mg_lua *lua;                 /* this worker's plugin VM for cfg, or NULL: none needed */
-    struct mg_lua_metrics *lua_metrics; /* its metrics hook data, freed after it */
-    struct mg_upstream_rt *ups;         /* cfg->nupstreams entries */
-    struct mg_idem_client *idem_redis;  /* this worker's Redis store, when a route uses it */
-    uint32_t holds;                     /* exchanges on it, +1 while it is the current one */
-    bool retired;                       /* replaced by a reload: pools close, nothing new joins */
-};
 
 struct mg_listener {
     uv_tcp_t tcp;
@@ -135,10 +105,6 @@ void mg_workers_register(struct mg_worker *workers, size_t n);
 void mg_workers_set_idem_table(struct mg_idem_memtable *t);
 /* Thread-safe: wakes worker `id`, which then drains its bulkhead queues. */
 void mg_worker_wake(int id);
-
-/* An exchange starting takes the current runtime; ending, it gives it back. */
-struct mg_runtime *mg_runtime_hold(struct mg_worker *w);
-void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt);
 
 /* The worker's pseudo-random numbers (xorshift64*): ids and jitter, not secrets. */
 uint64_t mg_worker_random(struct mg_worker *w);

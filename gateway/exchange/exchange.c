@@ -30,8 +30,8 @@
 #include "exchange/attempt.h"
 #include "exchange/idem.h"
 #include "exchange/plugins.h"
+#include "exchange/record.h"
 #include "http/request.h"
-#include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "resilience/admission.h"
 #include "resilience/breaker.h"
@@ -40,6 +40,7 @@
 #include "router.h"
 #include "upstream/h1client.h"
 #include "upstream/pool.h"
+#include "runtime.h"
 #include "worker.h"
 
 static const char *const state_names[] = {"idle",   "head",    "buffer",  "lookup",
@@ -47,7 +48,6 @@ static const char *const state_names[] = {"idle",   "head",    "buffer",  "looku
                                           "tunnel", "commit",  "finish"};
 _Static_assert(sizeof state_names / sizeof state_names[0] == MG_X_FINISH + 1, "one name per state");
 
-static struct mg_accesslog *access_log;
 static const struct mg_upstream_ops *upstream_ops = &mg_h1client_ops;
 
 static void advance(struct mg_exchange *x);
@@ -57,11 +57,6 @@ static const struct mg_upconn_ops upconn_ops;
 const char *mg_exchange_state_name(enum mg_x_state s)
 {
     return (unsigned)s <= MG_X_FINISH ? state_names[s] : "?";
-}
-
-void mg_exchange_set_accesslog(struct mg_accesslog *l)
-{
-    access_log = l;
 }
 
 void mg_exchange_set_upstream(const struct mg_upstream_ops *ops)
@@ -395,40 +390,6 @@ static void forward_request_body(struct mg_exchange *x)
 
 /* ------------------------------------------------------------ the end */
 
-/* The exchange is over (answered, or abandoned when `status` is 0): count it and
- * write its access log line. */
-static void record(struct mg_exchange *x, int status)
-{
-    struct mg_metrics *m = metrics_of(x);
-    unsigned w = (unsigned)x->w->id;
-    int route = x->route ? (int)x->route->index : -1;
-    uint64_t now = uv_hrtime();
-    if (x->in_flight_counted)
-        mg_metrics_in_flight(m, w, route, -1);
-    mg_xplug_finish(x, status, now);
-    /* A client that left before its answer is counted as nginx's 499. */
-    mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
-    if (!mg_accesslog_enabled(access_log))
-        return;
-    const char *method = x->head_parsed ? llhttp_method_name((llhttp_method_t)x->method) : NULL;
-    struct mg_access_entry e = {
-        .request_id = {x->request_id, strlen(x->request_id)},
-        .client_ip = {x->client_ip, strlen(x->client_ip)},
-        .method = {method, method ? strlen(method) : 0},
-        .path = x->url,
-        .status = status,
-        .bytes_in = x->headlen + x->req_body_bytes,
-        .bytes_out = x->bytes_out,
-        .route = x->route ? x->route->name : NULL,
-        .upstream = x->att.target ? x->att.target->conf->address.text : NULL,
-        .attempts = x->attempts,
-        .duration_ns = now - x->started_ns,
-        .upstream_duration_ns = x->attempts ? (int64_t)(now - x->att.start_ns) : -1,
-        .error = x->error,
-    };
-    mg_accesslog_write(access_log, w, &e);
-}
-
 /* Gives back what the request held and zeroes its part of the exchange. */
 static void reset(struct mg_exchange *x)
 {
@@ -689,7 +650,7 @@ static int step_finish(struct mg_exchange *x)
         return MG_AGAIN;
     mg_deadline_set(&x->deadline, 0);
     detach(x, true);
-    record(x, x->sent_status);
+    mg_xrecord(x, x->sent_status);
     x->state = MG_X_IDLE; /* recorded: a close must not count it again */
     if (x->close_after || x->down->eof(x) || x->w->draining) {
         x->down->close(x);
@@ -981,7 +942,7 @@ static void hook_close(struct mg_exchange *x)
         leave_queue(x);
     mg_xidem_abandon(x);
     if (x->state != MG_X_IDLE && x->rt)
-        record(x, x->resp_done ? x->sent_status : 0);
+        mg_xrecord(x, x->resp_done ? x->sent_status : 0);
     detach(x, false);
     release_slot(x);
     uv_close(mg_deadline_handle(&x->deadline), on_handle_closed);

@@ -32,7 +32,7 @@
 #include "obs/metrics.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
-#include "upstream.h"
+#include "upstream/pool.h"
 #include "worker.h"
 
 /* ------------------------------------------------------------ sanitizers */

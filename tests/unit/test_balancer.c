@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "balancer.h"
+#include "upstream/balancer.h"
 #include "resilience/breaker.h"
 
 #define MAXT 100
