@@ -169,32 +169,31 @@ static enum mg_error find_fields(struct mg_exchange *x)
         struct mg_header *f = &x->req_hdrs.v[i];
         switch (f->name.len) { /* length first: most fields are none of these */
         case 4:
-            if (mg_slice_ieq(f->name, MG_SLICE_LIT("host"))) {
+            if (MG_NAME_IS(f->name, "host")) {
                 if (x->host_idx >= 0)
                     return MG_ERR_BAD_REQUEST; /* RFC 9112 section 3.2: exactly one Host */
                 x->host_idx = (int)i;
             }
             break;
         case 6:
-            if (mg_slice_ieq(f->name, MG_SLICE_LIT("expect")) &&
+            if (MG_NAME_IS(f->name, "expect") &&
                 mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"))) {
                 x->req_expect_continue = true;
                 f->flags |= MG_HDR_HOP; /* the gateway answers it itself */
             }
             break;
         case 12:
-            if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-request-id")))
+            if (MG_NAME_IS(f->name, "x-request-id"))
                 x->rid_idx = (int)i;
             break;
         case 15:
-            if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-for")))
+            if (MG_NAME_IS(f->name, "x-forwarded-for"))
                 x->xff_idx = (int)i;
             break;
         case 16:
         case 17:
             /* Set by the gateway: a client's value is replaced, never passed on. */
-            if (mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-host")) ||
-                mg_slice_ieq(f->name, MG_SLICE_LIT("x-forwarded-proto")))
+            if (MG_NAME_IS(f->name, "x-forwarded-host") || MG_NAME_IS(f->name, "x-forwarded-proto"))
                 f->flags |= MG_HDR_HOP;
             break;
         }
@@ -459,7 +458,7 @@ static void send_response(struct mg_exchange *x, int status, const struct mg_hea
     size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX);
     for (uint32_t i = 0; i < n; i++) {
         cap += MG_HTTP_FIELD_SIZE(fields[i].name.len, fields[i].value.len);
-        own_id |= mg_slice_ieq(fields[i].name, MG_SLICE_LIT("x-request-id"));
+        own_id |= MG_NAME_IS(fields[i].name, "x-request-id");
     }
     struct mg_http_tail tail = {
         .via = via,
@@ -570,7 +569,7 @@ static void on_read(struct mg_conn *c)
      * it bounds). */
     if (!c->eof && !x->req_done &&
         (x->state == MG_X_BUFFER || x->state == MG_X_QUEUED || x->state == MG_X_CONNECT ||
-         x->state == MG_X_FORWARD))
+         x->state == MG_X_BACKOFF || x->state == MG_X_FORWARD))
         mg_deadline_set(&c->timer, x->rt->cfg->client.body_timeout_ms);
     s->hooks->event(x, MG_XEV_RUN);
 }

@@ -809,11 +809,14 @@ static void client_timeout(struct mg_exchange *x)
     case MG_X_BUFFER:
     case MG_X_QUEUED:
     case MG_X_CONNECT:
+    case MG_X_BACKOFF:
     case MG_X_FORWARD:
         if (x->req_done)
             return;
         if (x->state == MG_X_QUEUED)
             leave_queue(x);
+        else if (x->state == MG_X_BACKOFF)
+            uv_timer_stop(&x->wait);
         x->close_after = true;
         fail(x, MG_ERR_CLIENT_TIMEOUT, "request body timeout");
         break;

@@ -91,17 +91,15 @@ static bool is_fixed_hop_by_hop(struct mg_slice name)
      * comparison instead of seven. */
     switch (name.len) {
     case 2:
-        return mg_slice_ieq(name, MG_SLICE_LIT("te"));
+        return MG_NAME_IS(name, "te");
     case 7:
-        return mg_slice_ieq(name, MG_SLICE_LIT("trailer")) ||
-               mg_slice_ieq(name, MG_SLICE_LIT("upgrade"));
+        return MG_NAME_IS(name, "trailer") || MG_NAME_IS(name, "upgrade");
     case 10:
-        return mg_slice_ieq(name, MG_SLICE_LIT("connection")) ||
-               mg_slice_ieq(name, MG_SLICE_LIT("keep-alive"));
+        return MG_NAME_IS(name, "connection") || MG_NAME_IS(name, "keep-alive");
     case 16:
-        return mg_slice_ieq(name, MG_SLICE_LIT("proxy-connection"));
+        return MG_NAME_IS(name, "proxy-connection");
     case 17:
-        return mg_slice_ieq(name, MG_SLICE_LIT("transfer-encoding"));
+        return MG_NAME_IS(name, "transfer-encoding");
     default:
         return false;
     }
@@ -133,8 +131,7 @@ static bool names_other_fields(struct mg_slice list)
  * "Connection: Host" would strip the name the route was chosen by. */
 static bool nominable(struct mg_slice name)
 {
-    return !mg_slice_ieq(name, MG_SLICE_LIT("host")) &&
-           !mg_slice_ieq(name, MG_SLICE_LIT("content-length"));
+    return !MG_NAME_IS(name, "host") && !MG_NAME_IS(name, "content-length");
 }
 
 static void mark_named_by(struct mg_headers *h, struct mg_slice list)
@@ -146,12 +143,11 @@ static void mark_named_by(struct mg_headers *h, struct mg_slice list)
 
 void mg_headers_mark_hop_by_hop(struct mg_headers *h)
 {
-    static const struct mg_slice connection = MG_SLICE_LIT("connection");
     for (uint32_t i = 0; i < h->n; i++) {
         if (!is_fixed_hop_by_hop(h->v[i].name))
             continue;
         h->v[i].flags |= MG_HDR_HOP;
-        if (mg_slice_ieq(h->v[i].name, connection) && names_other_fields(h->v[i].value))
+        if (MG_NAME_IS(h->v[i].name, "connection") && names_other_fields(h->v[i].value))
             mark_named_by(h, h->v[i].value);
     }
 }
@@ -187,10 +183,10 @@ enum mg_framing mg_headers_framing(struct mg_headers *h)
     bool length = false, te = false, bad = false, chunked = false, last = false, other = false;
     for (uint32_t i = 0; i < h->n; i++) {
         struct mg_header *f = &h->v[i];
-        if (f->name.len == 14 && mg_slice_ieq(f->name, MG_SLICE_LIT("content-length"))) {
+        if (f->name.len == 14 && MG_NAME_IS(f->name, "content-length")) {
             length = true;
             f->flags |= MG_HDR_HOP;
-        } else if (f->name.len == 17 && mg_slice_ieq(f->name, MG_SLICE_LIT("transfer-encoding"))) {
+        } else if (f->name.len == 17 && MG_NAME_IS(f->name, "transfer-encoding")) {
             te = true;
             f->flags |= MG_HDR_HOP;
             read_codings(f->value, &bad, &chunked, &last, &other);

@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* ---------------------------------------------------- known, reported issues */
 
 /* Regression seeds: corpus/fuzz_request/crash-trailer-* (trailer fields of a
- * chunked body once joined the request head; proxy.c now drops them) and
+ * chunked body once joined the request head; the codecs now drop them) and
  * crash-bare-lf-request-line (head scan). The smuggle-* seeds are the shapes the
  * framing checks were written for; before commit b6fb808 "Smuggling: ...",
  * Connection: Content-Length, Connection: Host, empty field names and bare CRs

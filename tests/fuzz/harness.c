@@ -2,7 +2,7 @@
  * The in-process gateway for fuzz_request and fuzz_response (see harness.h).
  *
  * Everything runs on the worker's loop, on the fuzzer's thread: the gateway's
- * listener and connections (the real proxy.c/upstream.c code), the scripted
+ * listener and connections (the real conn/, exchange/ and upstream/ code), the scripted
  * upstream server (struct fz_upconn, one per accepted connection, malloc'd and
  * freed in its close callback) and the client (one static struct fz_client,
  * reused by every run once its handle is closed). A uv_idle "pump" hands out

@@ -1,4 +1,4 @@
-/* tests for gateway/balancer.c: smooth weighted round robin over available targets. */
+/* tests for gateway/upstream/balancer.c: smooth weighted round robin over available targets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -21,7 +21,7 @@ struct run {
 };
 
 /* Feeds `in` in pieces of `step` bytes (each its own allocation, so ASan sees a
- * read past a piece), collecting data, as proxy.c does. */
+ * read past a piece), collecting data, as the codecs do. */
 static struct run decode(enum mg_body_kind kind, uint64_t length, uint64_t limit, const char *in,
                          size_t len, size_t step)
 {
