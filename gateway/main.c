@@ -29,6 +29,7 @@
 #include "obs/metrics.h"
 #include "obs/registry_hooks.h"
 #include "exchange/exchange.h"
+#include "tls/context.h"
 #include "resilience/registry.h"
 #include "worker.h"
 
@@ -46,7 +47,18 @@ struct mg_main {
     atomic_int workers_running;
     int stop_signals;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+    uv_timer_t ticket_timer; /* rotates the TLS session-ticket keys */
 };
+
+/* TLS session-ticket keys rotate every 12 h; the previous one still decrypts,
+ * so a ticket lives between 12 and 24 h. */
+#define MG_TICKET_ROTATION_MS (12ull * 3600 * 1000)
+
+static void on_ticket_timer(uv_timer_t *t)
+{
+    (void)t;
+    mg_tls_tickets_rotate();
+}
 
 static void usage(FILE *f)
 {
@@ -333,12 +345,15 @@ static int run(const char *conf_path)
     watch_signal(&m, &m.sig_int, on_stop_signal, SIGINT);
     watch_signal(&m, &m.sig_hup, on_hup, SIGHUP);
     watch_signal(&m, &m.sig_usr1, on_usr1, SIGUSR1);
+    uv_timer_init(m.loop, &m.ticket_timer);
+    uv_timer_start(&m.ticket_timer, on_ticket_timer, MG_TICKET_ROTATION_MS, MG_TICKET_ROTATION_MS);
+    uv_unref((uv_handle_t *)&m.ticket_timer); /* never what keeps the loop alive */
     int rc = start_workers(&m);
     if (rc == 0) {
         start_admin(&m, m.cfg);
         write_pid_file(m.cfg->pid_file);
         for (size_t i = 0; i < m.cfg->nlisten; i++)
-            mg_info("listening on %s (%zu workers)", m.cfg->listen[i].text, m.nworkers);
+            mg_info("listening on %s (%zu workers)", m.cfg->listen[i].address.text, m.nworkers);
         uv_run(m.loop, UV_RUN_DEFAULT);
         for (size_t i = 0; i < m.nworkers; i++)
             uv_thread_join(&m.workers[i].thread);
@@ -353,6 +368,7 @@ static int run(const char *conf_path)
     uv_close((uv_handle_t *)&m.sig_int, NULL);
     uv_close((uv_handle_t *)&m.sig_hup, NULL);
     uv_close((uv_handle_t *)&m.sig_usr1, NULL);
+    uv_close((uv_handle_t *)&m.ticket_timer, NULL);
     uv_run(m.loop, UV_RUN_DEFAULT);
     uv_loop_close(m.loop);
     free(m.workers);
@@ -377,7 +393,18 @@ static void log_level_from_env(void)
             mg_log_threshold = (enum mg_log_level)i;
 }
 
+static int main2(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+    /* Before any TLS context exists: -t builds them too. */
+    mg_tls_tickets_init();
+    int rc = main2(argc, argv);
+    mg_tls_tickets_free();
+    return rc;
+}
+
+static int main2(int argc, char **argv)
 {
     log_level_from_env();
     const char *conf_path = NULL, *signal_name = NULL;

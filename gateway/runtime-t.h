@@ -25,9 +25,11 @@ struct mg_target_rt {
     struct mg_runtime *rt;         /* owner */
     struct mg_upconn *idle;        /* LIFO list of idle pooled connections */
     uint32_t nidle;
-    uint32_t pool_limit; /* the upstream's `keepalive` */
-    int32_t rr_current;  /* smooth weighted round robin state */
-    uint32_t active;     /* exchanges using this target now */
+    uint32_t pool_limit;                    /* the upstream's `keepalive` */
+    int32_t rr_current;                     /* smooth weighted round robin state */
+    uint32_t active;                        /* exchanges using this target now */
+    const struct mg_upstream_tls_conf *tls; /* the upstream's, when enabled; else NULL */
+    char *tls_name;                         /* SNI and the name verified, or NULL */
 };
 
 struct mg_upstream_rt {

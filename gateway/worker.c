@@ -85,7 +85,7 @@ static void on_connection(uv_stream_t *server, int status)
         mg_warn("accept: %s", uv_strerror(status));
         return;
     }
-    mg_h1s_accept(l->w, server, &mg_exchange_hooks);
+    mg_h1s_accept(l->w, server, l->conf, &mg_exchange_hooks);
 }
 
 static void on_listener_closed(uv_handle_t *h)
@@ -159,17 +159,19 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
     for (struct mg_listener *l = w->listeners; l; l = l->next)
         l->keep = false;
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        struct mg_listener *l = find_listener(w, &cfg->listen[i]);
+        struct mg_listener *l = find_listener(w, &cfg->listen[i].address);
         if (l) {
             l->keep = true;
+            l->conf = &cfg->listen[i]; /* its TLS settings may have changed */
             continue;
         }
-        int rc = open_listener(w, &cfg->listen[i]);
+        int rc = open_listener(w, &cfg->listen[i].address);
         if (rc) {
-            mg_error("cannot listen on %s: %s", cfg->listen[i].text, uv_strerror(rc));
+            mg_error("cannot listen on %s: %s", cfg->listen[i].address.text, uv_strerror(rc));
             failures++;
         } else {
             w->listeners->keep = true;
+            w->listeners->conf = &cfg->listen[i];
         }
     }
     close_listeners(w, false);

@@ -49,6 +49,7 @@ struct mg_lua_target;
 struct mg_listener {
     uv_tcp_t tcp;
     struct mg_worker *w;
+    const struct mg_listen_conf *conf; /* in the current snapshot: TLS or plain */
     struct mg_listener *next;
     struct sockaddr_storage addr;
     socklen_t addrlen;

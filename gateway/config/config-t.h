@@ -99,6 +99,46 @@ struct mg_health_conf {
     uint32_t unhealthy_after; /* 3 */
 };
 
+struct mg_tls_ctx; /* tls/context.h: an OpenSSL context built from the config */
+
+enum { MG_TLS_V12 = 1u << 0, MG_TLS_V13 = 1u << 1 };
+
+struct mg_tls_cert_conf {
+    char *cert; /* PEM, chain after the leaf; absolute (resolved against the file's dir) */
+    char *key;  /* PEM private key, absolute */
+};
+
+/* listen[].tls (DESIGN.md section 10.1). */
+struct mg_tls_conf {
+    struct mg_tls_cert_conf *certs; /* at least one; chosen by SNI, the first is the default */
+    size_t ncerts;
+    unsigned protocols;            /* MG_TLS_V12 | MG_TLS_V13 */
+    char *ciphers;                 /* "intermediate" (Mozilla) or an OpenSSL cipher string */
+    bool session_tickets;          /* true */
+    uint64_t session_cache;        /* 10m bytes; 0 = off */
+    uint64_t handshake_timeout_ms; /* 10s */
+    char *client_ca;               /* NULL; a CA file: require and verify client certificates */
+    struct mg_tls_ctx *ctx;        /* built at load, freed with the snapshot */
+};
+
+/* One entry of `listen`: a plain "host:port", or a mapping with options. */
+struct mg_listen_conf {
+    struct mg_address address;
+    bool http2;              /* false (HTTP/2 is not built yet: true is refused) */
+    bool proxy_protocol;     /* false (not built yet: true is refused) */
+    struct mg_tls_conf *tls; /* NULL: plain TCP */
+};
+
+/* upstreams.X.tls */
+struct mg_upstream_tls_conf {
+    bool enabled;           /* false */
+    char *sni;              /* NULL: the target's host when it is a name, else none */
+    bool verify;            /* true: the certificate chain and the name (sni) are checked */
+    char *ca;               /* "system" (the default store) or a CA file */
+    char *cert, *key;       /* NULL; a client certificate for mTLS to the upstream */
+    struct mg_tls_ctx *ctx; /* built at load when enabled, freed with the snapshot */
+};
+
 struct mg_upstream_conf {
     char *name;                     /* the key under `upstreams:` */
     size_t index;                   /* position in mg_config.upstreams */
@@ -112,6 +152,7 @@ struct mg_upstream_conf {
     struct mg_breaker_conf breaker;
     struct mg_bulkhead_conf bulkhead;
     struct mg_health_conf health_check;
+    struct mg_upstream_tls_conf tls;
 };
 
 struct mg_plugin_conf {
@@ -183,7 +224,7 @@ struct mg_config {
     uint64_t version; /* increases with each successful load */
     time_t loaded_at;
 
-    struct mg_address *listen; /* required, at least one */
+    struct mg_listen_conf *listen; /* required, at least one */
     size_t nlisten;
     uint32_t workers;               /* 0 = auto (one per core) */
     struct mg_address admin_listen; /* 127.0.0.1:9901 */

@@ -3,7 +3,7 @@
  * each row {key, kind, offsetof(...), default, ...} with the default in file
  * syntax on the same row (STYLE convention 9), plus the few parsers and checks a
  * generic kind cannot express (named upstreams, routes, targets, retry.on,
- * plugin entries, hosts, paths).
+ * plugin entries, hosts, paths). `listen` and the TLS sections are in tls.c.
  *
  * Invariant: the tables are read in row order, so a row may rely on rows above
  * it (routes resolve `upstream` against upstreams, idempotency `store: redis`
@@ -180,29 +180,40 @@ static void normalize(char *path)
     path[o] = '\0';
 }
 
-/* plugin_path entries are relative to the config file, not to the cwd, so the
- * same file means the same thing whatever directory moongate starts from. */
-static int resolve_plugin_path(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+/* Paths in the file are relative to the file, not to the cwd, so the same file
+ * means the same thing whatever directory moongate starts from. */
+char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p)
 {
-    char **paths = *(char ***)dst;
     const char *slash = strrchr(ld->name, '/');
     int dirlen = slash ? (int)(slash - ld->name) : 0;
     char cwd[PATH_MAX] = "";
+    size_t len;
+    char *abs;
+
+    if (p[0] != '/' && ld->name[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL) {
+        mg_conf_fail(ld, at, "cannot resolve relative paths: getcwd failed");
+        return NULL;
+    }
+    len = strlen(cwd) + (size_t)dirlen + strlen(p) + 3;
+    abs = mg_conf_alloc(ld, len);
+    if (p[0] == '/')
+        snprintf(abs, len, "%s", p);
+    else
+        snprintf(abs, len, "%s/%.*s/%s", cwd, dirlen, ld->name, p);
+    normalize(abs);
+    return abs;
+}
+
+static int resolve_plugin_path(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+{
+    char **paths = *(char ***)dst;
     size_t cnt;
 
     if (mg_conf_seq(ld, seq, &cnt) < 0)
         return -1;
-    if (ld->name[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL)
-        return mg_conf_fail(ld, seq, "cannot resolve relative paths: getcwd failed");
     for (size_t i = 0; i < cnt; i++) {
-        size_t len = strlen(cwd) + (size_t)dirlen + strlen(paths[i]) + 3;
-        char *abs = mg_conf_alloc(ld, len);
-        if (paths[i][0] == '/')
-            snprintf(abs, len, "%s", paths[i]);
-        else
-            snprintf(abs, len, "%s/%.*s/%s", cwd, dirlen, ld->name, paths[i]);
-        normalize(abs);
-        paths[i] = abs;
+        if ((paths[i] = mg_conf_resolve_path(ld, seq, paths[i])) == NULL)
+            return -1;
     }
     return 0;
 }
@@ -321,12 +332,6 @@ static int check_breaker(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 #define RT(m)  offsetof(struct mg_route_conf, m)
 #define PLG(m) offsetof(struct mg_plugin_conf, m)
 #define IDM(m) offsetof(struct mg_idempotency_conf, m)
-/* A row: {key, kind, offsetof, default, options...}; all designated so rows
- * can name only the options they use. */
-// clang-format off
-#define ROW(k, kd, o, ...) {.key = k, .kind = kd, .off = o, .def = __VA_ARGS__}
-#define END {.key = NULL}
-// clang-format on
 
 static const char *const store_names[] = {"memory", "redis", NULL};
 static const char *const on_error_names[] = {"reject", "pass", NULL};
@@ -454,6 +459,8 @@ static const struct mg_conf_field upstream_fields[] = {
     ROW("bulkhead", MG_K_SECTION, UP(bulkhead), NULL, .sub = bulkhead_fields),
     ROW("health_check", MG_K_SECTION, UP(health_check), NULL, .flags = MG_CF_ENABLE,
         .off2 = HLT(enabled), .sub = health_fields),
+    ROW("tls", MG_K_SECTION, UP(tls), NULL, .sub = mg_conf_upstream_tls_fields,
+        .fn = mg_conf_check_upstream_tls), /* context: built by parse_upstreams */
     END,
 };
 
@@ -513,8 +520,7 @@ static int parse_upstreams(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 static int parse_routes(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 
 const struct mg_conf_field mg_conf_root_fields[] = {
-    ROW("listen", MG_K_ADDRLIST, CFG(listen), NULL, .flags = MG_CF_REQUIRED | MG_CF_NONEMPTY,
-        .off2 = CFG(nlisten)),
+    ROW("listen", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = mg_conf_listen),
     ROW("workers", MG_K_CUSTOM, CFG(workers), NULL, .fn = parse_workers), /* default auto */
     ROW("admin", MG_K_SECTION, 0, NULL, .sub = admin_fields),
     ROW("pid_file", MG_K_STRING, CFG(pid_file), "/tmp/moongate.pid"),
@@ -585,7 +591,8 @@ static int parse_upstreams(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
             return mg_conf_fail(ld, key, "upstream name must not be empty");
         if (val->type != YAML_MAPPING_NODE)
             return mg_conf_fail(ld, val, "expected a mapping with targets");
-        if (mg_conf_section(ld, val, upstream_fields, up) < 0)
+        if (mg_conf_section(ld, val, upstream_fields, up) < 0 ||
+            mg_conf_upstream_tls_build(ld, val, &up->tls) < 0)
             return -1;
         mg_conf_pop(ld, at);
     }

@@ -6,9 +6,10 @@
  * walk the field tables of fields.c (convention 9 of STYLE.md).
  *
  * Ownership: every byte a snapshot points to is one block of a private list
- * (cfg->mem) or the router (cfg->router); mg_config_unref dropping the last
- * reference frees both, and a failed load frees them before returning. Nothing
- * in a snapshot points into the libyaml document, which dies with the load.
+ * (cfg->mem), the router (cfg->router) or a TLS context (listen[].tls->ctx,
+ * upstreams[].tls.ctx); mg_config_unref dropping the last reference frees them
+ * all, and a failed load frees them before returning. Nothing in a snapshot
+ * points into the libyaml document, which dies with the load.
  * Invariant: a snapshot is never modified after mg_config_load* returns it.
  */
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include "config/config.h"
 #include "config/parse.h"
 #include "router.h"
+#include "tls/context.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a config file larger than this is a mistake */
 #define MAX_VALUES    100000      /* generic values per load: bounds alias bombs */
@@ -56,10 +58,25 @@ char *mg_conf_strdup(struct mg_conf_ld *ld, const char *s)
     return memcpy(mg_conf_alloc(ld, n), s, n);
 }
 
+/* The TLS contexts (config/tls.c) are the snapshot's only objects outside its
+ * blocks besides the router. On a failed load the arrays may be partly read:
+ * they are zeroed and counted before their items, so an entry's context is
+ * built or NULL (and mg_tls_ctx_free ignores NULL). */
+static void free_tls(struct mg_config *cfg)
+{
+    for (size_t i = 0; cfg->listen != NULL && i < cfg->nlisten; i++) {
+        if (cfg->listen[i].tls != NULL)
+            mg_tls_ctx_free(cfg->listen[i].tls->ctx);
+    }
+    for (size_t i = 0; cfg->upstreams != NULL && i < cfg->nupstreams; i++)
+        mg_tls_ctx_free(cfg->upstreams[i].tls.ctx);
+}
+
 static void free_snapshot(struct mg_config *cfg)
 {
     struct mg_conf_blk *b = cfg->mem, *next;
 
+    free_tls(cfg);
     mg_router_free(cfg->router);
     for (; b != NULL; b = next) {
         next = b->next;

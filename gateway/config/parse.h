@@ -76,6 +76,13 @@ struct mg_conf_field {
     mg_conf_fn *fn;  /* MG_K_CUSTOM: the parser; others: a validator, or NULL */
 };
 
+/* A row: {key, kind, offsetof, default, options...}; all designated so rows
+ * can name only the options they use. */
+// clang-format off
+#define ROW(k, kd, o, ...) {.key = k, .kind = kd, .off = o, .def = __VA_ARGS__}
+#define END {.key = NULL}
+// clang-format on
+
 /* Snapshot memory: zeroed, owned by ld->cfg, aborts on OOM. */
 void *mg_conf_alloc(struct mg_conf_ld *ld, size_t size);
 char *mg_conf_strdup(struct mg_conf_ld *ld, const char *s);
@@ -112,6 +119,20 @@ int mg_conf_section(struct mg_conf_ld *ld, yaml_node_t *node, const struct mg_co
 int mg_conf_value(struct mg_conf_ld *ld, yaml_node_t *node, struct mg_conf_value *out);
 int mg_conf_address(struct mg_conf_ld *ld, yaml_node_t *node, const char *text,
                     struct mg_address *out);
+
+/* fields.c: `p` made absolute against the config file's directory (not the
+ * cwd) and normalized, in snapshot memory; NULL after an error at `at`. */
+char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p);
+
+/* tls.c: `listen` (a custom row of the root table: "host:port" items or
+ * mappings with options and `tls`, whose contexts are built as they are read),
+ * and `upstreams.X.tls` (a section with its check; its context is built by
+ * mg_conf_upstream_tls_build once the whole upstream `map` was read). */
+int mg_conf_listen(struct mg_conf_ld *ld, yaml_node_t *n, void *cfg);
+extern const struct mg_conf_field mg_conf_upstream_tls_fields[];
+int mg_conf_check_upstream_tls(struct mg_conf_ld *ld, yaml_node_t *n, void *tls);
+int mg_conf_upstream_tls_build(struct mg_conf_ld *ld, yaml_node_t *map,
+                               struct mg_upstream_tls_conf *tls);
 
 /* fields.c: the top-level table. Its row order is the parse order, so sections
  * that others refer to (redis, upstreams) come before their users (routes). */

@@ -30,11 +30,15 @@ struct mg_conn_ops {
     bool (*idle)(struct mg_conn *c);    /* between requests (a drain may close it) */
 };
 
+struct mg_config;
+
 struct mg_conn {
-    struct mg_tcp tcp;        /* the transport (TLS later) */
-    struct mg_rbuf in;        /* what the client sent */
-    struct mg_wq out;         /* what goes to the client */
-    struct mg_deadline timer; /* the codec's: keep-alive, header and body timeouts */
+    struct mg_tcp tcp;            /* the socket */
+    struct mg_transport *tr;      /* what is spoken over it: &tcp.t, or a TLS stream */
+    struct mg_config *tls_config; /* held while a TLS stream may use its contexts */
+    struct mg_rbuf in;            /* what the client sent */
+    struct mg_wq out;             /* what goes to the client */
+    struct mg_deadline timer;     /* the codec's: keep-alive, header and body timeouts */
     struct mg_worker *w;
     struct mg_conn *next, *prev; /* the worker's connections */
     const struct mg_conn_ops *ops;

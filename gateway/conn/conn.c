@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "config/config-t.h"
+#include "config/config.h"
+#include "net/tls.h"
+#include "tls/context.h"
 #include "core/log.h"
 #include "obs/metrics.h"
 #include "worker.h"
@@ -36,6 +39,8 @@ static void maybe_free(struct mg_conn *c)
     if (c->in.buf)
         mg_worker_buf_put(c->w, c->in.buf);
     c->in.buf = NULL;
+    if (c->tls_config)
+        mg_config_unref(c->tls_config);
     struct mg_worker *w = c->w;
     c->ops->on_free(c);
     mg_worker_conn_closed(w);
@@ -118,17 +123,25 @@ static void on_timer(struct mg_deadline *d)
     c->ops->on_timer(c);
 }
 
+static void use_transport(struct mg_conn *c, struct mg_transport *t)
+{
+    c->tr = t;
+    t->owner = c;
+    t->on_alloc = on_alloc;
+    t->on_read = on_read;
+    t->on_closed = on_transport_closed;
+    c->out.tr = t;
+}
+
 int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
-                   const struct mg_conn_ops *ops)
+                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops)
 {
     c->w = w;
     c->ops = ops;
     mg_tcp_init(&w->loop, &c->tcp, c);
-    c->tcp.t.on_alloc = on_alloc;
-    c->tcp.t.on_read = on_read;
-    c->tcp.t.on_closed = on_transport_closed;
-    c->in.on_unpinned = on_unpinned;
     mg_wq_init(&c->out, &c->tcp.t, &w->free_wreqs, on_written, c);
+    use_transport(c, &c->tcp.t);
+    c->in.on_unpinned = on_unpinned;
     mg_deadline_init(&w->loop, &c->timer, on_timer, c);
     c->handles_open += 2;
     c->next = w->conns;
@@ -142,10 +155,23 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
         mg_conn_close(c);
         return -1;
     }
+    if (lc && lc->tls) {
+        /* The stream's contexts belong to this snapshot: hold it while the
+         * connection lives (a handshake may outlast a reload). */
+        c->tls_config = w->rt->cfg;
+        mg_config_ref(c->tls_config);
+        use_transport(c, mg_tls_server(&c->tcp, mg_tls_ssl_ctx(lc->tls->ctx),
+                                       lc->tls->handshake_timeout_ms, c));
+    }
     mg_metrics_conn(metrics(c), (unsigned)w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
     c->counted = true;
-    c->tcp.t.ops->peer_ip(&c->tcp.t, c->client_ip, sizeof c->client_ip);
+    c->tr->ops->peer_ip(c->tr, c->client_ip, sizeof c->client_ip);
     return 0;
+}
+
+bool mg_conn_secure(const struct mg_conn *c)
+{
+    return c->tr != &c->tcp.t;
 }
 
 bool mg_conn_has_room(const struct mg_conn *c)
@@ -162,9 +188,9 @@ void mg_conn_update_reading(struct mg_conn *c, bool want)
         return;
     c->reading = want;
     if (want)
-        mg_transport_read_start(&c->tcp.t);
+        mg_transport_read_start(c->tr);
     else
-        mg_transport_read_stop(&c->tcp.t);
+        mg_transport_read_stop(c->tr);
 }
 
 bool mg_conn_flush(struct mg_conn *c)
@@ -216,7 +242,7 @@ void mg_conn_close(struct mg_conn *c)
         c->next->prev = c->prev;
     w->nconns--;
     atomic_fetch_sub_explicit(&client_connections, 1, memory_order_relaxed);
-    mg_transport_close(&c->tcp.t);
+    mg_transport_close(c->tr);
     uv_close(mg_deadline_handle(&c->timer), on_timer_closed);
 }
 

@@ -16,12 +16,16 @@
 
 #include "conn/conn-t.h"
 
-/* Accepts a pending connection of `server` into c (zeroed memory the codec
- * owns). Returns 0, or -1 when it was refused (accept failed, over
- * client.max_connections, draining): c is then closing and ops->on_free
- * follows. */
+struct mg_listen_conf;
+
+/* Accepts a pending connection of `server` (listening as `lc` says: TLS or
+ * plain) into c (zeroed memory the codec owns). Returns 0, or -1 when it was
+ * refused (accept failed, over client.max_connections, draining): c is then
+ * closing and ops->on_free follows. */
 int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
-                   const struct mg_conn_ops *ops);
+                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops);
+/* Whether the client speaks TLS on this connection. */
+bool mg_conn_secure(const struct mg_conn *c);
 /* Reads while `want` and the read buffer has room; pauses otherwise. */
 void mg_conn_update_reading(struct mg_conn *c, bool want);
 /* The read buffer has room for more (not full of pinned bytes). */

@@ -631,7 +631,8 @@ static const struct mg_conn_ops conn_ops = {
     .idle = conn_idle,
 };
 
-void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_exchange_hooks *hooks)
+void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_listen_conf *lc,
+                   const struct mg_exchange_hooks *hooks)
 {
     struct mg_h1s *s = calloc(1, sizeof *s);
     if (!s)
@@ -639,8 +640,9 @@ void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_exc
     s->hooks = hooks;
     hooks->init(&s->x, w, &down_ops, s->c.client_ip, on_exchange_closed);
     s->c.handles_open = 1; /* the exchange's timers, until on_exchange_closed */
-    if (mg_conn_accept(&s->c, w, server, &conn_ops) < 0)
+    if (mg_conn_accept(&s->c, w, server, lc, &conn_ops) < 0)
         return; /* closing: on_free follows */
+    s->x.secure = mg_conn_secure(&s->c);
     mg_deadline_set(&s->c.timer, client_conf(s)->header_timeout_ms);
     mg_conn_update_reading(&s->c, true);
 }

@@ -193,6 +193,7 @@ struct mg_exchange {
     const struct mg_downstream_ops *down;
     const struct mg_upstream_ops *upstream;
     const char *client_ip;
+    bool secure;                              /* the client speaks TLS (X-Forwarded-Proto: https) */
     struct mg_deadline deadline;              /* the route's overall deadline */
     uv_timer_t wait;                          /* bulkhead queue timeout, retry backoff */
     struct mg_waiter waiter;                  /* in the upstream's bulkhead queue (state QUEUED) */

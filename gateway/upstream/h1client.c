@@ -42,7 +42,10 @@ static char *put_forwarded(char *o, const struct mg_exchange *x, struct mg_slice
         PUT_LIT(o, ", ");
     }
     PUT(o, x->client_ip, strlen(x->client_ip));
-    PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (x->secure)
+        PUT_LIT(o, "\r\nX-Forwarded-Proto: https\r\n");
+    else
+        PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
     if (host.len)
         put_field(&o, "X-Forwarded-Host", 16, host);
     return o;
@@ -383,8 +386,7 @@ static void release(struct mg_attempt *a, bool reuse)
     a->up = NULL;
     a->reading = false;
     mg_wq_discard(&u->out);
-    if (reuse && a->reusable && x->req_done && !x->req_upgrade &&
-        u->tcp.t.ops->queued(&u->tcp.t) == 0)
+    if (reuse && a->reusable && x->req_done && !x->req_upgrade && u->tr->ops->queued(u->tr) == 0)
         mg_upconn_release(u);
     else
         mg_upconn_close(u);

@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 #include "obs/metrics.h"
+#include "tls/context.h"
 
 static void pool_put(struct mg_upconn *u);
 
@@ -76,7 +78,7 @@ void mg_upconn_close(struct mg_upconn *u)
     if (!u->owner)
         unlink_idle(u);
     u->owner = NULL;
-    mg_transport_close(&u->tcp.t);
+    mg_transport_close(u->tr);
     uv_close(mg_deadline_handle(&u->timer), on_close);
 }
 
@@ -117,9 +119,9 @@ void mg_upconn_set_reading(struct mg_upconn *u, bool on)
         return;
     u->reading = on;
     if (on)
-        mg_transport_read_start(&u->tcp.t);
+        mg_transport_read_start(u->tr);
     else
-        mg_transport_read_stop(&u->tcp.t);
+        mg_transport_read_stop(u->tr);
 }
 
 static void on_timer(struct mg_deadline *d)
@@ -146,20 +148,49 @@ void mg_upconn_set_timeout(struct mg_upconn *u, uint64_t ms)
     mg_deadline_set(&u->timer, ms);
 }
 
+static void on_tls_ready(struct mg_transport *t, int status)
+{
+    struct mg_upconn *u = t->owner;
+    if (u->closing)
+        return;
+    u->connected = status == 0;
+    u->ops->on_connect(u, status);
+}
+
+static void use_transport(struct mg_upconn *u, struct mg_transport *t);
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct mg_upconn *u = req->data;
     if (status == UV_ECANCELED || u->closing)
         return;
-    if (status == 0) {
-        u->connected = true;
+    if (status == 0)
         uv_tcp_nodelay(&u->tcp.h, 1);
+    if (status == 0 && u->target->tls) {
+        /* The connect reported once the handshake is done: the pool's connect
+         * timeout covers both. */
+        const struct mg_upstream_tls_conf *tc = u->target->tls;
+        use_transport(
+            u, mg_tls_client(&u->tcp, mg_tls_ssl_ctx(tc->ctx), u->target->tls_name, tc->verify, u));
+        mg_tls_client_start(u->tr, on_tls_ready);
+        return;
     }
+    u->connected = status == 0;
     u->ops->on_connect(u, status);
 }
 
 static void on_unpinned(struct mg_rbuf *b);
 static void on_written(struct mg_wq *q, int status);
+
+static void use_transport(struct mg_upconn *u, struct mg_transport *t)
+{
+    u->tr = t;
+    t->owner = u;
+    t->on_alloc = on_alloc;
+    t->on_read = on_read;
+    t->on_closed = on_transport_closed;
+    u->out.tr = t;
+}
 
 static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struct mg_upconn *u,
                          uint64_t timeout_ms)
@@ -167,11 +198,9 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
     int rc = mg_tcp_init(&w->loop, &u->tcp, u);
     if (rc)
         return rc;
-    u->tcp.t.on_alloc = on_alloc;
-    u->tcp.t.on_read = on_read;
-    u->tcp.t.on_closed = on_transport_closed;
-    u->in.on_unpinned = on_unpinned;
     mg_wq_init(&u->out, &u->tcp.t, &w->free_wreqs, on_written, u);
+    use_transport(u, &u->tcp.t);
+    u->in.on_unpinned = on_unpinned;
     mg_deadline_init(&w->loop, &u->timer, on_timer, u);
     u->handles_open = 2;
     u->connect_req.data = u;
@@ -181,7 +210,7 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
         /* The handles exist: close them; the caller must not free u. */
         u->owner = NULL;
         u->closing = true;
-        mg_transport_close(&u->tcp.t);
+        mg_transport_close(u->tr);
         uv_close(mg_deadline_handle(&u->timer), on_close);
         return rc;
     }

@@ -46,7 +46,8 @@ struct mg_upconn_ops {
 };
 
 struct mg_upconn {
-    struct mg_tcp tcp;        /* the transport (TLS to upstreams later) */
+    struct mg_tcp tcp;        /* the socket */
+    struct mg_transport *tr;  /* what is spoken over it: &tcp.t, or a TLS stream */
     struct mg_rbuf in;        /* what the upstream sent */
     struct mg_wq out;         /* what goes to the upstream */
     struct mg_deadline timer; /* connect/read timeout while leased, idle timeout in pool */

@@ -11,12 +11,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <llhttp.h>
 
 #include "config/config.h"
+#include "tls/context.h"
 
 #define BIT(m) (1ull << (m))
 
@@ -73,8 +76,11 @@ static void test_minimal_top_level_defaults(void **state)
 
     (void)state;
     assert_int_equal(cfg->nlisten, 1);
-    assert_string_equal(cfg->listen[0].text, "127.0.0.1:8080");
-    assert_int_equal(port_of(&cfg->listen[0]), 8080);
+    assert_string_equal(cfg->listen[0].address.text, "127.0.0.1:8080");
+    assert_int_equal(port_of(&cfg->listen[0].address), 8080);
+    assert_false(cfg->listen[0].http2);
+    assert_false(cfg->listen[0].proxy_protocol);
+    assert_null(cfg->listen[0].tls);
     assert_int_equal(cfg->workers, 0); /* auto */
     assert_string_equal(cfg->admin_listen.text, "127.0.0.1:9901");
     assert_int_equal(port_of(&cfg->admin_listen), 9901);
@@ -247,8 +253,9 @@ static void test_full_file_top_level(void **state)
     if (cfg == NULL)
         fail_msg("%s", err);
     assert_int_equal(cfg->nlisten, 3);
-    assert_int_equal(cfg->listen[1].addr.ss_family, AF_INET6);
-    assert_int_equal(((struct sockaddr_in *)&cfg->listen[2].addr)->sin_addr.s_addr, INADDR_ANY);
+    assert_int_equal(cfg->listen[1].address.addr.ss_family, AF_INET6);
+    assert_int_equal(((struct sockaddr_in *)&cfg->listen[2].address.addr)->sin_addr.s_addr,
+                     INADDR_ANY);
     assert_int_equal(cfg->workers, 4);
     assert_int_equal(port_of(&cfg->admin_listen), 9911);
     assert_string_equal(cfg->pid_file, "/tmp/mg-test.pid");
@@ -411,7 +418,7 @@ static void test_shipped_config_loads(void **state)
     if (cfg == NULL)
         fail_msg("%s", err);
     assert_int_equal(cfg->workers, 1);
-    assert_int_equal(port_of(&cfg->listen[0]), 8080);
+    assert_int_equal(port_of(&cfg->listen[0].address), 8080);
     assert_int_equal(port_of(&cfg->admin_listen), 9901);
     assert_int_equal(cfg->upstreams[0].ntargets, 2);
     assert_string_equal(cfg->routes[0].name, "demo");
@@ -1023,6 +1030,489 @@ static void test_error_not_a_regular_file(void **state)
     assert_string_equal(err, "t.yaml:1:1: listen: missing required key");
 }
 
+/* ---- listen entries and TLS (DESIGN.md section 10.1) ---- */
+
+/* A temp dir with a self-signed EC certificate made by the openssl CLI at run
+ * time (no private key is committed): server.crt, server.key, and other.key
+ * that does not match it. Empty when the CLI is missing: those tests skip. */
+static char tls_dir[64];
+
+static int make_tls_dir(void **state)
+{
+    char cmd[1024];
+
+    (void)state;
+    snprintf(tls_dir, sizeof(tls_dir), "/tmp/mg-test-config-XXXXXX");
+    if (mkdtemp(tls_dir) == NULL) {
+        tls_dir[0] = '\0';
+        return 0;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout server.key -out server.crt -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost >/dev/null 2>&1 && openssl genpkey "
+             "-algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out other.key >/dev/null 2>&1",
+             tls_dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "openssl CLI failed: the TLS file tests will skip\n");
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", tls_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", tls_dir);
+        tls_dir[0] = '\0';
+    }
+    return 0;
+}
+
+static int remove_tls_dir(void **state)
+{
+    static const char *const files[] = {"server.crt", "server.key", "other.key", "gw.yaml"};
+    char path[128];
+
+    (void)state;
+    if (tls_dir[0] == '\0')
+        return 0;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", tls_dir, files[i]);
+        unlink(path);
+    }
+    rmdir(tls_dir);
+    mg_tls_tickets_free(); /* made by the first server context */
+    return 0;
+}
+
+/* Writes `yaml` to tls_dir/gw.yaml and loads it (so relative paths resolve
+ * against tls_dir). Returns the snapshot or NULL with `err` filled. */
+static struct mg_config *load_in_tls_dir(const char *yaml, char *err, size_t errlen)
+{
+    char path[128];
+    FILE *f;
+
+    if (tls_dir[0] == '\0')
+        skip();
+    snprintf(path, sizeof(path), "%s/gw.yaml", tls_dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(yaml, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    return mg_config_load(path, err, errlen);
+}
+
+/* The rest of a file after `listen`: lines 2-6. */
+#define TAIL                                                                                       \
+    "upstreams:\n"                                                                                 \
+    "  a:\n"                                                                                       \
+    "    targets: [{address: \"127.0.0.1:9001\"}]\n"                                               \
+    "routes:\n"                                                                                    \
+    "  - {name: r, upstream: a}\n"
+
+static void test_listen_mappings_plain_and_mixed(void **state)
+{
+    struct mg_config *cfg = load("listen: [{address: \"127.0.0.1:8080\"}]\n" TAIL);
+
+    (void)state;
+    assert_int_equal(cfg->nlisten, 1);
+    assert_string_equal(cfg->listen[0].address.text, "127.0.0.1:8080");
+    assert_int_equal(port_of(&cfg->listen[0].address), 8080);
+    assert_false(cfg->listen[0].http2);
+    assert_false(cfg->listen[0].proxy_protocol);
+    assert_null(cfg->listen[0].tls);
+    mg_config_unref(cfg);
+    cfg = load("listen:\n"
+               "  - \"127.0.0.1:8080\"\n"
+               "  - address: \"127.0.0.1:8081\"\n"
+               "    http2: false\n"
+               "    proxy_protocol: false\n"
+               "    tls: null\n"
+               "  - {address: \"[::1]:8082\"}\n" TAIL);
+    assert_int_equal(cfg->nlisten, 3);
+    assert_string_equal(cfg->listen[0].address.text, "127.0.0.1:8080");
+    assert_int_equal(port_of(&cfg->listen[1].address), 8081);
+    assert_false(cfg->listen[1].http2);
+    assert_null(cfg->listen[1].tls);
+    assert_int_equal(cfg->listen[2].address.addr.ss_family, AF_INET6);
+    mg_config_unref(cfg);
+}
+
+static void test_error_listen_entries(void **state)
+{
+    (void)state;
+    expect_error("listen: [{address: \"127.0.0.1:8080\", http2: true}]\n" TAIL,
+                 "t.yaml:1:45: listen[0].http2: http2 is not supported yet");
+    expect_error("listen:\n"
+                 "  - \"127.0.0.1:8080\"\n"
+                 "  - address: \"127.0.0.1:8081\"\n"
+                 "    proxy_protocol: true\n" TAIL,
+                 "t.yaml:4:21: listen[1].proxy_protocol: proxy_protocol is not supported yet");
+    expect_error("listen: [{address: \"127.0.0.1:8080\", http2: yes}]\n" TAIL,
+                 "t.yaml:1:45: listen[0].http2: invalid boolean 'yes'");
+    expect_error("listen: [\"127.0.0.1:8080\", {address: \"127.0.0.1:8080\"}]\n" TAIL,
+                 "t.yaml:1:38: listen[1].address: duplicate address '127.0.0.1:8080'");
+    expect_error("listen: [\"*:8080\", \"0.0.0.0:8080\"]\n" TAIL,
+                 "t.yaml:1:20: listen[1]: duplicate address '0.0.0.0:8080' (listen[0] '*:8080' "
+                 "is the same)");
+    expect_error("listen: [{http2: false}]\n" TAIL,
+                 "t.yaml:1:10: listen[0].address: missing required key");
+    expect_error("listen: [{address: \"127.0.0.1:8080\", h2: true}]\n" TAIL,
+                 "t.yaml:1:38: listen[0].h2: unknown key (expected one of: address, http2, "
+                 "proxy_protocol, tls)");
+    expect_error("listen: [[\"127.0.0.1:8080\"]]\n" TAIL,
+                 "t.yaml:1:10: listen[0]: expected an address or a mapping with address, got a "
+                 "sequence");
+    expect_error("listen: [~]\n" TAIL,
+                 "t.yaml:1:10: listen[0]: expected an address or a mapping with address, got "
+                 "null");
+    expect_error("listen: [{address: \"127.0.0.1\"}]\n" TAIL,
+                 "t.yaml:1:20: listen[0].address: invalid address '127.0.0.1': missing ':port'");
+}
+
+/* Errors found while reading `tls`, before any file is opened. */
+static void test_error_listen_tls_section(void **state)
+{
+    (void)state;
+    expect_error("listen: [{address: \"127.0.0.1:8443\", tls: {}}]\n" TAIL,
+                 "t.yaml:1:43: listen[0].tls.certificates: missing required key");
+    expect_error("listen: [{address: \"127.0.0.1:8443\", tls: {certificates: []}}]\n" TAIL,
+                 "t.yaml:1:58: listen[0].tls.certificates: needs at least one certificate");
+    expect_error(
+        "listen: [{address: \"127.0.0.1:8443\", tls: {certificates: [{cert: a.crt}]}}]\n" TAIL,
+        "t.yaml:1:59: listen[0].tls.certificates[0].key: missing required key");
+    expect_error("listen: [{address: \"127.0.0.1:8443\", tls: {certificates: [a.crt]}}]\n" TAIL,
+                 "t.yaml:1:59: listen[0].tls.certificates[0]: expected a mapping like {cert: "
+                 "FILE, key: FILE}");
+    expect_error("listen: [{address: \"127.0.0.1:8443\", tls: true}]\n" TAIL,
+                 "t.yaml:1:43: listen[0].tls: expected a mapping, got a scalar");
+}
+
+static void test_error_tls_protocols(void **state)
+{
+    /* Lines 1-5; the protocols value starts at 5:18. */
+    static const char head[] = "listen:\n"
+                               "  - address: \"127.0.0.1:8443\"\n"
+                               "    tls:\n"
+                               "      certificates: [{cert: a.crt, key: a.key}]\n"
+                               "      protocols: ";
+    static const struct {
+        const char *value, *error;
+    } cases[] = {
+        {"[TLSv1.2, TLSv1.1]", "t.yaml:5:28: listen[0].tls.protocols[1]: invalid protocol "
+                               "'TLSv1.1' (expected TLSv1.2 or TLSv1.3)"},
+        {"[tlsv1.3]", "t.yaml:5:19: listen[0].tls.protocols[0]: invalid protocol 'tlsv1.3'"},
+        {"[SSLv3]", "t.yaml:5:19: listen[0].tls.protocols[0]: invalid protocol 'SSLv3'"},
+        {"[]", "t.yaml:5:18: listen[0].tls.protocols: needs at least one item"},
+        {"~", "t.yaml:5:18: listen[0].tls.protocols: needs at least one item"},
+        {"TLSv1.3", "t.yaml:5:18: listen[0].tls.protocols: expected a sequence, got a scalar"},
+        {"[[TLSv1.3]]", "t.yaml:5:19: listen[0].tls.protocols[0]: expected a protocol name, got "
+                        "a sequence"},
+    };
+    char yaml[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "%s%s\n%s", head, cases[i].value, TAIL);
+        expect_error(yaml, cases[i].error);
+    }
+}
+
+static void test_error_tls_values(void **state)
+{
+    static const char head[] = "listen:\n"
+                               "  - address: \"127.0.0.1:8443\"\n"
+                               "    tls:\n"
+                               "      certificates: [{cert: a.crt, key: a.key}]\n";
+
+    (void)state;
+    char yaml[512];
+    static const struct {
+        const char *line, *error;
+    } cases[] = {
+        {"      handshake_timeout: 0s\n",
+         "t.yaml:5:26: listen[0].tls.handshake_timeout: duration must be at least 1ms"},
+        {"      session_cache: 10mb\n", "t.yaml:5:22: listen[0].tls.session_cache: invalid size"},
+        {"      session_tickets: on\n",
+         "t.yaml:5:24: listen[0].tls.session_tickets: invalid boolean 'on'"},
+        {"      ciphers: \"\"\n", "t.yaml:5:16: listen[0].tls.ciphers: must not be empty"},
+        {"      client_ca: [a]\n",
+         "t.yaml:5:18: listen[0].tls.client_ca: expected a string, got a sequence"},
+        {"      ocsp: true\n",
+         "t.yaml:5:7: listen[0].tls.ocsp: unknown key (expected one of: certificates, "
+         "protocols, ciphers, session_tickets, session_cache, handshake_timeout, client_ca)"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "%s%s%s", head, cases[i].line, TAIL);
+        expect_error(yaml, cases[i].error);
+    }
+}
+
+static void test_tls_defaults_and_relative_paths(void **state)
+{
+    char err[512] = "", want[128];
+    struct mg_config *cfg =
+        load_in_tls_dir("listen:\n"
+                        "  - \"127.0.0.1:8080\"\n"
+                        "  - address: \"127.0.0.1:8443\"\n"
+                        "    tls:\n"
+                        "      certificates:\n"
+                        "        - {cert: server.crt, key: ./x/../server.key}\n" TAIL,
+                        err, sizeof(err));
+    const struct mg_tls_conf *t;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_null(cfg->listen[0].tls);
+    t = cfg->listen[1].tls;
+    assert_non_null(t);
+    assert_int_equal(t->ncerts, 1);
+    snprintf(want, sizeof(want), "%s/server.crt", tls_dir);
+    assert_string_equal(t->certs[0].cert, want);
+    snprintf(want, sizeof(want), "%s/server.key", tls_dir);
+    assert_string_equal(t->certs[0].key, want);
+    assert_int_equal(t->protocols, MG_TLS_V12 | MG_TLS_V13);
+    assert_string_equal(t->ciphers, "intermediate");
+    assert_true(t->session_tickets);
+    assert_int_equal(t->session_cache, 10 << 20);
+    assert_int_equal(t->handshake_timeout_ms, 10000);
+    assert_null(t->client_ca);
+    assert_non_null(t->ctx);
+    assert_false(cfg->listen[1].http2);
+    mg_config_unref(cfg); /* frees the context (valgrind checks) */
+}
+
+static void test_tls_values_set(void **state)
+{
+    char err[512] = "", want[128];
+    struct mg_config *cfg;
+    const struct mg_tls_conf *t;
+    char yaml[1024];
+
+    (void)state;
+    if (tls_dir[0] == '\0')
+        skip();
+    snprintf(yaml, sizeof(yaml),
+             "listen:\n"
+             "  - address: \"127.0.0.1:8443\"\n"
+             "    tls:\n"
+             "      certificates:\n"
+             "        - {cert: %s/server.crt, key: %s/server.key}\n"
+             "        - {cert: server.crt, key: server.key}\n"
+             "      protocols: [TLSv1.3]\n"
+             "      ciphers: \"HIGH:!aNULL\"\n"
+             "      session_tickets: false\n"
+             "      session_cache: 0\n"
+             "      handshake_timeout: 2s\n"
+             "      client_ca: server.crt\n" TAIL,
+             tls_dir, tls_dir);
+    cfg = load_in_tls_dir(yaml, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    t = cfg->listen[0].tls;
+    assert_int_equal(t->ncerts, 2);
+    snprintf(want, sizeof(want), "%s/server.crt", tls_dir);
+    assert_string_equal(t->certs[0].cert, want);
+    assert_string_equal(t->certs[1].cert, want);
+    assert_string_equal(t->client_ca, want);
+    assert_int_equal(t->protocols, MG_TLS_V13);
+    assert_string_equal(t->ciphers, "HIGH:!aNULL");
+    assert_false(t->session_tickets);
+    assert_int_equal(t->session_cache, 0);
+    assert_int_equal(t->handshake_timeout_ms, 2000);
+    assert_non_null(t->ctx);
+    mg_config_unref(cfg);
+}
+
+/* A context that cannot be built fails the load at what names the file. */
+static void test_error_tls_missing_certificate(void **state)
+{
+    char err[512] = "", want[256];
+
+    (void)state;
+    assert_null(load_in_tls_dir("listen:\n"
+                                "  - address: \"127.0.0.1:8443\"\n"
+                                "    tls:\n"
+                                "      certificates:\n"
+                                "        - cert: server.crt\n"
+                                "          key: server.key\n"
+                                "        - cert: missing.crt\n"
+                                "          key: server.key\n" TAIL,
+                                err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s/gw.yaml:7:17: listen[0].tls.certificates[1].cert: ", tls_dir);
+    if (strncmp(err, want, strlen(want)) != 0 || strstr(err, "missing.crt") == NULL)
+        fail_msg("error  '%s'\nwanted '%s...missing.crt...'", err, want);
+    assert_null(load_in_tls_dir("listen:\n"
+                                "  - address: \"127.0.0.1:8443\"\n"
+                                "    tls:\n"
+                                "      certificates: [{cert: server.crt, key: server.key}]\n"
+                                "      client_ca: nowhere/ca.pem\n" TAIL,
+                                err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s/gw.yaml:5:18: listen[0].tls.client_ca: ", tls_dir);
+    if (strncmp(err, want, strlen(want)) != 0 || strstr(err, "ca.pem") == NULL)
+        fail_msg("error  '%s'\nwanted '%s...ca.pem...'", err, want);
+}
+
+/* A reason naming several files points at its subject, the first it names;
+ * one about a key's value at that key. */
+static void test_error_tls_key_mismatch_and_ciphers(void **state)
+{
+    char err[512] = "", want[512];
+
+    (void)state;
+    assert_null(load_in_tls_dir("listen:\n"
+                                "  - address: \"127.0.0.1:8443\"\n"
+                                "    tls:\n"
+                                "      certificates: [{cert: server.crt, key: other.key}]\n" TAIL,
+                                err, sizeof(err)));
+    snprintf(want, sizeof(want),
+             "%s/gw.yaml:4:46: listen[0].tls.certificates[0].key: %s/other.key: key does not "
+             "match certificate %s/server.crt",
+             tls_dir, tls_dir, tls_dir);
+    assert_string_equal(err, want);
+    assert_null(load_in_tls_dir("listen:\n"
+                                "  - address: \"127.0.0.1:8443\"\n"
+                                "    tls:\n"
+                                "      certificates: [{cert: server.crt, key: server.key}]\n"
+                                "      ciphers: NOPE\n" TAIL,
+                                err, sizeof(err)));
+    snprintf(want, sizeof(want),
+             "%s/gw.yaml:5:16: listen[0].tls.ciphers: ciphers \"NOPE\": ", tls_dir);
+    if (strncmp(err, want, strlen(want)) != 0)
+        fail_msg("error  '%s'\nwanted '%s...'", err, want);
+}
+
+/* Contexts already built are freed when a later part of the file fails. */
+static void test_error_after_tls_frees_contexts(void **state)
+{
+    char err[512] = "", want[256];
+
+    (void)state;
+    assert_null(load_in_tls_dir("listen:\n"
+                                "  - address: \"127.0.0.1:8443\"\n"
+                                "    tls: {certificates: [{cert: server.crt, key: server.key}]}\n"
+                                "upstreams:\n"
+                                "  a:\n"
+                                "    targets: [{address: \"127.0.0.1:9001\"}]\n"
+                                "    tls: {enabled: true}\n"
+                                "routes: []\n",
+                                err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s/gw.yaml:8:9: routes: needs at least one route", tls_dir);
+    assert_string_equal(err, want);
+    assert_null(
+        load_in_tls_dir("listen:\n"
+                        "  - address: \"127.0.0.1:8443\"\n"
+                        "    tls: {certificates: [{cert: server.crt, key: server.key}]}\n"
+                        "  - address: \"127.0.0.1:8443\"\n"
+                        "    tls: {certificates: [{cert: server.crt, key: server.key}]}\n" TAIL,
+                        err, sizeof(err)));
+    snprintf(want, sizeof(want),
+             "%s/gw.yaml:4:14: listen[1].address: duplicate address '127.0.0.1:8443'", tls_dir);
+    assert_string_equal(err, want);
+}
+
+static void test_upstream_tls_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+    const struct mg_upstream_tls_conf *t = &cfg->upstreams[0].tls;
+
+    (void)state;
+    assert_false(t->enabled);
+    assert_null(t->sni);
+    assert_true(t->verify);
+    assert_string_equal(t->ca, "system");
+    assert_null(t->cert);
+    assert_null(t->key);
+    assert_null(t->ctx);
+    mg_config_unref(cfg);
+}
+
+static void test_upstream_tls_paths_resolved(void **state)
+{
+    const char *yaml = HEAD "    tls: {sni: api.example.com, verify: false, ca: cas/root.pem,\n"
+                            "          cert: /abs/c.pem, key: ../k.pem}\n"
+                            "routes:\n"
+                            "  - {name: r, upstream: a}\n";
+    char err[512] = "";
+    struct mg_config *cfg =
+        mg_config_load_string(yaml, strlen(yaml), "/etc/moongate/gw.yaml", err, sizeof(err));
+    const struct mg_upstream_tls_conf *t;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    t = &cfg->upstreams[0].tls;
+    assert_false(t->enabled); /* not enabled: read, checked, no context (no file opened) */
+    assert_string_equal(t->sni, "api.example.com");
+    assert_false(t->verify);
+    assert_string_equal(t->ca, "/etc/moongate/cas/root.pem");
+    assert_string_equal(t->cert, "/abs/c.pem");
+    assert_string_equal(t->key, "/etc/k.pem");
+    assert_null(t->ctx);
+    mg_config_unref(cfg);
+}
+
+static void test_upstream_tls_enabled_builds_context(void **state)
+{
+    char err[512] = "", want[128];
+    struct mg_config *cfg;
+    const struct mg_upstream_tls_conf *t;
+
+    (void)state;
+    cfg = load_in_tls_dir(
+        "listen: [\"127.0.0.1:8080\"]\n"
+        "upstreams:\n"
+        "  a:\n"
+        "    targets: [{address: \"127.0.0.1:9001\"}]\n"
+        "    tls: {enabled: true}\n"
+        "  b:\n"
+        "    targets: [{address: \"127.0.0.1:9002\"}]\n"
+        "    tls: {enabled: true, ca: server.crt, cert: server.crt, key: server.key}\n"
+        "routes:\n"
+        "  - {name: r, upstream: a}\n",
+        err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_non_null(cfg->upstreams[0].tls.ctx);
+    assert_string_equal(cfg->upstreams[0].tls.ca, "system");
+    t = &cfg->upstreams[1].tls;
+    assert_non_null(t->ctx);
+    snprintf(want, sizeof(want), "%s/server.crt", tls_dir);
+    assert_string_equal(t->ca, want);
+    assert_string_equal(t->cert, want);
+    mg_config_unref(cfg);
+    assert_null(load_in_tls_dir("listen: [\"127.0.0.1:8080\"]\n"
+                                "upstreams:\n"
+                                "  a:\n"
+                                "    targets: [{address: \"127.0.0.1:9001\"}]\n"
+                                "    tls: {enabled: true, ca: missing-ca.pem}\n"
+                                "routes:\n"
+                                "  - {name: r, upstream: a}\n",
+                                err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s/gw.yaml:5:30: upstreams.a.tls.ca: ", tls_dir);
+    if (strncmp(err, want, strlen(want)) != 0 || strstr(err, "missing-ca.pem") == NULL)
+        fail_msg("error  '%s'\nwanted '%s...missing-ca.pem...'", err, want);
+}
+
+static void test_error_upstream_tls(void **state)
+{
+    (void)state;
+    expect_error(HEAD "    tls: {enabled: true, cert: c.pem}\n",
+                 "t.yaml:5:32: upstreams.a.tls.cert: 'cert' needs 'key' (give both or neither)");
+    expect_error(HEAD "    tls: {key: k.pem, cert: null}\n",
+                 "t.yaml:5:16: upstreams.a.tls.key: 'key' needs 'cert' (give both or neither)");
+    expect_error(HEAD "    tls: {sni: \"api.example.com:443\"}\n",
+                 "t.yaml:5:16: upstreams.a.tls.sni: invalid sni 'api.example.com:443' (expected "
+                 "a host name)");
+    expect_error(HEAD "    tls: {ca: null}\n",
+                 "t.yaml:5:15: upstreams.a.tls.ca: expected a string, got null");
+    expect_error(HEAD "    tls: {ca: /dev/null}\n",
+                 "t.yaml:5:15: upstreams.a.tls.ca: '/dev/null' is not a regular file");
+    expect_error("listen: [{address: \"127.0.0.1:8443\", tls: {certificates: [{cert: /, key: "
+                 "k}]}}]\n" TAIL,
+                 "t.yaml:1:66: listen[0].tls.certificates[0].cert: '/' is not a regular file");
+    expect_error(HEAD "    tls: {enable: true}\n",
+                 "t.yaml:5:11: upstreams.a.tls.enable: unknown key (expected one of: enabled, "
+                 "sni, verify, ca, cert, key)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1085,7 +1575,21 @@ int main(void)
         cmocka_unit_test(test_error_plugin_config_self_alias),
         cmocka_unit_test(test_error_buffer_truncated_or_absent),
         cmocka_unit_test(test_error_not_a_regular_file),
+        cmocka_unit_test(test_listen_mappings_plain_and_mixed),
+        cmocka_unit_test(test_error_listen_entries),
+        cmocka_unit_test(test_error_listen_tls_section),
+        cmocka_unit_test(test_error_tls_protocols),
+        cmocka_unit_test(test_error_tls_values),
+        cmocka_unit_test(test_tls_defaults_and_relative_paths),
+        cmocka_unit_test(test_tls_values_set),
+        cmocka_unit_test(test_error_tls_missing_certificate),
+        cmocka_unit_test(test_error_tls_key_mismatch_and_ciphers),
+        cmocka_unit_test(test_error_after_tls_frees_contexts),
+        cmocka_unit_test(test_upstream_tls_defaults),
+        cmocka_unit_test(test_upstream_tls_paths_resolved),
+        cmocka_unit_test(test_upstream_tls_enabled_builds_context),
+        cmocka_unit_test(test_error_upstream_tls),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, make_tls_dir, remove_tls_dir);
 }

@@ -1,0 +1,643 @@
+/*
+ * TLS streams (see tls.h).
+ *
+ * Ownership: the stream is malloc'd when a TCP connection is wrapped and freed
+ * after its three handles (the TCP handle it took over, its timer, its pump)
+ * are closed, right after the owner's on_closed. Ciphertext read from the
+ * socket passes through one buffer per worker thread straight into OpenSSL's
+ * read BIO; ciphertext to write is drained from the write BIO through another
+ * per-thread buffer and written at once when the socket takes it, so a
+ * response that fits the socket costs no allocation. Only what the socket
+ * refuses is copied into chunks queued behind one uv_write at a time.
+ *
+ * Callbacks to the owner never run inside a call the owner made (write
+ * completions and plaintext left inside OpenSSL are delivered from the pump,
+ * an idle handle run at the next loop iteration), so the owner's state machine
+ * is never re-entered.
+ */
+#include "net/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define IO_BUF     16384        /* one TLS record's worth */
+#define OUT_HIGH   (256 * 1024) /* queued ciphertext above which writes wait */
+#define MAX_INLINE 16           /* chunks in one socket write */
+
+struct chunk {
+    struct chunk *next;
+    size_t len;
+    char data[IO_BUF];
+};
+
+/* An owner's write request waiting for its ciphertext to reach the kernel. */
+struct pend {
+    struct pend *next;
+    uv_write_t *req;
+    const uv_buf_t *bufs;
+    unsigned n;
+    uv_write_cb cb;
+    uint64_t end; /* ciphertext total once it is encrypted */
+};
+
+struct socket_write {
+    uv_write_t req;
+    struct mg_tls_stream *s;
+    struct chunk *chunks[MAX_INLINE];
+    unsigned n;
+    size_t bytes;
+};
+
+struct mg_tls_stream {
+    struct mg_transport t; /* what the owner sees; first */
+    struct mg_tcp *tcp;    /* the socket below (the owner's memory) */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    uv_timer_t timer; /* server handshake timeout */
+    uv_idle_t pump;   /* deferred deliveries */
+    unsigned handles;
+    bool server, done, owner_reading, tcp_reading, eof_in, failed, pumping;
+    bool draining; /* the owner closed: queued ciphertext still goes out, then close */
+    bool closing;  /* the handles are closing */
+    int error;
+    void (*on_ready)(struct mg_transport *t, int status);
+    struct chunk *out, *out_tail; /* ciphertext refused by the socket so far */
+    size_t out_bytes;
+    uint64_t queued_total, written_total; /* ciphertext bytes */
+    struct socket_write *inflight;
+    struct pend *wait, *wait_tail; /* not encrypted yet (handshake, backpressure) */
+    struct pend *sent, *sent_tail; /* encrypted, not yet all written */
+    struct mg_tls_info info;
+};
+
+static _Thread_local char in_buf[IO_BUF];
+static _Thread_local char out_buf[IO_BUF];
+
+static struct mg_tls_stream *of_t(const struct mg_transport *t)
+{
+    return (struct mg_tls_stream *)t;
+}
+
+static void schedule(struct mg_tls_stream *s);
+static void process(struct mg_tls_stream *s);
+
+/* ------------------------------------------------------------ ciphertext out */
+
+static void queue_chunkwise(struct mg_tls_stream *s, const char *p, size_t n)
+{
+    while (n) {
+        struct chunk *c = s->out_tail;
+        if (!c || c->len == IO_BUF) {
+            if (!(c = malloc(sizeof *c)))
+                mg_fatal("out of memory (TLS output)");
+            c->next = NULL;
+            c->len = 0;
+            if (s->out_tail)
+                s->out_tail->next = c;
+            else
+                s->out = c;
+            s->out_tail = c;
+        }
+        size_t k = IO_BUF - c->len < n ? IO_BUF - c->len : n;
+        memcpy(c->data + c->len, p, k);
+        c->len += k;
+        s->out_bytes += k;
+        p += k;
+        n -= k;
+    }
+}
+
+static void close_now(struct mg_tls_stream *s);
+
+static void fail(struct mg_tls_stream *s, int err)
+{
+    if (s->failed)
+        return;
+    s->failed = true;
+    s->error = err;
+    if (s->draining)
+        close_now(s);
+    else
+        schedule(s);
+}
+
+static void on_socket_written(uv_write_t *req, int status);
+
+/* Starts one socket write of the queued chunks, if none is in flight. */
+static void write_queued(struct mg_tls_stream *s)
+{
+    if (s->inflight || !s->out || s->closing)
+        return;
+    if (s->failed && !s->draining)
+        return;
+    struct socket_write *w = malloc(sizeof *w);
+    if (!w)
+        mg_fatal("out of memory (TLS write)");
+    uv_buf_t bufs[MAX_INLINE];
+    w->s = s;
+    w->n = 0;
+    w->bytes = 0;
+    while (s->out && w->n < MAX_INLINE) {
+        struct chunk *c = s->out;
+        s->out = c->next;
+        w->chunks[w->n] = c;
+        bufs[w->n++] = uv_buf_init(c->data, (unsigned)c->len);
+        w->bytes += c->len;
+    }
+    if (!s->out)
+        s->out_tail = NULL;
+    s->out_bytes -= w->bytes;
+    w->req.data = w;
+    s->inflight = w;
+    int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp->h, bufs, w->n, on_socket_written);
+    if (rc) {
+        s->inflight = NULL;
+        for (unsigned i = 0; i < w->n; i++)
+            free(w->chunks[i]);
+        free(w);
+        fail(s, rc);
+    }
+}
+
+/* Moves the ciphertext OpenSSL produced towards the socket: straight from the
+ * per-thread buffer when nothing is queued and the socket takes it, else into
+ * the queue. */
+static void push(struct mg_tls_stream *s)
+{
+    int n;
+    while ((n = BIO_read(s->wbio, out_buf, sizeof out_buf)) > 0) {
+        s->queued_total += (uint64_t)n;
+        size_t done = 0;
+        if (!s->out && !s->inflight && !s->closing) {
+            uv_buf_t b = uv_buf_init(out_buf, (unsigned)n);
+            int w = uv_try_write((uv_stream_t *)&s->tcp->h, &b, 1);
+            if (w < 0 && w != UV_EAGAIN) {
+                fail(s, w);
+                return;
+            }
+            done = w > 0 ? (size_t)w : 0;
+            s->written_total += done;
+        }
+        queue_chunkwise(s, out_buf + done, (size_t)n - done);
+    }
+    write_queued(s);
+}
+
+/* Owner writes whose ciphertext has all reached the kernel complete, from the
+ * pump only (never inside a call the owner made). */
+static void complete_sent(struct mg_tls_stream *s)
+{
+    while (s->sent && s->sent->end <= s->written_total && !s->closing) {
+        struct pend *p = s->sent;
+        s->sent = p->next;
+        if (!s->sent)
+            s->sent_tail = NULL;
+        uv_write_cb cb = p->cb;
+        uv_write_t *req = p->req;
+        free(p);
+        cb(req, 0);
+    }
+}
+
+static int encrypt(struct mg_tls_stream *s, const uv_buf_t *bufs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        size_t off = 0;
+        while (off < bufs[i].len) {
+            int w = SSL_write(s->ssl, bufs[i].base + off, (int)(bufs[i].len - off));
+            if (w <= 0) {
+                ERR_clear_error();
+                return UV_EPROTO;
+            }
+            off += (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Encrypts waiting writes while the queue has room (after the handshake). */
+static void encrypt_waiting(struct mg_tls_stream *s)
+{
+    while (s->wait && s->done && !s->failed && s->out_bytes <= OUT_HIGH) {
+        struct pend *p = s->wait;
+        s->wait = p->next;
+        if (!s->wait)
+            s->wait_tail = NULL;
+        int rc = encrypt(s, p->bufs, p->n);
+        p->next = NULL;
+        if (s->sent_tail)
+            s->sent_tail->next = p;
+        else
+            s->sent = p;
+        s->sent_tail = p;
+        if (rc) {
+            fail(s, rc);
+            return;
+        }
+        push(s);
+        p->end = s->queued_total;
+    }
+    if (s->sent)
+        schedule(s);
+}
+
+static void on_socket_written(uv_write_t *req, int status)
+{
+    struct socket_write *w = req->data;
+    struct mg_tls_stream *s = w->s;
+    for (unsigned i = 0; i < w->n; i++)
+        free(w->chunks[i]);
+    s->inflight = NULL;
+    if (status == 0)
+        s->written_total += w->bytes;
+    free(w);
+    if (s->closing)
+        return;
+    if (status < 0 || (s->draining && !s->out)) {
+        if (s->draining)
+            close_now(s);
+        else
+            fail(s, status);
+        return;
+    }
+    write_queued(s);
+    encrypt_waiting(s);
+    schedule(s);
+}
+
+/* ------------------------------------------------------------ owner's interface */
+
+static int tls_try_write(struct mg_transport *t, const uv_buf_t *bufs, unsigned n)
+{
+    struct mg_tls_stream *s = of_t(t);
+    if (s->failed)
+        return s->error;
+    if (!s->done || s->wait || s->out_bytes > OUT_HIGH)
+        return 0; /* keep order behind waiting writes; backpressure */
+    int rc = encrypt(s, bufs, n);
+    if (rc) {
+        fail(s, rc);
+        return rc;
+    }
+    push(s);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    return (int)total;
+}
+
+static int tls_write(struct mg_transport *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                     uv_write_cb cb)
+{
+    struct mg_tls_stream *s = of_t(t);
+    if (s->failed || s->closing || s->draining)
+        return s->failed ? s->error : UV_ECANCELED;
+    struct pend *p = malloc(sizeof *p);
+    if (!p)
+        mg_fatal("out of memory (TLS write request)");
+    *p = (struct pend){.req = req, .bufs = bufs, .n = n, .cb = cb};
+    if (s->wait_tail)
+        s->wait_tail->next = p;
+    else
+        s->wait = p;
+    s->wait_tail = p;
+    encrypt_waiting(s);
+    return 0;
+}
+
+static size_t tls_queued(const struct mg_transport *t)
+{
+    const struct mg_tls_stream *s = of_t(t);
+    return s->out_bytes + (s->wait || s->sent ? 1 : 0) + s->tcp->h.write_queue_size;
+}
+
+static void update_tcp_reading(struct mg_tls_stream *s)
+{
+    bool want =
+        !s->closing && !s->draining && !s->failed && !s->eof_in && (!s->done || s->owner_reading);
+    if (want == s->tcp_reading)
+        return;
+    s->tcp_reading = want;
+    if (want)
+        mg_transport_read_start(&s->tcp->t);
+    else
+        mg_transport_read_stop(&s->tcp->t);
+}
+
+static int tls_read_start(struct mg_transport *t)
+{
+    struct mg_tls_stream *s = of_t(t);
+    s->owner_reading = true;
+    update_tcp_reading(s);
+    schedule(s); /* plaintext may wait inside OpenSSL */
+    return 0;
+}
+
+static void tls_read_stop(struct mg_transport *t)
+{
+    struct mg_tls_stream *s = of_t(t);
+    s->owner_reading = false;
+    update_tcp_reading(s);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct mg_tls_stream *s = h->data;
+    if (--s->handles)
+        return;
+    /* Pending owner writes end as a close ends libuv's: cancelled. */
+    struct pend *lists[2] = {s->sent, s->wait};
+    s->sent = s->wait = NULL;
+    for (int i = 0; i < 2; i++)
+        while (lists[i]) {
+            struct pend *p = lists[i];
+            lists[i] = p->next;
+            p->cb(p->req, UV_ECANCELED);
+            free(p);
+        }
+    while (s->out) {
+        struct chunk *c = s->out;
+        s->out = c->next;
+        free(c);
+    }
+    SSL_free(s->ssl); /* frees both BIOs */
+    s->t.on_closed(&s->t);
+    free(s);
+}
+
+/* Queued ciphertext is part of what the owner wrote (try_write took it): it
+ * goes out before the socket closes, within a bound. */
+#define CLOSE_DRAIN_MS 5000
+
+static void close_now(struct mg_tls_stream *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->tcp->h.data = s;
+    uv_close((uv_handle_t *)&s->tcp->h, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&s->pump, on_handle_closed);
+}
+
+static void on_drain_timeout(uv_timer_t *h)
+{
+    close_now(h->data);
+}
+
+static void tls_close(struct mg_transport *t)
+{
+    struct mg_tls_stream *s = of_t(t);
+    if (s->closing || s->draining)
+        return;
+    s->draining = true;
+    s->owner_reading = false;
+    if (s->done && !s->failed) {
+        SSL_shutdown(s->ssl); /* close_notify, best effort: no waiting for the peer's */
+        ERR_clear_error();
+        push(s);
+    }
+    if (s->failed || (!s->out && !s->inflight)) {
+        close_now(s);
+        return;
+    }
+    mg_transport_read_stop(&s->tcp->t);
+    s->tcp_reading = false;
+    uv_timer_start(&s->timer, on_drain_timeout, CLOSE_DRAIN_MS, 0);
+}
+
+static void tls_peer_ip(struct mg_transport *t, char *out, size_t len)
+{
+    struct mg_tcp *tcp = of_t(t)->tcp;
+    tcp->t.ops->peer_ip(&tcp->t, out, len);
+}
+
+static const struct mg_transport_ops tls_ops = {
+    .read_start = tls_read_start,
+    .read_stop = tls_read_stop,
+    .try_write = tls_try_write,
+    .write = tls_write,
+    .queued = tls_queued,
+    .close = tls_close,
+    .peer_ip = tls_peer_ip,
+};
+
+/* ------------------------------------------------------------ reading */
+
+static void handshake_done(struct mg_tls_stream *s)
+{
+    s->done = true;
+    uv_timer_stop(&s->timer);
+    s->info.protocol = SSL_get_version(s->ssl);
+    s->info.cipher = SSL_get_cipher_name(s->ssl);
+    s->info.sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+    s->info.resumed = SSL_session_reused(s->ssl) != 0;
+    update_tcp_reading(s);
+    if (!s->server && s->on_ready)
+        s->on_ready(&s->t, 0);
+    if (!s->closing)
+        encrypt_waiting(s);
+}
+
+static void handshake(struct mg_tls_stream *s)
+{
+    int rc = SSL_do_handshake(s->ssl);
+    push(s); /* our flight of the handshake, whatever happens */
+    if (rc == 1) {
+        handshake_done(s);
+        return;
+    }
+    int e = SSL_get_error(s->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ && !s->eof_in)
+        return;
+    char why[128] = "closed during the handshake";
+    unsigned long code = ERR_peek_error();
+    if (code)
+        ERR_error_string_n(code, why, sizeof why);
+    ERR_clear_error();
+    mg_debug("TLS handshake failed: %s", why);
+    fail(s, UV_EPROTO);
+}
+
+/* Plaintext for the owner while it reads and has room. */
+static void deliver(struct mg_tls_stream *s)
+{
+    while (s->owner_reading && !s->closing) {
+        uv_buf_t b = {0};
+        s->t.on_alloc(&s->t, &b);
+        if (b.len == 0)
+            return;
+        int r = SSL_read(s->ssl, b.base, (int)b.len);
+        if (r > 0) {
+            s->t.on_read(&s->t, r);
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, r);
+        ERR_clear_error();
+        push(s); /* TLS 1.3 may answer key updates while reading */
+        if (e == SSL_ERROR_WANT_READ && !s->eof_in)
+            return;
+        s->eof_in = true;
+        s->owner_reading = false;
+        s->t.on_read(&s->t,
+                     e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_WANT_READ ? UV_EOF : UV_EPROTO);
+        return;
+    }
+}
+
+static void process(struct mg_tls_stream *s)
+{
+    if (s->closing || s->draining)
+        return;
+    if (!s->done && !s->failed)
+        handshake(s);
+    if (s->failed) {
+        if (!s->done && !s->server && s->on_ready) {
+            void (*ready)(struct mg_transport *, int) = s->on_ready;
+            s->on_ready = NULL;
+            ready(&s->t, s->error);
+        } else if (s->owner_reading || !s->done) {
+            s->owner_reading = false;
+            s->t.on_read(&s->t, s->error);
+        }
+        return;
+    }
+    if (s->done)
+        deliver(s);
+    if (!s->closing)
+        update_tcp_reading(s);
+}
+
+static void on_tcp_alloc(struct mg_transport *t, uv_buf_t *buf)
+{
+    (void)t;
+    *buf = uv_buf_init(in_buf, sizeof in_buf);
+}
+
+static void on_tcp_read(struct mg_transport *t, ssize_t nread)
+{
+    struct mg_tls_stream *s = t->owner;
+    if (nread < 0) {
+        s->eof_in = true;
+        if (nread != UV_EOF)
+            s->error = (int)nread;
+    } else if (BIO_write(s->rbio, in_buf, (int)nread) != nread) {
+        fail(s, UV_ENOMEM);
+        return;
+    }
+    process(s);
+}
+
+/* ------------------------------------------------------------ the pump */
+
+static void on_pump(uv_idle_t *h)
+{
+    struct mg_tls_stream *s = h->data;
+    uv_idle_stop(h);
+    s->pumping = false;
+    complete_sent(s);
+    if (!s->closing && (s->failed || s->owner_reading))
+        process(s);
+}
+
+static void schedule(struct mg_tls_stream *s)
+{
+    if (s->pumping || s->closing)
+        return;
+    s->pumping = true;
+    uv_idle_start(&s->pump, on_pump);
+}
+
+static void on_timeout(uv_timer_t *h)
+{
+    struct mg_tls_stream *s = h->data;
+    if (!s->done) {
+        mg_debug("TLS handshake timed out");
+        fail(s, UV_ETIMEDOUT);
+    }
+}
+
+/* ------------------------------------------------------------ making streams */
+
+static struct mg_tls_stream *wrap(struct mg_tcp *tcp, SSL_CTX *ctx, void *owner)
+{
+    struct mg_tls_stream *s = calloc(1, sizeof *s);
+    if (!s || !(s->ssl = SSL_new(ctx)))
+        mg_fatal("out of memory (TLS stream)");
+    s->rbio = BIO_new(BIO_s_mem());
+    s->wbio = BIO_new(BIO_s_mem());
+    if (!s->rbio || !s->wbio)
+        mg_fatal("out of memory (TLS buffers)");
+    BIO_set_mem_eof_return(s->rbio, -1); /* empty means "more later", not EOF */
+    SSL_set_bio(s->ssl, s->rbio, s->wbio);
+    s->t = (struct mg_transport){.ops = &tls_ops, .owner = owner};
+    s->tcp = tcp;
+    tcp->t.owner = s;
+    tcp->t.on_alloc = on_tcp_alloc;
+    tcp->t.on_read = on_tcp_read;
+    uv_loop_t *loop = tcp->h.loop;
+    uv_timer_init(loop, &s->timer);
+    uv_idle_init(loop, &s->pump);
+    s->timer.data = s->pump.data = s;
+    s->handles = 3;
+    return s;
+}
+
+struct mg_transport *mg_tls_server(struct mg_tcp *tcp, SSL_CTX *ctx, uint64_t handshake_timeout_ms,
+                                   void *owner)
+{
+    struct mg_tls_stream *s = wrap(tcp, ctx, owner);
+    s->server = true;
+    SSL_set_accept_state(s->ssl);
+    if (handshake_timeout_ms)
+        uv_timer_start(&s->timer, on_timeout, handshake_timeout_ms, 0);
+    update_tcp_reading(s);
+    return &s->t;
+}
+
+struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char *server_name,
+                                   bool verify, void *owner)
+{
+    struct mg_tls_stream *s = wrap(tcp, ctx, owner);
+    SSL_set_connect_state(s->ssl);
+    if (server_name) {
+        SSL_set_tlsext_host_name(s->ssl, server_name);
+        if (verify)
+            SSL_set1_host(s->ssl, server_name);
+    }
+    return &s->t;
+}
+
+void mg_tls_client_start(struct mg_transport *t,
+                         void (*on_ready)(struct mg_transport *t, int status))
+{
+    struct mg_tls_stream *s = of_t(t);
+    s->on_ready = on_ready;
+    update_tcp_reading(s);
+    handshake(s);
+    if (s->failed)
+        schedule(s);
+}
+
+const struct mg_tls_info *mg_tls_info(const struct mg_transport *t)
+{
+    if (t->ops != &tls_ops || !of_t(t)->done)
+        return NULL;
+    return &of_t(t)->info;
+}
+
+void mg_tls_peer_subject(const struct mg_transport *t, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (t->ops != &tls_ops)
+        return;
+    X509 *peer = SSL_get1_peer_certificate(of_t(t)->ssl);
+    if (!peer)
+        return;
+    X509_NAME_oneline(X509_get_subject_name(peer), out, (int)len);
+    X509_free(peer);
+}

@@ -1,0 +1,61 @@
+/*
+ * TLS as a transport (see transport.h): OpenSSL over a TCP transport, through
+ * memory BIOs, on the worker's loop. The connection code above sees the same
+ * interface as plain TCP: plaintext reads into its buffer, plaintext writes
+ * with try-write first, close.
+ *
+ * Reads: ciphertext from the socket goes into the SSL object; plaintext comes
+ * out into the owner's buffer while the owner reads (what the owner cannot take
+ * yet stays inside OpenSSL and is delivered when it reads again). Writes:
+ * plaintext is encrypted at once (so pins on the owner's buffers drop at
+ * once), the ciphertext is written with try-write, the rest queued; a write
+ * request completes when its ciphertext has reached the kernel. Past a bound of
+ * queued ciphertext, try-write takes nothing (backpressure).
+ *
+ * Server streams run the handshake before any plaintext and close after
+ * `handshake_timeout_ms` without it; client streams (upstream TLS) report
+ * their connect once the handshake is done, so the pool's connect timeout
+ * covers both.
+ */
+#ifndef MG_NET_TLS_H
+#define MG_NET_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/tcp.h"
+
+struct mg_tls_stream;
+
+/* What a finished handshake found (for logs, plugins, metrics). */
+struct mg_tls_info {
+    const char *protocol; /* "TLSv1.3" */
+    const char *cipher;   /* OpenSSL's name */
+    const char *sni;      /* the server name the client asked for, or NULL */
+    bool resumed;
+};
+
+/* Wraps an accepted TCP connection `tcp` (its callbacks are taken over) in a
+ * server TLS stream for `owner`; returns the transport the owner uses, with
+ * t->owner == owner (set its on_alloc/on_read/on_closed). The stream is freed
+ * after on_closed. Aborts on OOM. */
+struct mg_transport *mg_tls_server(struct mg_tcp *tcp, SSL_CTX *ctx, uint64_t handshake_timeout_ms,
+                                   void *owner);
+/* Wraps a connecting TCP connection for upstream TLS: `server_name` (may be
+ * NULL) is sent as SNI and, when verifying, checked against the certificate.
+ * Call mg_tls_client_start once the TCP connect succeeded; `on_ready` then
+ * runs once, with 0 after the handshake or a negative UV_E* (the stream is
+ * then to be closed). */
+struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char *server_name,
+                                   bool verify, void *owner);
+void mg_tls_client_start(struct mg_transport *t,
+                         void (*on_ready)(struct mg_transport *t, int status));
+
+/* The stream's handshake result; NULL before it finished or for plain TCP. */
+const struct mg_tls_info *mg_tls_info(const struct mg_transport *t);
+/* The verified client certificate's subject (mTLS) into out, or "". */
+void mg_tls_peer_subject(const struct mg_transport *t, char *out, size_t len);
+
+#endif
