@@ -30,6 +30,7 @@ struct mg_target_rt {
     uint32_t active;                        /* exchanges using this target now */
     const struct mg_upstream_tls_conf *tls; /* the upstream's, when enabled; else NULL */
     char *tls_name;                         /* SNI and the name verified, or NULL */
+    struct ssl_session_st *tls_session;     /* the last resumable session, or NULL */
 };
 
 struct mg_upstream_rt {

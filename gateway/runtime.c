@@ -10,6 +10,7 @@
 #include "runtime.h"
 
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,8 +119,10 @@ static void runtime_free(struct mg_runtime *rt)
     mg_lua_free(rt->lua);
     mg_lua_metrics_free(rt->lua_metrics);
     for (size_t i = 0; i < rt->cfg->nupstreams; i++) {
-        for (size_t j = 0; j < rt->ups[i].conf->ntargets; j++)
+        for (size_t j = 0; j < rt->ups[i].conf->ntargets; j++) {
             free(rt->ups[i].targets[j].tls_name);
+            SSL_SESSION_free(rt->ups[i].targets[j].tls_session);
+        }
         free(rt->ups[i].targets);
         free(rt->ups[i].lua_targets);
     }

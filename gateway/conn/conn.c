@@ -41,6 +41,8 @@ static void maybe_free(struct mg_conn *c)
     c->in.buf = NULL;
     if (c->tls_config)
         mg_config_unref(c->tls_config);
+    if (c->tls_metrics)
+        mg_metrics_unref(c->tls_metrics);
     struct mg_worker *w = c->w;
     c->ops->on_free(c);
     mg_worker_conn_closed(w);
@@ -123,6 +125,24 @@ static void on_timer(struct mg_deadline *d)
     c->ops->on_timer(c);
 }
 
+/* The TLS stream's news of its handshake: counted on the generation (and the
+ * listener index) of the accept, then that generation is let go. */
+static void on_handshake(struct mg_transport *t, int status)
+{
+    struct mg_conn *c = t->owner;
+    const struct mg_tls_info *info = mg_tls_info(t);
+    enum mg_tls_handshake_result r = status == UV_ETIMEDOUT ? MG_TLS_HS_TIMEOUT
+                                     : status < 0           ? MG_TLS_HS_FAILED
+                                     : info && info->resumed ? MG_TLS_HS_RESUMED
+                                                             : MG_TLS_HS_OK;
+    if (c->tls_metrics && c->tls_listener >= 0)
+        mg_metrics_tls_handshake(c->tls_metrics, (unsigned)c->w->id, (size_t)c->tls_listener, r,
+                                 uv_hrtime() - c->tls_start_ns);
+    if (c->tls_metrics)
+        mg_metrics_unref(c->tls_metrics);
+    c->tls_metrics = NULL;
+}
+
 static void use_transport(struct mg_conn *c, struct mg_transport *t)
 {
     c->tr = t;
@@ -162,6 +182,13 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
         mg_config_ref(c->tls_config);
         use_transport(c, mg_tls_server(&c->tcp, mg_tls_ssl_ctx(lc->tls->ctx),
                                        lc->tls->handshake_timeout_ms, c));
+        c->tls_metrics = metrics(c);
+        if (c->tls_metrics) {
+            mg_metrics_ref(c->tls_metrics);
+            c->tls_listener = mg_metrics_listener_index(c->tls_metrics, lc->address.text);
+            c->tls_start_ns = uv_hrtime();
+            mg_tls_on_handshake(c->tr, on_handshake);
+        }
     }
     mg_metrics_conn(metrics(c), (unsigned)w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
     c->counted = true;

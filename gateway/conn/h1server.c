@@ -643,6 +643,7 @@ void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_lis
     if (mg_conn_accept(&s->c, w, server, lc, &conn_ops) < 0)
         return; /* closing: on_free follows */
     s->x.secure = mg_conn_secure(&s->c);
+    s->x.client = s->c.tr;
     mg_deadline_set(&s->c.timer, client_conf(s)->header_timeout_ms);
     mg_conn_update_reading(&s->c, true);
 }

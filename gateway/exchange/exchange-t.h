@@ -67,6 +67,7 @@ struct mg_worker;
 struct mg_runtime;
 struct mg_target_rt;
 struct mg_upconn_ops;
+struct mg_transport;
 
 /* One try of an exchange against one target. An exchange owns its attempts;
  * today it runs one at a time, and hedging will make that a policy. */
@@ -194,6 +195,9 @@ struct mg_exchange {
     const struct mg_upstream_ops *upstream;
     const char *client_ip;
     bool secure;                              /* the client speaks TLS (X-Forwarded-Proto: https) */
+    /* The client's transport, set by the codec: what its TLS handshake found
+     * (mg_tls_info) for plugins and the access log. NULL in unit tests. */
+    const struct mg_transport *client;
     struct mg_deadline deadline;              /* the route's overall deadline */
     uv_timer_t wait;                          /* bulkhead queue timeout, retry backoff */
     struct mg_waiter waiter;                  /* in the upstream's bulkhead queue (state QUEUED) */

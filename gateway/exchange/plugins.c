@@ -8,12 +8,18 @@
 
 #include "config/config-t.h"
 #include "core/log.h"
+#include "net/tls.h"
 #include "upstream/balancer.h"
 #include "worker.h"
 
 static struct mg_lua_str lua_str(struct mg_slice s)
 {
     return (struct mg_lua_str){s.p, s.len};
+}
+
+static struct mg_lua_str lua_cstr(const char *s)
+{
+    return (struct mg_lua_str){s, s ? strlen(s) : 0};
 }
 
 static const struct mg_lua_header *lua_headers(struct mg_arena *a, const struct mg_headers *h)
@@ -46,6 +52,14 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
     x->lua.request_id = (struct mg_lua_str){x->request_id, strlen(x->request_id)};
     x->lua.req_headers = lua_headers(&x->arena, &x->req_hdrs);
     x->lua.n_req_headers = x->req_hdrs.n;
+    /* The stream outlives the exchange, so its strings need no copy. */
+    const struct mg_tls_info *tls = mg_tls_info(x->client);
+    if (tls) {
+        x->lua.tls_protocol = lua_cstr(tls->protocol);
+        x->lua.tls_cipher = lua_cstr(tls->cipher);
+        x->lua.tls_sni = lua_cstr(tls->sni);
+        x->lua.tls_client_subject = lua_cstr(tls->client_subject);
+    }
     return &x->lua;
 }
 

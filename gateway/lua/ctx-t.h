@@ -63,6 +63,9 @@ struct mg_lua_ctx {
     struct mg_lua_str request_id;            /* the id the gateway sends upstream and returns */
     const struct mg_lua_header *req_headers; /* as received (hop-by-hop may be included) */
     size_t n_req_headers;
+    /* ctx.tls: p == NULL for tls_protocol means a plain connection (ctx.tls is
+     * nil); the others may be absent on a TLS one (no SNI, no client cert). */
+    struct mg_lua_str tls_protocol, tls_cipher, tls_sni, tls_client_subject;
 
     /* ---- inputs: set before the response and log phases ---- */
     int status; /* response: upstream status; log: status sent; 0: none */

@@ -48,6 +48,10 @@ enum mg_ffi_field {
     MG_FFI_UPSTREAM_ADDRESS,
     MG_FFI_STATUS,
     MG_FFI_LATENCY,
+    MG_FFI_TLS_PROTOCOL,
+    MG_FFI_TLS_CIPHER,
+    MG_FFI_TLS_SNI,
+    MG_FFI_TLS_CLIENT_SUBJECT,
 };
 
 /* Per-request budgets: bytes of header names and values copied into edits

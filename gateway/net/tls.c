@@ -65,6 +65,9 @@ struct mg_tls_stream {
     bool closing;  /* the handles are closing */
     int error;
     void (*on_ready)(struct mg_transport *t, int status);
+    void (*on_handshake)(struct mg_transport *t, int status); /* see mg_tls_on_handshake */
+    bool hello;                                               /* the peer sent a byte */
+    char *subject; /* info.client_subject (OPENSSL_malloc'd), or NULL */
     struct chunk *out, *out_tail; /* ciphertext refused by the socket so far */
     size_t out_bytes;
     uint64_t queued_total, written_total; /* ciphertext bytes */
@@ -113,12 +116,23 @@ static void queue_chunkwise(struct mg_tls_stream *s, const char *p, size_t n)
 
 static void close_now(struct mg_tls_stream *s);
 
+/* The handshake's end, once, for the owner's metrics (see tls.h). */
+static void report_handshake(struct mg_tls_stream *s, int status)
+{
+    void (*cb)(struct mg_transport *, int) = s->on_handshake;
+    s->on_handshake = NULL;
+    if (cb && !s->draining && (status == 0 || s->hello || status == UV_ETIMEDOUT))
+        cb(&s->t, status);
+}
+
 static void fail(struct mg_tls_stream *s, int err)
 {
     if (s->failed)
         return;
     s->failed = true;
     s->error = err;
+    if (!s->done)
+        report_handshake(s, err);
     if (s->draining)
         close_now(s);
     else
@@ -365,6 +379,7 @@ static void on_handle_closed(uv_handle_t *h)
         free(c);
     }
     SSL_free(s->ssl); /* frees both BIOs */
+    OPENSSL_free(s->subject);
     s->t.on_closed(&s->t);
     free(s);
 }
@@ -436,6 +451,15 @@ static void handshake_done(struct mg_tls_stream *s)
     s->info.cipher = SSL_get_cipher_name(s->ssl);
     s->info.sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
     s->info.resumed = SSL_session_reused(s->ssl) != 0;
+    /* Computed once here rather than per request: plugins and logs read it
+     * for every request of the connection. A certificate is only present on
+     * a server stream when client_ca asked for one, and then it verified. */
+    X509 *peer = s->server ? SSL_get0_peer_certificate(s->ssl) : NULL;
+    if (peer && SSL_get_verify_result(s->ssl) == X509_V_OK) {
+        s->subject = X509_NAME_oneline(X509_get_subject_name(peer), NULL, 0);
+        s->info.client_subject = s->subject;
+    }
+    report_handshake(s, 0);
     update_tcp_reading(s);
     if (!s->server && s->on_ready)
         s->on_ready(&s->t, 0);
@@ -525,9 +549,12 @@ static void on_tcp_read(struct mg_transport *t, ssize_t nread)
         s->eof_in = true;
         if (nread != UV_EOF)
             s->error = (int)nread;
-    } else if (BIO_write(s->rbio, in_buf, (int)nread) != nread) {
-        fail(s, UV_ENOMEM);
-        return;
+    } else {
+        s->hello = true;
+        if (BIO_write(s->rbio, in_buf, (int)nread) != nread) {
+            fail(s, UV_ENOMEM);
+            return;
+        }
     }
     process(s);
 }
@@ -600,10 +627,12 @@ struct mg_transport *mg_tls_server(struct mg_tcp *tcp, SSL_CTX *ctx, uint64_t ha
 }
 
 struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char *server_name,
-                                   bool verify, void *owner)
+                                   bool verify, SSL_SESSION *resume, void *owner)
 {
     struct mg_tls_stream *s = wrap(tcp, ctx, owner);
     SSL_set_connect_state(s->ssl);
+    if (resume)
+        SSL_set_session(s->ssl, resume);
     if (server_name) {
         SSL_set_tlsext_host_name(s->ssl, server_name);
         if (verify)
@@ -623,11 +652,29 @@ void mg_tls_client_start(struct mg_transport *t,
         schedule(s);
 }
 
+SSL_SESSION *mg_tls_get1_session(const struct mg_transport *t)
+{
+    if (t->ops != &tls_ops || !of_t(t)->done || of_t(t)->failed)
+        return NULL;
+    SSL_SESSION *sess = SSL_get1_session(of_t(t)->ssl);
+    if (sess && !SSL_SESSION_is_resumable(sess)) {
+        SSL_SESSION_free(sess);
+        return NULL;
+    }
+    return sess;
+}
+
 const struct mg_tls_info *mg_tls_info(const struct mg_transport *t)
 {
-    if (t->ops != &tls_ops || !of_t(t)->done)
+    if (!t || t->ops != &tls_ops || !of_t(t)->done)
         return NULL;
     return &of_t(t)->info;
+}
+
+void mg_tls_on_handshake(struct mg_transport *t, void (*cb)(struct mg_transport *t, int status))
+{
+    if (t->ops == &tls_ops)
+        of_t(t)->on_handshake = cb;
 }
 
 void mg_tls_peer_subject(const struct mg_transport *t, char *out, size_t len)

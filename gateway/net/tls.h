@@ -34,6 +34,9 @@ struct mg_tls_info {
     const char *protocol; /* "TLSv1.3" */
     const char *cipher;   /* OpenSSL's name */
     const char *sni;      /* the server name the client asked for, or NULL */
+    /* Server streams: the verified client certificate's subject (mTLS, in
+     * X509_NAME_oneline form like mg_tls_peer_subject), or NULL. */
+    const char *client_subject;
     bool resumed;
 };
 
@@ -44,17 +47,31 @@ struct mg_tls_info {
 struct mg_transport *mg_tls_server(struct mg_tcp *tcp, SSL_CTX *ctx, uint64_t handshake_timeout_ms,
                                    void *owner);
 /* Wraps a connecting TCP connection for upstream TLS: `server_name` (may be
- * NULL) is sent as SNI and, when verifying, checked against the certificate.
+ * NULL) is sent as SNI and, when verifying, checked against the certificate;
+ * `resume` (may be NULL; not taken over) offers an earlier session.
  * Call mg_tls_client_start once the TCP connect succeeded; `on_ready` then
  * runs once, with 0 after the handshake or a negative UV_E* (the stream is
  * then to be closed). */
 struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char *server_name,
-                                   bool verify, void *owner);
+                                   bool verify, SSL_SESSION *resume, void *owner);
+/* The session to resume the next connection to the same server with (a new
+ * reference, or NULL): pooled upstream connections then skip the full
+ * handshake. For TLS 1.3 it exists once a response has been read. */
+SSL_SESSION *mg_tls_get1_session(const struct mg_transport *t);
 void mg_tls_client_start(struct mg_transport *t,
                          void (*on_ready)(struct mg_transport *t, int status));
 
-/* The stream's handshake result; NULL before it finished or for plain TCP. */
+/* The stream's handshake result; NULL before it finished, for plain TCP or
+ * for t == NULL. Valid while the stream lives. */
 const struct mg_tls_info *mg_tls_info(const struct mg_transport *t);
+/* Tells the owner how the handshake of server stream t ended, for metrics:
+ * `cb` runs at most once, with 0 when it completed (mg_tls_info then says
+ * whether it resumed), UV_ETIMEDOUT when handshake_timeout_ms passed, or
+ * another negative UV_E* when it failed. A peer that closes without having
+ * sent a byte (a TCP probe) and a stream its owner closed first are not
+ * reported: no handshake was tried, or the owner knows why it ended. The
+ * callback may run inside a call the owner made: it must only take note. */
+void mg_tls_on_handshake(struct mg_transport *t, void (*cb)(struct mg_transport *t, int status));
 /* The verified client certificate's subject (mTLS) into out, or "". */
 void mg_tls_peer_subject(const struct mg_transport *t, char *out, size_t len);
 

@@ -62,6 +62,16 @@ enum mg_conn_state {
     MG_CONN_STATE__COUNT
 };
 
+/* moongate_tls_handshakes_total{result}: how a TLS listener's handshake ended.
+ * ok and resumed are exclusive: together they are the completed handshakes. */
+enum mg_tls_handshake_result {
+    MG_TLS_HS_OK,      /* "ok": a full handshake completed */
+    MG_TLS_HS_FAILED,  /* "failed": protocol error, bad certificate, peer gone mid-way */
+    MG_TLS_HS_TIMEOUT, /* "timeout": not done within listen[].tls.handshake_timeout */
+    MG_TLS_HS_RESUMED, /* "resumed": an abbreviated handshake (ticket or session cache) */
+    MG_TLS_HS__COUNT
+};
+
 /* The Lua plugin phases of DESIGN.md section 6. */
 enum mg_plugin_phase {
     MG_PLUGIN_PHASE_INIT,
@@ -184,6 +194,13 @@ enum {
     MG_MP_CELLS = MG_MP_PHASE_CELLS * MG_PLUGIN_PHASE__COUNT,
 };
 
+/* listener entity (its address text): TLS handshakes */
+enum {
+    MG_ML_RESULT = 0,                   /* MG_TLS_HS__COUNT */
+    MG_ML_HIST = MG_TLS_HS__COUNT,      /* MG_MH_CELLS: completed handshakes' durations */
+    MG_ML_CELLS = MG_ML_HIST + MG_MH_CELLS,
+};
+
 /* the process-wide entity */
 enum {
     MG_MG_CONN = 0, /* side * MG_CONN_STATE__COUNT + state, gauges */
@@ -197,6 +214,7 @@ struct mg_metrics_shard {
     _Atomic uint64_t **upstream; /* nupstreams */
     _Atomic uint64_t **target;   /* flat: target_base[upstream] + target */
     _Atomic uint64_t **plugin;   /* nplugins */
+    _Atomic uint64_t **listener; /* nlisteners: cfg->listen[] */
     _Atomic uint64_t *global;
     const size_t *target_base;
 };
@@ -244,6 +262,8 @@ struct mg_metrics {
     size_t ntargets;
     struct mg_metrics_entity **plugins;
     size_t nplugins;
+    struct mg_metrics_entity **listeners; /* cfg->listen[], by address text */
+    size_t nlisteners;
     void *mem; /* private: one allocation for the arrays above */
 };
 

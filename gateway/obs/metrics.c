@@ -28,7 +28,7 @@
 
 #define CACHE_LINE 64
 
-enum entity_kind { ENT_GLOBAL, ENT_ROUTE, ENT_UPSTREAM, ENT_TARGET, ENT_PLUGIN };
+enum entity_kind { ENT_GLOBAL, ENT_ROUTE, ENT_UPSTREAM, ENT_TARGET, ENT_PLUGIN, ENT_LISTENER };
 
 struct mg_metrics_entity {
     struct mg_metrics_entity *next; /* store list */
@@ -65,6 +65,8 @@ static const char *const idem_names[MG_IDEM_RESULT__COUNT] = {
     "key_missing", "key_invalid", "store_error", "replay_unavailable"};
 static const char *const phase_names[MG_PLUGIN_PHASE__COUNT] = {"init", "access", "balance",
                                                                 "response", "log"};
+static const char *const tls_hs_names[MG_TLS_HS__COUNT] = {"ok", "failed", "timeout",
+                                                           "resumed"};
 static const char *const side_names[MG_CONN_SIDE__COUNT] = {"client", "upstream"};
 static const char *const state_names[MG_CONN_STATE__COUNT] = {"active", "idle"};
 
@@ -128,6 +130,8 @@ static size_t kind_cells(enum entity_kind kind)
         return MG_MT_CELLS;
     case ENT_PLUGIN:
         return MG_MP_CELLS;
+    case ENT_LISTENER:
+        return MG_ML_CELLS;
     }
     return 0;
 }
@@ -228,8 +232,9 @@ static size_t max_plugins(const struct mg_config *cfg)
 static void alloc_arrays(struct mg_metrics *m, size_t maxplug)
 {
     size_t nw = m->nworkers, nr = m->nroutes + 1, nu = m->nupstreams, nt = m->ntargets;
-    size_t ptrs = nr + nu + nt + maxplug;         /* entity pointers */
-    size_t cells = nw * (nr + nu + nt + maxplug); /* shard cell pointers */
+    size_t nl = m->nlisteners;
+    size_t ptrs = nr + nu + nt + maxplug + nl;         /* entity pointers */
+    size_t cells = nw * (nr + nu + nt + maxplug + nl); /* shard cell pointers */
     char *p = xcalloc(1, nw * sizeof(struct mg_metrics_shard) + (ptrs + cells) * sizeof(void *) +
                              nu * sizeof(size_t) + nt);
 
@@ -244,6 +249,8 @@ static void alloc_arrays(struct mg_metrics *m, size_t maxplug)
     p += nt * sizeof(void *);
     m->plugins = (struct mg_metrics_entity **)p;
     p += maxplug * sizeof(void *);
+    m->listeners = (struct mg_metrics_entity **)p;
+    p += nl * sizeof(void *);
     for (size_t w = 0; w < nw; w++) {
         struct mg_metrics_shard *s = &m->shards[w];
         s->route = (_Atomic uint64_t **)p;
@@ -254,6 +261,8 @@ static void alloc_arrays(struct mg_metrics *m, size_t maxplug)
         p += nt * sizeof(void *);
         s->plugin = (_Atomic uint64_t **)p;
         p += maxplug * sizeof(void *);
+        s->listener = (_Atomic uint64_t **)p;
+        p += nl * sizeof(void *);
     }
     m->target_base = (size_t *)p;
     p += nu * sizeof(size_t);
@@ -286,6 +295,8 @@ static void bind_entities(struct mg_metrics *m, const char **plugin_names)
     }
     for (size_t p = 0; p < m->nplugins; p++)
         m->plugins[p] = acquire(st, ENT_PLUGIN, plugin_names[p], NULL);
+    for (size_t l = 0; l < m->nlisteners; l++)
+        m->listeners[l] = acquire(st, ENT_LISTENER, cfg->listen[l].address.text, NULL);
     uv_mutex_unlock(&st->mu);
 
     for (unsigned w = 0; w < m->nworkers; w++) {
@@ -299,6 +310,8 @@ static void bind_entities(struct mg_metrics *m, const char **plugin_names)
             s->target[i] = m->targets[i]->cells[w];
         for (size_t p = 0; p < m->nplugins; p++)
             s->plugin[p] = m->plugins[p]->cells[w];
+        for (size_t l = 0; l < m->nlisteners; l++)
+            s->listener[l] = m->listeners[l]->cells[w];
         s->target_base = m->target_base;
     }
 }
@@ -319,6 +332,7 @@ static struct mg_metrics *generation_new(struct mg_metrics_store *st, struct mg_
     for (size_t u = 0; u < cfg->nupstreams; u++)
         m->ntargets += cfg->upstreams[u].ntargets;
     m->nplugins = collect_plugins(cfg, plugin_names, maxplug);
+    m->nlisteners = cfg->nlisten;
     alloc_arrays(m, maxplug);
     bind_entities(m, plugin_names);
     free(plugin_names);
@@ -365,6 +379,8 @@ void mg_metrics_unref(struct mg_metrics *m)
         release(st, m->targets[t]);
     for (size_t p = 0; p < m->nplugins; p++)
         release(st, m->plugins[p]);
+    for (size_t l = 0; l < m->nlisteners; l++)
+        release(st, m->listeners[l]);
     last_generation = --st->ngenerations == 0;
     uv_mutex_unlock(&st->mu);
     if (last_generation) {
@@ -438,6 +454,25 @@ void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
     observe(c, duration_ns);
     if (error)
         mg_metrics_cell_add(&c[MG_MH_CELLS], 1);
+}
+
+void mg_metrics_tls_handshake(struct mg_metrics *m, unsigned worker, size_t listener,
+                              enum mg_tls_handshake_result r, uint64_t duration_ns)
+{
+    if (m == NULL || listener >= m->nlisteners || (unsigned)r >= MG_TLS_HS__COUNT)
+        return;
+    _Atomic uint64_t *c = m->shards[worker].listener[listener];
+    mg_metrics_cell_add(&c[MG_ML_RESULT + r], 1);
+    if (r == MG_TLS_HS_OK || r == MG_TLS_HS_RESUMED)
+        observe(&c[MG_ML_HIST], duration_ns);
+}
+
+int mg_metrics_listener_index(const struct mg_metrics *m, const char *address)
+{
+    for (size_t l = 0; m && address && l < m->nlisteners; l++)
+        if (strcmp(m->listeners[l]->name, address) == 0)
+            return (int)l;
+    return -1;
 }
 
 /* ---------------------------------------------------------- reading totals */
@@ -615,6 +650,7 @@ struct render {
     uint64_t **upstream; /* nupstreams */
     uint64_t **target;   /* ntargets */
     uint64_t **plugin;   /* nplugins */
+    uint64_t **listener; /* nlisteners */
     uint64_t *global;
 };
 
@@ -775,6 +811,46 @@ static void render_process(struct render *r)
     }
 }
 
+/* Only TLS listeners have series; a plain one has no handshakes to count. An
+ * address listed twice shares one entity and is rendered once. */
+static bool tls_listener_shown(const struct mg_metrics *m, size_t l)
+{
+    if (!m->cfg->listen[l].tls)
+        return false;
+    for (size_t k = 0; k < l; k++)
+        if (m->listeners[k] == m->listeners[l] && m->cfg->listen[k].tls)
+            return false;
+    return true;
+}
+
+static void render_tls(struct render *r)
+{
+    struct mg_metrics *m = r->m;
+    struct mg_textbuf *b = r->b;
+
+    family(b, "moongate_tls_handshakes_total", "counter",
+           "TLS handshakes on TLS listeners, by listener address and result (ok: full "
+           "handshake, resumed: abbreviated one, failed, timeout).");
+    for (size_t l = 0; l < m->nlisteners; l++) {
+        if (!tls_listener_shown(m, l))
+            continue;
+        for (unsigned k = 0; k < MG_TLS_HS__COUNT; k++) {
+            const char *kv[] = {"listener", m->listeners[l]->name, "result", tls_hs_names[k]};
+            sample_u64(b, "moongate_tls_handshakes_total", kv, 2,
+                       r->listener[l][MG_ML_RESULT + k]);
+        }
+    }
+    family(b, "moongate_tls_handshake_duration_seconds", "histogram",
+           "Time from accept to a completed TLS handshake (ok or resumed), by listener address.");
+    for (size_t l = 0; l < m->nlisteners; l++) {
+        if (!tls_listener_shown(m, l))
+            continue;
+        const char *kv[] = {"listener", m->listeners[l]->name};
+        histogram(b, "moongate_tls_handshake_duration_seconds", kv, 1,
+                  &r->listener[l][MG_ML_HIST]);
+    }
+}
+
 static bool phase_ran(const uint64_t *c)
 {
     for (unsigned i = 0; i < MG_METRICS_NBUCKETS; i++)
@@ -912,6 +988,7 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
     r.upstream = xcalloc(m->nupstreams, sizeof(uint64_t *));
     r.target = xcalloc(m->ntargets, sizeof(uint64_t *));
     r.plugin = xcalloc(m->nplugins, sizeof(uint64_t *));
+    r.listener = xcalloc(m->nlisteners, sizeof(uint64_t *));
     for (size_t i = 0; i <= m->nroutes; i++)
         r.route[i] = sum_entity(m, m->routes[i]);
     for (size_t i = 0; i < m->nupstreams; i++)
@@ -920,6 +997,8 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
         r.target[i] = sum_entity(m, m->targets[i]);
     for (size_t i = 0; i < m->nplugins; i++)
         r.plugin[i] = sum_entity(m, m->plugins[i]);
+    for (size_t i = 0; i < m->nlisteners; i++)
+        r.listener[i] = sum_entity(m, m->listeners[i]);
     r.global = sum_entity(m, m->global);
 
     render_routes(&r);
@@ -927,6 +1006,7 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
     render_idem_memory(&r, hooks);
     render_redis(&r, hooks);
     render_process(&r);
+    render_tls(&r);
     render_plugins(&r);
 
     for (size_t i = 0; i <= m->nroutes; i++)
@@ -937,6 +1017,9 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
         free(r.target[i]);
     for (size_t i = 0; i < m->nplugins; i++)
         free(r.plugin[i]);
+    for (size_t i = 0; i < m->nlisteners; i++)
+        free(r.listener[i]);
+    free(r.listener);
     free(r.route);
     free(r.upstream);
     free(r.target);

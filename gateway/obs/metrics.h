@@ -122,6 +122,16 @@ void mg_metrics_request_done(struct mg_metrics *m, unsigned worker, int route, i
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
                             enum mg_plugin_phase phase, uint64_t duration_ns, bool error);
 
+/* One TLS handshake on listener `listener` (an index into cfg->listen of the
+ * generation) ended: moongate_tls_handshakes_total{listener,result}, and for
+ * ok and resumed the moongate_tls_handshake_duration_seconds{listener}
+ * histogram (from accept to the handshake's end). */
+void mg_metrics_tls_handshake(struct mg_metrics *m, unsigned worker, size_t listener,
+                              enum mg_tls_handshake_result r, uint64_t duration_ns);
+/* Index of the listener with address text `address` in the generation's
+ * cfg->listen, or -1. */
+int mg_metrics_listener_index(const struct mg_metrics *m, const char *address);
+
 /* Seconds (double) to the nanoseconds the functions above take. */
 static inline uint64_t mg_metrics_ns(double seconds)
 {

@@ -170,8 +170,8 @@ static void on_connect(uv_connect_t *req, int status)
         /* The connect reported once the handshake is done: the pool's connect
          * timeout covers both. */
         const struct mg_upstream_tls_conf *tc = u->target->tls;
-        use_transport(
-            u, mg_tls_client(&u->tcp, mg_tls_ssl_ctx(tc->ctx), u->target->tls_name, tc->verify, u));
+        use_transport(u, mg_tls_client(&u->tcp, mg_tls_ssl_ctx(tc->ctx), u->target->tls_name,
+                                       tc->verify, u->target->tls_session, u));
         mg_tls_client_start(u->tr, on_tls_ready);
         return;
     }
@@ -259,10 +259,23 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *ow
     return 0;
 }
 
+/* Keeps the connection's TLS session for the target's next connection. */
+static void keep_session(struct mg_upconn *u)
+{
+    if (!u->target->tls)
+        return;
+    SSL_SESSION *sess = mg_tls_get1_session(u->tr);
+    if (!sess)
+        return;
+    SSL_SESSION_free(u->target->tls_session);
+    u->target->tls_session = sess;
+}
+
 void mg_upconn_release(struct mg_upconn *u)
 {
     if (u->closing)
         return;
+    keep_session(u);
     struct mg_target_rt *t = u->target;
     u->owner = NULL;
     if (u->in.start != u->in.end || !mg_wq_idle(&u->out) || t->pool_limit == 0 || u->w->draining ||
