@@ -9,7 +9,6 @@
  */
 #include "runtime.h"
 
-#include <arpa/inet.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include "lua/vm.h"
 #include "obs/metrics.h"
 #include "resilience/registry.h"
+#include "tls/context.h"
 #include "upstream/pool.h"
 #include "worker.h"
 
@@ -32,26 +32,6 @@ static bool uses_redis(const struct mg_config *cfg)
             cfg->routes[i].idempotency.store == MG_IDEM_STORE_REDIS)
             return true;
     return false;
-}
-
-/* The name a TLS upstream target is reached by (SNI, and checked against its
- * certificate): the configured `sni`, else the host of its address when that
- * is a name rather than an IP literal. NULL: none. */
-static char *tls_name(const struct mg_upstream_tls_conf *tc, const struct mg_address *a)
-{
-    if (tc->sni)
-        return strdup(tc->sni);
-    const char *text = a->text, *colon = strrchr(text, ':');
-    size_t len = colon ? (size_t)(colon - text) : strlen(text);
-    char host[256];
-    if (len == 0 || len >= sizeof host || text[0] == '[')
-        return NULL;
-    memcpy(host, text, len);
-    host[len] = '\0';
-    unsigned char probe[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, host, probe) == 1)
-        return NULL;
-    return strdup(host);
 }
 
 /* The Redis store lives with the runtime: exchanges hold the runtime they
@@ -95,7 +75,7 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
             ur->targets[j].pool_limit = uc->keepalive;
             if (uc->tls.enabled) {
                 ur->targets[j].tls = &uc->tls;
-                ur->targets[j].tls_name = tls_name(&uc->tls, &uc->targets[j].address);
+                ur->targets[j].tls_name = mg_tls_upstream_name(&uc->tls, &uc->targets[j].address);
             }
             ur->lua_targets[j] = (struct mg_lua_target){.address = uc->targets[j].address.text,
                                                         .weight = uc->targets[j].weight,

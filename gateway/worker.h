@@ -20,10 +20,11 @@
 
 #include "config/config-t.h"
 #include "core/arena.h"
+#include "net/wq.h"
 #include "resilience/registry-t.h"
 #include "runtime-t.h"
 
-#define MG_BUF_SIZE (32 * 1024)
+#define MG_BUF_SIZE MG_RBUF_SIZE
 
 struct mg_upconn;
 struct mg_conn;

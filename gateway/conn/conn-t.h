@@ -34,16 +34,16 @@ struct mg_config;
 struct mg_metrics;
 
 struct mg_conn {
-    struct mg_tcp tcp;            /* the socket */
-    struct mg_transport *tr;      /* what is spoken over it: &tcp.t, or a TLS stream */
-    struct mg_config *tls_config; /* held while a TLS stream may use its contexts */
+    struct mg_tcp tcp;              /* the socket */
+    struct mg_transport *tr;        /* what is spoken over it: &tcp.t, or a TLS stream */
+    struct mg_config *tls_config;   /* held while a TLS stream may use its contexts */
     struct mg_metrics *tls_metrics; /* held until the handshake is counted (a reload may
                                        come first: the listener index is this one's) */
     int tls_listener;               /* index in tls_metrics' listeners, or -1 */
     uint64_t tls_start_ns;          /* accept, for the handshake's duration */
-    struct mg_rbuf in;            /* what the client sent */
-    struct mg_wq out;             /* what goes to the client */
-    struct mg_deadline timer;     /* the codec's: keep-alive, header and body timeouts */
+    struct mg_rbuf in;              /* what the client sent */
+    struct mg_wq out;               /* what goes to the client */
+    struct mg_deadline timer;       /* the codec's: keep-alive, header and body timeouts */
     struct mg_worker *w;
     struct mg_conn *next, *prev; /* the worker's connections */
     const struct mg_conn_ops *ops;

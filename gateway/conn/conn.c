@@ -67,19 +67,11 @@ static void on_timer_closed(uv_handle_t *h)
 static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
 {
     struct mg_conn *c = t->owner;
-    struct mg_rbuf *b = &c->in;
-    if (!b->buf) {
-        b->buf = mg_worker_buf_get(c->w);
-        b->start = b->end = 0;
+    if (!c->in.buf) {
+        c->in.buf = mg_worker_buf_get(c->w);
+        c->in.start = c->in.end = 0;
     }
-    if (b->pins == 0 && b->start > 0) {
-        /* Nothing points into the consumed bytes: move the rest to the front. */
-        memmove(b->buf, b->buf + b->start, b->end - b->start);
-        b->end -= b->start;
-        b->start = 0;
-    }
-    buf->base = b->buf + b->end;
-    buf->len = MG_BUF_SIZE - b->end;
+    mg_rbuf_room(&c->in, buf);
 }
 
 static void on_read(struct mg_transport *t, ssize_t nread)
@@ -131,8 +123,8 @@ static void on_handshake(struct mg_transport *t, int status)
 {
     struct mg_conn *c = t->owner;
     const struct mg_tls_info *info = mg_tls_info(t);
-    enum mg_tls_handshake_result r = status == UV_ETIMEDOUT ? MG_TLS_HS_TIMEOUT
-                                     : status < 0           ? MG_TLS_HS_FAILED
+    enum mg_tls_handshake_result r = status == UV_ETIMEDOUT  ? MG_TLS_HS_TIMEOUT
+                                     : status < 0            ? MG_TLS_HS_FAILED
                                      : info && info->resumed ? MG_TLS_HS_RESUMED
                                                              : MG_TLS_HS_OK;
     if (c->tls_metrics && c->tls_listener >= 0)
@@ -203,7 +195,7 @@ bool mg_conn_secure(const struct mg_conn *c)
 
 bool mg_conn_has_room(const struct mg_conn *c)
 {
-    return !c->in.buf || c->in.end < MG_BUF_SIZE || (c->in.pins == 0 && c->in.start > 0);
+    return mg_rbuf_has_room(&c->in);
 }
 
 void mg_conn_update_reading(struct mg_conn *c, bool want)

@@ -8,6 +8,7 @@
 
 #include "config/config-t.h"
 #include "exchange/plugins.h"
+#include "net/tls.h"
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
 #include "worker.h"
@@ -34,6 +35,7 @@ void mg_xrecord(struct mg_exchange *x, int status)
     mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
     if (!mg_accesslog_enabled(access_log))
         return;
+    const struct mg_tls_info *tls = mg_tls_info(x->client);
     const char *method = x->head_parsed ? llhttp_method_name((llhttp_method_t)x->method) : NULL;
     struct mg_access_entry e = {
         .request_id = {x->request_id, strlen(x->request_id)},
@@ -49,6 +51,8 @@ void mg_xrecord(struct mg_exchange *x, int status)
         .duration_ns = now - x->started_ns,
         .upstream_duration_ns = x->attempts ? (int64_t)(now - x->att.start_ns) : -1,
         .error = x->error,
+        .tls_protocol = tls ? tls->protocol : NULL,
+        .tls_cipher = tls ? tls->cipher : NULL,
     };
     mg_accesslog_write(access_log, w, &e);
 }

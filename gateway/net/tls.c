@@ -67,7 +67,7 @@ struct mg_tls_stream {
     void (*on_ready)(struct mg_transport *t, int status);
     void (*on_handshake)(struct mg_transport *t, int status); /* see mg_tls_on_handshake */
     bool hello;                                               /* the peer sent a byte */
-    char *subject; /* info.client_subject (OPENSSL_malloc'd), or NULL */
+    char *subject;                /* info.client_subject (OPENSSL_malloc'd), or NULL */
     struct chunk *out, *out_tail; /* ciphertext refused by the socket so far */
     size_t out_bytes;
     uint64_t queued_total, written_total; /* ciphertext bytes */
@@ -637,6 +637,13 @@ struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char 
         SSL_set_tlsext_host_name(s->ssl, server_name);
         if (verify)
             SSL_set1_host(s->ssl, server_name);
+    } else if (verify) {
+        /* A target named by its IP address: the certificate must be for that
+         * address (an IP SAN), not merely signed by a trusted CA. */
+        char ip[64];
+        tcp->t.ops->peer_ip(&tcp->t, ip, sizeof ip);
+        if (!ip[0] || X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), ip) != 1)
+            fail(s, UV_EINVAL);
     }
     return &s->t;
 }

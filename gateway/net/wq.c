@@ -164,3 +164,20 @@ void mg_wq_add_chunk(struct mg_wq *q, const char *p, size_t len, struct mg_rbuf 
     r->bufs[r->nbufs++] = uv_buf_init((char *)p, (unsigned)len);
     r->bufs[r->nbufs++] = uv_buf_init("\r\n", 2);
 }
+
+void mg_rbuf_room(struct mg_rbuf *b, uv_buf_t *out)
+{
+    if (b->pins == 0 && b->start > 0) {
+        /* Nothing points into the consumed bytes: move the rest to the front. */
+        memmove(b->buf, b->buf + b->start, b->end - b->start);
+        b->end -= b->start;
+        b->start = 0;
+    }
+    out->base = b->buf + b->end;
+    out->len = MG_RBUF_SIZE - b->end;
+}
+
+bool mg_rbuf_has_room(const struct mg_rbuf *b)
+{
+    return !b->buf || b->end < MG_RBUF_SIZE || (b->pins == 0 && b->start > 0);
+}

@@ -23,6 +23,8 @@
 #include "net/transport.h"
 
 #define MG_WREQ_MAX_BUFS 24
+/* Read buffers are this big (the worker's free list hands them out). */
+#define MG_RBUF_SIZE (32 * 1024)
 
 struct mg_rbuf {
     char *buf;         /* MG_BUF_SIZE bytes from the worker, or NULL when idle */
@@ -32,6 +34,12 @@ struct mg_rbuf {
      * buffer, free itself, or go on. */
     void (*on_unpinned)(struct mg_rbuf *b);
 };
+
+/* Room to read into at the end of b->buf (which must be set): what is
+ * consumed is moved out first when no write points into it. */
+void mg_rbuf_room(struct mg_rbuf *b, uv_buf_t *out);
+/* Whether reading can go on: no buffer yet, free space, or space to make. */
+bool mg_rbuf_has_room(const struct mg_rbuf *b);
 
 struct mg_wq;
 

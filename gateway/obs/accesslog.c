@@ -395,8 +395,10 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
     size_t up_len = e->upstream ? strlen(e->upstream) : 0;
     const char *err =
         e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL;
+    size_t proto_len = e->tls_protocol ? strlen(e->tls_protocol) : 0;
+    size_t cipher_len = e->tls_cipher ? strlen(e->tls_cipher) : 0;
     size_t strings = e->request_id.len + e->client_ip.len + e->method.len + e->path.len +
-                     route_len + up_len + (err ? strlen(err) : 0);
+                     route_len + up_len + (err ? strlen(err) : 0) + proto_len + cipher_len;
     struct mg_textbuf *b = &r->line;
     char *o;
 
@@ -439,6 +441,10 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
         o = mg_fmt_seconds(o, (uint64_t)e->upstream_duration_ns, 6);
     o = PUT_LIT(o, ",\"error\":");
     o = put_str(o, err, err ? strlen(err) : 0);
+    o = PUT_LIT(o, ",\"tls_protocol\":");
+    o = put_str(o, e->tls_protocol, proto_len);
+    o = PUT_LIT(o, ",\"tls_cipher\":");
+    o = put_str(o, e->tls_cipher, cipher_len);
     o = PUT_LIT(o, "}\n");
     b->len = (size_t)(o - b->p);
     MG_ASSERT(b->len < b->cap);

@@ -14,11 +14,13 @@
  *   {"time":"2026-11-28T00:00:00.123Z","request_id":"...","client_ip":"...",
  *    "method":"GET","path":"/orders?id=1","status":200,"bytes_in":120,
  *    "bytes_out":512,"route":"orders-api","upstream":"127.0.0.1:9001",
- *    "attempts":1,"duration":0.012345,"upstream_duration":0.011,"error":null}
+ *    "attempts":1,"duration":0.012345,"upstream_duration":0.011,"error":null,
+ *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256"}
  * Strings are JSON-escaped (control characters and invalid UTF-8 bytes as
  * \u00XX; valid UTF-8 is copied as is, so \u0080..\u00ff in a line always
  * stands for a raw byte that was not valid UTF-8); absent strings, a negative
- * upstream_duration and MG_ERR_NONE are null. Durations are seconds with
+ * upstream_duration, MG_ERR_NONE and the TLS fields of a plain connection are
+ * null. Durations are seconds with
  * microsecond resolution.
  *
  * On a pipe or a terminal (stderr), lines are written in batches of whole lines
@@ -62,6 +64,8 @@ struct mg_access_entry {
     uint64_t duration_ns;         /* whole exchange */
     int64_t upstream_duration_ns; /* connect to end of response, last attempt; < 0 = none */
     enum mg_error error;          /* gateway-generated error, MG_ERR_NONE when none */
+    const char *tls_protocol;     /* the client's TLS version, NULL on a plain connection */
+    const char *tls_cipher;       /* its cipher suite (OpenSSL's name), NULL likewise */
 };
 
 struct mg_accesslog;

@@ -196,8 +196,8 @@ enum {
 
 /* listener entity (its address text): TLS handshakes */
 enum {
-    MG_ML_RESULT = 0,                   /* MG_TLS_HS__COUNT */
-    MG_ML_HIST = MG_TLS_HS__COUNT,      /* MG_MH_CELLS: completed handshakes' durations */
+    MG_ML_RESULT = 0,              /* MG_TLS_HS__COUNT */
+    MG_ML_HIST = MG_TLS_HS__COUNT, /* MG_MH_CELLS: completed handshakes' durations */
     MG_ML_CELLS = MG_ML_HIST + MG_MH_CELLS,
 };
 

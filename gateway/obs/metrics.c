@@ -65,8 +65,7 @@ static const char *const idem_names[MG_IDEM_RESULT__COUNT] = {
     "key_missing", "key_invalid", "store_error", "replay_unavailable"};
 static const char *const phase_names[MG_PLUGIN_PHASE__COUNT] = {"init", "access", "balance",
                                                                 "response", "log"};
-static const char *const tls_hs_names[MG_TLS_HS__COUNT] = {"ok", "failed", "timeout",
-                                                           "resumed"};
+static const char *const tls_hs_names[MG_TLS_HS__COUNT] = {"ok", "failed", "timeout", "resumed"};
 static const char *const side_names[MG_CONN_SIDE__COUNT] = {"client", "upstream"};
 static const char *const state_names[MG_CONN_STATE__COUNT] = {"active", "idle"};
 
@@ -836,8 +835,7 @@ static void render_tls(struct render *r)
             continue;
         for (unsigned k = 0; k < MG_TLS_HS__COUNT; k++) {
             const char *kv[] = {"listener", m->listeners[l]->name, "result", tls_hs_names[k]};
-            sample_u64(b, "moongate_tls_handshakes_total", kv, 2,
-                       r->listener[l][MG_ML_RESULT + k]);
+            sample_u64(b, "moongate_tls_handshakes_total", kv, 2, r->listener[l][MG_ML_RESULT + k]);
         }
     }
     family(b, "moongate_tls_handshake_duration_seconds", "histogram",
@@ -846,8 +844,7 @@ static void render_tls(struct render *r)
         if (!tls_listener_shown(m, l))
             continue;
         const char *kv[] = {"listener", m->listeners[l]->name};
-        histogram(b, "moongate_tls_handshake_duration_seconds", kv, 1,
-                  &r->listener[l][MG_ML_HIST]);
+        histogram(b, "moongate_tls_handshake_duration_seconds", kv, 1, &r->listener[l][MG_ML_HIST]);
     }
 }
 

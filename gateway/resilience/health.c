@@ -1,13 +1,15 @@
 /*
  * Active health checks (see health.h): one prober per checked target, driven
- * by one timer and one TCP handle.
+ * by one timer and one connection (net/transport.h: plain TCP, or TLS over it
+ * when the upstream has tls.enabled, as the pool's connections are).
  *
  * A prober cycles IDLE -> CONNECT -> RESPONSE -> CLOSING -> IDLE. Its timer is
- * the next-probe timer while IDLE and the probe's deadline (covering connect
- * and response) while CONNECT or RESPONSE, so `advance`-style dispatch happens
- * in on_timer by state. The TCP handle exists only from CONNECT to the end of
- * CLOSING; the next probe is scheduled from its close callback, so a probe never
- * overlaps the previous one and the handle can be initialised again.
+ * the next-probe timer while IDLE and the probe's deadline (covering connect,
+ * the TLS handshake and the response) while CONNECT or RESPONSE, so
+ * `advance`-style dispatch happens in on_timer by state. The connection exists
+ * only from CONNECT to the end of CLOSING; the next probe is scheduled from its
+ * on_closed, so a probe never overlaps the previous one and the TCP handle can
+ * be initialised again.
  *
  * Invariant: only finish() ends a probe, exactly once (it moves to CLOSING), and
  * it is the only place that counts results and flips the registry flag. libuv
@@ -15,8 +17,9 @@
  * racing the close) find state CLOSING or h->stopping and do nothing.
  *
  * Ownership: struct mg_health owns the prober array, each prober's request text
- * and one reference on the config snapshot (upstream/target pointers point into
- * it). `handles` counts open handles; after mg_health_stop the last close
+ * and TLS name, and one reference on the config snapshot (upstream/target
+ * pointers and the TLS contexts are the snapshot's). A TLS stream frees itself
+ * after its on_closed. `handles` counts open handles; after mg_health_stop the last close
  * callback frees everything, never the frame that called uv_close.
  */
 #include "resilience/health.h"
@@ -30,17 +33,20 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "net/tcp.h"
+#include "net/tls.h"
 #include "resilience/registry.h"
+#include "tls/context.h"
 
 #define HEALTH_READ_BUF   1024 /* one read at a time per prober */
 #define HEALTH_MAX_HEAD   8192 /* bytes up to the end of the final head */
 #define HEALTH_REASON_LEN 128
 
 enum health_state {
-    HS_IDLE,     /* no tcp handle; timer armed for the next probe (unless stopping) */
-    HS_CONNECT,  /* tcp open, connect pending; timer = deadline */
+    HS_IDLE,     /* no connection; timer armed for the next probe (unless stopping) */
+    HS_CONNECT,  /* tcp open, connect (then TLS handshake) pending; timer = deadline */
     HS_RESPONSE, /* connected, request written or in flight, reading; timer = deadline */
-    HS_CLOSING,  /* result counted; tcp close pending; timer stopped */
+    HS_CLOSING,  /* result counted; connection close pending; timer stopped */
 };
 
 struct health_target {
@@ -49,10 +55,13 @@ struct health_target {
     const struct mg_target_conf *target; /* in h->cfg */
     struct mg_target_stats *stats;       /* registry entry; outlives us */
     enum health_state state;
-    uv_timer_t timer; /* next probe (IDLE) or deadline (probing) */
-    uv_tcp_t tcp;     /* valid from CONNECT to the end of CLOSING */
+    uv_timer_t timer;        /* next probe (IDLE) or deadline (probing) */
+    struct mg_tcp tcp;       /* valid from CONNECT to the end of CLOSING */
+    struct mg_transport *tr; /* &tcp.t, or the TLS stream over it */
     uv_connect_t connect;
     uv_write_t write;
+    uv_buf_t wbuf;   /* the write's buffer: a TLS stream may encrypt it later */
+    char *tls_name;  /* SNI and the name verified (upstream tls), or NULL; owned */
     llhttp_t parser; /* reset per probe */
     char *request;   /* the constant request text, owned */
     size_t request_len;
@@ -76,7 +85,7 @@ struct mg_health {
 };
 
 static void on_timer(uv_timer_t *timer);
-static void on_tcp_close(uv_handle_t *handle);
+static void on_closed(struct mg_transport *tr);
 
 /* ---- results ---------------------------------------------------------- */
 
@@ -114,7 +123,7 @@ static void finish(struct health_target *t, bool ok, const char *reason)
     MG_ASSERT(t->state == HS_CONNECT || t->state == HS_RESPONSE);
     uv_timer_stop(&t->timer);
     t->state = HS_CLOSING;
-    uv_close((uv_handle_t *)&t->tcp, on_tcp_close);
+    mg_transport_close(t->tr);
     if (ok)
         count_success(t);
     else
@@ -151,11 +160,11 @@ static const llhttp_settings_t parser_settings = {
     .on_headers_complete = on_headers_complete,
 };
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+static void on_alloc(struct mg_transport *tr, uv_buf_t *buf)
 {
-    struct health_target *t = handle->data;
+    struct health_target *t = tr->owner;
 
-    (void)suggested; /* one fixed buffer: a probe reads only a response head */
+    /* One fixed buffer: a probe reads only a response head. */
     buf->base = t->rbuf;
     buf->len = sizeof t->rbuf;
 }
@@ -184,9 +193,9 @@ static void parse(struct health_target *t, const char *data, size_t len)
     }
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+static void on_read(struct mg_transport *tr, ssize_t nread)
 {
-    struct health_target *t = stream->data;
+    struct health_target *t = tr->owner;
 
     if (t->state != HS_RESPONSE || t->h->stopping)
         return;
@@ -195,7 +204,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     else if (nread < 0)
         finish_uv_error(t, "read", (int)nread);
     else if (nread > 0)
-        parse(t, buf->base, (size_t)nread);
+        parse(t, t->rbuf, (size_t)nread);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -205,6 +214,39 @@ static void on_write(uv_write_t *req, int status)
     /* A failed write after the response arrived (or a cancelled one) is moot. */
     if (status < 0 && t->state == HS_RESPONSE && !t->h->stopping)
         finish_uv_error(t, "write", status);
+}
+
+/* The connection (and its TLS handshake) is up: the request, then reading. */
+static void send_request(struct health_target *t)
+{
+    t->state = HS_RESPONSE;
+    t->wbuf = uv_buf_init(t->request, (unsigned)t->request_len);
+    int rc = t->tr->ops->write(t->tr, &t->write, &t->wbuf, 1, on_write);
+    if (rc == 0)
+        rc = mg_transport_read_start(t->tr);
+    if (rc < 0)
+        finish_uv_error(t, "write", rc);
+}
+
+static void use_transport(struct health_target *t, struct mg_transport *tr)
+{
+    t->tr = tr;
+    tr->owner = t;
+    tr->on_alloc = on_alloc;
+    tr->on_read = on_read;
+    tr->on_closed = on_closed;
+}
+
+static void on_tls_ready(struct mg_transport *tr, int status)
+{
+    struct health_target *t = tr->owner;
+
+    if (t->state != HS_CONNECT || t->h->stopping)
+        return;
+    if (status < 0)
+        finish_uv_error(t, "TLS handshake", status);
+    else
+        send_request(t);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -217,13 +259,17 @@ static void on_connect(uv_connect_t *req, int status)
         finish_uv_error(t, "connect", status);
         return;
     }
-    t->state = HS_RESPONSE;
-    uv_buf_t buf = uv_buf_init(t->request, (unsigned)t->request_len);
-    int rc = uv_write(&t->write, (uv_stream_t *)&t->tcp, &buf, 1, on_write);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&t->tcp, on_alloc, on_read);
-    if (rc < 0)
-        finish_uv_error(t, "write", rc);
+    const struct mg_upstream_tls_conf *tc = &t->up->tls;
+    if (!tc->enabled) {
+        send_request(t);
+        return;
+    }
+    /* The probe speaks to the target as the pool does (same context, name
+     * and verification), so a certificate the proxy would refuse fails the
+     * check too. No session is resumed: each probe tests a full handshake. */
+    use_transport(
+        t, mg_tls_client(&t->tcp, mg_tls_ssl_ctx(tc->ctx), t->tls_name, tc->verify, NULL, t));
+    mg_tls_client_start(t->tr, on_tls_ready);
 }
 
 static void on_deadline(struct health_target *t)
@@ -248,14 +294,15 @@ static void start_probe(struct health_target *t)
     t->head_bytes = 0;
     llhttp_init(&t->parser, HTTP_RESPONSE, &parser_settings);
     t->parser.data = t;
-    MG_ASSERT(uv_tcp_init(h->loop, &t->tcp) == 0); /* AF_UNSPEC: no socket yet, cannot fail */
+    /* AF_UNSPEC: no socket yet, cannot fail */
+    MG_ASSERT(mg_tcp_init(h->loop, &t->tcp, t) == 0);
+    use_transport(t, &t->tcp.t);
     h->handles++;
-    t->tcp.data = t;
     t->connect.data = t;
     t->write.data = t;
     t->state = HS_CONNECT;
     uv_timer_start(&t->timer, on_timer, t->up->health_check.timeout_ms, 0);
-    int rc = uv_tcp_connect(&t->connect, &t->tcp, (const struct sockaddr *)&a->addr, on_connect);
+    int rc = mg_tcp_connect(&t->tcp, &t->connect, (const struct sockaddr *)&a->addr, on_connect);
     if (rc < 0)
         finish_uv_error(t, "connect", rc);
 }
@@ -281,8 +328,10 @@ static void on_timer(uv_timer_t *timer)
 
 static void release(struct mg_health *h)
 {
-    for (size_t i = 0; i < h->ntargets; i++)
+    for (size_t i = 0; i < h->ntargets; i++) {
         free(h->targets[i].request);
+        free(h->targets[i].tls_name);
+    }
     free(h->targets);
     mg_config_unref(h->cfg);
     free(h);
@@ -297,11 +346,12 @@ static void handle_closed(struct mg_health *h)
 
 /* The probe's connection is gone: schedule the next one `interval` after this
  * one started (at once if it took longer), so the period stays `interval`. */
-static void on_tcp_close(uv_handle_t *handle)
+static void on_closed(struct mg_transport *tr)
 {
-    struct health_target *t = handle->data;
+    struct health_target *t = tr->owner;
     struct mg_health *h = t->h;
 
+    t->tr = NULL;
     t->state = HS_IDLE;
     if (!h->stopping) {
         uint64_t next = t->started_ms + t->up->health_check.interval_ms;
@@ -365,6 +415,8 @@ static void add_target(struct mg_health *h, const struct mg_upstream_conf *up,
     t->stats = stats;
     t->state = HS_IDLE;
     t->request = build_request(up, tc, &t->request_len);
+    if (up->tls.enabled)
+        t->tls_name = mg_tls_upstream_name(&up->tls, &tc->address);
     MG_ASSERT(uv_timer_init(h->loop, &t->timer) == 0);
     h->handles++;
     t->timer.data = t;
@@ -424,12 +476,12 @@ void mg_health_stop(struct mg_health *h)
     for (size_t i = 0; i < h->ntargets; i++) {
         struct health_target *t = &h->targets[i];
         uv_close((uv_handle_t *)&t->timer, on_timer_close);
-        /* Closing cancels a pending connect or write (callbacks get
-         * UV_ECANCELED and return on h->stopping). A CLOSING tcp is already
-         * on its way out. */
+        /* Closing cancels a pending connect, handshake or write (callbacks
+         * get UV_ECANCELED, or nothing, and return on h->stopping). A CLOSING
+         * connection is already on its way out. */
         if (t->state == HS_CONNECT || t->state == HS_RESPONSE) {
             t->state = HS_CLOSING;
-            uv_close((uv_handle_t *)&t->tcp, on_tcp_close);
+            mg_transport_close(t->tr);
         }
     }
 }

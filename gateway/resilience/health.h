@@ -2,7 +2,9 @@
  * Active health checks (DESIGN.md section 3, upstreams.*.health_check).
  *
  * For every target of every upstream whose health_check section is present, a
- * probe runs every `interval`: a TCP connection to the target, one request
+ * probe runs every `interval`: a TCP connection to the target (TLS when the
+ * upstream has tls.enabled: its SNI, verification and client certificate, a
+ * failed handshake being a failed probe), one request
  *   GET <path> HTTP/1.1\r\nHost: <address>\r\nUser-Agent: moongate-health\r\n
  *   Connection: close\r\n\r\n
  * and the response head, parsed with llhttp. A 2xx or 3xx head within `timeout`

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -495,4 +497,21 @@ SSL_CTX *mg_tls_ssl_ctx(const struct mg_tls_ctx *t)
 uint64_t mg_tls_handshake_timeout_ms(const struct mg_tls_ctx *t)
 {
     return t->handshake_timeout_ms;
+}
+
+char *mg_tls_upstream_name(const struct mg_upstream_tls_conf *tc, const struct mg_address *a)
+{
+    if (tc->sni)
+        return strdup(tc->sni);
+    const char *text = a->text, *colon = strrchr(text, ':');
+    size_t len = colon ? (size_t)(colon - text) : strlen(text);
+    char host[256];
+    if (len == 0 || len >= sizeof host || text[0] == '[')
+        return NULL;
+    memcpy(host, text, len);
+    host[len] = '\0';
+    unsigned char probe[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, probe) == 1)
+        return NULL;
+    return strdup(host);
 }

@@ -34,6 +34,13 @@ SSL_CTX *mg_tls_ssl_ctx(const struct mg_tls_ctx *t);
 /* The handshake timeout of a server context (its listener's). */
 uint64_t mg_tls_handshake_timeout_ms(const struct mg_tls_ctx *t);
 
+/* The name an upstream target is reached by over TLS (SNI, and checked against
+ * its certificate): the configured `sni`, else the host of its address when
+ * that is a name rather than an IP literal. malloc'd, or NULL for none. Shared
+ * by the pool's connections and the active health checks, so both present
+ * the same name. */
+char *mg_tls_upstream_name(const struct mg_upstream_tls_conf *tc, const struct mg_address *a);
+
 /* Process-wide session-ticket keys: made at start, rotated by the main thread
  * every 12 h (the previous key still decrypts). Thread-safe. */
 void mg_tls_tickets_init(void);

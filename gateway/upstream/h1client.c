@@ -364,8 +364,7 @@ static bool drained(struct mg_attempt *a)
 
 static bool has_room(struct mg_attempt *a)
 {
-    const struct mg_rbuf *in = &a->up->in;
-    return !in->buf || in->end < MG_BUF_SIZE || (in->pins == 0 && in->start > 0);
+    return mg_rbuf_has_room(&a->up->in);
 }
 
 static void set_reading(struct mg_attempt *a, bool on)

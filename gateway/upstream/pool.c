@@ -85,19 +85,11 @@ void mg_upconn_close(struct mg_upconn *u)
 static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
 {
     struct mg_upconn *u = t->owner;
-    struct mg_rbuf *b = &u->in;
-    if (!b->buf) {
-        b->buf = mg_worker_buf_get(u->w);
-        b->start = b->end = 0;
+    if (!u->in.buf) {
+        u->in.buf = mg_worker_buf_get(u->w);
+        u->in.start = u->in.end = 0;
     }
-    if (b->pins == 0 && b->start > 0) {
-        /* Nothing points into the consumed bytes any more: reuse them. */
-        memmove(b->buf, b->buf + b->start, b->end - b->start);
-        b->end -= b->start;
-        b->start = 0;
-    }
-    buf->base = b->buf + b->end;
-    buf->len = MG_BUF_SIZE - b->end;
+    mg_rbuf_room(&u->in, buf);
 }
 
 static void on_read(struct mg_transport *t, ssize_t nread)

@@ -64,6 +64,7 @@ local BAD_CONTEXT, BAD_PHASE, BAD_NAME, BAD_VALUE, FORBIDDEN, TOO_LARGE = -1, -2
 -- enum mg_ffi_field
 local F_METHOD, F_PATH, F_QUERY, F_CLIENT_IP, F_ROUTE, F_REQUEST_ID = 0, 1, 2, 3, 4, 5
 local F_UPSTREAM_ADDRESS, F_STATUS, F_LATENCY = 6, 7, 8
+local F_TLS_PROTOCOL, F_TLS_CIPHER, F_TLS_SNI, F_TLS_CLIENT_SUBJECT = 9, 10, 11, 12
 
 local PHASE_NAMES = { [0] = "init", "access", "balance", "response", "log" }
 
@@ -242,6 +243,19 @@ local cached = {
     route = F_ROUTE, request_id = F_REQUEST_ID,
 }
 
+-- ctx.tls: one table per request (built on first use, then cached like the
+-- fields above), or nil on a plain connection. `false` caches that nil.
+local function fetch_tls(slot)
+    local protocol = fetch_str(slot, F_TLS_PROTOCOL)
+    if protocol == nil then return false end
+    return {
+        protocol = protocol,
+        cipher = fetch_str(slot, F_TLS_CIPHER),
+        sni = fetch_str(slot, F_TLS_SNI),
+        client_subject = fetch_str(slot, F_TLS_CLIENT_SUBJECT),
+    }
+end
+
 ctx_mt.__index = function(self, k)
     local m = methods[k]
     if m ~= nil then return m end
@@ -265,6 +279,18 @@ ctx_mt.__index = function(self, k)
             st.cache[k] = v
         end
         return v
+    end
+    if k == "tls" then
+        if st.cache_stale then
+            clear(st.cache)
+            st.cache_stale = false
+        end
+        local v = st.cache.tls
+        if v == nil then
+            v = fetch_tls(st.slot)
+            st.cache.tls = v
+        end
+        return v or nil
     end
     if k == "status" then return fetch_num(st.slot, F_STATUS) end
     if k == "latency" then return fetch_num(st.slot, F_LATENCY) end

@@ -321,9 +321,12 @@ def test_slowloris_crowd_does_not_starve_normal_clients(gateway, upstream):
         ready = json.loads(proc.stdout.readline() or b"{}")
         assert ready.get("ready") == SLOWLORIS_CONNS and ready.get("closed") == 0, (
             ready, proc.stderr.read().decode() if proc.poll() is not None else "")
-        # the gateway really holds the crowd (else nothing is being measured)
-        assert wait_until(lambda: fd_count(gw.pid) >= fds_before + SLOWLORIS_CONNS, t(5)), (
-            "gateway holds %d fds, expected >= %d" % (fd_count(gw.pid), fds_before + SLOWLORIS_CONNS))
+        # the gateway really holds the crowd (else nothing is being measured);
+        # a few fds counted before may have closed meanwhile (pooled upstream
+        # connections past their idle time), hence the small slack
+        held = fds_before + SLOWLORIS_CONNS - 10
+        assert wait_until(lambda: fd_count(gw.pid) >= held, t(5)), (
+            "gateway holds %d fds, expected >= %d" % (fd_count(gw.pid), held))
         t_start = time.monotonic()
         loaded = latencies(gw.port, 200, gap)
         if p99(loaded) > bound(p99(unloaded)):

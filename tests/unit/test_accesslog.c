@@ -289,7 +289,22 @@ static void test_line_fields_and_order(void **state)
                         "\"status\":201,\"bytes_in\":123,\"bytes_out\":4567,"
                         "\"route\":\"orders-api\",\"upstream\":\"127.0.0.1:9001\","
                         "\"attempts\":2,\"duration\":0.012345,\"upstream_duration\":0.011,"
-                        "\"error\":null}\n");
+                        "\"error\":null,\"tls_protocol\":null,\"tls_cipher\":null}\n");
+    assert_int_equal(check_lines(t, len), 1);
+    free(t);
+}
+
+/* A request on a TLS listener: its version and cipher close the line. */
+static void test_tls_fields(void **state)
+{
+    struct mg_access_entry e = full_entry();
+    e.tls_protocol = "TLSv1.3";
+    e.tls_cipher = "TLS_AES_256_GCM_SHA384";
+    size_t len;
+    char *t = write_and_read(&e, &len);
+
+    assert_non_null(strstr(t, "\"error\":null,\"tls_protocol\":\"TLSv1.3\","
+                              "\"tls_cipher\":\"TLS_AES_256_GCM_SHA384\"}\n"));
     assert_int_equal(check_lines(t, len), 1);
     free(t);
 }
@@ -313,14 +328,15 @@ static void test_nulls_and_error_names(void **state)
                            "\"client_ip\":\"::1\",\"method\":\"GET\",\"path\":\"/nowhere\","
                            "\"status\":404,\"bytes_in\":0,\"bytes_out\":0,\"route\":null,"
                            "\"upstream\":null,\"attempts\":0,\"duration\":2,"
-                           "\"upstream_duration\":null,\"error\":\"no_route\"}\n");
+                           "\"upstream_duration\":null,\"error\":\"no_route\","
+                           "\"tls_protocol\":null,\"tls_cipher\":null}\n");
     check_lines(t, len);
     free(t);
 
     e.error = MG_ERR_UPSTREAM_TIMEOUT;
     e.upstream_duration_ns = 0;
     t = write_and_read(&e, &len);
-    assert_non_null(strstr(t, "\"upstream_duration\":0,\"error\":\"upstream_timeout\"}"));
+    assert_non_null(strstr(t, "\"upstream_duration\":0,\"error\":\"upstream_timeout\","));
     free(t);
 }
 
@@ -758,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_json_checker_rejects_bad_input),
         cmocka_unit_test_setup_teardown(test_line_fields_and_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nulls_and_error_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_time_defaults_to_now, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_names_escaped, setup, teardown),
