@@ -5,6 +5,8 @@
 #   bench/run.sh                  throughput: 3 rounds x {64,256} conns x rows (~5 min)
 #   bench/run.sh --quick          1 round, 2 s rows: smoke test of the script
 #   bench/run.sh --instructions   callgrind instructions/request + strace syscalls/request
+#   bench/run.sh --tls            the same over TLS 1.3 (moongate_tls nginx_tls haproxy_tls),
+#                                 plus new-connection handshakes/s, full and resumed
 #   bench/run.sh --help           all options
 #
 # See bench/README.md for the method.  Results go to bench/results/ (gitignored).
@@ -35,9 +37,15 @@ N1=${BENCH_N1:-1000}                  # --instructions: requests of the short ru
 N2=${BENCH_N2:-11000}                 #                 requests of the long run
 ICONNS=${BENCH_ICONNS:-"1 8"}         #                 h2load connections
 ITOOLS="callgrind strace"
+TLS=0                                 # --tls: the TLS rows (and the handshake rows in throughput mode)
+HS_SECONDS=${BENCH_HS_SECONDS:-5}     # --tls: seconds per handshake row
+HS_PROCS=${BENCH_HS_PROCS:-4}         #        resumed: client processes of tls_handshakes.py
+HS_CONNS=${BENCH_HS_CONNS:-16}        #        full: h2load connections
+HS_FULL_RATE=${BENCH_HS_FULL_RATE:-1000}  #     full: h2load makes this many connections per --hs-seconds
 
 ALL_ROWS="moongate moongate_ewma nginx nginx_lua haproxy direct"
 ALL_IROWS="moongate moongate_ewma nginx nginx_lua haproxy origin"
+TLS_ROWS="moongate_tls nginx_tls haproxy_tls"
 
 usage() {
   cat <<EOF
@@ -56,6 +64,16 @@ usage: bench/run.sh [options]
   --n1 N --n2 N         --instructions request counts (default $N1 / $N2)
   --iconns "A B"        --instructions h2load connections (default "$ICONNS")
   --tools "T ..."       --instructions tools: callgrind strace (default both)
+  --tls                 rows $TLS_ROWS (same upstreams, TLS 1.3
+                        to the proxy with one ECDSA P-256 certificate made by the
+                        script); throughput mode adds new-connection handshakes/s,
+                        full (h2load) and resumed (bench/tls_handshakes.py); with
+                        --instructions, counts per keep-alive TLS request.
+                        TLS rows may also be named in --rows next to plain ones.
+  --hs-seconds S        --tls: seconds per handshake row (default $HS_SECONDS; full
+                        handshakes: S x $HS_FULL_RATE connections, BENCH_HS_FULL_RATE)
+  --hs-procs N          --tls: resumed-handshake client processes (default $HS_PROCS)
+  --hs-conns N          --tls: full-handshake h2load connections (default $HS_CONNS)
   --moongate PATH       binary (default build/moongate)
   --port-base P         ports P+1..P+60 on 127.0.0.1 (default $PORT_BASE; bumped if busy)
   --nginx-keepalive N   nginx upstream keepalive (default $NGINX_KEEPALIVE; a per-worker
@@ -63,7 +81,8 @@ usage: bench/run.sh [options]
   --keep-tmp            keep the temp dir (configs, logs) for inspection
 Environment: BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_CONNS BENCH_ROWS
 MOONGATE BENCH_PORT_BASE BENCH_PROXY_CPU BENCH_LOAD_CPU BENCH_RESULTS_DIR
-BENCH_N1 BENCH_N2 BENCH_ICONNS BENCH_NGINX_KEEPALIVE BENCH_NOISY
+BENCH_N1 BENCH_N2 BENCH_ICONNS BENCH_NGINX_KEEPALIVE BENCH_NOISY BENCH_HS_SECONDS
+BENCH_HS_PROCS BENCH_HS_CONNS BENCH_HS_FULL_RATE
 EOF
 }
 
@@ -80,6 +99,10 @@ while (($#)); do
     --n2) N2=$2; shift ;;
     --iconns) ICONNS=$2; shift ;;
     --tools) ITOOLS=$2; shift ;;
+    --tls) TLS=1 ;;
+    --hs-seconds) HS_SECONDS=$2; shift ;;
+    --hs-procs) HS_PROCS=$2; shift ;;
+    --hs-conns) HS_CONNS=$2; shift ;;
     --moongate) MOONGATE=$2; shift ;;
     --port-base) PORT_BASE=$2; shift ;;
     --nginx-keepalive) NGINX_KEEPALIVE=$2; shift ;;
@@ -93,7 +116,7 @@ done
 log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for tool in nginx haproxy wrk taskset ss pgrep timeout curl python3; do
+for tool in nginx haproxy wrk taskset ss pgrep timeout curl python3 openssl; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/deps.sh --bench installs the bench tools)"
 done
 if [[ $MODE == instructions ]]; then
@@ -196,7 +219,7 @@ wait_listen() {
 
 # ---------------------------------------------------------------- ports
 port_free() { ! listening "$1"; }
-PORT_OFFSETS="1 2 3 10 11 20 30 40 50 51"
+PORT_OFFSETS="1 2 3 10 11 12 13 20 22 30 40 42 50 51"
 for ((attempt = 0; attempt < 20; attempt++)); do
   ok=1
   for o in $PORT_OFFSETS; do port_free $((PORT_BASE + o)) || { ok=0; break; }; done
@@ -209,8 +232,25 @@ declare -A PORT=(
   [moongate]=$((PORT_BASE + 10)) [moongate_ewma]=$((PORT_BASE + 50))
   [nginx]=$((PORT_BASE + 20)) [nginx_lua]=$((PORT_BASE + 30))
   [haproxy]=$((PORT_BASE + 40)) [direct]=$U1 [origin]=$((PORT_BASE + 20))
+  [moongate_tls]=$((PORT_BASE + 12)) [nginx_tls]=$((PORT_BASE + 22)) [haproxy_tls]=$((PORT_BASE + 42))
 )
-declare -A ADMIN_PORT=([moongate]=$((PORT_BASE + 11)) [moongate_ewma]=$((PORT_BASE + 51)))
+declare -A ADMIN_PORT=([moongate]=$((PORT_BASE + 11)) [moongate_ewma]=$((PORT_BASE + 51))
+  [moongate_tls]=$((PORT_BASE + 13)))
+
+is_tls() { [[ $1 == *_tls ]]; }
+# url ROW: what the load generators ask for
+url() { if is_tls "$1"; then echo "https://127.0.0.1:${PORT[$1]}/"; else echo "http://127.0.0.1:${PORT[$1]}/"; fi; }
+
+# The certificate every TLS row serves: ECDSA P-256, self-signed, made fresh
+# in the temp dir (tls.crt + tls.key; tls.pem = both, for HAProxy's `crt`).
+make_cert() {
+  [[ -f $TMP/tls.pem ]] && return 0
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$TMP/tls.key" -out "$TMP/tls.crt" -days 7 -subj /CN=bench.moongate.test \
+    -addext "subjectAltName=DNS:bench.moongate.test,IP:127.0.0.1" >"$TMP/openssl-req.log" 2>&1 ||
+    die "openssl req failed: $(tail -n 3 "$TMP/openssl-req.log")"
+  cat "$TMP/tls.crt" "$TMP/tls.key" >"$TMP/tls.pem"
+}
 
 # render TEMPLATE NAME PORT [MASTER_PROCESS] -> prints the path of the config
 render() {
@@ -259,15 +299,16 @@ check_moongate() {
 
 check_rows() {   # fills SKIP for the rows that cannot run
   local r reason
+  for r in $1; do if is_tls "$r"; then make_cert; break; fi; done
   for r in $1; do
     case $r in
-      moongate | moongate_ewma)
+      moongate | moongate_ewma | moongate_tls)
         if [[ $r == moongate_ewma && ! -f $ROOT/plugins/p2c_ewma.lua ]]; then
           SKIP[$r]="plugins/p2c_ewma.lua not there yet"; continue
         fi
         reason=$(check_moongate "$r") || SKIP[$r]=$reason ;;
       nginx_lua) reason=$(check_lua) || SKIP[$r]=$reason ;;
-      nginx | haproxy | direct | origin) ;;
+      nginx | haproxy | direct | origin | nginx_tls | haproxy_tls) ;;
       *) die "unknown row: $r" ;;
     esac
   done
@@ -294,7 +335,7 @@ start_upstreams() {
 proxy_cmd() {
   local row=$1 master=${2:-on} conf
   case $row in
-    moongate | moongate_ewma)
+    moongate | moongate_ewma | moongate_tls)
       conf=$(render "$row.yaml" "$row" "${PORT[$row]}")
       CMD=("$MOONGATE" -c "$conf"); STOPSIG=TERM ;;
     nginx)
@@ -306,6 +347,12 @@ proxy_cmd() {
     haproxy)
       conf=$(render haproxy.cfg haproxy "${PORT[haproxy]}")
       CMD=(haproxy -db -f "$conf"); STOPSIG=TERM ;;
+    nginx_tls)
+      conf=$(render nginx-proxy-tls.conf nginx_tls "${PORT[nginx_tls]}" "$master")
+      CMD=(nginx -p "$TMP/" -c "$conf" -e "$TMP/nginx_tls.error.log"); STOPSIG=QUIT ;;
+    haproxy_tls)
+      conf=$(render haproxy-tls.cfg haproxy_tls "${PORT[haproxy_tls]}")
+      CMD=(haproxy -db -f "$conf"); STOPSIG=TERM ;;
     origin)   # an nginx upstream answering `return 200` itself, as a reference
       conf=$(render upstream-nginx.conf origin "${PORT[origin]}" "$master")
       CMD=(nginx -p "$TMP/" -c "$conf" -e "$TMP/origin.error.log"); STOPSIG=QUIT ;;
@@ -316,7 +363,7 @@ proxy_cmd() {
 # check that a request through the row answers 200 "ok"
 probe() {
   local body
-  body=$(curl -s --max-time 3 "http://127.0.0.1:$1/" 2>/dev/null) || return 1
+  body=$(curl -sk --max-time 3 "$(url "$1")" 2>/dev/null) || return 1
   [[ $body == ok ]]
 }
 
@@ -331,8 +378,8 @@ start_proxy() {   # start_proxy ROW: starts it pinned, or records why it is skip
     kill_tree "$LAST_PID" KILL 0; return 0
   fi
   local i
-  for ((i = 0; i < 20; i++)); do probe "${PORT[$row]}" && return 0; sleep 0.1; done
-  SKIP[$row]="GET / through it does not answer 200 \"ok\": $(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:${PORT[$row]}/" || true)"
+  for ((i = 0; i < 20; i++)); do probe "$row" && return 0; sleep 0.1; done
+  SKIP[$row]="GET / through it does not answer 200 \"ok\": $(curl -sk -o /dev/null -w '%{http_code}' --max-time 3 "$(url "$row")" || true)"
   kill_tree "$LAST_PID" KILL 0
 }
 
@@ -385,15 +432,16 @@ snap_deltas() {
 
 # ---------------------------------------------------------------- throughput
 # measure ROW CONNS -> prints one TSV line (without the leading columns)
-run_wrk() {      # run_wrk PORT CONNS SECONDS
+run_wrk() {      # run_wrk URL CONNS SECONDS
   # --foreground: wrk stays in our process group, so Ctrl-C reaches it too
   timeout --foreground -k 5 $(($3 + 30)) taskset -c "$LOAD_CPU" \
-    wrk -t1 -c"$2" -d"$3s" --timeout 5s -s "$HERE/wrk-report.lua" "http://127.0.0.1:$1/" 2>&1 || true
+    wrk -t1 -c"$2" -d"$3s" --timeout 5s -s "$HERE/wrk-report.lua" "$1" 2>&1 || true
 }
 
 # measure ROW CONNS -> prints the TSV fields after round/conns/row
 measure() {
-  local row=$1 c=$2 port=${PORT[$1]} pid=${PID[$1]} out a0 b0 a1 b1 la0 lb0 la1 lb1 mem
+  local row=$1 c=$2 port pid=${PID[$1]} out a0 b0 a1 b1 la0 lb0 la1 lb1 mem
+  port=$(url "$row")   # (a URL)
   run_wrk "$port" "$c" "$WARMUP" >/dev/null
   local w0 w1
   proc_snapshot >"$TMP/snap0"
@@ -479,7 +527,7 @@ machine_info() {
 
 throughput() {
   local rows row c r i n
-  if [[ -z $ROWS ]]; then rows=$ALL_ROWS; else rows=$ROWS; fi
+  if [[ -n $ROWS ]]; then rows=$ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_ROWS; fi
   check_rows "$rows"
   local live=()
   for row in $rows; do [[ -n ${SKIP[$row]:-} ]] || live+=("$row"); done
@@ -536,8 +584,100 @@ throughput() {
   done
   echo
   python3 "$HERE/summarize.py" --noisy "$NOISY" "$tsv" | tee "${tsv%.tsv}-summary.txt"
+  local hs_rows=()
+  for row in "${live[@]}"; do if is_tls "$row"; then hs_rows+=("$row"); fi; done
+  if ((TLS && ${#hs_rows[@]})); then
+    handshakes "$stamp" "${hs_rows[@]}"
+  fi
   echo
   echo "results: $tsv"
+}
+
+# ---------------------------------------------------------------- handshakes
+# hs_client ROW MODE SECONDS -> one line "HS conns=N resumed=R failed=F seconds=S rate=X".
+# full: h2load, HS_CONNS connections that each send one `Connection: close`
+# request and reconnect (a full TLS 1.3 handshake each: h2load keeps no
+# session), HS_FULL_RATE x SECONDS connections in all (h2load's -D duration
+# mode hangs with reconnecting clients: nghttp2 1.52); resumed:
+# tls_handshakes.py (Python's ssl) for SECONDS, each connection offering the
+# ticket of its process's previous one. h2load costs less than half the client
+# CPU per connection of the Python client, hence two clients.
+hs_client() {
+  local row=$1 mode=$2 secs=$3
+  if [[ $mode == full ]]; then
+    timeout --foreground -k 5 $((secs + 60)) taskset -c "$LOAD_CPU" h2load --h1 -n $((secs * HS_FULL_RATE)) -c "$HS_CONNS" -t 1 \
+      -H 'Connection: close' "$(url "$row")" 2>&1 | awk '
+      /^finished in/ { s = $3; sub(/s,$/, "", s) }
+      /^requests:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^succeeded/) ok = $(i - 1); if ($(i) ~ /^failed/) bad = $(i - 1) } }
+      END { if (s > 0) printf "HS conns=%d resumed=0 failed=%d seconds=%.3f rate=%.1f\n", ok, bad, s, ok / s }'
+  else
+    timeout --foreground -k 5 $((secs + 60)) taskset -c "$LOAD_CPU" python3 "$HERE/tls_handshakes.py" \
+      "${PORT[$row]}" "$secs" "$HS_PROCS" "$mode" 2>&1
+  fi
+}
+
+# measure_hs ROW MODE -> prints the TSV fields after round/mode/row: new TLS
+# connections (handshake + one GET with Connection: close) on the load core,
+# and the proxy's CPU per connection.
+measure_hs() {
+  local row=$1 mode=$2 pid=${PID[$1]} out a0 b0 a1 b1 la0 lb0 la1 lb1 w0 w1
+  hs_client "$row" "$mode" 1 >/dev/null || true   # warm-up
+  proc_snapshot >"$TMP/snap0"
+  w0=$(date +%s%N)
+  read -r a0 b0 < <(cpu_stat "$PROXY_CPU"); read -r la0 lb0 < <(cpu_stat "$LOAD_CPU")
+  local TIMEFORMAT='%3U %3S' cu cs
+  { time hs_client "$row" "$mode" "$HS_SECONDS" >"$TMP/hs.cur"; } 2>"$TMP/hs.time" || true
+  read -r a1 b1 < <(cpu_stat "$PROXY_CPU"); read -r la1 lb1 < <(cpu_stat "$LOAD_CPU")
+  w1=$(date +%s%N)
+  proc_snapshot >"$TMP/snap1"
+  read -r cu cs <"$TMP/hs.time" || true
+  out=$(grep '^HS ' "$TMP/hs.cur" | tail -n 1 || true)
+  [[ -n $out ]] || { log "  $row $mode: no result: $(tail -n 3 "$TMP/hs.cur" | tr '\n' ' ')"; return 1; }
+  local foreign dt d1 d2 d3
+  read -r foreign dt d1 d2 d3 < <(snap_deltas "$TMP/snap0" "$TMP/snap1" $$ "$pid" \
+    "${PID[upstream1]}" "${PID[upstream2]}" "${PID[upstream3]}")
+  awk -v line="$out" -v dt="$dt" -v ups=$((d1 + d2 + d3)) -v hz="$CLK_TCK" -v cu="${cu:-0}" -v cs="${cs:-0}" \
+      -v wall=$(((w1 - w0) / 1000)) -v pb=$((a1 - a0)) -v pt=$((b1 - b0)) -v lb=$((la1 - la0)) -v lt=$((lb1 - lb0)) 'BEGIN {
+    n = split(line, f, " ")
+    for (i = 2; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
+    conns = v["conns"]; secs = v["seconds"]
+    cpu_us = dt * 1e6 / hz
+    ours = (dt + ups) / hz + cu + cs
+    unacct = (pt > 0 && lt > 0) ? 100 * (pb / pt + lb / lt) - 100 * ours / (wall / 1e6) : 0
+    printf "%.1f\t%d\t%d\t%d\t%.3f\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\n", v["rate"], conns, v["resumed"], v["failed"], secs,
+      (conns > 0) ? cpu_us / conns : 0, (secs > 0) ? 100 * cpu_us / 1e6 / secs : 0,
+      (pt > 0) ? 100 * pb / pt : 0, (lt > 0) ? 100 * lb / lt : 0, (secs > 0) ? 100 * (cu + cs) / secs : 0, unacct
+  }'
+}
+
+HS_HEADER="round	mode	row	conns_per_s	conns	resumed	failed	seconds	cpu_us_per_conn	proc_cpu_pct	core_proxy_busy_pct	core_load_busy_pct	client_cpu_pct	unaccounted_pct"
+
+handshakes() {   # handshakes STAMP ROW...
+  local stamp=$1; shift
+  local rows=("$@") n=$# r i mode row fields
+  local tsv=$RESULTS_DIR/$stamp-handshakes.tsv
+  { machine_info; echo "# clients: full: h2load --h1 -c $HS_CONNS -H 'Connection: close'; resumed: bench/tls_handshakes.py, $HS_PROCS processes; ${HS_SECONDS}s per row (+1 s warm-up)"; echo "$HS_HEADER"; } >"$tsv"
+  echo
+  echo "== new TLS connections (handshake + GET / + close): $ROUNDS round(s) x {full, resumed}, ${HS_SECONDS}s per row; full: h2load -c $HS_CONNS, resumed: tls_handshakes.py x $HS_PROCS; on CPU $LOAD_CPU"
+  printf '%-14s %-8s %9s %8s %7s %12s %6s %5s %5s %7s %7s\n' row mode conns/s resumed failed cpu_us/conn cpu% "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" client% unacct%
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for mode in full resumed; do
+      for ((i = 0; i < n; i++)); do
+        row=${rows[(i + r - 1) % n]}
+        alive "${PID[$row]}" || { echo "$row died (see $TMP/$row.log)"; continue; }
+        fields=$(measure_hs "$row" "$mode") || continue
+        printf '%s\t%s\t%s\t%s\n' "$r" "$mode" "$row" "$fields" >>"$tsv"
+        local IFS=$'\t' f
+        read -r -a f <<<"$fields"
+        unset IFS
+        printf '%-14s %-8s %9.0f %8d %7d %12.1f %6.1f %5d %5d %7d %7d%s\n' "$row" "$mode" "${f[0]}" "${f[2]}" "${f[3]}" \
+          "${f[5]}" "${f[6]}" "${f[7]}" "${f[8]}" "${f[9]}" "${f[10]}" "$( ((${f[10]%.*} > NOISY)) && echo '  noisy' || true)"
+      done
+    done
+  done
+  echo
+  python3 "$HERE/summarize.py" --handshakes "$tsv" | tee "${tsv%.tsv}-summary.txt"
+  echo "handshake results: $tsv"
 }
 
 # ---------------------------------------------------------------- instructions
@@ -565,7 +705,7 @@ trace_run() {
   fi
   if [[ $tool == strace ]]; then target=$(pgrep -P "$pid" | head -n 1 || true); fi
   local h ok st2
-  h=$(timeout --foreground -k 5 600 taskset -c "$LOAD_CPU" h2load --h1 -n "$n" -c "$c" -t 1 "http://127.0.0.1:${PORT[$row]}/" 2>&1 || true)
+  h=$(timeout --foreground -k 5 600 taskset -c "$LOAD_CPU" h2load --h1 -n "$n" -c "$c" -t 1 "$(url "$row")" 2>&1 || true)
   echo "$h" >"$TMP/$tag.h2load"
   ok=$(awk '/^requests:/{for (i = 1; i <= NF; i++) if ($(i) ~ /^succeeded/) print $(i - 1)}' <<<"$h")
   st2=$(awk '/^status codes:/{print $3}' <<<"$h")
@@ -590,7 +730,7 @@ trace_run() {
 
 instructions() {
   local rows row tool c
-  if [[ -z $ROWS ]]; then rows=$ALL_IROWS; else rows=$ROWS; fi
+  if [[ -n $ROWS ]]; then rows=$ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_IROWS; fi
   check_rows "$rows"
   local live=()
   for row in $rows; do

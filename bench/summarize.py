@@ -11,6 +11,10 @@
     summarize.py --instructions RESULTS-instructions.tsv [TRACE_DIR]
         instructions and syscalls per request side by side with ratios against
         nginx, plus the per-syscall breakdown from the kept strace summaries.
+        TLS rows (moongate_tls, ...) are compared with nginx_tls / haproxy_tls.
+    summarize.py --handshakes RESULTS-handshakes.tsv
+        bench/run.sh --tls: new TLS connections/s (full, resumed) and the
+        proxy's CPU per connection, ratios against nginx_tls and haproxy_tls.
 """
 import glob
 import os
@@ -52,7 +56,17 @@ def fmt(v, spec):
     return format(v, spec)
 
 
-ROW_ORDER = ["moongate", "moongate_ewma", "nginx", "nginx_lua", "haproxy", "direct", "origin"]
+ROW_ORDER = ["moongate", "moongate_ewma", "nginx", "nginx_lua", "haproxy", "direct", "origin",
+             "moongate_tls", "nginx_tls", "haproxy_tls"]
+
+
+def tls(row):
+    return row.endswith("_tls")
+
+
+def base_of(row, base):
+    """the peer a row is compared with: nginx_tls for a TLS row, nginx otherwise"""
+    return base + "_tls" if tls(row) else base
 
 
 def ordered(names):
@@ -66,6 +80,75 @@ def noise(d):
 
 def is_noisy(d, limit):
     return (noise(d) or 0) > limit
+
+
+def check(label, value, op, limit):
+    if value is None:
+        print(f"  n/a   {label}")
+        return
+    ok = value >= limit if op == ">=" else value <= limit
+    print(f"  {'PASS' if ok else 'FAIL'}  {label}: {value:.3f} (target {op} {limit})")
+
+
+def handshakes(path):
+    """bench/run.sh --tls: new TLS connections per second, full and resumed"""
+    data = read_tsv(path)
+    if not data:
+        print("no rows in", path)
+        return
+    by = {}  # (mode, row) -> {round: record}
+    for d in data:
+        by.setdefault((d["mode"], d["row"]), {})[int(d["round"])] = d
+    rounds = sorted({int(d["round"]) for d in data})
+    rows = ordered({r for _, r in by})
+    modes = [m for m in ("full", "resumed") if any(k[0] == m for k in by)]
+
+    def val(mode, row, rnd, key):
+        d = by.get((mode, row), {}).get(rnd)
+        return num(d[key]) if d is not None and num(d["conns"]) else None
+
+    print(f"== new TLS connections: medians over {len(rounds)} round(s)")
+    print(f"{'row':<14} {'mode':<8} {'conns/s':>9} {'resumed%':>8} {'failed':>6} {'cpu_us/conn':>11} {'cpu%':>6} {'client%':>7} {'unacct%':>7}")
+    for mode in modes:
+        for row in rows:
+            if (mode, row) not in by:
+                continue
+            conns = med([val(mode, row, r, "conns") for r in rounds])
+            res = med([val(mode, row, r, "resumed") for r in rounds])
+            print(f"{row:<14} {mode:<8} {fmt(med([val(mode, row, r, 'conns_per_s') for r in rounds]), '9.0f')}"
+                  f" {fmt(100 * res / conns if conns else None, '8.1f')}"
+                  f" {sum(int(num(d['failed']) or 0) for d in by[(mode, row)].values()):>6}"
+                  f" {fmt(med([val(mode, row, r, 'cpu_us_per_conn') for r in rounds]), '11.1f')}"
+                  f" {fmt(med([val(mode, row, r, 'proc_cpu_pct') for r in rounds]), '6.1f')}"
+                  f" {fmt(med([val(mode, row, r, 'client_cpu_pct') for r in rounds]), '7.0f')}"
+                  f" {fmt(med([val(mode, row, r, 'unaccounted_pct') for r in rounds]), '7.0f')}")
+    ratios = {}
+    for base in ("nginx_tls", "haproxy_tls"):
+        if base not in rows:
+            continue
+        print()
+        print(f"== per-round ratios against {base}; median last")
+        for mode in modes:
+            for row in rows:
+                if row == base or (mode, row) not in by:
+                    continue
+                parts = []
+                for key, label in (("conns_per_s", "conns/s"), ("cpu_us_per_conn", "cpu/conn")):
+                    rs = []
+                    for r in rounds:
+                        a, b = val(mode, row, r, key), val(mode, base, r, key)
+                        rs.append(a / b if a is not None and b else None)
+                    ratios[(mode, row, base, key)] = med(rs)
+                    parts.append(f"{label} " + " ".join(fmt(x, '5.2f') for x in rs) + f"  (median {fmt(med(rs), '.2f')})")
+                print(f"{row:<14} {mode:<8} " + "   ".join(parts))
+    if "moongate_tls" in rows:
+        print()
+        print("== issue 15 targets, handshakes/s (medians of the per-round ratios)")
+        for mode in modes:
+            for base in ("nginx_tls", "haproxy_tls"):
+                check(f"{mode} moongate_tls conns/s vs {base}", ratios.get((mode, "moongate_tls", base, "conns_per_s")), ">=", 1.0)
+        print("(the client is on one core: when client% is near 100 the rate is the client's,")
+        print(" and cpu_us/conn, the proxy's CPU per connection, is the comparison that holds)")
 
 
 def throughput(path, noisy=30.0, drop=False):
@@ -120,14 +203,14 @@ def throughput(path, noisy=30.0, drop=False):
               f" python3 bench/summarize.py --drop-noisy {path}")
 
     ratios = {}  # (c, row, base, key) -> median ratio
-    for base in ("nginx", "haproxy"):
+    for base in ("nginx", "haproxy", "nginx_tls", "haproxy_tls"):
         if base not in rows:
             continue
         print()
         print(f"== per-round ratios against {base} (row / {base}); median last")
         for c in conns_list:
             for row in rows:
-                if row == base or (c, row) not in by:
+                if row == base or (c, row) not in by or tls(row) != tls(base):
                     continue
                 parts = []
                 for key, label in (("rps", "req/s"), ("cpu_us_per_req", "cpu/req")):
@@ -140,17 +223,16 @@ def throughput(path, noisy=30.0, drop=False):
                     parts.append(f"{label} " + " ".join(fmt(x, '5.2f') for x in rs) + f"  (median {fmt(m, '.2f')})")
                 print(f"{row:<14} {c:>5}  " + "   ".join(parts))
 
+    if "moongate_tls" in rows:
+        print()
+        print("== issue 15 targets, keep-alive TLS (medians of the per-round ratios)")
+        for c in conns_list:
+            check(f"c={c} moongate_tls req/s vs nginx_tls", ratios.get((c, "moongate_tls", "nginx_tls", "rps")), ">=", 1.0)
+            check(f"c={c} moongate_tls req/s vs haproxy_tls", ratios.get((c, "moongate_tls", "haproxy_tls", "rps")), ">=", 1.0)
     if "moongate" not in rows:
         return
     print()
     print("== issue 8 targets (medians of the per-round ratios)")
-
-    def check(label, value, op, limit):
-        if value is None:
-            print(f"  n/a   {label}")
-            return
-        ok = value >= limit if op == ">=" else value <= limit
-        print(f"  {'PASS' if ok else 'FAIL'}  {label}: {value:.3f} (target {op} {limit})")
 
     for c in conns_list:
         check(f"c={c} moongate req/s vs nginx", ratios.get((c, "moongate", "nginx", "rps")), ">=", 1.2)
@@ -183,18 +265,25 @@ def instructions(path, trace_dir=None):
     tools = [t for t in ("callgrind", "strace") if any(d["tool"] == t for d in data)]
     label = {"callgrind": "instr/req", "strace": "syscalls/req"}
     cols = [(t, c) for t in tools for c in conns]
-    print("== per request: (count(N2) - count(N1)) / (N2 - N1); ratio = row / nginx")
+    print("== per request: (count(N2) - count(N1)) / (N2 - N1); ratio = row / nginx (TLS rows: / nginx_tls)")
     head = f"{'row':<14}" + "".join(f" {label[t] + ' c=' + c:>17} {'ratio':>6}" for t, c in cols)
     print(head)
     for row in rows:
         line = f"{row:<14}"
         for t, c in cols:
-            v, b = val.get((row, t, c)), val.get(("nginx", t, c))
+            v, b = val.get((row, t, c)), val.get((base_of(row, "nginx"), t, c))
             spec = "17.0f" if t == "callgrind" else "17.2f"
             line += f" {fmt(v, spec)} {fmt(v / b if v is not None and b else None, '6.2f')}"
         print(line)
     if "origin" in rows:
         print("(origin: an nginx answering `return 200` itself, no proxying)")
+    if "moongate_tls" in rows:
+        print()
+        print("== issue 15 targets")
+        for c in conns:
+            v, b = val.get(("moongate_tls", "callgrind", c)), val.get(("nginx_tls", "callgrind", c))
+            if v is not None and b:
+                check(f"c={c} instr per keep-alive TLS request {v:.0f} vs nginx_tls {b:.0f}", v / b, "<=", 0.8)
 
     if "moongate" in rows:
         print()
@@ -230,7 +319,8 @@ def instructions(path, trace_dir=None):
     cg = {(d["row"], d["conns"]): (int(d["n1"]), int(d["n2"])) for d in data if d["tool"] == "callgrind"}
     for row in rows:
         c = conns[0]
-        if (row, c) not in cg or row not in ("moongate", "moongate_ewma", "nginx", "haproxy", "nginx_lua"):
+        if (row, c) not in cg or row not in ("moongate", "moongate_ewma", "nginx", "haproxy", "nginx_lua",
+                                                         "moongate_tls", "nginx_tls", "haproxy_tls"):
             continue
         a, b = cg[(row, c)]
         f1 = os.path.join(trace_dir, f"{row}-callgrind-c{c}-n{a}.callgrind")
@@ -287,7 +377,9 @@ def strace_counts(path):
 
 
 def main(argv):
-    if len(argv) >= 2 and argv[1] == "--instructions":
+    if len(argv) == 3 and argv[1] == "--handshakes":
+        handshakes(argv[2])
+    elif len(argv) >= 2 and argv[1] == "--instructions":
         instructions(argv[2], argv[3] if len(argv) > 3 else None)
     elif len(argv) >= 2:
         args, noisy, drop = argv[1:], 30.0, False

@@ -11,7 +11,7 @@ PACKAGES=(
   chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core)
+  PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core sslscan)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do

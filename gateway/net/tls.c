@@ -79,6 +79,7 @@ struct mg_tls_stream {
 
 static _Thread_local char in_buf[IO_BUF];
 static _Thread_local char out_buf[IO_BUF];
+static _Thread_local char plain_buf[IO_BUF];
 
 static struct mg_tls_stream *of_t(const struct mg_transport *t)
 {
@@ -217,20 +218,44 @@ static void complete_sent(struct mg_tls_stream *s)
     }
 }
 
-static int encrypt(struct mg_tls_stream *s, const uv_buf_t *bufs, unsigned n)
+static int write_record(struct mg_tls_stream *s, const char *p, size_t len)
 {
-    for (unsigned i = 0; i < n; i++) {
-        size_t off = 0;
-        while (off < bufs[i].len) {
-            int w = SSL_write(s->ssl, bufs[i].base + off, (int)(bufs[i].len - off));
-            if (w <= 0) {
-                ERR_clear_error();
-                return UV_EPROTO;
-            }
-            off += (size_t)w;
+    size_t off = 0;
+    while (off < len) {
+        int w = SSL_write(s->ssl, p + off, (int)(len - off));
+        if (w <= 0) {
+            ERR_clear_error();
+            return UV_EPROTO;
         }
+        off += (size_t)w;
     }
     return 0;
+}
+
+/* One SSL_write per buffer would make a record per buffer (a response's head
+ * and its body: two records, twice OpenSSL's per-record cost). Buffers are
+ * gathered into records of up to IO_BUF bytes; only a buffer larger than that
+ * is written from where it is. */
+static int encrypt(struct mg_tls_stream *s, const uv_buf_t *bufs, unsigned n)
+{
+    size_t have = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const char *p = bufs[i].base;
+        size_t len = bufs[i].len;
+        if (have && have + len > IO_BUF) {
+            if (write_record(s, plain_buf, have))
+                return UV_EPROTO;
+            have = 0;
+        }
+        if (len > IO_BUF) {
+            if (write_record(s, p, len))
+                return UV_EPROTO;
+            continue;
+        }
+        memcpy(plain_buf + have, p, len);
+        have += len;
+    }
+    return have ? write_record(s, plain_buf, have) : 0;
 }
 
 /* Encrypts waiting writes while the queue has room (after the handshake). */

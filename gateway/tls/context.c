@@ -333,6 +333,11 @@ static int server_setup(SSL_CTX *ctx, const struct mg_tls_conf *c, char *err, si
     int hi = c->protocols & MG_TLS_V13 ? TLS1_3_VERSION : TLS1_2_VERSION;
     if (!SSL_CTX_set_min_proto_version(ctx, lo) || !SSL_CTX_set_max_proto_version(ctx, hi))
         return ssl_fail(err, errlen, "protocols");
+    /* Mozilla intermediate's groups. OpenSSL's defaults also take the finite
+     * field groups up to ffdhe8192: a client offering only that one costs a
+     * worker about 138 ms of CPU per handshake (found by the TLS bench). */
+    if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1)
+        return ssl_fail(err, errlen, "groups");
     const char *ciphers =
         c->ciphers && strcmp(c->ciphers, "intermediate") != 0 ? c->ciphers : INTERMEDIATE_CIPHERS;
     if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
