@@ -31,7 +31,6 @@
 #include "lua/ctx-t.h"
 #include "resilience/registry-t.h"
 
-#define MG_MAX_HEADERS       100
 #define MG_MAX_RESPONSE_HEAD (64 * 1024)
 #define MG_REQUEST_ID_MAX    200
 /* Request bodies up to this size are kept so a failed try can be repeated. */
