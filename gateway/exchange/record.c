@@ -53,6 +53,7 @@ void mg_xrecord(struct mg_exchange *x, int status)
         .error = x->error,
         .tls_protocol = tls ? tls->protocol : NULL,
         .tls_cipher = tls ? tls->cipher : NULL,
+        .tls_client_subject = tls ? tls->client_subject : NULL,
     };
     mg_accesslog_write(access_log, w, &e);
 }

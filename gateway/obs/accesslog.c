@@ -397,8 +397,10 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
         e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL;
     size_t proto_len = e->tls_protocol ? strlen(e->tls_protocol) : 0;
     size_t cipher_len = e->tls_cipher ? strlen(e->tls_cipher) : 0;
+    size_t subject_len = e->tls_client_subject ? strlen(e->tls_client_subject) : 0;
     size_t strings = e->request_id.len + e->client_ip.len + e->method.len + e->path.len +
-                     route_len + up_len + (err ? strlen(err) : 0) + proto_len + cipher_len;
+                     route_len + up_len + (err ? strlen(err) : 0) + proto_len + cipher_len +
+                     subject_len;
     struct mg_textbuf *b = &r->line;
     char *o;
 
@@ -445,6 +447,8 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
     o = put_str(o, e->tls_protocol, proto_len);
     o = PUT_LIT(o, ",\"tls_cipher\":");
     o = put_str(o, e->tls_cipher, cipher_len);
+    o = PUT_LIT(o, ",\"tls_client_subject\":");
+    o = put_str(o, e->tls_client_subject, subject_len);
     o = PUT_LIT(o, "}\n");
     b->len = (size_t)(o - b->p);
     MG_ASSERT(b->len < b->cap);

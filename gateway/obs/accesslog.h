@@ -15,12 +15,13 @@
  *    "method":"GET","path":"/orders?id=1","status":200,"bytes_in":120,
  *    "bytes_out":512,"route":"orders-api","upstream":"127.0.0.1:9001",
  *    "attempts":1,"duration":0.012345,"upstream_duration":0.011,"error":null,
- *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256"}
+ *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256",
+ *    "tls_client_subject":"/O=Example/CN=client"}
  * Strings are JSON-escaped (control characters and invalid UTF-8 bytes as
  * \u00XX; valid UTF-8 is copied as is, so \u0080..\u00ff in a line always
  * stands for a raw byte that was not valid UTF-8); absent strings, a negative
  * upstream_duration, MG_ERR_NONE and the TLS fields of a plain connection are
- * null. Durations are seconds with
+ * null (tls_client_subject also without a verified client certificate). Durations are seconds with
  * microsecond resolution.
  *
  * On a pipe or a terminal (stderr), lines are written in batches of whole lines
@@ -54,18 +55,19 @@ struct mg_access_entry {
     struct mg_slice request_id; /* {NULL, 0} -> null */
     struct mg_slice client_ip;
     struct mg_slice method;
-    struct mg_slice path;         /* the request target as received (path and query) */
-    int status;                   /* sent to the client; 0 when nothing was sent */
-    uint64_t bytes_in;            /* bytes read from the client for this exchange */
-    uint64_t bytes_out;           /* bytes written to the client for this exchange */
-    const char *route;            /* route name, NULL when no route matched */
-    const char *upstream;         /* last target's address text, NULL if none tried */
-    unsigned attempts;            /* upstream attempts, retries included */
-    uint64_t duration_ns;         /* whole exchange */
-    int64_t upstream_duration_ns; /* connect to end of response, last attempt; < 0 = none */
-    enum mg_error error;          /* gateway-generated error, MG_ERR_NONE when none */
-    const char *tls_protocol;     /* the client's TLS version, NULL on a plain connection */
-    const char *tls_cipher;       /* its cipher suite (OpenSSL's name), NULL likewise */
+    struct mg_slice path;           /* the request target as received (path and query) */
+    int status;                     /* sent to the client; 0 when nothing was sent */
+    uint64_t bytes_in;              /* bytes read from the client for this exchange */
+    uint64_t bytes_out;             /* bytes written to the client for this exchange */
+    const char *route;              /* route name, NULL when no route matched */
+    const char *upstream;           /* last target's address text, NULL if none tried */
+    unsigned attempts;              /* upstream attempts, retries included */
+    uint64_t duration_ns;           /* whole exchange */
+    int64_t upstream_duration_ns;   /* connect to end of response, last attempt; < 0 = none */
+    enum mg_error error;            /* gateway-generated error, MG_ERR_NONE when none */
+    const char *tls_protocol;       /* the client's TLS version, NULL on a plain connection */
+    const char *tls_cipher;         /* its cipher suite (OpenSSL's name), NULL likewise */
+    const char *tls_client_subject; /* the verified client certificate's subject (mTLS), or NULL */
 };
 
 struct mg_accesslog;

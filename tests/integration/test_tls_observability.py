@@ -200,19 +200,26 @@ def test_ctx_tls_on_tls_and_plain_listeners(gateway, certs, tmp_path):
 # access log
 # ---------------------------------------------------------------------------
 
-def test_access_log_has_tls_protocol_and_cipher(gateway, upstream, certs, tmp_path):
+@pytest.mark.parametrize("mtls", [False, True])
+def test_access_log_has_tls_protocol_cipher_and_client_subject(gateway, upstream, certs, tmp_path,
+                                                              mtls):
     up = upstream()
     log = tmp_path / "access.log"
     gw = start(gateway, certs, 'upstreams:\n  u:\n    targets: [{address: "$a"}]\n'
-               'routes:\n  - name: r\n    upstream: u\n', a=up, access_log=str(log))
+               'routes:\n  - name: r\n    upstream: u\n', client_ca=mtls, a=up,
+               access_log=str(log))
     assert fetch(gw.port, "GET", "/plain").status == 200
-    status, _, _, s = tls_get(gw.tls_port, client_ctx(certs), "/secure")
+    status, _, _, s = tls_get(gw.tls_port, client_ctx(certs, client_cert=mtls), "/secure")
     assert status == 200
     assert wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, t(3))
     lines = {l["path"]: l for l in map(json.loads, log.read_text().splitlines())}
-    assert lines["/plain"]["tls_protocol"] is None and lines["/plain"]["tls_cipher"] is None
-    assert lines["/secure"]["tls_protocol"] == s.version() == "TLSv1.3"
-    assert lines["/secure"]["tls_cipher"] == s.cipher()[0]
+    plain, secure = lines["/plain"], lines["/secure"]
+    assert plain["tls_protocol"] is None and plain["tls_cipher"] is None
+    assert plain["tls_client_subject"] is None
+    assert secure["tls_protocol"] == s.version() == "TLSv1.3"
+    assert secure["tls_cipher"] == s.cipher()[0]
+    expected = "/O=Moongate Tests/CN=client.test" if mtls else None
+    assert secure["tls_client_subject"] == expected
 
 
 # ---------------------------------------------------------------------------
