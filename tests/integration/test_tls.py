@@ -616,6 +616,45 @@ def test_reload_changes_certificate_and_keeps_old_connections(gateway, upstream,
     assert gw.alive()
 
 
+def test_certificate_swaps_under_load_lose_no_request(gateway, upstream, certs):
+    """wrk keeps 8 TLS connections busy (and opens new ones: every 50th request
+    asks to close) while SIGHUP swaps the certificate back and forth: no socket
+    error, no non-2xx answer, and new handshakes see each new certificate."""
+    gw, up = start_tls(gateway, upstream, certs, names=("default",))
+    confs = [gw.config,
+             gw.config.replace(certs.crt("default"), certs.crt("reloaded")).replace(
+                 certs.key("default"), certs.key("reloaded"))]
+    script = gw.config_path + ".wrk.lua"
+    with open(script, "w") as f:
+        f.write('local n = 0\nrequest = function()\n  n = n + 1\n'
+                '  local h = {Host = "api.test"}\n'
+                '  if n % 50 == 0 then h["Connection"] = "close" end\n'
+                '  return wrk.format("GET", "/swap/" .. n, h)\nend\n')
+    duration = 4 if not IS_ASAN else 6
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d%ds" % duration, "-s", script,
+                            "https://127.0.0.1:%d/" % gw.port],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.5)
+        for i in range(1, 5):
+            with open(gw.config_path, "w") as f:
+                f.write(confs[i % 2])
+            gw.signal(signal.SIGHUP)
+            want = "reloaded.test" if i % 2 else "default.test"
+            assert wait_until(lambda: peer_cert(gw.port, certs, "api.test")[0] == want,
+                              t(5), 0.05), gw.log_tail()
+            time.sleep(0.3)
+        out, _ = wrk.communicate(timeout=duration + t(20))
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    assert wrk.returncode == 0 and "wrk.lua" not in out, out  # the script ran
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    assert done > 200, out
+    assert gw.alive()
+
+
 # ---------------------------------------------------------------------------
 # moongate -t
 # ---------------------------------------------------------------------------
