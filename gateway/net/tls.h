@@ -1,6 +1,6 @@
 /*
  * TLS as a transport (see transport.h): OpenSSL over a TCP transport, through
- * memory BIOs, on the worker's loop. The connection code above sees the same
+ * a BIO of its own over the socket's buffers, on the worker's loop. The connection code above sees the same
  * interface as plain TCP: plaintext reads into its buffer, plaintext writes
  * with try-write first, close.
  *
