@@ -1,8 +1,8 @@
 /*
  * TLS as a transport (see transport.h): OpenSSL over a TCP transport, through
- * a BIO of its own over the socket's buffers, on the worker's loop. The connection code above sees the same
- * interface as plain TCP: plaintext reads into its buffer, plaintext writes
- * with try-write first, close.
+ * a BIO of its own over the socket's buffers, on the worker's loop. The
+ * connection code above sees the same interface as plain TCP: plaintext reads
+ * into its buffer, plaintext writes with try-write first, close.
  *
  * Reads: ciphertext from the socket goes into the SSL object; plaintext comes
  * out into the owner's buffer while the owner reads (what the owner cannot take
