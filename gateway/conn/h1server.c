@@ -252,6 +252,7 @@ static void begin_head(struct mg_h1s *s)
 {
     struct mg_exchange *x = &s->x;
     s->head_started = true;
+    x->client = s->c.tr; /* TLS may have started after accept (behind a PROXY header) */
     mg_conn_set_active(&s->c, true);
     mg_headscan_init(&x->scan, x->rt->cfg->client.max_header_size);
     mg_deadline_set(&s->c.timer, x->rt->cfg->client.header_timeout_ms);
