@@ -37,10 +37,7 @@ struct mg_listen_conf;
 struct mg_conn {
     struct mg_tcp tcp;              /* the socket */
     struct mg_transport *tr;        /* what is spoken over it: &tcp.t, or a TLS stream */
-    /* Held while the listener's settings may be used: a TLS stream's contexts,
-     * the listener conf while a PROXY header is awaited. */
-    struct mg_config *tls_config;
-    const struct mg_listen_conf *lc; /* in tls_config; NULL unless TLS or PROXY */
+    struct mg_config *tls_config;   /* held while a TLS stream may use its contexts */
     struct mg_metrics *tls_metrics; /* held until the handshake is counted (a reload may
                                        come first: the listener index is this one's) */
     int tls_listener;               /* index in tls_metrics' listeners, or -1 */
@@ -54,12 +51,16 @@ struct mg_conn {
     unsigned handles_open; /* transport + timer + the codec's open exchanges */
     bool reading, closing, eof;
     bool counted; /* in the connections gauge */
-    bool secure;  /* a TLS listener's (its stream may start after the PROXY header) */
-    /* The PROXY header is awaited (listen proxy_protocol): the bytes are
-     * net/proxyproto.c's, the codec hears of none until it is read. */
-    bool proxy_wait;
     bool active;  /* ... as active (an exchange under way), else idle */
-    char client_ip[64]; /* the PROXY header's source, else the TCP peer */
+    char client_ip[64];
+    /* The listener's settings (in tls_config, held when set): NULL unless the
+     * listener has TLS or a PROXY header. */
+    const struct mg_listen_conf *lc;
+    /* The PROXY header is awaited (listen proxy_protocol): the bytes are
+     * net/proxyproto.c's, the codec hears of none until it is read; then
+     * client_ip is the header's source. */
+    bool proxy_wait;
+    bool secure; /* a TLS listener's (its stream may start after the PROXY header) */
 };
 
 #endif

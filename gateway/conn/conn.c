@@ -165,8 +165,8 @@ static void use_transport(struct mg_conn *c, struct mg_transport *t)
 static void start_tls(struct mg_conn *c)
 {
     const struct mg_listen_conf *lc = c->lc;
-    use_transport(c, mg_tls_server(&c->tcp, mg_tls_ssl_ctx(lc->tls->ctx),
-                                   lc->tls->handshake_timeout_ms, c));
+    use_transport(
+        c, mg_tls_server(&c->tcp, mg_tls_ssl_ctx(lc->tls->ctx), lc->tls->handshake_timeout_ms, c));
     c->tls_metrics = metrics(c);
     if (c->tls_metrics) {
         mg_metrics_ref(c->tls_metrics);

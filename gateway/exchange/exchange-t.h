@@ -226,6 +226,10 @@ struct mg_exchange {
     uint64_t req_body_bytes;
     int host_idx, rid_idx, xff_idx;
     struct mg_slice authority; /* absolute-form target's host: overrides Host */
+    /* The real client address from trusted X-Forwarded-For hops
+     * (http/forwarded.h); "" when it is client_ip. Read it through
+     * mg_x_client_ip. */
+    char real_ip[48];
     char request_id[MG_REQUEST_ID_MAX + 1];
 
     const struct mg_route_conf *route;
@@ -280,6 +284,13 @@ struct mg_exchange_hooks {
     /* Frees the arena (after on_closed). */
     void (*destroy)(struct mg_exchange *x);
 };
+
+/* The client address of the request (DESIGN.md section 10.8): for plugins,
+ * logs, `ip` keys and X-Forwarded-For replace. */
+static inline const char *mg_x_client_ip(const struct mg_exchange *x)
+{
+    return x->real_ip[0] ? x->real_ip : x->client_ip;
+}
 
 /* The host the request names: the absolute-form authority, else Host. */
 static inline struct mg_slice mg_x_request_host(const struct mg_exchange *x)

@@ -31,6 +31,7 @@
 #include "exchange/idem.h"
 #include "exchange/plugins.h"
 #include "exchange/record.h"
+#include "http/forwarded.h"
 #include "http/request.h"
 #include "obs/metrics.h"
 #include "resilience/admission.h"
@@ -472,6 +473,8 @@ static int step_head(struct mg_exchange *x)
         return MG_AGAIN;
     if (!x->error) {
         make_request_id(x);
+        mg_forwarded_client(&x->req_hdrs, x->client_ip, x->rt->cfg->forwarded.trusted_proxies,
+                            x->rt->cfg->forwarded.ntrusted_proxies, x->real_ip, sizeof x->real_ip);
         x->error = route_request(x);
         x->body_copy_ok = true;
     }

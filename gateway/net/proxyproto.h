@@ -30,10 +30,10 @@ enum mg_proxy_verdict {
 };
 
 struct mg_proxy_header {
-    size_t len;   /* bytes of the header (what follows is the client's) */
-    int version;  /* 1 or 2 */
-    bool has_addr; /* false: v1 UNKNOWN, v2 LOCAL, v2 UNSPEC or UNIX: keep the
-                      connection's own address */
+    size_t len;                       /* bytes of the header (what follows is the client's) */
+    int version;                      /* 1 or 2 */
+    bool has_addr;                    /* false: v1 UNKNOWN, v2 LOCAL, v2 UNSPEC or UNIX: keep the
+                                         connection's own address */
     struct sockaddr_storage src, dst; /* AF_INET or AF_INET6, when has_addr */
 };
 

@@ -64,9 +64,9 @@ static void ipv4_mapped(void **state)
 static void bad_blocks(void **state)
 {
     static const char *const bad[] = {
-        "", "10.0.0.0/", "10.0.0.0/33", "10.0.0.0/08", "10.0.0.1/8", "10/8", "10.0.0.0/8x",
-        "::/129", "2001:db8::1/32", "example.com", "1.2.3.4/-1", "[::1]/128", "fe80::1%lo",
-        "10.0.0.0/8/8",
+        "",           "10.0.0.0/",   "10.0.0.0/33", "10.0.0.0/08",    "10.0.0.1/8",
+        "10/8",       "10.0.0.0/8x", "::/129",      "2001:db8::1/32", "example.com",
+        "1.2.3.4/-1", "[::1]/128",   "fe80::1%lo",  "10.0.0.0/8/8",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct mg_cidr c;

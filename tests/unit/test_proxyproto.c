@@ -162,10 +162,9 @@ static void v2_tcp6_with_tlvs(void **state)
 {
     unsigned char addr[36] = {0x20, 0x01, 0x0d, 0xb8, [15] = 0x05};
     /* ALPN "h2", AUTHORITY "a.example", an SSL TLV with a sub-TLV, NOOP */
-    static const unsigned char tlvs[] = {0x01, 0, 2,    'h',  '2',  0x02, 0, 9, 'a', '.',  'e',
-                                         'x',  'a', 'm',  'p',  'l',  'e',  0x20, 0,   9,
-                                         0x01, 0,   0,    0,    0,    0x21, 0,    1,   'x',
-                                         0x04, 0,   0};
+    static const unsigned char tlvs[] = {0x01, 0,    2,   'h', '2', 0x02, 0, 9, 'a',  '.', 'e', 'x',
+                                         'a',  'm',  'p', 'l', 'e', 0x20, 0, 9, 0x01, 0,   0,   0,
+                                         0,    0x21, 0,   1,   'x', 0x04, 0, 0};
     unsigned char b[128];
     size_t n = v2(b, 0x21, 0x21, addr, sizeof addr, tlvs, sizeof tlvs);
     struct mg_proxy_header h;
