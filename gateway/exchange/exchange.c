@@ -327,6 +327,10 @@ static void read_response(struct mg_exchange *x)
         case MG_RESP_MORE:
             return;
         case MG_RESP_INTERIM:
+            /* RFC 9110 section 15.2: forwarded (103 Early Hints...), but 100:
+             * the gateway answers Expect itself and never sends it upstream. */
+            if (x->status != 100 && x->down->send_interim)
+                x->down->send_interim(x);
             break;
         case MG_RESP_HEAD:
             if (response_head(x) != MG_NEXT)

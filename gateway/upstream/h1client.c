@@ -9,7 +9,7 @@
  * framing fields. Bodies are re-chunked when the client chunked them.
  *
  * Response: the head is scanned (http/headscan.h), copied whole into the arena
- * and parsed by llhttp; interim responses are dropped; the body is decoded by
+ * and parsed by llhttp; interim responses are handed up one by one; the body is decoded by
  * http/body.c, its bytes handed back pointing into the connection's read buffer.
  */
 #include "upstream/h1client.h"
@@ -319,6 +319,7 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
 {
     struct mg_exchange *x = a->x;
     mg_fields_init(&x->arena, &x->resp_hdrs);
+    x->reason = (struct mg_slice){NULL, 0};
     llhttp_init(&a->parser, HTTP_RESPONSE, &response_settings);
     a->parser.data = a;
     llhttp_errno_t e = llhttp_execute(&a->parser, x->resp_head, x->resp_headlen);
@@ -327,11 +328,12 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
         return fail_with(d, why ? why : "malformed message");
     }
     if (x->status >= 100 && x->status < 200 && x->status != 101) {
-        /* Interim (e.g. 103): dropped, and never has a body (RFC 9110 section
-         * 15.2) whatever framing it claims (tests/fuzz: a 103 with
-         * Content-Length carried a whole forged response). */
+        /* Interim (e.g. 103): never has a body (RFC 9110 section 15.2)
+         * whatever framing it claims (tests/fuzz: a 103 with Content-Length
+         * carried a whole forged response). Its fields stay readable in the
+         * arena until the next head is copied over them. */
         x->resp_headlen = 0;
-        x->reason = (struct mg_slice){NULL, 0};
+        mg_headers_mark_hop_by_hop(&x->resp_hdrs);
         mg_headscan_init(&a->scan, MG_MAX_RESPONSE_HEAD);
         return MG_RESP_INTERIM;
     }
