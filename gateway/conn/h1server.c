@@ -241,6 +241,7 @@ static enum mg_error parse_request_head(struct mg_h1s *s)
     llhttp_init(&s->parser, HTTP_REQUEST, &request_settings);
     s->parser.data = s;
     mg_fields_init(&x->arena, &x->req_hdrs);
+    mg_head_te_tabs(x->head, x->headlen);
     llhttp_errno_t e = llhttp_execute(&s->parser, x->head, x->headlen);
     if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
         if (x->req_hdrs.n == MG_MAX_FIELDS)
