@@ -43,7 +43,8 @@ static size_t v2(unsigned char *b, unsigned char vc, unsigned char fam, const vo
     size_t len = alen + tlen;
     b[14] = (unsigned char)(len >> 8);
     b[15] = (unsigned char)len;
-    memcpy(b + 16, addr, alen);
+    if (alen)
+        memcpy(b + 16, addr, alen);
     if (tlen)
         memcpy(b + 16 + alen, tlvs, tlen);
     return 16 + len;
