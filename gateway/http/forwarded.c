@@ -101,15 +101,6 @@ void mg_forwarded_client(const struct mg_headers *h, const char *peer,
         mg_ip_text(&cur, out, len);
 }
 
-size_t mg_forwarded_list_size(const struct mg_headers *h, bool (*is)(struct mg_slice))
-{
-    size_t n = 0;
-    for (uint32_t i = 0; i < h->n; i++)
-        if (!(h->v[i].flags & MG_HDR_HOP) && is(h->v[i].name))
-            n += h->v[i].value.len + 2;
-    return n;
-}
-
 char *mg_forwarded_put_list(char *o, const struct mg_headers *h, bool (*is)(struct mg_slice),
                             bool *any)
 {

@@ -30,11 +30,9 @@ void mg_forwarded_client(const struct mg_headers *h, const char *peer,
 bool mg_forwarded_is_xff(struct mg_slice name);
 bool mg_forwarded_is_forwarded(struct mg_slice name);
 
-/* Bytes that mg_forwarded_put_list may write for every line of `h` named as
- * `is` says, joined. */
-size_t mg_forwarded_list_size(const struct mg_headers *h, bool (*is)(struct mg_slice));
-/* Writes the values of those lines joined by ", " (empty ones skipped);
- * returns the end. *any tells whether anything was written. */
+/* Writes the values of the lines of `h` named as `is` says (hop-by-hop ones
+ * skipped) joined by ", " (empty ones skipped): at most the head's bytes.
+ * Returns the end; *any tells whether anything was written. */
 char *mg_forwarded_put_list(char *o, const struct mg_headers *h, bool (*is)(struct mg_slice),
                             bool *any);
 

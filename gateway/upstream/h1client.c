@@ -83,12 +83,12 @@ static char *put_rfc7239(char *o, const struct mg_exchange *x, enum mg_xff_mode 
     return o;
 }
 
-/* Room for what put_forwarded adds beyond the client's head. */
-static size_t forwarded_size(const struct mg_exchange *x, struct mg_slice host)
+/* Room for what put_forwarded adds beyond the client's head (x->headlen
+ * already bounds the client's X-Forwarded-For / Forwarded values it copies:
+ * each came with its field name and CRLF). */
+static size_t forwarded_size(struct mg_slice host)
 {
-    return 2 * MG_FORWARDED_NODE_MAX + 2 * host.len + 160 +
-           mg_forwarded_list_size(&x->req_hdrs, mg_forwarded_is_xff) +
-           mg_forwarded_list_size(&x->req_hdrs, mg_forwarded_is_forwarded);
+    return 2 * MG_FORWARDED_NODE_MAX + 2 * host.len + 160;
 }
 
 static char *put_forwarded(char *o, const struct mg_exchange *x, struct mg_slice host,
@@ -160,7 +160,7 @@ static void send_head(struct mg_attempt *a)
     struct mg_slice target = upstream_target(x), host = mg_x_request_host(x);
     const char *target_addr = a->target->conf->address.text;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
-    size_t cap = x->headlen + strlen(target_addr) + forwarded_size(x, host) + host.len + 512 +
+    size_t cap = x->headlen + strlen(target_addr) + forwarded_size(host) + host.len + 512 +
                  mg_lua_edits_size(edits);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *m = llhttp_method_name((llhttp_method_t)x->method);
