@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "net/cidr-t.h"
+
 /* A generic YAML value, kept for plugin `config:` tables (handed to Lua later). */
 enum mg_conf_value_kind { MG_VAL_NULL, MG_VAL_SCALAR, MG_VAL_SEQ, MG_VAL_MAP };
 
@@ -125,7 +127,7 @@ struct mg_tls_conf {
 struct mg_listen_conf {
     struct mg_address address;
     bool http2;              /* false (HTTP/2 is not built yet: true is refused) */
-    bool proxy_protocol;     /* false (not built yet: true is refused) */
+    bool proxy_protocol;     /* false; true: every connection starts with a PROXY v1/v2 header */
     struct mg_tls_conf *tls; /* NULL: plain TCP */
 };
 
@@ -216,6 +218,22 @@ struct mg_redis_conf {
     struct mg_sentinel_conf sentinel;
 };
 
+/* forwarded.x_forwarded_for (DESIGN.md section 10.8). */
+enum mg_xff_mode {
+    MG_XFF_APPEND,  /* the client's list, then the connection's address */
+    MG_XFF_REPLACE, /* only the real client address */
+    MG_XFF_OFF,     /* the client's header passes untouched (none added) */
+};
+
+/* forwarded (DESIGN.md section 10.8): whose forwarding headers are believed,
+ * and what is sent upstream. */
+struct mg_forwarded_conf {
+    struct mg_cidr *trusted_proxies; /* none by default: X-Forwarded-For is never believed */
+    size_t ntrusted_proxies;
+    enum mg_xff_mode x_forwarded_for; /* append */
+    bool forwarded_header;            /* false; true: also send RFC 7239 Forwarded */
+};
+
 struct mg_router; /* router.h: precomputed match tables */
 
 struct mg_config {
@@ -236,6 +254,7 @@ struct mg_config {
     uint64_t idempotency_memory; /* 64m: the embedded idempotency store's budget */
     struct mg_redis_conf redis;
     struct mg_client_conf client;
+    struct mg_forwarded_conf forwarded;
 
     struct mg_upstream_conf *upstreams;
     size_t nupstreams;

@@ -31,13 +31,6 @@ static int refuse_http2(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return 0;
 }
 
-static int refuse_proxy_protocol(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
-{
-    if (*(bool *)dst)
-        return mg_conf_fail(ld, n, "proxy_protocol is not supported yet");
-    return 0;
-}
-
 /* A file named in the config: relative to the config file's directory. One
  * that exists but is no regular file (/dev/zero, a FIFO, a directory) is
  * refused here: OpenSSL's PEM reader would block or spin on it at load. A
@@ -153,7 +146,7 @@ static int parse_tls(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 static const struct mg_conf_field listen_fields[] = {
     ROW("address", MG_K_ADDRESS, LST(address), NULL, .flags = MG_CF_REQUIRED),
     ROW("http2", MG_K_BOOL, LST(http2), "false", .fn = refuse_http2),
-    ROW("proxy_protocol", MG_K_BOOL, LST(proxy_protocol), "false", .fn = refuse_proxy_protocol),
+    ROW("proxy_protocol", MG_K_BOOL, LST(proxy_protocol), "false"),
     ROW("tls", MG_K_CUSTOM, LST(tls), NULL, .fn = parse_tls), /* absent or null: plain TCP */
     END,
 };

@@ -32,6 +32,7 @@ struct mg_conn_ops {
 
 struct mg_config;
 struct mg_metrics;
+struct mg_listen_conf;
 
 struct mg_conn {
     struct mg_tcp tcp;              /* the socket */
@@ -52,6 +53,14 @@ struct mg_conn {
     bool counted; /* in the connections gauge */
     bool active;  /* ... as active (an exchange under way), else idle */
     char client_ip[64];
+    /* The listener's settings (in tls_config, held when set): NULL unless the
+     * listener has TLS or a PROXY header. */
+    const struct mg_listen_conf *lc;
+    /* The PROXY header is awaited (listen proxy_protocol): the bytes are
+     * net/proxyproto.c's, the codec hears of none until it is read; then
+     * client_ip is the header's source. */
+    bool proxy_wait;
+    bool secure; /* a TLS listener's (its stream may start after the PROXY header) */
 };
 
 #endif

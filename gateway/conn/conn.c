@@ -3,6 +3,11 @@
  * list when the first byte can arrive and goes back while the connection is
  * idle; writes into the upstream that point into it pin it, so it is neither
  * compacted nor given back while they are in flight.
+ *
+ * On a listener with proxy_protocol, the connection reads the PROXY header
+ * itself before its codec hears of any byte (and before TLS starts: the
+ * header precedes the ClientHello); the header's source becomes client_ip.
+ * A connection without a valid header within client.header_timeout is closed.
  */
 #include "conn/conn.h"
 
@@ -12,6 +17,8 @@
 
 #include "config/config-t.h"
 #include "config/config.h"
+#include "net/cidr.h"
+#include "net/proxyproto.h"
 #include "net/tls.h"
 #include "tls/context.h"
 #include "core/log.h"
@@ -74,6 +81,8 @@ static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
     mg_rbuf_room(&c->in, buf);
 }
 
+static void proxy_read(struct mg_conn *c);
+
 static void on_read(struct mg_transport *t, ssize_t nread)
 {
     struct mg_conn *c = t->owner;
@@ -84,7 +93,10 @@ static void on_read(struct mg_transport *t, ssize_t nread)
     } else {
         c->in.end += (size_t)nread;
     }
-    c->ops->on_read(c);
+    if (c->proxy_wait)
+        proxy_read(c);
+    else
+        c->ops->on_read(c);
 }
 
 static void on_written(struct mg_wq *q, int status)
@@ -114,6 +126,11 @@ static void on_unpinned(struct mg_rbuf *b)
 static void on_timer(struct mg_deadline *d)
 {
     struct mg_conn *c = d->timer.data;
+    if (c->proxy_wait) {
+        mg_debug("client %s: no PROXY header in time", c->client_ip);
+        mg_conn_close(c);
+        return;
+    }
     c->ops->on_timer(c);
 }
 
@@ -145,6 +162,70 @@ static void use_transport(struct mg_conn *c, struct mg_transport *t)
     c->out.tr = t;
 }
 
+static void start_tls(struct mg_conn *c)
+{
+    const struct mg_listen_conf *lc = c->lc;
+    use_transport(
+        c, mg_tls_server(&c->tcp, mg_tls_ssl_ctx(lc->tls->ctx), lc->tls->handshake_timeout_ms, c));
+    c->tls_metrics = metrics(c);
+    if (c->tls_metrics) {
+        mg_metrics_ref(c->tls_metrics);
+        c->tls_listener = mg_metrics_listener_index(c->tls_metrics, lc->address.text);
+        c->tls_start_ns = uv_hrtime();
+        mg_tls_on_handshake(c->tr, on_handshake);
+    }
+}
+
+/* With trusted_proxies set, only those may speak PROXY to the gateway: a
+ * header from anyone else would let them choose their address. */
+static bool proxy_peer_trusted(struct mg_conn *c)
+{
+    const struct mg_forwarded_conf *f = &c->w->rt->cfg->forwarded;
+    struct mg_ip ip;
+    if (!f->ntrusted_proxies)
+        return true;
+    return mg_ip_parse(c->client_ip, strlen(c->client_ip), &ip) &&
+           mg_cidr_match(f->trusted_proxies, f->ntrusted_proxies, &ip);
+}
+
+/* Bytes of a connection awaiting its PROXY header: once the header is whole,
+ * its source becomes client_ip and what follows it goes to TLS or the codec. */
+static void proxy_read(struct mg_conn *c)
+{
+    struct mg_proxy_header h;
+    size_t n = c->in.end - c->in.start;
+    enum mg_proxy_verdict v = n ? mg_proxy_parse(c->in.buf + c->in.start, n, &h) : MG_PROXY_MORE;
+    if (v == MG_PROXY_MORE && !c->eof)
+        return;
+    if (v != MG_PROXY_OK) {
+        if (n)
+            mg_debug("client %s: refused, no valid PROXY header", c->client_ip);
+        mg_conn_close(c);
+        return;
+    }
+    c->proxy_wait = false;
+    c->in.start += h.len;
+    if (h.has_addr)
+        mg_proxy_addr_text(&h.src, c->client_ip, sizeof c->client_ip);
+    if (c->lc->tls) {
+        /* The rest is the ClientHello's start: it goes to the TLS stream,
+         * which reads the socket from now on. */
+        mg_transport_read_stop(&c->tcp.t);
+        c->reading = false;
+        start_tls(c);
+        mg_tls_server_feed(c->tr, c->in.buf + c->in.start, c->in.end - c->in.start);
+        c->in.start = c->in.end = 0;
+        if (c->eof) {
+            mg_conn_close(c);
+            return;
+        }
+        mg_conn_update_reading(c, true);
+        return;
+    }
+    if (c->in.start < c->in.end || c->eof)
+        c->ops->on_read(c);
+}
+
 int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
                    const struct mg_listen_conf *lc, const struct mg_conn_ops *ops)
 {
@@ -167,30 +248,34 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
         mg_conn_close(c);
         return -1;
     }
-    if (lc && lc->tls) {
-        /* The stream's contexts belong to this snapshot: hold it while the
-         * connection lives (a handshake may outlast a reload). */
-        c->tls_config = w->rt->cfg;
-        mg_config_ref(c->tls_config);
-        use_transport(c, mg_tls_server(&c->tcp, mg_tls_ssl_ctx(lc->tls->ctx),
-                                       lc->tls->handshake_timeout_ms, c));
-        c->tls_metrics = metrics(c);
-        if (c->tls_metrics) {
-            mg_metrics_ref(c->tls_metrics);
-            c->tls_listener = mg_metrics_listener_index(c->tls_metrics, lc->address.text);
-            c->tls_start_ns = uv_hrtime();
-            mg_tls_on_handshake(c->tr, on_handshake);
-        }
-    }
     mg_metrics_conn(metrics(c), (unsigned)w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
     c->counted = true;
-    c->tr->ops->peer_ip(c->tr, c->client_ip, sizeof c->client_ip);
+    c->tcp.t.ops->peer_ip(&c->tcp.t, c->client_ip, sizeof c->client_ip);
+    if (lc && (lc->tls || lc->proxy_protocol)) {
+        /* The listener's settings (TLS contexts) belong to this snapshot: hold
+         * it while the connection lives (a handshake may outlast a reload). */
+        c->tls_config = w->rt->cfg;
+        mg_config_ref(c->tls_config);
+        c->lc = lc;
+        c->secure = lc->tls != NULL;
+    }
+    if (lc && lc->proxy_protocol) {
+        if (!proxy_peer_trusted(c)) {
+            mg_debug("client %s: refused, PROXY from outside trusted_proxies", c->client_ip);
+            mg_conn_close(c);
+            return -1;
+        }
+        c->proxy_wait = true;
+        mg_deadline_set(&c->timer, w->rt->cfg->client.header_timeout_ms);
+    } else if (lc && lc->tls) {
+        start_tls(c);
+    }
     return 0;
 }
 
 bool mg_conn_secure(const struct mg_conn *c)
 {
-    return c->tr != &c->tcp.t;
+    return c->secure;
 }
 
 bool mg_conn_has_room(const struct mg_conn *c)

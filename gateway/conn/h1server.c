@@ -43,7 +43,12 @@ struct mg_h1s {
     bool head_started;   /* the current request's head timer and scan are set */
     bool chunk_out;      /* the response body is chunk-encoded towards the client */
     bool flushed;        /* response bytes reached the transport: no taking back */
+    uint8_t interims;    /* 1xx responses passed on for the current request */
 };
+
+/* 1xx responses passed on per request: past it they are dropped, so an
+ * upstream sending them without end cannot grow the arena without end. */
+#define MAX_INTERIMS 8
 
 static struct mg_h1s *of_x(struct mg_exchange *x)
 {
@@ -236,6 +241,7 @@ static enum mg_error parse_request_head(struct mg_h1s *s)
     llhttp_init(&s->parser, HTTP_REQUEST, &request_settings);
     s->parser.data = s;
     mg_fields_init(&x->arena, &x->req_hdrs);
+    mg_head_te_tabs(x->head, x->headlen);
     llhttp_errno_t e = llhttp_execute(&s->parser, x->head, x->headlen);
     if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
         if (x->req_hdrs.n == MG_MAX_FIELDS)
@@ -252,6 +258,7 @@ static void begin_head(struct mg_h1s *s)
 {
     struct mg_exchange *x = &s->x;
     s->head_started = true;
+    x->client = s->c.tr; /* TLS may have started after accept (behind a PROXY header) */
     mg_conn_set_active(&s->c, true);
     mg_headscan_init(&x->scan, x->rt->cfg->client.max_header_size);
     mg_deadline_set(&s->c.timer, x->rt->cfg->client.header_timeout_ms);
@@ -330,6 +337,33 @@ static void send_continue(struct mg_exchange *x)
 {
     static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
     put(of_x(x), line, sizeof line - 1, NULL);
+}
+
+/* An informational response (103 Early Hints, 102 Processing) before the
+ * final one: HTTP/1.1 clients get it with its end-to-end fields (RFC 9110
+ * section 15.2); HTTP/1.0 ones know no 1xx and get none (section 15.2 too). */
+static void send_interim(struct mg_exchange *x)
+{
+    struct mg_h1s *s = of_x(x);
+    if (x->http_minor == 0 || s->interims == MAX_INTERIMS)
+        return;
+    s->interims++;
+    size_t cap = MG_HTTP_STATUS_LINE_SIZE(x->reason.len) + 2;
+    for (uint32_t i = 0; i < x->resp_hdrs.n; i++)
+        cap += MG_HTTP_FIELD_SIZE(x->resp_hdrs.v[i].name.len, x->resp_hdrs.v[i].value.len);
+    char *o = mg_arena_alloc(&x->arena, cap), *start = o;
+    o = mg_http_put_status_line(o, x->status, x->reason);
+    for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
+        const struct mg_header *f = &x->resp_hdrs.v[i];
+        /* A 1xx has no body: a Content-Length on one (RFC 9110 section 8.6
+         * forbids it) must not reach a client that might believe it. */
+        if (!(f->flags & MG_HDR_HOP) && !MG_NAME_IS(f->name, "content-length"))
+            o = mg_http_put_field(o, f->name, f->value);
+    }
+    *o++ = '\r';
+    *o++ = '\n';
+    MG_ASSERT((size_t)(o - start) <= cap);
+    put(s, start, (size_t)(o - start), NULL);
 }
 
 /* The proxied response head. The body framing towards the client is the
@@ -523,6 +557,7 @@ static void idle(struct mg_exchange *x)
 {
     struct mg_h1s *s = of_x(x);
     s->head_started = s->chunk_out = s->flushed = false;
+    s->interims = 0;
     mg_conn_set_active(&s->c, false);
     mg_deadline_set(&s->c.timer, client_conf(s)->keepalive_timeout_ms);
     if (s->c.in.start == s->c.in.end && s->c.in.pins == 0 && s->c.in.buf) {
@@ -543,6 +578,7 @@ static const struct mg_downstream_ops down_ops = {
     .read_body = read_body,
     .read_raw = read_raw,
     .send_continue = send_continue,
+    .send_interim = send_interim,
     .send_head = send_head,
     .send_body = send_body,
     .send_end = send_end,

@@ -113,6 +113,10 @@ struct mg_downstream_ops {
     /* Tunnel: the raw client bytes that arrived (consumed), pinned by *pin. */
     struct mg_slice (*read_raw)(struct mg_exchange *x, struct mg_rbuf **pin);
     void (*send_continue)(struct mg_exchange *x);
+    /* An upstream's informational response (x->status 102..199 but 101,
+     * x->reason, x->resp_hdrs marked hop-by-hop) before the final one; the
+     * codec passes it on when its client can take it. NULL: dropped. */
+    void (*send_interim)(struct mg_exchange *x);
     /* The proxied response head (x->status, x->resp_hdrs, plugin edits), the
      * framing towards the client chosen from x->resp_kind. */
     void (*send_head)(struct mg_exchange *x, bool switching);
@@ -178,7 +182,7 @@ struct mg_upstream_ops {
 /* What upstream_ops.read found. */
 enum mg_resp_event {
     MG_RESP_MORE,    /* all bytes consumed: wait for more */
-    MG_RESP_INTERIM, /* a 1xx (not 101) was dropped */
+    MG_RESP_INTERIM, /* a 1xx (not 101) head is in x until the next read */
     MG_RESP_HEAD,    /* a final head is in x (status, fields, x->resp_kind) */
     MG_RESP_DATA,    /* body bytes in *d, pinned by *pin */
     MG_RESP_END,     /* the response ended (a->reusable says if the connection may be kept) */
@@ -226,6 +230,10 @@ struct mg_exchange {
     uint64_t req_body_bytes;
     int host_idx, rid_idx, xff_idx;
     struct mg_slice authority; /* absolute-form target's host: overrides Host */
+    /* The real client address from trusted X-Forwarded-For hops
+     * (http/forwarded.h); "" when it is client_ip. Read it through
+     * mg_x_client_ip. */
+    char real_ip[48];
     char request_id[MG_REQUEST_ID_MAX + 1];
 
     const struct mg_route_conf *route;
@@ -280,6 +288,13 @@ struct mg_exchange_hooks {
     /* Frees the arena (after on_closed). */
     void (*destroy)(struct mg_exchange *x);
 };
+
+/* The client address of the request (DESIGN.md section 10.8): for plugins,
+ * logs, `ip` keys and X-Forwarded-For replace. */
+static inline const char *mg_x_client_ip(const struct mg_exchange *x)
+{
+    return x->real_ip[0] ? x->real_ip : x->client_ip;
+}
 
 /* The host the request names: the absolute-form authority, else Host. */
 static inline struct mg_slice mg_x_request_host(const struct mg_exchange *x)

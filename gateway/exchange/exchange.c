@@ -31,6 +31,7 @@
 #include "exchange/idem.h"
 #include "exchange/plugins.h"
 #include "exchange/record.h"
+#include "http/forwarded.h"
 #include "http/request.h"
 #include "obs/metrics.h"
 #include "resilience/admission.h"
@@ -326,6 +327,10 @@ static void read_response(struct mg_exchange *x)
         case MG_RESP_MORE:
             return;
         case MG_RESP_INTERIM:
+            /* RFC 9110 section 15.2: forwarded (103 Early Hints...), but 100:
+             * the gateway answers Expect itself and never sends it upstream. */
+            if (x->status != 100 && x->down->send_interim)
+                x->down->send_interim(x);
             break;
         case MG_RESP_HEAD:
             if (response_head(x) != MG_NEXT)
@@ -472,6 +477,8 @@ static int step_head(struct mg_exchange *x)
         return MG_AGAIN;
     if (!x->error) {
         make_request_id(x);
+        mg_forwarded_client(&x->req_hdrs, x->client_ip, x->rt->cfg->forwarded.trusted_proxies,
+                            x->rt->cfg->forwarded.ntrusted_proxies, x->real_ip, sizeof x->real_ip);
         x->error = route_request(x);
         x->body_copy_ok = true;
     }

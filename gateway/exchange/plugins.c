@@ -47,7 +47,7 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
     x->lua.path = lua_str(x->path);
     x->lua.query = q ? (struct mg_lua_str){q + 1, (size_t)(x->url.p + x->url.len - q - 1)}
                      : (struct mg_lua_str){NULL, 0};
-    x->lua.client_ip = (struct mg_lua_str){x->client_ip, strlen(x->client_ip)};
+    x->lua.client_ip = (struct mg_lua_str){mg_x_client_ip(x), strlen(mg_x_client_ip(x))};
     x->lua.route = (struct mg_lua_str){x->route->name, strlen(x->route->name)};
     x->lua.request_id = (struct mg_lua_str){x->request_id, strlen(x->request_id)};
     x->lua.req_headers = lua_headers(&x->arena, &x->req_hdrs);

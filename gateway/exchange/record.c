@@ -39,7 +39,7 @@ void mg_xrecord(struct mg_exchange *x, int status)
     const char *method = x->head_parsed ? llhttp_method_name((llhttp_method_t)x->method) : NULL;
     struct mg_access_entry e = {
         .request_id = {x->request_id, strlen(x->request_id)},
-        .client_ip = {x->client_ip, strlen(x->client_ip)},
+        .client_ip = {mg_x_client_ip(x), strlen(mg_x_client_ip(x))},
         .method = {method, method ? strlen(method) : 0},
         .path = x->url,
         .status = status,

@@ -198,3 +198,22 @@ enum mg_framing mg_headers_framing(struct mg_headers *h)
         return MG_FRAMING_BAD;
     return other ? MG_FRAMING_UNSUPPORTED : MG_FRAMING_CHUNKED;
 }
+
+void mg_head_te_tabs(char *head, size_t len)
+{
+    static const char name[] = "transfer-encoding:";
+    const size_t nlen = sizeof name - 1;
+    if (!memchr(head, '\t', len))
+        return; /* the common head: one pass of memchr */
+    char *p = memchr(head, '\n', len), *end = head + len;
+    while (p && ++p < end) { /* p: the start of a field line */
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (n > nlen && mg_name_is((struct mg_slice){p, nlen - 1}, name, nlen - 1) &&
+            p[nlen - 1] == ':')
+            for (size_t i = nlen; i < n; i++)
+                if (p[i] == '\t')
+                    p[i] = ' ';
+        p = eol;
+    }
+}

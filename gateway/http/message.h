@@ -87,4 +87,12 @@ enum mg_framing {
  * next; the gateway writes its own from what it decoded. */
 enum mg_framing mg_headers_framing(struct mg_headers *h);
 
+/* Turns every HTAB in the values of Transfer-Encoding lines of the message head
+ * head[0..len) (checked by http/headscan.h: CRLF lines, no obs-fold) into a
+ * space, before llhttp parses it. HTAB is optional whitespace (RFC 9110
+ * section 5.6.3), and nginx and HAProxy take "chunked<HTAB>", but Debian's
+ * llhttp 8.1.0 in strict mode refuses it in requests; mg_headers_framing reads
+ * the field itself and treats both alike, and the gateway never forwards it. */
+void mg_head_te_tabs(char *head, size_t len);
+
 #endif

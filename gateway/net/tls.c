@@ -789,6 +789,16 @@ struct mg_transport *mg_tls_server(struct mg_tcp *tcp, SSL_CTX *ctx, uint64_t ha
     return &s->t;
 }
 
+void mg_tls_server_feed(struct mg_transport *t, const char *p, size_t n)
+{
+    struct mg_tls_stream *s = of_t(t);
+    if (!n)
+        return;
+    s->hello = true;
+    if (BIO_write(s->rbio, p, (int)n) != (int)n)
+        fail(s, UV_ENOMEM);
+}
+
 struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char *server_name,
                                    bool verify, SSL_SESSION *resume, void *owner)
 {

@@ -46,6 +46,10 @@ struct mg_tls_info {
  * after on_closed. Aborts on OOM. */
 struct mg_transport *mg_tls_server(struct mg_tcp *tcp, SSL_CTX *ctx, uint64_t handshake_timeout_ms,
                                    void *owner);
+/* Hands server stream t ciphertext that was read from its socket before it
+ * was made (what followed a PROXY header): it is processed before anything
+ * the socket brings next. */
+void mg_tls_server_feed(struct mg_transport *t, const char *p, size_t n);
 /* Wraps a connecting TCP connection for upstream TLS: `server_name` (may be
  * NULL) is sent as SNI and, when verifying, checked against the certificate;
  * `resume` (may be NULL; not taken over) offers an earlier session.

@@ -9,7 +9,7 @@
  * framing fields. Bodies are re-chunked when the client chunked them.
  *
  * Response: the head is scanned (http/headscan.h), copied whole into the arena
- * and parsed by llhttp; interim responses are dropped; the body is decoded by
+ * and parsed by llhttp; interim responses are handed up one by one; the body is decoded by
  * http/body.c, its bytes handed back pointing into the connection's read buffer.
  */
 #include "upstream/h1client.h"
@@ -19,6 +19,7 @@
 #include "config/config-t.h"
 #include "core/log.h"
 #include "http/fields.h"
+#include "http/forwarded.h"
 #include "http/writer.h"
 #include "lua/edits.h"
 #include "upstream/pool.h"
@@ -33,19 +34,75 @@ static void put_field(char **o, const char *name, size_t nlen, struct mg_slice v
     *o = mg_http_put_field(*o, (struct mg_slice){name, nlen}, value);
 }
 
-static char *put_forwarded(char *o, const struct mg_exchange *x, struct mg_slice host)
+/* X-Forwarded-For as forwarded.x_forwarded_for says: append (the client's
+ * list, every line joined, then the connection's address), replace (the real
+ * client address alone), off (the client's lines were copied untouched). */
+static char *put_xff(char *o, const struct mg_exchange *x, enum mg_xff_mode mode)
 {
+    if (mode == MG_XFF_OFF)
+        return o;
     PUT_LIT(o, "X-Forwarded-For: ");
-    if (x->xff_idx >= 0) {
-        struct mg_slice prev = x->req_hdrs.v[x->xff_idx].value;
-        PUT(o, prev.p, prev.len);
-        PUT_LIT(o, ", ");
+    if (mode == MG_XFF_APPEND) {
+        bool any;
+        o = mg_forwarded_put_list(o, &x->req_hdrs, mg_forwarded_is_xff, &any);
+        if (any)
+            PUT_LIT(o, ", ");
+        PUT(o, x->client_ip, strlen(x->client_ip));
+    } else {
+        const char *ip = mg_x_client_ip(x);
+        PUT(o, ip, strlen(ip));
     }
-    PUT(o, x->client_ip, strlen(x->client_ip));
+    PUT_LIT(o, "\r\n");
+    return o;
+}
+
+/* RFC 7239 Forwarded, when forwarded.forwarded_header: the client's elements
+ * then this hop's (for = the connection's address), or with replace this
+ * hop's alone (for = the real client address). */
+static char *put_rfc7239(char *o, const struct mg_exchange *x, enum mg_xff_mode mode,
+                         struct mg_slice host)
+{
+    PUT_LIT(o, "Forwarded: ");
+    if (mode != MG_XFF_REPLACE) {
+        bool any;
+        o = mg_forwarded_put_list(o, &x->req_hdrs, mg_forwarded_is_forwarded, &any);
+        if (any)
+            PUT_LIT(o, ", ");
+    }
+    PUT_LIT(o, "for=");
+    o = mg_forwarded_put_node(o, mode == MG_XFF_REPLACE ? mg_x_client_ip(x) : x->client_ip);
+    if (host.len) { /* a valid Host (checked at the head): no quote or backslash in it */
+        PUT_LIT(o, ";host=\"");
+        PUT(o, host.p, host.len);
+        *o++ = '"';
+    }
     if (x->secure)
-        PUT_LIT(o, "\r\nX-Forwarded-Proto: https\r\n");
+        PUT_LIT(o, ";proto=https\r\n");
     else
-        PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+        PUT_LIT(o, ";proto=http\r\n");
+    return o;
+}
+
+/* Room for what put_forwarded adds beyond the client's head (x->headlen
+ * already bounds the client's X-Forwarded-For / Forwarded values it copies:
+ * each came with its field name and CRLF). */
+static size_t forwarded_size(struct mg_slice host)
+{
+    return 2 * MG_FORWARDED_NODE_MAX + 2 * host.len + 160;
+}
+
+static char *put_forwarded(char *o, const struct mg_exchange *x, struct mg_slice host,
+                           const struct mg_lua_edit *edits)
+{
+    const struct mg_forwarded_conf *f = &x->rt->cfg->forwarded;
+    if (!(edits && mg_lua_edits_name(edits, MG_SLICE_LIT("x-forwarded-for"))))
+        o = put_xff(o, x, f->x_forwarded_for);
+    if (f->forwarded_header && !(edits && mg_lua_edits_name(edits, MG_SLICE_LIT("forwarded"))))
+        o = put_rfc7239(o, x, f->x_forwarded_for, host);
+    if (x->secure)
+        PUT_LIT(o, "X-Forwarded-Proto: https\r\n");
+    else
+        PUT_LIT(o, "X-Forwarded-Proto: http\r\n");
     if (host.len)
         put_field(&o, "X-Forwarded-Host", 16, host);
     return o;
@@ -79,10 +136,20 @@ static struct mg_slice upstream_target(const struct mg_exchange *x)
     return (struct mg_slice){x->url.p + cut, x->url.len - cut};
 }
 
+/* Forwarding fields the gateway writes itself (put_forwarded) are not copied:
+ * X-Forwarded-For unless x_forwarded_for is off, Forwarded when it is sent. */
+static bool rewritten(const struct mg_exchange *x, const struct mg_header *f)
+{
+    const struct mg_forwarded_conf *fc = &x->rt->cfg->forwarded;
+    if (f->name.len == 15)
+        return fc->x_forwarded_for != MG_XFF_OFF && mg_forwarded_is_xff(f->name);
+    return f->name.len == 9 && fc->forwarded_header && mg_forwarded_is_forwarded(f->name);
+}
+
 static bool copied(const struct mg_exchange *x, uint32_t i, const struct mg_lua_edit *edits)
 {
     const struct mg_header *f = &x->req_hdrs.v[i];
-    return !((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || (int)i == x->xff_idx ||
+    return !((f->flags & MG_HDR_HOP) || (int)i == x->rid_idx || rewritten(x, f) ||
              ((int)i == x->host_idx && x->authority.len) ||
              (edits && mg_lua_edits_name(edits, f->name)));
 }
@@ -93,7 +160,7 @@ static void send_head(struct mg_attempt *a)
     struct mg_slice target = upstream_target(x), host = mg_x_request_host(x);
     const char *target_addr = a->target->conf->address.text;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
-    size_t cap = x->headlen + strlen(target_addr) + strlen(x->client_ip) + host.len * 2 + 512 +
+    size_t cap = x->headlen + strlen(target_addr) + forwarded_size(host) + host.len + 512 +
                  mg_lua_edits_size(edits);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *m = llhttp_method_name((llhttp_method_t)x->method);
@@ -110,7 +177,7 @@ static void send_head(struct mg_attempt *a)
         put_field(&o, "Host", 4, x->authority);
     else if (x->host_idx < 0)
         put_field(&o, "Host", 4, (struct mg_slice){target_addr, strlen(target_addr)});
-    o = put_forwarded(o, x, host);
+    o = put_forwarded(o, x, host, edits);
     put_field(&o, "X-Request-Id", 12, (struct mg_slice){x->request_id, strlen(x->request_id)});
     PUT_LIT(o, "Via: 1.1 moongate\r\n");
     o = mg_lua_edits_put(o, edits);
@@ -252,6 +319,7 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
 {
     struct mg_exchange *x = a->x;
     mg_fields_init(&x->arena, &x->resp_hdrs);
+    x->reason = (struct mg_slice){NULL, 0};
     llhttp_init(&a->parser, HTTP_RESPONSE, &response_settings);
     a->parser.data = a;
     llhttp_errno_t e = llhttp_execute(&a->parser, x->resp_head, x->resp_headlen);
@@ -260,11 +328,12 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
         return fail_with(d, why ? why : "malformed message");
     }
     if (x->status >= 100 && x->status < 200 && x->status != 101) {
-        /* Interim (e.g. 103): dropped, and never has a body (RFC 9110 section
-         * 15.2) whatever framing it claims (tests/fuzz: a 103 with
-         * Content-Length carried a whole forged response). */
+        /* Interim (e.g. 103): never has a body (RFC 9110 section 15.2)
+         * whatever framing it claims (tests/fuzz: a 103 with Content-Length
+         * carried a whole forged response). Its fields stay readable in the
+         * arena until the next head is copied over them. */
         x->resp_headlen = 0;
-        x->reason = (struct mg_slice){NULL, 0};
+        mg_headers_mark_hop_by_hop(&x->resp_hdrs);
         mg_headscan_init(&a->scan, MG_MAX_RESPONSE_HEAD);
         return MG_RESP_INTERIM;
     }

@@ -3,6 +3,7 @@ chunked both ways, HTTP/1.0, pipelining, 100-continue, bodiless responses,
 hop-by-hop removal, X-Forwarded-*, Via, X-Request-Id."""
 
 import re
+import threading
 import time
 
 from conftest import RawClient, build_request, chunked, fetch, t
@@ -518,7 +519,8 @@ def test_upstream_close_delimited_response(gateway, upstream):
 def test_upstream_interim_1xx_then_final(gateway, upstream):
     def handler(conn, req):
         conn.read_body(req)
-        conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n"
+                  b"Connection: X-Hop\r\nX-Hop: 1\r\n\r\n")
         conn.respond(200, b"final")
     up = upstream(handler)
     gw = gateway(ONE, a=up)
@@ -526,9 +528,57 @@ def test_upstream_interim_1xx_then_final(gateway, upstream):
         c.request("GET", "/hints")
         interim, final = c.read_final_response()
         assert (final.status, final.body) == (200, b"final")
-        assert all(r.status == 103 for r in interim)
+        assert [(r.status, r.reason, r.headers) for r in interim] == [
+            (103, "Early Hints", [("Link", "</style.css>; rel=preload")])]
         c.request("GET", "/again")
         assert c.read_final_response()[1].body == b"final"
+
+
+def test_103_reaches_the_client_before_the_final_response_exists(gateway, upstream):
+    # RFC 9110 section 15.2: a proxy forwards 1xx responses. The upstream sends
+    # 103 and holds its 200 until the client has seen the 103.
+    seen = threading.Event()
+
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 102 Processing\r\n\r\n"
+                  b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n\r\n")
+        seen.wait(t(5))
+        conn.respond(200, b"late" if seen.is_set() else b"too early")
+    up = upstream(handler)
+    gw = gateway(ONE, a=up)
+    with RawClient(gw.port) as c:
+        c.request("GET", "/hints")
+        assert c.read_response().status == 102
+        hints = c.read_response()
+        assert (hints.status, hints.header("Link")) == (103, "</a.js>; rel=preload")
+        seen.set()
+        final = c.read_response()
+        assert (final.status, final.body) == (200, b"late")
+
+
+def test_interim_not_sent_to_http10_clients_nor_upstream_100(gateway, upstream):
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: <x>\r\n\r\n")
+        conn.respond(200, b"final")
+    up = upstream(handler)
+    gw = gateway(ONE, a=up)
+    with RawClient(gw.port) as c:  # HTTP/1.0 knows no 1xx (RFC 9110 section 15.2)
+        c.request("GET", "/old", version="HTTP/1.0")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"final")
+    with RawClient(gw.port) as c:  # a 100 nobody asked the gateway for is not passed on
+        c.request("GET", "/new")
+        interim, final = c.read_final_response()
+        assert [r.status for r in interim] == [103]
+    with RawClient(gw.port) as c:  # Expect: the gateway's own 100, then the upstream's 103
+        c.send(build_request("POST", "/up", [("Expect", "100-continue"), ("Content-Length", "2")]))
+        assert c.read_response().status == 100
+        c.send(b"hi")
+        interim, final = c.read_final_response("POST")
+        assert [r.status for r in interim] == [103]
+        assert final.status == 200
 
 
 def test_early_upstream_response_is_relayed_before_body_is_sent(gateway, upstream):

@@ -448,7 +448,9 @@ def test_interim_response_with_framing_cannot_split_the_response(gateway, upstre
     gw, up = start(gateway, upstream, raw_reply(reply), allow_errors=UPSTREAM_ERRORS)
     with RawClient(gw.port) as c:
         c.request("GET", "/interim")
-        r = c.read_response()
+        interim, r = c.read_final_response()
+        # the 103 is passed on (RFC 9110 section 15.2), without the framing it claimed
+        assert [(i.status, i.header("Content-Length"), i.body) for i in interim] == [(103, None, b"")]
         assert (r.status, r.body) == (200, b"first")
         c.is_open(0.3)
         assert bytes(c.buf) == b"", "a second response followed: %r" % bytes(c.buf)

@@ -656,7 +656,7 @@ static void test_error_unknown_keys(void **state)
         MINIMAL "listen_port: 80\n",
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, admin, "
         "pid_file, plugin_path, access_log, drain_timeout, idempotency_memory, redis, client, "
-        "upstreams, routes)");
+        "forwarded, upstreams, routes)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
@@ -1138,11 +1138,8 @@ static void test_error_listen_entries(void **state)
     (void)state;
     expect_error("listen: [{address: \"127.0.0.1:8080\", http2: true}]\n" TAIL,
                  "t.yaml:1:45: listen[0].http2: http2 is not supported yet");
-    expect_error("listen:\n"
-                 "  - \"127.0.0.1:8080\"\n"
-                 "  - address: \"127.0.0.1:8081\"\n"
-                 "    proxy_protocol: true\n" TAIL,
-                 "t.yaml:4:21: listen[1].proxy_protocol: proxy_protocol is not supported yet");
+    expect_error("listen: [{address: \"127.0.0.1:8080\", proxy_protocol: 1}]\n" TAIL,
+                 "t.yaml:1:54: listen[0].proxy_protocol: invalid boolean '1'");
     expect_error("listen: [{address: \"127.0.0.1:8080\", http2: yes}]\n" TAIL,
                  "t.yaml:1:45: listen[0].http2: invalid boolean 'yes'");
     expect_error("listen: [\"127.0.0.1:8080\", {address: \"127.0.0.1:8080\"}]\n" TAIL,
@@ -1513,6 +1510,64 @@ static void test_error_upstream_tls(void **state)
                  "sni, verify, ca, cert, key)");
 }
 
+/* ---- edge details (DESIGN section 10.8) ---- */
+
+static void test_listen_proxy_protocol(void **state)
+{
+    (void)state;
+    struct mg_config *cfg = load("listen:\n"
+                                 "  - \"127.0.0.1:8080\"\n"
+                                 "  - {address: \"127.0.0.1:8081\", proxy_protocol: true}\n" TAIL);
+    assert_false(cfg->listen[0].proxy_protocol);
+    assert_true(cfg->listen[1].proxy_protocol);
+    mg_config_unref(cfg);
+}
+
+static void test_forwarded_defaults_and_values(void **state)
+{
+    (void)state;
+    struct mg_config *cfg = load(MINIMAL);
+    assert_int_equal(cfg->forwarded.ntrusted_proxies, 0);
+    assert_int_equal(cfg->forwarded.x_forwarded_for, MG_XFF_APPEND);
+    assert_false(cfg->forwarded.forwarded_header);
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "forwarded:\n"
+                       "  trusted_proxies: [\"10.0.0.0/8\", \"2001:db8::/32\", 192.0.2.1]\n"
+                       "  x_forwarded_for: replace\n"
+                       "  forwarded_header: true\n");
+    assert_int_equal(cfg->forwarded.ntrusted_proxies, 3);
+    assert_int_equal(cfg->forwarded.trusted_proxies[0].bits, 96 + 8);
+    assert_int_equal(cfg->forwarded.trusted_proxies[1].bits, 32);
+    assert_int_equal(cfg->forwarded.trusted_proxies[2].bits, 128);
+    assert_int_equal(cfg->forwarded.x_forwarded_for, MG_XFF_REPLACE);
+    assert_true(cfg->forwarded.forwarded_header);
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "forwarded: {x_forwarded_for: \"off\"}\n");
+    assert_int_equal(cfg->forwarded.x_forwarded_for, MG_XFF_OFF);
+    mg_config_unref(cfg);
+}
+
+static void test_error_forwarded(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "forwarded: {trusted_proxies: [\"10.0.0.0/8\", \"10.0.0.1/8\"]}\n",
+                 "t.yaml:7:45: forwarded.trusted_proxies[1]: invalid address block '10.0.0.1/8': "
+                 "host bits are set");
+    expect_error(MINIMAL "forwarded: {trusted_proxies: [\"10.0.0.0/33\"]}\n",
+                 "t.yaml:7:31: forwarded.trusted_proxies[0]: invalid address block");
+    expect_error(
+        MINIMAL "forwarded: {trusted_proxies: [proxy.example]}\n",
+        "t.yaml:7:31: forwarded.trusted_proxies[0]: invalid address block 'proxy.example': "
+        "not an IPv4 or IPv6 address");
+    expect_error(MINIMAL "forwarded: {trusted_proxies: \"10.0.0.0/8\"}\n",
+                 "t.yaml:7:30: forwarded.trusted_proxies: expected a sequence");
+    expect_error(MINIMAL "forwarded: {x_forwarded_for: prepend}\n",
+                 "t.yaml:7:30: forwarded.x_forwarded_for: invalid value 'prepend' (expected one "
+                 "of: append, replace, off)");
+    expect_error(MINIMAL "forwarded: {forwarded_headers: true}\n",
+                 "t.yaml:7:13: forwarded.forwarded_headers: unknown key");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1589,6 +1644,9 @@ int main(void)
         cmocka_unit_test(test_upstream_tls_paths_resolved),
         cmocka_unit_test(test_upstream_tls_enabled_builds_context),
         cmocka_unit_test(test_error_upstream_tls),
+        cmocka_unit_test(test_listen_proxy_protocol),
+        cmocka_unit_test(test_forwarded_defaults_and_values),
+        cmocka_unit_test(test_error_forwarded),
     };
 
     return cmocka_run_group_tests(tests, make_tls_dir, remove_tls_dir);

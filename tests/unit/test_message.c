@@ -123,6 +123,23 @@ static void find_is_case_insensitive(void **state)
     assert_int_equal(mg_headers_find(&h, S("x-missing")), -1);
 }
 
+static void te_tabs_become_spaces_in_transfer_encoding_only(void **state)
+{
+    (void)state;
+    char head[] = "POST /\tx HTTP/1.1\r\nX-A: a\tb\r\ntransfer-ENCODING:\tchunked\t\r\n"
+                  "Transfer-Encodings: c\td\r\nX-Transfer-Encoding: e\tf\r\n\r\n";
+    const char want[] = "POST /\tx HTTP/1.1\r\nX-A: a\tb\r\ntransfer-ENCODING: chunked \r\n"
+                        "Transfer-Encodings: c\td\r\nX-Transfer-Encoding: e\tf\r\n\r\n";
+    mg_head_te_tabs(head, sizeof head - 1);
+    assert_string_equal(head, want);
+    char plain[] = "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    mg_head_te_tabs(plain, sizeof plain - 1);
+    assert_string_equal(plain, "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    char cut[] = "GET / HTTP/1.1\r\nTransfer-Encoding:\t"; /* no end: stays in bounds */
+    mg_head_te_tabs(cut, sizeof cut - 1);
+    assert_string_equal(cut, "GET / HTTP/1.1\r\nTransfer-Encoding: ");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +149,7 @@ int main(void)
         cmocka_unit_test(find_is_case_insensitive),
         cmocka_unit_test(connection_never_removes_framing_or_routing_fields),
         cmocka_unit_test(framing_verdicts),
+        cmocka_unit_test(te_tabs_become_spaces_in_transfer_encoding_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
