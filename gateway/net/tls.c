@@ -795,8 +795,8 @@ void mg_tls_server_feed(struct mg_transport *t, const char *p, size_t n)
     if (!n)
         return;
     s->hello = true;
-    if (BIO_write(s->rbio, p, (int)n) != (int)n)
-        fail(s, UV_ENOMEM);
+    MG_ASSERT(s->rd_len == 0); /* the stream's first bytes */
+    keep(s, p, n, 0);
 }
 
 struct mg_transport *mg_tls_client(struct mg_tcp *tcp, SSL_CTX *ctx, const char *server_name,
