@@ -47,8 +47,14 @@ struct mg_idem_client;
 struct mg_idem_memtable;
 struct mg_lua_target;
 
+/* A listening socket. Accepted with accept4 on readiness (uv_poll), not uv_listen:
+ * on EMFILE/ENFILE accepting pauses for a moment and the kernel keeps the queue
+ * (libuv's own accept loop spins or drops connections then). */
 struct mg_listener {
-    uv_tcp_t tcp;
+    uv_poll_t poll;
+    uv_timer_t backoff; /* accepting paused: out of file descriptors */
+    int fd;
+    int handles_open; /* poll and backoff: freed when both are closed */
     struct mg_worker *w;
     const struct mg_listen_conf *conf; /* in the current snapshot: TLS or plain */
     struct mg_listener *next;

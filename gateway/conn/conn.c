@@ -16,6 +16,7 @@
 #include "tls/context.h"
 #include "core/log.h"
 #include "obs/metrics.h"
+#include "obs/rejected.h"
 #include "worker.h"
 
 /* client.max_connections holds for the whole process, across workers. */
@@ -145,8 +146,21 @@ static void use_transport(struct mg_conn *c, struct mg_transport *t)
     c->out.tr = t;
 }
 
-int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
-                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops)
+static bool refused(struct mg_worker *w, unsigned open_before)
+{
+    if (w->draining) {
+        mg_rejected_count(MG_REJECT_DRAINING);
+        return true;
+    }
+    if (open_before >= w->rt->cfg->client.max_connections) {
+        mg_rejected_count(MG_REJECT_MAX_CONNECTIONS);
+        return true;
+    }
+    return false;
+}
+
+int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
+                   const struct mg_conn_ops *ops)
 {
     c->w = w;
     c->ops = ops;
@@ -162,8 +176,7 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
     w->conns = c;
     w->nconns++;
     unsigned open_before = atomic_fetch_add_explicit(&client_connections, 1, memory_order_relaxed);
-    if (mg_tcp_accept(server, &c->tcp) != 0 || open_before >= w->rt->cfg->client.max_connections ||
-        w->draining) {
+    if (mg_tcp_accept(fd, &c->tcp) != 0 || refused(w, open_before)) {
         mg_conn_close(c);
         return -1;
     }
@@ -265,15 +278,12 @@ void mg_conn_close(struct mg_conn *c)
     uv_close(mg_deadline_handle(&c->timer), on_timer_closed);
 }
 
-void mg_conn_drain(struct mg_worker *w)
+void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms)
 {
-    struct mg_conn *c = w->conns;
-    while (c) {
-        struct mg_conn *next = c->next;
-        if (c->ops->idle(c))
-            mg_conn_close(c);
-        c = next;
-    }
+    uint64_t due = uv_now(&w->loop) + grace_ms;
+    for (struct mg_conn *c = w->conns; c; c = c->next)
+        if (c->ops->idle(c) && (!c->timer.due || c->timer.due > due))
+            mg_deadline_set(&c->timer, grace_ms);
 }
 
 void mg_conn_close_all(struct mg_worker *w)

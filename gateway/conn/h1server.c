@@ -631,7 +631,7 @@ static const struct mg_conn_ops conn_ops = {
     .idle = conn_idle,
 };
 
-void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_listen_conf *lc,
+void mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
                    const struct mg_exchange_hooks *hooks)
 {
     struct mg_h1s *s = calloc(1, sizeof *s);
@@ -640,7 +640,7 @@ void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_lis
     s->hooks = hooks;
     hooks->init(&s->x, w, &down_ops, s->c.client_ip, on_exchange_closed);
     s->c.handles_open = 1; /* the exchange's timers, until on_exchange_closed */
-    if (mg_conn_accept(&s->c, w, server, lc, &conn_ops) < 0)
+    if (mg_conn_accept(&s->c, w, fd, lc, &conn_ops) < 0)
         return; /* closing: on_free follows */
     s->x.secure = mg_conn_secure(&s->c);
     s->x.client = s->c.tr;
