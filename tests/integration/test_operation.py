@@ -1,0 +1,262 @@
+"""Production operation (DESIGN.md 10.6): file-descriptor exhaustion, the pid
+file lock, opt-in admin, bind failures, /ready and shutdown_delay, drain of
+keep-alive connections, the `-s reload` verdict, --help."""
+
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BIN, Gateway, RawClient, fetch, free_port, ms, t, wait_until
+
+ROUTES = """\
+upstreams:
+  u1:
+    targets:
+      - {address: "$up", weight: 1}
+    timeouts: {connect: 1s, send: 5s, read: 10s}
+routes:
+  - name: r1
+    match: {paths: ["/"]}
+    upstream: u1
+"""
+
+
+def run(*args, timeout=None):
+    p = subprocess.run([BIN, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=timeout or t(20))
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def admin_get(gw, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (gw.admin_port, path),
+                                    timeout=t(2)) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_help_exits_0():
+    for flag in ("-h", "--help"):
+        rc, out, err = run(flag)
+        assert rc == 0
+        assert "-s reload" in out and "--help" in out and "SIGHUP" in out
+
+
+def test_fd_exhaustion_pauses_accept(tmp_path, upstream):
+    """ulimit -n 128 and 300 connections: accept pauses instead of spinning,
+    the log stays short, the gateway serves again once the clients leave, and
+    SIGTERM is honoured at once."""
+    up = upstream()
+    gw = Gateway(str(tmp_path / "gw"), ROUTES, {"up": "127.0.0.1:%d" % up.port},
+                 drain_timeout=ms(5))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    # The fixture's start, with the limit applied in the child before exec.
+    orig_popen = subprocess.Popen
+
+    def popen(*a, **kw):
+        kw["preexec_fn"] = limit
+        return orig_popen(*a, **kw)
+
+    subprocess.Popen = popen
+    try:
+        gw.start()
+    finally:
+        subprocess.Popen = orig_popen
+    try:
+        socks = []
+        for _ in range(300):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(gw.address)
+            socks.append(s)
+        time.sleep(t(0.3))
+        cpu0 = cpu_seconds(gw.pid)
+        time.sleep(1.0)
+        spent = cpu_seconds(gw.pid) - cpu0
+        assert spent < 0.5, "accept spun: %.2f s of CPU in 1 s" % spent
+        for s in socks:
+            s.close()
+        start = time.monotonic()
+        deadline = start + t(2)
+        served = False
+        while time.monotonic() < deadline and not served:
+            try:
+                with RawClient(gw.port, timeout=0.5) as c:
+                    c.request("GET", "/x")
+                    served = c.read_response().status == 200
+            except Exception:
+                time.sleep(0.05)
+        assert served, "no answer within 2 s after the clients left:\n" + gw.log_tail()
+        status, text = admin_get(gw, "/metrics")
+        m = re.search(r'moongate_connections_rejected_total\{reason="fd_limit"\} (\d+)', text)
+        assert m and int(m.group(1)) > 0
+        log = gw.log()
+        assert len(log.splitlines()) < 100, log[-3000:]
+        assert "open-file limit 128" in log
+        assert "pausing accept" in log
+        t0 = time.monotonic()
+        gw.stopped_by_test = True
+        gw.proc.send_signal(signal.SIGTERM)
+        gw.proc.wait(t(5))
+        assert time.monotonic() - t0 < t(1)
+        assert gw.proc.returncode == 0
+    finally:
+        problems = gw.finish()
+    assert not problems, "\n".join(problems)
+
+
+def test_second_start_refused_and_pid_file_kept(gateway, upstream):
+    up = upstream()
+    gw = gateway(ROUTES, up=up)
+    p = subprocess.run([BIN, "-c", gw.config_path], capture_output=True, timeout=t(10))
+    assert p.returncode == 1
+    assert ("already running as pid %d" % gw.pid) in p.stderr.decode()
+    with open(gw.pid_file) as f:
+        assert int(f.read()) == gw.pid
+    assert fetch(gw.port, "GET", "/x").status == 200
+    assert gw.stop() == 0
+    assert not os.path.exists(gw.pid_file)
+
+
+def test_stale_pid_file_is_taken_over(gateway, upstream, tmp_path):
+    up = upstream()
+    gw = gateway(ROUTES, up=up)
+    assert gw.stop() == 0
+    with open(gw.pid_file, "w") as f:
+        f.write("999999\n")  # no process holds the lock
+    rc, out, err = run("-s", "reload", "-c", gw.config_path)
+    assert rc == 1 and "stale" in err
+    gw.start()
+    with open(gw.pid_file) as f:
+        assert int(f.read()) == gw.pid
+
+
+def test_admin_is_opt_in(gateway, upstream):
+    up = upstream()
+    body = """\
+listen: ["127.0.0.1:$port"]
+workers: 1
+pid_file: "$pid_file"
+access_log: off
+""" + ROUTES
+    gw = gateway(body, full=True, up=up)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", gw.admin_port), timeout=0.5).close()
+    assert fetch(gw.port, "GET", "/x").status == 200
+
+
+def test_admin_bind_failure_is_fatal(tmp_path, upstream):
+    up = upstream()
+    gw = Gateway(str(tmp_path / "gw"), ROUTES, {"up": "127.0.0.1:%d" % up.port})
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", gw.admin_port))
+    busy.listen(1)
+    try:
+        p = subprocess.run([BIN, "-c", gw.config_path], capture_output=True, timeout=t(10))
+    finally:
+        busy.close()
+    assert p.returncode == 1
+    assert re.search(r"admin listener.*127\.0\.0\.1:%d.*in use" % gw.admin_port,
+                     p.stderr.decode()), p.stderr.decode()
+    assert not os.path.exists(gw.pid_file)
+
+
+def test_reload_verdict_and_bind_failure(gateway, upstream):
+    up = upstream()
+    gw = gateway(ROUTES, up=up)
+    rc, out, err = run("-s", "reload", "-c", gw.config_path)
+    assert rc == 0, err
+    assert "version 2" in out
+    good = gw.config
+    # A bad file: -s reload reports the running gateway's FILE:LINE:COL verdict.
+    with open(gw.config_path, "w") as f:
+        f.write(good.replace("weight: 1", "weight: many"))
+    rc, out, err = run("-s", "reload", "-c", gw.config_path)
+    assert rc == 1
+    assert re.search(r"%s:\d+:\d+: " % re.escape(gw.config_path), err), err
+    # A listen address that cannot be bound fails the reload too.
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        with open(gw.config_path, "w") as f:
+            f.write(good.replace('listen: ["127.0.0.1:%d"]' % gw.port,
+                                 'listen: ["127.0.0.1:%d", "127.0.0.1:%d"]' % (gw.port, port)))
+        rc, out, err = run("-s", "reload", "-c", gw.config_path)
+    finally:
+        busy.close()
+    # The client parses this file fine: the verdict is the running gateway's.
+    assert rc == 1 and "config reload failed: %s: listen 127.0.0.1:%d: Address already in use" \
+        % (gw.config_path, port) in err, err
+    gw.allow_errors.append(re.compile("config reload failed"))
+    assert fetch(gw.port, "GET", "/x").status == 200
+
+
+def test_ready_fails_before_listeners_close(gateway, upstream):
+    """shutdown_delay: /ready fails at SIGTERM while requests (new connections
+    included) are still served; then the drain, then exit 0."""
+    up = upstream()
+    gw = gateway("shutdown_delay: %s\n" % ms(1.0) + ROUTES, up=up)
+    assert admin_get(gw, "/ready") == (200, "ready\n")
+    assert admin_get(gw, "/healthz")[0] == 200
+    t0 = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    assert wait_until(lambda: admin_get(gw, "/ready")[0] == 503, t(0.5))
+    assert admin_get(gw, "/healthz")[0] == 200  # liveness is not readiness
+    assert fetch(gw.port, "GET", "/x").status == 200  # a new connection, still accepted
+    assert gw.proc.wait(t(5)) == 0
+    assert time.monotonic() - t0 >= 0.9
+
+
+def test_drain_answers_request_racing_idle_close(gateway, upstream):
+    """An idle keep-alive connection whose next request arrives just after the
+    drain began gets an answer with Connection: close, not a reset."""
+    up = upstream()
+    gw = gateway(ROUTES, up=up, drain_timeout=ms(5))
+    with RawClient(gw.port) as c:
+        c.request("GET", "/a")
+        r = c.read_response()
+        assert r.status == 200 and (r.header("connection") or "").lower() != "close"
+        gw.signal(signal.SIGTERM)
+        time.sleep(0.05)
+        c.request("GET", "/b")
+        r = c.read_response()
+        assert r.status == 200
+        assert r.header("connection").lower() == "close"
+    assert gw.proc.wait(t(5)) == 0
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+def test_shutdown_delay_under_wrk_no_errors(gateway, upstream):
+    up = upstream()
+    gw = gateway("shutdown_delay: 2s\n" + ROUTES, up=up, drain_timeout=ms(5))
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d1s", "--timeout", "2s",
+                            "http://127.0.0.1:%d/x" % gw.port],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.4)
+    gw.signal(signal.SIGTERM)
+    out = wrk.communicate(timeout=t(20))[0].decode()
+    assert wrk.returncode == 0, out
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    assert int(re.search(r"(\d+) requests in", out).group(1)) > 0, out
+    assert gw.proc.wait(t(5)) == 0
