@@ -13,9 +13,11 @@ import time
 import urllib.error
 import urllib.request
 
+import contextlib
+
 import pytest
 
-from conftest import BIN, Gateway, RawClient, fetch, free_port, ms, t, wait_until
+from conftest import BIN, SOURCE_DIR, Gateway, RawClient, fetch, ms, t, wait_until
 
 ROUTES = """\
 upstreams:
@@ -51,6 +53,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@contextlib.contextmanager
+def patched_popen(transform):
+    """Gateway.start's Popen, with its argv and keywords rewritten by transform."""
+    orig = subprocess.Popen
+
+    def popen(args, **kw):
+        args, kw = transform(list(args), kw)
+        return orig(args, **kw)
+
+    subprocess.Popen = popen
+    try:
+        yield
+    finally:
+        subprocess.Popen = orig
+
+
 def test_help_exits_0():
     for flag in ("-h", "--help"):
         rc, out, err = run(flag)
@@ -69,18 +87,8 @@ def test_fd_exhaustion_pauses_accept(tmp_path, upstream):
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
-    # The fixture's start, with the limit applied in the child before exec.
-    orig_popen = subprocess.Popen
-
-    def popen(*a, **kw):
-        kw["preexec_fn"] = limit
-        return orig_popen(*a, **kw)
-
-    subprocess.Popen = popen
-    try:
+    with patched_popen(lambda args, kw: (args, dict(kw, preexec_fn=limit))):
         gw.start()
-    finally:
-        subprocess.Popen = orig_popen
     try:
         socks = []
         for _ in range(300):
@@ -260,3 +268,52 @@ def test_shutdown_delay_under_wrk_no_errors(gateway, upstream):
     assert "Socket errors" not in out and "Non-2xx" not in out, out
     assert int(re.search(r"(\d+) requests in", out).group(1)) > 0, out
     assert gw.proc.wait(t(5)) == 0
+
+
+def can_hide_source():
+    p = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"],
+                       capture_output=True)
+    return p.returncode == 0
+
+
+def test_relocated_install_serves_without_source_tree(tmp_path, upstream):
+    """make install into a temporary prefix, move the tree, hide the source and
+    build trees (a private mount namespace): -t passes and a request goes
+    through a Lua balancer."""
+    build = os.path.dirname(os.path.abspath(BIN))
+    prefix = str(tmp_path / "prefix")
+    p = subprocess.run(["cmake", "--install", build, "--prefix", prefix], capture_output=True)
+    assert p.returncode == 0, p.stderr.decode()
+    for f in ("bin/moongate", "share/moongate/lua/moongate/runner.lua",
+              "share/moongate/plugins/p2c_ewma.lua", "etc/moongate/moongate.yaml",
+              "share/man/man8/moongate.8"):
+        assert os.path.exists(os.path.join(prefix, f)), f
+    moved = str(tmp_path / "moved")
+    os.rename(prefix, moved)
+    binary = os.path.join(moved, "bin", "moongate")
+    hide = [SOURCE_DIR] + ([build] if not build.startswith(SOURCE_DIR + "/") else [])
+    if can_hide_source():
+        mounts = " && ".join("mount -t tmpfs none '%s'" % d for d in hide)
+
+        def wrap(args):
+            return ["unshare", "-m", "sh", "-c", mounts + ' && exec "$0" "$@"'] + args
+    else:  # not root: at least the tree has moved away from the prefix it was built for
+        def wrap(args):
+            return args
+    up = upstream()
+    body = ROUTES.replace("    upstream: u1", "    upstream: u1\n    balancer: {name: p2c_ewma}")
+    gw = Gateway(str(tmp_path / "gw"), body, {"up": "127.0.0.1:%d" % up.port})
+    check = subprocess.run(wrap([binary, "-t", "-c", gw.config_path]), capture_output=True)
+    assert check.returncode == 0, check.stderr.decode()
+    example = subprocess.run(wrap([binary, "-t", "-c",
+                                   os.path.join(moved, "etc/moongate/moongate.yaml")]),
+                             capture_output=True)
+    assert example.returncode == 0, example.stderr.decode()
+    with patched_popen(lambda args, kw: (wrap([binary] + args[1:]), kw)):
+        gw.start()
+    try:
+        assert fetch(gw.port, "GET", "/x").status == 200
+        assert up.wait_requests(1, t(2))
+    finally:
+        problems = gw.finish()
+    assert not problems, "\n".join(problems)
