@@ -317,3 +317,67 @@ def test_relocated_install_serves_without_source_tree(tmp_path, upstream):
     finally:
         problems = gw.finish()
     assert not problems, "\n".join(problems)
+
+
+UNIT = os.path.join(SOURCE_DIR, "packaging", "systemd", "moongate.service")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_unit_verifies(tmp_path):
+    """systemd-analyze verify, with the unit pointed at this binary and man
+    page; any warning (unknown key, bad value) fails."""
+    build = os.path.dirname(os.path.abspath(BIN))
+    prefix = str(tmp_path / "prefix")
+    p = subprocess.run(["cmake", "--install", build, "--prefix", prefix], capture_output=True)
+    assert p.returncode == 0, p.stderr.decode()
+    with open(UNIT) as f:
+        text = f.read()
+    for key in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "LimitNOFILE=",
+                "ProtectSystem=strict", "NoNewPrivileges=yes",
+                "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"):
+        assert key in text, key
+    unit = tmp_path / "moongate.service"
+    unit.write_text(text.replace("/usr/local/bin/moongate", os.path.join(prefix, "bin/moongate")))
+    env = dict(os.environ, MANPATH=os.path.join(prefix, "share/man"))
+    v = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, env=env,
+                       cwd=str(tmp_path), timeout=60)
+    msg = (v.stdout + v.stderr).decode()
+    if v.returncode != 0 and ("Failed to" in msg and "bus" in msg.lower()):
+        pytest.skip("systemd-analyze cannot run here: " + msg[:200])
+    assert v.returncode == 0 and msg.strip() == "", msg
+
+
+def test_sd_notify_protocol(tmp_path, upstream):
+    """Type=notify: READY with the config version once serving, RELOADING then
+    READY around SIGHUP, STOPPING at SIGTERM (a real NOTIFY_SOCKET datagram socket)."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(t(5))
+    up = upstream()
+    gw = Gateway(str(tmp_path / "gw"), ROUTES, {"up": "127.0.0.1:%d" % up.port},
+                 env={"NOTIFY_SOCKET": path})
+    gw.start()
+    try:
+        msgs = []
+
+        def until(word):
+            while True:
+                m = sock.recv(4096).decode()
+                msgs.append(m)
+                if word in m:
+                    return m
+
+        m = until("READY=1")
+        assert "STATUS=serving config version 1" in m
+        gw.proc.send_signal(signal.SIGHUP)
+        until("RELOADING=1")
+        assert "config version 2" in until("READY=1")
+        gw.stopped_by_test = True
+        gw.proc.send_signal(signal.SIGTERM)
+        until("STOPPING=1")
+        assert gw.proc.wait(t(5)) == 0
+    finally:
+        sock.close()
+        problems = gw.finish()
+    assert not problems, "\n".join(problems)
