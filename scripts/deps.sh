@@ -10,6 +10,7 @@ PACKAGES=(
   clang libclang-rt-14-dev
   chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser
   libsystemd-dev systemd wrk    # sd_notify; test_operation.py: systemd-analyze verify, wrk under drain
+  python3-yaml                  # test_operation.py: the Kubernetes manifests parse
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core sslscan)

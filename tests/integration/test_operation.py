@@ -381,3 +381,91 @@ def test_sd_notify_protocol(tmp_path, upstream):
         sock.close()
         problems = gw.finish()
     assert not problems, "\n".join(problems)
+
+
+def load_k8s():
+    import yaml
+    docs = {}
+    k8s = os.path.join(SOURCE_DIR, "deploy", "k8s")
+    for name in sorted(os.listdir(k8s)):
+        with open(os.path.join(k8s, name)) as f:
+            for d in yaml.safe_load_all(f):
+                docs[d["kind"]] = d
+    return docs
+
+
+def seconds(text):
+    m = re.fullmatch(r"(\d+)(ms|s)", text.strip())
+    return int(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+
+
+def test_k8s_manifests_match_the_binary(tmp_path, upstream):
+    """No cluster here: the manifests parse, their probes, args, ports and
+    timings agree with the gateway's config and with what the binary serves
+    (the ConfigMap's file is run, its upstream pointed at a local one)."""
+    pytest.importorskip("yaml")
+    import yaml
+    docs = load_k8s()
+    assert {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"} <= set(docs)
+    conf_text = docs["ConfigMap"]["data"]["moongate.yaml"]
+    conf = yaml.safe_load(conf_text)
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["port"] == "admin"
+    assert conf["admin"]["listen"] == "0.0.0.0:%d" % ports["admin"]
+    assert conf["listen"] == ["0.0.0.0:%d" % ports["http"]]
+    assert conf["watch_config"] is True
+    mount = c["volumeMounts"][0]["mountPath"]
+    assert c["args"] == ["-c", mount + "/moongate.yaml"]
+    pre = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre[0] == "/bin/sleep" and float(pre[1]) == seconds(conf["shutdown_delay"])
+    assert pod["terminationGracePeriodSeconds"] > (
+        float(pre[1]) + seconds(conf["shutdown_delay"]) + seconds(conf["drain_timeout"]))
+    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    assert any(m.get("pods", {}).get("metric", {}).get("name") == "moongate_requests_in_flight"
+               for m in hpa)
+    # The ConfigMap's file, on local ports, really serves /ready and /healthz.
+    up = upstream()
+    gw = Gateway(str(tmp_path / "gw"), "", {})
+    text = conf_text.replace("0.0.0.0:8080", "127.0.0.1:%d" % gw.port)
+    text = text.replace("0.0.0.0:9901", "127.0.0.1:%d" % gw.admin_port)
+    text = text.replace("backend.default.svc.cluster.local:8080", "127.0.0.1:%d" % up.port)
+    text = text.replace("workers: auto", "workers: 1\npid_file: \"%s\"" % gw.pid_file)
+    text = text.replace("access_log: stderr", "access_log: off")
+    with open(gw.config_path, "w") as f:
+        f.write(text)
+    gw.start()
+    try:
+        assert admin_get(gw, "/ready")[0] == 200
+        assert admin_get(gw, "/healthz")[0] == 200
+        assert fetch(gw.port, "GET", "/x").status == 200
+    finally:
+        problems = gw.finish()
+    assert not problems, "\n".join(problems)
+
+
+def test_dockerfile_matches_make_install(tmp_path):
+    """No container engine here: the runtime stage copies paths that
+    `make install` produces, runs as non-root, and probes /healthz."""
+    with open(os.path.join(SOURCE_DIR, "packaging", "docker", "Dockerfile")) as f:
+        text = f.read()
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert stages == ["debian:12-slim", "debian:12-slim"], stages
+    build = os.path.dirname(os.path.abspath(BIN))
+    out = str(tmp_path / "out")
+    p = subprocess.run(["cmake", "--install", build, "--prefix", "/usr/local"],
+                       capture_output=True, env=dict(os.environ, DESTDIR=out))
+    assert p.returncode == 0, p.stderr.decode()
+    copies = re.findall(r"^COPY --from=build /out(\S+) (\S+)", text, re.M)
+    assert len(copies) >= 4
+    for src, _ in copies:
+        assert os.path.exists(out + src), src
+    assert re.search(r"^USER (?!0\b|root\b)\S+", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*127\.0\.0\.1:9901/healthz", text, re.M | re.S)
+    assert 'CMD ["-c", "/etc/moongate/moongate.yaml"]' in text
+    assert ("/etc/moongate/moongate.yaml", ) == tuple(
+        dst for _, dst in copies if dst.endswith(".yaml"))
