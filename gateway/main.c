@@ -37,6 +37,7 @@
 #include "process/pidfile.h"
 #include "process/probe.h"
 #include "process/rlimit.h"
+#include "process/watch.h"
 #include "resilience/registry.h"
 #include "worker.h"
 
@@ -58,6 +59,7 @@ struct mg_main {
     struct mg_pidfile pidfile;
     char pid_path[4096];
     unsigned long reload_seq; /* for -s reload: which verdict is new */
+    struct mg_watch *watch;   /* watch_config: true */
     uv_timer_t ticket_timer;  /* rotates the TLS session-ticket keys */
 };
 
@@ -187,6 +189,8 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     struct mg_main *m = s->data;
     bool immediate = ++m->stop_signals > 1;
     set_ready(m, false);
+    mg_watch_stop(m->watch); /* no reloads while stopping */
+    m->watch = NULL;
     if (!immediate)
         mg_notify_stopping();
     uint64_t delay = m->cfg->shutdown_delay_ms;
@@ -307,6 +311,8 @@ static void reload_rejected(struct mg_main *m, const char *err)
     mg_notify_reloaded(m->cfg->version, err);
 }
 
+static void update_watch(struct mg_main *m);
+
 static void reload(struct mg_main *m)
 {
     char err[1024];
@@ -369,6 +375,23 @@ static void reload(struct mg_main *m)
     snprintf(ver, sizeof ver, "version %llu", (unsigned long long)cfg->version);
     mg_reload_status_write(m->pid_path, ++m->reload_seq, true, ver);
     mg_notify_reloaded(cfg->version, NULL);
+    update_watch(m);
+}
+
+static void on_file_changed(void *arg)
+{
+    reload(arg);
+}
+
+/* Follows watch_config of the snapshot in use. */
+static void update_watch(struct mg_main *m)
+{
+    if (m->cfg->watch_config && !m->watch && !m->stop_signals)
+        m->watch = mg_watch_start(m->loop, m->conf_path, on_file_changed, m);
+    else if (!m->cfg->watch_config && m->watch) {
+        mg_watch_stop(m->watch);
+        m->watch = NULL;
+    }
 }
 
 static void on_hup(uv_signal_t *s, int signum)
@@ -462,6 +485,7 @@ static int start_serving(struct mg_main *m)
         mg_info("listening on %s (%zu workers)", m->cfg->listen[i].address.text, m->nworkers);
     set_ready(m, true);
     mg_notify_ready(m->cfg->version);
+    update_watch(m);
     return 0;
 }
 
@@ -528,6 +552,7 @@ static int run(const char *conf_path)
     uv_close((uv_handle_t *)&m.sig_usr1, NULL);
     uv_close((uv_handle_t *)&m.ticket_timer, NULL);
     uv_close((uv_handle_t *)&m.delay_timer, NULL);
+    mg_watch_stop(m.watch);
     uv_run(m.loop, UV_RUN_DEFAULT);
     mg_pidfile_release(&m.pidfile);
     uv_loop_close(m.loop);

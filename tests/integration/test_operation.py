@@ -469,3 +469,44 @@ def test_dockerfile_matches_make_install(tmp_path):
     assert 'CMD ["-c", "/etc/moongate/moongate.yaml"]' in text
     assert ("/etc/moongate/moongate.yaml", ) == tuple(
         dst for _, dst in copies if dst.endswith(".yaml"))
+
+
+def config_version(gw):
+    m = re.search(r"^moongate_config_version (\d+)$", admin_get(gw, "/metrics")[1], re.M)
+    return int(m.group(1))
+
+
+def test_watch_config_reloads_on_configmap_swap(tmp_path, upstream):
+    """watch_config: true: a Kubernetes-style ConfigMap update (a `..data`
+    symlink swapped by rename in the directory) and an in-place edit reload."""
+    up = upstream()
+    gw = Gateway(str(tmp_path / "gw"), "watch_config: true\n" + ROUTES,
+                 {"up": "127.0.0.1:%d" % up.port})
+    vol = tmp_path / "vol"
+    os.makedirs(vol / "..v1")
+    (vol / "..v1" / "moongate.yaml").write_text(gw.config)
+    os.symlink("..v1", vol / "..data")
+    os.symlink("..data/moongate.yaml", vol / "moongate.yaml")
+    gw.config_path = str(vol / "moongate.yaml")
+    gw.start()
+    try:
+        assert config_version(gw) == 1
+        assert fetch(gw.port, "GET", "/new").status == 200
+        # The kubelet's swap: new dir, new ..data symlink renamed over the old.
+        os.makedirs(vol / "..v2")
+        (vol / "..v2" / "moongate.yaml").write_text(
+            gw.config.replace('paths: ["/"]', 'paths: ["/old"]'))
+        os.symlink("..v2", vol / "..data_tmp")
+        os.rename(vol / "..data_tmp", vol / "..data")
+        assert wait_until(lambda: config_version(gw) == 2, t(3)), gw.log_tail()
+        assert fetch(gw.port, "GET", "/new").status == 404
+        # An invalid update is logged; the old config keeps serving.
+        gw.allow_errors.append(re.compile("config reload failed"))
+        with open(vol / "..v2" / "moongate.yaml", "a") as f:
+            f.write("bogus_key: 1\n")
+        assert wait_until(lambda: "config reload failed" in gw.log(), t(3))
+        assert config_version(gw) == 2
+        assert fetch(gw.port, "GET", "/old").status == 200
+    finally:
+        problems = gw.finish()
+    assert not problems, "\n".join(problems)
