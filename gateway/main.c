@@ -37,6 +37,7 @@
 #include "process/pidfile.h"
 #include "process/probe.h"
 #include "process/rlimit.h"
+#include "process/upgrade.h"
 #include "process/watch.h"
 #include "resilience/registry.h"
 #include "worker.h"
@@ -54,8 +55,9 @@ struct mg_main {
     uv_async_t worker_done;
     atomic_int workers_running;
     int stop_signals;
-    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
-    uv_timer_t delay_timer; /* shutdown_delay: serving with /ready failing */
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
+    struct mg_upgrade *upgrade; /* SIGUSR2: a new binary is starting */
+    uv_timer_t delay_timer;     /* shutdown_delay: serving with /ready failing */
     struct mg_pidfile pidfile;
     char pid_path[4096];
     unsigned long reload_seq; /* for -s reload: which verdict is new */
@@ -125,10 +127,10 @@ static int await_reload_verdict(const char *pid_path, pid_t pid, const char *bef
             continue;
         line[strcspn(line, "\n")] = '\0';
         if (strcmp(verdict, "ok") == 0) {
-            printf("reloaded: %s\n", line + off);
+            printf("%s\n", line + off);
             return 0;
         }
-        fprintf(stderr, "config reload failed: %s\n", line + off);
+        fprintf(stderr, "%s\n", line + off);
         return 1;
     }
     fprintf(stderr, "moongate: no reload verdict from pid %ld after %d s\n", (long)pid,
@@ -138,9 +140,12 @@ static int await_reload_verdict(const char *pid_path, pid_t pid, const char *bef
 
 static int signal_running(const char *conf_path, const char *what)
 {
-    int sig = strcmp(what, "reload") == 0 ? SIGHUP : strcmp(what, "stop") == 0 ? SIGTERM : 0;
+    int sig = strcmp(what, "reload") == 0    ? SIGHUP
+              : strcmp(what, "stop") == 0    ? SIGTERM
+              : strcmp(what, "upgrade") == 0 ? SIGUSR2
+                                             : 0;
     if (!sig) {
-        fprintf(stderr, "moongate: -s takes reload or stop, not '%s'\n", what);
+        fprintf(stderr, "moongate: -s takes reload, stop or upgrade, not '%s'\n", what);
         return 2;
     }
     char err[1024], pbuf[4096];
@@ -159,7 +164,7 @@ static int signal_running(const char *conf_path, const char *what)
     else if (kill(pid, sig) != 0)
         fprintf(stderr, "moongate: cannot signal %ld: %s\n", (long)pid, strerror(errno));
     else
-        rc = sig == SIGHUP ? await_reload_verdict(pid_path, pid, before) : 0;
+        rc = sig != SIGTERM ? await_reload_verdict(pid_path, pid, before) : 0;
     mg_config_unref(cfg);
     return rc;
 }
@@ -307,7 +312,9 @@ static void reload_rejected(struct mg_main *m, const char *err)
     mg_error("config reload failed: %s", err);
     mg_metrics_config_reload(m->metrics, false);
     mg_admin_reload_failed(m->admin, err); /* the dashboard shows the message */
-    mg_reload_status_write(m->pid_path, ++m->reload_seq, false, err);
+    char text[1100];
+    snprintf(text, sizeof text, "config reload failed: %s", err);
+    mg_reload_status_write(m->pid_path, ++m->reload_seq, false, text);
     mg_notify_reloaded(m->cfg->version, err);
 }
 
@@ -372,7 +379,7 @@ static void reload(struct mg_main *m)
     mg_info("config reloaded from %s (version %llu)", m->conf_path,
             (unsigned long long)cfg->version);
     char ver[64];
-    snprintf(ver, sizeof ver, "version %llu", (unsigned long long)cfg->version);
+    snprintf(ver, sizeof ver, "reloaded: version %llu", (unsigned long long)cfg->version);
     mg_reload_status_write(m->pid_path, ++m->reload_seq, true, ver);
     mg_notify_reloaded(cfg->version, NULL);
     update_watch(m);
@@ -416,6 +423,64 @@ static void worker_thread(void *arg)
     uv_async_send(&the_main->worker_done);
 }
 
+/* ---- binary upgrade (process/upgrade.h) ---- */
+
+/* How long the new binary may take to serve. */
+#define MG_UPGRADE_WAIT_MS 30000
+
+static char exe_path[4096]; /* the binary's path at start: the new one is there now */
+static char **saved_argv;
+
+static void on_upgrade_done(void *arg, pid_t pid, const char *error)
+{
+    struct mg_main *m = arg;
+    char text[1024];
+    mg_upgrade_free(m->upgrade);
+    m->upgrade = NULL;
+    if (error) {
+        mg_error("upgrade failed: %s", error);
+        snprintf(text, sizeof text, "upgrade failed: %s", error);
+        mg_reload_status_write(m->pid_path, ++m->reload_seq, false, text);
+        bool failed;
+        m->admin = start_admin(m, m->cfg, m->metrics, &failed, text, sizeof text);
+        if (failed)
+            mg_error("%s", text);
+        set_ready(m, !m->stop_signals);
+        return;
+    }
+    mg_info("upgrade: pid %ld serves on the same sockets; draining", (long)pid);
+    mg_notify_mainpid(pid);
+    snprintf(text, sizeof text, "upgraded to pid %ld", (long)pid);
+    mg_reload_status_write(m->pid_path, ++m->reload_seq, true, text);
+    if (m->stop_signals++)
+        return; /* already draining */
+    mg_watch_stop(m->watch);
+    m->watch = NULL;
+    start_drain(m, false);
+}
+
+static void on_usr2(uv_signal_t *s, int signum)
+{
+    struct mg_main *m = s->data;
+    if (m->upgrade || m->stop_signals) {
+        mg_warn("upgrade: ignored (%s)", m->upgrade ? "one is under way" : "stopping");
+        return;
+    }
+    int fds[1024];
+    size_t n = 0;
+    for (size_t i = 0; i < m->nworkers; i++)
+        n += mg_worker_listener_fds(&m->workers[i], fds + n, 1024 - n);
+    mg_info("upgrade: starting %s with %zu listening sockets", exe_path, n);
+    /* The admin port is not shared: the new process binds it. */
+    mg_admin_stop(m->admin);
+    m->admin = NULL;
+    char err[512];
+    m->upgrade = mg_upgrade_start(m->loop, exe_path, saved_argv, fds, n, m->pidfile.fd,
+                                  MG_UPGRADE_WAIT_MS, on_upgrade_done, m, err, sizeof err);
+    if (!m->upgrade)
+        on_upgrade_done(m, 0, err);
+}
+
 static int start_workers(struct mg_main *m)
 {
     size_t n = m->cfg->workers ? m->cfg->workers : (size_t)uv_available_parallelism();
@@ -455,6 +520,7 @@ static int start_workers(struct mg_main *m)
             return -1;
         }
     }
+    mg_upgrade_close_unused(); /* inherited sockets the new config does not use */
     atomic_store(&m->workers_running, (int)n);
     mg_workers_register(m->workers, n);
     for (size_t i = 0; i < n; i++)
@@ -486,6 +552,10 @@ static int start_serving(struct mg_main *m)
     set_ready(m, true);
     mg_notify_ready(m->cfg->version);
     update_watch(m);
+    if (mg_upgrade_inherited()) {
+        mg_pidfile_write(&m->pidfile, getpid()); /* the pid file follows us */
+        mg_upgrade_report_ready();
+    }
     return 0;
 }
 
@@ -510,7 +580,9 @@ static int run(const char *conf_path)
     snprintf(m.pid_path, sizeof m.pid_path, "%s",
              mg_pidfile_path(m.cfg->pid_file, pbuf, sizeof pbuf));
     pid_t running;
-    if (mg_pidfile_acquire(&m.pidfile, m.pid_path, &running, err, sizeof err) != 0) {
+    if (mg_upgrade_inherited() && mg_upgrade_pidfile_fd() >= 0) {
+        mg_pidfile_adopt(&m.pidfile, m.pid_path, mg_upgrade_pidfile_fd()); /* locked already */
+    } else if (mg_pidfile_acquire(&m.pidfile, m.pid_path, &running, err, sizeof err) != 0) {
         fprintf(stderr, "moongate: %s\n", err);
         mg_config_unref(m.cfg);
         return 1;
@@ -524,6 +596,7 @@ static int run(const char *conf_path)
     watch_signal(&m, &m.sig_int, on_stop_signal, SIGINT);
     watch_signal(&m, &m.sig_hup, on_hup, SIGHUP);
     watch_signal(&m, &m.sig_usr1, on_usr1, SIGUSR1);
+    watch_signal(&m, &m.sig_usr2, on_usr2, SIGUSR2);
     uv_timer_init(m.loop, &m.ticket_timer);
     uv_timer_start(&m.ticket_timer, on_ticket_timer, MG_TICKET_ROTATION_MS, MG_TICKET_ROTATION_MS);
     uv_unref((uv_handle_t *)&m.ticket_timer); /* never what keeps the loop alive */
@@ -550,6 +623,8 @@ static int run(const char *conf_path)
     uv_close((uv_handle_t *)&m.sig_int, NULL);
     uv_close((uv_handle_t *)&m.sig_hup, NULL);
     uv_close((uv_handle_t *)&m.sig_usr1, NULL);
+    uv_close((uv_handle_t *)&m.sig_usr2, NULL);
+    mg_upgrade_free(m.upgrade);
     uv_close((uv_handle_t *)&m.ticket_timer, NULL);
     uv_close((uv_handle_t *)&m.delay_timer, NULL);
     mg_watch_stop(m.watch);
@@ -582,6 +657,10 @@ static int main2(int argc, char **argv);
 
 int main(int argc, char **argv)
 {
+    saved_argv = argv;
+    ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
+    exe_path[n > 0 ? n : 0] = '\0';
+    mg_upgrade_inherit();
     /* Before any TLS context exists: -t builds them too. */
     mg_tls_tickets_init();
     int rc = main2(argc, argv);

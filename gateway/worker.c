@@ -28,6 +28,7 @@
 #include "lua/vm.h"
 #include "obs/metrics.h"
 #include "obs/rejected.h"
+#include "process/upgrade.h"
 #include "resilience/admission.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
@@ -185,7 +186,9 @@ static int listen_socket(const struct mg_address *a)
 
 static int open_listener(struct mg_worker *w, const struct mg_address *a)
 {
-    int fd = listen_socket(a);
+    int fd = mg_upgrade_take_listener(a); /* the old binary's socket, queue and all */
+    if (fd < 0)
+        fd = listen_socket(a);
     if (fd < 0)
         return uv_translate_sys_error(-fd);
     struct mg_listener *l = calloc(1, sizeof *l);
@@ -460,6 +463,14 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
     if (stale)
         generation_free(stale); /* never applied: superseded by a newer one */
     uv_async_send(&w->wakeup);
+}
+
+size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap)
+{
+    size_t n = 0;
+    for (struct mg_listener *l = w->listeners; l && n < cap; l = l->next)
+        out[n++] = l->fd;
+    return n;
 }
 
 static struct mg_worker *all_workers;

@@ -105,6 +105,10 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
                               struct mg_metrics *metrics, struct mg_lua *lua,
                               struct mg_lua_metrics *lua_metrics);
 
+/* The worker's listening fds (for a binary upgrade to hand over). Main thread,
+ * with no reload being applied. */
+size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap);
+
 /* The process's workers, so one can wake another (bulkhead hand-overs). Set once
  * before the worker threads start. */
 void mg_workers_register(struct mg_worker *workers, size_t n);

@@ -27,3 +27,8 @@ void mg_notify_stopping(void)
 {
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
 }
+
+void mg_notify_mainpid(long pid)
+{
+    sd_notifyf(0, "MAINPID=%ld\nSTATUS=upgraded to pid %ld", pid, pid);
+}

@@ -14,5 +14,7 @@ void mg_notify_reloading(void);
 /* After a reload attempt: READY again, STATUS tells the version or the error. */
 void mg_notify_reloaded(uint64_t config_version, const char *error);
 void mg_notify_stopping(void);
+/* A binary upgrade handed over: systemd follows the new main pid. */
+void mg_notify_mainpid(long pid);
 
 #endif

@@ -62,6 +62,12 @@ int mg_pidfile_acquire(struct mg_pidfile *p, const char *path, pid_t *running, c
     return 0;
 }
 
+void mg_pidfile_adopt(struct mg_pidfile *p, const char *path, int fd)
+{
+    snprintf(p->path, sizeof p->path, "%s", path);
+    p->fd = fd;
+}
+
 void mg_pidfile_write(struct mg_pidfile *p, pid_t pid)
 {
     if (p->fd < 0)

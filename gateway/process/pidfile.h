@@ -25,6 +25,8 @@ struct mg_pidfile {
  * *running set to that pid when another process holds the lock. */
 int mg_pidfile_acquire(struct mg_pidfile *p, const char *path, pid_t *running, char *err,
                        size_t errlen);
+/* Takes over `fd`, the locked pid file an upgrading process handed over. */
+void mg_pidfile_adopt(struct mg_pidfile *p, const char *path, int fd);
 /* Rewrites the file with `pid` (a binary upgrade hands the file over). */
 void mg_pidfile_write(struct mg_pidfile *p, pid_t pid);
 /* Removes the file if it still holds our pid, then drops the lock. */

@@ -201,6 +201,14 @@ def test_reload_verdict_and_bind_failure(gateway, upstream):
     rc, out, err = run("-s", "reload", "-c", gw.config_path)
     assert rc == 1
     assert re.search(r"%s:\d+:\d+: " % re.escape(gw.config_path), err), err
+    # A file only the running gateway can judge (the client does not load
+    # plugins): its verdict comes back with FILE:LINE:COL.
+    with open(gw.config_path, "w") as f:
+        f.write(good.replace("    upstream: u1", "    upstream: u1\n    balancer: {name: no_such}"))
+    rc, out, err = run("-s", "reload", "-c", gw.config_path)
+    assert rc == 1
+    assert re.search(r"^config reload failed: %s:\d+:\d+: .*no_such: not found" %
+                     re.escape(gw.config_path), err), err
     # A listen address that cannot be bound fails the reload too.
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -510,3 +518,66 @@ def test_watch_config_reloads_on_configmap_swap(tmp_path, upstream):
     finally:
         problems = gw.finish()
     assert not problems, "\n".join(problems)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+def test_binary_upgrade_under_wrk_no_errors(gateway, upstream):
+    """-s upgrade under wrk: the new binary takes the same listening sockets,
+    the pid file follows it, the old one drains; wrk sees no error."""
+    up = upstream()
+    gw = gateway(ROUTES.replace("    upstream: u1", "    upstream: u1\n    balancer: {name: p2c_ewma}"),
+                 up=up, drain_timeout=ms(5))
+    old = gw.pid
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d2s", "--timeout", "2s",
+                            "http://127.0.0.1:%d/x" % gw.port],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    gw.stopped_by_test = True
+    rc, out, err = run("-s", "upgrade", "-c", gw.config_path)
+    assert rc == 0, err + gw.log_tail()
+    new = int(re.search(r"upgraded to pid (\d+)", out).group(1))
+    try:
+        assert new != old
+        with open(gw.pid_file) as f:
+            assert int(f.read()) == new
+        assert gw.proc.wait(t(5)) == 0  # the old one drained
+        wrk_out = wrk.communicate(timeout=t(20))[0].decode()
+        assert "Socket errors" not in wrk_out and "Non-2xx" not in wrk_out, wrk_out
+        assert int(re.search(r"(\d+) requests in", wrk_out).group(1)) > 0, wrk_out
+        assert pid_alive(new)
+        assert admin_get(gw, "/healthz")[0] == 200
+        assert admin_get(gw, "/ready")[0] == 200
+        assert fetch(gw.port, "GET", "/x").status == 200
+        # The pid file is the new process's: -s works on it, and it is locked.
+        p = subprocess.run([BIN, "-c", gw.config_path], capture_output=True, timeout=t(10))
+        assert p.returncode == 1 and ("already running as pid %d" % new) in p.stderr.decode()
+    finally:
+        if pid_alive(new):
+            os.kill(new, signal.SIGTERM)
+            assert wait_until(lambda: not pid_alive(new), t(5))
+    assert not os.path.exists(gw.pid_file)
+    assert "[error]" not in gw.log(), gw.log_tail()
+
+
+def test_failed_upgrade_keeps_the_old_process(gateway, upstream):
+    up = upstream()
+    gw = gateway(ROUTES, up=up)
+    gw.allow_errors.append(re.compile("upgrade failed|no_such"))
+    with open(gw.config_path, "w") as f:
+        f.write(gw.config.replace("    upstream: u1", "    upstream: u1\n    balancer: {name: no_such}"))
+    rc, out, err = run("-s", "upgrade", "-c", gw.config_path)
+    assert rc == 1 and "upgrade failed: the new process exited" in err, err
+    with open(gw.pid_file) as f:
+        assert int(f.read()) == gw.pid
+    assert gw.alive()
+    assert fetch(gw.port, "GET", "/x").status == 200
+    assert wait_until(lambda: admin_get(gw, "/ready")[0] == 200, t(2))
