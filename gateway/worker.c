@@ -43,8 +43,10 @@
 /* An idle keep-alive connection may have a request on the wire as the drain
  * starts: it is closed after this long without one, not at once. */
 #define MG_DRAIN_IDLE_GRACE_MS 250
-#define MG_IDEM_SWEEP_MS       1000
-#define MG_IDEM_SWEEP_MAX      4096
+/* After drain_timeout: time for the 504s to be written before the final cut. */
+#define MG_DRAIN_ANSWER_MS 200
+#define MG_IDEM_SWEEP_MS   1000
+#define MG_IDEM_SWEEP_MAX  4096
 
 static struct mg_idem_memtable *idem_table;
 
@@ -336,10 +338,18 @@ static void on_wakeup(uv_async_t *a)
         start_drain(w);
 }
 
+/* drain_timeout over: first the requests still waiting for an upstream are
+ * answered (504, Connection: close), MG_DRAIN_ANSWER_MS later the rest is cut. */
 static void on_drain_timeout(uv_timer_t *t)
 {
     struct mg_worker *w = t->data;
-    mg_warn("worker %d: drain timeout, closing %u connections", w->id, w->nconns);
+    if (!w->drain_expired) {
+        w->drain_expired = true;
+        mg_warn("worker %d: drain timeout, answering and closing %u connections", w->id, w->nconns);
+        mg_conn_drain_expired(w);
+        uv_timer_start(&w->drain_timer, on_drain_timeout, MG_DRAIN_ANSWER_MS, 0);
+        return;
+    }
     mg_conn_close_all(w);
     uv_stop(&w->loop);
 }

@@ -76,6 +76,7 @@ struct mg_worker {
     struct mg_idem_client *idem_memory; /* this worker's handle on the memory store */
     uv_timer_t idem_sweep;              /* worker 0: returns expired records' memory */
     bool draining;
+    bool drain_expired; /* drain_timeout ran out: answering, then closing */
     uv_timer_t drain_timer;
 
     uint32_t nconns;       /* client connections open */

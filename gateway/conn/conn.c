@@ -286,6 +286,17 @@ void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms)
             mg_deadline_set(&c->timer, grace_ms);
 }
 
+void mg_conn_drain_expired(struct mg_worker *w)
+{
+    struct mg_conn *c = w->conns;
+    while (c) {
+        struct mg_conn *next = c->next; /* the codec may close c */
+        if (c->ops->on_drain_timeout && !c->closing)
+            c->ops->on_drain_timeout(c);
+        c = next;
+    }
+}
+
 void mg_conn_close_all(struct mg_worker *w)
 {
     while (w->conns)

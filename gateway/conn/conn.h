@@ -46,6 +46,9 @@ void mg_conn_handle_closed(struct mg_conn *c);
  * ones within `grace_ms`, so a request already on its way when the drain began
  * is still answered (with Connection: close) rather than met by a reset. */
 void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms);
+/* drain_timeout ran out: each codec answers what still waits (see
+ * mg_conn_ops.on_drain_timeout); mg_conn_close_all follows shortly. */
+void mg_conn_drain_expired(struct mg_worker *w);
 /* Stop now: close every client connection. */
 void mg_conn_close_all(struct mg_worker *w);
 

@@ -621,6 +621,12 @@ static bool conn_idle(struct mg_conn *c)
     return s->x.state == MG_X_IDLE && c->in.start == c->in.end;
 }
 
+static void on_drain_timeout(struct mg_conn *c)
+{
+    struct mg_h1s *s = of_conn(c);
+    s->hooks->event(&s->x, MG_XEV_DRAIN_TIMEOUT);
+}
+
 static const struct mg_conn_ops conn_ops = {
     .on_read = on_read,
     .on_written = on_written,
@@ -629,6 +635,7 @@ static const struct mg_conn_ops conn_ops = {
     .on_close = on_close,
     .on_free = on_free,
     .idle = conn_idle,
+    .on_drain_timeout = on_drain_timeout,
 };
 
 void mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,

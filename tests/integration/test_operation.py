@@ -581,3 +581,20 @@ def test_failed_upgrade_keeps_the_old_process(gateway, upstream):
     assert gw.alive()
     assert fetch(gw.port, "GET", "/x").status == 200
     assert wait_until(lambda: admin_get(gw, "/ready")[0] == 200, t(2))
+
+
+def test_request_outliving_drain_timeout_gets_504(gateway, upstream):
+    """A request still waiting for its upstream when drain_timeout runs out is
+    answered (504 upstream_timeout, Connection: close), not met by an empty reply."""
+    up = upstream()
+    gw = gateway(ROUTES, up=up, drain_timeout=ms(0.5))
+    with RawClient(gw.port, timeout=t(5)) as c:
+        c.request("GET", "/slow/3000")
+        assert up.wait_requests(1, t(2))
+        t0 = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        r = c.read_response()
+        assert r.status == 504 and r.json()["error"] == "upstream_timeout"
+        assert r.header("connection").lower() == "close"
+        assert time.monotonic() - t0 < t(1.5)
+    assert gw.proc.wait(t(5)) == 0
