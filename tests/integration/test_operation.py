@@ -73,7 +73,7 @@ def test_help_exits_0():
     for flag in ("-h", "--help"):
         rc, out, err = run(flag)
         assert rc == 0
-        assert "-s reload" in out and "--help" in out and "SIGHUP" in out
+        assert "-s reload" in out and "-s upgrade" in out and "--help" in out and "SIGHUP" in out
 
 
 def test_fd_exhaustion_pauses_accept(tmp_path, upstream):
