@@ -77,24 +77,25 @@ static void on_ticket_timer(uv_timer_t *t)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moongate -c FILE                run in the foreground, logs to stderr\n"
-               "       moongate -t -c FILE             validate FILE (YAML and plugins) and exit\n"
-               "       moongate -s reload -c FILE      reload the running instance (found through\n"
-               "                                       pid_file); exits 1 with the error if it\n"
-               "                                       rejects the file\n"
-               "       moongate -s stop -c FILE        drain and stop the running instance\n"
+    fprintf(f,
+            "usage: moongate -c FILE                run in the foreground, logs to stderr\n"
+            "       moongate -t -c FILE             validate FILE (YAML and plugins) and exit\n"
+            "       moongate -s reload -c FILE      reload the running instance (found through\n"
+            "                                       pid_file); exits 1 with the error if it\n"
+            "                                       rejects the file\n"
+            "       moongate -s stop -c FILE        drain and stop the running instance\n"
             "       moongate -s upgrade -c FILE     start the binary now at this path on the\n"
             "                                       inherited listeners, then drain the old one\n"
-               "       moongate -V                     print versions\n"
-               "       moongate -h | --help            this help\n"
-               "\n"
-               "signals: SIGHUP reload, SIGTERM/SIGINT graceful stop (a second one stops at\n"
-               "once), SIGUSR1 reopen the access log, SIGUSR2 binary upgrade\n"
-               "environment: MOONGATE_HOME (dir with lua/ and plugins/), MOONGATE_LOG_LEVEL\n"
-               "(debug|info|warn|error)\n"
-               "exit status: 0 ok, 1 error (bad config, already running, bind failure,\n"
-               "rejected reload), 2 bad usage\n"
-               "see moongate(8)\n");
+            "       moongate -V                     print versions\n"
+            "       moongate -h | --help            this help\n"
+            "\n"
+            "signals: SIGHUP reload, SIGTERM/SIGINT graceful stop (a second one stops at\n"
+            "once), SIGUSR1 reopen the access log, SIGUSR2 binary upgrade\n"
+            "environment: MOONGATE_HOME (dir with lua/ and plugins/), MOONGATE_LOG_LEVEL\n"
+            "(debug|info|warn|error)\n"
+            "exit status: 0 ok, 1 error (bad config, already running, bind failure,\n"
+            "rejected reload), 2 bad usage\n"
+            "see moongate(8)\n");
 }
 
 static void print_versions(void)
@@ -554,10 +555,10 @@ static int start_serving(struct mg_main *m)
     set_ready(m, true);
     mg_notify_ready(m->cfg->version);
     update_watch(m);
-    if (mg_upgrade_inherited()) {
-        mg_pidfile_write(&m->pidfile, getpid()); /* the pid file follows us */
-        mg_upgrade_report_ready();
-    }
+    /* Last: a pid in the file means everything above is up (after an upgrade,
+     * the pid file follows the new process from here on). */
+    mg_pidfile_write(&m->pidfile, getpid());
+    mg_upgrade_report_ready();
     return 0;
 }
 

@@ -49,16 +49,22 @@ int mg_pidfile_acquire(struct mg_pidfile *p, const char *path, pid_t *running, c
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         *running = read_pid_fd(fd);
-        if (e == EWOULDBLOCK)
+        if (e == EWOULDBLOCK && *running)
             snprintf(err, errlen, "already running as pid %ld (pid file %s is locked)",
                      (long)*running, path);
+        else if (e == EWOULDBLOCK)
+            snprintf(err, errlen, "already running, still starting (pid file %s is locked)", path);
         else
             snprintf(err, errlen, "cannot lock pid file %s: %s", path, strerror(e));
         close(fd);
         return -1;
     }
     p->fd = fd;
-    mg_pidfile_write(p, getpid());
+    p->adopted = false;
+    /* Emptied now, our pid written once we serve (mg_pidfile_write): a pid in
+     * the file means a gateway that answers. */
+    if (ftruncate(fd, 0) != 0)
+        fprintf(stderr, "moongate: cannot truncate pid file %s: %s\n", path, strerror(errno));
     return 0;
 }
 
@@ -66,6 +72,7 @@ void mg_pidfile_adopt(struct mg_pidfile *p, const char *path, int fd)
 {
     snprintf(p->path, sizeof p->path, "%s", path);
     p->fd = fd;
+    p->adopted = true;
 }
 
 void mg_pidfile_write(struct mg_pidfile *p, pid_t pid)
@@ -83,7 +90,8 @@ void mg_pidfile_release(struct mg_pidfile *p)
 {
     if (p->fd < 0)
         return;
-    if (read_pid_fd(p->fd) == getpid()) {
+    pid_t holder = read_pid_fd(p->fd);
+    if (holder == getpid() || (holder == 0 && !p->adopted)) {
         unlink(p->path);
         char status[4200];
         snprintf(status, sizeof status, "%s.reload", p->path);

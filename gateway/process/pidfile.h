@@ -16,11 +16,13 @@
 const char *mg_pidfile_path(const char *configured, char *buf, size_t cap);
 
 struct mg_pidfile {
-    int fd; /* holds the lock; -1 when none */
+    int fd;       /* holds the lock; -1 when none */
+    bool adopted; /* handed over by an upgrading process: its pid may still be in it */
     char path[4096];
 };
 
-/* Opens and locks `path` and writes our pid into it. Returns 0; or -1 with one
+/* Opens and locks `path` and empties it (mg_pidfile_write puts our pid in once
+ * the gateway serves). Returns 0; or -1 with one
  * line in err ("already running as pid 123 (pid file /run/moongate.pid)"),
  * *running set to that pid when another process holds the lock. */
 int mg_pidfile_acquire(struct mg_pidfile *p, const char *path, pid_t *running, char *err,
