@@ -37,16 +37,16 @@
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
 #define MG_MAX_FREE_BUFS 256
-/* Expired idempotency records are also dropped lazily; the sweep returns their
- * memory when no request touches them. Bounded per tick so the table lock is
- * never held long. */
 /* An idle keep-alive connection may have a request on the wire as the drain
  * starts: it is closed after this long without one, not at once. */
 #define MG_DRAIN_IDLE_GRACE_MS 250
 /* After drain_timeout: time for the 504s to be written before the final cut. */
 #define MG_DRAIN_ANSWER_MS 200
-#define MG_IDEM_SWEEP_MS   1000
-#define MG_IDEM_SWEEP_MAX  4096
+/* Expired idempotency records are also dropped lazily; the sweep returns their
+ * memory when no request touches them. Bounded per tick so the table lock is
+ * never held long. */
+#define MG_IDEM_SWEEP_MS  1000
+#define MG_IDEM_SWEEP_MAX 4096
 
 static struct mg_idem_memtable *idem_table;
 
