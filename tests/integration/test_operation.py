@@ -461,6 +461,12 @@ def test_dockerfile_matches_make_install(tmp_path):
     `make install` produces, runs as non-root, and probes /healthz."""
     with open(os.path.join(SOURCE_DIR, "packaging", "docker", "Dockerfile")) as f:
         text = f.read()
+    # The build stage installs every library scripts/deps.sh builds against.
+    with open(os.path.join(SOURCE_DIR, "scripts", "deps.sh")) as f:
+        deps = re.findall(r"[\w.+-]+-dev\b|node-llhttp", f.read())
+    build_stage = text.split("\nFROM ")[1]
+    for pkg in set(deps) - {"libcmocka-dev", "libclang-rt-14-dev"}:
+        assert re.search(r"\s%s\s" % re.escape(pkg), build_stage), pkg
     stages = re.findall(r"^FROM (\S+)", text, re.M)
     assert stages == ["debian:12-slim", "debian:12-slim"], stages
     build = os.path.dirname(os.path.abspath(BIN))
