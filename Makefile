@@ -6,7 +6,9 @@ FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc)
 CONF ?= conf/moongate.yaml
 
-.PHONY: all deps build run test test-asan test-valgrind fuzz bench format clean
+PREFIX ?= /usr/local
+
+.PHONY: all deps build install run test test-asan test-valgrind fuzz bench format clean
 
 all: build
 
@@ -18,6 +20,10 @@ $(BUILD)/Makefile:
 
 build: deps $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
+
+# DESTDIR (staging root) is honoured by cmake --install through the environment.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 run: build
 	@scripts/run-demo.sh $(BUILD)/moongate $(CONF)

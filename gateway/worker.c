@@ -27,6 +27,8 @@
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
 #include "obs/metrics.h"
+#include "obs/rejected.h"
+#include "process/upgrade.h"
 #include "resilience/admission.h"
 #include "resilience/health.h"
 #include "resilience/registry.h"
@@ -35,6 +37,11 @@
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
 #define MG_MAX_FREE_BUFS 256
+/* An idle keep-alive connection may have a request on the wire as the drain
+ * starts: it is closed after this long without one, not at once. */
+#define MG_DRAIN_IDLE_GRACE_MS 250
+/* After drain_timeout: time for the 504s to be written before the final cut. */
+#define MG_DRAIN_ANSWER_MS 200
 /* Expired idempotency records are also dropped lazily; the sweep returns their
  * memory when no request touches them. Bounded per tick so the table lock is
  * never held long. */
@@ -78,23 +85,90 @@ void mg_worker_buf_put(struct mg_worker *w, char *buf)
     w->nfree_bufs++;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Connections taken per wake-up, so one busy listener cannot starve the loop. */
+#define MG_ACCEPT_BATCH 64
+/* Pause after EMFILE/ENFILE: closing connections free fds meanwhile. */
+#define MG_ACCEPT_BACKOFF_MS 100
+
+static void on_readable(uv_poll_t *p, int status, int events);
+
+static void on_backoff_over(uv_timer_t *t)
 {
-    struct mg_listener *l = server->data;
+    struct mg_listener *l = t->data;
+    uv_poll_start(&l->poll, UV_READABLE, on_readable);
+}
+
+/* At most one line a second for the whole process, however many workers hit it. */
+static void log_fd_exhaustion(int err)
+{
+    static atomic_ullong last_ms, pending;
+    atomic_fetch_add_explicit(&pending, 1, memory_order_relaxed);
+    unsigned long long now = uv_hrtime() / 1000000, last = atomic_load(&last_ms);
+    if (now - last < 1000 || !atomic_compare_exchange_strong(&last_ms, &last, now))
+        return;
+    mg_warn("accept: %s: pausing accept for %d ms (%llu times since the last report); "
+            "raise the open-file limit or lower client.max_connections",
+            strerror(err), MG_ACCEPT_BACKOFF_MS, atomic_exchange(&pending, 0));
+}
+
+static void pause_accepting(struct mg_listener *l, int err)
+{
+    mg_rejected_count(MG_REJECT_FD_LIMIT);
+    log_fd_exhaustion(err);
+    uv_poll_stop(&l->poll);
+    uv_timer_start(&l->backoff, on_backoff_over, MG_ACCEPT_BACKOFF_MS, 0);
+}
+
+static void on_readable(uv_poll_t *p, int status, int events)
+{
+    struct mg_listener *l = p->data;
     if (status < 0) {
-        mg_warn("accept: %s", uv_strerror(status));
+        mg_warn("listener: %s", uv_strerror(status));
         return;
     }
-    mg_h1s_accept(l->w, server, l->conf, &mg_exchange_hooks);
+    for (int i = 0; i < MG_ACCEPT_BATCH; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            mg_h1s_accept(l->w, fd, l->conf, &mg_exchange_hooks);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+            return;
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+            continue; /* that connection is gone; the next may be fine */
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+            pause_accepting(l, errno);
+            return;
+        default:
+            mg_warn("accept: %s", strerror(errno));
+            return;
+        }
+    }
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_listener_handle_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct mg_listener *l = h->data;
+    if (--l->handles_open == 0)
+        free(l);
 }
 
-/* libuv 1.44 has no UV_TCP_REUSEPORT: make the socket ourselves. */
-static int open_listener(struct mg_worker *w, const struct mg_address *a)
+static void listener_close(struct mg_listener *l)
+{
+    uv_close((uv_handle_t *)&l->poll, on_listener_handle_closed);
+    uv_close((uv_handle_t *)&l->backoff, on_listener_handle_closed);
+    close(l->fd); /* the poll no longer watches it: its queue goes now */
+}
+
+/* libuv 1.44 has no UV_TCP_REUSEPORT: make the socket ourselves. Returns the
+ * listening fd or a negative errno. */
+static int listen_socket(const struct mg_address *a)
 {
     int fd = socket(a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -109,19 +183,35 @@ static int open_listener(struct mg_worker *w, const struct mg_address *a)
         close(fd);
         return err;
     }
+    return fd;
+}
+
+static int open_listener(struct mg_worker *w, const struct mg_address *a)
+{
+    int fd = mg_upgrade_take_listener(a); /* the old binary's socket, queue and all */
+    if (fd < 0)
+        fd = listen_socket(a);
+    if (fd < 0)
+        return uv_translate_sys_error(-fd);
     struct mg_listener *l = calloc(1, sizeof *l);
     if (!l)
         mg_fatal("out of memory (listener)");
-    uv_tcp_init(&w->loop, &l->tcp);
-    l->tcp.data = l;
+    l->fd = fd;
     l->w = w;
     l->addr = a->addr;
     l->addrlen = a->addrlen;
-    int rc = uv_tcp_open(&l->tcp, fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
+    int rc = uv_poll_init_socket(&w->loop, &l->poll, fd);
     if (rc) {
-        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        close(fd);
+        free(l);
+        return rc;
+    }
+    uv_timer_init(&w->loop, &l->backoff);
+    l->poll.data = l->backoff.data = l;
+    l->handles_open = 2;
+    rc = uv_poll_start(&l->poll, UV_READABLE, on_readable);
+    if (rc) {
+        listener_close(l);
         return rc;
     }
     l->next = w->listeners;
@@ -136,7 +226,7 @@ static void close_listeners(struct mg_worker *w, bool all)
         struct mg_listener *l = *pp;
         if (all || !l->keep) {
             *pp = l->next;
-            uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+            listener_close(l);
         } else {
             pp = &l->next;
         }
@@ -225,7 +315,7 @@ static void start_drain(struct mg_worker *w)
     restart_health_checks(w);
     close_listeners(w, true);
     mg_runtime_close_idle(w->rt);
-    mg_conn_drain(w);
+    mg_conn_drain(w, MG_DRAIN_IDLE_GRACE_MS);
     mg_worker_conn_closed(w);
 }
 
@@ -248,10 +338,18 @@ static void on_wakeup(uv_async_t *a)
         start_drain(w);
 }
 
+/* drain_timeout over: first the requests still waiting for an upstream are
+ * answered (504, Connection: close), MG_DRAIN_ANSWER_MS later the rest is cut. */
 static void on_drain_timeout(uv_timer_t *t)
 {
     struct mg_worker *w = t->data;
-    mg_warn("worker %d: drain timeout, closing %u connections", w->id, w->nconns);
+    if (!w->drain_expired) {
+        w->drain_expired = true;
+        mg_warn("worker %d: drain timeout, answering and closing %u connections", w->id, w->nconns);
+        mg_conn_drain_expired(w);
+        uv_timer_start(&w->drain_timer, on_drain_timeout, MG_DRAIN_ANSWER_MS, 0);
+        return;
+    }
     mg_conn_close_all(w);
     uv_stop(&w->loop);
 }
@@ -375,6 +473,14 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
     if (stale)
         generation_free(stale); /* never applied: superseded by a newer one */
     uv_async_send(&w->wakeup);
+}
+
+size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap)
+{
+    size_t n = 0;
+    for (struct mg_listener *l = w->listeners; l && n < cap; l = l->next)
+        out[n++] = l->fd;
+    return n;
 }
 
 static struct mg_worker *all_workers;

@@ -47,8 +47,14 @@ struct mg_idem_client;
 struct mg_idem_memtable;
 struct mg_lua_target;
 
+/* A listening socket. Accepted with accept4 on readiness (uv_poll), not uv_listen:
+ * on EMFILE/ENFILE accepting pauses for a moment and the kernel keeps the queue
+ * (libuv's own accept loop spins or drops connections then). */
 struct mg_listener {
-    uv_tcp_t tcp;
+    uv_poll_t poll;
+    uv_timer_t backoff; /* accepting paused: out of file descriptors */
+    int fd;
+    int handles_open; /* poll and backoff: freed when both are closed */
     struct mg_worker *w;
     const struct mg_listen_conf *conf; /* in the current snapshot: TLS or plain */
     struct mg_listener *next;
@@ -70,6 +76,7 @@ struct mg_worker {
     struct mg_idem_client *idem_memory; /* this worker's handle on the memory store */
     uv_timer_t idem_sweep;              /* worker 0: returns expired records' memory */
     bool draining;
+    bool drain_expired; /* drain_timeout ran out: answering, then closing */
     uv_timer_t drain_timer;
 
     uint32_t nconns;       /* client connections open */
@@ -98,6 +105,10 @@ void mg_worker_request_stop(struct mg_worker *w, bool immediate);
 void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
                               struct mg_metrics *metrics, struct mg_lua *lua,
                               struct mg_lua_metrics *lua_metrics);
+
+/* The worker's listening fds (for a binary upgrade to hand over). Main thread,
+ * with no reload being applied. */
+size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap);
 
 /* The process's workers, so one can wake another (bulkhead hand-overs). Set once
  * before the worker threads start. */

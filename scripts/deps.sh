@@ -9,7 +9,8 @@ PACKAGES=(
   python3 python3-pytest redis-server redis-sentinel curl valgrind
   clang libclang-rt-14-dev
   chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser
-  wrk                           # tests/integration: load while reloading (test_tls.py)
+  libsystemd-dev systemd wrk    # sd_notify; test_operation.py: systemd-analyze verify, wrk under drain and reload
+  python3-yaml                  # test_operation.py: the Kubernetes manifests parse
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core sslscan)

@@ -245,8 +245,11 @@ struct mg_config {
     struct mg_listen_conf *listen; /* required, at least one */
     size_t nlisten;
     uint32_t workers;               /* 0 = auto (one per core) */
+    bool admin_enabled;             /* the file has an `admin` section */
     struct mg_address admin_listen; /* 127.0.0.1:9901 */
-    char *pid_file;                 /* /tmp/moongate.pid */
+    char *pid_file;                 /* NULL: the default of process/pidfile.h */
+    uint64_t shutdown_delay_ms;     /* 0s: serving after SIGTERM with /ready failing */
+    bool watch_config;              /* reload when the file changes */
     char **plugin_path;             /* absolute, resolved against the config file's dir */
     size_t nplugin_path;
     char *access_log;            /* "stderr", "off" or a path */

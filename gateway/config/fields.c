@@ -522,8 +522,12 @@ static int parse_routes(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("listen", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = mg_conf_listen),
     ROW("workers", MG_K_CUSTOM, CFG(workers), NULL, .fn = parse_workers), /* default auto */
-    ROW("admin", MG_K_SECTION, 0, NULL, .sub = admin_fields),
-    ROW("pid_file", MG_K_STRING, CFG(pid_file), "/tmp/moongate.pid"),
+    ROW("admin", MG_K_SECTION, 0, NULL, .flags = MG_CF_ENABLE, .off2 = CFG(admin_enabled),
+        .sub = admin_fields),
+    /* No default here: it depends on the user (process/pidfile.h). */
+    ROW("pid_file", MG_K_STRING, CFG(pid_file), NULL),
+    ROW("shutdown_delay", MG_K_DURATION, CFG(shutdown_delay_ms), "0s"),
+    ROW("watch_config", MG_K_BOOL, CFG(watch_config), "false"),
     ROW("plugin_path", MG_K_STRLIST, CFG(plugin_path), NULL, .off2 = CFG(nplugin_path),
         .fn = resolve_plugin_path),
     ROW("access_log", MG_K_STRING, CFG(access_log), "stderr"), /* stderr | off | a path */

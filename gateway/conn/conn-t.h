@@ -28,6 +28,9 @@ struct mg_conn_ops {
     void (*on_close)(struct mg_conn *c);
     void (*on_free)(struct mg_conn *c); /* everything is closed: free the memory */
     bool (*idle)(struct mg_conn *c);    /* between requests (a drain may close it) */
+    /* Optional: drain_timeout ran out; answer what waits for an upstream (the
+     * connection is closed shortly after anyway). */
+    void (*on_drain_timeout)(struct mg_conn *c);
 };
 
 struct mg_config;

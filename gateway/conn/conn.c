@@ -23,6 +23,7 @@
 #include "tls/context.h"
 #include "core/log.h"
 #include "obs/metrics.h"
+#include "obs/rejected.h"
 #include "worker.h"
 
 /* client.max_connections holds for the whole process, across workers. */
@@ -128,6 +129,7 @@ static void on_timer(struct mg_deadline *d)
     struct mg_conn *c = d->timer.data;
     if (c->proxy_wait) {
         mg_debug("client %s: no PROXY header in time", c->client_ip);
+        mg_rejected_count(MG_REJECT_PROXY_PROTOCOL);
         mg_conn_close(c);
         return;
     }
@@ -200,6 +202,7 @@ static void proxy_read(struct mg_conn *c)
     if (v != MG_PROXY_OK) {
         if (n)
             mg_debug("client %s: refused, no valid PROXY header", c->client_ip);
+        mg_rejected_count(MG_REJECT_PROXY_PROTOCOL);
         mg_conn_close(c);
         return;
     }
@@ -226,8 +229,21 @@ static void proxy_read(struct mg_conn *c)
         c->ops->on_read(c);
 }
 
-int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
-                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops)
+static bool refused(struct mg_worker *w, unsigned open_before)
+{
+    if (w->draining) {
+        mg_rejected_count(MG_REJECT_DRAINING);
+        return true;
+    }
+    if (open_before >= w->rt->cfg->client.max_connections) {
+        mg_rejected_count(MG_REJECT_MAX_CONNECTIONS);
+        return true;
+    }
+    return false;
+}
+
+int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
+                   const struct mg_conn_ops *ops)
 {
     c->w = w;
     c->ops = ops;
@@ -243,8 +259,7 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
     w->conns = c;
     w->nconns++;
     unsigned open_before = atomic_fetch_add_explicit(&client_connections, 1, memory_order_relaxed);
-    if (mg_tcp_accept(server, &c->tcp) != 0 || open_before >= w->rt->cfg->client.max_connections ||
-        w->draining) {
+    if (mg_tcp_accept(fd, &c->tcp) != 0 || refused(w, open_before)) {
         mg_conn_close(c);
         return -1;
     }
@@ -262,6 +277,7 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
     if (lc && lc->proxy_protocol) {
         if (!proxy_peer_trusted(c)) {
             mg_debug("client %s: refused, PROXY from outside trusted_proxies", c->client_ip);
+            mg_rejected_count(MG_REJECT_PROXY_PROTOCOL);
             mg_conn_close(c);
             return -1;
         }
@@ -350,13 +366,21 @@ void mg_conn_close(struct mg_conn *c)
     uv_close(mg_deadline_handle(&c->timer), on_timer_closed);
 }
 
-void mg_conn_drain(struct mg_worker *w)
+void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms)
+{
+    uint64_t due = uv_now(&w->loop) + grace_ms;
+    for (struct mg_conn *c = w->conns; c; c = c->next)
+        if (c->ops->idle(c) && (!c->timer.due || c->timer.due > due))
+            mg_deadline_set(&c->timer, grace_ms);
+}
+
+void mg_conn_drain_expired(struct mg_worker *w)
 {
     struct mg_conn *c = w->conns;
     while (c) {
-        struct mg_conn *next = c->next;
-        if (c->ops->idle(c))
-            mg_conn_close(c);
+        struct mg_conn *next = c->next; /* the codec may close c */
+        if (c->ops->on_drain_timeout && !c->closing)
+            c->ops->on_drain_timeout(c);
         c = next;
     }
 }

@@ -18,11 +18,11 @@
 
 struct mg_listen_conf;
 
-/* Accepts a pending connection of `server` (listening as `lc` says: TLS or
- * plain) into c (zeroed memory the codec owns). Returns 0, or -1 when it was
- * refused (accept failed, over client.max_connections, draining): c is then
- * closing and ops->on_free follows. */
-int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, uv_stream_t *server,
+/* Takes `fd`, a connection accepted on a listener configured as `lc` (TLS or
+ * plain), into c (zeroed memory the codec owns). Returns 0, or -1 when it was
+ * refused (over client.max_connections, draining, fd unusable): c is then
+ * closing and ops->on_free follows. The fd is owned from here on. */
+int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd,
                    const struct mg_listen_conf *lc, const struct mg_conn_ops *ops);
 /* Whether the client speaks TLS on this connection. */
 bool mg_conn_secure(const struct mg_conn *c);
@@ -42,8 +42,13 @@ void mg_conn_close(struct mg_conn *c);
 /* A handle the codec counted in c->handles_open is closed. */
 void mg_conn_handle_closed(struct mg_conn *c);
 
-/* Drain: close idle connections now (busy ones close after their exchange). */
-void mg_conn_drain(struct mg_worker *w);
+/* Drain: busy connections close after their response (Connection: close); idle
+ * ones within `grace_ms`, so a request already on its way when the drain began
+ * is still answered (with Connection: close) rather than met by a reset. */
+void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms);
+/* drain_timeout ran out: each codec answers what still waits (see
+ * mg_conn_ops.on_drain_timeout); mg_conn_close_all follows shortly. */
+void mg_conn_drain_expired(struct mg_worker *w);
 /* Stop now: close every client connection. */
 void mg_conn_close_all(struct mg_worker *w);
 

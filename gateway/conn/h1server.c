@@ -657,6 +657,12 @@ static bool conn_idle(struct mg_conn *c)
     return s->x.state == MG_X_IDLE && c->in.start == c->in.end;
 }
 
+static void on_drain_timeout(struct mg_conn *c)
+{
+    struct mg_h1s *s = of_conn(c);
+    s->hooks->event(&s->x, MG_XEV_DRAIN_TIMEOUT);
+}
+
 static const struct mg_conn_ops conn_ops = {
     .on_read = on_read,
     .on_written = on_written,
@@ -665,9 +671,10 @@ static const struct mg_conn_ops conn_ops = {
     .on_close = on_close,
     .on_free = on_free,
     .idle = conn_idle,
+    .on_drain_timeout = on_drain_timeout,
 };
 
-void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_listen_conf *lc,
+void mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
                    const struct mg_exchange_hooks *hooks)
 {
     struct mg_h1s *s = calloc(1, sizeof *s);
@@ -676,7 +683,7 @@ void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_lis
     s->hooks = hooks;
     hooks->init(&s->x, w, &down_ops, s->c.client_ip, on_exchange_closed);
     s->c.handles_open = 1; /* the exchange's timers, until on_exchange_closed */
-    if (mg_conn_accept(&s->c, w, server, lc, &conn_ops) < 0)
+    if (mg_conn_accept(&s->c, w, fd, lc, &conn_ops) < 0)
         return; /* closing: on_free follows */
     s->x.secure = mg_conn_secure(&s->c);
     s->x.client = s->c.tr;

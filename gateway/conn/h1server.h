@@ -18,9 +18,9 @@ struct mg_worker;
 
 struct mg_listen_conf;
 
-/* Accepts a pending connection of `server` (configured as `lc`: TLS or plain)
+/* Takes `fd`, a connection accepted on a listener configured as `lc` (TLS or plain),
  * on worker w and serves HTTP/1.x on it, its exchanges driven through `hooks`. */
-void mg_h1s_accept(struct mg_worker *w, uv_stream_t *server, const struct mg_listen_conf *lc,
+void mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
                    const struct mg_exchange_hooks *hooks);
 
 #endif

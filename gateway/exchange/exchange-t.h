@@ -96,6 +96,7 @@ struct mg_attempt {
 enum mg_exchange_event {
     MG_XEV_RUN,            /* something moved (bytes in, a write done): run the steps */
     MG_XEV_CLIENT_TIMEOUT, /* the codec's head or body timer fired */
+    MG_XEV_DRAIN_TIMEOUT,  /* the worker's drain_timeout ran out: answer, then close */
 };
 
 /* The downstream codec, as the exchange uses it. Every function takes the

@@ -833,6 +833,30 @@ static void client_timeout(struct mg_exchange *x)
     advance(x);
 }
 
+/* drain_timeout ran out while this exchange waits for its upstream: the client
+ * gets a 504 with Connection: close rather than a connection cut with nothing. */
+static void drain_timeout(struct mg_exchange *x)
+{
+    switch (x->state) {
+    case MG_X_QUEUED:
+    case MG_X_CONNECT:
+    case MG_X_BACKOFF:
+    case MG_X_FORWARD:
+        if (x->resp_started)
+            return; /* a response is under way: the final close cuts it */
+        if (x->state == MG_X_QUEUED)
+            leave_queue(x);
+        else if (x->state == MG_X_BACKOFF)
+            uv_timer_stop(&x->wait);
+        x->close_after = true;
+        fail(x, MG_ERR_UPSTREAM_TIMEOUT, "drain timeout");
+        break;
+    default:
+        return;
+    }
+    advance(x);
+}
+
 /* ------------------------------------------- the try's upstream connection */
 
 static struct mg_exchange *owner_of(struct mg_upconn *u)
@@ -938,6 +962,8 @@ static void hook_event(struct mg_exchange *x, enum mg_exchange_event ev)
         return;
     if (ev == MG_XEV_CLIENT_TIMEOUT)
         client_timeout(x);
+    else if (ev == MG_XEV_DRAIN_TIMEOUT)
+        drain_timeout(x);
     else
         advance(x);
 }

@@ -37,6 +37,7 @@
 #include "lua/guard.h"
 #include "lua/state-t.h"
 #include "obs/metrics-t.h"
+#include "process/paths.h"
 
 _Static_assert((int)MG_LUA_ACCESS == (int)MG_PLUGIN_PHASE_ACCESS &&
                    (int)MG_LUA_BALANCE == (int)MG_PLUGIN_PHASE_BALANCE &&
@@ -161,7 +162,7 @@ static MG_LJMP int boot_call(lua_State *L)
 {
     struct mg_lua *vm = ((struct boot_args *)lua_touserdata(L, 1))->vm;
     lua_getglobal(L, "package");
-    lua_pushstring(L, MG_LUA_DIR "/?.lua");
+    lua_pushfstring(L, "%s/?.lua", mg_paths_lua());
     lua_setfield(L, -2, "path");
     lua_pushstring(L, "");
     lua_setfield(L, -2, "cpath");
@@ -221,7 +222,7 @@ static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, b
     if (lua_cpcall(vm->L, boot_call, &args) != 0) {
         char msg[512];
         pop_message(vm->L, msg, sizeof(msg));
-        snprintf(err, errlen, "%s: lua runtime (%s): %s", cfg->path, MG_LUA_DIR, msg);
+        snprintf(err, errlen, "%s: lua runtime (%s): %s", cfg->path, mg_paths_lua(), msg);
         mg_lua_free(vm);
         return NULL;
     }
@@ -250,7 +251,7 @@ static int find_plugin(const struct mg_config *cfg, const char *name, bool user_
     }
     if (user_only)
         return -1;
-    snprintf(path, cap, "%s/%s.lua", MG_PLUGIN_DIR, name);
+    snprintf(path, cap, "%s/%s.lua", mg_paths_plugins(), name);
     return is_file(path) ? 0 : -1;
 }
 
@@ -260,7 +261,7 @@ static void not_found_message(const struct mg_config *cfg, char *msg, size_t cap
     for (size_t i = 0; i < cfg->nplugin_path && o < cap; i++)
         o += (size_t)snprintf(msg + o, cap - o, "%s, ", cfg->plugin_path[i]);
     if (o < cap)
-        snprintf(msg + o, cap - o, "%s)", MG_PLUGIN_DIR);
+        snprintf(msg + o, cap - o, "%s)", mg_paths_plugins());
 }
 
 /* Reads a whole file; NULL with errno set on failure. */

@@ -5,6 +5,8 @@
  */
 #include "net/tcp.h"
 
+#include <unistd.h>
+
 #include <netinet/in.h>
 
 static struct mg_tcp *tcp_of(const struct mg_transport *t)
@@ -95,11 +97,13 @@ int mg_tcp_init(uv_loop_t *loop, struct mg_tcp *s, void *owner)
     return uv_tcp_init(loop, &s->h);
 }
 
-int mg_tcp_accept(uv_stream_t *server, struct mg_tcp *s)
+int mg_tcp_accept(int fd, struct mg_tcp *s)
 {
-    int rc = uv_accept(server, (uv_stream_t *)&s->h);
+    int rc = uv_tcp_open(&s->h, fd);
     if (rc == 0)
         uv_tcp_nodelay(&s->h, 1);
+    else
+        close(fd);
     return rc;
 }
 

@@ -15,8 +15,9 @@ struct mg_tcp {
 
 /* Initialises the handle on `loop` for `owner`. Returns 0 or a UV_E*. */
 int mg_tcp_init(uv_loop_t *loop, struct mg_tcp *s, void *owner);
-/* Accepts a pending connection of `server` into s (initialised) with TCP_NODELAY. */
-int mg_tcp_accept(uv_stream_t *server, struct mg_tcp *s);
+/* Adopts `fd`, a connection the listener accepted, into s (initialised) with
+ * TCP_NODELAY. On failure the fd is closed. */
+int mg_tcp_accept(int fd, struct mg_tcp *s);
 /* Starts connecting s to `addr`; `cb` runs once (UV_ECANCELED when closed first). */
 int mg_tcp_connect(struct mg_tcp *s, uv_connect_t *req, const struct sockaddr *addr,
                    uv_connect_cb cb);

@@ -39,6 +39,7 @@
 #include "obs/dashboard.h"
 #include "obs/live.h"
 #include "obs/metrics.h"
+#include "obs/rejected.h"
 #include "obs/textbuf.h"
 #include "resilience/breaker.h"
 
@@ -88,6 +89,7 @@ struct mg_admin {
     uv_async_t async;
     uv_thread_t thread;
     atomic_bool stopping;
+    atomic_bool ready; /* GET /ready: the workers serve and no drain has begun */
     struct admin_conn *conns;
     unsigned nconns;
     struct mg_obs_hooks hooks;
@@ -377,6 +379,7 @@ static void render_metrics(struct mg_admin *a, struct mg_textbuf *body)
                           "moongate_access_log_dropped_total %" PRIu64 "\n",
                           lines, dropped);
     }
+    mg_rejected_render(body);
     mg_metrics_unref(m);
     mg_config_unref(cfg);
 }
@@ -410,7 +413,7 @@ static void handle_request(struct admin_conn *c)
     bool head = method == HTTP_HEAD;
     size_t plen = strcspn(c->url, "?");
     struct mg_textbuf body = MG_TEXTBUF_INIT;
-    enum { P_NONE, P_METRICS, P_STATUS, P_HEALTHZ, P_LIVE, P_DASHBOARD } path = P_NONE;
+    enum { P_NONE, P_METRICS, P_STATUS, P_HEALTHZ, P_READY, P_LIVE, P_DASHBOARD } path = P_NONE;
 
     c->keep_alive = llhttp_should_keep_alive(&c->parser) && !c->parser.upgrade;
     if (c->url_too_long)
@@ -421,6 +424,8 @@ static void handle_request(struct admin_conn *c)
         path = P_STATUS;
     else if (plen == 8 && memcmp(c->url, "/healthz", 8) == 0)
         path = P_HEALTHZ;
+    else if (plen == 6 && memcmp(c->url, "/ready", 6) == 0)
+        path = P_READY;
     else if (plen == 12 && memcmp(c->url, "/status/live", 12) == 0)
         path = P_LIVE;
     else if ((plen == 1 && c->url[0] == '/') ||
@@ -454,6 +459,12 @@ static void handle_request(struct admin_conn *c)
         mg_textbuf_puts(&body, "ok\n");
         respond(c, 200, "text/plain; charset=utf-8", &body, head, false, NULL);
         break;
+    case P_READY: {
+        bool ready = atomic_load(&a->ready);
+        mg_textbuf_puts(&body, ready ? "ready\n" : "not ready\n");
+        respond(c, ready ? 200 : 503, "text/plain; charset=utf-8", &body, head, false, NULL);
+        break;
+    }
     case P_LIVE:
         render_live(a, c->url[plen] == '?' ? c->url + plen + 1 : NULL, &body);
         respond(c, 200, "application/json", &body, head, false, NULL);
@@ -794,6 +805,12 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
     mg_config_unref(old_cfg);
     if (cfg != old_cfg)
         mg_live_reload(a->live, true, cfg->version, NULL, unix_ms());
+}
+
+void mg_admin_set_ready(struct mg_admin *a, bool ready)
+{
+    if (a)
+        atomic_store(&a->ready, ready);
 }
 
 void mg_admin_reload_failed(struct mg_admin *a, const char *error)

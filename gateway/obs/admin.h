@@ -3,7 +3,9 @@
  *   GET /metrics   Prometheus text format 0.0.4
  *   GET /status    JSON: config version and load time, routes, upstreams and
  *                  their targets with breaker state, in-flight, ewma, health
- *   GET /healthz   200 "ok\n"
+ *   GET /healthz   200 "ok\n" (liveness)
+ *   GET /ready     200 "ready\n" while serving; 503 before the workers serve and
+ *                  from the moment a drain (or shutdown_delay) begins (readiness)
  *   GET / and /dashboard   the live dashboard page (obs/dashboard.h)
  *   GET /status/live[?since=N]   its JSON: history points after N (obs/live.h)
  * HEAD is answered like GET without a body; other methods on these paths get
@@ -24,6 +26,7 @@
 #ifndef MG_ADMIN_H
 #define MG_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -58,6 +61,9 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
 /* The bound address (to learn the port chosen for port 0). Returns 0 or a
  * negative UV_E* code. */
 int mg_admin_local_address(struct mg_admin *a, struct sockaddr_storage *out);
+
+/* Readiness for GET /ready (false until first set). Any thread; NULL ignored. */
+void mg_admin_set_ready(struct mg_admin *a, bool ready);
 
 /* Records a failed reload and its one-line error for the dashboard (a
  * successful one is recorded by mg_admin_publish). Any thread; NULL ignored. */

@@ -714,7 +714,9 @@ static void wait_short_of_replicas_is_still_ok(void **state)
     assert_int_equal(begin(f, c, "w1"), MG_IDEM_STARTED);
     t0 = uv_now(&f->loop);
     assert_int_equal(complete(f, c, "w1"), MG_IDEM_OK);
-    assert_true(uv_now(&f->loop) - t0 < 300 * scale + 50); /* within the op's deadline */
+    /* within the op's deadline, plus slack for a loaded machine (the WAIT
+     * itself is bounded by the deadline; a wait for the missing ack would not be) */
+    assert_true(uv_now(&f->loop) - t0 < 300 * scale + 250);
     mg_idem_redis_stats(c, &st);
     assert_int_equal(st.wait_short, 1);
     assert_int_equal(st.timeouts, 0);
