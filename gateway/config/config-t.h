@@ -216,6 +216,13 @@ struct mg_redis_conf {
     struct mg_sentinel_conf sentinel;
 };
 
+enum mg_log_format { MG_LOG_FORMAT_TEXT, MG_LOG_FORMAT_JSON };
+
+struct mg_log_conf {
+    int level;  /* enum mg_log_level (core/log.h): info */
+    int format; /* enum mg_log_format: text */
+};
+
 struct mg_router; /* router.h: precomputed match tables */
 
 struct mg_config {
@@ -228,10 +235,15 @@ struct mg_config {
     size_t nlisten;
     uint32_t workers;               /* 0 = auto (one per core) */
     struct mg_address admin_listen; /* 127.0.0.1:9901 */
+    char *admin_token;              /* NULL: no Authorization required on admin */
     char *pid_file;                 /* /tmp/moongate.pid */
     char **plugin_path;             /* absolute, resolved against the config file's dir */
     size_t nplugin_path;
     char *access_log;            /* "stderr", "off" or a path */
+    char **access_log_fields;    /* names, in line order; default: DESIGN 10.8 */
+    size_t naccess_log_fields;
+    uint8_t *access_log_field_ids; /* enum mg_access_field; NULL: the default list */
+    struct mg_log_conf log;
     uint64_t drain_timeout_ms;   /* 30s */
     uint64_t idempotency_memory; /* 64m: the embedded idempotency store's budget */
     struct mg_redis_conf redis;

@@ -180,8 +180,8 @@ static void route_prime(struct route *rt, const struct mg_metrics_route_totals *
 
 /* Upper bounds of the histogram buckets in milliseconds (the last, +Inf, is
  * reported as the last finite bound, as histogram_quantile does). */
-static const double bound_ms[MG_METRICS_NBUCKETS] = {1,   2.5,  5,    10,   25,    50,    100,  250,
-                                                     500, 1000, 2500, 5000, 10000, 30000, 30000};
+static const double bound_ms[MG_METRICS_NBUCKETS] = {
+    0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 30000};
 
 /* The q-quantile of a non-cumulative histogram, interpolated linearly inside
  * its bucket; NAN when it is empty. */

@@ -30,11 +30,12 @@
 
 /* Bucket bounds in nanoseconds, and the le labels Prometheus shows for them. */
 const uint64_t mg_metrics__bounds_ns[MG_METRICS_NBOUNDS] = {
-    1000000,   2500000,   5000000,    10000000,   25000000,    50000000,     100000000,
-    250000000, 500000000, 1000000000, 2500000000, 5000000000u, 10000000000u, 30000000000u};
+    250000,      500000,      1000000,      2500000,     5000000,   10000000,
+    25000000,    50000000,    100000000,    250000000,   500000000, 1000000000,
+    2500000000u, 5000000000u, 10000000000u, 30000000000u};
 const char *const mg_metrics__bounds_text[MG_METRICS_NBUCKETS] = {
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-    "0.5",   "1",      "2.5",   "5",    "10",    "30",   "+Inf"};
+    "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25",    "0.5",    "1",     "2.5",    "5",     "10",   "30",    "+Inf"};
 
 const char *const mg_metrics__outcome_names[MG_OUTCOME__COUNT] = {"success", "failure", "timeout",
                                                                   "connect_failure", "reset"};
@@ -419,6 +420,13 @@ void mg_metrics_request_done(struct mg_metrics *m, unsigned worker, int route, i
     else
         mg_metrics_cell_add(&c[MG_MR_CODE_OTHER], 1);
     observe(&c[MG_MR_HIST], duration_ns);
+}
+
+void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t upstream,
+                                  uint64_t duration_ns)
+{
+    if (m != NULL && upstream < m->nupstreams)
+        observe(&m->shards[worker].upstream[upstream][MG_MU_RESP_HIST], duration_ns);
 }
 
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,

@@ -117,6 +117,10 @@ void mg_metrics_redis_status(const struct mg_obs_hooks *hooks, struct mg_textbuf
  * nanoseconds (uv_hrtime() deltas) so that bucket edges and _sum are exact. */
 void mg_metrics_request_done(struct mg_metrics *m, unsigned worker, int route, int status,
                              uint64_t duration_ns);
+/* An upstream answered: moongate_upstream_response_duration_seconds{upstream},
+ * from the last attempt's start (connect included) to the end of the exchange. */
+void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t upstream,
+                                  uint64_t duration_ns);
 /* One plugin phase ran: moongate_plugin_duration_seconds{plugin,phase}, and
  * moongate_plugin_errors_total{plugin,phase} when `error`. */
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
