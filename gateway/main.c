@@ -224,6 +224,7 @@ static void on_hup(uv_signal_t *s, int signum)
     }
     if (cfg->workers != m->cfg->workers)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
+    mg_log_configure((enum mg_log_level)cfg->log.level, cfg->log.format == MG_LOG_FORMAT_JSON);
     for (size_t i = 0; i < m->nworkers; i++)
         mg_worker_publish_config(&m->workers[i], cfg, metrics, vms[i].vm, vms[i].hook);
     free(vms);
@@ -337,6 +338,7 @@ static int run(const char *conf_path)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    mg_log_configure((enum mg_log_level)m.cfg->log.level, m.cfg->log.format == MG_LOG_FORMAT_JSON);
     signal(SIGPIPE, SIG_IGN);
     m.loop = uv_default_loop();
     uv_async_init(m.loop, &m.worker_done, on_worker_done);

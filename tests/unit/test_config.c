@@ -521,7 +521,7 @@ static void test_redis_sentinel_errors(void **state)
                  "t.yaml:7:43: redis.sentinel.addresses[0]:");
     expect_error(MINIMAL "redis: {sentinel: {master: m, addresses: [\"127.0.0.1:1\"], port: 1}}\n",
                  "t.yaml:7:59: redis.sentinel.port: unknown key (expected one of: master, "
-                 "addresses, password)");
+                 "addresses, password, password_file)");
     expect_error(MINIMAL "redis: {min_replicas_ack: 101}\n",
                  "t.yaml:7:27: redis.min_replicas_ack:");
     expect_error(MINIMAL "redis: {min_replicas_ack: -1}\n", "t.yaml:7:27: redis.min_replicas_ack:");
@@ -662,9 +662,9 @@ static void test_error_unknown_keys(void **state)
     (void)state;
     expect_error(
         MINIMAL "listen_port: 80\n",
-        "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, admin, "
-        "pid_file, plugin_path, access_log, drain_timeout, idempotency_memory, redis, client, "
-        "upstreams, routes)");
+        "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
+        "pid_file, plugin_path, access_log, access_log_fields, log, drain_timeout, "
+        "idempotency_memory, redis, client, upstreams, routes)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
@@ -1556,6 +1556,35 @@ static void test_error_vars(void **state)
                  "t.yaml:2:11: unterminated variable reference");
 }
 
+static void test_log_and_access_log_fields(void **state)
+{
+    struct mg_config *cfg;
+
+    (void)state;
+    cfg = load(MINIMAL);
+    assert_int_equal(cfg->log.level, 1); /* info */
+    assert_int_equal(cfg->log.format, MG_LOG_FORMAT_TEXT);
+    assert_null(cfg->access_log_field_ids); /* the access log's default list */
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "log: {level: warn, format: json}\n"
+                       "access_log_fields: [status, host, tls]\n");
+    assert_int_equal(cfg->log.level, 2);
+    assert_int_equal(cfg->log.format, MG_LOG_FORMAT_JSON);
+    assert_int_equal(cfg->naccess_log_fields, 3);
+    assert_string_equal(cfg->access_log_fields[1], "host");
+    assert_non_null(cfg->access_log_field_ids);
+    mg_config_unref(cfg);
+    expect_error(MINIMAL "log: {level: loud}\n",
+                 "t.yaml:7:14: log.level: invalid value 'loud' (expected one of: debug, info, "
+                 "warn, error)");
+    expect_error(MINIMAL "access_log_fields: [status, agent]\n",
+                 "t.yaml:7:29: access_log_fields[1]: unknown access log field 'agent'");
+    expect_error(MINIMAL "access_log_fields: [status, status]\n",
+                 "t.yaml:7:29: access_log_fields[1]: field 'status' is listed twice");
+    expect_error(MINIMAL "access_log_fields: []\n",
+                 "t.yaml:7:20: access_log_fields: needs at least one item");
+}
+
 /* A scratch directory for files the config refers to. */
 static char scratch[64];
 
@@ -1681,8 +1710,9 @@ static void test_error_include(void **state)
 {
     (void)state;
     put_file("m1.yaml", "include: bad.yaml\n" MINIMAL);
-    put_file("bad.yaml", "# a comment\nupstreams:\n  c:\n    targets: [{address: \"127.0.0.1:1\"}]\n"
-                         "    keepalive: lots\n");
+    put_file("bad.yaml",
+             "# a comment\nupstreams:\n  c:\n    targets: [{address: \"127.0.0.1:1\"}]\n"
+             "    keepalive: lots\n");
     expect_scratch_error("m1.yaml", ":5:16: upstreams.c.keepalive: invalid integer 'lots'",
                          "bad.yaml");
     put_file("m2.yaml", "include: [dup.yaml]\n" MINIMAL);
@@ -1778,6 +1808,7 @@ int main(void)
         cmocka_unit_test(test_error_after_tls_frees_contexts),
         cmocka_unit_test(test_vars_substituted_with_defaults),
         cmocka_unit_test(test_error_vars),
+        cmocka_unit_test(test_log_and_access_log_fields),
         cmocka_unit_test_setup_teardown(test_secret_files, make_scratch, remove_scratch),
         cmocka_unit_test_setup_teardown(test_include_merges_maps_and_lists, make_scratch,
                                         remove_scratch),
