@@ -9,6 +9,7 @@ PACKAGES=(
   python3 python3-pytest redis-server redis-sentinel curl valgrind
   clang libclang-rt-14-dev
   chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser
+  prometheus                    # promtool: tests/integration/test_metrics_families.py checks a scrape
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core sslscan)

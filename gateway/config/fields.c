@@ -153,8 +153,7 @@ static int check_redis(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return -1;
 }
 
-/* Lexically normalizes an absolute path in place ("/a/./b/../c" -> "/a/c"). */
-static void normalize(char *path)
+void mg_conf_normalize(char *path)
 {
     const char *p = path;
     size_t o = 0;
@@ -203,7 +202,7 @@ char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p
         snprintf(abs, len, "%s", p);
     else
         snprintf(abs, len, "%s/%.*s/%s", cwd, dirlen, file, p);
-    normalize(abs);
+    mg_conf_normalize(abs);
     return abs;
 }
 

@@ -352,6 +352,8 @@ static void resolve(struct mg_conf_ld *ld, yaml_node_t *at, const char *pattern,
         snprintf(out, cap, "%s", pattern);
     else
         snprintf(out, cap, "%.*s/%s", (int)(slash - file), file, pattern);
+    if (out[0] == '/')
+        mg_conf_normalize(out); /* errors then name "/etc/x/inc/a.yaml", not "conf/../inc" */
 }
 
 /* Includes every file matching one pattern, in name order, into `root`. */

@@ -148,6 +148,10 @@ int mg_conf_value(struct mg_conf_ld *ld, yaml_node_t *node, struct mg_conf_value
 int mg_conf_address(struct mg_conf_ld *ld, yaml_node_t *node, const char *text,
                     struct mg_address *out);
 
+/* fields.c: lexically normalizes an absolute path in place
+ * ("/a/./b/../c" -> "/a/c"). */
+void mg_conf_normalize(char *path);
+
 /* fields.c: `p` made absolute against the config file's directory (not the
  * cwd) and normalized, in snapshot memory; NULL after an error at `at`. */
 char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p);

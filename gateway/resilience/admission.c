@@ -71,7 +71,8 @@ static void saturation(struct mg_upstream_stats *us, const struct mg_bulkhead_co
         return;
     if (full) {
         bool quiet = last != 0 && now_ms - last < SATURATION_LOG_MS;
-        atomic_store_explicit(&us->saturated_since_rejected, rejected, memory_order_relaxed);
+        /* `rejected` already counts the rejection that starts it. */
+        atomic_store_explicit(&us->saturated_since_rejected, rejected - 1, memory_order_relaxed);
         atomic_store_explicit(&us->full_logged, !quiet, memory_order_relaxed);
         if (quiet)
             return;
