@@ -239,11 +239,13 @@ struct mg_config {
     char *pid_file;                 /* /tmp/moongate.pid */
     char **plugin_path;             /* absolute, resolved against the config file's dir */
     size_t nplugin_path;
-    char *access_log;            /* "stderr", "off" or a path */
-    char **access_log_fields;    /* names, in line order; default: DESIGN 10.8 */
+    char *access_log;         /* "stderr", "off" or a path */
+    char **access_log_fields; /* names, in line order; default: DESIGN 10.8 */
     size_t naccess_log_fields;
     uint8_t *access_log_field_ids; /* enum mg_access_field; NULL: the default list */
     struct mg_log_conf log;
+    double *duration_buckets; /* metrics.duration_buckets, seconds, increasing */
+    size_t nduration_buckets;
     uint64_t drain_timeout_ms;   /* 30s */
     uint64_t idempotency_memory; /* 64m: the embedded idempotency store's budget */
     struct mg_redis_conf redis;

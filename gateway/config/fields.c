@@ -383,6 +383,55 @@ static const struct mg_conf_field log_fields[] = {
     END,
 };
 
+#define MAX_BUCKETS 30 /* MG_METRICS_NBOUNDS */
+
+static const char default_buckets[] = "0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 "
+                                      "0.25 0.5 1 2.5 5 10 30";
+
+/* Bounds of one bucket list: from the file, or the default. */
+static int parse_buckets(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_config *cfg = ld->cfg;
+    double *b = mg_conf_alloc(ld, MAX_BUCKETS * sizeof(*b));
+    size_t cnt = 0;
+
+    (void)dst;
+    if (n == NULL) {
+        char buf[32];
+        for (const char *p = default_buckets; *p; cnt++) {
+            size_t len = strcspn(p, " ");
+            snprintf(buf, sizeof(buf), "%.*s", (int)len, p);
+            mg_conf_parse_double(buf, &b[cnt]);
+            p += len + strspn(p + len, " ");
+        }
+    } else {
+        if (mg_conf_seq(ld, n, &cnt) < 0)
+            return -1;
+        if (cnt == 0 || cnt > MAX_BUCKETS)
+            return mg_conf_fail(ld, n, "needs 1 to %d bounds", MAX_BUCKETS);
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *item = mg_conf_seq_item(ld, n, i);
+            size_t at = mg_conf_push_index(ld, i);
+            const char *s;
+            if (mg_conf_scalar(ld, item, "a number of seconds", &s) < 0)
+                return -1;
+            if (mg_conf_parse_double(s, &b[i]) < 0 || !(b[i] > 0) || b[i] > 1e9)
+                return mg_conf_fail(ld, item, "invalid bound '%.64s' (seconds, > 0)", s);
+            if (i > 0 && !(b[i] > b[i - 1]))
+                return mg_conf_fail(ld, item, "bounds must increase");
+            mg_conf_pop(ld, at);
+        }
+    }
+    cfg->duration_buckets = b;
+    cfg->nduration_buckets = cnt;
+    return 0;
+}
+
+static const struct mg_conf_field metrics_fields[] = {
+    ROW("duration_buckets", MG_K_CUSTOM, 0, NULL, .fn = parse_buckets),
+    END,
+};
+
 static const struct mg_conf_field admin_fields[] = {
     ROW("listen", MG_K_ADDRESS, CFG(admin_listen), "127.0.0.1:9901"),
     /* Bearer token for everything but /healthz and /ready (DESIGN 10.6). */
@@ -584,6 +633,7 @@ const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("access_log_fields", MG_K_STRLIST, CFG(access_log_fields), NULL,
         .off2 = CFG(naccess_log_fields), .fn = check_access_log_fields),
     ROW("log", MG_K_SECTION, CFG(log), NULL, .sub = log_fields),
+    ROW("metrics", MG_K_SECTION, 0, NULL, .sub = metrics_fields),
     ROW("drain_timeout", MG_K_DURATION, CFG(drain_timeout_ms), "30s"),
     /* Not in DESIGN.md: the memory store needs a bound and operators a knob. */
     ROW("idempotency_memory", MG_K_SIZE, CFG(idempotency_memory), "64m", .lo = 4096),

@@ -77,7 +77,7 @@ static void histogram(struct mg_textbuf *b, const char *base, const char *const 
     uint64_t cum = 0;
 
     snprintf(name, sizeof(name), "%s_bucket", base);
-    for (unsigned i = 0; i < MG_METRICS_NBUCKETS; i++) {
+    for (unsigned i = 0; i <= mg_metrics__nbounds; i++) {
         cum += h[i];
         series_open(b, name, kv, n);
         mg_textbuf_printf(b, "%sle=\"%s\"} ", n ? "," : "{", mg_metrics__bounds_text[i]);

@@ -79,6 +79,9 @@ void mg_metrics_config_reload(struct mg_metrics *m, bool ok);
 void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
                        struct mg_textbuf *out);
 
+/* The finite histogram bounds in use, in nanoseconds (their count). */
+unsigned mg_metrics_bounds(const uint64_t **bounds_ns);
+
 /* ---- reading totals (any thread; sums the shards like a scrape) ----
  * For samplers such as the live dashboard: each call reads only the cells it
  * returns, with relaxed loads, so it costs the workers nothing. */

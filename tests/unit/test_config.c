@@ -663,7 +663,7 @@ static void test_error_unknown_keys(void **state)
     expect_error(
         MINIMAL "listen_port: 80\n",
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
-        "pid_file, plugin_path, access_log, access_log_fields, log, drain_timeout, "
+        "pid_file, plugin_path, access_log, access_log_fields, log, metrics, drain_timeout, "
         "idempotency_memory, redis, client, upstreams, routes)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
@@ -1581,6 +1581,14 @@ static void test_log_and_access_log_fields(void **state)
                  "t.yaml:7:29: access_log_fields[1]: unknown access log field 'agent'");
     expect_error(MINIMAL "access_log_fields: [status, status]\n",
                  "t.yaml:7:29: access_log_fields[1]: field 'status' is listed twice");
+    cfg = load(MINIMAL);
+    assert_int_equal(cfg->nduration_buckets, 16);
+    assert_true(cfg->duration_buckets[0] == 0.00025 && cfg->duration_buckets[15] == 30);
+    mg_config_unref(cfg);
+    expect_error(MINIMAL "metrics: {duration_buckets: [0.1, 0.1]}\n",
+                 "t.yaml:7:35: metrics.duration_buckets[1]: bounds must increase");
+    expect_error(MINIMAL "metrics: {duration_buckets: [0, 1]}\n",
+                 "t.yaml:7:31: metrics.duration_buckets[0]: invalid bound '0'");
     expect_error(MINIMAL "access_log_fields: []\n",
                  "t.yaml:7:20: access_log_fields: needs at least one item");
 }
