@@ -1588,7 +1588,7 @@ static void test_log_and_access_log_fields(void **state)
     expect_error(MINIMAL "metrics: {duration_buckets: [0.1, 0.1]}\n",
                  "t.yaml:7:35: metrics.duration_buckets[1]: bounds must increase");
     expect_error(MINIMAL "metrics: {duration_buckets: [0, 1]}\n",
-                 "t.yaml:7:31: metrics.duration_buckets[0]: invalid bound '0'");
+                 "t.yaml:7:30: metrics.duration_buckets[0]: invalid bound '0'");
     expect_error(MINIMAL "access_log_fields: []\n",
                  "t.yaml:7:20: access_log_fields: needs at least one item");
 }
