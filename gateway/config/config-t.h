@@ -159,6 +159,7 @@ struct mg_plugin_conf {
     char *name;                   /* NULL when absent */
     struct mg_conf_value *config; /* NULL when absent; else a MG_VAL_MAP usually */
     int line, col;                /* position of the entry, for error messages */
+    const char *file;             /* the file it is in (an included one, perhaps) */
 };
 
 enum mg_idem_store { MG_IDEM_STORE_MEMORY, MG_IDEM_STORE_REDIS };

@@ -766,6 +766,7 @@ static int parse_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
             return -1;
         rt->plugins[i].line = (int)item->start_mark.line + 1;
         rt->plugins[i].col = (int)item->start_mark.column + 1;
+        rt->plugins[i].file = mg_conf_strdup(ld, mg_conf_file_of(ld, item));
         mg_conf_pop(ld, at);
     }
     return 0;
@@ -785,6 +786,7 @@ static int parse_route(struct mg_conf_ld *ld, yaml_node_t *item, struct mg_route
     bal = mg_conf_child(ld, item, "balancer");
     rt->balancer.line = (int)(bal ? bal : item)->start_mark.line + 1;
     rt->balancer.col = (int)(bal ? bal : item)->start_mark.column + 1;
+    rt->balancer.file = mg_conf_strdup(ld, mg_conf_file_of(ld, bal ? bal : item));
     for (size_t j = 0; j < i; j++) {
         if (strcmp(rts[j].name, rt->name) == 0) {
             mg_conf_push_key(ld, "name");

@@ -107,3 +107,15 @@ def test_reload_with_broken_include_keeps_old_config(gateway, upstream, tmp_path
     assert wait_until(lambda: "config reloaded" in gw.log(), t(5)), gw.log_tail()
     assert fetch(gw.port, "GET", "/c/1").status == 200
     assert len(a.requests) == 1
+
+
+def test_t_names_included_file_for_a_plugin_error(tmp_path):
+    main = write(tmp_path / "main.yaml", 'include: [routes.yaml]\nlisten: ["127.0.0.1:1"]\n'
+                                         'upstreams:\n  a: {targets: [{address: "127.0.0.1:2"}]}\n'
+                                         'routes: []\n')
+    routes = write(tmp_path / "routes.yaml",
+                   "routes:\n  - name: r\n    upstream: a\n    plugins:\n"
+                   "      - {name: does_not_exist}\n")
+    rc, out = run_t(main)
+    assert rc == 1
+    assert "%s:5:9: routes[0].plugins[0]: plugin does_not_exist" % routes in out, out
