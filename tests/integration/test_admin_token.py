@@ -3,11 +3,12 @@ DESIGN 10.6): /healthz stays open, everything else needs the token, and idle
 admin connections cannot make /healthz fail."""
 
 import json
+import signal
 import socket
 import urllib.error
 import urllib.request
 
-from conftest import t
+from conftest import t, wait_until
 
 CONF = """\
 listen: ["127.0.0.1:$port"]
@@ -80,3 +81,14 @@ def test_idle_admin_connections_cannot_make_healthz_fail(gateway, upstream):
     finally:
         for s in idle:
             s.close()
+
+
+def test_reload_changes_the_token(gateway, upstream):
+    gw = gateway(CONF % 'token: "old"', full=True, up=upstream())
+    assert admin(gw, "/metrics", token="old")[0] == 200
+    with open(gw.config_path, "w") as f:
+        f.write(gw.config.replace('token: "old"', 'token: "new"'))
+    gw.signal(signal.SIGHUP)
+    assert wait_until(lambda: "config reloaded" in gw.log(), t(5))
+    assert wait_until(lambda: admin(gw, "/metrics", token="new")[0] == 200, t(3))
+    assert admin(gw, "/metrics", token="old")[0] == 401
