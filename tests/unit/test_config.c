@@ -1664,6 +1664,15 @@ static void test_secret_files(void **state)
     assert_string_equal(cfg->redis.password, "s3cret");
     assert_string_equal(cfg->admin_token, "tok-1");
     mg_config_unref(cfg);
+    put_file("snt.yaml", "listen: [\"127.0.0.1:8080\"]\n"
+                         "redis: {sentinel: {master: m, addresses: [\"127.0.0.1:26379\"], "
+                         "password_file: redis.pw}}\n" HEAD_TAIL);
+    cfg = load_scratch("snt.yaml", err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->redis.sentinel.password, "s3cret");
+    assert_null(cfg->redis.password);
+    mg_config_unref(cfg);
 
     put_file("both.yaml", "listen: [\"127.0.0.1:8080\"]\n"
                           "redis: {password: x, password_file: redis.pw}\n" HEAD_TAIL);
