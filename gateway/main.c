@@ -363,6 +363,7 @@ static void reload(struct mg_main *m)
     }
     if (cfg->workers != m->cfg->workers)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
+    mg_log_configure((enum mg_log_level)cfg->log.level, cfg->log.format == MG_LOG_FORMAT_JSON);
     if (cfg->shutdown_delay_ms != m->cfg->shutdown_delay_ms && m->stop_signals)
         mg_warn("config reload: shutdown_delay applies from the next stop");
     for (size_t i = 0; i < m->nworkers; i++)
@@ -579,6 +580,7 @@ static int run(const char *conf_path)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    mg_log_configure((enum mg_log_level)m.cfg->log.level, m.cfg->log.format == MG_LOG_FORMAT_JSON);
     char pbuf[sizeof m.pid_path];
     snprintf(m.pid_path, sizeof m.pid_path, "%s",
              mg_pidfile_path(m.cfg->pid_file, pbuf, sizeof pbuf));

@@ -11,6 +11,7 @@ PACKAGES=(
   chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser
   libsystemd-dev systemd wrk    # sd_notify; test_operation.py: systemd-analyze verify, wrk under drain and reload
   python3-yaml                  # test_operation.py: the Kubernetes manifests parse
+  prometheus                    # promtool: tests/integration/test_metrics_families.py checks a scrape
 )
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(wrk nginx-light haproxy valgrind strace nghttp2-client libnginx-mod-http-lua lua-resty-core sslscan)

@@ -161,6 +161,7 @@ struct mg_plugin_conf {
     char *name;                   /* NULL when absent */
     struct mg_conf_value *config; /* NULL when absent; else a MG_VAL_MAP usually */
     int line, col;                /* position of the entry, for error messages */
+    const char *file;             /* the file it is in (an included one, perhaps) */
 };
 
 enum mg_idem_store { MG_IDEM_STORE_MEMORY, MG_IDEM_STORE_REDIS };
@@ -234,6 +235,13 @@ struct mg_forwarded_conf {
     bool forwarded_header;            /* false; true: also send RFC 7239 Forwarded */
 };
 
+enum mg_log_format { MG_LOG_FORMAT_TEXT, MG_LOG_FORMAT_JSON };
+
+struct mg_log_conf {
+    int level;  /* enum mg_log_level (core/log.h): info */
+    int format; /* enum mg_log_format: text */
+};
+
 struct mg_router; /* router.h: precomputed match tables */
 
 struct mg_config {
@@ -250,9 +258,16 @@ struct mg_config {
     char *pid_file;                 /* NULL: the default of process/pidfile.h */
     uint64_t shutdown_delay_ms;     /* 0s: serving after SIGTERM with /ready failing */
     bool watch_config;              /* reload when the file changes */
+    char *admin_token;              /* NULL: no Authorization required on admin */
     char **plugin_path;             /* absolute, resolved against the config file's dir */
     size_t nplugin_path;
-    char *access_log;            /* "stderr", "off" or a path */
+    char *access_log;         /* "stderr", "off" or a path */
+    char **access_log_fields; /* names, in line order; default: DESIGN 10.8 */
+    size_t naccess_log_fields;
+    uint8_t *access_log_field_ids; /* enum mg_access_field; NULL: the default list */
+    struct mg_log_conf log;
+    double *duration_buckets; /* metrics.duration_buckets, seconds, increasing */
+    size_t nduration_buckets;
     uint64_t drain_timeout_ms;   /* 30s */
     uint64_t idempotency_memory; /* 64m: the embedded idempotency store's budget */
     struct mg_redis_conf redis;

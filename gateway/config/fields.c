@@ -16,7 +16,9 @@
 
 #include "config/config.h"
 #include "config/parse.h"
+#include "core/log.h"
 #include "http/message.h"
+#include "obs/accesslog.h"
 
 #define MAX_WORKERS 1024
 
@@ -151,8 +153,7 @@ static int check_redis(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return -1;
 }
 
-/* Lexically normalizes an absolute path in place ("/a/./b/../c" -> "/a/c"). */
-static void normalize(char *path)
+void mg_conf_normalize(char *path)
 {
     const char *p = path;
     size_t o = 0;
@@ -184,13 +185,14 @@ static void normalize(char *path)
  * means the same thing whatever directory moongate starts from. */
 char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p)
 {
-    const char *slash = strrchr(ld->name, '/');
-    int dirlen = slash ? (int)(slash - ld->name) : 0;
+    const char *file = mg_conf_file_of(ld, at); /* an included file: its own dir */
+    const char *slash = strrchr(file, '/');
+    int dirlen = slash ? (int)(slash - file) : 0;
     char cwd[PATH_MAX] = "";
     size_t len;
     char *abs;
 
-    if (p[0] != '/' && ld->name[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL) {
+    if (p[0] != '/' && file[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL) {
         mg_conf_fail(ld, at, "cannot resolve relative paths: getcwd failed");
         return NULL;
     }
@@ -199,8 +201,8 @@ char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p
     if (p[0] == '/')
         snprintf(abs, len, "%s", p);
     else
-        snprintf(abs, len, "%s/%.*s/%s", cwd, dirlen, ld->name, p);
-    normalize(abs);
+        snprintf(abs, len, "%s/%.*s/%s", cwd, dirlen, file, p);
+    mg_conf_normalize(abs);
     return abs;
 }
 
@@ -212,7 +214,7 @@ static int resolve_plugin_path(struct mg_conf_ld *ld, yaml_node_t *seq, void *ds
     if (mg_conf_seq(ld, seq, &cnt) < 0)
         return -1;
     for (size_t i = 0; i < cnt; i++) {
-        if ((paths[i] = mg_conf_resolve_path(ld, seq, paths[i])) == NULL)
+        if ((paths[i] = mg_conf_resolve_path(ld, mg_conf_seq_item(ld, seq, i), paths[i])) == NULL)
             return -1;
     }
     return 0;
@@ -317,6 +319,41 @@ static int check_breaker(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return check_order(ld, n, "open_for", b->open_for_ms, "max_open_for", b->max_open_for_ms);
 }
 
+/* Field names are the access log's (obs/accesslog.c); stored as ids so the
+ * request path never compares strings. */
+static int check_access_log_fields(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
+{
+    char **names = *(char ***)dst;
+    size_t cnt = ld->cfg->naccess_log_fields;
+    uint8_t *ids = mg_conf_alloc(ld, cnt ? cnt : 1);
+
+    if (cnt == 0)
+        return mg_conf_fail(ld, seq, "needs at least one item");
+
+    for (size_t i = 0; i < cnt; i++) {
+        int id = mg_accesslog_field_id(names[i]);
+        size_t at = mg_conf_push_index(ld, i);
+        if (id < 0)
+            return mg_conf_fail(ld, mg_conf_seq_item(ld, seq, i),
+                                "unknown access log field '%.64s' (expected one of: %s)", names[i],
+                                mg_accesslog_field_names());
+        for (size_t j = 0; j < i; j++)
+            if (ids[j] == (uint8_t)id)
+                return mg_conf_fail(ld, mg_conf_seq_item(ld, seq, i),
+                                    "field '%.64s' is listed twice", names[i]);
+        ids[i] = (uint8_t)id;
+        mg_conf_pop(ld, at);
+    }
+    ld->cfg->access_log_field_ids = ids;
+    return 0;
+}
+
+static int skip_include(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    (void)ld, (void)n, (void)dst;
+    return 0;
+}
+
 /* ---- tables ---- */
 
 #define CFG(m) offsetof(struct mg_config, m)
@@ -336,8 +373,70 @@ static int check_breaker(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 static const char *const store_names[] = {"memory", "redis", NULL};
 static const char *const on_error_names[] = {"reject", "pass", NULL};
 
+static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
+_Static_assert(MG_LOG_DEBUG == 0 && MG_LOG_ERROR == 3, "log_level_names follows mg_log_level");
+
+static const struct mg_conf_field log_fields[] = {
+    ROW("level", MG_K_ENUM, offsetof(struct mg_log_conf, level), "info", .sub = log_level_names),
+    ROW("format", MG_K_ENUM, offsetof(struct mg_log_conf, format), "text", .sub = log_format_names),
+    END,
+};
+
+#define MAX_BUCKETS 30 /* MG_METRICS_NBOUNDS */
+
+static const char default_buckets[] = "0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 "
+                                      "0.25 0.5 1 2.5 5 10 30";
+
+/* Bounds of one bucket list: from the file, or the default. */
+static int parse_buckets(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_config *cfg = ld->cfg;
+    double *b = mg_conf_alloc(ld, MAX_BUCKETS * sizeof(*b));
+    size_t cnt = 0;
+
+    (void)dst;
+    if (n == NULL) {
+        char buf[32];
+        for (const char *p = default_buckets; *p; cnt++) {
+            size_t len = strcspn(p, " ");
+            snprintf(buf, sizeof(buf), "%.*s", (int)len, p);
+            mg_conf_parse_double(buf, &b[cnt]);
+            p += len + strspn(p + len, " ");
+        }
+    } else {
+        if (mg_conf_seq(ld, n, &cnt) < 0)
+            return -1;
+        if (cnt == 0 || cnt > MAX_BUCKETS)
+            return mg_conf_fail(ld, n, "needs 1 to %d bounds", MAX_BUCKETS);
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *item = mg_conf_seq_item(ld, n, i);
+            size_t at = mg_conf_push_index(ld, i);
+            const char *s;
+            if (mg_conf_scalar(ld, item, "a number of seconds", &s) < 0)
+                return -1;
+            if (mg_conf_parse_double(s, &b[i]) < 0 || !(b[i] > 0) || b[i] > 1e9)
+                return mg_conf_fail(ld, item, "invalid bound '%.64s' (seconds, > 0)", s);
+            if (i > 0 && !(b[i] > b[i - 1]))
+                return mg_conf_fail(ld, item, "bounds must increase");
+            mg_conf_pop(ld, at);
+        }
+    }
+    cfg->duration_buckets = b;
+    cfg->nduration_buckets = cnt;
+    return 0;
+}
+
+static const struct mg_conf_field metrics_fields[] = {
+    ROW("duration_buckets", MG_K_CUSTOM, 0, NULL, .fn = parse_buckets),
+    END,
+};
+
 static const struct mg_conf_field admin_fields[] = {
     ROW("listen", MG_K_ADDRESS, CFG(admin_listen), "127.0.0.1:9901"),
+    /* Bearer token for everything but /healthz and /ready (DESIGN 10.6). */
+    ROW("token", MG_K_STRING, CFG(admin_token), NULL, .flags = MG_CF_NULLABLE),
+    ROW("token_file", MG_K_CUSTOM, CFG(admin_token), NULL, .fn = mg_conf_secret_file),
     END,
 };
 
@@ -346,6 +445,7 @@ static const struct mg_conf_field sentinel_fields[] = {
     ROW("addresses", MG_K_ADDRLIST, SNT(addresses), NULL, .flags = MG_CF_REQUIRED | MG_CF_NONEMPTY,
         .off2 = SNT(naddresses)),
     ROW("password", MG_K_STRING, SNT(password), NULL, .flags = MG_CF_NULLABLE),
+    ROW("password_file", MG_K_CUSTOM, SNT(password), NULL, .fn = mg_conf_secret_file),
     END,
 };
 
@@ -368,6 +468,7 @@ static const struct mg_conf_field redis_fields[] = {
     ROW("sentinel", MG_K_CUSTOM, RDS(sentinel), NULL, .fn = parse_sentinel),
     ROW("db", MG_K_UINT, RDS(db), "0", .hi = INT32_MAX),
     ROW("password", MG_K_STRING, RDS(password), NULL, .flags = MG_CF_NULLABLE),
+    ROW("password_file", MG_K_CUSTOM, RDS(password), NULL, .fn = mg_conf_secret_file),
     ROW("timeout", MG_K_DURATION, RDS(timeout_ms), "250ms", .lo = 1),
     /* Bounded so a typo cannot make every completion wait for replicas that
      * will never exist; Redis itself accepts any count. */
@@ -522,6 +623,8 @@ static int parse_routes(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("listen", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = mg_conf_listen),
     ROW("workers", MG_K_CUSTOM, CFG(workers), NULL, .fn = parse_workers), /* default auto */
+    /* Followed before the tables run (include.c); the row only admits the key. */
+    ROW("include", MG_K_CUSTOM, 0, NULL, .fn = skip_include),
     ROW("admin", MG_K_SECTION, 0, NULL, .flags = MG_CF_ENABLE, .off2 = CFG(admin_enabled),
         .sub = admin_fields),
     /* No default here: it depends on the user (process/pidfile.h). */
@@ -531,6 +634,10 @@ const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("plugin_path", MG_K_STRLIST, CFG(plugin_path), NULL, .off2 = CFG(nplugin_path),
         .fn = resolve_plugin_path),
     ROW("access_log", MG_K_STRING, CFG(access_log), "stderr"), /* stderr | off | a path */
+    ROW("access_log_fields", MG_K_STRLIST, CFG(access_log_fields), NULL,
+        .off2 = CFG(naccess_log_fields), .fn = check_access_log_fields),
+    ROW("log", MG_K_SECTION, CFG(log), NULL, .sub = log_fields),
+    ROW("metrics", MG_K_SECTION, 0, NULL, .sub = metrics_fields),
     ROW("drain_timeout", MG_K_DURATION, CFG(drain_timeout_ms), "30s"),
     /* Not in DESIGN.md: the memory store needs a bound and operators a knob. */
     ROW("idempotency_memory", MG_K_SIZE, CFG(idempotency_memory), "64m", .lo = 4096),
@@ -664,6 +771,7 @@ static int parse_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
             return -1;
         rt->plugins[i].line = (int)item->start_mark.line + 1;
         rt->plugins[i].col = (int)item->start_mark.column + 1;
+        rt->plugins[i].file = mg_conf_strdup(ld, mg_conf_file_of(ld, item));
         mg_conf_pop(ld, at);
     }
     return 0;
@@ -683,6 +791,7 @@ static int parse_route(struct mg_conf_ld *ld, yaml_node_t *item, struct mg_route
     bal = mg_conf_child(ld, item, "balancer");
     rt->balancer.line = (int)(bal ? bal : item)->start_mark.line + 1;
     rt->balancer.col = (int)(bal ? bal : item)->start_mark.column + 1;
+    rt->balancer.file = mg_conf_strdup(ld, mg_conf_file_of(ld, bal ? bal : item));
     for (size_t j = 0; j < i; j++) {
         if (strcmp(rts[j].name, rt->name) == 0) {
             mg_conf_push_key(ld, "name");

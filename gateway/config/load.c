@@ -87,14 +87,15 @@ static void free_snapshot(struct mg_config *cfg)
 
 /* ---- errors and key paths ---- */
 
-static void vfail_at(struct mg_conf_ld *ld, size_t line, size_t col, const char *fmt, va_list ap)
+static void vfail_at(struct mg_conf_ld *ld, const char *name, size_t line, size_t col,
+                     const char *fmt, va_list ap)
 {
     size_t n;
     int w;
 
     if (ld->failed || ld->errlen == 0)
         goto done;
-    w = snprintf(ld->err, ld->errlen, "%s:%zu:%zu: ", ld->name, line, col);
+    w = snprintf(ld->err, ld->errlen, "%s:%zu:%zu: ", name, line, col);
     n = w < 0 ? 0 : (size_t)w;
     if (n < ld->errlen && ld->pathlen > 0) {
         w = snprintf(ld->err + n, ld->errlen - n, "%s: ", ld->path);
@@ -112,17 +113,28 @@ done:
     ld->failed = true;
 }
 
-static int fail_at(struct mg_conf_ld *ld, size_t line, size_t col, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail_at(struct mg_conf_ld *ld, size_t line, size_t col, const char *fmt, ...)
+int mg_conf_fail_in(struct mg_conf_ld *ld, const char *name, size_t line, size_t col,
+                    const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    vfail_at(ld, line, col, fmt, ap);
+    vfail_at(ld, name, line, col, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+const char *mg_conf_file_of(const struct mg_conf_ld *ld, const yaml_node_t *n)
+{
+    const char *name = ld->name;
+    int index;
+
+    if (n == NULL || ld->doc == NULL || n < ld->doc->nodes.start || n >= ld->doc->nodes.top)
+        return name;
+    index = (int)(n - ld->doc->nodes.start) + 1;
+    for (size_t i = 0; i < ld->nfiles && ld->files[i].first <= index; i++)
+        name = ld->files[i].name;
+    return name;
 }
 
 int mg_conf_fail(struct mg_conf_ld *ld, const yaml_node_t *at, const char *fmt, ...)
@@ -131,7 +143,7 @@ int mg_conf_fail(struct mg_conf_ld *ld, const yaml_node_t *at, const char *fmt, 
     size_t line = at ? at->start_mark.line + 1 : 1, col = at ? at->start_mark.column + 1 : 1;
 
     va_start(ap, fmt);
-    vfail_at(ld, line, col, fmt, ap);
+    vfail_at(ld, mg_conf_file_of(ld, at), line, col, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -656,8 +668,8 @@ int mg_conf_section(struct mg_conf_ld *ld, yaml_node_t *node, const struct mg_co
 
 /* ---- loading ---- */
 
-static void syntax_error(struct mg_conf_ld *ld, const yaml_parser_t *p, const char *text,
-                         size_t len)
+void mg_conf_syntax_error(struct mg_conf_ld *ld, const yaml_parser_t *p, const char *name,
+                          const char *text, size_t len)
 {
     size_t line = p->problem_mark.line + 1, col = p->problem_mark.column + 1;
 
@@ -674,11 +686,11 @@ static void syntax_error(struct mg_conf_ld *ld, const yaml_parser_t *p, const ch
         }
     }
     if (p->context != NULL)
-        fail_at(ld, line, col, "YAML syntax error: %s (%s at line %zu)", p->problem, p->context,
-                p->context_mark.line + 1);
+        mg_conf_fail_in(ld, name, line, col, "YAML syntax error: %s (%s at line %zu)", p->problem,
+                        p->context, p->context_mark.line + 1);
     else
-        fail_at(ld, line, col, "YAML syntax error: %s",
-                p->problem ? p->problem : "unknown problem");
+        mg_conf_fail_in(ld, name, line, col, "YAML syntax error: %s",
+                        p->problem ? p->problem : "unknown problem");
 }
 
 /* Reads the document (and checks no second one follows) into ld->cfg. */
@@ -689,21 +701,24 @@ static int load_document(struct mg_conf_ld *ld, yaml_parser_t *parser, const cha
     int rc = -1;
 
     if (!yaml_parser_load(parser, &doc)) {
-        syntax_error(ld, parser, text, len);
+        mg_conf_syntax_error(ld, parser, ld->name, text, len);
         return -1;
     }
     ld->doc = &doc;
-    root = yaml_document_get_root_node(&doc);
-    rc = mg_conf_section(ld, root, mg_conf_root_fields, ld->cfg);
+    rc = mg_conf_expand(ld, &doc);
+    root = yaml_document_get_root_node(&doc); /* after expand: the nodes moved */
+    if (rc == 0)
+        rc = mg_conf_section(ld, root, mg_conf_root_fields, ld->cfg);
     if (rc == 0) {
         /* Parse the rest of the stream so a later syntax error is not ignored. */
         if (!yaml_parser_load(parser, &extra)) {
-            syntax_error(ld, parser, text, len);
+            mg_conf_syntax_error(ld, parser, ld->name, text, len);
             rc = -1;
         } else {
             if (yaml_document_get_root_node(&extra) != NULL)
-                rc = fail_at(ld, extra.start_mark.line + 1, extra.start_mark.column + 1,
-                             "only one YAML document is allowed");
+                rc = mg_conf_fail_in(ld, ld->name, extra.start_mark.line + 1,
+                                     extra.start_mark.column + 1,
+                                     "only one YAML document is allowed");
             yaml_document_delete(&extra);
         }
     }
@@ -744,38 +759,53 @@ struct mg_config *mg_config_load_string(const char *yaml, size_t len, const char
     return cfg;
 }
 
-struct mg_config *mg_config_load(const char *path, char *err, size_t errlen)
+char *mg_conf_read_file(const char *path, size_t max, size_t *len, char *why, size_t whylen)
 {
     FILE *fp = fopen(path, "rb");
-    struct mg_config *cfg = NULL;
-    struct stat st;
     char *buf = NULL;
-    size_t len;
+    struct stat st;
 
     if (fp == NULL || fstat(fileno(fp), &st) < 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        snprintf(why, whylen, "cannot open: %s", strerror(errno));
         goto done;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
+        snprintf(why, whylen, "not a regular file");
         goto done;
     }
-    if ((uint64_t)st.st_size > MAX_FILE_SIZE) {
-        snprintf(err, errlen, "%s: larger than %u bytes", path, MAX_FILE_SIZE);
+    if ((uint64_t)st.st_size > max) {
+        snprintf(why, whylen, "larger than %zu bytes", max);
         goto done;
     }
     if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
         oom();
-    len = fread(buf, 1, (size_t)st.st_size, fp);
+    *len = fread(buf, 1, (size_t)st.st_size, fp);
     if (ferror(fp)) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        free(buf);
+        buf = NULL;
         goto done;
     }
-    cfg = mg_config_load_string(buf, len, path, err, errlen);
+    buf[*len] = '\0';
 done:
-    free(buf);
     if (fp != NULL)
         fclose(fp);
+    return buf;
+}
+
+struct mg_config *mg_config_load(const char *path, char *err, size_t errlen)
+{
+    struct mg_config *cfg;
+    char why[200];
+    size_t len = 0;
+    char *buf = mg_conf_read_file(path, MAX_FILE_SIZE, &len, why, sizeof(why));
+
+    if (buf == NULL) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        return NULL;
+    }
+    cfg = mg_config_load_string(buf, len, path, err, errlen);
+    free(buf);
     return cfg;
 }
 

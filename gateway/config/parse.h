@@ -21,6 +21,15 @@
 
 #define MG_CONF_PATH_MAX 256
 
+#define MG_CONF_MAX_FILES 128 /* the main file and everything it includes */
+
+/* Nodes of included files are appended to the main document (include.c); each
+ * file owns the node indices from `first` up to the next file's. */
+struct mg_conf_file {
+    int first;        /* 1-based index of its first node */
+    const char *name; /* as shown in errors; snapshot memory */
+};
+
 /* State of one load; lives on the stack of mg_config_load_string. */
 struct mg_conf_ld {
     struct mg_config *cfg; /* the snapshot being built; owns every allocation */
@@ -32,6 +41,8 @@ struct mg_conf_ld {
     size_t nvalues; /* generic values built so far (alias-bomb guard) */
     size_t pathlen;
     char path[MG_CONF_PATH_MAX]; /* key path of the node being read */
+    struct mg_conf_file files[MG_CONF_MAX_FILES];
+    size_t nfiles;
 };
 
 enum mg_conf_kind {
@@ -92,6 +103,23 @@ char *mg_conf_strdup(struct mg_conf_ld *ld, const char *s);
 int mg_conf_fail(struct mg_conf_ld *ld, const yaml_node_t *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Same at an explicit position of file `name`. */
+int mg_conf_fail_in(struct mg_conf_ld *ld, const char *name, size_t line, size_t col,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The file node `n` was read from (the main file when n is NULL). */
+const char *mg_conf_file_of(const struct mg_conf_ld *ld, const yaml_node_t *n);
+/* Reads a whole regular file of at most `max` bytes into a malloc'd,
+ * NUL-terminated buffer; NULL with the reason in `why` otherwise. */
+char *mg_conf_read_file(const char *path, size_t max, size_t *len, char *why, size_t whylen);
+/* Reports a libyaml parser error as a config error in file `name`. */
+void mg_conf_syntax_error(struct mg_conf_ld *ld, const yaml_parser_t *p, const char *name,
+                          const char *text, size_t len);
+
+/* include.c: run on each freshly parsed document before the tables read it:
+ * substitutes ${VAR} / ${VAR:-default} in the scalar values of the file, then
+ * appends the files named by a root `include:` to `doc` and merges their roots
+ * into its root. Returns 0 or -1 after mg_conf_fail. */
+int mg_conf_expand(struct mg_conf_ld *ld, yaml_document_t *doc);
 /* Key path: push a ".key" or "[i]" segment; pop back to the returned length. */
 size_t mg_conf_push_key(struct mg_conf_ld *ld, const char *key);
 size_t mg_conf_push_index(struct mg_conf_ld *ld, size_t i);
@@ -120,6 +148,10 @@ int mg_conf_value(struct mg_conf_ld *ld, yaml_node_t *node, struct mg_conf_value
 int mg_conf_address(struct mg_conf_ld *ld, yaml_node_t *node, const char *text,
                     struct mg_address *out);
 
+/* fields.c: lexically normalizes an absolute path in place
+ * ("/a/./b/../c" -> "/a/c"). */
+void mg_conf_normalize(char *path);
+
 /* fields.c: `p` made absolute against the config file's directory (not the
  * cwd) and normalized, in snapshot memory; NULL after an error at `at`. */
 char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p);
@@ -136,6 +168,9 @@ int mg_conf_upstream_tls_build(struct mg_conf_ld *ld, yaml_node_t *map,
 
 /* forwarded.c: the `forwarded` section (DESIGN section 10.8). */
 extern const struct mg_conf_field mg_conf_forwarded_fields[];
+/* secret.c: a custom row reading a secret file into the char * at `dst`
+ * (`password_file` writes `password`). */
+int mg_conf_secret_file(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 
 /* fields.c: the top-level table. Its row order is the parse order, so sections
  * that others refer to (redis, upstreams) come before their users (routes). */

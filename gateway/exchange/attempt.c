@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "config/config-t.h"
+#include "core/log.h"
 #include "exchange/plugins.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
@@ -41,6 +42,20 @@ static uint32_t retry_after_s(struct mg_upstream_rt *ur, uint64_t now)
     return (uint32_t)((wait_ms + 999) / 1000);
 }
 
+/* Breaker changes are logged by the one caller that made them (the breaker's
+ * CAS winner), so each change is one line whatever the traffic. */
+static bool acquire(struct mg_exchange *x, struct mg_target_rt *t, uint64_t now, uint32_t *probe)
+{
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    bool half_opened;
+    bool ok = mg_breaker_acquire_ex(&t->stats->breaker, &uc->breaker, now, probe, &half_opened);
+
+    if (half_opened)
+        mg_info("circuit breaker half-open: upstream %s target %s (probing)", uc->name,
+                t->conf->address.text);
+    return ok;
+}
+
 enum mg_error mg_attempt_open(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->route->upstream;
@@ -54,11 +69,11 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
         if (raised)
             return MG_ERR_PLUGIN_ERROR;
     }
-    if (i >= 0 && !mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+    if (i >= 0 && !acquire(x, &ur->targets[i], now, &probe))
         i = -1;
     for (size_t n = 0; i < 0 && n < uc->ntargets; n++) {
         i = mg_balancer_pick(ur, &x->tried, now);
-        if (i < 0 || mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+        if (i < 0 || acquire(x, &ur->targets[i], now, &probe))
             break;
         mg_tried_add(&x->tried, (size_t)i); /* lost a race to an opening breaker: next one */
         i = -1;
@@ -82,8 +97,21 @@ void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_out
     mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->w->id, x->route->upstream->index,
                                 (size_t)(a->target - ur->targets), outcome);
     struct mg_target_stats *st = a->target->stats;
-    mg_breaker_report(&st->breaker, &x->route->upstream->breaker, uv_now(&x->w->loop), failure,
-                      a->probe);
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    uint64_t now = uv_now(&x->w->loop);
+    switch (mg_breaker_report(&st->breaker, &uc->breaker, now, failure, a->probe)) {
+    case MG_BREAKER_OPENED:
+        mg_warn("circuit breaker open: upstream %s target %s (for %llu ms)", uc->name,
+                a->target->conf->address.text,
+                (unsigned long long)mg_breaker_retry_after_ms(&st->breaker, &uc->breaker, now));
+        break;
+    case MG_BREAKER_CLOSED:
+        mg_info("circuit breaker closed: upstream %s target %s", uc->name,
+                a->target->conf->address.text);
+        break;
+    case MG_BREAKER_UNCHANGED:
+        break;
+    }
     if (failure)
         atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);
 }

@@ -33,8 +33,12 @@ void mg_xrecord(struct mg_exchange *x, int status)
     mg_xplug_finish(x, status, now);
     /* A client that left before its answer is counted as nginx's 499. */
     mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
+    if (x->attempts && x->status > 0 && x->route)
+        mg_metrics_upstream_response(m, w, x->route->upstream->index, now - x->att.start_ns);
     if (!mg_accesslog_enabled(access_log))
         return;
+    const struct mg_config *cfg = x->rt ? x->rt->cfg : NULL;
+    int ua = x->head_parsed ? mg_headers_find(&x->req_hdrs, MG_SLICE_LIT("user-agent")) : -1;
     const struct mg_tls_info *tls = mg_tls_info(x->client);
     const char *method = x->head_parsed ? llhttp_method_name((llhttp_method_t)x->method) : NULL;
     struct mg_access_entry e = {
@@ -54,6 +58,14 @@ void mg_xrecord(struct mg_exchange *x, int status)
         .tls_protocol = tls ? tls->protocol : NULL,
         .tls_cipher = tls ? tls->cipher : NULL,
         .tls_client_subject = tls ? tls->client_subject : NULL,
+        .host = x->head_parsed ? mg_x_request_host(x) : (struct mg_slice){NULL, 0},
+        .user_agent = ua >= 0 ? x->req_hdrs.v[ua].value : (struct mg_slice){NULL, 0},
+        .upstream_status = x->attempts ? x->status : 0,
+        .protocol = !x->head_parsed ? NULL
+                    : x->http_minor ? "HTTP/1.1"
+                                    : "HTTP/1.0",
+        .fields = cfg ? cfg->access_log_field_ids : NULL,
+        .nfields = cfg ? cfg->naccess_log_fields : 0,
     };
     mg_accesslog_write(access_log, w, &e);
 }

@@ -438,7 +438,7 @@ static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
             const struct mg_plugin_conf *pc = &rt->plugins[j];
             if (add_entry(vm, i, KIND_PLUGIN, pc, msg, sizeof(msg)) < 0) {
                 snprintf(err, errlen, "%s:%d:%d: routes[%zu].plugins[%zu]: plugin %s: %s",
-                         cfg->path, pc->line, pc->col, i, j, pc->name, msg);
+                         pc->file ? pc->file : cfg->path, pc->line, pc->col, i, j, pc->name, msg);
                 return -1;
             }
         }
@@ -446,8 +446,8 @@ static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
             continue;
         const struct mg_plugin_conf *bc = &rt->balancer;
         if (add_entry(vm, i, KIND_BALANCER, bc, msg, sizeof(msg)) < 0) {
-            snprintf(err, errlen, "%s:%d:%d: routes[%zu].balancer: plugin %s: %s", cfg->path,
-                     bc->line, bc->col, i, bc->name, msg);
+            snprintf(err, errlen, "%s:%d:%d: routes[%zu].balancer: plugin %s: %s",
+                     bc->file ? bc->file : cfg->path, bc->line, bc->col, i, bc->name, msg);
             return -1;
         }
     }

@@ -387,68 +387,171 @@ static char *put_str(char *o, const char *p, size_t n)
     return p == NULL ? PUT_LIT(o, "null") : mg_fmt_json_str(o, p, n);
 }
 
-/* Formats the line into r->line with one reservation: the bound counts every
- * string at its worst case (6 bytes per input byte). */
-static void format_line(struct ring *r, const struct mg_access_entry *e)
+static const char *const field_names[MG_AF__COUNT] = {
+    [MG_AF_TIME] = "time",
+    [MG_AF_REQUEST_ID] = "request_id",
+    [MG_AF_CLIENT_IP] = "client_ip",
+    [MG_AF_METHOD] = "method",
+    [MG_AF_HOST] = "host",
+    [MG_AF_PATH] = "path",
+    [MG_AF_STATUS] = "status",
+    [MG_AF_BYTES_IN] = "bytes_in",
+    [MG_AF_BYTES_OUT] = "bytes_out",
+    [MG_AF_ROUTE] = "route",
+    [MG_AF_UPSTREAM] = "upstream",
+    [MG_AF_UPSTREAM_STATUS] = "upstream_status",
+    [MG_AF_ATTEMPTS] = "attempts",
+    [MG_AF_DURATION] = "duration",
+    [MG_AF_UPSTREAM_DURATION] = "upstream_duration",
+    [MG_AF_USER_AGENT] = "user_agent",
+    [MG_AF_TLS] = "tls",
+    [MG_AF_PROTOCOL] = "protocol",
+    [MG_AF_ERROR] = "error",
+    [MG_AF_TLS_PROTOCOL] = "tls_protocol",
+    [MG_AF_TLS_CIPHER] = "tls_cipher",
+    [MG_AF_TLS_CLIENT_SUBJECT] = "tls_client_subject",
+};
+
+/* DESIGN 10.8's default: every field but the two halves of `tls`. */
+static const uint8_t default_fields[] = {
+    MG_AF_TIME,       MG_AF_REQUEST_ID, MG_AF_CLIENT_IP,
+    MG_AF_METHOD,     MG_AF_HOST,       MG_AF_PATH,
+    MG_AF_STATUS,     MG_AF_BYTES_IN,   MG_AF_BYTES_OUT,
+    MG_AF_ROUTE,      MG_AF_UPSTREAM,   MG_AF_UPSTREAM_STATUS,
+    MG_AF_ATTEMPTS,   MG_AF_DURATION,   MG_AF_UPSTREAM_DURATION,
+    MG_AF_USER_AGENT, MG_AF_TLS,        MG_AF_PROTOCOL,
+    MG_AF_ERROR,
+};
+
+int mg_accesslog_field_id(const char *name)
 {
-    size_t route_len = e->route ? strlen(e->route) : 0;
-    size_t up_len = e->upstream ? strlen(e->upstream) : 0;
+    for (int i = 0; i < MG_AF__COUNT; i++)
+        if (strcmp(name, field_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *mg_accesslog_field_names(void)
+{
+    static const char list[] = "time, request_id, client_ip, method, host, path, status, "
+                               "bytes_in, bytes_out, route, upstream, upstream_status, attempts, "
+                               "duration, upstream_duration, user_agent, tls, protocol, error, "
+                               "tls_protocol, tls_cipher, tls_client_subject";
+    return list;
+}
+
+static char *put_key(char *o, bool first, const char *key)
+{
+    size_t n = strlen(key);
+
+    *o++ = first ? '{' : ',';
+    *o++ = '"';
+    o = (char *)memcpy(o, key, n) + n;
+    *o++ = '"';
+    *o++ = ':';
+    return o;
+}
+
+static char *put_cstr(char *o, const char *s)
+{
+    return put_str(o, s, s ? strlen(s) : 0);
+}
+
+static char *put_status(char *o, int status)
+{
+    if (status < 0) {
+        *o++ = '-';
+        return mg_fmt_u64(o, (uint64_t)0 - (uint64_t)status);
+    }
+    return mg_fmt_u64(o, (uint64_t)status);
+}
+
+/* One field's key and value. */
+static char *put_field(struct ring *r, char *o, bool first, int f, const struct mg_access_entry *e)
+{
     const char *err =
         e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL;
-    size_t proto_len = e->tls_protocol ? strlen(e->tls_protocol) : 0;
-    size_t cipher_len = e->tls_cipher ? strlen(e->tls_cipher) : 0;
-    size_t subject_len = e->tls_client_subject ? strlen(e->tls_client_subject) : 0;
+
+    if (f == MG_AF_TLS) {
+        o = put_field(r, o, first, MG_AF_TLS_PROTOCOL, e);
+        o = put_field(r, o, false, MG_AF_TLS_CIPHER, e);
+        return put_field(r, o, false, MG_AF_TLS_CLIENT_SUBJECT, e);
+    }
+    o = put_key(o, first, field_names[f]);
+    switch ((enum mg_access_field)f) {
+    case MG_AF_TIME:
+        return put_time(r, o, e->time_ms);
+    case MG_AF_REQUEST_ID:
+        return put_str(o, e->request_id.p, e->request_id.len);
+    case MG_AF_CLIENT_IP:
+        return put_str(o, e->client_ip.p, e->client_ip.len);
+    case MG_AF_METHOD:
+        return put_str(o, e->method.p, e->method.len);
+    case MG_AF_HOST:
+        return put_str(o, e->host.p, e->host.len);
+    case MG_AF_PATH:
+        return put_str(o, e->path.p, e->path.len);
+    case MG_AF_STATUS:
+        return put_status(o, e->status);
+    case MG_AF_BYTES_IN:
+        return mg_fmt_u64(o, e->bytes_in);
+    case MG_AF_BYTES_OUT:
+        return mg_fmt_u64(o, e->bytes_out);
+    case MG_AF_ROUTE:
+        return put_cstr(o, e->route);
+    case MG_AF_UPSTREAM:
+        return put_cstr(o, e->upstream);
+    case MG_AF_UPSTREAM_STATUS:
+        return e->upstream_status > 0 ? put_status(o, e->upstream_status) : PUT_LIT(o, "null");
+    case MG_AF_ATTEMPTS:
+        return mg_fmt_u64(o, e->attempts);
+    case MG_AF_DURATION:
+        return mg_fmt_seconds(o, e->duration_ns, 6);
+    case MG_AF_UPSTREAM_DURATION:
+        if (e->upstream_duration_ns < 0)
+            return PUT_LIT(o, "null");
+        return mg_fmt_seconds(o, (uint64_t)e->upstream_duration_ns, 6);
+    case MG_AF_USER_AGENT:
+        return put_str(o, e->user_agent.p, e->user_agent.len);
+    case MG_AF_PROTOCOL:
+        return put_cstr(o, e->protocol);
+    case MG_AF_ERROR:
+        return put_cstr(o, err);
+    case MG_AF_TLS_PROTOCOL:
+        return put_cstr(o, e->tls_protocol);
+    case MG_AF_TLS_CIPHER:
+        return put_cstr(o, e->tls_cipher);
+    case MG_AF_TLS_CLIENT_SUBJECT:
+        return put_cstr(o, e->tls_client_subject);
+    default:
+        return o;
+    }
+}
+
+static size_t len_or0(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+/* Formats the line into r->line with one reservation: the bound counts every
+ * string at its worst case (6 bytes per input byte) plus a fixed part per
+ * field (key and number). */
+static void format_line(struct ring *r, const struct mg_access_entry *e)
+{
+    const uint8_t *fields = e->fields ? e->fields : default_fields;
+    size_t nfields = e->fields ? e->nfields : sizeof(default_fields);
     size_t strings = e->request_id.len + e->client_ip.len + e->method.len + e->path.len +
-                     route_len + up_len + (err ? strlen(err) : 0) + proto_len + cipher_len +
-                     subject_len;
+                     e->host.len + e->user_agent.len + len_or0(e->route) + len_or0(e->upstream) +
+                     32 + len_or0(e->tls_protocol) + len_or0(e->tls_cipher) + len_or0(e->protocol) +
+                     len_or0(e->tls_client_subject);
     struct mg_textbuf *b = &r->line;
     char *o;
 
     mg_textbuf_reset(b);
-    mg_textbuf_reserve(b, 6 * strings + 512);
+    mg_textbuf_reserve(b, 6 * strings + 64 * (nfields + 2) + 16);
     o = b->p;
-    o = PUT_LIT(o, "{\"time\":");
-    o = put_time(r, o, e->time_ms);
-    o = PUT_LIT(o, ",\"request_id\":");
-    o = put_str(o, e->request_id.p, e->request_id.len);
-    o = PUT_LIT(o, ",\"client_ip\":");
-    o = put_str(o, e->client_ip.p, e->client_ip.len);
-    o = PUT_LIT(o, ",\"method\":");
-    o = put_str(o, e->method.p, e->method.len);
-    o = PUT_LIT(o, ",\"path\":");
-    o = put_str(o, e->path.p, e->path.len);
-    o = PUT_LIT(o, ",\"status\":");
-    if (e->status < 0) {
-        *o++ = '-';
-        o = mg_fmt_u64(o, (uint64_t)0 - (uint64_t)e->status);
-    } else {
-        o = mg_fmt_u64(o, (uint64_t)e->status);
-    }
-    o = PUT_LIT(o, ",\"bytes_in\":");
-    o = mg_fmt_u64(o, e->bytes_in);
-    o = PUT_LIT(o, ",\"bytes_out\":");
-    o = mg_fmt_u64(o, e->bytes_out);
-    o = PUT_LIT(o, ",\"route\":");
-    o = put_str(o, e->route, route_len);
-    o = PUT_LIT(o, ",\"upstream\":");
-    o = put_str(o, e->upstream, up_len);
-    o = PUT_LIT(o, ",\"attempts\":");
-    o = mg_fmt_u64(o, e->attempts);
-    o = PUT_LIT(o, ",\"duration\":");
-    o = mg_fmt_seconds(o, e->duration_ns, 6);
-    o = PUT_LIT(o, ",\"upstream_duration\":");
-    if (e->upstream_duration_ns < 0)
-        o = PUT_LIT(o, "null");
-    else
-        o = mg_fmt_seconds(o, (uint64_t)e->upstream_duration_ns, 6);
-    o = PUT_LIT(o, ",\"error\":");
-    o = put_str(o, err, err ? strlen(err) : 0);
-    o = PUT_LIT(o, ",\"tls_protocol\":");
-    o = put_str(o, e->tls_protocol, proto_len);
-    o = PUT_LIT(o, ",\"tls_cipher\":");
-    o = put_str(o, e->tls_cipher, cipher_len);
-    o = PUT_LIT(o, ",\"tls_client_subject\":");
-    o = put_str(o, e->tls_client_subject, subject_len);
+    for (size_t i = 0; i < nfields; i++)
+        o = put_field(r, o, i == 0, fields[i], e);
     o = PUT_LIT(o, "}\n");
     b->len = (size_t)(o - b->p);
     MG_ASSERT(b->len < b->cap);

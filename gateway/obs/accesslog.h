@@ -10,18 +10,23 @@
  * and counted (mg_accesslog_stats); the worker never waits. Memory is bounded by
  * nworkers x MG_ACCESSLOG_RING_BYTES plus one scratch line per worker.
  *
- * Line format (fields always present, in this order):
+ * Line format: the fields of `access_log_fields` in its order (DESIGN 10.8),
+ * by default:
  *   {"time":"2026-11-28T00:00:00.123Z","request_id":"...","client_ip":"...",
- *    "method":"GET","path":"/orders?id=1","status":200,"bytes_in":120,
- *    "bytes_out":512,"route":"orders-api","upstream":"127.0.0.1:9001",
- *    "attempts":1,"duration":0.012345,"upstream_duration":0.011,"error":null,
+ *    "method":"GET","host":"api.example.org","path":"/orders?id=1","status":200,
+ *    "bytes_in":120,"bytes_out":512,"route":"orders-api",
+ *    "upstream":"127.0.0.1:9001","upstream_status":200,"attempts":1,
+ *    "duration":0.012345,"upstream_duration":0.011,"user_agent":"curl/7.88.1",
  *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256",
- *    "tls_client_subject":"/O=Example/CN=client"}
+ *    "tls_client_subject":null,"protocol":"HTTP/1.1","error":null}
+ * (the field `tls` writes tls_protocol, tls_cipher and tls_client_subject, the
+ * verified client certificate's subject on mTLS listeners; each may also be
+ * chosen alone; upstream_status is null when no upstream answered).
  * Strings are JSON-escaped (control characters and invalid UTF-8 bytes as
  * \u00XX; valid UTF-8 is copied as is, so \u0080..\u00ff in a line always
  * stands for a raw byte that was not valid UTF-8); absent strings, a negative
  * upstream_duration, MG_ERR_NONE and the TLS fields of a plain connection are
- * null (tls_client_subject also without a verified client certificate). Durations are seconds with
+ * null. Durations are seconds with
  * microsecond resolution.
  *
  * On a pipe or a terminal (stderr), lines are written in batches of whole lines
@@ -68,7 +73,44 @@ struct mg_access_entry {
     const char *tls_protocol;       /* the client's TLS version, NULL on a plain connection */
     const char *tls_cipher;         /* its cipher suite (OpenSSL's name), NULL likewise */
     const char *tls_client_subject; /* the verified client certificate's subject (mTLS), or NULL */
+    struct mg_slice host;           /* the authority the request names; {NULL, 0} -> null */
+    struct mg_slice user_agent;
+    int upstream_status;   /* the upstream's final status, 0 -> null */
+    const char *protocol;  /* "HTTP/1.1", "HTTP/2", NULL -> null */
+    const uint8_t *fields; /* enum mg_access_field in line order; NULL: the default */
+    size_t nfields;
 };
+
+/* The fields a line may hold (`access_log_fields`). */
+enum mg_access_field {
+    MG_AF_TIME,
+    MG_AF_REQUEST_ID,
+    MG_AF_CLIENT_IP,
+    MG_AF_METHOD,
+    MG_AF_HOST,
+    MG_AF_PATH,
+    MG_AF_STATUS,
+    MG_AF_BYTES_IN,
+    MG_AF_BYTES_OUT,
+    MG_AF_ROUTE,
+    MG_AF_UPSTREAM,
+    MG_AF_UPSTREAM_STATUS,
+    MG_AF_ATTEMPTS,
+    MG_AF_DURATION,
+    MG_AF_UPSTREAM_DURATION,
+    MG_AF_USER_AGENT,
+    MG_AF_TLS,
+    MG_AF_PROTOCOL,
+    MG_AF_ERROR,
+    MG_AF_TLS_PROTOCOL,
+    MG_AF_TLS_CIPHER,
+    MG_AF_TLS_CLIENT_SUBJECT,
+    MG_AF__COUNT
+};
+
+/* enum mg_access_field of `name`, or -1; and every name, comma-separated. */
+int mg_accesslog_field_id(const char *name);
+const char *mg_accesslog_field_names(void);
 
 struct mg_accesslog;
 

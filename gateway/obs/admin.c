@@ -18,6 +18,7 @@
  * A connection is freed in the close callback of its last handle (tcp, timer).
  */
 #include "obs/admin.h"
+#include "obs/admin_auth.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <uv.h>
 
@@ -47,11 +49,14 @@
 #define MG_VERSION "dev"
 #endif
 
-#define ADMIN_BUF_SIZE  8192 /* read buffer */
-#define ADMIN_MAX_HEAD  8192 /* request line + headers */
-#define ADMIN_MAX_BODY  8192
-#define ADMIN_MAX_URL   1024
+#define ADMIN_BUF_SIZE 8192 /* read buffer */
+#define ADMIN_MAX_HEAD 8192 /* request line + headers */
+#define ADMIN_MAX_BODY 8192
+#define ADMIN_MAX_URL  1024
+/* Its own budget, apart from the clients' max_connections; when it is spent
+ * the oldest idle connection makes room, so idle ones never starve /healthz. */
 #define ADMIN_MAX_CONNS 64
+#define ADMIN_MAX_AUTH  512
 #define ADMIN_IDLE_MS   30000
 #define ADMIN_BACKLOG   128
 
@@ -72,6 +77,12 @@ struct admin_conn {
     char url[ADMIN_MAX_URL];
     size_t url_len;
     bool url_too_long;
+    /* Authorization field of the current request (admin_auth.h). */
+    char hname[16];
+    size_t hname_len;
+    bool in_auth, auth_seen;
+    char auth[ADMIN_MAX_AUTH];
+    size_t auth_len;
     char buf[ADMIN_BUF_SIZE];
 };
 
@@ -302,14 +313,16 @@ static void respond(struct admin_conn *c, int status, const char *ctype, struct 
     struct mg_slice type = {ctype, strlen(ctype)};
     struct mg_slice allowed = {allow, allow ? strlen(allow) : 0};
     size_t cap = MG_HTTP_STATUS_LINE_SIZE(MG_HTTP_REASON_MAX) + MG_HTTP_FIELD_SIZE(12, type.len) +
-                 MG_HTTP_FIELD_SIZE(13, 8) + MG_HTTP_FIELD_SIZE(5, allowed.len) +
+                 MG_HTTP_FIELD_SIZE(13, 8) + MG_HTTP_FIELD_SIZE(16, allowed.len) +
                  mg_http_tail_max(&tail);
     mg_textbuf_reserve(&w->head, cap);
     char *o = w->head.p;
     o = mg_http_put_status(o, status);
     o = mg_http_put_field(o, MG_SLICE_LIT("Content-Type"), type);
     o = mg_http_put_field(o, MG_SLICE_LIT("Cache-Control"), MG_SLICE_LIT("no-store"));
-    if (allow)
+    if (allow && status == 401)
+        o = mg_http_put_field(o, MG_SLICE_LIT("WWW-Authenticate"), allowed);
+    else if (allow)
         o = mg_http_put_field(o, MG_SLICE_LIT("Allow"), allowed);
     o = mg_http_put_tail(o, &tail);
     w->head.len = (size_t)(o - w->head.p);
@@ -406,6 +419,20 @@ static void render_live(struct mg_admin *a, const char *query, struct mg_textbuf
     mg_config_unref(cfg);
 }
 
+/* The published config's admin token, when there is one, is required for
+ * every path but the probes'. */
+static bool authorized(struct mg_admin *a, struct admin_conn *c, size_t plen)
+{
+    bool ok;
+
+    if (mg_admin_auth_exempt(c->url, plen) && !c->url_too_long)
+        return true;
+    uv_mutex_lock(&a->pub_mu);
+    ok = mg_admin_auth_ok(a->cfg->admin_token, c->auth_seen ? c->auth : NULL, c->auth_len);
+    uv_mutex_unlock(&a->pub_mu);
+    return ok;
+}
+
 static void handle_request(struct admin_conn *c)
 {
     struct mg_admin *a = c->a;
@@ -432,6 +459,10 @@ static void handle_request(struct admin_conn *c)
              (plen == 10 && memcmp(c->url, "/dashboard", 10) == 0))
         path = P_DASHBOARD;
 
+    if (!authorized(a, c, plen)) {
+        respond_error(c, 401, "unauthorized", head, false, "Bearer realm=\"moongate admin\"");
+        return;
+    }
     if (path == P_NONE) {
         respond_error(c, 404, "not_found", head, false, NULL);
         return;
@@ -489,6 +520,8 @@ static int on_message_begin(llhttp_t *p)
     c->url_too_long = false;
     c->head_bytes = c->body_bytes = 0;
     c->too_large = 0;
+    c->hname_len = c->auth_len = 0;
+    c->in_auth = c->auth_seen = false;
     return 0;
 }
 
@@ -518,14 +551,49 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_data(llhttp_t *p, const char *at, size_t len)
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    return count_head(p->data, len);
+    struct admin_conn *c = p->data;
+    size_t n = len < sizeof(c->hname) - c->hname_len ? len : sizeof(c->hname) - c->hname_len;
+
+    memcpy(c->hname + c->hname_len, at, n);
+    c->hname_len += len; /* may exceed the buffer: then it is not Authorization */
+    return count_head(c, len);
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct admin_conn *c = p->data;
+
+    c->in_auth = c->hname_len == 13 && strncasecmp(c->hname, "authorization", 13) == 0;
+    if (c->in_auth) {
+        c->auth_len = 0; /* a repeated field: the last one counts */
+        c->auth_seen = true;
+    }
+    c->hname_len = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_conn *c = p->data;
+
+    if (c->in_auth) {
+        size_t room = sizeof(c->auth) - 1 - c->auth_len;
+        size_t n = len < room ? len : room;
+        memcpy(c->auth + c->auth_len, at, n);
+        c->auth_len += n;
+        c->auth[c->auth_len] = '\0';
+    }
+    return count_head(c, len);
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
-    return count_head(p->data, 4); /* ": " and CRLF */
+    struct admin_conn *c = p->data;
+
+    c->in_auth = false;
+    return count_head(c, 4); /* ": " and CRLF */
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -549,8 +617,9 @@ static void init_settings(void)
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
     settings.on_url = on_url;
-    settings.on_header_field = on_header_data;
-    settings.on_header_value = on_header_data;
+    settings.on_header_field = on_header_field;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value = on_header_value;
     settings.on_header_value_complete = on_header_value_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
@@ -642,6 +711,20 @@ static void on_plain_close(uv_handle_t *h)
     free(h);
 }
 
+/* Makes room for a new connection: the oldest one not being answered (the
+ * list is newest first); a slow or idle client loses its place, a probe never
+ * waits for it. */
+static void close_oldest_idle(struct mg_admin *a)
+{
+    struct admin_conn *idle = NULL;
+
+    for (struct admin_conn *c = a->conns; c != NULL; c = c->next)
+        if (!c->responding && !c->closing)
+            idle = c;
+    if (idle != NULL)
+        conn_close(idle);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct mg_admin *a = server->data;
@@ -649,13 +732,15 @@ static void on_connection(uv_stream_t *server, int status)
 
     if (status < 0)
         return;
+    if (a->nconns >= ADMIN_MAX_CONNS)
+        close_oldest_idle(a);
     if (a->nconns >= ADMIN_MAX_CONNS) {
         uv_tcp_t *t = malloc(sizeof(*t));
         if (t == NULL)
             return;
         uv_tcp_init(&a->loop, t);
         if (uv_accept(server, (uv_stream_t *)t) == 0)
-            mg_warn("admin: more than %d connections, closing one", ADMIN_MAX_CONNS);
+            mg_warn("admin: more than %d connections busy, refusing one", ADMIN_MAX_CONNS);
         uv_close((uv_handle_t *)t, on_plain_close);
         return;
     }

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "obs/metrics-int.h"
+#include "obs/process.h"
 #include "obs/textbuf.h"
 
 /* ---------------------------------------------------------- rendering */
@@ -76,7 +77,7 @@ static void histogram(struct mg_textbuf *b, const char *base, const char *const 
     uint64_t cum = 0;
 
     snprintf(name, sizeof(name), "%s_bucket", base);
-    for (unsigned i = 0; i < MG_METRICS_NBUCKETS; i++) {
+    for (unsigned i = 0; i <= mg_metrics__nbounds; i++) {
         cum += h[i];
         series_open(b, name, kv, n);
         mg_textbuf_printf(b, "%sle=\"%s\"} ", n ? "," : "{", mg_metrics__bounds_text[i]);
@@ -219,6 +220,14 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
             else
                 sample_u64(b, per_upstream[f].name, kv, 1, v);
         }
+    }
+    family(b, "moongate_upstream_response_duration_seconds", "histogram",
+           "Upstream response time, from the last attempt's start (connect included) to the end "
+           "of the response, by upstream.");
+    for (size_t u = 0; u < m->nupstreams; u++) {
+        const char *kv[] = {"upstream", m->cfg->upstreams[u].name};
+        histogram(b, "moongate_upstream_response_duration_seconds", kv, 1,
+                  &r->upstream[u][MG_MU_RESP_HIST]);
     }
     if (hooks == NULL || hooks->target_stats == NULL)
         return;
@@ -459,6 +468,7 @@ void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
     render_process(&r);
     render_tls(&r);
     render_plugins(&r);
+    mg_process_metrics_render(out);
 
     for (size_t i = 0; i <= m->nroutes; i++)
         free(r.route[i]);

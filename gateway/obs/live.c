@@ -178,10 +178,25 @@ static void route_prime(struct route *rt, const struct mg_metrics_route_totals *
         rt->pt[i] = (struct point){0, 0, NAN, NAN, 0};
 }
 
-/* Upper bounds of the histogram buckets in milliseconds (the last, +Inf, is
- * reported as the last finite bound, as histogram_quantile does). */
-static const double bound_ms[MG_METRICS_NBUCKETS] = {1,   2.5,  5,    10,   25,    50,    100,  250,
-                                                     500, 1000, 2500, 5000, 10000, 30000, 30000};
+/* Upper bound of histogram bucket b in milliseconds (+Inf, and the unused
+ * buckets after it, are reported as the last finite bound, as
+ * histogram_quantile does). */
+static unsigned nbounds(void)
+{
+    const uint64_t *ns;
+
+    return mg_metrics_bounds(&ns);
+}
+
+static double bound_ms(unsigned b)
+{
+    const uint64_t *ns;
+    unsigned n = mg_metrics_bounds(&ns);
+
+    if (n == 0)
+        return 0;
+    return (double)ns[b < n ? b : n - 1] / 1e6;
+}
 
 /* The q-quantile of a non-cumulative histogram, interpolated linearly inside
  * its bucket; NAN when it is empty. */
@@ -199,12 +214,12 @@ static double quantile(const uint64_t *h, double q)
             cum += h[b];
             continue;
         }
-        if (b == MG_METRICS_NBUCKETS - 1)
-            return bound_ms[b];
-        double lo = b ? bound_ms[b - 1] : 0;
-        return lo + (bound_ms[b] - lo) * ((rank - (double)cum) / (double)h[b]);
+        if (b >= nbounds())
+            return bound_ms(b);
+        double lo = b ? bound_ms(b - 1) : 0;
+        return lo + (bound_ms(b) - lo) * ((rank - (double)cum) / (double)h[b]);
     }
-    return bound_ms[MG_METRICS_NBUCKETS - 1];
+    return bound_ms(MG_METRICS_NBUCKETS - 1);
 }
 
 static void route_sample(struct route *rt, const struct mg_metrics_route_totals *t, uint64_t seq,

@@ -37,8 +37,11 @@ struct mg_metrics_store {
     _Atomic uint64_t reloads[2]; /* [0] success, [1] failure */
 };
 
-extern const uint64_t mg_metrics__bounds_ns[MG_METRICS_NBOUNDS];
-extern const char *const mg_metrics__bounds_text[MG_METRICS_NBUCKETS];
+/* The bounds in use (see MG_METRICS_NBOUNDS): nanoseconds, and the le labels
+ * Prometheus shows, "+Inf" at [mg_metrics__nbounds]. */
+extern unsigned mg_metrics__nbounds;
+extern uint64_t mg_metrics__bounds_ns[MG_METRICS_NBOUNDS];
+extern char mg_metrics__bounds_text[MG_METRICS_NBUCKETS][24];
 extern const char *const mg_metrics__outcome_names[MG_OUTCOME__COUNT];
 extern const char *const mg_metrics__idem_names[MG_IDEM_RESULT__COUNT];
 extern const char *const mg_metrics__phase_names[MG_PLUGIN_PHASE__COUNT];

@@ -28,13 +28,42 @@
 
 #include "obs/metrics-int.h"
 
-/* Bucket bounds in nanoseconds, and the le labels Prometheus shows for them. */
-const uint64_t mg_metrics__bounds_ns[MG_METRICS_NBOUNDS] = {
-    1000000,   2500000,   5000000,    10000000,   25000000,    50000000,     100000000,
-    250000000, 500000000, 1000000000, 2500000000, 5000000000u, 10000000000u, 30000000000u};
-const char *const mg_metrics__bounds_text[MG_METRICS_NBUCKETS] = {
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-    "0.5",   "1",      "2.5",   "5",    "10",    "30",   "+Inf"};
+unsigned mg_metrics__nbounds;
+uint64_t mg_metrics__bounds_ns[MG_METRICS_NBOUNDS];
+char mg_metrics__bounds_text[MG_METRICS_NBUCKETS][24];
+
+/* Sets the process-wide bounds from the config (seconds, increasing, checked
+ * at load). Before any worker counts: mg_metrics_new runs on the main thread
+ * before the workers start. */
+static void set_bounds(const struct mg_config *cfg)
+{
+    unsigned n = 0;
+
+    for (size_t i = 0; cfg && i < cfg->nduration_buckets && n < MG_METRICS_NBOUNDS; i++, n++) {
+        mg_metrics__bounds_ns[n] = mg_metrics_ns(cfg->duration_buckets[i]);
+        snprintf(mg_metrics__bounds_text[n], sizeof(mg_metrics__bounds_text[n]), "%.17g",
+                 cfg->duration_buckets[i]);
+        /* %.17g of 0.1 is 0.10000000000000001: use the shortest text that
+         * reads back as the same double, without an exponent when %g would
+         * write one for a short number ("1e+01" for 10). */
+        for (int prec = 1; prec <= 17; prec++) {
+            char t[24];
+            snprintf(t, sizeof(t), "%.*g", prec, cfg->duration_buckets[i]);
+            if (strtod(t, NULL) == cfg->duration_buckets[i] && strchr(t, 'e') == NULL) {
+                memcpy(mg_metrics__bounds_text[n], t, sizeof(t));
+                break;
+            }
+        }
+    }
+    snprintf(mg_metrics__bounds_text[n], sizeof(mg_metrics__bounds_text[n]), "+Inf");
+    mg_metrics__nbounds = n;
+}
+
+unsigned mg_metrics_bounds(const uint64_t **bounds_ns)
+{
+    *bounds_ns = mg_metrics__bounds_ns;
+    return mg_metrics__nbounds;
+}
 
 const char *const mg_metrics__outcome_names[MG_OUTCOME__COUNT] = {"success", "failure", "timeout",
                                                                   "connect_failure", "reset"};
@@ -325,6 +354,7 @@ struct mg_metrics *mg_metrics_new(struct mg_config *cfg, unsigned nworkers)
     if (uv_mutex_init(&st->mu) != 0)
         mg_fatal("uv_mutex_init failed (metrics)");
     st->nworkers = nworkers ? nworkers : 1;
+    set_bounds(cfg);
     atomic_init(&st->reloads[0], 0);
     atomic_init(&st->reloads[1], 0);
     return generation_new(st, cfg);
@@ -332,6 +362,13 @@ struct mg_metrics *mg_metrics_new(struct mg_config *cfg, unsigned nworkers)
 
 struct mg_metrics *mg_metrics_next(struct mg_metrics *prev, struct mg_config *cfg)
 {
+    bool same = cfg->nduration_buckets == mg_metrics__nbounds;
+
+    for (size_t i = 0; same && i < cfg->nduration_buckets; i++)
+        same = mg_metrics_ns(cfg->duration_buckets[i]) == mg_metrics__bounds_ns[i];
+    if (!same)
+        mg_warn("config reload: a new `metrics.duration_buckets` takes effect at the next "
+                "restart");
     return generation_new(prev->store, cfg);
 }
 
@@ -400,7 +437,7 @@ static inline void observe(_Atomic uint64_t *hist, uint64_t ns)
 {
     unsigned b = 0;
 
-    while (b < MG_METRICS_NBOUNDS && ns > mg_metrics__bounds_ns[b])
+    while (b < mg_metrics__nbounds && ns > mg_metrics__bounds_ns[b])
         b++;
     mg_metrics_cell_add(&hist[b], 1);
     mg_metrics_cell_add(&hist[MG_MH_SUM], ns);
@@ -419,6 +456,13 @@ void mg_metrics_request_done(struct mg_metrics *m, unsigned worker, int route, i
     else
         mg_metrics_cell_add(&c[MG_MR_CODE_OTHER], 1);
     observe(&c[MG_MR_HIST], duration_ns);
+}
+
+void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t upstream,
+                                  uint64_t duration_ns)
+{
+    if (m != NULL && upstream < m->nupstreams)
+        observe(&m->shards[worker].upstream[upstream][MG_MU_RESP_HIST], duration_ns);
 }
 
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,

@@ -79,6 +79,9 @@ void mg_metrics_config_reload(struct mg_metrics *m, bool ok);
 void mg_metrics_render(struct mg_metrics *m, const struct mg_obs_hooks *hooks,
                        struct mg_textbuf *out);
 
+/* The finite histogram bounds in use, in nanoseconds (their count). */
+unsigned mg_metrics_bounds(const uint64_t **bounds_ns);
+
 /* ---- reading totals (any thread; sums the shards like a scrape) ----
  * For samplers such as the live dashboard: each call reads only the cells it
  * returns, with relaxed loads, so it costs the workers nothing. */
@@ -117,6 +120,10 @@ void mg_metrics_redis_status(const struct mg_obs_hooks *hooks, struct mg_textbuf
  * nanoseconds (uv_hrtime() deltas) so that bucket edges and _sum are exact. */
 void mg_metrics_request_done(struct mg_metrics *m, unsigned worker, int route, int status,
                              uint64_t duration_ns);
+/* An upstream answered: moongate_upstream_response_duration_seconds{upstream},
+ * from the last attempt's start (connect included) to the end of the exchange. */
+void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t upstream,
+                                  uint64_t duration_ns);
 /* One plugin phase ran: moongate_plugin_duration_seconds{plugin,phase}, and
  * moongate_plugin_errors_total{plugin,phase} when `error`. */
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "core/log.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
 
@@ -52,6 +53,43 @@ static void unlink_waiter(struct mg_waitlist *l, struct mg_waiter *wt)
     wt->next = NULL;
 }
 
+#define SATURATION_LOG_MS 10000 /* a bulkhead flapping at its limit: one line per 10 s */
+
+/* Logs a bulkhead's change between saturated (rejecting) and not, once per
+ * change: only the thread whose exchange flips `saturated` writes; a "full"
+ * line at most every SATURATION_LOG_MS per upstream, and an "again" line for
+ * each "full" line written. */
+static void saturation(struct mg_upstream_stats *us, const struct mg_bulkhead_conf *bc, bool full,
+                       uint64_t now_ms)
+{
+    bool was = !full;
+    uint64_t last = atomic_load_explicit(&us->saturation_logged_ms, memory_order_relaxed);
+    uint64_t rejected = atomic_load_explicit(&us->rejected, memory_order_relaxed);
+
+    if (atomic_load_explicit(&us->saturated, memory_order_relaxed) == full ||
+        !atomic_compare_exchange_strong(&us->saturated, &was, full))
+        return;
+    if (full) {
+        bool quiet = last != 0 && now_ms - last < SATURATION_LOG_MS;
+        /* `rejected` already counts the rejection that starts it. */
+        atomic_store_explicit(&us->saturated_since_rejected, rejected - 1, memory_order_relaxed);
+        atomic_store_explicit(&us->full_logged, !quiet, memory_order_relaxed);
+        if (quiet)
+            return;
+        atomic_store_explicit(&us->saturation_logged_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+    } else if (!atomic_load_explicit(&us->full_logged, memory_order_relaxed)) {
+        return;
+    }
+    if (full)
+        mg_warn("bulkhead full: upstream %s is rejecting requests (max_concurrent %u, "
+                "max_queue %u)",
+                us->name, bc->max_concurrent, bc->max_queue);
+    else
+        mg_info("bulkhead: upstream %s admits requests again (%llu rejected meanwhile)", us->name,
+                (unsigned long long)(rejected - atomic_load_explicit(&us->saturated_since_rejected,
+                                                                     memory_order_relaxed)));
+}
+
 enum mg_admit mg_admission_enter(struct mg_upstream_stats *us, const struct mg_bulkhead_conf *bc,
                                  unsigned worker, uint64_t now_ms, struct mg_waiter *wt)
 {
@@ -61,6 +99,7 @@ enum mg_admit mg_admission_enter(struct mg_upstream_stats *us, const struct mg_b
     switch (mg_bulkhead_enter(&us->bulkhead, bc)) {
     case MG_BULKHEAD_ACQUIRED:
         remark(us, worker);
+        saturation(us, bc, false, now_ms);
         return MG_ADMIT_ACQUIRED;
     case MG_BULKHEAD_QUEUED:
         wt->since = now_ms;
@@ -74,6 +113,7 @@ enum mg_admit mg_admission_enter(struct mg_upstream_stats *us, const struct mg_b
     default:
         remark(us, worker);
         atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
+        saturation(us, bc, true, now_ms);
         return MG_ADMIT_REJECTED;
     }
 }

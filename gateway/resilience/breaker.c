@@ -129,7 +129,7 @@ void mg_breaker_init(struct mg_breaker *b)
 
 /* Opens the breaker from the word `seen` (closed, or half-open after a failed
  * probe). Only the thread whose CAS succeeds trips; the others' views are stale. */
-static void trip(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
+static bool trip(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
                  uint64_t seen)
 {
     struct view v = unpack(seen);
@@ -141,8 +141,10 @@ static void trip(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t
         .until = until_after(now_ms, open_duration(c, trips)),
     };
 
-    if (atomic_compare_exchange_strong(&b->state, &seen, pack(next)))
-        atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
+    if (!atomic_compare_exchange_strong(&b->state, &seen, pack(next)))
+        return false;
+    atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
+    return true;
 }
 
 static bool rate_exceeded(const struct mg_breaker *b, const struct mg_breaker_conf *c,
@@ -158,7 +160,7 @@ static bool rate_exceeded(const struct mg_breaker *b, const struct mg_breaker_co
 }
 
 /* A closed breaker's report: count it, then check both tripping rules. */
-static void report_closed(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
+static bool report_closed(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
                           bool failure, uint64_t seen)
 {
     uint32_t in_a_row;
@@ -169,16 +171,17 @@ static void report_closed(struct mg_breaker *b, const struct mg_breaker_conf *c,
          * line, which every worker reads on every request. */
         if (atomic_load_explicit(&b->consecutive, memory_order_relaxed) != 0)
             atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
-        return;
+        return false;
     }
     in_a_row = atomic_fetch_add_explicit(&b->consecutive, 1, memory_order_relaxed) + 1;
     if ((c->consecutive_failures && in_a_row >= c->consecutive_failures) ||
         rate_exceeded(b, c, now_ms))
-        trip(b, c, now_ms, seen);
+        return trip(b, c, now_ms, seen);
+    return false;
 }
 
 /* A probe of the current episode succeeded: close once all of them have. */
-static void probe_succeeded(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t seen,
+static bool probe_succeeded(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t seen,
                             uint32_t epoch)
 {
     uint64_t p = atomic_load(&b->probes);
@@ -187,16 +190,17 @@ static void probe_succeeded(struct mg_breaker *b, const struct mg_breaker_conf *
 
     do {
         if (p_epoch(p) != epoch || p_succeeded(p) >= p_admitted(p))
-            return; /* not a probe of this episode: a misuse, ignored */
+            return false; /* not a probe of this episode: a misuse, ignored */
         next = p + ((uint64_t)1 << P_SUCC_SHIFT);
     } while (!atomic_compare_exchange_weak(&b->probes, &p, next));
     if (p_succeeded(next) < probe_limit(c))
-        return;
-    if (atomic_compare_exchange_strong(&b->state, &seen, pack(closed))) {
-        /* Failures counted before the trip must not trip the fresh breaker. */
-        mg_window_clear(&b->window);
-        atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
-    }
+        return false;
+    if (!atomic_compare_exchange_strong(&b->state, &seen, pack(closed)))
+        return false;
+    /* Failures counted before the trip must not trip the fresh breaker. */
+    mg_window_clear(&b->window);
+    atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
+    return true;
 }
 
 bool mg_breaker_available(const struct mg_breaker *b, const struct mg_breaker_conf *c,
@@ -214,10 +218,19 @@ bool mg_breaker_available(const struct mg_breaker *b, const struct mg_breaker_co
 bool mg_breaker_acquire(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
                         uint32_t *probe)
 {
+    bool half_opened;
+
+    return mg_breaker_acquire_ex(b, c, now_ms, probe, &half_opened);
+}
+
+bool mg_breaker_acquire_ex(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
+                           uint32_t *probe, bool *half_opened)
+{
     struct view v = unpack(atomic_load(&b->state));
     uint64_t p, next;
 
     *probe = 0;
+    *half_opened = false;
     if (!v.open)
         return true;
     if (now_ms < v.until)
@@ -229,6 +242,7 @@ bool mg_breaker_acquire(struct mg_breaker *b, const struct mg_breaker_conf *c, u
             return false;
         next = p_epoch(p) == v.epoch ? p + ((uint64_t)1 << P_ADM_SHIFT) : p_pack(v.epoch, 1, 0);
     } while (!atomic_compare_exchange_weak(&b->probes, &p, next));
+    *half_opened = p_epoch(p) != v.epoch; /* this CAS started the episode */
     /* If another probe reopened the breaker meanwhile, this one slipped through
      * for an episode that is over: its report will be ignored. One stray request
      * is cheaper than re-checking and unwinding here. */
@@ -236,22 +250,20 @@ bool mg_breaker_acquire(struct mg_breaker *b, const struct mg_breaker_conf *c, u
     return true;
 }
 
-void mg_breaker_report(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
-                       bool failure, uint32_t probe)
+enum mg_breaker_change mg_breaker_report(struct mg_breaker *b, const struct mg_breaker_conf *c,
+                                         uint64_t now_ms, bool failure, uint32_t probe)
 {
     uint64_t seen = atomic_load(&b->state);
     struct view v = unpack(seen);
 
-    if (!v.open) {
-        report_closed(b, c, now_ms, failure, seen);
-        return;
-    }
+    if (!v.open)
+        return report_closed(b, c, now_ms, failure, seen) ? MG_BREAKER_OPENED
+                                                          : MG_BREAKER_UNCHANGED;
     if (probe != v.epoch + 1)
-        return; /* admitted before the trip, or a probe of an earlier episode */
+        return MG_BREAKER_UNCHANGED; /* admitted before the trip, or an earlier episode's */
     if (failure)
-        trip(b, c, now_ms, seen);
-    else
-        probe_succeeded(b, c, seen, v.epoch);
+        return trip(b, c, now_ms, seen) ? MG_BREAKER_OPENED : MG_BREAKER_UNCHANGED;
+    return probe_succeeded(b, c, seen, v.epoch) ? MG_BREAKER_CLOSED : MG_BREAKER_UNCHANGED;
 }
 
 void mg_breaker_cancel(struct mg_breaker *b, uint32_t probe)

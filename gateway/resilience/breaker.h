@@ -55,12 +55,24 @@ bool mg_breaker_available(const struct mg_breaker *b, const struct mg_breaker_co
  * mg_breaker_report() or mg_breaker_cancel(). */
 bool mg_breaker_acquire(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
                         uint32_t *probe);
+/* Same; *half_opened is set when this call admitted the first probe of an
+ * episode, i.e. moved the breaker from open to half-open (exactly one caller
+ * per episode sees it, for the log line of the change). */
+bool mg_breaker_acquire_ex(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
+                           uint32_t *probe, bool *half_opened);
+
+/* What a report changed; exactly one reporter sees each change. */
+enum mg_breaker_change {
+    MG_BREAKER_UNCHANGED,
+    MG_BREAKER_OPENED, /* tripped: closed -> open, or a failed probe: half-open -> open */
+    MG_BREAKER_CLOSED, /* the probes succeeded: half-open -> closed */
+};
 
 /* Records the outcome of an admitted request. While closed it feeds the counters
  * and may trip the breaker. While half-open only the probes of the current
  * episode count; the late outcome of a request admitted before a trip is ignored. */
-void mg_breaker_report(struct mg_breaker *b, const struct mg_breaker_conf *c, uint64_t now_ms,
-                       bool failure, uint32_t probe);
+enum mg_breaker_change mg_breaker_report(struct mg_breaker *b, const struct mg_breaker_conf *c,
+                                         uint64_t now_ms, bool failure, uint32_t probe);
 
 /* Gives back a probe slot whose request ended without an outcome. probe 0 (not a
  * probe) or a ticket of an earlier episode does nothing. */

@@ -6,6 +6,7 @@
 #define MG_REGISTRY_T_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "resilience/breaker-t.h"
@@ -43,9 +44,15 @@ struct mg_waitlist {
 struct mg_upstream_stats {
     struct mg_bulkhead bulkhead;
     struct mg_retry_budget budget;
-    struct mg_waitlist *waiting;    /* [nworkers] */
-    _Atomic uint64_t rejected;      /* bulkhead_full answers */
-    struct mg_upstream_stats *next; /* registry list (append-only) */
+    struct mg_waitlist *waiting; /* [nworkers] */
+    _Atomic uint64_t rejected;   /* bulkhead_full answers */
+    /* Saturation as logged (admission.c): one line when rejections start, one
+     * when a request gets a slot again, at most one of each per interval. */
+    _Atomic bool saturated;
+    _Atomic bool full_logged; /* the last "full" line was written: its end will be */
+    _Atomic uint64_t saturated_since_rejected; /* `rejected` when it began */
+    _Atomic uint64_t saturation_logged_ms;     /* monotonic ms of the last line */
+    struct mg_upstream_stats *next;            /* registry list (append-only) */
     char *name;
 };
 

@@ -6,8 +6,9 @@
  * Checked: an error is one NUL-terminated line shaped "fuzz.yaml:LINE:COL: ..."
  * (LINE, COL >= 1, a message after them); nothing leaks either way (LeakSanitizer,
  * per input); a snapshot that loads can be routed against, survives a ref/unref
- * pair, and renders as Prometheus text whose every line is a comment or a
- * moongate_ sample (a config name can never inject a line).
+ * pair, and renders as Prometheus text whose every line is a comment, a
+ * moongate_ or a process_ sample (a config name can never inject a line).
+ * An input may `include:` files of the machine; an error in one names it.
  *
  * Host names in addresses are resolved with getaddrinfo(); this target replaces
  * it so that only numeric hosts and "localhost" resolve and nothing leaves the
@@ -106,10 +107,19 @@ static void check_error(const char *err, size_t cap, const uint8_t *data, size_t
     if (!memchr(err, '\0', cap))
         fz_fail("config error not NUL-terminated", data, size);
     const char *p = err;
-    if (strncmp(p, name, sizeof name - 1) != 0 || p[sizeof name - 1] != ':')
-        goto bad;
-    p += sizeof name;
     char *q;
+    if (strncmp(p, name, sizeof name - 1) == 0 && p[sizeof name - 1] == ':') {
+        p += sizeof name;
+    } else {
+        /* An error inside a file the input included (`include:` of some file
+         * of the machine) names that file: skip to its ":LINE:COL: ". */
+        const char *c = p;
+        while ((c = strchr(c, ':')) != NULL && !(c[1] >= '1' && c[1] <= '9'))
+            c++;
+        if (c == NULL || c == p)
+            goto bad;
+        p = c + 1;
+    }
     unsigned long line = strtoul(p, &q, 10);
     if (q == p || *q != ':' || line < 1)
         goto bad;
@@ -133,7 +143,8 @@ static void check_metrics(struct mg_config *cfg, const uint8_t *data, size_t siz
     mg_metrics_request_done(m, 0, cfg->nroutes ? 0 : -1, 200, 1000);
     mg_metrics_render(m, &hooks, &out);
     for (const char *l = out.p; l && *l;) {
-        if (strncmp(l, "# ", 2) != 0 && strncmp(l, "moongate_", 9) != 0) {
+        if (strncmp(l, "# ", 2) != 0 && strncmp(l, "moongate_", 9) != 0 &&
+            strncmp(l, "process_", 8) != 0) {
             fprintf(stderr, "metrics line: %.200s\n", l);
             fz_fail("a config name broke the Prometheus exposition", data, size);
         }

@@ -257,6 +257,10 @@ static struct mg_access_entry full_entry(void)
         .duration_ns = 12345678,
         .upstream_duration_ns = 11000000,
         .error = MG_ERR_NONE,
+        .host = S("api.example.org"),
+        .user_agent = S("curl/7.88.1"),
+        .upstream_status = 201,
+        .protocol = "HTTP/1.1",
     };
 }
 
@@ -283,19 +287,23 @@ static void test_line_fields_and_order(void **state)
     size_t len;
     char *t = write_and_read(&e, &len);
 
-    assert_string_equal(t,
-                        "{\"time\":\"2026-09-21T14:13:20.123Z\",\"request_id\":\"3f2a9c\","
-                        "\"client_ip\":\"10.0.0.7\",\"method\":\"POST\",\"path\":\"/orders?id=1\","
-                        "\"status\":201,\"bytes_in\":123,\"bytes_out\":4567,"
-                        "\"route\":\"orders-api\",\"upstream\":\"127.0.0.1:9001\","
-                        "\"attempts\":2,\"duration\":0.012345,\"upstream_duration\":0.011,"
-                        "\"error\":null,\"tls_protocol\":null,\"tls_cipher\":null,\"tls_client_subject\":null}\n");
+    /* DESIGN 10.8's default order. */
+    assert_string_equal(t, "{\"time\":\"2026-09-21T14:13:20.123Z\",\"request_id\":\"3f2a9c\","
+                           "\"client_ip\":\"10.0.0.7\",\"method\":\"POST\","
+                           "\"host\":\"api.example.org\",\"path\":\"/orders?id=1\","
+                           "\"status\":201,\"bytes_in\":123,\"bytes_out\":4567,"
+                           "\"route\":\"orders-api\",\"upstream\":\"127.0.0.1:9001\","
+                           "\"upstream_status\":201,\"attempts\":2,\"duration\":0.012345,"
+                           "\"upstream_duration\":0.011,\"user_agent\":\"curl/7.88.1\","
+                           "\"tls_protocol\":null,\"tls_cipher\":null,\"tls_client_subject\":null,"
+                           "\"protocol\":\"HTTP/1.1\","
+                           "\"error\":null}\n");
     assert_int_equal(check_lines(t, len), 1);
     free(t);
 }
 
 /* A request on a TLS listener: its version, cipher and verified client
- * certificate close the line. */
+ * certificate. */
 static void test_tls_fields(void **state)
 {
     struct mg_access_entry e = full_entry();
@@ -305,11 +313,34 @@ static void test_tls_fields(void **state)
     size_t len;
     char *t = write_and_read(&e, &len);
 
-    assert_non_null(strstr(t, "\"error\":null,\"tls_protocol\":\"TLSv1.3\","
+    assert_non_null(strstr(t, ",\"tls_protocol\":\"TLSv1.3\","
                               "\"tls_cipher\":\"TLS_AES_256_GCM_SHA384\","
-                              "\"tls_client_subject\":\"/O=Example/CN=client \\\"one\\\"\"}\n"));
+                              "\"tls_client_subject\":\"/O=Example/CN=client \\\"one\\\"\","
+                              "\"protocol\""));
     assert_int_equal(check_lines(t, len), 1);
     free(t);
+}
+
+/* access_log_fields: only the chosen fields, in the chosen order. */
+static void test_chosen_fields(void **state)
+{
+    static const uint8_t fields[] = {MG_AF_STATUS, MG_AF_HOST, MG_AF_TLS_CIPHER,
+                                     MG_AF_UPSTREAM_STATUS, MG_AF_USER_AGENT};
+    struct mg_access_entry e = full_entry();
+    size_t len;
+    char *t;
+
+    e.fields = fields;
+    e.nfields = sizeof(fields);
+    t = write_and_read(&e, &len);
+    assert_string_equal(t, "{\"status\":201,\"host\":\"api.example.org\",\"tls_cipher\":null,"
+                           "\"upstream_status\":201,\"user_agent\":\"curl/7.88.1\"}\n");
+    assert_int_equal(check_lines(t, len), 1);
+    free(t);
+    assert_int_equal(mg_accesslog_field_id("user_agent"), MG_AF_USER_AGENT);
+    assert_int_equal(mg_accesslog_field_id("tls"), MG_AF_TLS);
+    assert_int_equal(mg_accesslog_field_id("nope"), -1);
+    assert_non_null(strstr(mg_accesslog_field_names(), "upstream_status"));
 }
 
 static void test_nulls_and_error_names(void **state)
@@ -328,18 +359,21 @@ static void test_nulls_and_error_names(void **state)
     char *t = write_and_read(&e, &len);
 
     assert_string_equal(t, "{\"time\":\"1970-01-01T00:00:01.000Z\",\"request_id\":null,"
-                           "\"client_ip\":\"::1\",\"method\":\"GET\",\"path\":\"/nowhere\","
-                           "\"status\":404,\"bytes_in\":0,\"bytes_out\":0,\"route\":null,"
-                           "\"upstream\":null,\"attempts\":0,\"duration\":2,"
-                           "\"upstream_duration\":null,\"error\":\"no_route\","
-                           "\"tls_protocol\":null,\"tls_cipher\":null,\"tls_client_subject\":null}\n");
+                           "\"client_ip\":\"::1\",\"method\":\"GET\",\"host\":null,"
+                           "\"path\":\"/nowhere\",\"status\":404,\"bytes_in\":0,\"bytes_out\":0,"
+                           "\"route\":null,\"upstream\":null,\"upstream_status\":null,"
+                           "\"attempts\":0,\"duration\":2,\"upstream_duration\":null,"
+                           "\"user_agent\":null,\"tls_protocol\":null,\"tls_cipher\":null,"
+                           "\"tls_client_subject\":null,"
+                           "\"protocol\":null,\"error\":\"no_route\"}\n");
     check_lines(t, len);
     free(t);
 
     e.error = MG_ERR_UPSTREAM_TIMEOUT;
     e.upstream_duration_ns = 0;
     t = write_and_read(&e, &len);
-    assert_non_null(strstr(t, "\"upstream_duration\":0,\"error\":\"upstream_timeout\","));
+    assert_non_null(strstr(t, "\"upstream_duration\":0,"));
+    assert_non_null(strstr(t, "\"error\":\"upstream_timeout\"}"));
     free(t);
 }
 
@@ -778,6 +812,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_line_fields_and_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nulls_and_error_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chosen_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_time_defaults_to_now, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_names_escaped, setup, teardown),

@@ -57,6 +57,40 @@ static void probe_once(struct mg_breaker *b, const struct mg_breaker_conf *c, ui
     mg_breaker_report(b, c, now, fail, probe);
 }
 
+/* Each change is reported to exactly one caller, for its log line. */
+static void changes_reported_once(void **state)
+{
+    struct mg_breaker b;
+    struct mg_breaker_conf c = defaults();
+    uint32_t probe = 0, p2 = 0;
+    bool half = true;
+
+    (void)state;
+    c.consecutive_failures = 2;
+    c.half_open_requests = 2;
+    mg_breaker_init(&b);
+    assert_true(mg_breaker_acquire_ex(&b, &c, 0, &probe, &half));
+    assert_false(half);
+    assert_int_equal(mg_breaker_report(&b, &c, 0, true, probe), MG_BREAKER_UNCHANGED);
+    assert_int_equal(mg_breaker_report(&b, &c, 0, true, 0), MG_BREAKER_OPENED);
+    assert_int_equal(mg_breaker_report(&b, &c, 0, true, 0), MG_BREAKER_UNCHANGED); /* late */
+    assert_false(mg_breaker_acquire_ex(&b, &c, 1, &probe, &half));
+    assert_false(half);
+    /* open_for elapsed: the first probe half-opens it, the second does not */
+    assert_true(mg_breaker_acquire_ex(&b, &c, 10000, &probe, &half));
+    assert_true(half);
+    assert_true(mg_breaker_acquire_ex(&b, &c, 10000, &p2, &half));
+    assert_false(half);
+    assert_int_equal(mg_breaker_report(&b, &c, 10000, false, probe), MG_BREAKER_UNCHANGED);
+    assert_int_equal(mg_breaker_report(&b, &c, 10000, false, p2), MG_BREAKER_CLOSED);
+    /* a failed probe reopens: reported as opened */
+    run(&b, &c, 10001, true);
+    run(&b, &c, 10001, true);
+    assert_true(mg_breaker_acquire_ex(&b, &c, 40000, &probe, &half));
+    assert_true(half);
+    assert_int_equal(mg_breaker_report(&b, &c, 40000, true, probe), MG_BREAKER_OPENED);
+}
+
 static void starts_closed_and_available(void **state)
 {
     struct mg_breaker_conf c = defaults();
@@ -530,6 +564,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(starts_closed_and_available),
+        cmocka_unit_test(changes_reported_once),
         cmocka_unit_test(trips_after_consecutive_failures),
         cmocka_unit_test(success_resets_consecutive_count),
         cmocka_unit_test(rate_trips_only_once_min_requests_seen),

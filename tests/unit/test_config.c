@@ -63,6 +63,14 @@ static void expect_error(const char *yaml, const char *prefix)
         fail_msg("error  '%s'\nwanted '%s...'", err, prefix);
 }
 
+/* The rest of MINIMAL, after a first `listen` line. */
+#define HEAD_TAIL                                                                                  \
+    "upstreams:\n"                                                                                 \
+    "  a:\n"                                                                                       \
+    "    targets: [{address: \"127.0.0.1:9001\"}]\n"                                               \
+    "routes:\n"                                                                                    \
+    "  - {name: r, upstream: a}\n"
+
 static uint16_t port_of(const struct mg_address *a)
 {
     return ntohs(((const struct sockaddr_in *)&a->addr)->sin_port);
@@ -513,7 +521,7 @@ static void test_redis_sentinel_errors(void **state)
                  "t.yaml:7:43: redis.sentinel.addresses[0]:");
     expect_error(MINIMAL "redis: {sentinel: {master: m, addresses: [\"127.0.0.1:1\"], port: 1}}\n",
                  "t.yaml:7:59: redis.sentinel.port: unknown key (expected one of: master, "
-                 "addresses, password)");
+                 "addresses, password, password_file)");
     expect_error(MINIMAL "redis: {min_replicas_ack: 101}\n",
                  "t.yaml:7:27: redis.min_replicas_ack:");
     expect_error(MINIMAL "redis: {min_replicas_ack: -1}\n", "t.yaml:7:27: redis.min_replicas_ack:");
@@ -654,9 +662,10 @@ static void test_error_unknown_keys(void **state)
     (void)state;
     expect_error(
         MINIMAL "listen_port: 80\n",
-        "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, admin, "
-        "pid_file, shutdown_delay, watch_config, plugin_path, access_log, drain_timeout, "
-        "idempotency_memory, redis, client, forwarded, upstreams, routes)");
+        "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
+        "pid_file, shutdown_delay, watch_config, plugin_path, access_log, access_log_fields, log, "
+        "metrics, drain_timeout, idempotency_memory, redis, client, forwarded, upstreams, "
+        "routes)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
@@ -1568,6 +1577,236 @@ static void test_error_forwarded(void **state)
                  "t.yaml:7:13: forwarded.forwarded_headers: unknown key");
 }
 
+/* ---- ${VAR}, secret files and includes (DESIGN 10.8) ---- */
+
+static void test_vars_substituted_with_defaults(void **state)
+{
+    struct mg_config *cfg;
+
+    (void)state;
+    setenv("MG_T_PORT", "8181", 1);
+    setenv("MG_T_EMPTY", "", 1);
+    unsetenv("MG_T_UNSET");
+    cfg = load("listen: [\"127.0.0.1:${MG_T_PORT}\"]\n"
+               "pid_file: /tmp/${MG_T_UNSET:-mg}-${MG_T_EMPTY:-x}${MG_T_EMPTY}.pid\n"
+               "access_log: \"a$$b$${MG_T_PORT}$\"\n" HEAD_TAIL);
+    assert_int_equal(port_of(&cfg->listen[0].address), 8181);
+    assert_string_equal(cfg->pid_file, "/tmp/mg-x.pid");
+    /* `$${` is a literal `${`; any other `$` is kept as written. */
+    assert_string_equal(cfg->access_log, "a$$b${MG_T_PORT}$");
+    mg_config_unref(cfg);
+    unsetenv("MG_T_PORT");
+    unsetenv("MG_T_EMPTY");
+}
+
+static void test_error_vars(void **state)
+{
+    (void)state;
+    unsetenv("MG_T_UNSET");
+    expect_error("listen: [\"127.0.0.1:8080\"]\n"
+                 "pid_file: /tmp/${MG_T_UNSET}.pid\n" HEAD_TAIL,
+                 "t.yaml:2:11: environment variable 'MG_T_UNSET' is not set");
+    expect_error("listen: [\"127.0.0.1:8080\"]\npid_file: \"${1X}\"\n" HEAD_TAIL,
+                 "t.yaml:2:11: invalid variable reference '${1X}'");
+    expect_error("listen: [\"127.0.0.1:8080\"]\npid_file: \"${X:-a\"\n" HEAD_TAIL,
+                 "t.yaml:2:11: unterminated variable reference");
+}
+
+static void test_log_and_access_log_fields(void **state)
+{
+    struct mg_config *cfg;
+
+    (void)state;
+    cfg = load(MINIMAL);
+    assert_int_equal(cfg->log.level, 1); /* info */
+    assert_int_equal(cfg->log.format, MG_LOG_FORMAT_TEXT);
+    assert_null(cfg->access_log_field_ids); /* the access log's default list */
+    mg_config_unref(cfg);
+    cfg = load(MINIMAL "log: {level: warn, format: json}\n"
+                       "access_log_fields: [status, host, tls]\n");
+    assert_int_equal(cfg->log.level, 2);
+    assert_int_equal(cfg->log.format, MG_LOG_FORMAT_JSON);
+    assert_int_equal(cfg->naccess_log_fields, 3);
+    assert_string_equal(cfg->access_log_fields[1], "host");
+    assert_non_null(cfg->access_log_field_ids);
+    mg_config_unref(cfg);
+    expect_error(MINIMAL "log: {level: loud}\n",
+                 "t.yaml:7:14: log.level: invalid value 'loud' (expected one of: debug, info, "
+                 "warn, error)");
+    expect_error(MINIMAL "access_log_fields: [status, agent]\n",
+                 "t.yaml:7:29: access_log_fields[1]: unknown access log field 'agent'");
+    expect_error(MINIMAL "access_log_fields: [status, status]\n",
+                 "t.yaml:7:29: access_log_fields[1]: field 'status' is listed twice");
+    cfg = load(MINIMAL);
+    assert_int_equal(cfg->nduration_buckets, 16);
+    assert_true(cfg->duration_buckets[0] == 0.00025 && cfg->duration_buckets[15] == 30);
+    mg_config_unref(cfg);
+    expect_error(MINIMAL "metrics: {duration_buckets: [0.1, 0.1]}\n",
+                 "t.yaml:7:35: metrics.duration_buckets[1]: bounds must increase");
+    expect_error(MINIMAL "metrics: {duration_buckets: [0, 1]}\n",
+                 "t.yaml:7:30: metrics.duration_buckets[0]: invalid bound '0'");
+    expect_error(MINIMAL "access_log_fields: []\n",
+                 "t.yaml:7:20: access_log_fields: needs at least one item");
+}
+
+/* A scratch directory for files the config refers to. */
+static char scratch[64];
+
+static void put_file(const char *name, const char *text)
+{
+    char path[160];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", scratch, name);
+    assert_non_null(fp = fopen(path, "w"));
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static int make_scratch(void **state)
+{
+    (void)state;
+    snprintf(scratch, sizeof(scratch), "/tmp/mg-test-include-XXXXXX");
+    assert_non_null(mkdtemp(scratch));
+    return 0;
+}
+
+static int remove_scratch(void **state)
+{
+    char cmd[128];
+
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", scratch);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct mg_config *load_scratch(const char *name, char *err, size_t errlen)
+{
+    char path[160];
+
+    snprintf(path, sizeof(path), "%s/%s", scratch, name);
+    return mg_config_load(path, err, errlen);
+}
+
+static void expect_scratch_error(const char *name, const char *suffix_fmt, const char *file)
+{
+    char err[512] = "", want[512];
+    struct mg_config *cfg = load_scratch(name, err, sizeof(err));
+
+    if (cfg != NULL) {
+        mg_config_unref(cfg);
+        fail_msg("loaded, expected an error in %s", file);
+    }
+    snprintf(want, sizeof(want), "%s/%s%s", scratch, file, suffix_fmt);
+    if (strncmp(err, want, strlen(want)) != 0)
+        fail_msg("error  '%s'\nwanted '%s...'", err, want);
+}
+
+static void test_secret_files(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg;
+
+    (void)state;
+    put_file("redis.pw", "s3cret\n");
+    put_file("admin.tok", "tok-1\r\n");
+    put_file("empty", "\n");
+    put_file("ok.yaml", "listen: [\"127.0.0.1:8080\"]\n"
+                        "admin: {token_file: admin.tok}\n"
+                        "redis: {password_file: redis.pw}\n" HEAD_TAIL);
+    cfg = load_scratch("ok.yaml", err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->redis.password, "s3cret");
+    assert_string_equal(cfg->admin_token, "tok-1");
+    mg_config_unref(cfg);
+    put_file("snt.yaml", "listen: [\"127.0.0.1:8080\"]\n"
+                         "redis: {sentinel: {master: m, addresses: [\"127.0.0.1:26379\"], "
+                         "password_file: redis.pw}}\n" HEAD_TAIL);
+    cfg = load_scratch("snt.yaml", err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->redis.sentinel.password, "s3cret");
+    assert_null(cfg->redis.password);
+    mg_config_unref(cfg);
+
+    put_file("both.yaml", "listen: [\"127.0.0.1:8080\"]\n"
+                          "redis: {password: x, password_file: redis.pw}\n" HEAD_TAIL);
+    expect_scratch_error("both.yaml",
+                         ":2:37: redis.password_file: give the secret inline or in a file",
+                         "both.yaml");
+    put_file("missing.yaml", "listen: [\"127.0.0.1:8080\"]\n"
+                             "admin:\n  token_file: nope\n" HEAD_TAIL);
+    expect_scratch_error("missing.yaml", ":3:15: admin.token_file: cannot read '", "missing.yaml");
+    put_file("empty.yaml", "listen: [\"127.0.0.1:8080\"]\n"
+                           "admin: {token_file: empty}\n" HEAD_TAIL);
+    expect_scratch_error("empty.yaml", ":2:21: admin.token_file: '", "empty.yaml");
+}
+
+static void test_include_merges_maps_and_lists(void **state)
+{
+    char err[512] = "";
+    struct mg_config *cfg;
+
+    (void)state;
+    put_file("main.yaml", "include: [\"inc-*.yaml\", sub/more.yaml]\n"
+                          "listen: [\"127.0.0.1:8080\"]\n"
+                          "upstreams:\n"
+                          "  a: {targets: [{address: \"127.0.0.1:9001\"}]}\n"
+                          "routes:\n"
+                          "  - {name: r, upstream: a}\n");
+    put_file("inc-1.yaml", "upstreams:\n  b: {targets: [{address: \"127.0.0.1:9002\"}]}\n"
+                           "routes:\n  - {name: r2, upstream: b, match: {paths: [/b]}}\n");
+    put_file("inc-2.yaml", "redis: {password_file: pw}\n");
+    put_file("pw", "from-inc\n");
+    {
+        char cmd[160];
+        snprintf(cmd, sizeof(cmd), "mkdir -p '%s/sub'", scratch);
+        assert_int_equal(system(cmd), 0);
+    }
+    /* sub/more.yaml's own relative paths are resolved against sub/. */
+    put_file("sub/more.yaml", "plugin_path: [lua]\n");
+    cfg = load_scratch("main.yaml", err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->nupstreams, 2);
+    assert_int_equal(cfg->nroutes, 2);
+    assert_string_equal(cfg->routes[1].name, "r2");
+    assert_string_equal(cfg->routes[1].upstream->name, "b");
+    assert_string_equal(cfg->redis.password, "from-inc");
+    assert_int_equal(cfg->nplugin_path, 1);
+    assert_non_null(strstr(cfg->plugin_path[0], "/sub/lua"));
+    mg_config_unref(cfg);
+}
+
+static void test_error_include(void **state)
+{
+    (void)state;
+    put_file("m1.yaml", "include: bad.yaml\n" MINIMAL);
+    put_file("bad.yaml",
+             "# a comment\nupstreams:\n  c:\n    targets: [{address: \"127.0.0.1:1\"}]\n"
+             "    keepalive: lots\n");
+    expect_scratch_error("m1.yaml", ":5:16: upstreams.c.keepalive: invalid integer 'lots'",
+                         "bad.yaml");
+    put_file("m2.yaml", "include: [dup.yaml]\n" MINIMAL);
+    put_file("dup.yaml", "upstreams:\n  a: {targets: [{address: \"127.0.0.1:1\"}]}\n");
+    expect_scratch_error("m2.yaml", ":2:3: upstreams.a: defined twice (first at ", "dup.yaml");
+    put_file("m3.yaml", "include: [syntax.yaml]\n" MINIMAL);
+    put_file("syntax.yaml", "routes: [\n");
+    expect_scratch_error("m3.yaml", ":2:1: YAML syntax error", "syntax.yaml");
+    put_file("m4.yaml", "include: [nothere.yaml, \"none-*.yaml\"]\n" MINIMAL);
+    expect_scratch_error("m4.yaml", ":1:11: include: no such file", "m4.yaml");
+    put_file("m5.yaml", "include: m5.yaml\n" MINIMAL);
+    expect_scratch_error("m5.yaml", ":1:10: include: nested more than", "m5.yaml");
+    unsetenv("MG_T_UNSET");
+    put_file("m6.yaml", "include: v.yaml\n" MINIMAL);
+    put_file("v.yaml", "\npid_file: ${MG_T_UNSET}\n");
+    expect_scratch_error("m6.yaml", ":2:11: environment variable 'MG_T_UNSET'", "v.yaml");
+    put_file("scalar.yaml", "listen: [\"127.0.0.1:9\"]\npid_file: /tmp/a\n");
+    put_file("m8.yaml", "pid_file: /tmp/b\ninclude: [scalar.yaml]\n" MINIMAL);
+    expect_scratch_error("m8.yaml", ":2:1: pid_file: defined twice (first at ", "scalar.yaml");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1640,6 +1879,13 @@ int main(void)
         cmocka_unit_test(test_error_tls_missing_certificate),
         cmocka_unit_test(test_error_tls_key_mismatch_and_ciphers),
         cmocka_unit_test(test_error_after_tls_frees_contexts),
+        cmocka_unit_test(test_vars_substituted_with_defaults),
+        cmocka_unit_test(test_error_vars),
+        cmocka_unit_test(test_log_and_access_log_fields),
+        cmocka_unit_test_setup_teardown(test_secret_files, make_scratch, remove_scratch),
+        cmocka_unit_test_setup_teardown(test_include_merges_maps_and_lists, make_scratch,
+                                        remove_scratch),
+        cmocka_unit_test_setup_teardown(test_error_include, make_scratch, remove_scratch),
         cmocka_unit_test(test_upstream_tls_defaults),
         cmocka_unit_test(test_upstream_tls_paths_resolved),
         cmocka_unit_test(test_upstream_tls_enabled_builds_context),

@@ -390,6 +390,39 @@ static void test_requests_by_route_and_code(void **state)
     mg_config_unref(cfg);
 }
 
+/* metrics.duration_buckets: the bounds of every histogram, the upstream
+ * response histogram included. */
+static void test_configured_buckets(void **state)
+{
+    struct mg_config *cfg = load(UPSTREAMS "metrics: {duration_buckets: [0.0001, 0.1, 10]}\n"
+                                           "routes:\n  - {name: a, upstream: orders}\n");
+    struct mg_metrics *m = mg_metrics_new(cfg, 1);
+    const uint64_t *ns;
+    char *t;
+
+    (void)state;
+    assert_int_equal(mg_metrics_bounds(&ns), 3);
+    assert_int_equal(ns[0], 100000);
+    mg_metrics_request_done(m, 0, 0, 200, MS(50));
+    mg_metrics_upstream_response(m, 0, 0, MS(20000));
+    t = render(m, NULL);
+    assert_true(value(t, "moongate_request_duration_seconds_bucket{route=\"a\",le=\"0.0001\"}") ==
+                0);
+    assert_true(value(t, "moongate_request_duration_seconds_bucket{route=\"a\",le=\"0.1\"}") == 1);
+    assert_true(value(t, "moongate_request_duration_seconds_bucket{route=\"a\",le=\"10\"}") == 1);
+    assert_true(value(t, "moongate_request_duration_seconds_bucket{route=\"a\",le=\"1\"}") == -1);
+    assert_int_equal(occurrences(t, "\nmoongate_request_duration_seconds_bucket{route=\"a\""), 4);
+    assert_true(value(t, "moongate_upstream_response_duration_seconds_bucket{upstream=\"orders\","
+                         "le=\"10\"}") == 0);
+    assert_true(value(t, "moongate_upstream_response_duration_seconds_bucket{upstream=\"orders\","
+                         "le=\"+Inf\"}") == 1);
+    assert_true(
+        value(t, "moongate_upstream_response_duration_seconds_count{upstream=\"orders\"}") == 1);
+    free(t);
+    mg_metrics_unref(m);
+    mg_config_unref(cfg);
+}
+
 static void test_histogram_buckets_cumulative_and_sum_exact(void **state)
 {
     struct mg_config *cfg = load_ab();
@@ -890,6 +923,7 @@ int main(void)
         cmocka_unit_test(test_families_once_and_valid),
         cmocka_unit_test(test_requests_by_route_and_code),
         cmocka_unit_test(test_histogram_buckets_cumulative_and_sum_exact),
+        cmocka_unit_test(test_configured_buckets),
         cmocka_unit_test(test_seconds_conversion),
         cmocka_unit_test(test_shards_sum_across_worker_threads),
         cmocka_unit_test(test_gauges_across_shards),
