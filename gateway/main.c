@@ -21,6 +21,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "discovery/resolver.h"
 #include "idempotency/store_memory.h"
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
@@ -41,6 +42,7 @@ struct mg_main {
     struct mg_accesslog *accesslog;
     struct mg_idem_memtable *idem_table; /* the embedded idempotency store */
     struct mg_admin *admin;
+    struct mg_discovery *discovery; /* follows DNS names for m->cfg, or NULL */
     struct mg_worker *workers;
     size_t nworkers;
     uv_async_t worker_done;
@@ -131,6 +133,16 @@ static struct mg_config *load_checked(const char *path, char *err, size_t errlen
     return cfg;
 }
 
+/* The file, validated, with its host names resolved (discovery/; blocks for up
+ * to resolver.timeout). *disc receives the resolver to start, or NULL. */
+static struct mg_config *load_resolved(const char *path, struct mg_discovery *prev,
+                                       struct mg_discovery **disc, char *err, size_t errlen)
+{
+    struct mg_config *base = load_checked(path, err, errlen);
+    *disc = NULL;
+    return base ? mg_discovery_load(base, prev, disc, err, errlen) : NULL;
+}
+
 /* One plugin VM for worker `id`, or NULL when no route needs one. Made here, on
  * the main thread, because loading plugins reads files. */
 struct vm_pair {
@@ -186,20 +198,17 @@ static void on_usr1(uv_signal_t *s, int signum)
         mg_info("access log reopened");
 }
 
-/* Reload: the new file is parsed and validated here, on the main thread, never on
- * a worker's loop. Only a valid snapshot is published; each worker switches to it
- * between two events, and exchanges in flight finish on the one they started on. */
-static void on_hup(uv_signal_t *s, int signum)
+/* Hands a valid snapshot to the workers and the admin thread, with plugin VMs
+ * made for it here (they read files). Takes the reference on cfg. Returns -1
+ * after logging when it cannot (nothing changed then). */
+static int publish(struct mg_main *m, struct mg_config *cfg, char *err, size_t errlen)
 {
-    struct mg_main *m = s->data;
-    char err[1024];
-    struct mg_config *cfg = load_checked(m->conf_path, err, sizeof err);
-    struct mg_metrics *metrics = cfg ? mg_metrics_next(m->metrics, cfg) : NULL;
-    struct vm_pair *vms = cfg ? calloc(m->nworkers, sizeof *vms) : NULL;
+    struct mg_metrics *metrics = mg_metrics_next(m->metrics, cfg);
+    struct vm_pair *vms = calloc(m->nworkers ? m->nworkers : 1, sizeof *vms);
+    if (!vms)
+        mg_fatal("out of memory (plugin VMs)");
     for (size_t i = 0; cfg && i < m->nworkers; i++) {
-        if (!vms)
-            mg_fatal("out of memory (plugin VMs)");
-        if (make_vm(cfg, metrics, (unsigned)i, &vms[i], err, sizeof err) != 0) {
+        if (make_vm(cfg, metrics, (unsigned)i, &vms[i], err, errlen) != 0) {
             for (size_t j = 0; j < i; j++)
                 free_vm(&vms[j]);
             mg_config_unref(cfg);
@@ -207,7 +216,7 @@ static void on_hup(uv_signal_t *s, int signum)
         }
     }
     if (cfg && strcmp(cfg->access_log, m->cfg->access_log) != 0 &&
-        mg_accesslog_retarget(m->accesslog, cfg->access_log, err, sizeof err) != 0) {
+        mg_accesslog_retarget(m->accesslog, cfg->access_log, err, errlen) != 0) {
         for (size_t j = 0; j < m->nworkers; j++)
             free_vm(&vms[j]);
         mg_config_unref(cfg);
@@ -215,12 +224,8 @@ static void on_hup(uv_signal_t *s, int signum)
     }
     if (!cfg) {
         free(vms);
-        if (metrics)
-            mg_metrics_unref(metrics);
-        mg_error("config reload failed: %s", err);
-        mg_metrics_config_reload(m->metrics, false);
-        mg_admin_reload_failed(m->admin, err); /* the dashboard shows the message */
-        return;
+        mg_metrics_unref(metrics);
+        return -1;
     }
     if (cfg->workers != m->cfg->workers)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
@@ -230,13 +235,51 @@ static void on_hup(uv_signal_t *s, int signum)
     restart_admin_if_moved(m, cfg);
     if (m->admin)
         mg_admin_publish(m->admin, cfg, metrics);
-    mg_metrics_config_reload(metrics, true);
     mg_metrics_unref(m->metrics);
     m->metrics = metrics;
     mg_config_unref(m->cfg);
     m->cfg = cfg;
+    return 0;
+}
+
+/* Discovery found other targets: the same file with them, published as a
+ * reload would be (targets that stay keep their state; see discovery/). */
+static void on_targets(struct mg_discovery *d, void *data)
+{
+    struct mg_main *m = data;
+    char err[1024];
+    if (publish(m, mg_discovery_snapshot(d), err, sizeof err) != 0)
+        mg_error("discovered targets not applied: %s", err);
+}
+
+static void follow(struct mg_main *m, struct mg_discovery *d)
+{
+    mg_discovery_free(m->discovery);
+    m->discovery = d;
+    if (d)
+        mg_discovery_start(d, m->loop, on_targets, m);
+}
+
+/* Reload: the new file is parsed and validated here, on the main thread, never on
+ * a worker's loop. Only a valid snapshot is published; each worker switches to it
+ * between two events, and exchanges in flight finish on the one they started on. */
+static void on_hup(uv_signal_t *s, int signum)
+{
+    struct mg_main *m = s->data;
+    char err[1024];
+    struct mg_discovery *disc;
+    struct mg_config *cfg = load_resolved(m->conf_path, m->discovery, &disc, err, sizeof err);
+    if (!cfg || publish(m, cfg, err, sizeof err) != 0) {
+        mg_discovery_free(disc);
+        mg_error("config reload failed: %s", err);
+        mg_metrics_config_reload(m->metrics, false);
+        mg_admin_reload_failed(m->admin, err); /* the dashboard shows the message */
+        return;
+    }
+    follow(m, disc);
+    mg_metrics_config_reload(m->metrics, true);
     mg_info("config reloaded from %s (version %llu)", m->conf_path,
-            (unsigned long long)cfg->version);
+            (unsigned long long)m->cfg->version);
 }
 
 static void on_worker_done(uv_async_t *a)
@@ -332,7 +375,8 @@ static int run(const char *conf_path)
     char err[1024];
     struct mg_main m = {.conf_path = conf_path};
     the_main = &m;
-    m.cfg = load_checked(conf_path, err, sizeof err);
+    struct mg_discovery *disc;
+    m.cfg = load_resolved(conf_path, NULL, &disc, err, sizeof err);
     if (!m.cfg) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -349,12 +393,17 @@ static int run(const char *conf_path)
     uv_timer_start(&m.ticket_timer, on_ticket_timer, MG_TICKET_ROTATION_MS, MG_TICKET_ROTATION_MS);
     uv_unref((uv_handle_t *)&m.ticket_timer); /* never what keeps the loop alive */
     int rc = start_workers(&m);
+    if (rc == 0)
+        follow(&m, disc);
+    else
+        mg_discovery_free(disc);
     if (rc == 0) {
         start_admin(&m, m.cfg);
         write_pid_file(m.cfg->pid_file);
         for (size_t i = 0; i < m.cfg->nlisten; i++)
             mg_info("listening on %s (%zu workers)", m.cfg->listen[i].address.text, m.nworkers);
         uv_run(m.loop, UV_RUN_DEFAULT);
+        follow(&m, NULL); /* its handles close in the last run below */
         for (size_t i = 0; i < m.nworkers; i++)
             uv_thread_join(&m.workers[i].thread);
         for (size_t i = 0; i < m.nworkers; i++)
@@ -440,7 +489,9 @@ static int main2(int argc, char **argv)
         return signal_running(conf_path, signal_name);
     if (test_only) {
         char err[1024];
-        struct mg_config *cfg = load_checked(conf_path, err, sizeof err);
+        struct mg_discovery *disc;
+        struct mg_config *cfg = load_resolved(conf_path, NULL, &disc, err, sizeof err);
+        mg_discovery_free(disc);
         if (!cfg) {
             fprintf(stderr, "%s\n", err);
             return 1;

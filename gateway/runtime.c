@@ -62,10 +62,10 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
         struct mg_upstream_rt *ur = &rt->ups[i];
         ur->conf = uc;
         ur->stats = mg_registry_upstream(uc->name);
-        ur->targets = calloc(uc->ntargets, sizeof *ur->targets);
+        ur->targets = calloc(uc->ntargets ? uc->ntargets : 1, sizeof *ur->targets);
         if (!ur->targets)
             mg_fatal("out of memory (target runtime)");
-        ur->lua_targets = calloc(uc->ntargets, sizeof *ur->lua_targets);
+        ur->lua_targets = calloc(uc->ntargets ? uc->ntargets : 1, sizeof *ur->lua_targets);
         if (!ur->lua_targets)
             mg_fatal("out of memory (balancer view)");
         for (size_t j = 0; j < uc->ntargets; j++) {

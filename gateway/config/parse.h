@@ -134,6 +134,16 @@ int mg_conf_check_upstream_tls(struct mg_conf_ld *ld, yaml_node_t *n, void *tls)
 int mg_conf_upstream_tls_build(struct mg_conf_ld *ld, yaml_node_t *map,
                                struct mg_upstream_tls_conf *tls);
 
+/* discovery.c: targets[].address (a host name is kept, not resolved), the
+ * `resolver` section, upstreams.X.discovery, and the check that an upstream
+ * has targets or discovery (which also sets its `dynamic` flag). */
+int mg_conf_target_address(struct mg_conf_ld *ld, yaml_node_t *n, void *target);
+extern const struct mg_conf_field mg_conf_resolver_fields[];
+int mg_conf_check_resolver(struct mg_conf_ld *ld, yaml_node_t *n, void *resolver);
+int mg_conf_discovery(struct mg_conf_ld *ld, yaml_node_t *n, void *discovery);
+int mg_conf_check_upstream_targets(struct mg_conf_ld *ld, yaml_node_t *map,
+                                   struct mg_upstream_conf *up);
+
 /* fields.c: the top-level table. Its row order is the parse order, so sections
  * that others refer to (redis, upstreams) come before their users (routes). */
 extern const struct mg_conf_field mg_conf_root_fields[];
