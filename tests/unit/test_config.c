@@ -724,7 +724,7 @@ static void test_error_missing_targets(void **state)
                  "upstreams:\n"
                  "  a:\n"
                  "    keepalive: 2\n",
-                 "t.yaml:4:5: upstreams.a.targets: missing required key");
+                 "t.yaml:4:5: upstreams.a: needs targets or discovery");
     expect_error("listen: [\"127.0.0.1:8080\"]\nupstreams:\n  a:\n",
                  "t.yaml:3:5: upstreams.a: expected a mapping with targets");
     expect_error("listen: [\"127.0.0.1:8080\"]\n"
