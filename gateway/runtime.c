@@ -75,7 +75,11 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
             ur->targets[j].pool_limit = uc->keepalive;
             if (uc->tls.enabled) {
                 ur->targets[j].tls = &uc->tls;
-                ur->targets[j].tls_name = mg_tls_upstream_name(&uc->tls, &uc->targets[j].address);
+                /* A discovered target's address is an IP: the name it had in DNS. */
+                const char *dns_name = uc->targets[j].name;
+                ur->targets[j].tls_name = mg_tls_upstream_name(
+                    &uc->tls, dns_name ? &(struct mg_address){.text = (char *)dns_name}
+                                       : &uc->targets[j].address);
             }
             ur->lua_targets[j] = (struct mg_lua_target){.address = uc->targets[j].address.text,
                                                         .weight = uc->targets[j].weight,

@@ -55,6 +55,7 @@ struct mg_target_conf {
     char *host;                /* a host name to follow in DNS (discovery/), or NULL */
     uint16_t port;             /* with `host` */
     const char *source;        /* discovered: the name it came from (/status), else NULL */
+    const char *name;          /* discovered: its address's DNS name (TLS SNI), else NULL */
 };
 
 /* `resolver` (DESIGN.md section 10.5): how discovery/ asks DNS. */

@@ -87,6 +87,11 @@ static void fill_targets(struct derived_mem *m, struct mg_upstream_conf *up, siz
             t->address = (struct mg_address){.text = text, .addr = e->addr, .addrlen = e->addrlen};
             t->weight = e->weight;
             t->source = src[s].name;
+            if (e->host[0]) {
+                char *host = own(m, strlen(e->host) + 1);
+                memcpy(host, e->host, strlen(e->host) + 1);
+                t->name = host;
+            }
         }
     }
 }

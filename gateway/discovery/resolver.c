@@ -72,6 +72,7 @@ struct srv_lookup {
     struct source *s;
     uint16_t port;
     uint32_t weight;
+    char host[256]; /* the SRV target */
 };
 
 bool mg_discovery_needed(const struct mg_config *cfg)
@@ -186,11 +187,11 @@ static void note_ttls(struct source *s, const struct ares_addrinfo *ai)
             s->min_ttl = (uint32_t)n->ai_ttl;
 }
 
-static void add_addresses(struct source *s, const struct ares_addrinfo *ai, uint16_t port,
-                          uint32_t weight)
+static void add_addresses(struct source *s, const struct ares_addrinfo *ai, const char *host,
+                          uint16_t port, uint32_t weight)
 {
     for (const struct ares_addrinfo_node *n = ai->nodes; n; n = n->ai_next)
-        mg_tset_add(&s->scratch, n->ai_addr, port, weight);
+        mg_tset_add(&s->scratch, n->ai_addr, port, weight, host);
     note_ttls(s, ai);
 }
 
@@ -200,7 +201,7 @@ static void on_host(void *arg, int status, struct ares_addrinfo *ai)
     s->status = status;
     if (ai) {
         if (!s->d->closing)
-            add_addresses(s, ai, s->port, s->weight);
+            add_addresses(s, ai, s->name, s->port, s->weight);
         ares_freeaddrinfo(ai);
     }
     finish(s);
@@ -212,7 +213,7 @@ static void on_srv_target(void *arg, int status, struct ares_addrinfo *ai)
     struct source *s = l->s;
     if (ai) {
         if (!s->d->closing)
-            add_addresses(s, ai, l->port, l->weight);
+            add_addresses(s, ai, l->host, l->port, l->weight);
         ares_freeaddrinfo(ai);
         s->answered++;
     } else if (s->status == ARES_SUCCESS) {
@@ -251,7 +252,8 @@ static void on_srv(void *arg, int status, struct ares_srv_reply *srv)
         struct srv_lookup *l = malloc(sizeof *l);
         if (!l)
             mg_fatal("out of memory (srv lookup)");
-        *l = (struct srv_lookup){s, r->port, r->weight ? r->weight : 1};
+        *l = (struct srv_lookup){s, r->port, r->weight ? r->weight : 1, ""};
+        snprintf(l->host, sizeof l->host, "%s", r->host);
         s->pending++;
         mg_dns_lookup(s->d->dns, r->host, s->d->base->resolver.family, on_srv_target, l);
     }

@@ -45,9 +45,11 @@ bool mg_tset_has(const struct mg_tset *s, const char *text)
     return false;
 }
 
-bool mg_tset_add(struct mg_tset *s, const struct sockaddr *sa, uint16_t port, uint32_t weight)
+bool mg_tset_add(struct mg_tset *s, const struct sockaddr *sa, uint16_t port, uint32_t weight,
+                 const char *host)
 {
     struct mg_tset_entry e = {.weight = weight ? weight : 1};
+    snprintf(e.host, sizeof e.host, "%s", host ? host : "");
     char ip[INET6_ADDRSTRLEN];
     if (sa->sa_family == AF_INET) {
         struct sockaddr_in *in = (struct sockaddr_in *)&e.addr;

@@ -21,6 +21,7 @@ struct mg_tset_entry {
     socklen_t addrlen;
     uint32_t weight;
     char text[MG_TSET_TEXT]; /* "1.2.3.4:80" or "[::1]:80": the target's name everywhere */
+    char host[256];          /* the DNS name of the address (TLS SNI), or "" */
 };
 
 struct mg_tset {
@@ -34,10 +35,11 @@ uint64_t mg_tset_clamp_ttl_ms(uint32_t ttl_s, uint64_t min_ms, uint64_t max_ms);
  * resolutions: min_ms doubling, never above max_ms nor 30 s. */
 uint64_t mg_tset_retry_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms);
 
-/* Adds `sa` (port replaced by `port`) with `weight`; an address already in the
- * set keeps its first weight. Aborts on OOM. Returns false for a family other
- * than IPv4/IPv6 (ignored). */
-bool mg_tset_add(struct mg_tset *s, const struct sockaddr *sa, uint16_t port, uint32_t weight);
+/* Adds `sa` (port replaced by `port`) with `weight`, found as `host` (may be
+ * NULL); an address already in the set keeps its first weight. Aborts on OOM.
+ * Returns false for a family other than IPv4/IPv6 (ignored). */
+bool mg_tset_add(struct mg_tset *s, const struct sockaddr *sa, uint16_t port, uint32_t weight,
+                 const char *host);
 /* Sorts by text: the order targets get whatever order DNS answered in. */
 void mg_tset_sort(struct mg_tset *s);
 /* Same entries (address and weight) in the same order: both sorted. */

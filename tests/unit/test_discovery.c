@@ -44,7 +44,7 @@ static struct sockaddr_storage v6(const char *ip)
 static void add(struct mg_tset *s, const char *ip, uint16_t port, uint32_t w)
 {
     struct sockaddr_storage ss = strchr(ip, ':') ? v6(ip) : v4(ip);
-    assert_true(mg_tset_add(s, (struct sockaddr *)&ss, port, w));
+    assert_true(mg_tset_add(s, (struct sockaddr *)&ss, port, w, "h.test"));
 }
 
 static void test_ttl_clamped(void **state)
@@ -84,7 +84,7 @@ static void test_tset_text_and_dedupe(void **state)
     assert_int_equal(ntohs(((struct sockaddr_in6 *)&s.v[1].addr)->sin6_port), 8080);
     assert_int_equal(s.v[1].addrlen, sizeof(struct sockaddr_in6));
     struct sockaddr_storage un = {.ss_family = AF_UNIX};
-    assert_false(mg_tset_add(&s, (struct sockaddr *)&un, 1, 1));
+    assert_false(mg_tset_add(&s, (struct sockaddr *)&un, 1, 1, NULL));
     mg_tset_clear(&s);
     assert_null(s.v);
 }
@@ -286,6 +286,7 @@ static void test_derive(void **state)
     assert_string_equal(a->targets[1].address.text, "10.0.0.2:8080");
     assert_int_equal(a->targets[1].weight, 3);
     assert_string_equal(a->targets[1].source, "orders.test");
+    assert_string_equal(a->targets[1].name, "h.test"); /* for TLS SNI */
     assert_int_equal(a->targets[1].address.addrlen, sizeof(struct sockaddr_in));
 
     const struct mg_upstream_conf *b = &cfg->upstreams[1];
