@@ -8,6 +8,7 @@ does not resolve yet answers 503 no_targets until it does.
 """
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -253,3 +254,63 @@ def test_check_warns_or_fails_when_required(tmp_path, dns_server):
     assert p.returncode == 1
     assert "upstreams.late.discovery: SRV name _http._tcp.late.test does not resolve" in p.stderr
     assert "required is true" in p.stderr
+
+
+def owners(gw, ups, keys):
+    """Which upstream serves each key (requests sent one at a time)."""
+    out = {}
+    for k in keys:
+        before = [len(u.requests) for u in ups]
+        assert fetch(gw.port, "GET", "/", headers=[("X-User", k)]).status == 200
+        after = [len(u.requests) for u in ups]
+        out[k] = next(i for i in range(len(ups)) if after[i] > before[i])
+    return out
+
+
+def test_consistent_hash_moves_only_keys_of_targets_that_came_or_went(gateway, upstream,
+                                                                      dns_server):
+    ups = same_port_upstreams(upstream, 4)
+    ips = [u.host for u in ups]
+    dns = dns_server(hosts={"orders.test": ips[:3]})
+    gw = gateway(RESOLVER + """\
+upstreams:
+  orders:
+    targets: [{address: "orders.test:$upport"}]
+routes:
+  - name: r
+    upstream: orders
+    balancer: {name: consistent_hash, config: {key: "header:X-User"}}
+""", dns=dns.address, upport=ups[0].port)
+    keys = ["user-%d" % i for i in range(60)]
+    first = owners(gw, ups, keys)
+    assert set(first.values()) == {0, 1, 2}
+    dns.set_hosts({"orders.test": ips})  # one more target
+    assert wait_until(lambda: len(addresses(gw, "orders")) == 4, t(4))
+    second = owners(gw, ups, keys)
+    moved = [k for k in keys if second[k] != first[k]]
+    assert moved and all(second[k] == 3 for k in moved), (moved, second)  # only to the new one
+    dns.set_hosts({"orders.test": ips[1:]})  # the first one goes
+    assert wait_until(lambda: len(addresses(gw, "orders")) == 3, t(4))
+    third = owners(gw, ups, keys)
+    for k in keys:
+        if second[k] != 0:
+            assert third[k] == second[k], k  # keys of targets that stayed do not move
+
+
+def test_reload_keeps_discovered_targets_while_dns_is_down(gateway, upstream, dns_server):
+    ups = same_port_upstreams(upstream, 2)
+    dns = dns_server(hosts={"orders.test": [u.host for u in ups]})
+    gw = gateway(RESOLVER + """\
+upstreams:
+  orders:
+    targets: [{address: "orders.test:$upport"}]
+routes:
+  - {name: r, upstream: orders}
+""", dns=dns.address, upport=ups[0].port)
+    dns.stop()
+    gw.signal(signal.SIGHUP)
+    assert wait_until(lambda: gw.log().count("config reloaded") == 1, t(5))
+    assert len(addresses(gw, "orders")) == 2
+    for _ in range(6):
+        assert fetch(gw.port, "GET", "/").status == 200
+    assert all(u.requests for u in ups)
