@@ -813,6 +813,14 @@ fail_loop:
     return NULL;
 }
 
+/* Two snapshots of one load of the file: service discovery derived one from
+ * the other's base (new targets), which is not a reload. */
+static bool same_file(const struct mg_config *a, const struct mg_config *b)
+{
+    const struct mg_config *fa = a->base ? a->base : a, *fb = b && b->base ? b->base : b;
+    return fa == fb;
+}
+
 void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metrics *metrics)
 {
     struct mg_config *old_cfg;
@@ -829,7 +837,7 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
     uv_mutex_unlock(&a->pub_mu);
     mg_metrics_unref(old_m);
     mg_config_unref(old_cfg);
-    if (cfg != old_cfg)
+    if (cfg != old_cfg && !same_file(cfg, old_cfg))
         mg_live_reload(a->live, true, cfg->version, NULL, unix_ms());
 }
 
