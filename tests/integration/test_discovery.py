@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import BIN, assert_error, fetch, ms, t, wait_until, samples
+from conftest import BIN, PREAMBLE, assert_error, fetch, ms, t, wait_until, samples
 from dns_fixture import dns_server  # noqa: F401  (the fixture)
 
 RESOLVER = """\
@@ -84,13 +84,13 @@ def test_targets_follow_dns_under_load(gateway, upstream, dns_server):
     ups = same_port_upstreams(upstream, 5)  # 127.0.0.2 .. 127.0.0.6
     ips = [u.host for u in ups]
     dns = dns_server(hosts={"orders.test": ips[:3]})
-    gw = gateway(RESOLVER + """\
+    gw = gateway(PREAMBLE.replace("workers: 1", "workers: 2") + RESOLVER + """\
 upstreams:
   orders:
     targets: [{address: "orders.test:$upport", weight: 1}]
 routes:
   - {name: r, upstream: orders}
-""", dns=dns.address, upport=ups[0].port)
+""", dns=dns.address, upport=ups[0].port, full=True)  # the change reaches both workers
     assert addresses(gw, "orders") == ["%s:%d" % (ip, ups[0].port) for ip in ips[:3]]
     assert status_targets(gw, "orders")["targets"][0]["source"] == "orders.test"
     load = Load(gw)
