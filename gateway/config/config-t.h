@@ -235,6 +235,8 @@ struct mg_sentinel_conf {
 struct mg_redis_conf {
     bool enabled;              /* true only when the section is present */
     struct mg_address address; /* 127.0.0.1:6379; unused when sentinel.enabled */
+    char *host;                /* address as a host name, followed in DNS (discovery/), or NULL */
+    uint16_t port;             /* with `host` */
     uint32_t db;               /* 0 */
     char *password;            /* NULL */
     uint64_t timeout_ms;       /* 250ms */

@@ -38,33 +38,53 @@ static bool looks_literal(const char *host)
            inet_pton(AF_INET, host, &a) == 1 || strspn(host, "0123456789.") == strlen(host);
 }
 
+/* "ip:port", "[v6]:port" (parsed into *a), or "name:port" (kept as a name in
+ * *host and *port, a->addrlen 0). */
+static int name_or_address(struct mg_conf_ld *ld, yaml_node_t *n, const char *text,
+                           struct mg_address *a, char **host_out, uint16_t *port_out)
+{
+    const char *colon = strrchr(text, ':');
+    char host[256];
+    uint64_t port;
+
+    if (text[0] == '[' || colon == NULL || (size_t)(colon - text) >= sizeof host)
+        return mg_conf_address(ld, n, text, a);
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    if (looks_literal(host))
+        return mg_conf_address(ld, n, text, a);
+    if (!is_hostname(host))
+        return mg_conf_fail(ld, n, "invalid address '%.100s': invalid host '%.100s'", text, host);
+    if (mg_conf_parse_uint(colon + 1, &port) < 0 || port < 1 || port > 65535)
+        return mg_conf_fail(ld, n, "invalid address '%.100s': port must be 1..65535", text);
+    a->text = mg_conf_strdup(ld, text);
+    *host_out = mg_conf_strdup(ld, host);
+    *port_out = (uint16_t)port;
+    return 0;
+}
+
 /* targets[].address: "ip:port", "[v6]:port", or "name:port" (kept as a name). */
 int mg_conf_target_address(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 {
     struct mg_target_conf *t = dst;
-    const char *text, *colon;
-    char host[256];
-    uint64_t port;
+    const char *text;
 
     if (n == NULL)
         return mg_conf_fail(ld, n, "missing address");
     if (mg_conf_scalar(ld, n, "\"host:port\"", &text) < 0)
         return -1;
-    colon = strrchr(text, ':');
-    if (text[0] == '[' || colon == NULL || (size_t)(colon - text) >= sizeof host)
-        return mg_conf_address(ld, n, text, &t->address);
-    memcpy(host, text, (size_t)(colon - text));
-    host[colon - text] = '\0';
-    if (looks_literal(host))
-        return mg_conf_address(ld, n, text, &t->address);
-    if (!is_hostname(host))
-        return mg_conf_fail(ld, n, "invalid address '%.100s': invalid host '%.100s'", text, host);
-    if (mg_conf_parse_uint(colon + 1, &port) < 0 || port < 1 || port > 65535)
-        return mg_conf_fail(ld, n, "invalid address '%.100s': port must be 1..65535", text);
-    t->address.text = mg_conf_strdup(ld, text);
-    t->host = mg_conf_strdup(ld, host);
-    t->port = (uint16_t)port;
-    return 0;
+    return name_or_address(ld, n, text, &t->address, &t->host, &t->port);
+}
+
+/* redis.address: the same forms; default 127.0.0.1:6379. */
+int mg_conf_redis_address(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_redis_conf *r = dst;
+    const char *text = "127.0.0.1:6379";
+
+    if (n != NULL && mg_conf_scalar(ld, n, "\"host:port\"", &text) < 0)
+        return -1;
+    return name_or_address(ld, n, text, &r->address, &r->host, &r->port);
 }
 
 /* resolver.servers: `system` or a list of "ip:port" (port 53 when absent). */

@@ -364,7 +364,7 @@ static int parse_sentinel(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 }
 
 static const struct mg_conf_field redis_fields[] = {
-    ROW("address", MG_K_ADDRESS, RDS(address), "127.0.0.1:6379"),
+    ROW("address", MG_K_CUSTOM, 0, NULL, .fn = mg_conf_redis_address), /* 127.0.0.1:6379 */
     ROW("sentinel", MG_K_CUSTOM, RDS(sentinel), NULL, .fn = parse_sentinel),
     ROW("db", MG_K_UINT, RDS(db), "0", .hi = INT32_MAX),
     ROW("password", MG_K_STRING, RDS(password), NULL, .flags = MG_CF_NULLABLE),

@@ -138,6 +138,7 @@ int mg_conf_upstream_tls_build(struct mg_conf_ld *ld, yaml_node_t *map,
  * `resolver` section, upstreams.X.discovery, and the check that an upstream
  * has targets or discovery (which also sets its `dynamic` flag). */
 int mg_conf_target_address(struct mg_conf_ld *ld, yaml_node_t *n, void *target);
+int mg_conf_redis_address(struct mg_conf_ld *ld, yaml_node_t *n, void *redis);
 extern const struct mg_conf_field mg_conf_resolver_fields[];
 int mg_conf_check_resolver(struct mg_conf_ld *ld, yaml_node_t *n, void *resolver);
 int mg_conf_discovery(struct mg_conf_ld *ld, yaml_node_t *n, void *discovery);

@@ -120,6 +120,11 @@ struct mg_config *mg_discovery_derive(struct mg_config *base, const struct mg_de
         cfg->routes[r] = base->routes[r];
         cfg->routes[r].upstream = &cfg->upstreams[base->routes[r].upstream->index];
     }
+    for (size_t s = 0; s < n; s++)
+        if (src[s].upstream == MG_DERIVED_REDIS && src[s].set->n > 0) {
+            cfg->redis.address.addr = src[s].set->v[0].addr;
+            cfg->redis.address.addrlen = src[s].set->v[0].addrlen;
+        }
     cfg->router = mg_router_build(cfg);
     if (!cfg->router)
         mg_fatal("out of memory (derived router)");

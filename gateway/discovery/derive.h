@@ -17,6 +17,8 @@
 #include "config/config-t.h"
 #include "discovery/targetset.h"
 
+#define MG_DERIVED_REDIS ((size_t)-1) /* a source for redis.address, not an upstream */
+
 /* What one name gave, for upstream number `upstream` of the base. */
 struct mg_derived_source {
     size_t upstream;
@@ -26,7 +28,8 @@ struct mg_derived_source {
 
 /* An upstream that follows DNS gets its literal targets (in file order), then
  * the sources' addresses (in the order given; an address already there is not
- * repeated). Others keep theirs. Returns a snapshot with one reference. */
+ * repeated). Others keep theirs. A MG_DERIVED_REDIS source with an address
+ * gives redis.address its first one. Returns a snapshot with one reference. */
 struct mg_config *mg_discovery_derive(struct mg_config *base, const struct mg_derived_source *src,
                                       size_t n);
 

@@ -77,6 +77,8 @@ struct srv_lookup {
 
 bool mg_discovery_needed(const struct mg_config *cfg)
 {
+    if (cfg->redis.enabled && !cfg->redis.sentinel.enabled && cfg->redis.host)
+        return true;
     for (size_t u = 0; u < cfg->nupstreams; u++)
         if (cfg->upstreams[u].dynamic)
             return true;
@@ -86,6 +88,12 @@ bool mg_discovery_needed(const struct mg_config *cfg)
 static const char *what(const struct source *s)
 {
     return s->srv ? "SRV name" : "host name";
+}
+
+/* The upstream a source serves, or "redis" for redis.address. */
+static const char *owner(const struct source *s)
+{
+    return s->upstream == MG_DERIVED_REDIS ? "redis" : s->d->base->upstreams[s->upstream].name;
 }
 
 static uint64_t now_ms(void)
@@ -104,7 +112,9 @@ static void count(struct source *s, bool ok)
         s->load_failed += !ok;
         return;
     }
-    struct mg_upstream_stats *us = mg_registry_upstream(s->d->base->upstreams[s->upstream].name);
+    if (s->upstream == MG_DERIVED_REDIS)
+        return; /* logged; the store's own metrics show its state */
+    struct mg_upstream_stats *us = mg_registry_upstream(owner(s));
     atomic_fetch_add_explicit(ok ? &us->dns_ok : &us->dns_failed, 1, memory_order_relaxed);
     atomic_store_explicit(&us->dns_last_ms, now_ms(), memory_order_relaxed);
     atomic_store_explicit(&us->dns_last_ok, ok, memory_order_relaxed);
@@ -131,8 +141,8 @@ static void log_change(const struct source *s, const struct mg_tset *from, const
 {
     size_t added, removed;
     mg_tset_diff(from, to, &added, &removed);
-    mg_info("upstream %s: %s %s now gives %zu target(s) (+%zu -%zu)",
-            s->d->base->upstreams[s->upstream].name, what(s), s->name, to->n, added, removed);
+    mg_info("upstream %s: %s %s now gives %zu target(s) (+%zu -%zu)", owner(s), what(s), s->name,
+            to->n, added, removed);
 }
 
 /* The end of a pass: keep the new set if the pass succeeded, else the last
@@ -169,7 +179,7 @@ static void finish(struct source *s)
         next = mg_tset_retry_ms(s->failures, rc->min_ttl_ms, rc->max_ttl_ms);
         if (d->on_change) /* started: the load reports its own failures */
             mg_warn("upstream %s: %s %s does not resolve (%s): %s, retry in %" PRIu64 " ms",
-                    d->base->upstreams[s->upstream].name, what(s), s->name, s->last_error,
+                    owner(s), what(s), s->name, s->last_error,
                     s->good.n ? "keeping the last good targets" : "no targets", next);
     }
     s->next_ms = next;
@@ -370,6 +380,10 @@ static struct mg_discovery *discovery_new(struct mg_config *base)
                 add_source(d, u, up->targets[t].host, false, up->targets[t].port,
                            up->targets[t].weight, false);
     }
+    /* redis.address written as a name: its first address, followed like a
+     * target's (it must resolve at load, as it had to before discovery). */
+    if (base->redis.enabled && !base->redis.sentinel.enabled && base->redis.host)
+        add_source(d, MG_DERIVED_REDIS, base->redis.host, false, base->redis.port, 1, true);
     for (size_t i = 0; i < d->nsrc; i++)
         d->src[i].d = d;
     return d;
@@ -381,12 +395,11 @@ static void inherit(struct mg_discovery *d, const struct mg_discovery *prev)
 {
     for (size_t i = 0; prev && i < d->nsrc; i++) {
         struct source *s = &d->src[i];
-        const char *up = d->base->upstreams[s->upstream].name;
+        const char *up = owner(s);
         for (size_t j = 0; j < prev->nsrc; j++) {
             const struct source *p = &prev->src[j];
             if (!p->resolved || p->srv != s->srv || p->port != s->port || p->weight != s->weight ||
-                strcmp(p->name, s->name) != 0 ||
-                strcmp(prev->base->upstreams[p->upstream].name, up) != 0)
+                strcmp(p->name, s->name) != 0 || strcmp(owner(p), up) != 0)
                 continue;
             s->good.v = malloc(p->good.n * sizeof *p->good.v);
             if (!s->good.v)
@@ -425,14 +438,18 @@ static int report(struct mg_discovery *d, char *err, size_t errlen)
 {
     for (size_t i = 0; i < d->nsrc; i++) {
         struct source *s = &d->src[i];
-        const char *up = d->base->upstreams[s->upstream].name;
+        const char *up = owner(s);
         if (s->failures == 0)
             continue;
         if (s->required && !s->resolved) {
-            snprintf(err, errlen,
-                     "%s: upstreams.%s.discovery: %s %s does not resolve (%s) and required is "
-                     "true",
-                     d->base->path, up, what(s), s->name, s->last_error);
+            if (s->upstream == MG_DERIVED_REDIS)
+                snprintf(err, errlen, "%s: redis.address: cannot resolve '%s': %s", d->base->path,
+                         s->name, s->last_error);
+            else
+                snprintf(err, errlen,
+                         "%s: upstreams.%s.discovery: %s %s does not resolve (%s) and required is "
+                         "true",
+                         d->base->path, up, what(s), s->name, s->last_error);
             return -1;
         }
         mg_warn("%s: upstream %s: %s %s does not resolve (%s): %s", d->base->path, up, what(s),

@@ -16,6 +16,7 @@ import urllib.request
 
 from conftest import BIN, PREAMBLE, assert_error, fetch, ms, t, wait_until, samples
 from dns_fixture import dns_server  # noqa: F401  (the fixture)
+from redis_fixture import redis_server  # noqa: F401  (the fixture)
 
 RESOLVER = """\
 resolver: {servers: ["$dns"], min_ttl: 1s, max_ttl: 5s, timeout: %s}
@@ -314,3 +315,43 @@ routes:
     for _ in range(6):
         assert fetch(gw.port, "GET", "/").status == 200
     assert all(u.requests for u in ups)
+
+
+def test_redis_address_as_a_name(gateway, upstream, dns_server, redis_server):
+    up = upstream()
+    redis = redis_server()
+    redis_port = int(redis.address.rsplit(":", 1)[1])
+    dns = dns_server(hosts={"redis.test": ["127.0.0.1"]})
+    gw = gateway(RESOLVER + """\
+redis: {address: "redis.test:$redis_port", timeout: %s}
+upstreams:
+  u: {targets: [{address: "$up"}]}
+routes:
+  - name: r
+    upstream: u
+    idempotency: {store: redis}
+""" % ms(0.5), dns=dns.address, up=up, redis_port=redis_port)
+    key = [("Idempotency-Key", "k-1")]
+    first = fetch(gw.port, "POST", "/pay", key, b"x")
+    assert first.status == 200
+    again = fetch(gw.port, "POST", "/pay", key, b"x")
+    assert again.header("idempotent-replayed") == "true"
+    assert len(up.requests) == 1
+    assert redis.keys("*")  # the record went to the server the name gave
+
+
+def test_redis_name_must_resolve(tmp_path, dns_server):
+    dns = dns_server(hosts={"other.test": ["127.0.0.1"]})
+    path = tmp_path / "c.yaml"
+    path.write_text("""\
+listen: ["127.0.0.1:1"]
+resolver: {servers: ["%s"], timeout: 300ms}
+redis: {address: "nowhere.test:6379"}
+upstreams:
+  u: {targets: [{address: "127.0.0.1:1"}]}
+routes:
+  - {name: r, upstream: u, idempotency: {store: redis}}
+""" % dns.address)
+    p = subprocess.run([BIN, "-t", "-c", str(path)], capture_output=True, text=True, timeout=t(10))
+    assert p.returncode == 1
+    assert "redis.address: cannot resolve 'nowhere.test'" in p.stderr

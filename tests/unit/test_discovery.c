@@ -190,6 +190,21 @@ static void test_config_defaults_and_names(void **state)
     assert_false(cfg->upstreams[1].dynamic);
     assert_int_equal(cfg->upstreams[0].discovery.type, MG_DISCOVERY_NONE);
     mg_config_unref(cfg);
+
+    cfg = load(LISTEN "redis: {address: \"redis.svc.local:6380\"}\n"
+                      "upstreams:\n  a: {targets: [{address: \"127.0.0.1:1\"}]}\n"
+                      "routes:\n  - {name: r, upstream: a}\n");
+    assert_string_equal(cfg->redis.host, "redis.svc.local");
+    assert_int_equal(cfg->redis.port, 6380);
+    assert_string_equal(cfg->redis.address.text, "redis.svc.local:6380");
+    mg_config_unref(cfg);
+    cfg = load(LISTEN "redis: {db: 1}\n" /* the default address is a literal */
+                      "upstreams:\n  a: {targets: [{address: \"127.0.0.1:1\"}]}\n"
+                      "routes:\n  - {name: r, upstream: a}\n");
+    assert_null(cfg->redis.host);
+    assert_string_equal(cfg->redis.address.text, "127.0.0.1:6379");
+    assert_int_equal(cfg->redis.address.addr.ss_family, AF_INET);
+    mg_config_unref(cfg);
 }
 
 static void test_config_resolver_and_srv(void **state)
