@@ -177,10 +177,12 @@ static void finish(struct source *s)
                  s->status == ARES_SUCCESS ? "no address" : ares_strerror(s->status));
         s->failures++;
         next = mg_tset_retry_ms(s->failures, rc->min_ttl_ms, rc->max_ttl_ms);
-        if (d->on_change) /* started: the load reports its own failures */
-            mg_warn("upstream %s: %s %s does not resolve (%s): %s, retry in %" PRIu64 " ms",
-                    owner(s), what(s), s->name, s->last_error,
-                    s->good.n ? "keeping the last good targets" : "no targets", next);
+        /* Warned once per outage (the load reports its own); retries at debug. */
+        if (d->on_change)
+            MG_LOG(s->failures == 1 ? MG_LOG_WARN : MG_LOG_DEBUG,
+                   "upstream %s: %s %s does not resolve (%s): %s, retry in %" PRIu64 " ms",
+                   owner(s), what(s), s->name, s->last_error,
+                   s->good.n ? "keeping the last good targets" : "no targets", next);
     }
     s->next_ms = next;
     if (d->on_change) {
