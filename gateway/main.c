@@ -248,8 +248,10 @@ static void on_targets(struct mg_discovery *d, void *data)
 {
     struct mg_main *m = data;
     char err[1024];
-    if (publish(m, mg_discovery_snapshot(d), err, sizeof err) != 0)
-        mg_error("discovered targets not applied: %s", err);
+    if (publish(m, mg_discovery_snapshot(d), err, sizeof err) != 0) {
+        mg_error("discovered targets not applied (retried within 5 s): %s", err);
+        mg_discovery_retry_publish(d, 5000);
+    }
 }
 
 static void follow(struct mg_main *m, struct mg_discovery *d)

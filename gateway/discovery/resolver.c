@@ -471,6 +471,14 @@ static struct mg_derived_source *sources_view(struct mg_discovery *d)
     return v;
 }
 
+void mg_discovery_retry_publish(struct mg_discovery *d, uint64_t delay_ms)
+{
+    if (!d->loop || d->closing)
+        return;
+    d->changed = true;
+    uv_timer_start(&d->publish, on_publish, delay_ms, 0);
+}
+
 struct mg_config *mg_discovery_snapshot(struct mg_discovery *d)
 {
     struct mg_derived_source *v = sources_view(d);

@@ -49,6 +49,10 @@ struct mg_config *mg_discovery_load(struct mg_config *base, struct mg_discovery 
 void mg_discovery_start(struct mg_discovery *d, uv_loop_t *loop, mg_discovery_cb *on_change,
                         void *data);
 
+/* Calls on_change again after delay_ms (the last change could not be applied,
+ * e.g. a plugin file could not be read). */
+void mg_discovery_retry_publish(struct mg_discovery *d, uint64_t delay_ms);
+
 /* A new snapshot: the base with the current sets as targets (one reference
  * for the caller; it holds one on the base). */
 struct mg_config *mg_discovery_snapshot(struct mg_discovery *d);

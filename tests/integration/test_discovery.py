@@ -383,3 +383,29 @@ routes:
     for _ in range(6):
         assert fetch(gw.port, "GET", "/").status == 200
     assert len([r for r in ups[1].requests if r.path != "/healthz"]) == before
+
+
+def test_change_not_applied_is_retried(gateway, upstream, dns_server, tmp_path):
+    """A change whose plugin VMs cannot be made (a plugin file gone) is applied
+    once they can."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "noop.lua").write_text("local P = {}\nfunction P.access(ctx, conf) end\nreturn P\n")
+    ups = same_port_upstreams(upstream, 2)
+    dns = dns_server(hosts={"orders.test": [ups[0].host]})
+    gw = gateway(RESOLVER + """\
+plugin_path: ["$plugins"]
+upstreams:
+  orders:
+    targets: [{address: "orders.test:$upport"}]
+routes:
+  - {name: r, upstream: orders, plugins: [{name: noop}]}
+""", dns=dns.address, upport=ups[0].port, plugins=str(plugins),
+                 allow_errors=[r"discovered targets not applied"])
+    (plugins / "noop.lua").rename(plugins / "gone.lua")
+    dns.set_hosts({"orders.test": [u.host for u in ups]})
+    assert wait_until(lambda: "discovered targets not applied" in gw.log(), t(4))
+    assert len(addresses(gw, "orders")) == 1  # the old set serves meanwhile
+    assert fetch(gw.port, "GET", "/").status == 200
+    (plugins / "gone.lua").rename(plugins / "noop.lua")
+    assert wait_until(lambda: len(addresses(gw, "orders")) == 2, t(8))
