@@ -27,7 +27,6 @@ struct dns_poll {
 struct mg_dns {
     uv_loop_t *loop;
     ares_channel ch;
-    bool have_channel;
     uv_timer_t timer;
     struct dns_poll *polls;
     unsigned open_handles; /* polls + timer not yet closed */
@@ -90,11 +89,10 @@ static void on_poll(uv_poll_t *h, int status, int events)
     rearm(dns);
 }
 
-static void close_poll(struct mg_dns *dns, struct dns_poll *p)
+static void close_poll(struct dns_poll *p)
 {
     uv_poll_stop(&p->h);
     uv_close((uv_handle_t *)&p->h, on_handle_closed);
-    (void)dns;
 }
 
 /* c-ares: start, change or stop watching `fd` (it closes the socket right
@@ -109,7 +107,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
     if (!readable && !writable) {
         if (p) {
             *pp = p->next;
-            close_poll(dns, p);
+            close_poll(p);
         }
         return;
     }
@@ -164,7 +162,6 @@ struct mg_dns *mg_dns_open(uv_loop_t *loop, const struct mg_resolver_conf *rc, c
         free(dns);
         return NULL;
     }
-    dns->have_channel = true;
     uv_timer_init(loop, &dns->timer);
     dns->timer.data = dns;
     dns->open_handles = 1;
@@ -180,12 +177,11 @@ void mg_dns_close(struct mg_dns *dns, void (*on_closed)(void *data), void *data)
     /* Before `closing`: the callbacks of cancelled lookups run in here and
      * may still close polls through on_sock_state. */
     ares_destroy(dns->ch);
-    dns->have_channel = false;
     dns->closing = true;
     while (dns->polls) {
         struct dns_poll *p = dns->polls;
         dns->polls = p->next;
-        close_poll(dns, p);
+        close_poll(p);
     }
     uv_timer_stop(&dns->timer);
     uv_close((uv_handle_t *)&dns->timer, on_handle_closed);
