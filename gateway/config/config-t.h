@@ -64,9 +64,9 @@ enum mg_family { MG_FAMILY_ANY, MG_FAMILY_IPV4, MG_FAMILY_IPV6 };
 struct mg_resolver_conf {
     char **servers; /* "ip:port" entries; none = system (/etc/resolv.conf) */
     size_t nservers;
-    uint64_t min_ttl_ms;  /* 1s */
-    uint64_t max_ttl_ms;  /* 5m */
-    uint64_t timeout_ms;  /* 2s: one query, all tries */
+    uint64_t min_ttl_ms;   /* 1s */
+    uint64_t max_ttl_ms;   /* 5m */
+    uint64_t timeout_ms;   /* 2s: one query, all tries */
     enum mg_family family; /* any */
 };
 

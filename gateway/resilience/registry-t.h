@@ -43,14 +43,14 @@ struct mg_waitlist {
 struct mg_upstream_stats {
     struct mg_bulkhead bulkhead;
     struct mg_retry_budget budget;
-    struct mg_waitlist *waiting;    /* [nworkers] */
-    _Atomic uint64_t rejected;      /* bulkhead_full answers */
+    struct mg_waitlist *waiting; /* [nworkers] */
+    _Atomic uint64_t rejected;   /* bulkhead_full answers */
     /* Service discovery (discovery/resolver.c), for /metrics and /status. */
     _Atomic uint64_t dns_ok, dns_failed; /* resolutions by result */
     _Atomic uint64_t dns_last_ms;        /* wall clock ms of the last one, 0: none */
     _Atomic uint32_t dns_last_ok;        /* 1 when the last one succeeded */
     _Atomic uint32_t dns_targets;        /* targets in the last published snapshot */
-    struct mg_upstream_stats *next; /* registry list (append-only) */
+    struct mg_upstream_stats *next;      /* registry list (append-only) */
     char *name;
 };
 
