@@ -200,7 +200,7 @@ static void on_usr1(uv_signal_t *s, int signum)
 
 /* Hands a valid snapshot to the workers and the admin thread, with plugin VMs
  * made for it here (they read files). Takes the reference on cfg. Returns -1
- * after logging when it cannot (nothing changed then). */
+ * with the reason in err when it cannot (nothing changed then). */
 static int publish(struct mg_main *m, struct mg_config *cfg, char *err, size_t errlen)
 {
     struct mg_metrics *metrics = mg_metrics_next(m->metrics, cfg);
