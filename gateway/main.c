@@ -24,6 +24,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "discovery/resolver.h"
 #include "idempotency/store_memory.h"
 #include "lua/metrics_hook.h"
 #include "lua/vm.h"
@@ -50,6 +51,7 @@ struct mg_main {
     struct mg_accesslog *accesslog;
     struct mg_idem_memtable *idem_table; /* the embedded idempotency store */
     struct mg_admin *admin;
+    struct mg_discovery *discovery; /* follows DNS names for cfg, or NULL */
     struct mg_worker *workers;
     size_t nworkers;
     uv_async_t worker_done;
@@ -225,6 +227,17 @@ static struct mg_config *load_checked(const char *path, char *err, size_t errlen
     return cfg;
 }
 
+/* The file, validated, with its host names resolved (discovery/; blocks for up
+ * to resolver.timeout, on the main thread). *disc receives the resolver to
+ * start, or NULL. */
+static struct mg_config *load_resolved(const char *path, struct mg_discovery *prev,
+                                       struct mg_discovery **disc, char *err, size_t errlen)
+{
+    struct mg_config *base = load_checked(path, err, errlen);
+    *disc = NULL;
+    return base ? mg_discovery_load(base, prev, disc, err, errlen) : NULL;
+}
+
 /* One plugin VM for worker `id`, or NULL when no route needs one. Made here, on
  * the main thread, because loading plugins reads files. */
 struct vm_pair {
@@ -323,17 +336,19 @@ static void reload_rejected(struct mg_main *m, const char *err)
 
 static void update_watch(struct mg_main *m);
 
-static void reload(struct mg_main *m)
+/* Hands a valid snapshot to the workers and the admin thread, with plugin VMs
+ * made for it here (they read files) and its new listen and admin addresses
+ * bound. Takes the reference on cfg. Returns -1 with the reason in err when it
+ * cannot (nothing changed then). A reload and a change of discovered targets
+ * both come here. */
+static int publish(struct mg_main *m, struct mg_config *cfg, char *err, size_t errlen)
 {
-    char err[1024];
-    mg_notify_reloading();
-    struct mg_config *cfg = load_checked(m->conf_path, err, sizeof err);
-    struct mg_metrics *metrics = cfg ? mg_metrics_next(m->metrics, cfg) : NULL;
-    struct vm_pair *vms = cfg ? calloc(m->nworkers, sizeof *vms) : NULL;
+    struct mg_metrics *metrics = mg_metrics_next(m->metrics, cfg);
+    struct vm_pair *vms = calloc(m->nworkers ? m->nworkers : 1, sizeof *vms);
+    if (!vms)
+        mg_fatal("out of memory (plugin VMs)");
     for (size_t i = 0; cfg && i < m->nworkers; i++) {
-        if (!vms)
-            mg_fatal("out of memory (plugin VMs)");
-        if (make_vm(cfg, metrics, (unsigned)i, &vms[i], err, sizeof err) != 0) {
+        if (make_vm(cfg, metrics, (unsigned)i, &vms[i], err, errlen) != 0) {
             for (size_t j = 0; j < i; j++)
                 free_vm(&vms[j]);
             mg_config_unref(cfg);
@@ -341,14 +356,14 @@ static void reload(struct mg_main *m)
         }
     }
     if (cfg && strcmp(cfg->access_log, m->cfg->access_log) != 0 &&
-        mg_accesslog_retarget(m->accesslog, cfg->access_log, err, sizeof err) != 0) {
+        mg_accesslog_retarget(m->accesslog, cfg->access_log, err, errlen) != 0) {
         for (size_t j = 0; j < m->nworkers; j++)
             free_vm(&vms[j]);
         mg_config_unref(cfg);
         cfg = NULL;
     }
     struct mg_admin *admin = NULL;
-    if (cfg && prepare_listeners(m, cfg, metrics, &admin, err, sizeof err) != 0) {
+    if (cfg && prepare_listeners(m, cfg, metrics, &admin, err, errlen) != 0) {
         for (size_t j = 0; j < m->nworkers; j++)
             free_vm(&vms[j]);
         mg_config_unref(cfg);
@@ -356,10 +371,8 @@ static void reload(struct mg_main *m)
     }
     if (!cfg) {
         free(vms);
-        if (metrics)
-            mg_metrics_unref(metrics);
-        reload_rejected(m, err);
-        return;
+        mg_metrics_unref(metrics);
+        return -1;
     }
     if (cfg->workers != m->cfg->workers)
         mg_warn("config reload: a new `workers` value takes effect at the next restart");
@@ -375,17 +388,55 @@ static void reload(struct mg_main *m)
     } else if (m->admin) {
         mg_admin_publish(m->admin, cfg, metrics);
     }
-    mg_metrics_config_reload(metrics, true);
     mg_metrics_unref(m->metrics);
     m->metrics = metrics;
     mg_config_unref(m->cfg);
     m->cfg = cfg;
+    return 0;
+}
+
+/* Discovery found other targets: the same file with them, published as a
+ * reload would be (targets that stay keep their state; see discovery/). */
+static void on_targets(struct mg_discovery *d, void *data)
+{
+    struct mg_main *m = data;
+    char err[1024];
+    if (publish(m, mg_discovery_snapshot(d), err, sizeof err) != 0) {
+        mg_error("discovered targets not applied (retried within 5 s): %s", err);
+        mg_discovery_retry_publish(d, 5000);
+    }
+}
+
+static void follow(struct mg_main *m, struct mg_discovery *d)
+{
+    mg_discovery_free(m->discovery);
+    m->discovery = d;
+    if (d)
+        mg_discovery_start(d, m->loop, on_targets, m);
+}
+
+/* Reload: the new file is parsed and validated here, on the main thread, never on
+ * a worker's loop. Only a valid snapshot is published; each worker switches to it
+ * between two events, and exchanges in flight finish on the one they started on. */
+static void reload(struct mg_main *m)
+{
+    char err[1024];
+    struct mg_discovery *disc;
+    mg_notify_reloading();
+    struct mg_config *cfg = load_resolved(m->conf_path, m->discovery, &disc, err, sizeof err);
+    if (!cfg || publish(m, cfg, err, sizeof err) != 0) {
+        mg_discovery_free(disc);
+        reload_rejected(m, err);
+        return;
+    }
+    follow(m, disc);
+    mg_metrics_config_reload(m->metrics, true);
     mg_info("config reloaded from %s (version %llu)", m->conf_path,
-            (unsigned long long)cfg->version);
+            (unsigned long long)m->cfg->version);
     char ver[64];
-    snprintf(ver, sizeof ver, "reloaded: version %llu", (unsigned long long)cfg->version);
+    snprintf(ver, sizeof ver, "reloaded: version %llu", (unsigned long long)m->cfg->version);
     mg_reload_status_write(m->pid_path, ++m->reload_seq, true, ver);
-    mg_notify_reloaded(cfg->version, NULL);
+    mg_notify_reloaded(m->cfg->version, NULL);
     update_watch(m);
 }
 
@@ -575,7 +626,8 @@ static int run(const char *conf_path)
     char err[1024];
     struct mg_main m = {.conf_path = conf_path, .pidfile = {.fd = -1}};
     the_main = &m;
-    m.cfg = load_checked(conf_path, err, sizeof err);
+    struct mg_discovery *disc;
+    m.cfg = load_resolved(conf_path, NULL, &disc, err, sizeof err);
     if (!m.cfg) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -589,6 +641,7 @@ static int run(const char *conf_path)
         mg_pidfile_adopt(&m.pidfile, m.pid_path, mg_upgrade_pidfile_fd()); /* locked already */
     } else if (mg_pidfile_acquire(&m.pidfile, m.pid_path, &running, err, sizeof err) != 0) {
         fprintf(stderr, "moongate: %s\n", err);
+        mg_discovery_free(disc);
         mg_config_unref(m.cfg);
         return 1;
     }
@@ -608,6 +661,10 @@ static int run(const char *conf_path)
     uv_timer_init(m.loop, &m.delay_timer);
     m.delay_timer.data = &m;
     int rc = start_workers(&m);
+    if (rc == 0)
+        follow(&m, disc);
+    else
+        mg_discovery_free(disc);
     if (rc == 0 && start_serving(&m) != 0) {
         stop_workers_now(&m);
         rc = -1;
@@ -616,6 +673,7 @@ static int run(const char *conf_path)
         for (size_t i = 0; i < m.nworkers; i++)
             uv_thread_join(&m.workers[i].thread);
     }
+    follow(&m, NULL); /* its handles close in the last run below */
     if (rc == 0 || m.nworkers) {
         for (size_t i = 0; i < m.nworkers; i++)
             mg_worker_destroy(&m.workers[i]);
@@ -714,7 +772,9 @@ static int main2(int argc, char **argv)
         return signal_running(conf_path, signal_name);
     if (test_only) {
         char err[1024];
-        struct mg_config *cfg = load_checked(conf_path, err, sizeof err);
+        struct mg_discovery *disc;
+        struct mg_config *cfg = load_resolved(conf_path, NULL, &disc, err, sizeof err);
+        mg_discovery_free(disc);
         if (!cfg) {
             fprintf(stderr, "%s\n", err);
             return 1;

@@ -62,10 +62,10 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
         struct mg_upstream_rt *ur = &rt->ups[i];
         ur->conf = uc;
         ur->stats = mg_registry_upstream(uc->name);
-        ur->targets = calloc(uc->ntargets, sizeof *ur->targets);
+        ur->targets = calloc(uc->ntargets ? uc->ntargets : 1, sizeof *ur->targets);
         if (!ur->targets)
             mg_fatal("out of memory (target runtime)");
-        ur->lua_targets = calloc(uc->ntargets, sizeof *ur->lua_targets);
+        ur->lua_targets = calloc(uc->ntargets ? uc->ntargets : 1, sizeof *ur->lua_targets);
         if (!ur->lua_targets)
             mg_fatal("out of memory (balancer view)");
         for (size_t j = 0; j < uc->ntargets; j++) {
@@ -75,7 +75,11 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
             ur->targets[j].pool_limit = uc->keepalive;
             if (uc->tls.enabled) {
                 ur->targets[j].tls = &uc->tls;
-                ur->targets[j].tls_name = mg_tls_upstream_name(&uc->tls, &uc->targets[j].address);
+                /* A discovered target's address is an IP: the name it had in DNS. */
+                const char *dns_name = uc->targets[j].name;
+                ur->targets[j].tls_name = mg_tls_upstream_name(
+                    &uc->tls, dns_name ? &(struct mg_address){.text = (char *)dns_name}
+                                       : &uc->targets[j].address);
             }
             ur->lua_targets[j] = (struct mg_lua_target){.address = uc->targets[j].address.text,
                                                         .weight = uc->targets[j].weight,

@@ -6,6 +6,8 @@ PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev node-llhttp libluajit2-5.1-dev libhiredis-dev libyaml-dev libssl-dev
   libcmocka-dev uthash-dev libxxhash-dev
+  libc-ares-dev                 # gateway/discovery: async DNS for upstream targets
+  dnsmasq-base                  # tests/integration/test_discovery.py: a real DNS server
   python3 python3-pytest redis-server redis-sentinel curl valgrind
   clang libclang-rt-14-dev
   chromium                      # tests/integration/test_dashboard.py: the dashboard in a real browser

@@ -52,8 +52,33 @@ struct mg_client_conf {
 };
 
 struct mg_target_conf {
-    struct mg_address address;
-    uint32_t weight; /* 1 */
+    struct mg_address address; /* addrlen 0 while `host` is a name not resolved yet */
+    uint32_t weight;           /* 1 */
+    char *host;                /* a host name to follow in DNS (discovery/), or NULL */
+    uint16_t port;             /* with `host` */
+    const char *source;        /* discovered: the name it came from (/status), else NULL */
+    const char *name;          /* discovered: its address's DNS name (TLS SNI), else NULL */
+};
+
+/* `resolver` (DESIGN.md section 10.5): how discovery/ asks DNS. */
+enum mg_family { MG_FAMILY_ANY, MG_FAMILY_IPV4, MG_FAMILY_IPV6 };
+
+struct mg_resolver_conf {
+    char **servers; /* "ip:port" entries; none = system (/etc/resolv.conf) */
+    size_t nservers;
+    uint64_t min_ttl_ms;   /* 1s */
+    uint64_t max_ttl_ms;   /* 5m */
+    uint64_t timeout_ms;   /* 2s: one query, all tries */
+    enum mg_family family; /* any */
+};
+
+/* upstreams.X.discovery */
+enum mg_discovery_type { MG_DISCOVERY_NONE, MG_DISCOVERY_SRV };
+
+struct mg_discovery_conf {
+    enum mg_discovery_type type; /* NONE when the section is absent */
+    char *name;                  /* the SRV name, e.g. _http._tcp.orders.default.svc */
+    bool required;               /* false: a name that does not resolve is a warning */
 };
 
 /* Bits of retry.on that are not status codes. */
@@ -155,6 +180,8 @@ struct mg_upstream_conf {
     struct mg_bulkhead_conf bulkhead;
     struct mg_health_conf health_check;
     struct mg_upstream_tls_conf tls;
+    struct mg_discovery_conf discovery;
+    bool dynamic; /* targets follow DNS: a host name among them, or discovery */
 };
 
 struct mg_plugin_conf {
@@ -211,6 +238,8 @@ struct mg_sentinel_conf {
 struct mg_redis_conf {
     bool enabled;              /* true only when the section is present */
     struct mg_address address; /* 127.0.0.1:6379; unused when sentinel.enabled */
+    char *host;                /* address as a host name, followed in DNS (discovery/), or NULL */
+    uint16_t port;             /* with `host` */
     uint32_t db;               /* 0 */
     char *password;            /* NULL */
     uint64_t timeout_ms;       /* 250ms */
@@ -273,6 +302,7 @@ struct mg_config {
     struct mg_redis_conf redis;
     struct mg_client_conf client;
     struct mg_forwarded_conf forwarded;
+    struct mg_resolver_conf resolver;
 
     struct mg_upstream_conf *upstreams;
     size_t nupstreams;
@@ -281,6 +311,11 @@ struct mg_config {
 
     struct mg_router *router; /* built at load time from routes */
     void *mem;                /* private: every allocation of the snapshot */
+    /* A snapshot derived by discovery/ (the file's one with the targets DNS
+     * gave): it borrows everything but its upstreams, routes and router from
+     * `base` (one reference held), and `release` frees what it owns. */
+    struct mg_config *base;
+    void (*release)(struct mg_config *cfg);
 };
 
 #endif

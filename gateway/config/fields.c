@@ -464,7 +464,7 @@ static int parse_sentinel(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 }
 
 static const struct mg_conf_field redis_fields[] = {
-    ROW("address", MG_K_ADDRESS, RDS(address), "127.0.0.1:6379"),
+    ROW("address", MG_K_CUSTOM, 0, NULL, .fn = mg_conf_redis_address), /* 127.0.0.1:6379 */
     ROW("sentinel", MG_K_CUSTOM, RDS(sentinel), NULL, .fn = parse_sentinel),
     ROW("db", MG_K_UINT, RDS(db), "0", .hi = INT32_MAX),
     ROW("password", MG_K_STRING, RDS(password), NULL, .flags = MG_CF_NULLABLE),
@@ -487,7 +487,7 @@ static const struct mg_conf_field client_fields[] = {
 };
 
 static const struct mg_conf_field target_fields[] = {
-    ROW("address", MG_K_ADDRESS, TGT(address), NULL, .flags = MG_CF_REQUIRED),
+    ROW("address", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = mg_conf_target_address),
     ROW("weight", MG_K_UINT, TGT(weight), "1", .lo = 1, .hi = 1000000),
     END,
 };
@@ -551,7 +551,8 @@ static const struct mg_conf_field health_fields[] = {
 static int parse_targets(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 
 static const struct mg_conf_field upstream_fields[] = {
-    ROW("targets", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_targets),
+    /* Required unless `discovery` is given: mg_conf_check_upstream_targets. */
+    ROW("targets", MG_K_CUSTOM, 0, NULL, .fn = parse_targets),
     ROW("keepalive", MG_K_UINT, UP(keepalive), "64", .hi = 65535),
     ROW("timeouts", MG_K_SECTION, 0, NULL, .sub = timeouts_fields),
     ROW("retry", MG_K_SECTION, UP(retry), NULL, .sub = retry_fields),
@@ -562,6 +563,7 @@ static const struct mg_conf_field upstream_fields[] = {
         .off2 = HLT(enabled), .sub = health_fields),
     ROW("tls", MG_K_SECTION, UP(tls), NULL, .sub = mg_conf_upstream_tls_fields,
         .fn = mg_conf_check_upstream_tls), /* context: built by parse_upstreams */
+    ROW("discovery", MG_K_CUSTOM, UP(discovery), NULL, .fn = mg_conf_discovery),
     END,
 };
 
@@ -645,6 +647,8 @@ const struct mg_conf_field mg_conf_root_fields[] = {
         .sub = redis_fields, .fn = check_redis),
     ROW("client", MG_K_SECTION, CFG(client), NULL, .sub = client_fields),
     ROW("forwarded", MG_K_SECTION, CFG(forwarded), NULL, .sub = mg_conf_forwarded_fields),
+    ROW("resolver", MG_K_SECTION, CFG(resolver), NULL, .sub = mg_conf_resolver_fields,
+        .fn = mg_conf_check_resolver),
     ROW("upstreams", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_upstreams),
     ROW("routes", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_routes),
     END,
@@ -657,6 +661,8 @@ static int parse_targets(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     struct mg_upstream_conf *up = dst;
     size_t cnt;
 
+    if (n == NULL)
+        return 0; /* discovery gives them (checked with the whole upstream) */
     if (mg_conf_seq(ld, n, &cnt) < 0)
         return -1;
     if (cnt == 0)
@@ -704,7 +710,8 @@ static int parse_upstreams(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
         if (val->type != YAML_MAPPING_NODE)
             return mg_conf_fail(ld, val, "expected a mapping with targets");
         if (mg_conf_section(ld, val, upstream_fields, up) < 0 ||
-            mg_conf_upstream_tls_build(ld, val, &up->tls) < 0)
+            mg_conf_upstream_tls_build(ld, val, &up->tls) < 0 ||
+            mg_conf_check_upstream_targets(ld, val, up) < 0)
             return -1;
         mg_conf_pop(ld, at);
     }

@@ -819,6 +819,10 @@ void mg_config_unref(struct mg_config *cfg)
     if (cfg == NULL)
         return;
     /* acq_rel: the freeing thread must see every write made under other refs. */
-    if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
-        free_snapshot(cfg);
+    if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1) {
+        if (cfg->release)
+            cfg->release(cfg); /* derived by discovery/ */
+        else
+            free_snapshot(cfg);
+    }
 }

@@ -171,6 +171,16 @@ extern const struct mg_conf_field mg_conf_forwarded_fields[];
 /* secret.c: a custom row reading a secret file into the char * at `dst`
  * (`password_file` writes `password`). */
 int mg_conf_secret_file(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+/* discovery.c: targets[].address (a host name is kept, not resolved), the
+ * `resolver` section, upstreams.X.discovery, and the check that an upstream
+ * has targets or discovery (which also sets its `dynamic` flag). */
+int mg_conf_target_address(struct mg_conf_ld *ld, yaml_node_t *n, void *target);
+int mg_conf_redis_address(struct mg_conf_ld *ld, yaml_node_t *n, void *redis);
+extern const struct mg_conf_field mg_conf_resolver_fields[];
+int mg_conf_check_resolver(struct mg_conf_ld *ld, yaml_node_t *n, void *resolver);
+int mg_conf_discovery(struct mg_conf_ld *ld, yaml_node_t *n, void *discovery);
+int mg_conf_check_upstream_targets(struct mg_conf_ld *ld, yaml_node_t *map,
+                                   struct mg_upstream_conf *up);
 
 /* fields.c: the top-level table. Its row order is the parse order, so sections
  * that others refer to (redis, upstreams) come before their users (routes). */

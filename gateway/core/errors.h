@@ -16,6 +16,7 @@
     XX(UPSTREAM_TIMEOUT, 504, "upstream_timeout")                                                  \
     XX(CIRCUIT_OPEN, 503, "circuit_open")                                                          \
     XX(BULKHEAD_FULL, 503, "bulkhead_full")                                                        \
+    XX(NO_TARGETS, 503, "no_targets")                                                              \
     XX(IDEMPOTENCY_KEY_MISSING, 400, "idempotency_key_missing")                                    \
     XX(IDEMPOTENCY_KEY_INVALID, 400, "idempotency_key_invalid")                                    \
     XX(IDEMPOTENCY_CONFLICT, 409, "idempotency_conflict")                                          \

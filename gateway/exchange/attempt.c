@@ -63,6 +63,8 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
     uint64_t now = uv_now(&x->w->loop);
     uint32_t probe = 0;
     int i = -1;
+    if (uc->ntargets == 0)
+        return MG_ERR_NO_TARGETS; /* a name that does not resolve (yet) */
     if (mg_xplug_active(x, MG_LUA_BALANCE)) {
         bool raised;
         i = mg_xplug_balance(x, ur, now, &raised);

@@ -202,6 +202,36 @@ static const char *health_name(enum mg_target_health h)
     return "unknown";
 }
 
+/* ,"discovery":{...} for an upstream whose targets follow DNS. */
+static void json_discovery(struct mg_textbuf *b, const struct mg_config *cfg, size_t u,
+                           const struct mg_obs_hooks *hooks)
+{
+    const struct mg_upstream_conf *up = &cfg->upstreams[u];
+    struct mg_upstream_snapshot s = {0};
+
+    if (!up->dynamic)
+        return;
+    if (hooks && hooks->upstream_stats)
+        hooks->upstream_stats(hooks->ud, cfg, u, &s);
+    mg_textbuf_puts(b, ",\"discovery\":{\"type\":");
+    json_cstr(b, up->discovery.type == MG_DISCOVERY_SRV ? "srv" : "host");
+    if (up->discovery.type == MG_DISCOVERY_SRV) {
+        mg_textbuf_puts(b, ",\"name\":");
+        json_cstr(b, up->discovery.name);
+    }
+    mg_textbuf_printf(b, ",\"resolutions\":{\"success\":%" PRIu64 ",\"failure\":%" PRIu64 "}",
+                      s.dns_ok, s.dns_failed);
+    mg_textbuf_puts(b, ",\"last_resolution\":");
+    if (s.dns_last_unix_ms) {
+        mg_textbuf_putc(b, '"');
+        mg_textbuf_rfc3339_ms(b, (int64_t)s.dns_last_unix_ms);
+        mg_textbuf_printf(b, "\",\"last_result\":\"%s\"", s.dns_last_ok ? "success" : "failure");
+    } else {
+        mg_textbuf_puts(b, "null");
+    }
+    mg_textbuf_putc(b, '}');
+}
+
 static void json_upstream(struct mg_textbuf *b, const struct mg_config *cfg, size_t u,
                           const struct mg_obs_hooks *hooks)
 {
@@ -227,9 +257,16 @@ static void json_upstream(struct mg_textbuf *b, const struct mg_config *cfg, siz
         json_double(b, s.ewma);
         mg_textbuf_puts(b, ",\"health\":");
         json_cstr(b, health_name(s.health));
-        mg_textbuf_printf(b, ",\"failures\":%" PRIu64 "}", s.failures);
+        mg_textbuf_printf(b, ",\"failures\":%" PRIu64, s.failures);
+        if (up->targets[t].source) {
+            mg_textbuf_puts(b, ",\"source\":");
+            json_cstr(b, up->targets[t].source);
+        }
+        mg_textbuf_putc(b, '}');
     }
-    mg_textbuf_puts(b, "]}");
+    mg_textbuf_putc(b, ']');
+    json_discovery(b, cfg, u, hooks);
+    mg_textbuf_putc(b, '}');
 }
 
 void mg_admin_render_status(const struct mg_config *cfg, const struct mg_obs_hooks *hooks,
@@ -872,6 +909,14 @@ fail_loop:
     return NULL;
 }
 
+/* Two snapshots of one load of the file: service discovery derived one from
+ * the other's base (new targets), which is not a reload. */
+static bool same_file(const struct mg_config *a, const struct mg_config *b)
+{
+    const struct mg_config *fa = a->base ? a->base : a, *fb = b && b->base ? b->base : b;
+    return fa == fb;
+}
+
 void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metrics *metrics)
 {
     struct mg_config *old_cfg;
@@ -888,7 +933,7 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
     uv_mutex_unlock(&a->pub_mu);
     mg_metrics_unref(old_m);
     mg_config_unref(old_cfg);
-    if (cfg != old_cfg)
+    if (cfg != old_cfg && !same_file(cfg, old_cfg))
         mg_live_reload(a->live, true, cfg->version, NULL, unix_ms());
 }
 

@@ -165,6 +165,34 @@ static void render_routes(struct render *r)
     }
 }
 
+/* Service discovery (DESIGN.md section 10.5): the targets each upstream has
+ * now, and how the DNS lookups of those that follow DNS went. */
+static void render_discovery(struct render *r, const struct mg_obs_hooks *hooks)
+{
+    const struct mg_config *cfg = r->m->cfg;
+    family(r->b, "moongate_upstream_targets", "gauge",
+           "Targets of each upstream now (those DNS gives, for upstreams that follow DNS).");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const char *kv[] = {"upstream", cfg->upstreams[u].name};
+        sample_u64(r->b, "moongate_upstream_targets", kv, 1, cfg->upstreams[u].ntargets);
+    }
+    if (hooks == NULL || hooks->upstream_stats == NULL)
+        return;
+    family(r->b, "moongate_discovery_resolutions_total", "counter",
+           "DNS resolutions of the names upstreams follow, by upstream and result (success, "
+           "failure: the last good targets were kept).");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        struct mg_upstream_snapshot snap = {0};
+        if (!cfg->upstreams[u].dynamic)
+            continue;
+        hooks->upstream_stats(hooks->ud, cfg, u, &snap);
+        const char *ok[] = {"upstream", cfg->upstreams[u].name, "result", "success"};
+        const char *ko[] = {"upstream", cfg->upstreams[u].name, "result", "failure"};
+        sample_u64(r->b, "moongate_discovery_resolutions_total", ok, 2, snap.dns_ok);
+        sample_u64(r->b, "moongate_discovery_resolutions_total", ko, 2, snap.dns_failed);
+    }
+}
+
 static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
 {
     struct mg_metrics *m = r->m;
@@ -229,6 +257,7 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
         histogram(b, "moongate_upstream_response_duration_seconds", kv, 1,
                   &r->upstream[u][MG_MU_RESP_HIST]);
     }
+    render_discovery(r, hooks);
     if (hooks == NULL || hooks->target_stats == NULL)
         return;
     family(b, "moongate_circuit_state", "gauge",

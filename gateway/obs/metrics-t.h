@@ -114,6 +114,10 @@ struct mg_upstream_snapshot {
     uint64_t bulkhead_rejected; /* since the process started */
     uint64_t budget_requests;   /* retry budget, last 10 s: first tries */
     uint64_t budget_retries;    /* ... and retries spent */
+    /* Service discovery (upstreams that follow DNS). */
+    uint64_t dns_ok, dns_failed; /* resolutions by result, since the start */
+    uint64_t dns_last_unix_ms;   /* the last one, 0: none yet */
+    bool dns_last_ok;
 };
 
 /* The embedded idempotency store (process-wide). */

@@ -44,6 +44,10 @@ static void upstream_stats(void *ud, const struct mg_config *cfg, size_t upstrea
     out->bulkhead_rejected = atomic_load_explicit(&us->rejected, memory_order_relaxed);
     mg_retry_budget_counts(&us->budget, uv_hrtime() / 1000000, &out->budget_requests,
                            &out->budget_retries);
+    out->dns_ok = atomic_load_explicit(&us->dns_ok, memory_order_relaxed);
+    out->dns_failed = atomic_load_explicit(&us->dns_failed, memory_order_relaxed);
+    out->dns_last_unix_ms = atomic_load_explicit(&us->dns_last_ms, memory_order_relaxed);
+    out->dns_last_ok = atomic_load_explicit(&us->dns_last_ok, memory_order_relaxed) != 0;
 }
 
 static void idem_memory(void *ud, struct mg_idem_memory_snapshot *out)

@@ -416,7 +416,8 @@ static void add_target(struct mg_health *h, const struct mg_upstream_conf *up,
     t->state = HS_IDLE;
     t->request = build_request(up, tc, &t->request_len);
     if (up->tls.enabled)
-        t->tls_name = mg_tls_upstream_name(&up->tls, &tc->address);
+        t->tls_name = mg_tls_upstream_name(
+            &up->tls, tc->name ? &(struct mg_address){.text = (char *)tc->name} : &tc->address);
     MG_ASSERT(uv_timer_init(h->loop, &t->timer) == 0);
     h->handles++;
     t->timer.data = t;

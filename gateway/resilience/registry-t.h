@@ -52,7 +52,12 @@ struct mg_upstream_stats {
     _Atomic bool full_logged; /* the last "full" line was written: its end will be */
     _Atomic uint64_t saturated_since_rejected; /* `rejected` when it began */
     _Atomic uint64_t saturation_logged_ms;     /* monotonic ms of the last line */
-    struct mg_upstream_stats *next;            /* registry list (append-only) */
+    /* Service discovery (discovery/resolver.c), for /metrics and /status. */
+    _Atomic uint64_t dns_ok, dns_failed; /* resolutions by result */
+    _Atomic uint64_t dns_last_ms;        /* wall clock ms of the last one, 0: none */
+    _Atomic uint32_t dns_last_ok;        /* 1 when the last one succeeded */
+    _Atomic uint32_t dns_targets;        /* targets in the last published snapshot */
+    struct mg_upstream_stats *next;      /* registry list (append-only) */
     char *name;
 };
 

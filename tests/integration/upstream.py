@@ -513,7 +513,7 @@ class Upstream:
     """
 
     def __init__(self, handler=None, name="up", idle_close=None, store_body_limit=1 << 20,
-                 raw_limit=1 << 20, conn_timeout=120.0):
+                 raw_limit=1 << 20, conn_timeout=120.0, host="127.0.0.1", port=0):
         self.handler = handler or default_handler
         self.name = name
         self.idle_close = idle_close
@@ -532,11 +532,12 @@ class Upstream:
         self.cond = threading.Condition(self.lock)
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind((host, port))  # another loopback address (127.0.0.N): DNS tests
         self.lsock.listen(256)
         self.lsock.settimeout(0.2)
+        self.host = host
         self.port = self.lsock.getsockname()[1]
-        self.address = "127.0.0.1:%d" % self.port
+        self.address = "%s:%d" % (host, self.port)
         self.threads = []
         t = threading.Thread(target=self._accept_loop, name="upstream-accept-%s" % name, daemon=True)
         t.start()

@@ -664,8 +664,8 @@ static void test_error_unknown_keys(void **state)
         MINIMAL "listen_port: 80\n",
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
         "pid_file, shutdown_delay, watch_config, plugin_path, access_log, access_log_fields, log, "
-        "metrics, drain_timeout, idempotency_memory, redis, client, forwarded, upstreams, "
-        "routes)");
+        "metrics, drain_timeout, idempotency_memory, redis, client, forwarded, resolver, "
+        "upstreams, routes)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
@@ -733,7 +733,7 @@ static void test_error_missing_targets(void **state)
                  "upstreams:\n"
                  "  a:\n"
                  "    keepalive: 2\n",
-                 "t.yaml:4:5: upstreams.a.targets: missing required key");
+                 "t.yaml:4:5: upstreams.a: needs targets or discovery");
     expect_error("listen: [\"127.0.0.1:8080\"]\nupstreams:\n  a:\n",
                  "t.yaml:3:5: upstreams.a: expected a mapping with targets");
     expect_error("listen: [\"127.0.0.1:8080\"]\n"
