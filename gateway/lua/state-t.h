@@ -22,6 +22,7 @@
 #include "lua/vm-t.h"
 
 struct lua_State;
+struct mg_lua_ws;
 
 /* Bits of mg_lua_plugin.caps and mg_lua_route.active: 1 << enum mg_lua_phase. */
 #define MG_LUA_CAP(phase) (1u << (phase))
@@ -78,6 +79,7 @@ struct mg_lua {
     uint32_t next_slot; /* slots handed out so far; slot numbers start at 1 */
 
     struct mg_lua_guard guard;
+    struct mg_lua_ws *ws; /* plugins that wait (task.c, timer.c) */
 };
 
 #endif

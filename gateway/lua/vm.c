@@ -36,6 +36,7 @@
 #include "lua/ctx.h"
 #include "lua/guard.h"
 #include "lua/state-t.h"
+#include "lua/task.h"
 #include "obs/metrics-t.h"
 
 _Static_assert((int)MG_LUA_ACCESS == (int)MG_PLUGIN_PHASE_ACCESS &&
@@ -167,6 +168,7 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
 
+    mg_lua_task_open(L, vm);
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");
     lua_call(L, 1, 1);
@@ -222,6 +224,12 @@ static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, b
         char msg[512];
         pop_message(vm->L, msg, sizeof(msg));
         snprintf(err, errlen, "%s: lua runtime (%s): %s", cfg->path, MG_LUA_DIR, msg);
+        mg_lua_free(vm);
+        return NULL;
+    }
+    if (mg_lua_task_boot(vm) < 0) {
+        snprintf(err, errlen, "%s: lua runtime (%s): runner lacks its waiting side", cfg->path,
+                 MG_LUA_DIR);
         mg_lua_free(vm);
         return NULL;
     }
@@ -489,6 +497,7 @@ void mg_lua_free(struct mg_lua *vm)
     if (!vm)
         return;
     mg_lua_guard_unregister(&vm->guard);
+    mg_lua_task_close(vm);
     if (vm->L)
         lua_close(vm->L);
     for (size_t i = 0; i < vm->nplugins; i++) {
@@ -582,6 +591,11 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
     lua_pushinteger(L, slot);
     if (protected_call(vm, phase, ctx, 3, 1, route) != 0)
         return MG_LUA_ERROR;
+    if (lua_type(L, -1) == LUA_TNUMBER) { /* a coroutine chain waits: its key */
+        mg_lua_task_note_wait(vm, (int)lua_tointeger(L, -1));
+        lua_settop(L, STACK_BASE);
+        return MG_LUA_WAIT;
+    }
     bool failed = lua_toboolean(L, -1); /* log phase: some plugin failed */
     lua_settop(L, STACK_BASE);
     if (failed)
@@ -685,4 +699,14 @@ size_t mg_lua_memory(const struct mg_lua *vm)
 void mg_lua_set_time_limits(unsigned phase_ms, unsigned init_ms)
 {
     mg_lua_guard_set_limits(phase_ms, init_ms);
+}
+
+void mg_lua_call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, uint32_t limit_ms)
+{
+    call_begin(vm, phase, plugin, limit_ms);
+}
+
+void mg_lua_call_end(struct mg_lua *vm, bool failed)
+{
+    call_end(vm, failed);
 }
