@@ -22,6 +22,7 @@
 
 #include "core/log.h"
 #include "lua/guard.h"
+#include "lua/shdict.h"
 #include "lua/state-t.h"
 #include "lua/timer.h"
 #include "lua/vm.h"
@@ -96,6 +97,7 @@ void mg_lua_task_open(lua_State *L, struct mg_lua *vm)
     }
     lua_setfield(L, -2, "moongate.lio");
     lua_pop(L, 2);
+    mg_lua_shdict_open(L, vm);
 }
 
 int mg_lua_task_boot(struct mg_lua *vm)
@@ -429,6 +431,7 @@ void mg_lua_task_close(struct mg_lua *vm)
         return;
     mg_lua_timers_stop(vm);
     drop_detached(ws);
+    mg_lua_shdict_close(vm);
     free(ws);
     vm->ws = NULL;
 }

@@ -10,6 +10,7 @@
 
 struct mg_lua_task;
 struct mg_lua_timer;
+struct mg_shdict;
 
 struct mg_lua_ws {
     uv_loop_t *loop;              /* the worker's, once started; NULL: config check */
@@ -17,7 +18,9 @@ struct mg_lua_ws {
     struct mg_lua_task *detached; /* log phases that outlived their exchange */
     struct mg_lua_timer *timers;  /* gw.timer.at/every of this VM */
     int ref_resume, ref_abandon, ref_timer, ref_init_worker; /* runner functions */
-    bool retired; /* generation replaced: no new timers */
+    bool retired;             /* generation replaced: no new timers */
+    struct mg_shdict **dicts; /* cfg->shared_dicts, references held */
+    size_t ndicts;
 };
 
 #endif

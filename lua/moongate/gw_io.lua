@@ -3,6 +3,7 @@
 -- gw.lua; the C side is gateway/lua/timer.c and gateway/lua/shdict.c.
 local coro = require("moongate.coro")
 local lio = require("moongate.lio")
+local shd = require("moongate.shdict")
 
 local M = {}
 
@@ -37,7 +38,32 @@ local function start_timer(what, delay, interval, fn, ...)
     return true
 end
 
+-- Shared dictionaries: one object per dictionary of the config.
+local Dict = {}
+Dict.__index = Dict
+function Dict:get(k) return shd.get(self[1], k) end
+function Dict:set(k, v, ttl) return shd.set(self[1], k, v, ttl) end
+function Dict:add(k, v, ttl) return shd.add(self[1], k, v, ttl) end
+function Dict:incr(k, by, init, ttl) return shd.incr(self[1], k, by, init, ttl) end
+function Dict:delete(k) return shd.delete(self[1], k) end
+function Dict:ttl(k) return shd.ttl(self[1], k) end
+function Dict:take(k, rate, burst) return shd.take(self[1], k, rate, burst) end
+
+local dicts = {}
+for name, i in pairs(shd.names()) do
+    dicts[name] = setmetatable({ i, name = name }, Dict)
+end
+
 function M.install(gw)
+    function gw.shared_dict(name)
+        local d = dicts[name]
+        if d == nil then
+            error("gw.shared_dict: no dictionary '" .. tostring(name)
+                .. "' (declare it under shared_dicts in the config)", 2)
+        end
+        return d
+    end
+
     function gw.sleep(seconds)
         if type(seconds) ~= "number" then
             error("bad argument #1 to gw.sleep (number expected, got " .. type(seconds) .. ")", 2)

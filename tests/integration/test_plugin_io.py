@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import build_request, fetch, t, wait_until
+from conftest import PREAMBLE, build_request, fetch, t, wait_until
 
 ONE = """\
 plugin_path: ["$plugins"]
@@ -20,14 +20,16 @@ $routes
 """
 
 
-def start(gateway, upstream, tmp_path, routes, plugins, extra="", allow_errors=(), **kw):
-    up = upstream(name="up")
+def start(gateway, upstream, tmp_path, routes, plugins, extra="", allow_errors=(), workers=1,
+          up=None):
+    up = up or upstream(name="up")
     d = tmp_path / "plugins"
     d.mkdir(exist_ok=True)
     for name, src in plugins.items():
         (d / (name + ".lua")).write_text(src)
-    gw = gateway(extra + ONE, up=up, plugins=str(d), routes=routes, allow_errors=allow_errors,
-                 **kw)
+    pre = PREAMBLE.replace("workers: 1", "workers: %d" % workers)
+    gw = gateway(pre + extra + ONE, up=up, plugins=str(d), routes=routes,
+                 allow_errors=allow_errors, full=True)
     return gw, up
 
 
@@ -207,3 +209,81 @@ def test_timers_run_and_stop_after_reload(gateway, upstream, tmp_path):
     ticks = int(fetch(gw.port, "GET", "/x").echo_header("X-Ticks"))
     assert 2 <= ticks <= 7, ticks
     assert gw.log().count("one-shot timer ran tagged 1") == 1
+
+
+DICT = """
+local P = {}
+function P.access(ctx, conf)
+    local d = gw.shared_dict("counters")
+    local n = d:incr("hits", 1, 0)
+    local first = d:add("first", gw.worker_id)
+    ctx:respond(200, string.format("%d %s %s %d", n, tostring(d:get("first")), tostring(first),
+                                   gw.worker_id))
+end
+return P
+"""
+
+
+def test_shared_dict_across_workers_and_reload(gateway, upstream, tmp_path):
+    gw, up = start(gateway, upstream, tmp_path, """\
+  - name: r
+    upstream: u
+    plugins: [{name: dict}]
+""", {"dict": DICT}, extra="shared_dicts: {counters: 64k}\n", workers=2)
+    # new connections spread over both workers; one counter for the process
+    bodies = [fetch(gw.port, "GET", "/x").body.decode() for _ in range(40)]
+    counts = [int(b.split()[0]) for b in bodies]
+    assert sorted(counts) == counts and len(set(counts)) == 40, counts
+    assert {b.split()[3] for b in bodies} == {"0", "1"}, bodies  # both workers served
+    assert sum(b.split()[2] == "true" for b in bodies) <= 1  # add: once per process
+    gw.signal(signal.SIGHUP)  # same name and size: the contents stay
+    assert wait_until(lambda: gw.log().count("config reloaded") >= 1, t(5))
+    time.sleep(0.2)
+    n = int(fetch(gw.port, "GET", "/x").body.split()[0])
+    assert n > 40, n
+
+
+RL_ROUTES = """\
+  - name: r
+    upstream: u
+    plugins: [{name: rate_limit, config: {rate: 10, window: 1m, policy: shared, dict: limits}}]
+"""
+
+
+def test_rate_limit_shared_exactly_n_across_workers_and_reload(gateway, upstream, tmp_path):
+    gw, up = start(gateway, upstream, tmp_path, RL_ROUTES, {},
+                   extra="shared_dicts: {limits: 1m}\n", workers=2)
+    statuses = []
+    for i in range(16):
+        r = fetch(gw.port, "GET", "/x")
+        statuses.append(r.status)
+        if i == 0:
+            assert r.header("RateLimit-Limit") == "10"
+            assert r.header("RateLimit-Remaining") == "9"
+            assert int(r.header("RateLimit-Reset")) in (6, 7)
+        if r.status == 429:
+            assert r.json()["error"] == "rate_limited"
+            assert int(r.header("Retry-After")) >= 5
+            assert r.header("RateLimit-Remaining") == "0"
+    assert statuses.count(200) == 10 and statuses[:10] == [200] * 10, statuses
+    gw.signal(signal.SIGHUP)  # the buckets survive a reload
+    assert wait_until(lambda: gw.log().count("config reloaded") >= 1, t(5))
+    time.sleep(0.2)  # the workers take the new generation
+    assert fetch(gw.port, "GET", "/x").status == 429
+    assert len(up.requests) == 10
+
+
+def test_shared_dict_undeclared_is_a_config_error(gateway, upstream, tmp_path):
+    import subprocess
+    from conftest import BIN
+    d = tmp_path / "plugins"
+    d.mkdir()
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("listen: [\"127.0.0.1:1\"]\nupstreams: {u: {targets: [{address: \"127.0.0.1:2\"}]}}\n"
+                   "routes:\n" + RL_ROUTES)
+    p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=t(20))
+    assert p.returncode != 0
+    assert b"needs the shared dictionary 'limits' under shared_dicts" in p.stderr + p.stdout
+    cfg.write_text("shared_dicts: {limits: 10}\n" + cfg.read_text())
+    p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=t(20))
+    assert p.returncode != 0 and b"bad.yaml:1:24: shared_dicts.limits: invalid size" in p.stderr + p.stdout
