@@ -22,6 +22,7 @@
 
 #include "core/log.h"
 #include "lua/guard.h"
+#include "lua/http_client.h"
 #include "lua/shdict.h"
 #include "lua/state-t.h"
 #include "lua/timer.h"
@@ -80,6 +81,7 @@ void mg_lua_task_open(lua_State *L, struct mg_lua *vm)
         {"can_wait", lio_can_wait},
         {"sleep", mg_lua_timer_sleep},
         {"timer", mg_lua_timer_start},
+        {"http", mg_lua_http_start},
         {NULL, NULL},
     };
     if (!vm->ws) {

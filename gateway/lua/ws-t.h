@@ -21,6 +21,7 @@ struct mg_lua_ws {
     bool retired;             /* generation replaced: no new timers */
     struct mg_shdict **dicts; /* cfg->shared_dicts, references held */
     size_t ndicts;
+    unsigned http_rr; /* gw.http.request to an upstream: its targets in turn */
 };
 
 #endif

@@ -38,6 +38,77 @@ local function start_timer(what, delay, interval, fn, ...)
     return true
 end
 
+-- gw.http.request{upstream = NAME | host = "IP:port", method, path, headers,
+-- body, timeout, max_body}: the request is written here, sent and read by C.
+local METHOD_RE = "^[A-Z][A-Z]*$"
+local concat = table.concat
+
+local function bad(field, what)
+    error("gw.http.request: " .. field .. " " .. what, 3)
+end
+
+local function build_request(o, host_header)
+    local method = o.method or "GET"
+    if type(method) ~= "string" or not method:match(METHOD_RE) then bad("method", "must be an upper-case token") end
+    local path = o.path or "/"
+    if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%s%c]") then
+        bad("path", "must start with / and hold no spaces or control characters")
+    end
+    local body = o.body
+    if body ~= nil and type(body) ~= "string" then bad("body", "must be a string") end
+    local out = { method, " ", path, " HTTP/1.1\r\n" }
+    local has_host = false
+    if o.headers ~= nil then
+        if type(o.headers) ~= "table" then bad("headers", "must be a table") end
+        for k, v in pairs(o.headers) do
+            if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
+                bad("headers", "has a bad name: " .. tostring(k))
+            end
+            local lk = k:lower()
+            if lk == "content-length" or lk == "transfer-encoding" or lk == "connection" then
+                bad("headers", "must not set " .. k .. " (the client frames the request)")
+            end
+            if lk == "host" then has_host = true end
+            local vals = type(v) == "table" and v or { v }
+            for _, one in ipairs(vals) do
+                one = tostring(one)
+                if one:find("[\r\n%z]") then bad("headers", "value of " .. k .. " holds CR, LF or NUL") end
+                out[#out + 1] = k .. ": " .. one .. "\r\n"
+            end
+        end
+    end
+    if not has_host then out[#out + 1] = "Host: " .. host_header .. "\r\n" end
+    if body ~= nil or method == "POST" or method == "PUT" or method == "PATCH" then
+        out[#out + 1] = "Content-Length: " .. #(body or "") .. "\r\n"
+    end
+    out[#out + 1] = "Connection: close\r\n\r\n"
+    if body ~= nil then out[#out + 1] = body end
+    return concat(out)
+end
+
+local function http_request(o)
+    if type(o) ~= "table" then
+        error("bad argument #1 to gw.http.request (table expected, got " .. type(o) .. ")", 2)
+    end
+    coro.check("gw.http.request")
+    local kind, target
+    if o.upstream ~= nil then
+        kind, target = "upstream", o.upstream
+    elseif o.host ~= nil then
+        kind, target = "host", o.host
+    else
+        error("gw.http.request: upstream or host is required", 2)
+    end
+    if type(target) ~= "string" then bad(kind, "must be a string") end
+    if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout <= 0) then
+        bad("timeout", "must be a positive number of seconds")
+    end
+    local req = build_request(o, target)
+    local ok, err = lio.http(kind, target, req, o.timeout, o.max_body)
+    if not ok then return nil, err end
+    return coro.wait()
+end
+
 -- Shared dictionaries: one object per dictionary of the config.
 local Dict = {}
 Dict.__index = Dict
@@ -55,6 +126,7 @@ for name, i in pairs(shd.names()) do
 end
 
 function M.install(gw)
+    gw.http = { request = http_request }
     function gw.shared_dict(name)
         local d = dicts[name]
         if d == nil then

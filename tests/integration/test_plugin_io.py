@@ -287,3 +287,106 @@ def test_shared_dict_undeclared_is_a_config_error(gateway, upstream, tmp_path):
     cfg.write_text("shared_dicts: {limits: 10}\n" + cfg.read_text())
     p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=t(20))
     assert p.returncode != 0 and b"bad.yaml:1:24: shared_dicts.limits: invalid size" in p.stderr + p.stdout
+
+
+def auth_handler(conn, req):
+    conn.read_body(req)
+    token = req.header("Authorization")
+    if token == "Bearer slow":
+        conn.server.stopped.wait(0.5)
+    if token in ("Bearer good", "Bearer slow"):
+        assert req.header("X-Forwarded-Uri") == "/api/x?q=1"
+        assert req.header("X-Forwarded-Method") == "GET"
+        conn.respond(200, b"", headers=[("X-User", "alice"), ("X-Ignored", "1")])
+    else:
+        conn.respond(401, b'{"why":"nope"}', headers=[("Content-Type", "application/json"),
+                                                       ("WWW-Authenticate", "Bearer")])
+    return None
+
+
+AUTH_CONF = """\
+plugin_path: ["$plugins"]
+upstreams:
+  u:
+    targets: [{address: "$up"}]
+  auth:
+    targets: [{address: "$auth"}]
+  down:
+    targets: [{address: "127.0.0.1:$closed"}]
+routes:
+  - name: api
+    match: {paths: ["/api"]}
+    upstream: u
+    plugins:
+      - name: forward_auth
+        config: {upstream: auth, path: /check, forward_headers: [Authorization],
+                 copy_headers: [X-User], timeout: 0.2}
+  - name: down
+    match: {paths: ["/down"]}
+    upstream: u
+    plugins: [{name: forward_auth, config: {upstream: down, on_error: 401}}]
+  - name: other
+    upstream: u
+"""
+
+
+def test_forward_auth_allow_deny_timeout_down(gateway, upstream, tmp_path):
+    from conftest import free_port
+    auth = upstream(auth_handler, name="auth")
+    up = upstream(name="up")
+    d = tmp_path / "plugins"
+    d.mkdir()
+    gw = gateway(AUTH_CONF, up=up, auth=auth, plugins=str(d), closed=free_port())
+    r = fetch(gw.port, "GET", "/api/x?q=1", headers=[("Authorization", "Bearer good")])
+    assert r.status == 200
+    assert r.echo_header("X-User") == "alice" and r.echo_header("X-Ignored") is None
+    assert auth.requests[-1].path == "/check"
+    r = fetch(gw.port, "GET", "/api/x?q=1", headers=[("Authorization", "Bearer bad")])
+    assert r.status == 401 and r.body == b'{"why":"nope"}'
+    assert r.header("WWW-Authenticate") == "Bearer"
+    assert r.header("Content-Type") == "application/json"
+    t0 = time.monotonic()
+    r = fetch(gw.port, "GET", "/api/x?q=1", headers=[("Authorization", "Bearer slow")])
+    assert r.status == 503 and r.json()["error"] == "auth_unavailable"
+    assert time.monotonic() - t0 < 0.45
+    r = fetch(gw.port, "GET", "/down")
+    assert r.status == 401 and r.json()["error"] == "unauthorized"
+    assert len(up.requests) == 1  # only the allowed one reached the upstream
+    assert "forward_auth: auth: timeout" in gw.log()
+    assert "forward_auth: down: connect: connection refused" in gw.log()
+
+
+def test_slow_auth_does_not_delay_other_routes(gateway, upstream, tmp_path):
+    def slow_auth(conn, req):
+        conn.read_body(req)
+        conn.server.stopped.wait(0.2)
+        conn.respond(200, b"")
+        return None
+    auth = upstream(slow_auth, name="auth")
+    up = upstream(name="up")
+    d = tmp_path / "plugins"
+    d.mkdir()
+    from conftest import free_port
+    gw = gateway(AUTH_CONF.replace("timeout: 0.2", "timeout: 2"), up=up, auth=auth,
+                 plugins=str(d), closed=free_port())
+    base = []
+    for _ in range(10):
+        t0 = time.monotonic()
+        fetch(gw.port, "GET", "/other")
+        base.append(time.monotonic() - t0)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        fetch(gw.port, "GET", "/api/x?q=1", headers=[("Authorization", "Bearer x")]).status))
+        for _ in range(4)]
+    for th in threads:
+        th.start()
+    time.sleep(0.03)
+    lat = []
+    for _ in range(10):
+        t0 = time.monotonic()
+        assert fetch(gw.port, "GET", "/other").status == 200
+        lat.append(time.monotonic() - t0)
+    for th in threads:
+        th.join()
+    assert results == [200] * 4
+    assert max(lat) < max(0.1, 4 * max(base)), (lat, base)
