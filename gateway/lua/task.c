@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "lua/guard.h"
 #include "lua/http_client.h"
+#include "lua/redis.h"
 #include "lua/shdict.h"
 #include "lua/state-t.h"
 #include "lua/timer.h"
@@ -82,6 +83,8 @@ void mg_lua_task_open(lua_State *L, struct mg_lua *vm)
         {"sleep", mg_lua_timer_sleep},
         {"timer", mg_lua_timer_start},
         {"http", mg_lua_http_start},
+        {"redis", mg_lua_redis_call},
+        {"sha1", mg_lua_redis_sha1},
         {NULL, NULL},
     };
     if (!vm->ws) {
@@ -424,6 +427,7 @@ void mg_lua_stop(struct mg_lua *vm)
         return;
     mg_lua_retire(vm);
     drop_detached(vm->ws);
+    mg_lua_redis_close(vm);
 }
 
 void mg_lua_task_close(struct mg_lua *vm)
@@ -433,6 +437,7 @@ void mg_lua_task_close(struct mg_lua *vm)
         return;
     mg_lua_timers_stop(vm);
     drop_detached(ws);
+    mg_lua_redis_close(vm);
     mg_lua_shdict_close(vm);
     free(ws);
     vm->ws = NULL;

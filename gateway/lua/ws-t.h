@@ -11,6 +11,7 @@
 struct mg_lua_task;
 struct mg_lua_timer;
 struct mg_shdict;
+struct mg_lua_redis;
 
 struct mg_lua_ws {
     uv_loop_t *loop;              /* the worker's, once started; NULL: config check */
@@ -21,7 +22,8 @@ struct mg_lua_ws {
     bool retired;             /* generation replaced: no new timers */
     struct mg_shdict **dicts; /* cfg->shared_dicts, references held */
     size_t ndicts;
-    unsigned http_rr; /* gw.http.request to an upstream: its targets in turn */
+    struct mg_lua_redis *redis; /* gw.redis's connection (redis.c), or NULL */
+    unsigned http_rr;           /* gw.http.request to an upstream: its targets in turn */
 };
 
 #endif

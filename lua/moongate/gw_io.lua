@@ -109,6 +109,41 @@ local function http_request(o)
     return coro.wait()
 end
 
+-- gw.redis:call(...) and gw.redis:eval(script, keys, args): errors are
+-- returned (nil, message), never raised, except for misuse.
+local redis = {}
+
+function redis:call(...)
+    coro.check("gw.redis:call")
+    local ok, err = lio.redis(...)
+    if not ok then return nil, err end
+    return coro.wait()
+end
+
+function redis:eval(script, keys, args)
+    if type(script) ~= "string" then
+        error("bad argument #1 to gw.redis:eval (string expected, got " .. type(script) .. ")", 2)
+    end
+    keys, args = keys or {}, args or {}
+    if type(keys) ~= "table" or type(args) ~= "table" then
+        error("gw.redis:eval: keys and args must be lists", 2)
+    end
+    coro.check("gw.redis:eval")
+    local argv = { "EVALSHA", lio.sha1(script), #keys }
+    for i = 1, #keys do argv[#argv + 1] = keys[i] end
+    for i = 1, #args do argv[#argv + 1] = args[i] end
+    local ok, err = lio.redis(unpack(argv))
+    if not ok then return nil, err end
+    local res, rerr = coro.wait()
+    if res == nil and type(rerr) == "string" and rerr:find("^NOSCRIPT") then
+        argv[1], argv[2] = "EVAL", script -- loads it for the next EVALSHA
+        ok, err = lio.redis(unpack(argv))
+        if not ok then return nil, err end
+        return coro.wait()
+    end
+    return res, rerr
+end
+
 -- Shared dictionaries: one object per dictionary of the config.
 local Dict = {}
 Dict.__index = Dict
@@ -127,6 +162,7 @@ end
 
 function M.install(gw)
     gw.http = { request = http_request }
+    gw.redis = redis
     function gw.shared_dict(name)
         local d = dicts[name]
         if d == nil then

@@ -9,6 +9,7 @@ import threading
 import time
 
 from conftest import PREAMBLE, build_request, fetch, t, wait_until
+from redis_fixture import redis_server  # noqa: F401 (a fixture)
 
 ONE = """\
 plugin_path: ["$plugins"]
@@ -390,3 +391,41 @@ def test_slow_auth_does_not_delay_other_routes(gateway, upstream, tmp_path):
         th.join()
     assert results == [200] * 4
     assert max(lat) < max(0.1, 4 * max(base)), (lat, base)
+
+
+REDIS_PLUGIN = """
+local P = {}
+local SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+function P.access(ctx, conf)
+    local n, err = gw.redis:eval(SCRIPT, {"hits"}, {2})
+    local v, err2 = gw.redis:call("GET", "hits")
+    local none = gw.redis:call("GET", "absent")
+    local _, bad = gw.redis:call("NOSUCHCOMMAND")
+    ctx:respond(200, string.format("%s|%s|%s|%s|%s|%s", tostring(n), tostring(err), tostring(v),
+        tostring(err2), tostring(none), tostring(bad)))
+end
+return P
+"""
+
+
+def test_redis_call_eval_and_outage(gateway, upstream, tmp_path, redis_server):
+    rs = redis_server()
+    if True:
+        gw, up = start(gateway, upstream, tmp_path, """\
+  - name: r
+    upstream: u
+    plugins: [{name: redisp}]
+""", {"redisp": REDIS_PLUGIN}, extra='redis: {address: "%s", timeout: 200ms}\n' % rs.address,
+            allow_errors=())
+        b = fetch(gw.port, "GET", "/x").body.decode().split("|")
+        assert b[0] == "2" and b[1] == "nil" and b[2] == "2" and b[4] == "nil", b
+        assert "unknown command" in b[5].lower(), b
+        b = fetch(gw.port, "GET", "/x").body.decode().split("|")
+        assert b[0] == "4", b  # EVALSHA now (the script was loaded by the first EVAL)
+        rs.kill()
+        t0 = time.monotonic()
+        b = fetch(gw.port, "GET", "/x").body.decode().split("|")
+        assert b[0] == "nil" and b[1] != "nil", b  # an error returned, not raised
+        assert time.monotonic() - t0 < t(1)
+        rs.restart()
+        assert wait_until(lambda: fetch(gw.port, "GET", "/x").body.startswith(b"2|"), t(3))
