@@ -10,9 +10,11 @@
 --   shared  per process: a bucket in the shared dictionary `dict` (declared under
 --           the top-level shared_dicts), taken atomically by every worker; it
 --           survives a reload that keeps the dictionary
---   redis   across instances: not built yet (init rejects it)
--- A store failure (the shared dictionary is too small for one more key)
--- follows `on_store_error`: allow (default) or deny (answer 503).
+--   redis   across instances: the bucket lives in the top-level `redis`, under
+--           "moongate:rl:ROUTE:KEY", updated by one script (Redis's clock) per request
+-- A store failure (the shared dictionary is too small for one more key, Redis
+-- down or slower than redis.timeout) follows `on_store_error`: allow (default)
+-- or deny (answer 503 rate_limit_unavailable).
 --
 -- Memory: buckets idle for longer than burst/rate seconds are full again, so
 -- they are forgotten (two generations, swapped every max(1, burst/rate) s):
@@ -31,7 +33,27 @@
 --   dict: rate_limit   shared: the shared dictionary (default "rate_limit")
 --   on_store_error: allow   allow | deny
 --   headers: true      add the RateLimit-* headers to responses
-local P = { waits = false }
+local P = {}
+
+-- Only the redis policy waits (its access phase then runs in a coroutine).
+function P.waits(conf)
+    return conf.policy == "redis"
+end
+
+-- A token bucket in a Redis hash: tokens and the time they were counted (ms).
+local REDIS_BUCKET = [[
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then tokens = tokens - 1 allowed = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
+return {allowed, tostring(tokens)}
+]]
 
 local KNOWN = {
     rate = true, burst = true, key = true, headers = true, window = true, policy = true,
@@ -62,9 +84,7 @@ function P.init(conf)
     end
     conf._rate = conf.rate / window -- tokens per second
     local policy = conf.policy or "local"
-    if policy == "redis" then
-        error("rate_limit: policy redis is not available yet (use local or shared)", 0)
-    elseif policy ~= "local" and policy ~= "shared" then
+    if policy ~= "local" and policy ~= "shared" and policy ~= "redis" then
         error("rate_limit: config.policy must be local, shared or redis, got " .. tostring(policy), 0)
     end
     if policy == "shared" then
@@ -80,6 +100,7 @@ function P.init(conf)
         error("rate_limit: config.on_store_error must be allow or deny", 0)
     end
     conf._deny_on_error = ose == "deny"
+    conf._redis = policy == "redis"
     local burst = conf.burst
     if burst == nil then burst = max(1, conf.rate) end
     if type(burst) ~= "number" or not (burst >= 1) or burst == math.huge then
@@ -147,19 +168,29 @@ function P.access(ctx, conf)
     end
     key = key or ("ip:" .. (ctx.client_ip or ""))
     local allowed, tokens, retry, full
-    if conf._dict then
-        allowed, tokens, retry, full = conf._dict:take(ctx.route .. "\0" .. key, conf._rate, conf._burst)
-        if allowed == nil then
-            gw.log("warn", "rate_limit: shared dictionary " .. conf._dict.name .. ": " .. tostring(tokens))
-            if conf._deny_on_error then
-                ctx:respond(503, gw.json_encode({
-                    error = "rate_limit_unavailable", status = 503, request_id = ctx.request_id,
-                }), { ["Content-Type"] = "application/json" })
-            end
-            return
+    if conf._redis then
+        local res, err = gw.redis:eval(REDIS_BUCKET, { "moongate:rl:" .. ctx.route .. ":" .. key },
+            { conf._rate / 1000, conf._burst })
+        if type(res) == "table" then
+            allowed, tokens = res[1] == 1, tonumber(res[2]) or 0
+            retry = allowed and 0 or (1 - tokens) / conf._rate
+            full = (conf._burst - tokens) / conf._rate
+        else
+            allowed, tokens = nil, "redis: " .. tostring(err)
         end
+    elseif conf._dict then
+        allowed, tokens, retry, full = conf._dict:take(ctx.route .. "\0" .. key, conf._rate, conf._burst)
     else
         allowed, tokens, retry, full = take_local(conf, key)
+    end
+    if allowed == nil then
+        gw.log("warn", "rate_limit: store error: " .. tostring(tokens))
+        if conf._deny_on_error then
+            ctx:respond(503, gw.json_encode({
+                error = "rate_limit_unavailable", status = 503, request_id = ctx.request_id,
+            }), { ["Content-Type"] = "application/json" })
+        end
+        return
     end
     if conf._headers then
         local remaining = floor(tokens)

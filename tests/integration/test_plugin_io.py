@@ -25,7 +25,7 @@ def start(gateway, upstream, tmp_path, routes, plugins, extra="", allow_errors=(
           up=None):
     up = up or upstream(name="up")
     d = tmp_path / "plugins"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     for name, src in plugins.items():
         (d / (name + ".lua")).write_text(src)
     pre = PREAMBLE.replace("workers: 1", "workers: %d" % workers)
@@ -429,3 +429,39 @@ def test_redis_call_eval_and_outage(gateway, upstream, tmp_path, redis_server):
         assert time.monotonic() - t0 < t(1)
         rs.restart()
         assert wait_until(lambda: fetch(gw.port, "GET", "/x").body.startswith(b"2|"), t(3))
+
+
+RL_REDIS = """\
+  - name: r
+    upstream: u
+    plugins: [{name: rate_limit, config: {rate: 10, window: 1m, policy: redis,
+                                          on_store_error: $ose}}]
+"""
+
+
+def test_rate_limit_redis_exactly_n_across_two_instances(gateway, upstream, tmp_path,
+                                                          redis_server):
+    rs = redis_server()
+    up = upstream(name="up")
+    extra = 'redis: {address: "%s", timeout: 200ms}\n' % rs.address
+    gws = []
+    for i in range(2):
+        gw, _ = start(gateway, upstream, tmp_path / ("g%d" % i), RL_REDIS.replace("$ose", "deny"),
+                      {}, extra=extra, workers=2, up=up)
+        gws.append(gw)
+    statuses = []
+    for i in range(24):
+        r = fetch(gws[i % 2].port, "GET", "/x")
+        statuses.append(r.status)
+        if r.status == 429:
+            assert r.header("RateLimit-Remaining") == "0" and int(r.header("Retry-After")) >= 5
+    assert statuses.count(200) == 10 and statuses[:10] == [200] * 10, statuses
+    assert len(up.requests) == 10
+    gws[0].signal(signal.SIGHUP)  # nothing is kept in the gateway: a reload changes nothing
+    assert wait_until(lambda: "config reloaded" in gws[0].log(), t(5))
+    assert fetch(gws[0].port, "GET", "/x").status == 429
+    rs.kill()  # on_store_error: deny answers 503 at once
+    t0 = time.monotonic()
+    r = fetch(gws[1].port, "GET", "/x")
+    assert r.status == 503 and r.json()["error"] == "rate_limit_unavailable"
+    assert time.monotonic() - t0 < t(1)
