@@ -16,6 +16,7 @@
 #include "lua/task.h"
 
 #include <lauxlib.h>
+#include <stdatomic.h>
 #include <lua.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,10 +212,13 @@ enum mg_lua_result mg_lua_run_task(struct mg_lua *vm, size_t route, enum mg_lua_
         return MG_LUA_OK;
     task_reset(t, vm, ctx, phase);
     vm->ws->cur_task = t;
-    uint64_t t0 = mg_lua_clock_ns();
     enum mg_lua_result r = mg_lua_run(vm, route, phase, ctx);
-    t->cpu_ns += mg_lua_clock_ns() - t0;
     vm->ws->cur_task = NULL;
+    if (r == MG_LUA_WAIT) { /* Lua time of this first slice, from the guard's start (ms) */
+        uint64_t start = atomic_load_explicit(&vm->guard.start_ms, memory_order_relaxed);
+        uint64_t now = mg_lua_clock_ns() / 1000000u;
+        t->cpu_ns = now > start ? (now - start) * 1000000u : 0;
+    }
     if (r != MG_LUA_WAIT || !t->io) {
         if (r == MG_LUA_WAIT) /* yielded without an operation: cannot go on */
             mg_lua_task_abandon(t);
