@@ -67,7 +67,7 @@ function M.load(id, name, chunk)
     setfenv(chunk, env)
     -- A plugin whose code names a waiting function runs its access and log
     -- phases in a coroutine; the others keep the direct call (P.waits overrides).
-    local bc = string.dump(chunk)
+    local bc = string.dump(chunk, true) -- stripped: constants only, not the file path
     may_wait[id] = bc:find("sleep", 1, true) ~= nil or bc:find("http", 1, true) ~= nil
         or bc:find("redis", 1, true) ~= nil
     local P = chunk(name)
