@@ -272,7 +272,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         finish(h, NULL);
     } else if (e != HPE_OK) {
         char msg[sizeof h->err + 16];
-        snprintf(msg, sizeof msg, "bad response: %.100s", h->err[0] ? h->err : llhttp_errno_name(e));
+        snprintf(msg, sizeof msg, "bad response: %.100s",
+                 h->err[0] ? h->err : llhttp_errno_name(e));
         h->err[0] = '\0';
         finish(h, msg);
     }

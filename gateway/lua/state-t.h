@@ -36,6 +36,7 @@ struct mg_lua_plugin {
 
 struct mg_lua_route {
     unsigned active;                          /* MG_LUA_CAP of phases with something to run */
+    unsigned waits;                           /* MG_LUA_CAP of phases run in a coroutine */
     int first[MG_LUA_PHASE__COUNT];           /* plugin id first in each chain, -1: none */
     const struct mg_lua_target *last_targets; /* memo of the last targets array */
     size_t last_n;

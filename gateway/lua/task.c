@@ -110,12 +110,13 @@ int mg_lua_task_boot(struct mg_lua *vm)
 {
     lua_State *L = vm->L;
     struct mg_lua_ws *ws = vm->ws;
-    static const char *const fns[] = {"resume", "abandon", "timer", "init_worker"};
-    int *refs[] = {&ws->ref_resume, &ws->ref_abandon, &ws->ref_timer, &ws->ref_init_worker};
+    static const char *const fns[] = {"resume", "abandon", "timer", "init_worker", "run_waiting"};
+    int *refs[] = {&ws->ref_resume, &ws->ref_abandon, &ws->ref_timer, &ws->ref_init_worker,
+                   &ws->ref_run};
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_getfield(L, -1, "moongate.runner");
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < 5; i++) {
         lua_getfield(L, -1, fns[i]);
         if (!lua_isfunction(L, -1)) {
             lua_pop(L, 4);
@@ -191,6 +192,11 @@ static void task_reset(struct mg_lua_task *t, struct mg_lua *vm, struct mg_lua_c
     t->phase = phase;
     t->cpu_ns = 0;
     t->ready = false;
+}
+
+void mg_lua_task_push_run(struct mg_lua *vm)
+{
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->ws->ref_run);
 }
 
 void mg_lua_task_note_wait(struct mg_lua *vm, int key)

@@ -74,6 +74,8 @@ void mg_lua_io_complete(struct mg_lua_io *io);
  * before the runner boots; fetches the runner functions after. */
 void mg_lua_task_open(struct lua_State *L, struct mg_lua *vm);
 int mg_lua_task_boot(struct mg_lua *vm);
+/* Pushes runner.run_waiting (mg_lua_run for a chain that may wait). */
+void mg_lua_task_push_run(struct mg_lua *vm);
 /* vm->cur's chain ran with a wait key on the stack top: records it. */
 void mg_lua_task_note_wait(struct mg_lua *vm, int key);
 /* Frees what the VM's waiting side holds (before lua_close). */

@@ -431,7 +431,8 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
         if ((a.mask & MG_LUA_CAP(p)) && r->first[p] < 0)
             r->first[p] = id;
     }
-    r->active |= a.mask;
+    r->active |= a.mask & 0xffu;
+    r->waits |= a.mask >> 8; /* phases whose chain runs in a coroutine (task.c) */
     return 0;
 }
 
@@ -585,13 +586,17 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
     lua_Integer slot = bind_slot(vm, ctx);
-    lua_pushvalue(L, STACK_RUN);
+    bool waits = vm->routes[route].waits & MG_LUA_CAP(phase);
+    if (waits) /* runner.run_waiting: the chain in a coroutine */
+        mg_lua_task_push_run(vm);
+    else
+        lua_pushvalue(L, STACK_RUN);
     lua_pushinteger(L, (lua_Integer)route + 1);
     lua_pushinteger(L, phase);
     lua_pushinteger(L, slot);
     if (protected_call(vm, phase, ctx, 3, 1, route) != 0)
         return MG_LUA_ERROR;
-    if (lua_type(L, -1) == LUA_TNUMBER) { /* a coroutine chain waits: its key */
+    if (waits && lua_type(L, -1) == LUA_TNUMBER) { /* it waits: the coroutine's key */
         mg_lua_task_note_wait(vm, (int)lua_tointeger(L, -1));
         lua_settop(L, STACK_BASE);
         return MG_LUA_WAIT;

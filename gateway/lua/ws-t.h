@@ -18,7 +18,7 @@ struct mg_lua_ws {
     struct mg_lua_task *cur_task; /* the running call that may wait, or NULL */
     struct mg_lua_task *detached; /* log phases that outlived their exchange */
     struct mg_lua_timer *timers;  /* gw.timer.at/every of this VM */
-    int ref_resume, ref_abandon, ref_timer, ref_init_worker; /* runner functions */
+    int ref_resume, ref_abandon, ref_timer, ref_init_worker, ref_run; /* runner functions */
     bool retired;             /* generation replaced: no new timers */
     struct mg_shdict **dicts; /* cfg->shared_dicts, references held */
     size_t ndicts;

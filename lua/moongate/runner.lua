@@ -5,6 +5,8 @@
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
 --   entry(route, kind, id, conf) -> mask   per route entry: runs init(conf)
 --   run(route, phase, slot) -> failed       a route's chain for one phase
+--   run_waiting(route, phase, slot) -> failed | key   the same in a coroutine
+--   resume(key, phase), abandon(key), timer(id), init_worker()   (task.c)
 --   balance(route, slot, id, n, targets) -> index   the route's balancer
 -- A negative slot is a fresh one (a new request); `targets` (the C array, as
 -- a light userdata) comes only until the array `id` has been wrapped.
@@ -137,8 +139,10 @@ function M.entry(route, kind, id, conf)
             end
             local n = ch.n + 1
             ch.n, ch.fns[n], ch.confs[n], ch.ids[n] = n, fn, conf, id
-            if waits and (phase == ACCESS or phase == LOG) then ch.waits = true end
             mask = bor(mask, lshift(1, phase))
+            if waits and (phase == ACCESS or phase == LOG) then
+                mask = bor(mask, lshift(1, phase + 8)) -- C runs this chain via run_waiting
+            end
         end
     end
     return mask
@@ -207,9 +211,6 @@ function M.run(route, phase, slot)
     local ch = chains[phase][route]
     local o = bind(slot)
     set_phase(phase)
-    if ch.waits then
-        return coro.run(chain_job, ch, o, phase)
-    end
     if phase == LOG then
         return run_log(ch, o)
     end
@@ -235,6 +236,15 @@ function M.balance(route, slot, id, n, targets)
         tcache[id] = ts
     end
     return (b.fn(o, b.conf, ts))
+end
+
+-- run() for a chain that may wait (C knows which from entry's mask): in a
+-- pooled coroutine; returns failed, or the key of the parked coroutine.
+function M.run_waiting(route, phase, slot)
+    local ch = chains[phase][route]
+    local o = bind(slot)
+    set_phase(phase)
+    return coro.run(chain_job, ch, o, phase)
 end
 
 -- The waiting side (gateway/lua/task.c): a suspended run goes on, is dropped,
