@@ -163,6 +163,7 @@ local P = {waits = false}
 function P.init_worker(conf)
     gw.timer.every(conf.every, function()
         gw.shared.ticks = (gw.shared.ticks or 0) + 1
+        gw.log("info", "tick of generation " .. conf.gen)
     end)
     gw.timer.at(0.01, function(tag)
         gw.sleep(0.02)
@@ -210,6 +211,10 @@ def test_timers_run_and_stop_after_reload(gateway, upstream, tmp_path):
     ticks = int(fetch(gw.port, "GET", "/x").echo_header("X-Ticks"))
     assert 2 <= ticks <= 7, ticks
     assert gw.log().count("one-shot timer ran tagged 1") == 1
+    old_ticks = gw.log().count("tick of generation 1")
+    time.sleep(0.3)  # the retired generation's timer stopped: no more of its ticks
+    assert gw.log().count("tick of generation 1") == old_ticks
+    assert gw.log().count("tick of generation 2") >= 5
 
 
 DICT = """
