@@ -22,6 +22,9 @@
 #include <string.h>
 
 #include "config/config-t.h"
+#include "resilience/breaker.h"
+#include "resilience/registry-t.h"
+#include "resilience/registry.h"
 #include "lua/state-t.h"
 #include "lua/task.h"
 #include "lua/ws-t.h"
@@ -54,6 +57,11 @@ struct http_io {
     char *body;
     size_t blen, bcap, bmax;
     char err[128];
+    /* a call to an upstream's target: its breaker hears the outcome */
+    struct mg_target_stats *stats;
+    const struct mg_breaker_conf *breaker;
+    uv_loop_t *loop;
+    uint32_t probe;
     char rbuf[READ_BUF];
 };
 
@@ -92,6 +100,10 @@ static void finish(struct http_io *h, const char *err)
     h->finished = true;
     if (err)
         snprintf(h->err, sizeof h->err, "%s", err);
+    if (h->stats) {
+        bool failure = h->err[0] || mg_breaker_is_failure_status(h->breaker, h->status);
+        mg_breaker_report(&h->stats->breaker, h->breaker, uv_now(h->loop), failure, h->probe);
+    }
     close_handles(h);
     mg_lua_io_complete(&h->io);
 }
@@ -99,6 +111,8 @@ static void finish(struct http_io *h, const char *err)
 static void io_cancel(struct mg_lua_io *io)
 {
     struct http_io *h = (struct http_io *)io;
+    if (h->stats && !h->finished)
+        mg_breaker_cancel(&h->stats->breaker, h->probe);
     h->finished = true;
     h->released = true;
     close_handles(h);
@@ -327,9 +341,12 @@ static int fail(lua_State *L, const char *msg)
     return 2;
 }
 
-/* The address to call; for an upstream, its targets in turn. */
+/* The address to call; for an upstream, its targets in turn, skipping those
+ * whose breaker is open or whose health check failed (then admitted by the
+ * breaker: h->stats and h->probe are set). */
 static int resolve(lua_State *L, struct mg_lua *vm, const char *kind, const char *target,
-                   struct sockaddr_storage *ss, uint64_t *default_ms, char *msg, size_t cap)
+                   struct sockaddr_storage *ss, uint64_t *default_ms, struct http_io *h, char *msg,
+                   size_t cap)
 {
     if (strcmp(kind, "upstream") == 0) {
         const struct mg_config *cfg = vm->cfg;
@@ -337,10 +354,21 @@ static int resolve(lua_State *L, struct mg_lua *vm, const char *kind, const char
             const struct mg_upstream_conf *uc = &cfg->upstreams[i];
             if (strcmp(uc->name, target) != 0)
                 continue;
-            const struct mg_target_conf *t = &uc->targets[vm->ws->http_rr++ % uc->ntargets];
-            memcpy(ss, &t->address.addr, sizeof *ss);
-            *default_ms = uc->read_timeout_ms;
-            return 0;
+            uint64_t now = uv_now(vm->ws->loop);
+            for (size_t k = 0; k < uc->ntargets; k++) {
+                const struct mg_target_conf *t = &uc->targets[vm->ws->http_rr++ % uc->ntargets];
+                struct mg_target_stats *st = mg_registry_target(uc->name, t->address.text);
+                if (atomic_load(&st->unhealthy) ||
+                    !mg_breaker_acquire(&st->breaker, &uc->breaker, now, &h->probe))
+                    continue;
+                memcpy(ss, &t->address.addr, sizeof *ss);
+                *default_ms = uc->read_timeout_ms;
+                h->stats = st;
+                h->breaker = &uc->breaker;
+                return 0;
+            }
+            snprintf(msg, cap, "circuit open (no available target of upstream %.64s)", target);
+            return -1;
         }
         snprintf(msg, cap, "no upstream '%.64s' in the config", target);
         return -1;
@@ -396,9 +424,6 @@ int mg_lua_http_start(lua_State *L)
     struct sockaddr_storage ss;
     uint64_t def_ms;
     char msg[160];
-    if (resolve(L, vm, kind, target, &ss, &def_ms, msg, sizeof msg) < 0)
-        return fail(L, msg);
-    uint64_t ms = timeout_s > 0 ? (uint64_t)ceil(timeout_s * 1000) : def_ms;
     struct http_io *h = calloc(1, sizeof *h);
     char *copy = malloc(reqlen ? reqlen : 1);
     if (!h || !copy) {
@@ -406,6 +431,13 @@ int mg_lua_http_start(lua_State *L)
         free(copy);
         return fail(L, "out of memory");
     }
+    if (resolve(L, vm, kind, target, &ss, &def_ms, h, msg, sizeof msg) < 0) {
+        free(h);
+        free(copy);
+        return fail(L, msg);
+    }
+    h->loop = loop;
+    uint64_t ms = timeout_s > 0 ? (uint64_t)ceil(timeout_s * 1000) : def_ms;
     memcpy(copy, req, reqlen);
     h->req = copy;
     h->reqlen = reqlen;

@@ -360,6 +360,9 @@ def test_forward_auth_allow_deny_timeout_down(gateway, upstream, tmp_path):
     assert len(up.requests) == 1  # only the allowed one reached the upstream
     assert "forward_auth: auth: timeout" in gw.log()
     assert "forward_auth: down: connect: connection refused" in gw.log()
+    for _ in range(6):  # the upstream's breaker (5 consecutive failures) hears of each call
+        assert fetch(gw.port, "GET", "/down").status == 401
+    assert "forward_auth: down: circuit open" in gw.log()
 
 
 def test_slow_auth_does_not_delay_other_routes(gateway, upstream, tmp_path):
