@@ -46,6 +46,7 @@ struct mg_lua_task {
     void (*wake)(struct mg_lua_task *t);
     void *data;
     struct mg_lua_task *next, **pprev; /* detached tasks of the VM */
+    uint32_t slot; /* detached: the ctx slot it keeps (its pooled ctx object) until its end */
 };
 
 #endif

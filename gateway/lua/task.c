@@ -355,12 +355,22 @@ static void detached_unlink(struct mg_lua_task *t)
     t->pprev = NULL;
 }
 
+/* A detached task ends: the ctx slot it kept goes back to the VM's pool. */
+static void detached_free(struct mg_lua_task *t)
+{
+    detached_unlink(t);
+    if (t->slot) {
+        struct mg_lua_ctx tmp = {.slot = t->slot, .vm = t->vm};
+        mg_lua_ctx_done(t->vm, &tmp);
+    }
+    free(t);
+}
+
 static void detached_wake(struct mg_lua_task *t)
 {
     if (mg_lua_task_resume(t) == MG_LUA_WAIT)
         return;
-    detached_unlink(t);
-    free(t);
+    detached_free(t);
 }
 
 void mg_lua_task_detach(struct mg_lua_task *t)
@@ -374,7 +384,13 @@ void mg_lua_task_detach(struct mg_lua_task *t)
         return;
     }
     *d = *t;
-    d->ctx = NULL; /* its request is over: ctx reads fail from now on */
+    /* Its request is over: ctx reads fail from now on, but the pooled ctx
+     * object (and its vars) stays this task's until it ends, so no later
+     * request can be handed the object the coroutine still holds. */
+    d->ctx = NULL;
+    d->slot = t->ctx ? t->ctx->slot : 0;
+    if (t->ctx)
+        t->ctx->slot = 0; /* mg_lua_ctx_done() of the exchange: a no-op now */
     d->wake = detached_wake;
     d->data = NULL;
     if (d->io)
@@ -425,9 +441,8 @@ static void drop_detached(struct mg_lua_ws *ws)
 {
     while (ws->detached) {
         struct mg_lua_task *t = ws->detached;
-        detached_unlink(t);
         drop_io(t); /* the coroutine stays parked until the lua_State goes */
-        free(t);
+        detached_free(t);
     }
 }
 

@@ -147,6 +147,9 @@ def test_log_phase_waits_after_the_response(gateway, upstream, tmp_path):
     assert fetch(gw.port, "GET", "/x").status == 200
     assert time.monotonic() - t0 < 0.05 * 3  # the response does not wait for the log phase
     assert wait_until(lambda: "logged after sleep 200 1" in gw.log(), t(2))
+    for _ in range(5):  # log phases of several requests wait at once, each with its own ctx
+        assert fetch(gw.port, "GET", "/x").status == 200
+    assert wait_until(lambda: "logged after sleep 200 6" in gw.log(), t(2))
 
 
 NOWAIT = """
