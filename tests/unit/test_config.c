@@ -70,6 +70,24 @@ static uint16_t port_of(const struct mg_address *a)
 
 /* ---- good files ---- */
 
+/* shared_dicts (DESIGN.md section 10.3): NAME: SIZE, 8k..1g; absent: none. */
+static void test_shared_dicts(void **state)
+{
+    (void)state;
+    struct mg_config *cfg = load(MINIMAL);
+    assert_int_equal(cfg->shared_dicts.n, 0);
+    mg_config_unref(cfg);
+    cfg = load("shared_dicts: {limits: 10m, sessions: 8k}\n" MINIMAL);
+    assert_int_equal(cfg->shared_dicts.n, 2);
+    assert_string_equal(cfg->shared_dicts.v[0].name, "limits");
+    assert_int_equal(cfg->shared_dicts.v[0].bytes, 10u * 1024 * 1024);
+    assert_int_equal(cfg->shared_dicts.v[1].bytes, 8192);
+    mg_config_unref(cfg);
+    expect_error("shared_dicts: {limits: 1k}\n" MINIMAL,
+                 "t.yaml:1:24: shared_dicts.limits: invalid size '1k' (expected 8k..1g");
+    expect_error("shared_dicts: [limits]\n" MINIMAL, "t.yaml:1:15: shared_dicts: ");
+}
+
 static void test_minimal_top_level_defaults(void **state)
 {
     struct mg_config *cfg = load(MINIMAL);
@@ -1547,6 +1565,7 @@ int main(void)
         cmocka_unit_test(test_error_duplicate_key),
         cmocka_unit_test(test_error_empty_file),
         cmocka_unit_test(test_error_unknown_keys),
+        cmocka_unit_test(test_shared_dicts),
         cmocka_unit_test(test_error_wrong_types),
         cmocka_unit_test(test_error_null_value),
         cmocka_unit_test(test_error_nul_in_value),
