@@ -476,3 +476,30 @@ def test_rate_limit_redis_exactly_n_across_two_instances(gateway, upstream, tmp_
     r = fetch(gws[1].port, "GET", "/x")
     assert r.status == 503 and r.json()["error"] == "rate_limit_unavailable"
     assert time.monotonic() - t0 < t(1)
+
+
+SPIN_AFTER_WAIT = """
+local P = {}
+function P.access(ctx, conf)
+    gw.sleep(0.3)          -- longer than the phase limit: waiting is not Lua time
+    if ctx.path == "/spin" then
+        while true do end  -- Lua time is: the guard stops it
+    end
+end
+return P
+"""
+
+
+def test_runaway_guard_counts_lua_time_not_waiting(gateway, upstream, tmp_path):
+    gw, up = start(gateway, upstream, tmp_path, """\
+  - name: r
+    upstream: u
+    plugins: [{name: spinwait}]
+""", {"spinwait": SPIN_AFTER_WAIT}, allow_errors=[r"plugin spinwait: access: .*time limit"])
+    assert fetch(gw.port, "GET", "/ok").status == 200
+    t0 = time.monotonic()
+    r = fetch(gw.port, "GET", "/spin")
+    assert r.status == 500 and r.json()["error"] == "plugin_error"
+    assert time.monotonic() - t0 < t(2)
+    assert "exceeded the 200 ms time limit" in gw.log()
+    assert fetch(gw.port, "GET", "/ok").status == 200  # the VM and its coroutine pool go on
