@@ -18,6 +18,7 @@
 #include "idempotency/store.h"
 #include "idempotency/store_redis.h"
 #include "lua/metrics_hook.h"
+#include "lua/task.h"
 #include "lua/vm.h"
 #include "obs/metrics.h"
 #include "resilience/registry.h"
@@ -51,6 +52,7 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
     rt->metrics = metrics;
     rt->lua = lua;
     rt->lua_metrics = lua_metrics;
+    mg_lua_start(lua, loop); /* init_worker; timers run on this loop */
     rt->holds = 1;
     if (cfg->redis.enabled && uses_redis(cfg))
         rt->idem_redis = mg_idem_redis_open(loop, &cfg->redis);
@@ -166,6 +168,7 @@ void mg_runtime_carry_over(struct mg_runtime *from, struct mg_runtime *to)
 void mg_runtime_retire(struct mg_runtime *rt)
 {
     rt->retired = true;
+    mg_lua_retire(rt->lua); /* its timers stop now */
     /* Idle pooled connections to the old snapshot's targets close now; leased ones
      * close when their exchange ends. */
     mg_runtime_close_idle(rt);

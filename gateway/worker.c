@@ -25,6 +25,7 @@
 #include "exchange/exchange.h"
 #include "net/wq.h"
 #include "lua/metrics_hook.h"
+#include "lua/task.h"
 #include "lua/vm.h"
 #include "obs/metrics.h"
 #include "obs/rejected.h"
@@ -417,6 +418,7 @@ void mg_worker_run(struct mg_worker *w)
     mg_conn_close_all(w);
     close_listeners(w, true);
     mg_runtime_close_idle(w->rt);
+    mg_lua_stop(w->rt->lua); /* plugin timers and waits, while the loop still runs */
     mg_health_stop(w->health);
     w->health = NULL;
     /* Exchanges are closed (their store operations cancelled): the stores may go

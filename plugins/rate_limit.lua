@@ -5,23 +5,70 @@
 --   429 {"error":"rate_limited","request_id":"...","retry_after":N,"status":429}
 -- and `Retry-After: N` (whole seconds until a token is back).
 --
--- Buckets are per worker: with W workers a key can get up to W x rate in
--- total. A Redis-backed mode shared by every worker and instance will come
--- with the gateway's Redis client (the idempotency issue).
+-- Where the buckets live (`policy`):
+--   local   per worker (the default): with W workers a key can get up to W x burst
+--   shared  per process: a bucket in the shared dictionary `dict` (declared under
+--           the top-level shared_dicts), taken atomically by every worker; it
+--           survives a reload that keeps the dictionary
+--   redis   across instances: the bucket lives in the top-level `redis`, under
+--           "moongate:rl:ROUTE:KEY", updated by one script (Redis's clock) per request
+-- A store failure (the shared dictionary is too small for one more key, Redis
+-- down or slower than redis.timeout) follows `on_store_error`: allow (default)
+-- or deny (answer 503 rate_limit_unavailable).
 --
 -- Memory: buckets idle for longer than burst/rate seconds are full again, so
 -- they are forgotten (two generations, swapped every max(1, burst/rate) s):
 -- memory follows the number of recently active keys.
 --
+-- Answers carry the IETF ratelimit-headers draft's RateLimit-Limit (burst),
+-- RateLimit-Remaining (whole tokens left) and RateLimit-Reset (seconds until
+-- the bucket is full again), plus the older X-RateLimit-Limit/-Remaining.
+--
 -- config:
---   rate: 100          tokens per second (required, > 0)
+--   rate: 100          tokens per `window` (required, > 0; per second with the default window)
+--   window: 1s         the period of `rate`: seconds, or a duration like 500ms, 1s, 1m, 1h
 --   burst: 50          bucket size (default: rate, at least 1)
 --   key: "ip"          "ip" (default) | "header:NAME" (falls back to the IP when absent)
---   headers: true      add X-RateLimit-Limit / X-RateLimit-Remaining to responses
+--   policy: local      local | shared | redis
+--   dict: rate_limit   shared: the shared dictionary (default "rate_limit")
+--   on_store_error: allow   allow | deny
+--   headers: true      add the RateLimit-* headers to responses
 local P = {}
 
-local KNOWN = { rate = true, burst = true, key = true, headers = true }
+-- Only the redis policy waits (its access phase then runs in a coroutine).
+function P.waits(conf)
+    return conf.policy == "redis"
+end
+
+-- A token bucket in a Redis hash: tokens and the time they were counted (ms).
+local REDIS_BUCKET = [[
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then tokens = tokens - 1 allowed = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
+return {allowed, tostring(tokens)}
+]]
+
+local KNOWN = {
+    rate = true, burst = true, key = true, headers = true, window = true, policy = true,
+    dict = true, on_store_error = true,
+}
 local ceil, floor, max = math.ceil, math.floor, math.max
+local UNITS = { ms = 0.001, s = 1, m = 60, h = 3600 }
+
+local function seconds(v)
+    if type(v) == "number" then return v end
+    if type(v) ~= "string" then return nil end
+    local n, unit = v:match("^(%d+%.?%d*)(%a+)$")
+    if n == nil or UNITS[unit] == nil then return nil end
+    return tonumber(n) * UNITS[unit]
+end
 
 function P.init(conf)
     for k in pairs(conf) do
@@ -30,6 +77,30 @@ function P.init(conf)
     if type(conf.rate) ~= "number" or not (conf.rate > 0) or conf.rate == math.huge then
         error("rate_limit: config.rate must be a positive number (tokens per second)", 0)
     end
+    local window = conf.window == nil and 1 or seconds(conf.window)
+    if window == nil or not (window > 0) or window == math.huge then
+        error("rate_limit: config.window must be a duration like 1s or 1m, got "
+            .. tostring(conf.window), 0)
+    end
+    conf._rate = conf.rate / window -- tokens per second
+    local policy = conf.policy or "local"
+    if policy ~= "local" and policy ~= "shared" and policy ~= "redis" then
+        error("rate_limit: config.policy must be local, shared or redis, got " .. tostring(policy), 0)
+    end
+    if policy == "shared" then
+        local ok, d = pcall(gw.shared_dict, conf.dict or "rate_limit")
+        if not ok then
+            error("rate_limit: policy shared needs the shared dictionary '"
+                .. tostring(conf.dict or "rate_limit") .. "' under shared_dicts in the config", 0)
+        end
+        conf._dict = d
+    end
+    local ose = conf.on_store_error or "allow"
+    if ose ~= "allow" and ose ~= "deny" then
+        error("rate_limit: config.on_store_error must be allow or deny", 0)
+    end
+    conf._deny_on_error = ose == "deny"
+    conf._redis = policy == "redis"
     local burst = conf.burst
     if burst == nil then burst = max(1, conf.rate) end
     if type(burst) ~= "number" or not (burst >= 1) or burst == math.huge then
@@ -49,7 +120,7 @@ function P.init(conf)
     end
     conf._headers = conf.headers ~= false
     conf._limit_text = tostring(burst)
-    conf._period = max(1, burst / conf.rate)
+    conf._period = max(1, burst / conf._rate)
     conf._cur, conf._old, conf._rotate_at = {}, {}, 0
 end
 
@@ -71,6 +142,24 @@ local function bucket(conf, key, now)
     return b
 end
 
+-- The local bucket of `key`: allowed, tokens left, seconds to the next token,
+-- seconds to full.
+local function take_local(conf, key)
+    local now = gw.now()
+    local b = bucket(conf, key, now)
+    local tokens = b.tokens
+    if now > b.at then
+        tokens = tokens + (now - b.at) * conf._rate
+        if tokens > conf._burst then tokens = conf._burst end
+    end
+    b.at = now
+    local allowed = tokens >= 1
+    if allowed then tokens = tokens - 1 end
+    b.tokens = tokens
+    return allowed, tokens, allowed and 0 or (1 - tokens) / conf._rate,
+        (conf._burst - tokens) / conf._rate
+end
+
 function P.access(ctx, conf)
     local key
     if conf._header then
@@ -78,23 +167,42 @@ function P.access(ctx, conf)
         key = v and ("h:" .. v) or nil
     end
     key = key or ("ip:" .. (ctx.client_ip or ""))
-    local now = gw.now()
-    local b = bucket(conf, key, now)
-    local tokens = b.tokens
-    if now > b.at then
-        tokens = tokens + (now - b.at) * conf.rate
-        if tokens > conf._burst then tokens = conf._burst end
+    local allowed, tokens, retry, full
+    if conf._redis then
+        local res, err = gw.redis:eval(REDIS_BUCKET, { "moongate:rl:" .. ctx.route .. ":" .. key },
+            { conf._rate / 1000, conf._burst })
+        if type(res) == "table" then
+            allowed, tokens = res[1] == 1, tonumber(res[2]) or 0
+            retry = allowed and 0 or (1 - tokens) / conf._rate
+            full = (conf._burst - tokens) / conf._rate
+        else
+            allowed, tokens = nil, "redis: " .. tostring(err)
+        end
+    elseif conf._dict then
+        allowed, tokens, retry, full = conf._dict:take(ctx.route .. "\0" .. key, conf._rate, conf._burst)
+    else
+        allowed, tokens, retry, full = take_local(conf, key)
     end
-    b.at = now
-    local allowed = tokens >= 1
-    if allowed then tokens = tokens - 1 end
-    b.tokens = tokens
+    if allowed == nil then
+        gw.log("warn", "rate_limit: store error: " .. tostring(tokens))
+        if conf._deny_on_error then
+            ctx:respond(503, gw.json_encode({
+                error = "rate_limit_unavailable", status = 503, request_id = ctx.request_id,
+            }), { ["Content-Type"] = "application/json" })
+        end
+        return
+    end
     if conf._headers then
+        local remaining = floor(tokens)
+        local reset = ceil(full)
+        ctx:set_response_header("RateLimit-Limit", conf._limit_text)
+        ctx:set_response_header("RateLimit-Remaining", remaining)
+        ctx:set_response_header("RateLimit-Reset", reset)
         ctx:set_response_header("X-RateLimit-Limit", conf._limit_text)
-        ctx:set_response_header("X-RateLimit-Remaining", floor(tokens))
+        ctx:set_response_header("X-RateLimit-Remaining", remaining)
     end
     if allowed then return end
-    local retry = max(1, ceil((1 - tokens) / conf.rate))
+    retry = max(1, ceil(retry))
     ctx:respond(429, gw.json_encode({
         error = "rate_limited", status = 429, retry_after = retry, request_id = ctx.request_id,
     }), {

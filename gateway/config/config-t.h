@@ -273,6 +273,16 @@ struct mg_log_conf {
 
 struct mg_router; /* router.h: precomputed match tables */
 
+/* shared_dicts: {NAME: SIZE} (DESIGN.md section 10.3). */
+struct mg_shdict_conf {
+    char *name;
+    uint64_t bytes; /* budget of keys, values and entry overhead */
+};
+struct mg_shdicts_conf {
+    struct mg_shdict_conf *v;
+    size_t n;
+};
+
 struct mg_config {
     atomic_int refs;
     char *path;       /* the file it was loaded from */
@@ -303,6 +313,7 @@ struct mg_config {
     struct mg_client_conf client;
     struct mg_forwarded_conf forwarded;
     struct mg_resolver_conf resolver;
+    struct mg_shdicts_conf shared_dicts;
 
     struct mg_upstream_conf *upstreams;
     size_t nupstreams;

@@ -161,6 +161,8 @@ char *mg_conf_resolve_path(struct mg_conf_ld *ld, yaml_node_t *at, const char *p
  * and `upstreams.X.tls` (a section with its check; its context is built by
  * mg_conf_upstream_tls_build once the whole upstream `map` was read). */
 int mg_conf_listen(struct mg_conf_ld *ld, yaml_node_t *n, void *cfg);
+/* shared_dicts.c: the top-level shared_dicts map. */
+int mg_conf_shared_dicts(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 extern const struct mg_conf_field mg_conf_upstream_tls_fields[];
 int mg_conf_check_upstream_tls(struct mg_conf_ld *ld, yaml_node_t *n, void *tls);
 int mg_conf_upstream_tls_build(struct mg_conf_ld *ld, yaml_node_t *map,

@@ -29,6 +29,7 @@
 #include "http/headscan.h"
 #include "http/message.h"
 #include "lua/ctx-t.h"
+#include "lua/task-t.h"
 #include "resilience/registry-t.h"
 
 #define MG_MAX_RESPONSE_HEAD (64 * 1024)
@@ -43,6 +44,7 @@ enum { MG_NEXT = 0, MG_AGAIN = 1 };
 enum mg_x_state {
     MG_X_IDLE,    /* no request byte yet; arena empty; keep-alive timer runs */
     MG_X_HEAD,    /* request head arriving: the codec scans and copies it */
+    MG_X_PLUGIN,  /* an access-phase plugin waits for its I/O (x->lua_task) */
     MG_X_BUFFER,  /* idempotency: the body is read into x->body_copy and hashed */
     MG_X_LOOKUP,  /* idempotency: waiting for the store's answer about the key */
     MG_X_QUEUED,  /* routed; waiting in the upstream's bulkhead queue (x->wait runs) */
@@ -266,6 +268,7 @@ struct mg_exchange {
     /* Lua plugins (DESIGN.md section 6). */
     struct mg_lua_ctx lua; /* what plugins see and set; valid once lua_ready */
     bool lua_ready;
+    struct mg_lua_task lua_task; /* the access or log phase while a plugin waits */
     /* Observability. */
     uint64_t started_ns; /* first byte of the request */
     uint64_t bytes_out;  /* queued to the client */

@@ -44,9 +44,9 @@
 #include "runtime.h"
 #include "worker.h"
 
-static const char *const state_names[] = {"idle",   "head",    "buffer",  "lookup",
-                                          "queued", "connect", "backoff", "forward",
-                                          "tunnel", "commit",  "finish"};
+static const char *const state_names[] = {"idle",    "head",   "plugin",  "buffer",
+                                          "lookup",  "queued", "connect", "backoff",
+                                          "forward", "tunnel", "commit",  "finish"};
 _Static_assert(sizeof state_names / sizeof state_names[0] == MG_X_FINISH + 1, "one name per state");
 
 static const struct mg_upstream_ops *upstream_ops = &mg_h1client_ops;
@@ -399,6 +399,7 @@ static void forward_request_body(struct mg_exchange *x)
 static void reset(struct mg_exchange *x)
 {
     release_slot(x);
+    mg_xplug_abandon(x);
     mg_xidem_abandon(x);
     mg_xidem_free(x);
     if (x->rt)
@@ -471,6 +472,8 @@ static enum mg_error route_request(struct mg_exchange *x)
     return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 
+static int after_access(struct mg_exchange *x, enum mg_lua_result r);
+
 static int step_head(struct mg_exchange *x)
 {
     if (x->down->read_head(x) == MG_AGAIN)
@@ -488,16 +491,36 @@ static int step_head(struct mg_exchange *x)
     }
     mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
     x->in_flight_counted = true;
-    if (mg_xplug_active(x, MG_LUA_ACCESS)) {
-        enum mg_lua_result r = mg_xplug_access(x);
-        if (r == MG_LUA_RESPONDED) {
-            respond_from_plugin(x);
-            return MG_NEXT;
+    if (mg_xplug_active(x, MG_LUA_ACCESS))
+        return after_access(x, mg_xplug_access(x));
+    return after_access(x, MG_LUA_OK);
+}
+
+/* An access-phase plugin waits: the route deadline bounds the wait. */
+static int step_plugin(struct mg_exchange *x)
+{
+    return after_access(x, mg_xplug_access_resume(x));
+}
+
+/* What the access phase decided; then the idempotency phase. */
+static int after_access(struct mg_exchange *x, enum mg_lua_result r)
+{
+    if (r == MG_LUA_WAIT) {
+        if (x->state != MG_X_PLUGIN) {
+            x->state = MG_X_PLUGIN;
+            mg_deadline_set(&x->deadline, x->route->timeout_ms);
         }
-        if (r == MG_LUA_ERROR) {
-            fail(x, MG_ERR_PLUGIN_ERROR, "access phase");
-            return MG_NEXT;
-        }
+        return MG_AGAIN;
+    }
+    if (x->state == MG_X_PLUGIN)
+        mg_deadline_set(&x->deadline, 0);
+    if (r == MG_LUA_RESPONDED) {
+        respond_from_plugin(x);
+        return MG_NEXT;
+    }
+    if (r == MG_LUA_ERROR) {
+        fail(x, MG_ERR_PLUGIN_ERROR, "access phase");
+        return MG_NEXT;
     }
     bool buffer;
     enum mg_error err = mg_xidem_start(x, &buffer);
@@ -678,6 +701,7 @@ static bool client_gone_midway(struct mg_exchange *x)
         return !x->down->has_request(x);
     case MG_X_HEAD:
         return true;
+    case MG_X_PLUGIN:
     case MG_X_BUFFER:
     case MG_X_LOOKUP:
     case MG_X_QUEUED:
@@ -697,6 +721,8 @@ static int step(struct mg_exchange *x)
         return step_idle(x);
     case MG_X_HEAD:
         return step_head(x);
+    case MG_X_PLUGIN:
+        return step_plugin(x);
     case MG_X_BUFFER:
         return step_buffer(x);
     case MG_X_LOOKUP:
@@ -794,6 +820,12 @@ static void on_wait_timer(uv_timer_t *t)
 static void on_deadline(struct mg_deadline *d)
 {
     struct mg_exchange *x = d->timer.data;
+    if (x->state == MG_X_PLUGIN) { /* a plugin waited too long */
+        mg_xplug_abandon(x);
+        fail(x, MG_ERR_UPSTREAM_TIMEOUT, "route deadline exceeded in the access phase");
+        advance(x);
+        return;
+    }
     if (x->state == MG_X_QUEUED)
         leave_queue(x);
     else if (x->state == MG_X_BACKOFF)
@@ -813,6 +845,7 @@ static void client_timeout(struct mg_exchange *x)
         x->close_after = true;
         fail(x, MG_ERR_CLIENT_TIMEOUT, "request head timeout");
         break;
+    case MG_X_PLUGIN:
     case MG_X_BUFFER:
     case MG_X_QUEUED:
     case MG_X_CONNECT:
@@ -820,6 +853,8 @@ static void client_timeout(struct mg_exchange *x)
     case MG_X_FORWARD:
         if (x->req_done)
             return;
+        if (x->state == MG_X_PLUGIN)
+            mg_xplug_abandon(x);
         if (x->state == MG_X_QUEUED)
             leave_queue(x);
         else if (x->state == MG_X_BACKOFF)
@@ -976,6 +1011,7 @@ static void hook_close(struct mg_exchange *x)
     mg_deadline_set(&x->deadline, 0);
     if (x->state == MG_X_QUEUED)
         leave_queue(x);
+    mg_xplug_abandon(x);
     mg_xidem_abandon(x);
     if (x->state != MG_X_IDLE && x->rt)
         mg_xrecord(x, x->resp_done ? x->sent_status : 0);

@@ -8,6 +8,8 @@
 
 #include "config/config-t.h"
 #include "core/log.h"
+#include "exchange/exchange.h"
+#include "lua/task.h"
 #include "net/tls.h"
 #include "upstream/balancer.h"
 #include "worker.h"
@@ -63,9 +65,29 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
     return &x->lua;
 }
 
+/* The waited-for I/O completed: the state machine resumes the phase. */
+static void on_plugin_io(struct mg_lua_task *t)
+{
+    mg_exchange_run(t->data);
+}
+
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
 {
-    return mg_lua_run(x->rt->lua, x->route->index, MG_LUA_ACCESS, mg_xplug_ctx(x));
+    enum mg_lua_result r =
+        mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_ACCESS, mg_xplug_ctx(x), &x->lua_task);
+    x->lua_task.wake = on_plugin_io;
+    x->lua_task.data = x;
+    return r;
+}
+
+enum mg_lua_result mg_xplug_access_resume(struct mg_exchange *x)
+{
+    return mg_lua_task_resume(&x->lua_task);
+}
+
+void mg_xplug_abandon(struct mg_exchange *x)
+{
+    mg_lua_task_abandon(&x->lua_task);
 }
 
 int mg_xplug_response(struct mg_exchange *x)
@@ -101,7 +123,10 @@ void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns)
         struct mg_lua_ctx *l = mg_xplug_ctx(x);
         l->status = status;
         l->latency = (double)(now_ns - x->started_ns) / 1e9;
-        mg_lua_run(x->rt->lua, x->route->index, MG_LUA_LOG, l); /* errors: logged only */
+        /* Errors are logged only; a log phase that waits goes on detached. */
+        if (mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_LOG, l, &x->lua_task) ==
+            MG_LUA_WAIT)
+            mg_lua_task_detach(&x->lua_task);
     }
     if (x->lua_ready)
         mg_lua_ctx_done(x->rt->lua, &x->lua);

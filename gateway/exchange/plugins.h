@@ -20,8 +20,13 @@ bool mg_xplug_active(const struct mg_exchange *x, enum mg_lua_phase phase);
 /* The ctx, its request half filled on first use (routes without plugins never
  * pay for it). */
 struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x);
-/* The access phase: OK, RESPONDED (x->lua.respond is set) or ERROR. */
+/* The access phase: OK, RESPONDED (x->lua.respond is set), ERROR, or WAIT: a
+ * plugin waits; mg_exchange_run() follows when its I/O completed, then call
+ * mg_xplug_access_resume() (WAIT again while it is not done). */
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x);
+enum mg_lua_result mg_xplug_access_resume(struct mg_exchange *x);
+/* Drops a waiting access phase (client gone, deadline); no-op otherwise. */
+void mg_xplug_abandon(struct mg_exchange *x);
 /* The response phase, once the final head is in x: 0, or -1 when it raised. */
 int mg_xplug_response(struct mg_exchange *x);
 /* The route's Lua balancer over ur's targets (available = offered for this

@@ -22,6 +22,7 @@
 #include "lua/vm-t.h"
 
 struct lua_State;
+struct mg_lua_ws;
 
 /* Bits of mg_lua_plugin.caps and mg_lua_route.active: 1 << enum mg_lua_phase. */
 #define MG_LUA_CAP(phase) (1u << (phase))
@@ -35,6 +36,7 @@ struct mg_lua_plugin {
 
 struct mg_lua_route {
     unsigned active;                          /* MG_LUA_CAP of phases with something to run */
+    unsigned waits;                           /* MG_LUA_CAP of phases run in a coroutine */
     int first[MG_LUA_PHASE__COUNT];           /* plugin id first in each chain, -1: none */
     const struct mg_lua_target *last_targets; /* memo of the last targets array */
     size_t last_n;
@@ -78,6 +80,7 @@ struct mg_lua {
     uint32_t next_slot; /* slots handed out so far; slot numbers start at 1 */
 
     struct mg_lua_guard guard;
+    struct mg_lua_ws *ws; /* plugins that wait (task.c, timer.c) */
 };
 
 #endif

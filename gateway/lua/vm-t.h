@@ -27,6 +27,7 @@ enum mg_lua_result {
     MG_LUA_RESPONDED, /* access: a plugin called ctx:respond(); answer ctx->respond */
     MG_LUA_ERROR,     /* a plugin raised (logged and counted): 500 plugin_error,
                          except in the log phase where it is only logged */
+    MG_LUA_WAIT,      /* a plugin waits (task.h): the caller's task is suspended */
 };
 
 /* One target as the balancer sees it (Lua: targets[i], 1-based). The array is

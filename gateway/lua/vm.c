@@ -36,6 +36,7 @@
 #include "lua/ctx.h"
 #include "lua/guard.h"
 #include "lua/state-t.h"
+#include "lua/task.h"
 #include "obs/metrics-t.h"
 #include "process/paths.h"
 
@@ -168,6 +169,7 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
 
+    mg_lua_task_open(L, vm);
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");
     lua_call(L, 1, 1);
@@ -223,6 +225,12 @@ static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, b
         char msg[512];
         pop_message(vm->L, msg, sizeof(msg));
         snprintf(err, errlen, "%s: lua runtime (%s): %s", cfg->path, mg_paths_lua(), msg);
+        mg_lua_free(vm);
+        return NULL;
+    }
+    if (mg_lua_task_boot(vm) < 0) {
+        snprintf(err, errlen, "%s: lua runtime (%s): runner lacks its waiting side", cfg->path,
+                 MG_LUA_DIR);
         mg_lua_free(vm);
         return NULL;
     }
@@ -424,7 +432,8 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
         if ((a.mask & MG_LUA_CAP(p)) && r->first[p] < 0)
             r->first[p] = id;
     }
-    r->active |= a.mask;
+    r->active |= a.mask & 0xffu;
+    r->waits |= a.mask >> 8; /* phases whose chain runs in a coroutine (task.c) */
     return 0;
 }
 
@@ -490,6 +499,7 @@ void mg_lua_free(struct mg_lua *vm)
     if (!vm)
         return;
     mg_lua_guard_unregister(&vm->guard);
+    mg_lua_task_close(vm);
     if (vm->L)
         lua_close(vm->L);
     for (size_t i = 0; i < vm->nplugins; i++) {
@@ -577,12 +587,21 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
     lua_Integer slot = bind_slot(vm, ctx);
-    lua_pushvalue(L, STACK_RUN);
+    bool waits = vm->routes[route].waits & MG_LUA_CAP(phase);
+    if (waits) /* runner.run_waiting: the chain in a coroutine */
+        mg_lua_task_push_run(vm);
+    else
+        lua_pushvalue(L, STACK_RUN);
     lua_pushinteger(L, (lua_Integer)route + 1);
     lua_pushinteger(L, phase);
     lua_pushinteger(L, slot);
     if (protected_call(vm, phase, ctx, 3, 1, route) != 0)
         return MG_LUA_ERROR;
+    if (waits && lua_type(L, -1) == LUA_TNUMBER) { /* it waits: the coroutine's key */
+        mg_lua_task_note_wait(vm, (int)lua_tointeger(L, -1));
+        lua_settop(L, STACK_BASE);
+        return MG_LUA_WAIT;
+    }
     bool failed = lua_toboolean(L, -1); /* log phase: some plugin failed */
     lua_settop(L, STACK_BASE);
     if (failed)
@@ -686,4 +705,14 @@ size_t mg_lua_memory(const struct mg_lua *vm)
 void mg_lua_set_time_limits(unsigned phase_ms, unsigned init_ms)
 {
     mg_lua_guard_set_limits(phase_ms, init_ms);
+}
+
+void mg_lua_call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, uint32_t limit_ms)
+{
+    call_begin(vm, phase, plugin, limit_ms);
+}
+
+void mg_lua_call_end(struct mg_lua *vm, bool failed)
+{
+    call_end(vm, failed);
 }

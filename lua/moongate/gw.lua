@@ -129,6 +129,7 @@ function M.new(worker_id, checking)
     end
 
     gw.json_quote = quote
+    require("moongate.gw_io").install(gw)
 
     return gw
 end

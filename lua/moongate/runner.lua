@@ -5,6 +5,8 @@
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
 --   entry(route, kind, id, conf) -> mask   per route entry: runs init(conf)
 --   run(route, phase, slot) -> failed       a route's chain for one phase
+--   run_waiting(route, phase, slot) -> failed | key   the same in a coroutine
+--   resume(key, phase), abandon(key), timer(id), init_worker()   (task.c)
 --   balance(route, slot, id, n, targets) -> index   the route's balancer
 -- A negative slot is a fresh one (a new request); `targets` (the C array, as
 -- a light userdata) comes only until the array `id` has been wrapped.
@@ -17,6 +19,9 @@ local ffi = require("ffi")
 local ctxm = require("moongate.ctx")
 local gwm = require("moongate.gw")
 local sandbox = require("moongate.sandbox")
+local coro = require("moongate.coro")
+local gw_io = require("moongate.gw_io")
+local lio = require("moongate.lio")
 
 local M = {}
 
@@ -31,6 +36,8 @@ local chains = { [ACCESS] = {}, [RESPONSE] = {}, [LOG] = {} } -- [phase][route]
 local balancers = {}                    -- [route] = {fn, conf, id}
 local objs = {}                         -- slot -> pooled ctx object
 local tcache = {}                       -- targets array id -> wrapped view
+local may_wait = {}                     -- plugin id -> its code names a waiting function
+local init_workers = {}                 -- {fn, conf, id} per route entry with init_worker
 
 local new_ctx, reset, responded, set_phase = ctxm.new_ctx, ctxm.reset, ctxm.responded, ctxm.set_phase
 local enter, new_balance_call = ctxm.plugin_enter, ctxm.new_balance_call
@@ -60,6 +67,11 @@ function M.load(id, name, chunk)
     rawset(env, "__mg_w", stop)
     rawset(env, "__mg_a", guard_abort)
     setfenv(chunk, env)
+    -- A plugin whose code names a waiting function runs its access and log
+    -- phases in a coroutine; the others keep the direct call (P.waits overrides).
+    local bc = string.dump(chunk, true) -- stripped: constants only, not the file path
+    may_wait[id] = bc:find("sleep", 1, true) ~= nil or bc:find("http", 1, true) ~= nil
+        or bc:find("redis", 1, true) ~= nil
     local P = chunk(name)
     if type(P) ~= "table" then
         error("the file must return a table of functions, got " .. type(P), 0)
@@ -67,7 +79,15 @@ function M.load(id, name, chunk)
     local caps = 0
     for k, v in pairs(P) do
         local phase = PHASE_OF[k]
-        if phase ~= nil then
+        if k == "init_worker" then
+            if type(v) ~= "function" then
+                error("'init_worker' must be a function, got " .. type(v), 0)
+            end
+        elseif k == "waits" then
+            if type(v) ~= "boolean" and type(v) ~= "function" then
+                error("'waits' must be a boolean or a function(conf), got " .. type(v), 0)
+            end
+        elseif phase ~= nil then
             if type(v) ~= "function" then
                 error("'" .. k .. "' must be a function, got " .. type(v), 0)
             end
@@ -97,6 +117,12 @@ function M.entry(route, kind, id, conf)
     if P.init ~= nil then
         P.init(conf)
     end
+    local waits = P.waits
+    if type(waits) == "function" then waits = waits(conf) and true or false end
+    if waits == nil then waits = may_wait[id] end
+    if P.init_worker ~= nil and kind ~= BALANCE then
+        init_workers[#init_workers + 1] = { P.init_worker, conf, id }
+    end
     if kind == BALANCE then
         balancers[route] = { fn = P.balance, conf = conf, id = id }
         return lshift(1, BALANCE)
@@ -114,6 +140,9 @@ function M.entry(route, kind, id, conf)
             local n = ch.n + 1
             ch.n, ch.fns[n], ch.confs[n], ch.ids[n] = n, fn, conf, id
             mask = bor(mask, lshift(1, phase))
+            if waits and (phase == ACCESS or phase == LOG) then
+                mask = bor(mask, lshift(1, phase + 8)) -- C runs this chain via run_waiting
+            end
         end
     end
     return mask
@@ -154,6 +183,30 @@ local function run_log(ch, o)
     return failed
 end
 
+-- Access chain of a coroutine run: errors are caught by its job.
+local function access_chain(ch, o)
+    local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    fns[1](o, confs[1])
+    if responded(o) then return end
+    for k = 2, ch.n do
+        enter(ids[k])
+        fns[k](o, confs[k])
+        if responded(o) then return end
+    end
+end
+
+-- The job of a chain that may wait (inside a pooled coroutine): true when a
+-- plugin failed (already logged).
+local function chain_job(ch, o, phase)
+    if phase == LOG then
+        return run_log(ch, o)
+    end
+    local ok, err = xpcall(access_chain, traceback, ch, o)
+    if ok then return false end
+    lio.fail(err)
+    return true
+end
+
 function M.run(route, phase, slot)
     local ch = chains[phase][route]
     local o = bind(slot)
@@ -183,6 +236,50 @@ function M.balance(route, slot, id, n, targets)
         tcache[id] = ts
     end
     return (b.fn(o, b.conf, ts))
+end
+
+-- run() for a chain that may wait (C knows which from entry's mask): in a
+-- pooled coroutine; returns failed, or the key of the parked coroutine.
+function M.run_waiting(route, phase, slot)
+    local ch = chains[phase][route]
+    local o = bind(slot)
+    set_phase(phase)
+    return coro.run(chain_job, ch, o, phase)
+end
+
+-- The waiting side (gateway/lua/task.c): a suspended run goes on, is dropped,
+-- a timer fires, the workers start.
+function M.resume(key, phase)
+    set_phase(phase)
+    return coro.resume(key)
+end
+
+function M.abandon(key)
+    coro.abandon(key)
+end
+
+local function timer_job(t)
+    local ok, err = xpcall(t.fn, traceback, unpack(t, 1, t.n))
+    if ok then return false end
+    lio.fail(err)
+    return true
+end
+
+function M.timer(id)
+    local t = gw_io.timer_entry(id)
+    if not t then return false end
+    set_phase(INIT)
+    return coro.run(timer_job, t)
+end
+
+function M.init_worker()
+    set_phase(INIT)
+    for _, e in ipairs(init_workers) do
+        enter(e[3])
+        local ok, err = xpcall(e[1], traceback, e[2])
+        if not ok then lio.fail("init_worker: " .. tostring(err)) end
+    end
+    enter(-1)
 end
 
 return M

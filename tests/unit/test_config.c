@@ -78,6 +78,24 @@ static uint16_t port_of(const struct mg_address *a)
 
 /* ---- good files ---- */
 
+/* shared_dicts (DESIGN.md section 10.3): NAME: SIZE, 8k..1g; absent: none. */
+static void test_shared_dicts(void **state)
+{
+    (void)state;
+    struct mg_config *cfg = load(MINIMAL);
+    assert_int_equal(cfg->shared_dicts.n, 0);
+    mg_config_unref(cfg);
+    cfg = load("shared_dicts: {limits: 10m, sessions: 8k}\n" MINIMAL);
+    assert_int_equal(cfg->shared_dicts.n, 2);
+    assert_string_equal(cfg->shared_dicts.v[0].name, "limits");
+    assert_int_equal(cfg->shared_dicts.v[0].bytes, 10u * 1024 * 1024);
+    assert_int_equal(cfg->shared_dicts.v[1].bytes, 8192);
+    mg_config_unref(cfg);
+    expect_error("shared_dicts: {limits: 1k}\n" MINIMAL,
+                 "t.yaml:1:24: shared_dicts.limits: invalid size '1k' (expected 8k..1g");
+    expect_error("shared_dicts: [limits]\n" MINIMAL, "t.yaml:1:15: shared_dicts: ");
+}
+
 static void test_minimal_top_level_defaults(void **state)
 {
     struct mg_config *cfg = load(MINIMAL);
@@ -665,7 +683,7 @@ static void test_error_unknown_keys(void **state)
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
         "pid_file, shutdown_delay, watch_config, plugin_path, access_log, access_log_fields, log, "
         "metrics, drain_timeout, idempotency_memory, redis, client, forwarded, resolver, "
-        "upstreams, routes)");
+        "shared_dicts, upstreams, routes)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
@@ -1841,6 +1859,7 @@ int main(void)
         cmocka_unit_test(test_error_duplicate_key),
         cmocka_unit_test(test_error_empty_file),
         cmocka_unit_test(test_error_unknown_keys),
+        cmocka_unit_test(test_shared_dicts),
         cmocka_unit_test(test_error_wrong_types),
         cmocka_unit_test(test_error_null_value),
         cmocka_unit_test(test_error_nul_in_value),

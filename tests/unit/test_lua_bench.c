@@ -40,10 +40,11 @@ static double now_ns(void)
     ROUTE("rate_limit", "  plugins: [{name: rate_limit, config: {rate: 1000000000}}]\n")           \
     ROUTE("all3",                                                                                  \
           "  plugins: [{name: request_id}, {name: key_auth, config: {keys: [\"secret\"]}},"        \
-          " {name: rate_limit, config: {rate: 1000000000}}]\n")
+          " {name: rate_limit, config: {rate: 1000000000}}]\n")                                    \
+    ROUTE("noop_waits", "  plugins: [{name: noop_waits}]\n")
 static const char *const route_names[] = {
     "first",      "round_robin", "least_conn", "p2c_ewma", "consistent_hash", "random", "noop",
-    "request_id", "key_auth",    "rate_limit", "all3"};
+    "request_id", "key_auth",    "rate_limit", "all3",     "noop_waits"};
 #define NBALANCERS 6
 
 static void balancers_and_plugins(void **state)
@@ -55,6 +56,9 @@ static void balancers_and_plugins(void **state)
     long n = iterations();
     t_plugin("first", "return {balance = function(ctx, conf, t) return 1 end}\n");
     t_plugin("noop", "return {access = function(ctx, conf) end}\n");
+    /* the same in a coroutine (a plugin that may wait, waiting for nothing) */
+    t_plugin("noop_waits", "return {waits = true, access = function(ctx, conf) end}\n");
+    const char *only = getenv("MOONGATE_LUA_BENCH_ONLY"); /* one route (callgrind) */
     for (int i = 0; i < 3; i++) {
         atomic_store(&st[i].ewma_ns, 1000000u * (unsigned)(i + 1));
         atomic_store(&st[i].ewma_at_ms, t_now_ms());
@@ -75,6 +79,8 @@ static void balancers_and_plugins(void **state)
                   mg_lua_nplugins(vm), (now_ns() - t0) / 1e6, mg_lua_memory(vm) / 1024);
 
     for (size_t r = 0; r < sizeof(route_names) / sizeof(route_names[0]); r++) {
+        if (only && strcmp(only, route_names[r]) != 0)
+            continue;
         char user[32];
         double start = 0;
         for (long k = -n / 10; k < n; k++) { /* a tenth to warm up (the JIT) */

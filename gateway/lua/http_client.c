@@ -1,0 +1,467 @@
+/*
+ * gw.http.request (see http_client.h): one connection per call (Connection:
+ * close), llhttp for the response, a bounded body, one timer for the whole
+ * call. Host names are not resolved here (that would block the loop): a call
+ * names an upstream of the config or an IP address.
+ *
+ * Ownership: struct http_io is malloc'd; it is freed once both its handles
+ * (socket, timer) are closed and its task let go of it (results taken,
+ * dropped, or the call cancelled). Writes point into `req`, which lives as
+ * long as the io, and libuv runs write callbacks before the socket's close
+ * callback, so no write outlives it.
+ */
+#include "lua/http_client.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <llhttp.h>
+#include <lua.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config-t.h"
+#include "resilience/breaker.h"
+#include "resilience/registry-t.h"
+#include "resilience/registry.h"
+#include "lua/state-t.h"
+#include "lua/task.h"
+#include "lua/ws-t.h"
+
+#define READ_BUF 16384
+
+struct hdr {
+    size_t name_off, name_len, val_off, val_len;
+};
+
+struct http_io {
+    struct mg_lua_io io;
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    uv_timer_t timer;
+    int handles;   /* open handles */
+    bool finished; /* the outcome is set (handles closing) */
+    bool released; /* the task let go */
+    char *req;
+    size_t reqlen;
+    llhttp_t parser;
+    bool in_value; /* the last header callback was a value */
+    bool complete;
+    int status;
+    char *hbuf;
+    size_t hlen, hcap;
+    struct hdr *hdrs;
+    size_t nh, nhcap;
+    char *body;
+    size_t blen, bcap, bmax;
+    char err[128];
+    /* a call to an upstream's target: its breaker hears the outcome */
+    struct mg_target_stats *stats;
+    const struct mg_breaker_conf *breaker;
+    uv_loop_t *loop;
+    uint32_t probe;
+    char rbuf[READ_BUF];
+};
+
+static void io_maybe_free(struct http_io *h)
+{
+    if (h->handles || !h->released)
+        return;
+    free(h->req);
+    free(h->hbuf);
+    free(h->hdrs);
+    free(h->body);
+    free(h);
+}
+
+static void on_closed(uv_handle_t *hd)
+{
+    struct http_io *h = hd->data;
+    h->handles--;
+    io_maybe_free(h);
+}
+
+static void close_handles(struct http_io *h)
+{
+    uv_timer_stop(&h->timer);
+    if (!uv_is_closing((uv_handle_t *)&h->tcp))
+        uv_close((uv_handle_t *)&h->tcp, on_closed);
+    if (!uv_is_closing((uv_handle_t *)&h->timer))
+        uv_close((uv_handle_t *)&h->timer, on_closed);
+}
+
+/* The call ended (err NULL: a response is in). */
+static void finish(struct http_io *h, const char *err)
+{
+    if (h->finished)
+        return;
+    h->finished = true;
+    if (err)
+        snprintf(h->err, sizeof h->err, "%s", err);
+    if (h->stats) {
+        bool failure = h->err[0] || mg_breaker_is_failure_status(h->breaker, h->status);
+        mg_breaker_report(&h->stats->breaker, h->breaker, uv_now(h->loop), failure, h->probe);
+    }
+    close_handles(h);
+    mg_lua_io_complete(&h->io);
+}
+
+static void io_cancel(struct mg_lua_io *io)
+{
+    struct http_io *h = (struct http_io *)io;
+    if (h->stats && !h->finished)
+        mg_breaker_cancel(&h->stats->breaker, h->probe);
+    h->finished = true;
+    h->released = true;
+    close_handles(h);
+    io_maybe_free(h);
+}
+
+static void io_release(struct mg_lua_io *io)
+{
+    struct http_io *h = (struct http_io *)io;
+    h->released = true;
+    io_maybe_free(h);
+}
+
+static int io_push(lua_State *L, struct mg_lua_io *io)
+{
+    struct http_io *h = (struct http_io *)io;
+    if (h->err[0]) {
+        lua_pushnil(L);
+        lua_pushstring(L, h->err);
+        return 2;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, h->status);
+    lua_setfield(L, -2, "status");
+    lua_newtable(L);
+    for (size_t i = 0; i < h->nh; i++) {
+        char *name = h->hbuf + h->hdrs[i].name_off;
+        for (size_t k = 0; k < h->hdrs[i].name_len; k++)
+            if (name[k] >= 'A' && name[k] <= 'Z')
+                name[k] = (char)(name[k] + 32);
+        lua_pushlstring(L, name, h->hdrs[i].name_len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -2);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -5);
+        }
+        lua_pushlstring(L, h->hbuf + h->hdrs[i].val_off, h->hdrs[i].val_len);
+        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+        lua_pop(L, 2);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, h->body ? h->body : "", h->blen);
+    lua_setfield(L, -2, "body");
+    return 1;
+}
+
+/* ------------------------------------------------------------ parsing */
+
+static int grow(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    char *p = realloc(*buf, c);
+    if (!p)
+        return -1;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+static struct http_io *of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_io *h = of(p);
+    if (h->in_value || h->nh == 0) {
+        if (h->nh == h->nhcap) {
+            size_t c = h->nhcap ? h->nhcap * 2 : 16;
+            struct hdr *n = c <= 512 ? realloc(h->hdrs, c * sizeof *n) : NULL;
+            if (!n)
+                return HPE_USER;
+            h->hdrs = n;
+            h->nhcap = c;
+        }
+        h->hdrs[h->nh++] = (struct hdr){h->hlen, 0, 0, 0};
+        h->in_value = false;
+    }
+    if (h->hlen + len > 64 * 1024 || grow(&h->hbuf, &h->hcap, h->hlen + len) < 0)
+        return HPE_USER;
+    memcpy(h->hbuf + h->hlen, at, len);
+    h->hlen += len;
+    h->hdrs[h->nh - 1].name_len += len;
+    return 0;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_io *h = of(p);
+    if (h->nh == 0)
+        return HPE_USER;
+    struct hdr *e = &h->hdrs[h->nh - 1];
+    if (!h->in_value) {
+        e->val_off = h->hlen;
+        h->in_value = true;
+    }
+    if (h->hlen + len > 64 * 1024 || grow(&h->hbuf, &h->hcap, h->hlen + len) < 0)
+        return HPE_USER;
+    memcpy(h->hbuf + h->hlen, at, len);
+    h->hlen += len;
+    e->val_len += len;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    of(p)->status = p->status_code;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_io *h = of(p);
+    if (h->blen + len > h->bmax) {
+        snprintf(h->err, sizeof h->err, "response body larger than %zu bytes", h->bmax);
+        return HPE_USER;
+    }
+    if (grow(&h->body, &h->bcap, h->blen + len) < 0)
+        return HPE_USER;
+    memcpy(h->body + h->blen, at, len);
+    h->blen += len;
+    return 0;
+}
+
+static int on_complete(llhttp_t *p)
+{
+    of(p)->complete = true;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_complete,
+};
+
+/* ------------------------------------------------------------ I/O */
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct http_io *h = hd->data;
+    *buf = uv_buf_init(h->rbuf, sizeof h->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct http_io *h = s->data;
+    if (h->finished || nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF && llhttp_finish(&h->parser) == HPE_OK && h->complete)
+            finish(h, NULL);
+        else
+            finish(h, "connection closed before the response was complete");
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&h->parser, buf->base, (size_t)nread);
+    if (h->complete) {
+        finish(h, NULL);
+    } else if (e != HPE_OK) {
+        char msg[sizeof h->err + 16];
+        snprintf(msg, sizeof msg, "bad response: %.100s",
+                 h->err[0] ? h->err : llhttp_errno_name(e));
+        h->err[0] = '\0';
+        finish(h, msg);
+    }
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct http_io *h = w->data;
+    if (status < 0 && !h->finished) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "send: %s", uv_strerror(status));
+        finish(h, msg);
+    }
+}
+
+static void on_connect(uv_connect_t *c, int status)
+{
+    struct http_io *h = c->data;
+    if (h->finished)
+        return;
+    if (status < 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "connect: %s", uv_strerror(status));
+        finish(h, msg);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(h->req, (unsigned)h->reqlen);
+    h->wreq.data = h;
+    int rc = uv_write(&h->wreq, (uv_stream_t *)&h->tcp, &b, 1, on_written);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&h->tcp, on_alloc, on_read);
+    if (rc < 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "send: %s", uv_strerror(rc));
+        finish(h, msg);
+    }
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct http_io *h = t->data;
+    finish(h, h->err[0] ? NULL : "timeout"); /* a connect that could not start set err */
+}
+
+/* ------------------------------------------------------------ start */
+
+static int fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* The address to call; for an upstream, its targets in turn, skipping those
+ * whose breaker is open or whose health check failed (then admitted by the
+ * breaker: h->stats and h->probe are set). */
+static int resolve(lua_State *L, struct mg_lua *vm, const char *kind, const char *target,
+                   struct sockaddr_storage *ss, uint64_t *default_ms, struct http_io *h, char *msg,
+                   size_t cap)
+{
+    if (strcmp(kind, "upstream") == 0) {
+        const struct mg_config *cfg = vm->cfg;
+        for (size_t i = 0; i < cfg->nupstreams; i++) {
+            const struct mg_upstream_conf *uc = &cfg->upstreams[i];
+            if (strcmp(uc->name, target) != 0)
+                continue;
+            uint64_t now = uv_now(vm->ws->loop);
+            for (size_t k = 0; k < uc->ntargets; k++) {
+                const struct mg_target_conf *t = &uc->targets[vm->ws->http_rr++ % uc->ntargets];
+                struct mg_target_stats *st = mg_registry_target(uc->name, t->address.text);
+                if (atomic_load(&st->unhealthy) ||
+                    !mg_breaker_acquire(&st->breaker, &uc->breaker, now, &h->probe))
+                    continue;
+                memcpy(ss, &t->address.addr, sizeof *ss);
+                *default_ms = uc->read_timeout_ms;
+                h->stats = st;
+                h->breaker = &uc->breaker;
+                return 0;
+            }
+            snprintf(msg, cap, "circuit open (no available target of upstream %.64s)", target);
+            return -1;
+        }
+        snprintf(msg, cap, "no upstream '%.64s' in the config", target);
+        return -1;
+    }
+    (void)L;
+    char host[64];
+    const char *colon = strrchr(target, ':');
+    size_t hl = colon ? (size_t)(colon - target) : 0;
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || hl == 0 || hl >= sizeof host || !end || *end || port < 1 || port > 65535) {
+        snprintf(msg, cap, "host must be \"IP:port\" (got %.64s)", target);
+        return -1;
+    }
+    memcpy(host, target, hl);
+    host[hl] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+    } else if (host[0] == '[' && hl > 2 && host[hl - 1] == ']' &&
+               (host[hl - 1] = '\0', inet_pton(AF_INET6, host + 1, &sin6->sin6_addr) == 1)) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+    } else {
+        snprintf(msg, cap,
+                 "host must be an IP address (names are not resolved here: declare an "
+                 "upstream), got %.64s",
+                 target);
+        return -1;
+    }
+    *default_ms = 10000;
+    return 0;
+}
+
+int mg_lua_http_start(lua_State *L)
+{
+    struct mg_lua *vm = lua_touserdata(L, lua_upvalueindex(1));
+    const char *kind = luaL_checkstring(L, 1);
+    const char *target = luaL_checkstring(L, 2);
+    size_t reqlen;
+    const char *req = luaL_checklstring(L, 3, &reqlen);
+    double timeout_s = luaL_optnumber(L, 4, 0);
+    double max_body = luaL_optnumber(L, 5, 1024 * 1024);
+    uv_loop_t *loop = mg_lua_loop(vm);
+    if (!mg_lua_waiting_task(vm) || !loop)
+        return luaL_error(L, "gw.http.request: cannot wait here (only in access, log and timer "
+                             "callbacks)");
+    struct sockaddr_storage ss;
+    uint64_t def_ms;
+    char msg[160];
+    struct http_io *h = calloc(1, sizeof *h);
+    char *copy = malloc(reqlen ? reqlen : 1);
+    if (!h || !copy) {
+        free(h);
+        free(copy);
+        return fail(L, "out of memory");
+    }
+    if (resolve(L, vm, kind, target, &ss, &def_ms, h, msg, sizeof msg) < 0) {
+        free(h);
+        free(copy);
+        return fail(L, msg);
+    }
+    h->loop = loop;
+    uint64_t ms = timeout_s > 0 ? (uint64_t)ceil(timeout_s * 1000) : def_ms;
+    memcpy(copy, req, reqlen);
+    h->req = copy;
+    h->reqlen = reqlen;
+    h->bmax = max_body >= 0 && max_body < 1e12 ? (size_t)max_body : 1024 * 1024;
+    h->io.cancel = io_cancel;
+    h->io.release = io_release;
+    h->io.push = io_push;
+    llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
+    h->parser.data = h;
+    uv_tcp_init(loop, &h->tcp);
+    uv_timer_init(loop, &h->timer);
+    h->tcp.data = h;
+    h->timer.data = h;
+    h->creq.data = h;
+    h->handles = 2;
+    mg_lua_io_begin(vm, &h->io);
+    uv_timer_start(&h->timer, on_timeout, ms, 0);
+    int rc = uv_tcp_connect(&h->creq, &h->tcp, (const struct sockaddr *)&ss, on_connect);
+    if (rc < 0) {
+        /* Complete from the loop, never inside this Lua call: the timer fires
+         * at once. */
+        snprintf(h->err, sizeof h->err, "connect: %s", uv_strerror(rc));
+        uv_timer_start(&h->timer, on_timeout, 0, 0);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}

@@ -1,0 +1,18 @@
+/*
+ * gw.http.request (DESIGN.md section 10.3): an HTTP/1.1 client call as an
+ * operation of the waiting task (task.h), on the worker's loop.
+ */
+#ifndef MG_LUA_HTTP_CLIENT_H
+#define MG_LUA_HTTP_CLIENT_H
+
+struct lua_State;
+
+/* lio.http(kind, target, request, timeout_s, max_body) where kind is
+ * "upstream" (target: an upstream's name; one of its targets in turn) or
+ * "host" (target: "IP:port" or "localhost:port"), request the whole request
+ * bytes. Starts the call (the Lua side then waits), or returns nil, message
+ * when it cannot start. The results, once taken: status, headers (a table
+ * lowercased name -> {values}), body; or nil, message. */
+int mg_lua_http_start(struct lua_State *L);
+
+#endif
