@@ -43,7 +43,7 @@ static uint32_t retry_after_s(struct mg_upstream_rt *ur, uint64_t now)
 
 enum mg_error mg_attempt_open(struct mg_exchange *x)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     uint64_t now = uv_now(&x->w->loop);
     uint32_t probe = 0;
@@ -53,6 +53,8 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
         i = mg_xplug_balance(x, ur, now, &raised);
         if (raised)
             return MG_ERR_PLUGIN_ERROR;
+        if (x->lua.balance_refused)
+            return MG_ERR_BALANCER_REFUSED;
     }
     if (i >= 0 && !mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
         i = -1;
@@ -78,12 +80,11 @@ void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_out
     if (!a->open || a->reported)
         return;
     a->reported = true;
-    struct mg_upstream_rt *ur = &x->rt->ups[x->route->upstream->index];
-    mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->w->id, x->route->upstream->index,
+    struct mg_upstream_rt *ur = &x->rt->ups[x->ups->index];
+    mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->w->id, x->ups->index,
                                 (size_t)(a->target - ur->targets), outcome);
     struct mg_target_stats *st = a->target->stats;
-    mg_breaker_report(&st->breaker, &x->route->upstream->breaker, uv_now(&x->w->loop), failure,
-                      a->probe);
+    mg_breaker_report(&st->breaker, &x->ups->breaker, uv_now(&x->w->loop), failure, a->probe);
     if (failure)
         atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);
 }
@@ -102,7 +103,7 @@ void mg_attempt_close(struct mg_exchange *x)
 
 bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     if (x->resp_started || x->attempts > uc->retry.max_retries || x->req_upgrade ||
         (x->req_body_bytes > 0 && !x->body_copy_ok))
         return false;
@@ -120,7 +121,7 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
 
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x)
 {
-    return mg_retry_backoff_ms(&x->route->upstream->retry, x->attempts - 1, mg_worker_random(x->w));
+    return mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
 }
 
 enum mg_upstream_outcome mg_attempt_outcome_of(unsigned kind)

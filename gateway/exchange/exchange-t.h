@@ -229,6 +229,7 @@ struct mg_exchange {
     char request_id[MG_REQUEST_ID_MAX + 1];
 
     const struct mg_route_conf *route;
+    const struct mg_upstream_conf *ups; /* the route's, or the one ctx:set_upstream() chose */
     size_t prefix_len;
     /* Resilience (DESIGN.md section 5). */
     bool slot_held;         /* one bulkhead slot, kept across retries */

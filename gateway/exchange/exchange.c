@@ -76,7 +76,7 @@ static struct mg_metrics *metrics_of(struct mg_exchange *x)
 
 static struct mg_upstream_stats *route_stats(struct mg_exchange *x)
 {
-    return x->rt->ups[x->route->upstream->index].stats;
+    return x->rt->ups[x->ups->index].stats;
 }
 
 /* ------------------------------------------------------------ request id */
@@ -116,7 +116,7 @@ static void sync_upstream_timer(struct mg_exchange *x, bool progress)
     struct mg_attempt *a = &x->att;
     if (x->state != MG_X_FORWARD || !a->up)
         return;
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     uint8_t want = MG_UPT_NONE;
     if (x->upstream->writes(a) > 0)
         want = MG_UPT_SEND;
@@ -199,7 +199,7 @@ static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum 
     mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
             x->att.target ? x->att.target->conf->address.text : "-", x->attempts, x->request_id);
     if (mg_attempt_may_retry(x, kind, reached)) {
-        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->route->upstream->index);
+        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->ups->index);
         detach(x, false);
         start_backoff(x);
         return;
@@ -214,7 +214,7 @@ static void release_slot(struct mg_exchange *x)
     if (!x->slot_held)
         return;
     x->slot_held = false;
-    mg_admission_release(route_stats(x), &x->route->upstream->bulkhead, (unsigned)x->w->id);
+    mg_admission_release(route_stats(x), &x->ups->bulkhead, (unsigned)x->w->id);
 }
 
 /* Leaves the queue without a slot (client gone, deadline). */
@@ -238,7 +238,7 @@ static void on_slot_granted(struct mg_waiter *wt)
 /* A slot held, the queue joined (QUEUED), or failed with bulkhead_full. */
 static void admit(struct mg_exchange *x)
 {
-    const struct mg_bulkhead_conf *bc = &x->route->upstream->bulkhead;
+    const struct mg_bulkhead_conf *bc = &x->ups->bulkhead;
     switch (mg_admission_enter(route_stats(x), bc, (unsigned)x->w->id, uv_now(&x->w->loop),
                                &x->waiter)) {
     case MG_ADMIT_ACQUIRED:
@@ -279,7 +279,7 @@ static enum mg_upstream_outcome status_outcome(const struct mg_upstream_conf *uc
  * retry waits, a tunnel starts, or the exchange failed). */
 static int response_head(struct mg_exchange *x)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     struct mg_attempt *a = &x->att;
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
@@ -356,7 +356,7 @@ static int request_body_data(struct mg_exchange *x, struct mg_slice d, struct mg
     x->req_body_bytes += d.len;
     if (x->state == MG_X_BUFFER)
         return mg_xidem_body(x, d.p, d.len);
-    if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
+    if (x->body_copy_ok && x->ups->retry.max_retries > 0)
         x->body_copy_ok = mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len,
                                           &x->body_copy_cap, d.p, d.len, MG_RETRY_BODY_MAX) == 0;
     x->upstream->send_body(&x->att, d, pin);
@@ -463,6 +463,7 @@ static enum mg_error route_request(struct mg_exchange *x)
     struct mg_slice host = mg_x_request_host(x);
     x->route = mg_router_match(x->rt->cfg->router, host.p, host.len, x->path.p, x->path.len,
                                x->method, &x->prefix_len);
+    x->ups = x->route ? x->route->upstream : NULL;
     return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 
@@ -568,12 +569,15 @@ static int step_connect(struct mg_exchange *x)
     if (!a->up) {
         enum mg_error err = mg_attempt_open(x);
         if (err) {
-            fail(x, err, err == MG_ERR_PLUGIN_ERROR ? "balance phase" : "no target available");
+            fail(x, err,
+                 err == MG_ERR_PLUGIN_ERROR       ? "balance phase"
+                 : err == MG_ERR_BALANCER_REFUSED ? "the balancer refused"
+                                                  : "no target available");
             return MG_NEXT;
         }
         a->events = &upconn_ops;
         bool ready = false;
-        int rc = x->upstream->acquire(a, x->route->upstream->connect_timeout_ms, &ready);
+        int rc = x->upstream->acquire(a, x->ups->connect_timeout_ms, &ready);
         if (rc) {
             try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
                        uv_strerror(rc));

@@ -65,7 +65,10 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
 
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
 {
-    return mg_lua_run(x->rt->lua, x->route->index, MG_LUA_ACCESS, mg_xplug_ctx(x));
+    enum mg_lua_result r = mg_lua_run(x->rt->lua, x->route->index, MG_LUA_ACCESS, mg_xplug_ctx(x));
+    if (x->lua.upstream) /* ctx:set_upstream(): its targets and resilience settings */
+        x->ups = x->lua.upstream;
+    return r;
 }
 
 int mg_xplug_response(struct mg_exchange *x)
@@ -88,9 +91,10 @@ int mg_xplug_balance(struct mg_exchange *x, struct mg_upstream_rt *ur, uint64_t 
     for (size_t k = 0; k < uc->ntargets; k++)
         ur->lua_targets[k].available = mg_balancer_offered(ur, k, &x->tried, fresh, now_ms);
     *raised = false;
+    x->lua.balance_refused = 0;
     int i = mg_lua_balance(x->rt->lua, x->route->index, mg_xplug_ctx(x), ur->lua_targets,
                            uc->ntargets, raised);
-    if (i < 0 && !*raised)
+    if (i < 0 && !*raised && !x->lua.balance_refused)
         mg_debug("balancer of route %s gave no usable target: round robin instead", x->route->name);
     return *raised ? -1 : i;
 }

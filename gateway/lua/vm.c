@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "lua/conf.h"
 #include "lua/ctx.h"
+#include "lua/ctx_ext.h"
 #include "lua/guard.h"
 #include "lua/state-t.h"
 #include "obs/metrics-t.h"
@@ -136,6 +137,8 @@ static void call_end(struct mg_lua *vm, bool failed)
  * (luaL_traceback only pushes). */
 static int on_traceback(lua_State *L)
 {
+    if (lua_touserdata(L, 1) == &mg_lua_respond_sentinel)
+        return 1; /* ctx:respond() ended the phase: not an error */
     const char *msg = lua_tostring(L, 1);
     if (!msg)
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -166,6 +169,7 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_pushstring(L, "");
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
+    mg_lua_ext_open(L);
 
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");
@@ -556,6 +560,12 @@ static int protected_call(struct mg_lua *vm, enum mg_lua_phase phase, struct mg_
     vm->cur = ctx;
     call_begin(vm, phase, vm->routes[route].first[phase], mg_lua_guard_phase_limit());
     int rc = lua_pcall(L, nargs, nres, 1);
+    if (rc != 0 && lua_touserdata(L, -1) == &mg_lua_respond_sentinel && ctx->respond.status) {
+        lua_pop(L, 1); /* ctx:respond() ended the phase: its results are nils */
+        for (int i = 0; i < nres; i++)
+            lua_pushnil(L);
+        rc = 0;
+    }
     if (rc != 0) {
         char msg[1800];
         pop_message(L, msg, sizeof(msg));

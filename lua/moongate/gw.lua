@@ -129,6 +129,7 @@ function M.new(worker_id, checking)
     end
 
     gw.json_quote = quote
+    require("moongate.gwext").extend(gw)
 
     return gw
 end

@@ -17,6 +17,7 @@ local ffi = require("ffi")
 local ctxm = require("moongate.ctx")
 local gwm = require("moongate.gw")
 local sandbox = require("moongate.sandbox")
+local ext = require("moongate.ext")
 
 local M = {}
 
@@ -38,6 +39,7 @@ local bor, lshift = bit.bor, bit.lshift
 
 function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
     ctxm.boot(api_lud, vm_lud)
+    ext.boot(vm_lud)
     stop = ffi.cast("const uint8_t *", stop_lud)
     gw = gwm.new(worker_id, checking)
     math.randomseed(seed)
@@ -182,7 +184,9 @@ function M.balance(route, slot, id, n, targets)
         ts = ctxm.wrap_targets(targets, n)
         tcache[id] = ts
     end
-    return (b.fn(o, b.conf, ts))
+    local i, refused = b.fn(o, b.conf, ts)
+    if i == nil and refused ~= nil then ext.refuse(o, refused) end
+    return i
 end
 
 return M
