@@ -3,7 +3,7 @@
 local native = require("moongate.native")
 local jwt = require("moongate.jwt")
 
-local M = {}
+local M = { loading = false }
 local crypto, json = native.crypto, native.json
 
 local function need(what, n, v, t)
@@ -62,7 +62,20 @@ function M.extend(gw)
             return crypto.equal(a, b)
         end,
     }
-    gw.jwt = { verify = jwt.verify, now = gw.now }
+    -- Files (keys, JWK sets) may be read while plugins load, never per request:
+    -- file I/O would block the worker's event loop.
+    gw.read_file = function(path)
+        need("gw.read_file", 1, path, "string")
+        if not M.loading then
+            error("gw.read_file is only available while plugins load (init or the file's body)", 2)
+        end
+        local f, err = io.open(path, "rb")
+        if f == nil then return nil, err end
+        local data = f:read("*a")
+        f:close()
+        return data
+    end
+    gw.jwt = { verify = jwt.verify }
     jwt.set_clock(gw.now)
 end
 

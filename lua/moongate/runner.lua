@@ -18,6 +18,7 @@ local ctxm = require("moongate.ctx")
 local gwm = require("moongate.gw")
 local sandbox = require("moongate.sandbox")
 local ext = require("moongate.ext")
+local gwext = require("moongate.gwext")
 
 local M = {}
 
@@ -62,7 +63,10 @@ function M.load(id, name, chunk)
     rawset(env, "__mg_w", stop)
     rawset(env, "__mg_a", guard_abort)
     setfenv(chunk, env)
-    local P = chunk(name)
+    gwext.loading = true
+    local okc, P = pcall(chunk, name)
+    gwext.loading = false
+    if not okc then error(P, 0) end
     if type(P) ~= "table" then
         error("the file must return a table of functions, got " .. type(P), 0)
     end
@@ -74,6 +78,8 @@ function M.load(id, name, chunk)
                 error("'" .. k .. "' must be a function, got " .. type(v), 0)
             end
             caps = bor(caps, lshift(1, phase))
+        elseif k == "priority" then
+            if type(v) ~= "number" then error("'priority' must be a number, got " .. type(v), 0) end
         elseif type(v) == "function" and not (type(k) == "string" and k:sub(1, 1) == "_") then
             error("unknown function '" .. tostring(k) .. "' (a plugin table holds init, access,"
                 .. " balance, response and log; keep helpers local or start their name with _)", 0)
@@ -97,7 +103,10 @@ function M.entry(route, kind, id, conf)
     end
     conf = conf or {}
     if P.init ~= nil then
-        P.init(conf)
+        gwext.loading = true
+        local ok, err = pcall(P.init, conf)
+        gwext.loading = false
+        if not ok then error(err, 0) end
     end
     if kind == BALANCE then
         balancers[route] = { fn = P.balance, conf = conf, id = id }
@@ -113,8 +122,19 @@ function M.entry(route, kind, id, conf)
                 ch = { n = 0, fns = {}, confs = {}, ids = {} }
                 chains[phase][route] = ch
             end
+            -- P.priority: higher runs first; equal priorities keep config order.
+            local prio = tonumber(P.priority) or 0
             local n = ch.n + 1
-            ch.n, ch.fns[n], ch.confs[n], ch.ids[n] = n, fn, conf, id
+            ch.prios = ch.prios or {}
+            local at = n
+            while at > 1 and ch.prios[at - 1] < prio do
+                ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] =
+                    ch.fns[at - 1], ch.confs[at - 1], ch.ids[at - 1], ch.prios[at - 1]
+                at = at - 1
+            end
+            ch.n, ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] = n, fn, conf, id, prio
+            -- C times the plugin added first; when another now leads, say so.
+            ch.reordered = ch.reordered or at == 1 and n > 1
             mask = bor(mask, lshift(1, phase))
         end
     end
@@ -145,7 +165,7 @@ local function run_log(ch, o)
     local failed = false
     local fns, confs, ids = ch.fns, ch.confs, ch.ids
     for k = 1, ch.n do
-        if k > 1 then enter(ids[k]) end
+        if k > 1 or ch.reordered then enter(ids[k]) end
         local ok, err = xpcall(fns[k], traceback, o, confs[k])
         if not ok then
             failed = true
@@ -164,6 +184,7 @@ function M.run(route, phase, slot)
         return run_log(ch, o)
     end
     local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    if ch.reordered then enter(ids[1]) end
     fns[1](o, confs[1])
     if phase == ACCESS and responded(o) then return false end
     for k = 2, ch.n do

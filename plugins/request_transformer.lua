@@ -1,0 +1,55 @@
+-- request_transformer: edit the request before it goes upstream (DESIGN.md 10.4).
+--
+-- Applied in this order: remove, rename, set, add, rewrite_path.
+-- config:
+--   remove: [X-Debug]                      headers dropped
+--   rename: {X-Old: X-New}                 every value moves to the new name
+--   set: {X-Env: prod}                     replaces any value
+--   add: {X-Tag: a}                        added beside existing values
+--   rewrite_path: {pattern: "^/v1/(.*)", replacement: "/api/%1"}   (a Lua pattern, gsub once)
+local P = {}
+P.priority = 800
+
+local KNOWN = { remove = true, rename = true, set = true, add = true, rewrite_path = true }
+
+local function map(conf, k)
+    local v = conf[k]
+    if v ~= nil and type(v) ~= "table" then error("request_transformer: config." .. k .. " must be a map", 0) end
+    return v or {}
+end
+
+function P.init(conf)
+    for k in pairs(conf) do
+        if not KNOWN[k] then error("request_transformer: unknown config key '" .. tostring(k) .. "'", 0) end
+    end
+    conf._remove, conf._rename, conf._set, conf._add = map(conf, "remove"), map(conf, "rename"),
+        map(conf, "set"), map(conf, "add")
+    local rw = conf.rewrite_path
+    if rw ~= nil then
+        if type(rw) ~= "table" or type(rw.pattern) ~= "string" or type(rw.replacement) ~= "string" then
+            error("request_transformer: config.rewrite_path needs pattern and replacement strings", 0)
+        end
+        local ok, err = pcall(string.find, "/", rw.pattern)
+        if not ok then error("request_transformer: rewrite_path.pattern: " .. err, 0) end
+    end
+end
+
+function P.access(ctx, conf)
+    for _, name in ipairs(conf._remove) do ctx:clear_header(name) end
+    for from, to in pairs(conf._rename) do
+        local values = ctx:headers(from)
+        if values[1] ~= nil then
+            ctx:clear_header(from)
+            for _, v in ipairs(values) do ctx:add_header(to, v) end
+        end
+    end
+    for name, v in pairs(conf._set) do ctx:set_header(name, v) end
+    for name, v in pairs(conf._add) do ctx:add_header(name, v) end
+    local rw = conf.rewrite_path
+    if rw then
+        local path, n = ctx.path:gsub(rw.pattern, rw.replacement, 1)
+        if n > 0 then ctx:set_path(path) end
+    end
+end
+
+return P
