@@ -402,9 +402,21 @@ static MG_LJMP int entry_call(lua_State *L)
     lua_pushinteger(L, a->kind);
     lua_pushinteger(L, a->id);
     mg_lua_push_conf(L, a->conf);
-    lua_call(L, 4, 1);
+    mg_lua_push_conf_positions(L, a->conf);
+    lua_call(L, 5, 1);
     a->mask = (unsigned)lua_tointeger(L, -1);
     return 0;
+}
+
+/* A P.schema error names the offending value: "\1LINE:COL\1message". */
+static void error_position(char *msg, int *line, int *col)
+{
+    int l, c, n = 0;
+    if (msg[0] == '\1' && sscanf(msg + 1, "%d:%d\1%n", &l, &c, &n) == 2 && n > 0) {
+        *line = l;
+        *col = c;
+        memmove(msg, msg + 1 + n, strlen(msg + 1 + n) + 1);
+    }
 }
 
 /* One route entry: load its plugin, run init(conf), add it to the chains. */
@@ -431,26 +443,54 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
     return 0;
 }
 
+/* Does the route name this top-level plugin itself (to turn it off or to
+ * configure it its own way)? */
+static bool route_names(const struct mg_route_conf *rt, const char *name)
+{
+    for (size_t j = 0; j < rt->nplugins; j++)
+        if (strcmp(rt->plugins[j].name, name) == 0)
+            return true;
+    return false;
+}
+
 static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
 {
     const struct mg_config *cfg = vm->cfg;
     char msg[1024];
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct mg_route_conf *rt = &cfg->routes[i];
+        for (size_t j = 0; j < cfg->nplugins; j++) { /* top-level plugins come first */
+            const struct mg_plugin_conf *pc = &cfg->plugins[j];
+            if (!pc->enabled || route_names(rt, pc->name))
+                continue;
+            int line = pc->line, col = pc->col;
+            if (add_entry(vm, i, KIND_PLUGIN, pc, msg, sizeof(msg)) < 0) {
+                error_position(msg, &line, &col);
+                snprintf(err, errlen, "%s:%d:%d: plugins[%zu]: plugin %s: %s", cfg->path, line, col,
+                         j, pc->name, msg);
+                return -1;
+            }
+        }
         for (size_t j = 0; j < rt->nplugins; j++) {
             const struct mg_plugin_conf *pc = &rt->plugins[j];
+            if (!pc->enabled)
+                continue;
+            int line = pc->line, col = pc->col;
             if (add_entry(vm, i, KIND_PLUGIN, pc, msg, sizeof(msg)) < 0) {
+                error_position(msg, &line, &col);
                 snprintf(err, errlen, "%s:%d:%d: routes[%zu].plugins[%zu]: plugin %s: %s",
-                         cfg->path, pc->line, pc->col, i, j, pc->name, msg);
+                         cfg->path, line, col, i, j, pc->name, msg);
                 return -1;
             }
         }
         if (balancer_is_c(cfg, rt))
             continue;
         const struct mg_plugin_conf *bc = &rt->balancer;
+        int line = bc->line, col = bc->col;
         if (add_entry(vm, i, KIND_BALANCER, bc, msg, sizeof(msg)) < 0) {
-            snprintf(err, errlen, "%s:%d:%d: routes[%zu].balancer: plugin %s: %s", cfg->path,
-                     bc->line, bc->col, i, bc->name, msg);
+            error_position(msg, &line, &col);
+            snprintf(err, errlen, "%s:%d:%d: routes[%zu].balancer: plugin %s: %s", cfg->path, line,
+                     col, i, bc->name, msg);
             return -1;
         }
     }
@@ -483,7 +523,7 @@ int mg_lua_check_config(const struct mg_config *cfg, char *err, size_t errlen)
 bool mg_lua_needed(const struct mg_config *cfg)
 {
     for (size_t i = 0; i < cfg->nroutes; i++)
-        if (cfg->routes[i].nplugins || !balancer_is_c(cfg, &cfg->routes[i]))
+        if (cfg->routes[i].nplugins || cfg->nplugins || !balancer_is_c(cfg, &cfg->routes[i]))
             return true;
     return false;
 }

@@ -3,7 +3,8 @@
 -- C calls five functions of this module, each inside a protected call:
 --   boot(...)                          once per VM
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
---   entry(route, kind, id, conf) -> mask   per route entry: runs init(conf)
+--   entry(route, kind, id, conf, positions) -> mask   per route entry: checks
+--                                      P.schema, runs init(conf)
 --   run(route, phase, slot) -> failed       a route's chain for one phase
 --   balance(route, slot, id, n, targets) -> index   the route's balancer
 -- A negative slot is a fresh one (a new request); `targets` (the C array, as
@@ -19,6 +20,7 @@ local gwm = require("moongate.gw")
 local sandbox = require("moongate.sandbox")
 local ext = require("moongate.ext")
 local gwext = require("moongate.gwext")
+local schema = require("moongate.schema")
 
 local M = {}
 
@@ -80,6 +82,10 @@ function M.load(id, name, chunk)
             caps = bor(caps, lshift(1, phase))
         elseif k == "priority" then
             if type(v) ~= "number" then error("'priority' must be a number, got " .. type(v), 0) end
+        elseif k == "schema" then
+            if type(v) ~= "table" or type(v.fields) ~= "table" then
+                error("'schema' must be a table like {fields = {name = {type = ...}}}", 0)
+            end
         elseif type(v) == "function" and not (type(k) == "string" and k:sub(1, 1) == "_") then
             error("unknown function '" .. tostring(k) .. "' (a plugin table holds init, access,"
                 .. " balance, response and log; keep helpers local or start their name with _)", 0)
@@ -89,7 +95,7 @@ function M.load(id, name, chunk)
     return caps
 end
 
-function M.entry(route, kind, id, conf)
+function M.entry(route, kind, id, conf, positions)
     local P = modules[id]
     if kind == BALANCE then
         if P.balance == nil then
@@ -102,6 +108,7 @@ function M.entry(route, kind, id, conf)
         error("has no access, response or log function", 0)
     end
     conf = conf or {}
+    if P.schema ~= nil then schema.check(P.schema, conf, positions) end
     if P.init ~= nil then
         gwext.loading = true
         local ok, err = pcall(P.init, conf)

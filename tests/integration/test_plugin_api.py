@@ -413,3 +413,74 @@ def test_priority_orders_the_chain(gateway, upstream, tmp_path):
                       "mid2": prio("mid2", 50)})
     r = fetch(gw.port, "GET", "/x")
     assert r.echo_header("x-order") == "high,mid,mid2,low"
+
+
+# ---------------------------------------------------------------- global plugins, schemas
+
+GLOBAL_CONF = """\
+plugin_path: ["$plugins"]
+plugins:
+  - {name: tagger, config: {tag: g}}
+  - {name: low}
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+routes:
+  - name: off
+    match: {paths: [/off]}
+    upstream: u
+    plugins: [{name: tagger, enabled: false}]
+  - name: own
+    match: {paths: [/own]}
+    upstream: u
+    plugins: [{name: tagger, config: {tag: own}}, {name: high}]
+  - name: r
+    upstream: u
+"""
+
+TAGGER = """
+local P = {priority = 10}
+P.schema = {fields = {tag = {type = "string", required = true, pattern = "^%l+$"},
+                      mode = {type = "string", enum = {"a", "b"}, default = "a"}}}
+function P.access(ctx, conf)
+  local v = ctx:header('X-Order')
+  ctx:set_header('X-Order', (v and v .. ',' or '') .. conf.tag .. ':' .. conf.mode)
+end
+return P
+"""
+
+
+def test_global_plugins_and_route_overrides(gateway, upstream, tmp_path):
+    a = upstream(name="a")
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "tagger.lua").write_text(TAGGER)
+    (d / "low.lua").write_text(prio("low", 1))
+    (d / "high.lua").write_text(prio("high", 100))
+    gw = gateway(GLOBAL_CONF, a=a, plugins=str(d))
+    assert fetch(gw.port, "GET", "/x").echo_header("x-order") == "g:a,low"
+    assert fetch(gw.port, "GET", "/off/x").echo_header("x-order") == "low"
+    assert fetch(gw.port, "GET", "/own/x").echo_header("x-order") == "high,own:a,low"
+
+
+def test_schema_errors_name_the_offending_value(tmp_path):
+    from conftest import BIN
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "tagger.lua").write_text(TAGGER)
+    base = ("listen: [\"127.0.0.1:1\"]\nplugin_path: [\"%s\"]\nupstreams:\n  u:\n"
+            "    targets: [{address: \"127.0.0.1:2\"}]\nroutes:\n  - name: r\n    upstream: u\n"
+            "    plugins:\n      - name: tagger\n        config:\n" % d)
+    cases = [
+        ("          tag: 12\n", ":12:16: routes[0].plugins[0]: plugin tagger: config.tag: a string expected"),
+        ("          tag: ABC\n", ":12:16: routes[0].plugins[0]: plugin tagger: config.tag: does not match"),
+        ("          tag: ok\n          mode: c\n", ":13:17: routes[0].plugins[0]: plugin tagger: config.mode: must be one of a, b"),
+        ("          tag: ok\n          tog: 1\n", ":13:16: routes[0].plugins[0]: plugin tagger: config.tog: unknown key"),
+        ("          mode: a\n", ":12:11: routes[0].plugins[0]: plugin tagger: config: 'tag' is required"),
+    ]
+    for body, want in cases:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(base + body)
+        p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
+        err = p.stderr.decode()
+        assert p.returncode != 0 and (str(cfg) + want) in err, (want, err)

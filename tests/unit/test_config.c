@@ -656,7 +656,7 @@ static void test_error_unknown_keys(void **state)
         MINIMAL "listen_port: 80\n",
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, admin, "
         "pid_file, plugin_path, access_log, drain_timeout, idempotency_memory, redis, client, "
-        "upstreams, routes)");
+        "upstreams, routes, plugins)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
