@@ -9,6 +9,11 @@
  * by its __gc; gw.jwt caches them per key string, so a PEM is parsed once per
  * VM, not per request.
  */
+/* The one-shot SHA-2 functions (deprecated, not removed, in OpenSSL 3) let an
+ * HMAC key keep its padded inner and outer states as plain structs: a verify
+ * then costs the message's blocks plus one, with no EVP fetch or allocation
+ * (OpenSSL 3's HMAC() cost ~25k instructions per JWT, most of it set-up). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <lauxlib.h>
 #include <lua.h>
 #include <openssl/bn.h>
@@ -21,7 +26,9 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,6 +36,14 @@
 #include "lua/ctx_ext.h"
 
 #define PKEY_MT "moongate.pkey"
+#define HKEY_MT "moongate.hmac_key"
+
+/* An HMAC secret with its SHA-256/384/512 states after the ipad and opad
+ * blocks (RFC 2104), made once per key by hmac_key(). */
+struct hkey {
+    SHA256_CTX i256, o256;
+    SHA512_CTX i384, o384, i512, o512;
+};
 
 static const EVP_MD *md_of(const char *name)
 {
@@ -144,19 +159,49 @@ static int l_b64encode(lua_State *L)
     return 1;
 }
 
-static int b64_value(unsigned char c, bool url)
+/* Decoding tables, built once per process (255: not in the alphabet). */
+static unsigned char b64_rev[2][256];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_tables(void)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == (url ? '-' : '+'))
-        return 62;
-    if (c == (url ? '_' : '/'))
-        return 63;
-    return -1;
+    memset(b64_rev, 255, sizeof(b64_rev));
+    for (int i = 0; i < 64; i++) {
+        b64_rev[0][(unsigned char)b64_std[i]] = (unsigned char)i;
+        b64_rev[1][(unsigned char)b64_url[i]] = (unsigned char)i;
+    }
+}
+
+/* Decodes n characters (no padding) into out; returns the byte count or -1.
+ * Unused trailing bits must be zero (one encoding per byte string). */
+static long b64_decode(const unsigned char *s, size_t n, bool url, unsigned char *out)
+{
+    const unsigned char *t = b64_rev[url];
+    size_t o = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        unsigned a = t[s[i]], b = t[s[i + 1]], c = t[s[i + 2]], d = t[s[i + 3]];
+        if ((a | b | c | d) & 0x80)
+            return -1;
+        uint32_t v = a << 18 | b << 12 | c << 6 | d;
+        out[o++] = (unsigned char)(v >> 16);
+        out[o++] = (unsigned char)(v >> 8);
+        out[o++] = (unsigned char)v;
+    }
+    size_t r = n - i;
+    if (r == 1)
+        return -1;
+    if (r) {
+        unsigned a = t[s[i]], b = t[s[i + 1]], c = r == 3 ? t[s[i + 2]] : 0;
+        if ((a | b | c) & 0x80)
+            return -1;
+        uint32_t v = a << 18 | b << 12 | c << 6;
+        if (r == 2 ? (v & 0xffff) : (v & 0xff))
+            return -1;
+        out[o++] = (unsigned char)(v >> 16);
+        if (r == 3)
+            out[o++] = (unsigned char)(v >> 8);
+    }
+    return (long)o;
 }
 
 /* b64decode(s, url) -> bytes | nil, err. Strict: the alphabet asked for, no
@@ -174,29 +219,13 @@ static int l_b64decode(lua_State *L)
     }
     if ((!url && (n + pad) % 4 != 0) || n % 4 == 1 || (pad && (n + pad) % 4 != 0))
         return fail(L, "invalid base64 length");
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value(s[i], url);
-        if (v < 0) {
-            luaL_pushresult(&b);
-            lua_pop(L, 1);
-            return fail(L, "invalid base64 character");
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            luaL_addchar(&b, (char)((acc >> bits) & 0xff));
-        }
-    }
-    luaL_pushresult(&b);
-    if (bits && (acc & ((1u << bits) - 1))) {
-        lua_pop(L, 1);
-        return fail(L, "invalid base64 (non-zero trailing bits)");
-    }
+    unsigned char small[1024];
+    size_t cap = n / 4 * 3 + 3;
+    unsigned char *out = cap <= sizeof(small) ? small : lua_newuserdata(L, cap);
+    long got = b64_decode(s, n, url, out);
+    if (got < 0)
+        return fail(L, "invalid base64 character or trailing bits");
+    lua_pushlstring(L, (const char *)out, (size_t)got);
     return 1;
 }
 
@@ -322,6 +351,106 @@ static int l_pkey_ed25519(lua_State *L)
     return *u ? 1 : fail(L, ssl_reason());
 }
 
+/* ---------------------------------------------------------------- HMAC keys */
+
+static void pads(const unsigned char *key, size_t klen, size_t block, unsigned char *ipad,
+                 unsigned char *opad)
+{
+    for (size_t i = 0; i < block; i++) {
+        unsigned char k = i < klen ? key[i] : 0;
+        ipad[i] = k ^ 0x36;
+        opad[i] = k ^ 0x5c;
+    }
+}
+
+/* hmac_key(secret) -> key (for verify with HS256/384/512). */
+static int l_hmac_key(lua_State *L)
+{
+    size_t klen;
+    const unsigned char *key = (const unsigned char *)luaL_checklstring(L, 1, &klen);
+    struct hkey *h = lua_newuserdata(L, sizeof(*h));
+    luaL_getmetatable(L, HKEY_MT);
+    lua_setmetatable(L, -2);
+    unsigned char k[SHA512_DIGEST_LENGTH], ipad[128], opad[128];
+    /* SHA-256: 64-byte blocks; a longer key is hashed first (RFC 2104). */
+    const unsigned char *kk = key;
+    size_t kl = klen;
+    if (klen > 64) {
+        SHA256(key, klen, k);
+        kk = k;
+        kl = SHA256_DIGEST_LENGTH;
+    }
+    pads(kk, kl, 64, ipad, opad);
+    SHA256_Init(&h->i256);
+    SHA256_Update(&h->i256, ipad, 64);
+    SHA256_Init(&h->o256);
+    SHA256_Update(&h->o256, opad, 64);
+    /* SHA-384 and SHA-512: 128-byte blocks. */
+    for (int v = 0; v < 2; v++) {
+        SHA512_CTX *in = v ? &h->i512 : &h->i384, *out = v ? &h->o512 : &h->o384;
+        kk = key;
+        kl = klen;
+        if (klen > 128) {
+            if (v)
+                SHA512(key, klen, k);
+            else
+                SHA384(key, klen, k);
+            kk = k;
+            kl = v ? SHA512_DIGEST_LENGTH : SHA384_DIGEST_LENGTH;
+        }
+        pads(kk, kl, 128, ipad, opad);
+        if (v) {
+            SHA512_Init(in);
+            SHA512_Init(out);
+        } else {
+            SHA384_Init(in);
+            SHA384_Init(out);
+        }
+        SHA512_Update(in, ipad, 128);
+        SHA512_Update(out, opad, 128);
+    }
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(ipad, sizeof(ipad));
+    OPENSSL_cleanse(opad, sizeof(opad));
+    return 1;
+}
+
+static int hkey_gc(lua_State *L)
+{
+    OPENSSL_cleanse(lua_touserdata(L, 1), sizeof(struct hkey));
+    return 0;
+}
+
+/* HMAC with a prepared key; bits 256, 384 or 512. Returns the MAC length. */
+static unsigned hkey_mac(const struct hkey *h, int bits, const unsigned char *d, size_t n,
+                         unsigned char *mac)
+{
+    unsigned char inner[SHA512_DIGEST_LENGTH];
+    if (bits == 256) {
+        SHA256_CTX c = h->i256;
+        SHA256_Update(&c, d, n);
+        SHA256_Final(inner, &c);
+        c = h->o256;
+        SHA256_Update(&c, inner, SHA256_DIGEST_LENGTH);
+        SHA256_Final(mac, &c);
+        return SHA256_DIGEST_LENGTH;
+    }
+    SHA512_CTX c = bits == 384 ? h->i384 : h->i512;
+    unsigned len = bits == 384 ? SHA384_DIGEST_LENGTH : SHA512_DIGEST_LENGTH;
+    SHA512_Update(&c, d, n);
+    if (bits == 384)
+        SHA384_Final(inner, &c);
+    else
+        SHA512_Final(inner, &c);
+    c = bits == 384 ? h->o384 : h->o512;
+    SHA512_Update(&c, inner, len);
+    if (bits == 384)
+        SHA384_Final(mac, &c);
+    else
+        SHA512_Final(mac, &c);
+    return len;
+}
+
 /* ------------------------------------------------------------------ verify */
 
 struct jws_alg {
@@ -390,21 +519,28 @@ static int refuse(lua_State *L, const char *why)
     return 2;
 }
 
-/* A pkey userdata at index i, or NULL (luaL_testudata is Lua 5.2). */
-static EVP_PKEY *to_pkey(lua_State *L, int i)
+/* The userdata at index i if its metatable is `mt`, else NULL
+ * (luaL_testudata is Lua 5.2). */
+static void *udata(lua_State *L, int i, const char *mt)
 {
-    EVP_PKEY **u = lua_touserdata(L, i);
+    void *u = lua_touserdata(L, i);
     if (!u || !lua_getmetatable(L, i))
         return NULL;
-    luaL_getmetatable(L, PKEY_MT);
+    luaL_getmetatable(L, mt);
     bool same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    return same ? *u : NULL;
+    return same ? u : NULL;
 }
 
-/* verify(alg, key, data, sig) -> true | false, reason. key: the secret string
- * for HS*, a key from pkey_* for the others (a mismatch is refused: no alg
- * confusion between an HMAC secret and a public key). */
+static EVP_PKEY *to_pkey(lua_State *L, int i)
+{
+    EVP_PKEY **u = udata(L, i, PKEY_MT);
+    return u ? *u : NULL;
+}
+
+/* verify(alg, key, data, sig) -> true | false, reason. key: the secret (a
+ * string, or faster a hmac_key()) for HS*, a key from pkey_* for the others (a mismatch is refused:
+ * no alg confusion between an HMAC secret and a public key). */
 static int l_verify(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -420,11 +556,14 @@ static int l_verify(lua_State *L)
     if (a->kind == 'H') {
         size_t klen;
         const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &klen) : NULL;
+        const struct hkey *hk = udata(L, 2, HKEY_MT);
         unsigned char mac[EVP_MAX_MD_SIZE];
         unsigned int mlen = 0;
-        if (!key)
+        if (hk)
+            mlen = hkey_mac(hk, atoi(a->md + 3), data, n, mac);
+        else if (!key)
             return refuse(L, "an HMAC alg needs a secret key");
-        if (!HMAC(md_of(a->md), key, (int)klen, data, n, mac, &mlen))
+        else if (!HMAC(md_of(a->md), key, (int)klen, data, n, mac, &mlen))
             return refuse(L, ssl_reason());
         bool ok = mlen == slen && CRYPTO_memcmp(mac, sig, mlen) == 0;
         lua_pushboolean(L, ok);
@@ -456,10 +595,19 @@ void mg_lua_crypto_push(lua_State *L)
         {"pkey_ec", l_pkey_ec},
         {"pkey_ed25519", l_pkey_ed25519},
         {"verify", l_verify},
+        {"hmac_key", l_hmac_key},
         {NULL, NULL},
     };
+    pthread_once(&b64_once, b64_tables);
     if (luaL_newmetatable(L, PKEY_MT)) {
         lua_pushcfunction(L, pkey_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, HKEY_MT)) {
+        lua_pushcfunction(L, hkey_gc);
         lua_setfield(L, -2, "__gc");
         lua_pushboolean(L, 0);
         lua_setfield(L, -2, "__metatable");

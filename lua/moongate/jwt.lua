@@ -18,7 +18,8 @@ local clock
 function M.set_clock(fn) clock = fn end
 
 local pem_cache = {}                               -- PEM text -> key userdata
-local jwk_cache = setmetatable({}, { __mode = "k" }) -- JWK table -> key userdata | secret
+local jwk_cache = setmetatable({}, { __mode = "k" }) -- JWK table -> key userdata
+local hmac_cache = {}                              -- secret -> prepared HMAC key
 
 local FAMILY = {
     HS256 = "oct", HS384 = "oct", HS512 = "oct",
@@ -41,12 +42,22 @@ local function pem_key(pem)
     return k
 end
 
+local function hmac_key(secret)
+    local k = hmac_cache[secret]
+    if k == nil then
+        k = crypto.hmac_key(secret)
+        hmac_cache[secret] = k
+    end
+    return k
+end
+
 local function jwk_key(j)
     local k = jwk_cache[j]
     if k ~= nil then return k end
     local err
     if j.kty == "oct" then
         k, err = b64(j.k or "")
+        if k then k = crypto.hmac_key(k) end
     elseif j.kty == "RSA" then
         local n, e = b64(j.n or ""), b64(j.e or "")
         if n and e then k, err = crypto.pkey_rsa(n, e) else err = "bad n or e" end
@@ -139,6 +150,8 @@ function M.verify(token, opts)
             local err
             key, err = pem_key(key)
             if key == nil then return nil, err end
+        elseif family == "oct" then
+            key = hmac_key(key)
         end
         ok, why = crypto.verify(alg, key, signing_input, sig)
     else

@@ -141,7 +141,18 @@ static void jwt_hs256_vector(void **state)
         "local jwks = {keys = {{kty = 'oct', k = "
         "'AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow'}}"
         "}\n"
-        "assert(jwt.verify(tok, {alg = {'HS256'}, jwks = jwks}))\n");
+        "assert(jwt.verify(tok, {alg = {'HS256'}, jwks = jwks}))\n"
+        "-- prepared HMAC keys agree with HMAC() for every size of key\n"
+        "for _, alg in ipairs({'HS256', 'HS384', 'HS512'}) do\n"
+        "  local md = 'sha' .. alg:sub(3)\n"
+        "  for _, klen in ipairs({0, 5, 64, 100, 128, 200}) do\n"
+        "    local key, si = string.rep('k', klen), string.rep('m', 300)\n"
+        "    local sig = crypto.hmac(md, key, si)\n"
+        "    assert(crypto.verify(alg, crypto.hmac_key(key), si, sig), alg .. klen)\n"
+        "    assert(crypto.verify(alg, key, si, sig), alg .. klen)\n"
+        "    assert(not crypto.verify(alg, crypto.hmac_key(key .. 'x'), si, sig), alg .. klen)\n"
+        "  end\n"
+        "end\n");
     lua_close(L);
 }
 
