@@ -355,7 +355,7 @@ static int request_body_data(struct mg_exchange *x, struct mg_slice d, struct mg
 {
     x->req_body_bytes += d.len;
     if (x->state == MG_X_BUFFER)
-        return mg_xidem_body(x, d.p, d.len);
+        return x->plug_body ? mg_xplug_body_data(x, d.p, d.len) : mg_xidem_body(x, d.p, d.len);
     if (x->body_copy_ok && x->ups->retry.max_retries > 0)
         x->body_copy_ok = mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len,
                                           &x->body_copy_cap, d.p, d.len, MG_RETRY_BODY_MAX) == 0;
@@ -467,6 +467,9 @@ static enum mg_error route_request(struct mg_exchange *x)
     return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 
+static int buffer_for_plugins(struct mg_exchange *x);
+static int after_head(struct mg_exchange *x);
+
 static int step_head(struct mg_exchange *x)
 {
     if (x->down->read_head(x) == MG_AGAIN)
@@ -482,6 +485,33 @@ static int step_head(struct mg_exchange *x)
     }
     mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
     x->in_flight_counted = true;
+    if (mg_xplug_body_max(x))
+        return buffer_for_plugins(x);
+    return after_head(x);
+}
+
+/* P.body: the access phase needs the whole request body first (413 beyond
+ * the plugins' limit). step_buffer reads it, then calls after_head(). */
+static int buffer_for_plugins(struct mg_exchange *x)
+{
+    if (x->req_has_length && x->req_content_length > mg_xplug_body_max(x)) {
+        x->close_after = true;
+        fail(x, MG_ERR_BODY_TOO_LARGE, "request body over the plugins' P.body limit");
+        return MG_NEXT;
+    }
+    x->plug_body = true;
+    x->body_copy_ok = true;
+    x->state = MG_X_BUFFER;
+    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
+        x->down->send_continue(x);
+        x->continue_sent = true;
+    }
+    return MG_NEXT;
+}
+
+/* The head is in (and with P.body the body too): access, then idempotency. */
+static int after_head(struct mg_exchange *x)
+{
     if (mg_xplug_active(x, MG_LUA_ACCESS)) {
         enum mg_lua_result r = mg_xplug_access(x);
         if (r == MG_LUA_RESPONDED) {
@@ -512,6 +542,10 @@ static int step_buffer(struct mg_exchange *x)
     }
     if (!x->req_done)
         return MG_AGAIN;
+    if (x->plug_body) {
+        x->plug_body = false;
+        return after_head(x);
+    }
     enum mg_error err;
     x->state = MG_X_LOOKUP; /* the store's answer is awaited there */
     if (mg_xidem_lookup(x, &err) == MG_AGAIN)

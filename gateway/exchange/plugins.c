@@ -63,11 +63,44 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
     return &x->lua;
 }
 
+size_t mg_xplug_body_max(const struct mg_exchange *x)
+{
+    return x->route && mg_xplug_active(x, MG_LUA_ACCESS)
+               ? mg_lua_route_body_max(x->rt->lua, x->route->index)
+               : 0;
+}
+
+int mg_xplug_body_data(struct mg_exchange *x, const char *p, size_t n)
+{
+    if (mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len, &x->body_copy_cap, p, n,
+                        mg_xplug_body_max(x)) < 0) {
+        x->error = MG_ERR_BODY_TOO_LARGE;
+        return -1;
+    }
+    return 0;
+}
+
+/* ctx:set_body(): the new body replaces the kept one, framed by length. */
+static void apply_body(struct mg_exchange *x)
+{
+    x->body_copy = (char *)x->lua.new_body.p; /* the request's arena: ours to keep */
+    x->body_copy_len = x->body_copy_cap = x->lua.new_body.len;
+    x->body_copy_ok = true;
+    x->req_chunked = false;
+    x->req_has_length = true;
+    x->req_content_length = x->lua.new_body.len;
+}
+
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
 {
-    enum mg_lua_result r = mg_lua_run(x->rt->lua, x->route->index, MG_LUA_ACCESS, mg_xplug_ctx(x));
+    struct mg_lua_ctx *l = mg_xplug_ctx(x);
+    if (mg_xplug_body_max(x))
+        l->body = (struct mg_lua_str){x->body_copy ? x->body_copy : "", x->body_copy_len};
+    enum mg_lua_result r = mg_lua_run(x->rt->lua, x->route->index, MG_LUA_ACCESS, l);
     if (x->lua.upstream) /* ctx:set_upstream(): its targets and resilience settings */
         x->ups = x->lua.upstream;
+    if (x->lua.body_set && r == MG_LUA_OK)
+        apply_body(x);
     return r;
 }
 

@@ -20,7 +20,13 @@ bool mg_xplug_active(const struct mg_exchange *x, enum mg_lua_phase phase);
 /* The ctx, its request half filled on first use (routes without plugins never
  * pay for it). */
 struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x);
-/* The access phase: OK, RESPONDED (x->lua.respond is set) or ERROR. */
+/* Bytes of request body the route's plugins want before access (P.body), 0:
+ * none. While they are read, mg_xplug_body_data() keeps them in x->body_copy
+ * (-1 and x->error = BODY_TOO_LARGE beyond the limit). */
+size_t mg_xplug_body_max(const struct mg_exchange *x);
+int mg_xplug_body_data(struct mg_exchange *x, const char *p, size_t n);
+/* The access phase: OK, RESPONDED (x->lua.respond is set) or ERROR. Applies
+ * what it changed: the upstream (set_upstream), the body (set_body). */
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x);
 /* The response phase, once the final head is in x: 0, or -1 when it raised. */
 int mg_xplug_response(struct mg_exchange *x);

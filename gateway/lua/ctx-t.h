@@ -92,6 +92,11 @@ struct mg_lua_ctx {
     bool query_set;
     const struct mg_upstream_conf *upstream; /* ctx:set_upstream(); NULL: the route's */
     int balance_refused;                     /* balance returned nil, STATUS */
+    /* Request body (P.body): `body` is the buffered body, set by the proxy
+     * before the access phase (p == NULL: not buffered); ctx:set_body() puts
+     * the replacement in new_body (body_set). */
+    struct mg_lua_str body, new_body;
+    bool body_set;
 
     /* ---- private to the runtime ---- */
     struct mg_lua *vm;   /* the VM this request is bound to (NULL: none yet) */

@@ -91,6 +91,35 @@ static int ext_balance_refuse(struct mg_lua *vm, uint32_t slot, int status)
     return MG_FFI_OK;
 }
 
+/* The buffered request body, as ctx:set_body() left it (access phase; the
+ * route's plugins must declare P.body). */
+static int ext_body(struct mg_lua *vm, uint32_t slot, struct mg_lua_str *out)
+{
+    struct mg_lua_ctx *c = mg_lua_ext_current(vm, slot, BIT(MG_LUA_ACCESS));
+    if (!c)
+        return mg_lua_ext_current(vm, slot, ~0u) ? MG_FFI_BAD_PHASE : MG_FFI_BAD_CONTEXT;
+    if (!c->body.p)
+        return MG_FFI_NOT_FOUND;
+    *out = c->body_set ? c->new_body : c->body;
+    return MG_FFI_OK;
+}
+
+static int ext_set_body(struct mg_lua *vm, uint32_t slot, const char *p, size_t n)
+{
+    struct mg_lua_ctx *c = mg_lua_ext_current(vm, slot, BIT(MG_LUA_ACCESS));
+    if (!c)
+        return mg_lua_ext_current(vm, slot, ~0u) ? MG_FFI_BAD_PHASE : MG_FFI_BAD_CONTEXT;
+    if (!c->body.p)
+        return MG_FFI_NOT_FOUND;
+    if (!p)
+        return MG_FFI_BAD_VALUE;
+    if (n > MG_LUA_RESPOND_BODY_MAX && n > c->body.len)
+        return MG_FFI_TOO_LARGE;
+    c->new_body = mg_lua_ext_copy(c, p, n);
+    c->body_set = true;
+    return MG_FFI_OK;
+}
+
 const struct mg_ffi_ext_api mg_ffi_ext_api = {
     .size = sizeof(struct mg_ffi_ext_api),
     .headers = ext_headers,
@@ -99,6 +128,8 @@ const struct mg_ffi_ext_api mg_ffi_ext_api = {
     .set_query = ext_set_query,
     .set_upstream = ext_set_upstream,
     .balance_refuse = ext_balance_refuse,
+    .body = ext_body,
+    .set_body = ext_set_body,
 };
 
 void mg_lua_ext_open(lua_State *L)

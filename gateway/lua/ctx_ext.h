@@ -37,6 +37,8 @@ struct mg_ffi_ext_api {
     int (*set_query)(struct mg_lua *, uint32_t, const char *, size_t); /* NULL: no query */
     int (*set_upstream)(struct mg_lua *, uint32_t, const char *, size_t);
     int (*balance_refuse)(struct mg_lua *, uint32_t, int status);
+    int (*body)(struct mg_lua *, uint32_t, struct mg_lua_str *out);
+    int (*set_body)(struct mg_lua *, uint32_t, const char *, size_t);
 };
 
 extern const struct mg_ffi_ext_api mg_ffi_ext_api;

@@ -35,6 +35,7 @@ struct mg_lua_plugin {
 
 struct mg_lua_route {
     unsigned active;                          /* MG_LUA_CAP of phases with something to run */
+    size_t body_max; /* the largest P.body.max of its plugins; 0: no buffering */
     int first[MG_LUA_PHASE__COUNT];           /* plugin id first in each chain, -1: none */
     const struct mg_lua_target *last_targets; /* memo of the last targets array */
     size_t last_n;

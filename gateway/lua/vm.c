@@ -392,6 +392,7 @@ struct entry_args {
     int kind, id;
     const struct mg_conf_value *conf;
     unsigned mask;
+    size_t body_max; /* P.body.max in bytes, 0: none */
 };
 
 static MG_LJMP int entry_call(lua_State *L)
@@ -403,8 +404,9 @@ static MG_LJMP int entry_call(lua_State *L)
     lua_pushinteger(L, a->id);
     mg_lua_push_conf(L, a->conf);
     mg_lua_push_conf_positions(L, a->conf);
-    lua_call(L, 5, 1);
-    a->mask = (unsigned)lua_tointeger(L, -1);
+    lua_call(L, 5, 2);
+    a->mask = (unsigned)lua_tointeger(L, -2);
+    a->body_max = (size_t)lua_tonumber(L, -1);
     return 0;
 }
 
@@ -426,7 +428,7 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
     int id = load_plugin(vm, pc->name, msg, cap);
     if (id < 0)
         return -1;
-    struct entry_args a = {vm, ri, kind, id, pc->config, 0};
+    struct entry_args a = {vm, ri, kind, id, pc->config, 0, 0};
     call_begin(vm, MG_LUA_INIT, id, mg_lua_guard_init_limit());
     int rc = lua_cpcall(vm->L, entry_call, &a);
     call_end(vm, rc != 0);
@@ -440,6 +442,14 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
             r->first[p] = id;
     }
     r->active |= a.mask;
+    if (a.body_max && vm->cfg->routes[ri].idempotency.enabled) {
+        snprintf(msg, cap,
+                 "P.body (request body buffering) cannot be used on a route with "
+                 "idempotency yet");
+        return -1;
+    }
+    if (a.body_max > r->body_max)
+        r->body_max = a.body_max;
     return 0;
 }
 
@@ -549,6 +559,11 @@ void mg_lua_free(struct mg_lua *vm)
 bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase)
 {
     return vm && route < vm->cfg->nroutes && (vm->routes[route].active & MG_LUA_CAP(phase));
+}
+
+size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route)
+{
+    return vm && route < vm->cfg->nroutes ? vm->routes[route].body_max : 0;
 }
 
 void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena)

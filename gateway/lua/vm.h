@@ -71,6 +71,10 @@ void mg_lua_free(struct mg_lua *vm);
  * When false, skip the VM: it costs nothing. vm == NULL gives false. */
 bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase);
 
+/* The bytes of request body the route's plugins want buffered before the
+ * access phase (the largest P.body.max), 0 for none (DESIGN.md 10.4). */
+size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route);
+
 /* Prepares a request's context: zeroes everything, sets `arena` (outputs are
  * allocated from it) and latency = -1. Fill the inputs afterwards. */
 void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena);

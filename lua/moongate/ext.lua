@@ -19,6 +19,8 @@ struct mg_ffi_ext_api {
     int (*set_query)(mg_lua *, uint32_t, const char *, size_t);
     int (*set_upstream)(mg_lua *, uint32_t, const char *, size_t);
     int (*balance_refuse)(mg_lua *, uint32_t, int status);
+    int (*body)(mg_lua *, uint32_t, struct mg_lua_str *out);
+    int (*set_body)(mg_lua *, uint32_t, const char *, size_t);
 };
 ]]
 
@@ -126,6 +128,28 @@ function methods.set_upstream(self, name)
         error("ctx:set_upstream: no upstream named '" .. name .. "' in the config", 2)
     end
     if rc ~= OK then fail("ctx:set_upstream", rc) end
+end
+
+local sbuf = ffi.new("struct mg_lua_str[1]")
+
+function methods.body(self)
+    local st = state(self, "ctx:body")
+    local rc = C.body(VM, st.slot, sbuf)
+    if rc == NOT_FOUND then
+        error("ctx:body: the request body is not buffered on this route (declare P.body = {max = \"64k\"})", 2)
+    end
+    if rc ~= OK then fail("ctx:body", rc) end
+    return ffi.string(sbuf[0].p, sbuf[0].len)
+end
+
+function methods.set_body(self, body)
+    local st = state(self, "ctx:set_body")
+    if type(body) ~= "string" then argerror("ctx:set_body", 1, "string", body) end
+    local rc = C.set_body(VM, st.slot, body, #body)
+    if rc == NOT_FOUND then
+        error("ctx:set_body: the request body is not buffered on this route (declare P.body = {max = \"64k\"})", 2)
+    end
+    if rc ~= OK then fail("ctx:set_body", rc) end
 end
 
 -- balance returned nil, status: the request is refused (503 balancer_refused).

@@ -80,6 +80,10 @@ function M.load(id, name, chunk)
                 error("'" .. k .. "' must be a function, got " .. type(v), 0)
             end
             caps = bor(caps, lshift(1, phase))
+        elseif k == "body" then
+            if type(v) ~= "table" or M.size(v.max) == nil then
+                error("'body' must be a table like {max = \"64k\"}", 0)
+            end
         elseif k == "priority" then
             if type(v) ~= "number" then error("'priority' must be a number, got " .. type(v), 0) end
         elseif k == "schema" then
@@ -117,7 +121,7 @@ function M.entry(route, kind, id, conf, positions)
     end
     if kind == BALANCE then
         balancers[route] = { fn = P.balance, conf = conf, id = id }
-        return lshift(1, BALANCE)
+        return lshift(1, BALANCE), 0
     end
     local mask = 0
     for _, pf in ipairs(CHAIN_FUNCS) do
@@ -145,7 +149,17 @@ function M.entry(route, kind, id, conf, positions)
             mask = bor(mask, lshift(1, phase))
         end
     end
-    return mask
+    return mask, P.body and P.access and M.size(P.body.max) or 0
+end
+
+-- "64k", "1m", 4096 -> bytes; nil when not a size.
+function M.size(v)
+    if type(v) == "number" then return v >= 1 and math.floor(v) or nil end
+    if type(v) ~= "string" then return nil end
+    local n, unit = v:lower():match("^(%d+)([km]?)$")
+    if not n then return nil end
+    n = tonumber(n) * (unit == "k" and 1024 or unit == "m" and 1048576 or 1)
+    return n >= 1 and n or nil
 end
 
 -- The ctx object of a slot; a negative slot starts a new request.

@@ -484,3 +484,70 @@ def test_schema_errors_name_the_offending_value(tmp_path):
         p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
         err = p.stderr.decode()
         assert p.returncode != 0 and (str(cfg) + want) in err, (want, err)
+
+
+# ---------------------------------------------------------------- request bodies
+
+BODY = """
+local P = {body = {max = "1k"}}
+function P.access(ctx)
+  local b = ctx:body()
+  ctx:set_header("X-Body-Len", #b)
+  if ctx:header("X-Rewrite") then
+    local doc = gw.json.decode(b)
+    doc.added = true
+    ctx:set_body(gw.json.encode(doc))
+    assert(ctx:body():find("added"))
+  end
+  if b == "deny" then ctx:respond(403, "body says no") end
+end
+return P
+"""
+
+NOBODY = """
+local P = {}
+function P.access(ctx)
+  local ok, err = pcall(ctx.body, ctx)
+  ctx:set_header("X-Err", (not ok and err:find("not buffered")) and "yes" or "no")
+end
+return P
+"""
+
+
+def test_request_body_buffering_and_rewrite(gateway, upstream, tmp_path):
+    from conftest import RawClient, chunked
+    gw, a, _ = start(gateway, upstream, tmp_path,
+                     "    plugins: [{name: body}]\n"
+                     "  - name: plain\n    match: {paths: [/plain]}\n    upstream: u\n"
+                     "    plugins: [{name: nobody}]",
+                     {"body": BODY, "nobody": NOBODY})
+    r = fetch(gw.port, "POST", "/x", body=b'{"a":1}',
+              headers=[("Content-Type", "application/json"), ("X-Rewrite", "1")])
+    assert r.status == 200, r.body
+    doc = r.json()
+    assert json.loads(doc["body"]) == {"a": 1, "added": True}
+    assert r.echo_header("x-body-len") == "7"
+    assert r.echo_header("content-length") == str(len(doc["body"]))
+    # chunked in, buffered, sent on (still chunked: the core frames it)
+    with RawClient(gw.port) as c:
+        c.send(b"POST /x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + chunked(b"hello ", b"world"))
+        r = c.read_final_response("POST")[1]
+    assert r.status == 200 and r.json()["body"] == "hello world"
+    assert r.echo_header("x-body-len") == "11"
+    # a GET has an empty body
+    assert fetch(gw.port, "GET", "/x").echo_header("x-body-len") == "0"
+    # the plugin sees the body before deciding
+    r = fetch(gw.port, "POST", "/x", body=b"deny")
+    assert r.status == 403 and r.body == b"body says no"
+    # over P.body.max: 413, by Content-Length and by chunks
+    n = len(a.requests)
+    assert_error(fetch(gw.port, "POST", "/x", body=b"x" * 2000), "body_too_large", 413)
+    with RawClient(gw.port) as c:
+        c.send(b"POST /x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + chunked(b"y" * 600, b"z" * 600))
+        assert_error(c.read_final_response("POST")[1], "body_too_large", 413)
+    assert len(a.requests) == n
+    # a route without P.body: the body streams and ctx:body() says why it cannot
+    r = fetch(gw.port, "POST", "/plain/x", body=b"abc")
+    assert r.status == 200 and r.echo_header("x-err") == "yes" and r.json()["body"] == "abc"
