@@ -15,21 +15,27 @@
 local P = {}
 P.priority = 2000
 
-local KNOWN = { origins = true, methods = true, headers = true, expose = true, credentials = true, max_age = true }
+local strings = { type = "array", items = { type = "string" } }
+P.schema = { fields = {
+    origins = { type = "array", items = { type = "string" }, required = true },
+    methods = strings, headers = strings, expose = strings,
+    credentials = { type = "boolean", default = false },
+    max_age = { type = "any", default = 600 },   -- seconds, or "10m"
+} }
 
-local function list(v, what)
-    if v == nil then return nil end
-    if type(v) ~= "table" then error("cors: config." .. what .. " must be a list", 0) end
-    return table.concat(v, ", ")
+local function list(v)
+    return v and table.concat(v, ", ") or nil
+end
+
+local function seconds(v)
+    if type(v) == "number" then return v end
+    local n, unit = tostring(v):match("^(%d+)([smh]?)$")
+    if not n then error("cors: config.max_age must be seconds or a duration like 10m", 0) end
+    return tonumber(n) * (unit == "m" and 60 or unit == "h" and 3600 or 1)
 end
 
 function P.init(conf)
-    for k in pairs(conf) do
-        if not KNOWN[k] then error("cors: unknown config key '" .. tostring(k) .. "'", 0) end
-    end
-    if type(conf.origins) ~= "table" or conf.origins[1] == nil then
-        error("cors: config.origins must be a non-empty list", 0)
-    end
+    if conf.origins[1] == nil then error("cors: config.origins must not be empty", 0) end
     conf._any = false
     conf._origins = {}
     for _, o in ipairs(conf.origins) do
@@ -38,10 +44,10 @@ function P.init(conf)
     if conf._any and conf.credentials then
         error("cors: credentials: true cannot be used with origin '*'", 0)
     end
-    conf._methods = list(conf.methods, "methods") or "GET, HEAD, PUT, PATCH, POST, DELETE"
-    conf._headers = list(conf.headers, "headers")
-    conf._expose = list(conf.expose, "expose")
-    conf._max_age = tostring(math.floor(tonumber(conf.max_age) or 600))
+    conf._methods = list(conf.methods) or "GET, HEAD, PUT, PATCH, POST, DELETE"
+    conf._headers = list(conf.headers)
+    conf._expose = list(conf.expose)
+    conf._max_age = tostring(math.floor(seconds(conf.max_age)))
 end
 
 local function allowed(conf, origin)

@@ -94,19 +94,20 @@ local function matches(list, b)
     return false
 end
 
-local function compile(v, what)
+P.schema = { fields = {
+    allow = { type = "array", items = { type = "string" } },
+    deny = { type = "array", items = { type = "string" } },
+} }
+
+local function compile(v)
     if v == nil then return nil end
-    if type(v) ~= "table" then error("ip_restriction: config." .. what .. " must be a list of CIDRs", 0) end
     local out = {}
     for _, s in ipairs(v) do out[#out + 1] = cidr(tostring(s)) end
     return out
 end
 
 function P.init(conf)
-    for k in pairs(conf) do
-        if k ~= "allow" and k ~= "deny" then error("ip_restriction: unknown config key '" .. tostring(k) .. "'", 0) end
-    end
-    conf._allow, conf._deny = compile(conf.allow, "allow"), compile(conf.deny, "deny")
+    conf._allow, conf._deny = compile(conf.allow), compile(conf.deny)
     if not conf._allow and not conf._deny then error("ip_restriction: config.allow or config.deny is required", 0) end
 end
 

@@ -20,29 +20,31 @@
 local P = {}
 P.priority = 1450
 
-local KNOWN = {
-    alg = true, key = true, key_file = true, jwks_file = true, jwks_url = true, iss = true,
-    aud = true, leeway = true, header = true, claims_to_headers = true,
-}
+local ALGS = { "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "none" }
+P.schema = { fields = {
+    alg = { type = "array", items = { type = "string", enum = ALGS }, default = { "HS256" } },
+    key = { type = "string" }, key_file = { type = "string" }, jwks_file = { type = "string" },
+    jwks_url = { type = "string" },
+    iss = { type = "any" }, aud = { type = "any" },
+    leeway = { type = "number", min = 0, default = 30 },
+    header = { type = "string", default = "Authorization", pattern = "^[%w!#$%%&'*+.^_`|~-]+$" },
+    claims_to_headers = { type = "map" },
+} }
 
 local function bad(msg) error("jwt_auth: " .. msg, 0) end
 
 function P.init(conf)
-    for k in pairs(conf) do
-        if not KNOWN[k] then bad("unknown config key '" .. tostring(k) .. "'") end
-    end
     if conf.jwks_url ~= nil then bad("jwks_url needs gw.http (not available yet): use jwks_file") end
-    local alg = conf.alg or { "HS256" }
-    if type(alg) == "string" then alg = { alg } end
-    if type(alg) ~= "table" or alg[1] == nil then bad("config.alg must be a list of algs") end
+    local alg = conf.alg
+    if alg[1] == nil then bad("config.alg must not be empty") end
     for _, a in ipairs(alg) do
         if a == "none" then bad("alg 'none' is never accepted") end
     end
     local sources = (conf.key and 1 or 0) + (conf.key_file and 1 or 0) + (conf.jwks_file and 1 or 0)
     if sources ~= 1 then bad("exactly one of config.key, key_file or jwks_file is required") end
-    local opts = { alg = alg, leeway = tonumber(conf.leeway) or 30, iss = conf.iss, aud = conf.aud }
+    local opts = { alg = alg, leeway = conf.leeway, iss = conf.iss, aud = conf.aud }
     if conf.key then
-        if type(conf.key) ~= "string" or conf.key == "" then bad("config.key must be a string") end
+        if conf.key == "" then bad("config.key must not be empty") end
         opts.key = conf.key
     elseif conf.key_file then
         local data, err = gw.read_file(tostring(conf.key_file))
@@ -57,11 +59,8 @@ function P.init(conf)
         end
         opts.jwks = set
     end
-    if conf.claims_to_headers ~= nil and type(conf.claims_to_headers) ~= "table" then
-        bad("config.claims_to_headers must be a map of claim: header")
-    end
     conf._opts = opts
-    conf._header = conf.header or "Authorization"
+    conf._header = conf.header
     conf._bearer = conf._header:lower() == "authorization"
 end
 

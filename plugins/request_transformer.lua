@@ -10,25 +10,21 @@
 local P = {}
 P.priority = 800
 
-local KNOWN = { remove = true, rename = true, set = true, add = true, rewrite_path = true }
-
-local function map(conf, k)
-    local v = conf[k]
-    if v ~= nil and type(v) ~= "table" then error("request_transformer: config." .. k .. " must be a map", 0) end
-    return v or {}
-end
+P.schema = { fields = {
+    remove = { type = "array", items = { type = "string" }, default = {} },
+    rename = { type = "map", default = {} },
+    set = { type = "map", default = {} },
+    add = { type = "map", default = {} },
+    rewrite_path = { type = "table", fields = {
+        pattern = { type = "string", required = true },
+        replacement = { type = "string", required = true },
+    } },
+} }
 
 function P.init(conf)
-    for k in pairs(conf) do
-        if not KNOWN[k] then error("request_transformer: unknown config key '" .. tostring(k) .. "'", 0) end
-    end
-    conf._remove, conf._rename, conf._set, conf._add = map(conf, "remove"), map(conf, "rename"),
-        map(conf, "set"), map(conf, "add")
+    conf._remove, conf._rename, conf._set, conf._add = conf.remove, conf.rename, conf.set, conf.add
     local rw = conf.rewrite_path
     if rw ~= nil then
-        if type(rw) ~= "table" or type(rw.pattern) ~= "string" or type(rw.replacement) ~= "string" then
-            error("request_transformer: config.rewrite_path needs pattern and replacement strings", 0)
-        end
         local ok, err = pcall(string.find, "/", rw.pattern)
         if not ok then error("request_transformer: rewrite_path.pattern: " .. err, 0) end
     end

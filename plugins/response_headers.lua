@@ -7,14 +7,14 @@
 local P = {}
 P.priority = 700
 
-local KNOWN = { remove = true, set = true, add = true }
+P.schema = { fields = {
+    remove = { type = "array", items = { type = "string" }, default = {} },
+    set = { type = "map", default = {} },
+    add = { type = "map", default = {} },
+} }
 
 function P.init(conf)
-    for k, v in pairs(conf) do
-        if not KNOWN[k] then error("response_headers: unknown config key '" .. tostring(k) .. "'", 0) end
-        if type(v) ~= "table" then error("response_headers: config." .. k .. " must be a list or map", 0) end
-    end
-    conf._remove, conf._set, conf._add = conf.remove or {}, conf.set or {}, conf.add or {}
+    conf._remove, conf._set, conf._add = conf.remove, conf.set, conf.add
 end
 
 function P.response(ctx, conf)

@@ -551,3 +551,29 @@ def test_request_body_buffering_and_rewrite(gateway, upstream, tmp_path):
     # a route without P.body: the body streams and ctx:body() says why it cannot
     r = fetch(gw.port, "POST", "/plain/x", body=b"abc")
     assert r.status == 200 and r.echo_header("x-err") == "yes" and r.json()["body"] == "abc"
+
+
+def test_bundled_plugins_declare_schemas(tmp_path):
+    from conftest import BIN
+    base = ("listen: [\"127.0.0.1:1\"]\nupstreams:\n  u:\n    targets: [{address: \"127.0.0.1:2\"}]\n"
+            "routes:\n  - name: r\n    upstream: u\n    plugins:\n")
+    # (entry, the offending value as written, message): the error points at that value
+    cases = [
+        ("      - {name: cors, config: {origins: [a], credentials: yes-please}}\n", "yes-please",
+         "plugin cors: config.credentials: a boolean expected"),
+        ("      - {name: jwt_auth, config: {alg: [HS257], key: k}}\n", "HS257",
+         "plugin jwt_auth: config.alg[1]: must be one of"),
+        ("      - {name: ip_restriction, config: {allow: 10.0.0.0/8}}\n", "10.0.0.0/8",
+         "plugin ip_restriction: config.allow: a list expected"),
+        ("      - {name: request_transformer, config: {rewrite_path: {pattern: x}}}\n", "{pattern",
+         "plugin request_transformer: config.rewrite_path: 'replacement' is required"),
+        ("      - {name: response_headers, config: {sett: {}}}\n", "{}}",
+         "plugin response_headers: config.sett: unknown key"),
+    ]
+    for body, token, msg in cases:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(base + body)
+        p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
+        err = p.stderr.decode()
+        want = "%s:9:%d: routes[0].plugins[0]: %s" % (cfg, body.index(token) + 1, msg)
+        assert p.returncode != 0 and want in err, (want, err)
