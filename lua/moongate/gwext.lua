@@ -76,6 +76,7 @@ function M.extend(gw)
         return data
     end
     gw.jwt = { verify = jwt.verify }
+    gw.jit_report = require("moongate.jitreport").snapshot
     jwt.set_clock(gw.now)
 end
 

@@ -21,6 +21,7 @@ local sandbox = require("moongate.sandbox")
 local ext = require("moongate.ext")
 local gwext = require("moongate.gwext")
 local schema = require("moongate.schema")
+local jitreport = require("moongate.jitreport")
 
 local M = {}
 
@@ -47,6 +48,9 @@ function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
     gw = gwm.new(worker_id, checking)
     math.randomseed(seed)
     sandbox.protect_string_metatable()
+    if not checking then
+        jitreport.start(function(msg) pcall(ctxm.log, 0, msg) end)
+    end
 end
 
 -- What the guard check calls once the watchdog set the stop byte; level 3
@@ -65,6 +69,7 @@ function M.load(id, name, chunk)
     rawset(env, "__mg_w", stop)
     rawset(env, "__mg_a", guard_abort)
     setfenv(chunk, env)
+    jitreport.register(require("jit.util").funcinfo(chunk).source, name)
     gwext.loading = true
     local okc, P = pcall(chunk, name)
     gwext.loading = false

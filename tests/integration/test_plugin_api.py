@@ -577,3 +577,32 @@ def test_bundled_plugins_declare_schemas(tmp_path):
         err = p.stderr.decode()
         want = "%s:9:%d: routes[0].plugins[0]: %s" % (cfg, body.index(token) + 1, msg)
         assert p.returncode != 0 and want in err, (want, err)
+
+
+# ---------------------------------------------------------------- JIT visibility
+
+JITTY = """
+local P = {}
+local t = {a = 1, b = 2, c = 3}
+function P.access(ctx)
+  local n = 0
+  for i = 1, 100 do
+    for _, v in pairs(t) do n = n + v end
+    if not pcall(error, i) then n = n + 1 end   -- a raised error: the trace aborts
+  end
+  local r = gw.jit_report().jitty
+  ctx:set_header("X-Aborts", r and r.aborts or 0)
+  ctx:set_header("X-Last", r and r.last or "")
+end
+return P
+"""
+
+
+def test_jit_report_counts_trace_aborts_per_plugin(gateway, upstream, tmp_path):
+    gw, _, _ = start(gateway, upstream, tmp_path, "    plugins: [{name: jitty}]", {"jitty": JITTY})
+    for _ in range(30):
+        r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200
+    assert int(r.echo_header("x-aborts")) > 0, r.json()["headers"]
+    last = r.echo_header("x-last")
+    assert "jitty.lua:" in last and "error " not in last, last  # a reason in words (jit.vmdef)
