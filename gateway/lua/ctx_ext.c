@@ -5,12 +5,17 @@
  */
 #include "lua/ctx_ext.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config/config-t.h"
 #include "lua/ctx.h"
+#include "lua/guard.h"
 #include "lua/state-t.h"
 #include "lua/vm.h"
 
@@ -132,7 +137,72 @@ const struct mg_ffi_ext_api mg_ffi_ext_api = {
     .set_body = ext_set_body,
 };
 
-void mg_lua_ext_open(lua_State *L)
+/* A helper module name: dot-separated words of letters, digits and '_'. */
+static bool module_name_ok(const char *s)
+{
+    if (!*s || *s == '.' || strlen(s) > 128)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || (*p == '.' && p[1] && p[1] != '.')))
+            return false;
+    return true;
+}
+
+/* load_module(name) -> chunk, path | nil, message: NAME.lua (dots become
+ * '/') from the plugin_path dirs, instrumented by the runaway guard like a
+ * plugin file. Blocking file I/O: the Lua side calls it only while plugins
+ * load. Upvalue 1: the VM. */
+static int l_load_module(lua_State *L)
+{
+    struct mg_lua *vm = lua_touserdata(L, lua_upvalueindex(1));
+    const char *name = luaL_checkstring(L, 1);
+    char rel[160], path[4300];
+    if (!module_name_ok(name)) {
+        lua_pushnil(L);
+        lua_pushstring(L, "invalid module name (words of letters, digits and _ separated by dots)");
+        return 2;
+    }
+    snprintf(rel, sizeof(rel), "%s", name);
+    for (char *p = rel; *p; p++)
+        if (*p == '.')
+            *p = '/';
+    for (size_t i = 0; i < vm->cfg->nplugin_path; i++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s.lua", vm->cfg->plugin_path[i], rel);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        FILE *f = fopen(path, "rb");
+        char *src = f && st.st_size < (1 << 24) ? malloc((size_t)st.st_size + 1) : NULL;
+        size_t n = src ? fread(src, 1, (size_t)st.st_size, f) : 0;
+        if (f)
+            fclose(f);
+        if (!src) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "cannot read %s: %s", path, strerror(errno ? errno : EIO));
+            return 2;
+        }
+        size_t glen = 0;
+        char *guarded = mg_lua_guard_source(src, n, &glen);
+        char chunkname[4400];
+        snprintf(chunkname, sizeof(chunkname), "@%s", path);
+        int rc = luaL_loadbuffer(L, guarded ? guarded : src, guarded ? glen : n, chunkname);
+        free(guarded);
+        free(src);
+        if (rc != 0) {
+            lua_pushnil(L);
+            lua_insert(L, -2); /* nil, message */
+            return 2;
+        }
+        lua_pushstring(L, path);
+        return 2;
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "module '%s' not found on plugin_path", name);
+    return 2;
+}
+
+void mg_lua_ext_open(lua_State *L, struct mg_lua *vm)
 {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
@@ -145,6 +215,9 @@ void mg_lua_ext_open(lua_State *L)
     lua_setfield(L, -2, "crypto");
     mg_lua_json_push(L);
     lua_setfield(L, -2, "json");
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_load_module, 1);
+    lua_setfield(L, -2, "load_module");
     lua_setfield(L, -2, "moongate.native");
     lua_pop(L, 2);
 }

@@ -44,8 +44,8 @@ struct mg_ffi_ext_api {
 extern const struct mg_ffi_ext_api mg_ffi_ext_api;
 
 /* Registers package.loaded["moongate.native"] = {api, respond_sentinel, crypto,
- * json} in L. Inside a protected call (it allocates). */
-void mg_lua_ext_open(struct lua_State *L);
+ * json, load_module} in L. Inside a protected call (it allocates). */
+void mg_lua_ext_open(struct lua_State *L, struct mg_lua *vm);
 
 /* Native modules (lua_CFunction tables), pushed on L's stack. */
 void mg_lua_crypto_push(struct lua_State *L);

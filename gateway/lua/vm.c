@@ -169,7 +169,7 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_pushstring(L, "");
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
-    mg_lua_ext_open(L);
+    mg_lua_ext_open(L, vm);
 
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");

@@ -64,6 +64,44 @@ local function plugin_print(...)
     gw.log("info", ...)
 end
 
+-- require("NAME") of a helper module from plugin_path (DESIGN.md 10.4): loaded
+-- once per VM, while plugins load, in a sandbox of its own (guarded like a
+-- plugin file); later requires of the same name get the same value.
+local native = require("moongate.native")
+local helpers = {}
+local LOADING = {}
+
+local function helper_loader(name)
+    local v = helpers[name]
+    if v == LOADING then error("require(\"" .. name .. "\"): circular require", 3) end
+    if v ~= nil then return v end
+    if not gwext.loading then
+        error("require(\"" .. name .. "\"): helper modules load with the plugins"
+            .. " (require them at the top of the plugin file)", 3)
+    end
+    local chunk, path = native.load_module(name)
+    if chunk == nil then
+        error("require(\"" .. name .. "\"): " .. tostring(path)
+            .. " (plugins may also require string, table, math, bit, coroutine, os, gw,"
+            .. " table.new, table.clear)", 3)
+    end
+    local env = sandbox.env(gw, plugin_print)
+    rawset(env, "__mg_w", stop)
+    rawset(env, "__mg_a", guard_abort)
+    setfenv(chunk, env)
+    jitreport.register("@" .. path, name)
+    helpers[name] = LOADING
+    local ok, res = pcall(chunk, name)
+    if not ok then
+        helpers[name] = nil
+        error(res, 0)
+    end
+    if res == nil then res = true end
+    helpers[name] = res
+    return res
+end
+sandbox.helper_loader = helper_loader
+
 function M.load(id, name, chunk)
     local env = sandbox.env(gw, plugin_print)
     rawset(env, "__mg_w", stop)

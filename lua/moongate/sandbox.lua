@@ -63,6 +63,9 @@ function M.env(gw, print_fn)
     env._G = env
     env.require = function(name)
         local lib = libs[name]
+        if lib == nil and M.helper_loader ~= nil and type(name) == "string" then
+            return M.helper_loader(name)
+        end
         if lib == nil then
             error("require(" .. string.format("%q", tostring(name)) .. "): plugins may require only"
                 .. " string, table, math, bit, coroutine, os, gw, table.new, table.clear", 2)

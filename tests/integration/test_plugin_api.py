@@ -606,3 +606,33 @@ def test_jit_report_counts_trace_aborts_per_plugin(gateway, upstream, tmp_path):
     assert int(r.echo_header("x-aborts")) > 0, r.json()["headers"]
     last = r.echo_header("x-last")
     assert "jitty.lua:" in last and "error " not in last, last  # a reason in words (jit.vmdef)
+
+
+# ---------------------------------------------------------------- helper modules
+
+HELPER = """
+local M = {}
+function M.greet(who) return "hello " .. who end
+return M
+"""
+
+USES_HELPER = """
+local util = require("util.greet")
+local P = {}
+function P.access(ctx)
+  ctx:set_header("X-Greet", util.greet(ctx.route))
+  local ok, err = pcall(require, "util.other")
+  ctx:set_header("X-Late", ok and "loaded" or (err:find("load with the plugins") and "refused" or err))
+end
+return P
+"""
+
+
+def test_plugins_require_helpers_from_plugin_path(gateway, upstream, tmp_path):
+    (tmp_path / "plugins" / "util").mkdir(parents=True)
+    (tmp_path / "plugins" / "util" / "greet.lua").write_text(HELPER)
+    (tmp_path / "plugins" / "util" / "other.lua").write_text(HELPER)
+    gw, _, _ = start(gateway, upstream, tmp_path, "    plugins: [{name: uses}]", {"uses": USES_HELPER})
+    r = fetch(gw.port, "GET", "/x")
+    assert r.echo_header("x-greet") == "hello r"
+    assert r.echo_header("x-late") == "refused"

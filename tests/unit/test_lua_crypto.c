@@ -26,7 +26,7 @@ static lua_State *open_state(void)
 {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
-    mg_lua_ext_open(L);
+    mg_lua_ext_open(L, NULL);
     luaL_dostring(L, "package.path = '" MG_LUA_DIR "/?.lua'\n"
                      "native = require('moongate.native')\n"
                      "crypto, json = native.crypto, native.json\n"
