@@ -304,6 +304,7 @@ static int response_head(struct mg_exchange *x)
         return MG_AGAIN;
     }
     mg_headers_mark_hop_by_hop(&x->resp_hdrs);
+    x->filtering = !switching && mg_xplug_filtering(x);
     x->down->send_head(x, switching);
     x->resp_started = true;
     x->sent_status = x->status;
@@ -313,6 +314,25 @@ static int response_head(struct mg_exchange *x)
     }
     mg_xidem_response_head(x);
     return MG_NEXT;
+}
+
+/* P.body_filter: a piece of the response body (eof: the end, no data). A
+ * failing filter fails the exchange: 500 plugin_error while nothing was sent
+ * yet, else the connection closes (the client sees the response incomplete
+ * rather than silently altered). */
+static int filter_body(struct mg_exchange *x, struct mg_slice *d, struct mg_rbuf **pin, bool eof)
+{
+    struct mg_slice in = eof ? (struct mg_slice){NULL, 0} : *d;
+    if (mg_xplug_body_filter(x, &in, eof) < 0) {
+        x->filtering = false;
+        mg_attempt_report(x, false, MG_OUTCOME_SUCCESS); /* the upstream did its part */
+        fail(x, MG_ERR_PLUGIN_ERROR, "body filter");
+        return -1;
+    }
+    if (in.p != d->p || eof)
+        *pin = NULL; /* arena memory, or nothing */
+    *d = in;
+    return 0;
 }
 
 /* Reads what the upstream sent, as far as it goes. */
@@ -332,10 +352,17 @@ static void read_response(struct mg_exchange *x)
                 return;
             break;
         case MG_RESP_DATA:
+            if (x->filtering && filter_body(x, &d, &pin, false) < 0)
+                return;
             mg_xidem_response_body(x, d.p, d.len);
-            x->down->send_body(x, d, pin);
+            if (d.len)
+                x->down->send_body(x, d, pin);
             break;
         case MG_RESP_END:
+            if (x->filtering && filter_body(x, &d, &pin, true) < 0)
+                return;
+            if (x->filtering && d.len)
+                x->down->send_body(x, d, pin);
             x->down->send_end(x);
             x->resp_done = true;
             break;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config/config-t.h"
+#include "http/body.h"
 #include "core/log.h"
 #include "net/tls.h"
 #include "upstream/balancer.h"
@@ -102,6 +103,23 @@ enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
     if (x->lua.body_set && r == MG_LUA_OK)
         apply_body(x);
     return r;
+}
+
+bool mg_xplug_filtering(const struct mg_exchange *x)
+{
+    return x->route && x->resp_kind != MG_BODY_NONE &&
+           mg_lua_route_body_filter(x->rt->lua, x->route->index);
+}
+
+int mg_xplug_body_filter(struct mg_exchange *x, struct mg_slice *d, bool eof)
+{
+    struct mg_lua_str out;
+    if (mg_lua_body_filter(x->rt->lua, x->route->index, mg_xplug_ctx(x), d->p, d->len, eof, &out) !=
+        0)
+        return -1;
+    if (out.p)
+        *d = (struct mg_slice){out.p, out.len};
+    return 0;
 }
 
 int mg_xplug_response(struct mg_exchange *x)

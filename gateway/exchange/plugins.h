@@ -28,6 +28,12 @@ int mg_xplug_body_data(struct mg_exchange *x, const char *p, size_t n);
 /* The access phase: OK, RESPONDED (x->lua.respond is set) or ERROR. Applies
  * what it changed: the upstream (set_upstream), the body (set_body). */
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x);
+/* Does P.body_filter apply to this response (a body is coming)? Then the
+ * head goes out without a length and each piece passes through
+ * mg_xplug_body_filter(): *d becomes what to send (possibly empty; arena
+ * memory when changed). -1: a filter failed (logged). */
+bool mg_xplug_filtering(const struct mg_exchange *x);
+int mg_xplug_body_filter(struct mg_exchange *x, struct mg_slice *d, bool eof);
 /* The response phase, once the final head is in x: 0, or -1 when it raised. */
 int mg_xplug_response(struct mg_exchange *x);
 /* The route's Lua balancer over ur's targets (available = offered for this

@@ -97,6 +97,7 @@ struct mg_lua_ctx {
      * the replacement in new_body (body_set). */
     struct mg_lua_str body, new_body;
     bool body_set;
+    uint32_t filtered_bytes; /* body_filter output kept in the arena (capped) */
 
     /* ---- private to the runtime ---- */
     struct mg_lua *vm;   /* the VM this request is bound to (NULL: none yet) */

@@ -31,6 +31,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include "core/arena.h"
 #include "core/log.h"
 #include "lua/conf.h"
 #include "lua/ctx.h"
@@ -174,9 +175,10 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");
     lua_call(L, 1, 1);
-    static const char *const fns[] = {"load", "entry", "run", "balance"};
-    int *refs[] = {&vm->ref_load, &vm->ref_entry, &vm->ref_run, &vm->ref_balance};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const fns[] = {"load", "entry", "run", "balance", "body_filter"};
+    int *refs[] = {&vm->ref_load, &vm->ref_entry, &vm->ref_run, &vm->ref_balance,
+                   &vm->ref_body_filter};
+    for (size_t i = 0; i < 5; i++) {
         lua_getfield(L, -1, fns[i]);
         if (!lua_isfunction(L, -1))
             luaL_error(L, "moongate.runner has no function %s", fns[i]);
@@ -393,6 +395,7 @@ struct entry_args {
     const struct mg_conf_value *conf;
     unsigned mask;
     size_t body_max; /* P.body.max in bytes, 0: none */
+    bool body_filter;
 };
 
 static MG_LJMP int entry_call(lua_State *L)
@@ -404,9 +407,10 @@ static MG_LJMP int entry_call(lua_State *L)
     lua_pushinteger(L, a->id);
     mg_lua_push_conf(L, a->conf);
     mg_lua_push_conf_positions(L, a->conf);
-    lua_call(L, 5, 2);
-    a->mask = (unsigned)lua_tointeger(L, -2);
-    a->body_max = (size_t)lua_tonumber(L, -1);
+    lua_call(L, 5, 3);
+    a->mask = (unsigned)lua_tointeger(L, -3);
+    a->body_max = (size_t)lua_tonumber(L, -2);
+    a->body_filter = lua_toboolean(L, -1);
     return 0;
 }
 
@@ -428,7 +432,7 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
     int id = load_plugin(vm, pc->name, msg, cap);
     if (id < 0)
         return -1;
-    struct entry_args a = {vm, ri, kind, id, pc->config, 0, 0};
+    struct entry_args a = {vm, ri, kind, id, pc->config, 0, 0, false};
     call_begin(vm, MG_LUA_INIT, id, mg_lua_guard_init_limit());
     int rc = lua_cpcall(vm->L, entry_call, &a);
     call_end(vm, rc != 0);
@@ -450,6 +454,7 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
     }
     if (a.body_max > r->body_max)
         r->body_max = a.body_max;
+    r->body_filter |= a.body_filter;
     return 0;
 }
 
@@ -750,4 +755,45 @@ size_t mg_lua_memory(const struct mg_lua *vm)
 void mg_lua_set_time_limits(unsigned phase_ms, unsigned init_ms)
 {
     mg_lua_guard_set_limits(phase_ms, init_ms);
+}
+
+bool mg_lua_route_body_filter(const struct mg_lua *vm, size_t route)
+{
+    return vm && route < vm->cfg->nroutes && vm->routes[route].body_filter;
+}
+
+int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, const char *p,
+                       size_t n, bool eof, struct mg_lua_str *out)
+{
+    *out = (struct mg_lua_str){NULL, 0};
+    if (!mg_lua_route_body_filter(vm, route))
+        return 0;
+    MG_ASSERT(ctx->arena != NULL);
+    lua_State *L = vm->L;
+    lua_Integer slot = bind_slot(vm, ctx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_body_filter);
+    lua_pushinteger(L, (lua_Integer)route + 1);
+    lua_pushinteger(L, slot);
+    lua_pushlstring(L, p ? p : "", n);
+    lua_pushboolean(L, eof);
+    if (protected_call(vm, MG_LUA_RESPONSE, ctx, 4, 1, route) != 0)
+        return -1;
+    size_t len = 0;
+    const char *s = lua_tolstring(L, -1, &len);
+    int rc = 0;
+    if (s && (len != n || (n && memcmp(s, p, n) != 0))) {
+        if (len > MG_LUA_FILTER_BYTES_MAX - ctx->filtered_bytes) {
+            mg_error("plugin body_filter: route %zu: over %u bytes of changed response body", route,
+                     (unsigned)MG_LUA_FILTER_BYTES_MAX);
+            rc = -1;
+        } else {
+            char *d = len ? mg_arena_alloc(ctx->arena, len) : NULL;
+            if (len)
+                memcpy(d, s, len);
+            ctx->filtered_bytes += (uint32_t)len;
+            *out = (struct mg_lua_str){len ? d : "", len};
+        }
+    }
+    lua_settop(L, STACK_BASE);
+    return rc;
 }

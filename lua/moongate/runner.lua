@@ -28,6 +28,7 @@ local M = {}
 -- enum mg_lua_phase
 local INIT, ACCESS, BALANCE, RESPONSE, LOG = 0, 1, 2, 3, 4
 local PHASE_OF = { init = INIT, access = ACCESS, balance = BALANCE, response = RESPONSE, log = LOG }
+local bfchains = {}                     -- [route] = chain of P.body_filter
 local CHAIN_FUNCS = { { ACCESS, "access" }, { RESPONSE, "response" }, { LOG, "log" } }
 
 local gw, stop
@@ -123,6 +124,8 @@ function M.load(id, name, chunk)
                 error("'" .. k .. "' must be a function, got " .. type(v), 0)
             end
             caps = bor(caps, lshift(1, phase))
+        elseif k == "body_filter" then
+            if type(v) ~= "function" then error("'body_filter' must be a function, got " .. type(v), 0) end
         elseif k == "body" then
             if type(v) ~= "table" or M.size(v.max) == nil then
                 error("'body' must be a table like {max = \"64k\"}", 0)
@@ -148,7 +151,7 @@ function M.entry(route, kind, id, conf, positions)
         if P.balance == nil then
             error("has no balance function, so it cannot be a balancer", 0)
         end
-    elseif P.access == nil and P.response == nil and P.log == nil then
+    elseif P.access == nil and P.response == nil and P.log == nil and P.body_filter == nil then
         if P.balance ~= nil then
             error("is a balancer (it has only balance): name it in the route's balancer", 0)
         end
@@ -164,7 +167,7 @@ function M.entry(route, kind, id, conf, positions)
     end
     if kind == BALANCE then
         balancers[route] = { fn = P.balance, conf = conf, id = id }
-        return lshift(1, BALANCE), 0
+        return lshift(1, BALANCE), 0, false
     end
     local mask = 0
     for _, pf in ipairs(CHAIN_FUNCS) do
@@ -192,7 +195,22 @@ function M.entry(route, kind, id, conf, positions)
             mask = bor(mask, lshift(1, phase))
         end
     end
-    return mask, P.body and P.access and M.size(P.body.max) or 0
+    if P.body_filter ~= nil then
+        local ch = bfchains[route]
+        if ch == nil then
+            ch = { n = 0, fns = {}, confs = {}, ids = {}, prios = {} }
+            bfchains[route] = ch
+        end
+        local prio, n = tonumber(P.priority) or 0, ch.n + 1
+        local at = n
+        while at > 1 and ch.prios[at - 1] < prio do
+            ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] =
+                ch.fns[at - 1], ch.confs[at - 1], ch.ids[at - 1], ch.prios[at - 1]
+            at = at - 1
+        end
+        ch.n, ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] = n, P.body_filter, conf, id, prio
+    end
+    return mask, P.body and P.access and M.size(P.body.max) or 0, P.body_filter ~= nil
 end
 
 -- "64k", "1m", 4096 -> bytes; nil when not a size.
@@ -272,6 +290,26 @@ function M.balance(route, slot, id, n, targets)
     local i, refused = b.fn(o, b.conf, ts)
     if i == nil and refused ~= nil then ext.refuse(o, refused) end
     return i
+end
+
+-- One piece of the response body through the route's filters, in priority
+-- order; each gets the previous one's output. nil keeps the piece as it is.
+function M.body_filter(route, slot, chunk, eof)
+    local ch = bfchains[route]
+    local o = bind(slot)
+    set_phase(RESPONSE)
+    local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    for k = 1, ch.n do
+        enter(ids[k])
+        local r = fns[k](o, confs[k], chunk, eof)
+        if r ~= nil then
+            if type(r) ~= "string" then
+                error("body_filter must return a string or nil, got " .. type(r), 0)
+            end
+            chunk = r
+        end
+    end
+    return chunk
 end
 
 return M

@@ -636,3 +636,57 @@ def test_plugins_require_helpers_from_plugin_path(gateway, upstream, tmp_path):
     r = fetch(gw.port, "GET", "/x")
     assert r.echo_header("x-greet") == "hello r"
     assert r.echo_header("x-late") == "refused"
+
+
+# ---------------------------------------------------------------- response body filters
+
+UPPER = """
+local P = {priority = 10}
+function P.body_filter(ctx, conf, chunk, eof)
+  ctx.vars.seen = (ctx.vars.seen or 0) + #chunk
+  if eof then return "[" .. ctx.vars.seen .. " bytes]" end
+  return chunk:upper()
+end
+return P
+"""
+
+SUFFIX = """
+local P = {priority = 1}
+function P.body_filter(ctx, conf, chunk, eof)
+  if ctx.path == "/boom" and not eof then error("filter failed") end
+  if eof then return chunk .. "!" end
+end
+return P
+"""
+
+
+def test_body_filter_rewrites_response_bodies(gateway, upstream, tmp_path):
+    from conftest import RawClient
+    gw, _, _ = start(gateway, upstream, tmp_path,
+                     "    plugins: [{name: suffix}, {name: upper}]",
+                     {"upper": UPPER, "suffix": SUFFIX},
+                     allow_errors=[r"filter failed"])
+    r = fetch(gw.port, "GET", "/stream/100")
+    assert r.status == 200 and r.framing == "chunked"
+    from upstream import pattern_blocks
+    want = b"".join(pattern_blocks(100)).upper() + b"[100 bytes]!"
+    assert r.body == want
+    r = fetch(gw.port, "GET", "/stream/70000?chunked=1")
+    assert r.body.endswith(b"[70000 bytes]!") and len(r.body) == 70000 + len(b"[70000 bytes]!")
+    # HTTP/1.0: no chunking, the close delimits the rewritten body
+    with RawClient(gw.port) as c:
+        c.send(b"GET /stream/10 HTTP/1.0\r\nHost: gw.test\r\n\r\n")
+        r = c.read_final_response("GET")[1]
+    assert r.status == 200 and r.header("content-length") is None and r.body.endswith(b"bytes]!")
+    # HEAD: no body, no filter
+    r = fetch(gw.port, "HEAD", "/stream/10")
+    assert r.status == 200 and r.body == b""
+    # a failing filter: 500 plugin_error while nothing was sent, else the
+    # response is cut (never completed with altered or unfiltered bytes)
+    from conftest import IncompleteResponse
+    try:
+        r = fetch(gw.port, "GET", "/boom")
+        assert_error(r, "plugin_error", 500)
+    except IncompleteResponse:
+        pass
+    assert fetch(gw.port, "GET", "/stream/5").status == 200
