@@ -103,6 +103,11 @@ local function helper_loader(name)
 end
 sandbox.helper_loader = helper_loader
 
+-- moongate test SPEC.lua: the environment specs run in (gateway/lua/spec.c).
+function M.spec_env()
+    return sandbox.env(gw, plugin_print)
+end
+
 function M.load(id, name, chunk)
     local env = sandbox.env(gw, plugin_print)
     rawset(env, "__mg_w", stop)

@@ -690,3 +690,30 @@ def test_body_filter_rewrites_response_bodies(gateway, upstream, tmp_path):
     except IncompleteResponse:
         pass
     assert fetch(gw.port, "GET", "/stream/5").status == 200
+
+
+# ---------------------------------------------------------------- moongate test SPEC.lua
+
+def test_moongate_test_runs_plugin_specs(tmp_path):
+    import glob
+    import os
+    from conftest import BIN
+    src = os.environ.get("MOONGATE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+    specs = sorted(glob.glob(os.path.join(src, "plugins", "spec", "*_spec.lua")))
+    assert len(specs) >= 4
+    for spec in specs:
+        p = subprocess.run([BIN, "test", spec], capture_output=True, timeout=60)
+        out = p.stdout.decode()
+        assert p.returncode == 0 and " 0 failed" in out, (spec, out, p.stderr.decode())
+    bad = tmp_path / "bad_spec.lua"
+    bad.write_text('config = [[\nupstreams: {u: {targets: [{address: "127.0.0.1:1"}]}}\n'
+                   'routes: [{name: r, upstream: u, plugins: [{name: cors, config: {origins: ["*"]}}]}]\n]]\n'
+                   'it("fails on purpose", function() assert.equal(1, 2) end)\n'
+                   'it("answers", function() assert.equal(200, request{}.status) end)\n')
+    p = subprocess.run([BIN, "test", str(bad)], capture_output=True, timeout=60)
+    out = p.stdout.decode()
+    assert p.returncode == 1 and "FAILED fails on purpose" in out and "expected 1, got 2" in out
+    assert "ok     answers" in out and "1 passed, 1 failed" in out
+    bad.write_text("config = 'routes: ['\n")
+    p = subprocess.run([BIN, "test", str(bad)], capture_output=True, timeout=60)
+    assert p.returncode == 2 and b"YAML" in p.stderr
