@@ -27,6 +27,7 @@
 #include "discovery/resolver.h"
 #include "idempotency/store_memory.h"
 #include "lua/metrics_hook.h"
+#include "lua/spec.h"
 #include "lua/vm.h"
 #include "obs/accesslog.h"
 #include "obs/admin.h"
@@ -734,6 +735,8 @@ int main(int argc, char **argv)
 static int main2(int argc, char **argv)
 {
     log_level_from_env();
+    if (argc == 3 && strcmp(argv[1], "test") == 0)
+        return mg_lua_spec_main(argv[2]); /* moongate test SPEC.lua (DESIGN.md 10.4) */
     const char *conf_path = NULL, *signal_name = NULL;
     bool test_only = false;
     int opt;

@@ -189,6 +189,7 @@ struct mg_plugin_conf {
     struct mg_conf_value *config; /* NULL when absent; else a MG_VAL_MAP usually */
     int line, col;                /* position of the entry, for error messages */
     const char *file;             /* the file it is in (an included one, perhaps) */
+    bool enabled;                 /* plugins lists: true; false in a route turns a global off */
 };
 
 enum mg_idem_store { MG_IDEM_STORE_MEMORY, MG_IDEM_STORE_REDIS };
@@ -319,6 +320,8 @@ struct mg_config {
     size_t nupstreams;
     struct mg_route_conf *routes; /* in file order */
     size_t nroutes;
+    struct mg_plugin_conf *plugins; /* top-level `plugins:`: on every route (DESIGN 10.4) */
+    size_t nplugins;
 
     struct mg_router *router; /* built at load time from routes */
     void *mem;                /* private: every allocation of the snapshot */

@@ -579,6 +579,7 @@ static const struct mg_conf_field balancer_fields[] = {
 static const struct mg_conf_field plugin_fields[] = {
     ROW("name", MG_K_STRING, PLG(name), NULL, .flags = MG_CF_REQUIRED, .fn = check_plugin_name),
     ROW("config", MG_K_CUSTOM, PLG(config), NULL, .fn = parse_plugin_config),
+    ROW("enabled", MG_K_BOOL, PLG(enabled), "true"),
     END,
 };
 
@@ -621,6 +622,7 @@ static const struct mg_conf_field route_fields[] = {
 
 static int parse_upstreams(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 static int parse_routes(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
+static int parse_global_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 
 const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("listen", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = mg_conf_listen),
@@ -652,6 +654,7 @@ const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("shared_dicts", MG_K_CUSTOM, CFG(shared_dicts), NULL, .fn = mg_conf_shared_dicts),
     ROW("upstreams", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_upstreams),
     ROW("routes", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_routes),
+    ROW("plugins", MG_K_CUSTOM, 0, NULL, .fn = parse_global_plugins),
     END,
 };
 
@@ -761,28 +764,40 @@ static int parse_plugin_config(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return mg_conf_value(ld, n, *out);
 }
 
-static int parse_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+static int parse_plugin_list(struct mg_conf_ld *ld, yaml_node_t *n, struct mg_plugin_conf **list,
+                             size_t *count)
 {
-    struct mg_route_conf *rt = dst;
     size_t cnt;
 
     if (mg_conf_seq(ld, n, &cnt) < 0)
         return -1;
-    rt->plugins = cnt ? mg_conf_alloc(ld, cnt * sizeof(*rt->plugins)) : NULL;
-    rt->nplugins = cnt;
+    *list = cnt ? mg_conf_alloc(ld, cnt * sizeof(**list)) : NULL;
+    *count = cnt;
     for (size_t i = 0; i < cnt; i++) {
         yaml_node_t *item = mg_conf_seq_item(ld, n, i);
         size_t at = mg_conf_push_index(ld, i);
         if (item->type != YAML_MAPPING_NODE)
             return mg_conf_fail(ld, item, "expected a mapping like {name: NAME, config: {}}");
-        if (mg_conf_section(ld, item, plugin_fields, &rt->plugins[i]) < 0)
+        if (mg_conf_section(ld, item, plugin_fields, &(*list)[i]) < 0)
             return -1;
-        rt->plugins[i].line = (int)item->start_mark.line + 1;
-        rt->plugins[i].col = (int)item->start_mark.column + 1;
-        rt->plugins[i].file = mg_conf_strdup(ld, mg_conf_file_of(ld, item));
+        (*list)[i].line = (int)item->start_mark.line + 1;
+        (*list)[i].col = (int)item->start_mark.column + 1;
+        (*list)[i].file = mg_conf_strdup(ld, mg_conf_file_of(ld, item));
         mg_conf_pop(ld, at);
     }
     return 0;
+}
+
+static int parse_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_route_conf *rt = dst;
+    return parse_plugin_list(ld, n, &rt->plugins, &rt->nplugins);
+}
+
+static int parse_global_plugins(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_config *cfg = dst;
+    return parse_plugin_list(ld, n, &cfg->plugins, &cfg->nplugins);
 }
 
 static int parse_route(struct mg_conf_ld *ld, yaml_node_t *item, struct mg_route_conf *rts,

@@ -374,14 +374,15 @@ static void send_head(struct mg_exchange *x, bool switching)
 {
     struct mg_h1s *s = of_x(x);
     enum mg_body_kind kind = (enum mg_body_kind)x->resp_kind;
-    if (kind == MG_BODY_CHUNKED || kind == MG_BODY_CLOSE) {
+    if (kind == MG_BODY_CHUNKED || kind == MG_BODY_CLOSE || x->filtering) { /* P.body_filter */
         if (x->http_minor >= 1)
             s->chunk_out = true;
         else
             x->close_after = true; /* HTTP/1.0: the close delimits the body */
     }
     /* HEAD and 304 answers keep the length of the body they stand for. */
-    bool send_length = !s->chunk_out && !switching && x->resp_has_length && x->status != 204;
+    bool send_length =
+        !s->chunk_out && !switching && x->resp_has_length && x->status != 204 && !x->filtering;
     if (!x->req_keepalive || x->w->draining || (x->req_upgrade && !switching))
         x->close_after = true;
     if (switching)

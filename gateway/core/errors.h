@@ -24,6 +24,7 @@
     XX(IDEMPOTENCY_STORE_UNAVAILABLE, 503, "idempotency_store_unavailable")                        \
     XX(IDEMPOTENCY_REPLAY_UNAVAILABLE, 409, "idempotency_replay_unavailable")                      \
     XX(PLUGIN_ERROR, 500, "plugin_error")                                                          \
+    XX(BALANCER_REFUSED, 503, "balancer_refused")                                                  \
     XX(NOT_IMPLEMENTED, 501, "not_implemented")
 
 enum mg_error {

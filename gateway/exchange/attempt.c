@@ -46,7 +46,7 @@ static uint32_t retry_after_s(struct mg_upstream_rt *ur, uint64_t now)
  * CAS winner), so each change is one line whatever the traffic. */
 static bool acquire(struct mg_exchange *x, struct mg_target_rt *t, uint64_t now, uint32_t *probe)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     bool half_opened;
     bool ok = mg_breaker_acquire_ex(&t->stats->breaker, &uc->breaker, now, probe, &half_opened);
 
@@ -58,7 +58,7 @@ static bool acquire(struct mg_exchange *x, struct mg_target_rt *t, uint64_t now,
 
 enum mg_error mg_attempt_open(struct mg_exchange *x)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     uint64_t now = uv_now(&x->w->loop);
     uint32_t probe = 0;
@@ -70,6 +70,8 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
         i = mg_xplug_balance(x, ur, now, &raised);
         if (raised)
             return MG_ERR_PLUGIN_ERROR;
+        if (x->lua.balance_refused)
+            return MG_ERR_BALANCER_REFUSED;
     }
     if (i >= 0 && !acquire(x, &ur->targets[i], now, &probe))
         i = -1;
@@ -95,11 +97,11 @@ void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_out
     if (!a->open || a->reported)
         return;
     a->reported = true;
-    struct mg_upstream_rt *ur = &x->rt->ups[x->route->upstream->index];
-    mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->w->id, x->route->upstream->index,
+    struct mg_upstream_rt *ur = &x->rt->ups[x->ups->index];
+    mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->w->id, x->ups->index,
                                 (size_t)(a->target - ur->targets), outcome);
     struct mg_target_stats *st = a->target->stats;
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     uint64_t now = uv_now(&x->w->loop);
     switch (mg_breaker_report(&st->breaker, &uc->breaker, now, failure, a->probe)) {
     case MG_BREAKER_OPENED:
@@ -132,7 +134,7 @@ void mg_attempt_close(struct mg_exchange *x)
 
 bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     if (x->resp_started || x->attempts > uc->retry.max_retries || x->req_upgrade ||
         (x->req_body_bytes > 0 && !x->body_copy_ok))
         return false;
@@ -150,7 +152,7 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
 
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x)
 {
-    return mg_retry_backoff_ms(&x->route->upstream->retry, x->attempts - 1, mg_worker_random(x->w));
+    return mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
 }
 
 enum mg_upstream_outcome mg_attempt_outcome_of(unsigned kind)

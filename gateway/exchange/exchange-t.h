@@ -240,6 +240,9 @@ struct mg_exchange {
     char request_id[MG_REQUEST_ID_MAX + 1];
 
     const struct mg_route_conf *route;
+    const struct mg_upstream_conf *ups; /* the route's, or the one ctx:set_upstream() chose */
+    bool plug_body; /* MG_X_BUFFER reads the body for plugins (P.body), then access runs */
+    bool filtering; /* P.body_filter rewrites the response body: sent chunked (or close) */
     size_t prefix_len;
     /* Resilience (DESIGN.md section 5). */
     bool slot_held;         /* one bulkhead slot, kept across retries */

@@ -77,7 +77,7 @@ static struct mg_metrics *metrics_of(struct mg_exchange *x)
 
 static struct mg_upstream_stats *route_stats(struct mg_exchange *x)
 {
-    return x->rt->ups[x->route->upstream->index].stats;
+    return x->rt->ups[x->ups->index].stats;
 }
 
 /* ------------------------------------------------------------ request id */
@@ -117,7 +117,7 @@ static void sync_upstream_timer(struct mg_exchange *x, bool progress)
     struct mg_attempt *a = &x->att;
     if (x->state != MG_X_FORWARD || !a->up)
         return;
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     uint8_t want = MG_UPT_NONE;
     if (x->upstream->writes(a) > 0)
         want = MG_UPT_SEND;
@@ -200,7 +200,7 @@ static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum 
     mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
             x->att.target ? x->att.target->conf->address.text : "-", x->attempts, x->request_id);
     if (mg_attempt_may_retry(x, kind, reached)) {
-        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->route->upstream->index);
+        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->ups->index);
         detach(x, false);
         start_backoff(x);
         return;
@@ -215,7 +215,7 @@ static void release_slot(struct mg_exchange *x)
     if (!x->slot_held)
         return;
     x->slot_held = false;
-    mg_admission_release(route_stats(x), &x->route->upstream->bulkhead, (unsigned)x->w->id);
+    mg_admission_release(route_stats(x), &x->ups->bulkhead, (unsigned)x->w->id);
 }
 
 /* Leaves the queue without a slot (client gone, deadline). */
@@ -239,7 +239,7 @@ static void on_slot_granted(struct mg_waiter *wt)
 /* A slot held, the queue joined (QUEUED), or failed with bulkhead_full. */
 static void admit(struct mg_exchange *x)
 {
-    const struct mg_bulkhead_conf *bc = &x->route->upstream->bulkhead;
+    const struct mg_bulkhead_conf *bc = &x->ups->bulkhead;
     switch (mg_admission_enter(route_stats(x), bc, (unsigned)x->w->id, uv_now(&x->w->loop),
                                &x->waiter)) {
     case MG_ADMIT_ACQUIRED:
@@ -280,7 +280,7 @@ static enum mg_upstream_outcome status_outcome(const struct mg_upstream_conf *uc
  * retry waits, a tunnel starts, or the exchange failed). */
 static int response_head(struct mg_exchange *x)
 {
-    const struct mg_upstream_conf *uc = x->route->upstream;
+    const struct mg_upstream_conf *uc = x->ups;
     struct mg_attempt *a = &x->att;
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
@@ -305,6 +305,7 @@ static int response_head(struct mg_exchange *x)
         return MG_AGAIN;
     }
     mg_headers_mark_hop_by_hop(&x->resp_hdrs);
+    x->filtering = !switching && mg_xplug_filtering(x);
     x->down->send_head(x, switching);
     x->resp_started = true;
     x->sent_status = x->status;
@@ -314,6 +315,25 @@ static int response_head(struct mg_exchange *x)
     }
     mg_xidem_response_head(x);
     return MG_NEXT;
+}
+
+/* P.body_filter: a piece of the response body (eof: the end, no data). A
+ * failing filter fails the exchange: 500 plugin_error while nothing was sent
+ * yet, else the connection closes (the client sees the response incomplete
+ * rather than silently altered). */
+static int filter_body(struct mg_exchange *x, struct mg_slice *d, struct mg_rbuf **pin, bool eof)
+{
+    struct mg_slice in = eof ? (struct mg_slice){NULL, 0} : *d;
+    if (mg_xplug_body_filter(x, &in, eof) < 0) {
+        x->filtering = false;
+        mg_attempt_report(x, false, MG_OUTCOME_SUCCESS); /* the upstream did its part */
+        fail(x, MG_ERR_PLUGIN_ERROR, "body filter");
+        return -1;
+    }
+    if (in.p != d->p || eof)
+        *pin = NULL; /* arena memory, or nothing */
+    *d = in;
+    return 0;
 }
 
 /* Reads what the upstream sent, as far as it goes. */
@@ -337,10 +357,17 @@ static void read_response(struct mg_exchange *x)
                 return;
             break;
         case MG_RESP_DATA:
+            if (x->filtering && filter_body(x, &d, &pin, false) < 0)
+                return;
             mg_xidem_response_body(x, d.p, d.len);
-            x->down->send_body(x, d, pin);
+            if (d.len)
+                x->down->send_body(x, d, pin);
             break;
         case MG_RESP_END:
+            if (x->filtering && filter_body(x, &d, &pin, true) < 0)
+                return;
+            if (x->filtering && d.len)
+                x->down->send_body(x, d, pin);
             x->down->send_end(x);
             x->resp_done = true;
             break;
@@ -360,8 +387,8 @@ static int request_body_data(struct mg_exchange *x, struct mg_slice d, struct mg
 {
     x->req_body_bytes += d.len;
     if (x->state == MG_X_BUFFER)
-        return mg_xidem_body(x, d.p, d.len);
-    if (x->body_copy_ok && x->route->upstream->retry.max_retries > 0)
+        return x->plug_body ? mg_xplug_body_data(x, d.p, d.len) : mg_xidem_body(x, d.p, d.len);
+    if (x->body_copy_ok && x->ups->retry.max_retries > 0)
         x->body_copy_ok = mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len,
                                           &x->body_copy_cap, d.p, d.len, MG_RETRY_BODY_MAX) == 0;
     x->upstream->send_body(&x->att, d, pin);
@@ -469,9 +496,12 @@ static enum mg_error route_request(struct mg_exchange *x)
     struct mg_slice host = mg_x_request_host(x);
     x->route = mg_router_match(x->rt->cfg->router, host.p, host.len, x->path.p, x->path.len,
                                x->method, &x->prefix_len);
+    x->ups = x->route ? x->route->upstream : NULL;
     return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 
+static int buffer_for_plugins(struct mg_exchange *x);
+static int after_head(struct mg_exchange *x);
 static int after_access(struct mg_exchange *x, enum mg_lua_result r);
 
 static int step_head(struct mg_exchange *x)
@@ -491,6 +521,33 @@ static int step_head(struct mg_exchange *x)
     }
     mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
     x->in_flight_counted = true;
+    if (mg_xplug_body_max(x))
+        return buffer_for_plugins(x);
+    return after_head(x);
+}
+
+/* P.body: the access phase needs the whole request body first (413 beyond
+ * the plugins' limit). step_buffer reads it, then calls after_head(). */
+static int buffer_for_plugins(struct mg_exchange *x)
+{
+    if (x->req_has_length && x->req_content_length > mg_xplug_body_max(x)) {
+        x->close_after = true;
+        fail(x, MG_ERR_BODY_TOO_LARGE, "request body over the plugins' P.body limit");
+        return MG_NEXT;
+    }
+    x->plug_body = true;
+    x->body_copy_ok = true;
+    x->state = MG_X_BUFFER;
+    if (x->req_expect_continue && !x->req_done && x->http_minor >= 1) {
+        x->down->send_continue(x);
+        x->continue_sent = true;
+    }
+    return MG_NEXT;
+}
+
+/* The head is in (and with P.body the body too): access, then idempotency. */
+static int after_head(struct mg_exchange *x)
+{
     if (mg_xplug_active(x, MG_LUA_ACCESS))
         return after_access(x, mg_xplug_access(x));
     return after_access(x, MG_LUA_OK);
@@ -541,6 +598,10 @@ static int step_buffer(struct mg_exchange *x)
     }
     if (!x->req_done)
         return MG_AGAIN;
+    if (x->plug_body) {
+        x->plug_body = false;
+        return after_head(x);
+    }
     enum mg_error err;
     x->state = MG_X_LOOKUP; /* the store's answer is awaited there */
     if (mg_xidem_lookup(x, &err) == MG_AGAIN)
@@ -598,12 +659,15 @@ static int step_connect(struct mg_exchange *x)
     if (!a->up) {
         enum mg_error err = mg_attempt_open(x);
         if (err) {
-            fail(x, err, err == MG_ERR_PLUGIN_ERROR ? "balance phase" : "no target available");
+            fail(x, err,
+                 err == MG_ERR_PLUGIN_ERROR       ? "balance phase"
+                 : err == MG_ERR_BALANCER_REFUSED ? "the balancer refused"
+                                                  : "no target available");
             return MG_NEXT;
         }
         a->events = &upconn_ops;
         bool ready = false;
-        int rc = x->upstream->acquire(a, x->route->upstream->connect_timeout_ms, &ready);
+        int rc = x->upstream->acquire(a, x->ups->connect_timeout_ms, &ready);
         if (rc) {
             try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
                        uv_strerror(rc));

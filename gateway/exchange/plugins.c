@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config/config-t.h"
+#include "http/body.h"
 #include "core/log.h"
 #include "exchange/exchange.h"
 #include "lua/task.h"
@@ -71,23 +72,84 @@ static void on_plugin_io(struct mg_lua_task *t)
     mg_exchange_run(t->data);
 }
 
+size_t mg_xplug_body_max(const struct mg_exchange *x)
+{
+    return x->route && mg_xplug_active(x, MG_LUA_ACCESS)
+               ? mg_lua_route_body_max(x->rt->lua, x->route->index)
+               : 0;
+}
+
+int mg_xplug_body_data(struct mg_exchange *x, const char *p, size_t n)
+{
+    if (mg_arena_append(&x->arena, &x->body_copy, &x->body_copy_len, &x->body_copy_cap, p, n,
+                        mg_xplug_body_max(x)) < 0) {
+        x->error = MG_ERR_BODY_TOO_LARGE;
+        return -1;
+    }
+    return 0;
+}
+
+/* ctx:set_body(): the new body replaces the kept one, framed by length. */
+static void apply_body(struct mg_exchange *x)
+{
+    x->body_copy = (char *)x->lua.new_body.p; /* the request's arena: ours to keep */
+    x->body_copy_len = x->body_copy_cap = x->lua.new_body.len;
+    x->body_copy_ok = true;
+    x->req_chunked = false;
+    x->req_has_length = true;
+    x->req_content_length = x->lua.new_body.len;
+}
+
+/* What a finished access phase changed: the upstream (set_upstream: its
+ * targets and resilience settings), the body (set_body). */
+static enum mg_lua_result access_done(struct mg_exchange *x, enum mg_lua_result r)
+{
+    if (r == MG_LUA_WAIT)
+        return r;
+    if (x->lua.upstream)
+        x->ups = x->lua.upstream;
+    if (x->lua.body_set && r == MG_LUA_OK)
+        apply_body(x);
+    return r;
+}
+
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
 {
+    struct mg_lua_ctx *l = mg_xplug_ctx(x);
+    if (mg_xplug_body_max(x))
+        l->body = (struct mg_lua_str){x->body_copy ? x->body_copy : "", x->body_copy_len};
     enum mg_lua_result r =
-        mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_ACCESS, mg_xplug_ctx(x), &x->lua_task);
+        mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_ACCESS, l, &x->lua_task);
     x->lua_task.wake = on_plugin_io;
     x->lua_task.data = x;
-    return r;
+    return access_done(x, r);
 }
 
 enum mg_lua_result mg_xplug_access_resume(struct mg_exchange *x)
 {
-    return mg_lua_task_resume(&x->lua_task);
+    return access_done(x, mg_lua_task_resume(&x->lua_task));
 }
 
 void mg_xplug_abandon(struct mg_exchange *x)
 {
     mg_lua_task_abandon(&x->lua_task);
+}
+
+bool mg_xplug_filtering(const struct mg_exchange *x)
+{
+    return x->route && x->resp_kind != MG_BODY_NONE &&
+           mg_lua_route_body_filter(x->rt->lua, x->route->index);
+}
+
+int mg_xplug_body_filter(struct mg_exchange *x, struct mg_slice *d, bool eof)
+{
+    struct mg_lua_str out;
+    if (mg_lua_body_filter(x->rt->lua, x->route->index, mg_xplug_ctx(x), d->p, d->len, eof, &out) !=
+        0)
+        return -1;
+    if (out.p)
+        *d = (struct mg_slice){out.p, out.len};
+    return 0;
 }
 
 int mg_xplug_response(struct mg_exchange *x)
@@ -110,9 +172,10 @@ int mg_xplug_balance(struct mg_exchange *x, struct mg_upstream_rt *ur, uint64_t 
     for (size_t k = 0; k < uc->ntargets; k++)
         ur->lua_targets[k].available = mg_balancer_offered(ur, k, &x->tried, fresh, now_ms);
     *raised = false;
+    x->lua.balance_refused = 0;
     int i = mg_lua_balance(x->rt->lua, x->route->index, mg_xplug_ctx(x), ur->lua_targets,
                            uc->ntargets, raised);
-    if (i < 0 && !*raised)
+    if (i < 0 && !*raised && !x->lua.balance_refused)
         mg_debug("balancer of route %s gave no usable target: round robin instead", x->route->name);
     return *raised ? -1 : i;
 }

@@ -20,13 +20,25 @@ bool mg_xplug_active(const struct mg_exchange *x, enum mg_lua_phase phase);
 /* The ctx, its request half filled on first use (routes without plugins never
  * pay for it). */
 struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x);
+/* Bytes of request body the route's plugins want before access (P.body), 0:
+ * none. While they are read, mg_xplug_body_data() keeps them in x->body_copy
+ * (-1 and x->error = BODY_TOO_LARGE beyond the limit). */
+size_t mg_xplug_body_max(const struct mg_exchange *x);
+int mg_xplug_body_data(struct mg_exchange *x, const char *p, size_t n);
 /* The access phase: OK, RESPONDED (x->lua.respond is set), ERROR, or WAIT: a
  * plugin waits; mg_exchange_run() follows when its I/O completed, then call
- * mg_xplug_access_resume() (WAIT again while it is not done). */
+ * mg_xplug_access_resume() (WAIT again while it is not done). A finished phase
+ * applies what it changed: the upstream (set_upstream), the body (set_body). */
 enum mg_lua_result mg_xplug_access(struct mg_exchange *x);
 enum mg_lua_result mg_xplug_access_resume(struct mg_exchange *x);
 /* Drops a waiting access phase (client gone, deadline); no-op otherwise. */
 void mg_xplug_abandon(struct mg_exchange *x);
+/* Does P.body_filter apply to this response (a body is coming)? Then the
+ * head goes out without a length and each piece passes through
+ * mg_xplug_body_filter(): *d becomes what to send (possibly empty; arena
+ * memory when changed). -1: a filter failed (logged). */
+bool mg_xplug_filtering(const struct mg_exchange *x);
+int mg_xplug_body_filter(struct mg_exchange *x, struct mg_slice *d, bool eof);
 /* The response phase, once the final head is in x: 0, or -1 when it raised. */
 int mg_xplug_response(struct mg_exchange *x);
 /* The route's Lua balancer over ur's targets (available = offered for this

@@ -33,8 +33,8 @@ void mg_xrecord(struct mg_exchange *x, int status)
     mg_xplug_finish(x, status, now);
     /* A client that left before its answer is counted as nginx's 499. */
     mg_metrics_request_done(m, w, route, status ? status : 499, now - x->started_ns);
-    if (x->attempts && x->status > 0 && x->route)
-        mg_metrics_upstream_response(m, w, x->route->upstream->index, now - x->att.start_ns);
+    if (x->attempts && x->status > 0 && x->ups)
+        mg_metrics_upstream_response(m, w, x->ups->index, now - x->att.start_ns);
     if (!mg_accesslog_enabled(access_log))
         return;
     const struct mg_config *cfg = x->rt ? x->rt->cfg : NULL;

@@ -110,3 +110,27 @@ MG_LJMP void mg_lua_push_conf(lua_State *L, const struct mg_conf_value *v)
         break;
     }
 }
+
+/* Adds positions[path] = "LINE:COL" for v and everything under it. */
+static MG_LJMP void add_positions(lua_State *L, const struct mg_conf_value *v, const char *path)
+{
+    char sub[512];
+    luaL_checkstack(L, 4, "config nested too deeply");
+    lua_pushstring(L, path);
+    lua_pushfstring(L, "%d:%d", v->line, v->col);
+    lua_rawset(L, -3);
+    for (size_t i = 0; i < v->n && (v->kind == MG_VAL_SEQ || v->kind == MG_VAL_MAP); i++) {
+        if (v->kind == MG_VAL_SEQ)
+            snprintf(sub, sizeof(sub), "%s[%zu]", path, i + 1);
+        else
+            snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", v->keys[i]);
+        add_positions(L, &v->items[i], sub);
+    }
+}
+
+MG_LJMP void mg_lua_push_conf_positions(lua_State *L, const struct mg_conf_value *v)
+{
+    lua_newtable(L);
+    if (v)
+        add_positions(L, v, "");
+}

@@ -19,4 +19,9 @@ struct lua_State;
  * string. NULL pushes an empty table (every plugin gets a conf table). */
 MG_LJMP void mg_lua_push_conf(struct lua_State *L, const struct mg_conf_value *v);
 
+/* Pushes a table of where each value of `v` is written: positions[PATH] =
+ * "LINE:COL", PATH being "" for v itself, then "key", "key.sub", "list[1]"
+ * (what a P.schema error names). */
+MG_LJMP void mg_lua_push_conf_positions(struct lua_State *L, const struct mg_conf_value *v);
+
 #endif

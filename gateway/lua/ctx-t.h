@@ -16,10 +16,12 @@
 #ifndef MG_LUA_CTX_T_H
 #define MG_LUA_CTX_T_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct mg_arena;
+struct mg_upstream_conf;
 struct mg_lua;
 
 /* A byte slice; p == NULL means "absent" (a Lua nil), which differs from "". */
@@ -32,10 +34,11 @@ struct mg_lua_header {
     struct mg_lua_str name, value;
 };
 
-/* One header edit. The list holds at most one edit per name (compared
- * case-insensitively): a later ctx:set_header() of the same name replaces the
- * earlier edit's value. Apply a list as: drop every original header whose name
- * has an edit, then append the edits whose value.p != NULL, in list order.
+/* One header edit. A set or a removal (append false) replaces every earlier
+ * edit of that name (compared case-insensitively); ctx:add_header() appends an
+ * edit with append true (Set-Cookie: repeated names survive). Apply a list as:
+ * drop every original header whose name has an edit with append false, then
+ * append the edits whose value.p != NULL, in list order.
  * Names are tokens and values have no CR, LF or NUL (checked when set); the
  * framing and hop-by-hop headers (Content-Length, Transfer-Encoding,
  * Connection, Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection) are refused. */
@@ -43,6 +46,7 @@ struct mg_lua_edit {
     struct mg_lua_edit *next;
     struct mg_lua_str name;
     struct mg_lua_str value; /* p == NULL: remove the header */
+    bool append;             /* added beside the originals (never with value.p NULL) */
 };
 
 /* Filled by ctx:respond(status, body, headers) in the access phase. */
@@ -82,6 +86,18 @@ struct mg_lua_ctx {
     struct mg_lua_edit *req_edits;  /* apply when building the upstream head */
     struct mg_lua_edit *resp_edits; /* apply to whatever response is sent */
     struct mg_lua_respond respond;  /* status != 0 after MG_LUA_RESPONDED */
+    /* Routing control (access phase; ctx_ext.c). new_path.p == NULL: unchanged;
+     * query_set: new_query replaces the query (p == NULL: none). */
+    struct mg_lua_str new_path, new_query;
+    bool query_set;
+    const struct mg_upstream_conf *upstream; /* ctx:set_upstream(); NULL: the route's */
+    int balance_refused;                     /* balance returned nil, STATUS */
+    /* Request body (P.body): `body` is the buffered body, set by the proxy
+     * before the access phase (p == NULL: not buffered); ctx:set_body() puts
+     * the replacement in new_body (body_set). */
+    struct mg_lua_str body, new_body;
+    bool body_set;
+    uint32_t filtered_bytes; /* body_filter output kept in the arena (capped) */
 
     /* ---- private to the runtime ---- */
     struct mg_lua *vm;   /* the VM this request is bound to (NULL: none yet) */

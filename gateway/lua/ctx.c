@@ -146,18 +146,26 @@ static struct mg_lua_str copy_str(struct mg_lua_ctx *c, const char *p, size_t n)
     return s;
 }
 
+/* The first edit of that name; *dropping: some edit of that name replaces the
+ * original headers (a set or a removal, not an add). */
 static const struct mg_lua_edit *find_edit(const struct mg_lua_edit *e, const char *name,
-                                           size_t nlen)
+                                           size_t nlen, bool *dropping)
 {
+    const struct mg_lua_edit *first = NULL;
+    *dropping = false;
     for (; e; e = e->next)
-        if (name_eq(e->name.p, e->name.len, name, nlen))
-            return e;
-    return NULL;
+        if (name_eq(e->name.p, e->name.len, name, nlen)) {
+            first = first ? first : e;
+            *dropping |= !e->append;
+        }
+    return first;
 }
 
-/* Sets (value != NULL) or removes a header in an edit list: one edit per name. */
-static int edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
-                const char *value, size_t vlen)
+/* Sets (value != NULL), removes, or with `append` adds a header in an edit
+ * list. A set or removal takes the place of the first edit of that name (its
+ * position and spelling kept) and unlinks the later ones. */
+static int edit_list(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
+                     const char *value, size_t vlen, bool append)
 {
     int rc = check_name(name, nlen);
     if (rc == MG_FFI_OK && value)
@@ -166,27 +174,56 @@ static int edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *nam
         rc = budget(c, nlen + (value ? vlen : 0));
     if (rc != MG_FFI_OK)
         return rc;
-    struct mg_lua_edit **pp = list;
-    while (*pp && !name_eq((*pp)->name.p, (*pp)->name.len, name, nlen))
-        pp = &(*pp)->next;
-    if (!*pp) {
-        *pp = mg_arena_calloc(c->arena, sizeof(**pp));
-        (*pp)->name = copy_str(c, name, nlen);
+    struct mg_lua_str v = value ? copy_str(c, value, vlen) : (struct mg_lua_str){NULL, 0};
+    struct mg_lua_edit *kept = NULL, **pp = list;
+    while (*pp) {
+        struct mg_lua_edit *e = *pp;
+        if (!name_eq(e->name.p, e->name.len, name, nlen)) {
+            pp = &e->next;
+        } else if (append && !e->append && !e->value.p) {
+            e->value = v; /* an add after a removal is a set */
+            return MG_FFI_OK;
+        } else if (!append && !kept) {
+            kept = e;
+            e->value = v;
+            e->append = false;
+            pp = &e->next;
+        } else if (!append) {
+            *pp = e->next; /* arena memory: nothing to free */
+        } else {
+            pp = &e->next;
+        }
     }
-    (*pp)->value = value ? copy_str(c, value, vlen) : (struct mg_lua_str){NULL, 0};
+    if (kept)
+        return MG_FFI_OK;
+    *pp = mg_arena_calloc(c->arena, sizeof(**pp));
+    (*pp)->name = copy_str(c, name, nlen);
+    (*pp)->value = v;
+    (*pp)->append = append;
     return MG_FFI_OK;
 }
 
-/* Looks a header up in edits first, then in the original headers. */
+static int edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
+                const char *value, size_t vlen)
+{
+    return edit_list(c, list, name, nlen, value, vlen, false);
+}
+
+/* Looks a header up: a set value (or NOT_FOUND after a removal), else the
+ * first original, else the first added value. */
 static int lookup(const struct mg_lua_edit *edits, const struct mg_lua_header *h, size_t n,
                   const char *name, size_t nlen, struct mg_lua_str *out)
 {
     if (!name || !out)
         return MG_FFI_BAD_NAME;
-    const struct mg_lua_edit *e = find_edit(edits, name, nlen);
-    if (e) {
-        *out = e->value;
-        return e->value.p ? MG_FFI_OK : MG_FFI_NOT_FOUND;
+    bool dropping;
+    const struct mg_lua_edit *e = find_edit(edits, name, nlen, &dropping);
+    if (e && dropping) {
+        for (; e && !(name_eq(e->name.p, e->name.len, name, nlen) && e->value.p); e = e->next)
+            ;
+        if (e)
+            *out = e->value;
+        return e ? MG_FFI_OK : MG_FFI_NOT_FOUND;
     }
     for (size_t i = 0; i < n; i++) {
         if (name_eq(h[i].name.p, h[i].name.len, name, nlen)) {
@@ -196,7 +233,79 @@ static int lookup(const struct mg_lua_edit *edits, const struct mg_lua_header *h
             return MG_FFI_OK;
         }
     }
-    return MG_FFI_NOT_FOUND;
+    if (e)
+        *out = e->value;
+    return e ? MG_FFI_OK : MG_FFI_NOT_FOUND;
+}
+
+/* Every value of a header as lookup() sees them: the originals (unless an
+ * edit replaced them), then the edits' values, in order. Writes at most `cap`
+ * into out and returns the total in *total. */
+static int lookup_all(const struct mg_lua_edit *edits, const struct mg_lua_header *h, size_t n,
+                      const char *name, size_t nlen, struct mg_lua_str *out, size_t cap,
+                      size_t *total)
+{
+    bool dropping;
+    size_t k = 0;
+    find_edit(edits, name, nlen, &dropping);
+    for (size_t i = 0; i < n && !dropping; i++)
+        if (name_eq(h[i].name.p, h[i].name.len, name, nlen)) {
+            if (k < cap)
+                out[k] = h[i].value.p ? h[i].value : (struct mg_lua_str){"", 0};
+            k++;
+        }
+    for (const struct mg_lua_edit *e = edits; e; e = e->next)
+        if (e->value.p && name_eq(e->name.p, e->name.len, name, nlen)) {
+            if (k < cap)
+                out[k] = e->value;
+            k++;
+        }
+    *total = k;
+    return MG_FFI_OK;
+}
+
+/* ------------------------------------------- for ctx_ext.c (same invariants) */
+
+int mg_lua_ext_headers(struct mg_lua *vm, uint32_t slot, bool resp, const char *name, size_t nlen,
+                       struct mg_lua_str *out, size_t cap, size_t *total)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!name || !total || (cap && !out))
+        return MG_FFI_BAD_NAME;
+    if (resp && !phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
+        return MG_FFI_BAD_PHASE;
+    if (resp)
+        return lookup_all(c->resp_edits, c->resp_headers, c->n_resp_headers, name, nlen, out, cap,
+                          total);
+    return lookup_all(c->req_edits, c->req_headers, c->n_req_headers, name, nlen, out, cap, total);
+}
+
+int mg_lua_ext_add_header(struct mg_lua *vm, uint32_t slot, bool resp, const char *name,
+                          size_t nlen, const char *value, size_t vlen)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    if (!value)
+        return MG_FFI_BAD_VALUE;
+    unsigned allowed = PHASE_BIT(MG_LUA_ACCESS) | PHASE_BIT(MG_LUA_BALANCE) |
+                       (resp ? PHASE_BIT(MG_LUA_RESPONSE) : 0);
+    if (!phase_in(vm, allowed))
+        return MG_FFI_BAD_PHASE;
+    return edit_list(c, resp ? &c->resp_edits : &c->req_edits, name, nlen, value, vlen, true);
+}
+
+struct mg_lua_ctx *mg_lua_ext_current(struct mg_lua *vm, uint32_t slot, unsigned phase_mask)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    return c && phase_in(vm, phase_mask) ? c : NULL;
+}
+
+struct mg_lua_str mg_lua_ext_copy(struct mg_lua_ctx *c, const char *p, size_t n)
+{
+    return copy_str(c, p, n);
 }
 
 /* ------------------------------------------------------------ ctx functions */
@@ -210,11 +319,11 @@ int mg_ffi_ctx_str(struct mg_lua *vm, uint32_t slot, int field, struct mg_lua_st
     case MG_FFI_METHOD:
         *out = c->method;
         break;
-    case MG_FFI_PATH:
-        *out = c->path;
+    case MG_FFI_PATH: /* as ctx:set_path() left it */
+        *out = c->new_path.p ? c->new_path : c->path;
         break;
     case MG_FFI_QUERY:
-        *out = c->query;
+        *out = c->query_set ? c->new_query : c->query;
         break;
     case MG_FFI_CLIENT_IP:
         *out = c->client_ip;

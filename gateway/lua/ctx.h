@@ -132,6 +132,21 @@ struct mg_ffi_api {
 /* The one table, filled at compile time. */
 extern const struct mg_ffi_api mg_ffi_api;
 
+/* For ctx_ext.c (the wider plugin API of DESIGN.md 10.4), with the same
+ * checks as the functions above. resp: the response headers. Values as
+ * ctx:headers() sees them; at most `cap` written, the count in *total. */
+int mg_lua_ext_headers(struct mg_lua *vm, uint32_t slot, bool resp, const char *name, size_t nlen,
+                       struct mg_lua_str *out, size_t cap, size_t *total);
+/* Appends a value beside the others (request: access and balance phases;
+ * response: also the response phase). */
+int mg_lua_ext_add_header(struct mg_lua *vm, uint32_t slot, bool resp, const char *name,
+                          size_t nlen, const char *value, size_t vlen);
+/* The running request when `slot` names it and the phase is in the mask of
+ * (1 << enum mg_lua_phase) bits; NULL otherwise. */
+struct mg_lua_ctx *mg_lua_ext_current(struct mg_lua *vm, uint32_t slot, unsigned phase_mask);
+/* Copies bytes into the request's arena ("" for n == 0, never NULL). */
+struct mg_lua_str mg_lua_ext_copy(struct mg_lua_ctx *c, const char *p, size_t n);
+
 /* Accounting shared with vm.c: closes the running plugin's timing at `now`
  * (counting an error if `error` or if it already reported one). */
 void mg_lua_plugin_close(struct mg_lua *vm, uint64_t now_ns, bool error);

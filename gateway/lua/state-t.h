@@ -35,9 +35,11 @@ struct mg_lua_plugin {
 };
 
 struct mg_lua_route {
-    unsigned active;                          /* MG_LUA_CAP of phases with something to run */
-    unsigned waits;                           /* MG_LUA_CAP of phases run in a coroutine */
-    int first[MG_LUA_PHASE__COUNT];           /* plugin id first in each chain, -1: none */
+    unsigned active;                /* MG_LUA_CAP of phases with something to run */
+    unsigned waits;                 /* MG_LUA_CAP of phases run in a coroutine */
+    size_t body_max;                /* the largest P.body.max of its plugins; 0: no buffering */
+    bool body_filter;               /* some plugin has P.body_filter */
+    int first[MG_LUA_PHASE__COUNT]; /* plugin id first in each chain, -1: none */
     const struct mg_lua_target *last_targets; /* memo of the last targets array */
     size_t last_n;
     unsigned last_id; /* its index in mg_lua.tarrays */
@@ -64,6 +66,7 @@ struct mg_lua {
     struct mg_lua_plugin *plugins;
     size_t nplugins, plugins_cap;
     int ref_load, ref_entry, ref_run, ref_balance; /* runner functions (registry) */
+    int ref_body_filter;
     struct mg_lua_tarray *tarrays;
     size_t ntarrays, tarrays_cap;
 

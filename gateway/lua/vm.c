@@ -31,9 +31,11 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include "core/arena.h"
 #include "core/log.h"
 #include "lua/conf.h"
 #include "lua/ctx.h"
+#include "lua/ctx_ext.h"
 #include "lua/guard.h"
 #include "lua/state-t.h"
 #include "lua/task.h"
@@ -138,6 +140,8 @@ static void call_end(struct mg_lua *vm, bool failed)
  * (luaL_traceback only pushes). */
 static int on_traceback(lua_State *L)
 {
+    if (lua_touserdata(L, 1) == &mg_lua_respond_sentinel)
+        return 1; /* ctx:respond() ended the phase: not an error */
     const char *msg = lua_tostring(L, 1);
     if (!msg)
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -168,14 +172,16 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_pushstring(L, "");
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
+    mg_lua_ext_open(L, vm);
 
     mg_lua_task_open(L, vm);
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");
     lua_call(L, 1, 1);
-    static const char *const fns[] = {"load", "entry", "run", "balance"};
-    int *refs[] = {&vm->ref_load, &vm->ref_entry, &vm->ref_run, &vm->ref_balance};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const fns[] = {"load", "entry", "run", "balance", "body_filter"};
+    int *refs[] = {&vm->ref_load, &vm->ref_entry, &vm->ref_run, &vm->ref_balance,
+                   &vm->ref_body_filter};
+    for (size_t i = 0; i < 5; i++) {
         lua_getfield(L, -1, fns[i]);
         if (!lua_isfunction(L, -1))
             luaL_error(L, "moongate.runner has no function %s", fns[i]);
@@ -397,6 +403,8 @@ struct entry_args {
     int kind, id;
     const struct mg_conf_value *conf;
     unsigned mask;
+    size_t body_max; /* P.body.max in bytes, 0: none */
+    bool body_filter;
 };
 
 static MG_LJMP int entry_call(lua_State *L)
@@ -407,9 +415,23 @@ static MG_LJMP int entry_call(lua_State *L)
     lua_pushinteger(L, a->kind);
     lua_pushinteger(L, a->id);
     mg_lua_push_conf(L, a->conf);
-    lua_call(L, 4, 1);
-    a->mask = (unsigned)lua_tointeger(L, -1);
+    mg_lua_push_conf_positions(L, a->conf);
+    lua_call(L, 5, 3);
+    a->mask = (unsigned)lua_tointeger(L, -3);
+    a->body_max = (size_t)lua_tonumber(L, -2);
+    a->body_filter = lua_toboolean(L, -1);
     return 0;
+}
+
+/* A P.schema error names the offending value: "\1LINE:COL\1message". */
+static void error_position(char *msg, int *line, int *col)
+{
+    int l, c, n = 0;
+    if (msg[0] == '\1' && sscanf(msg + 1, "%d:%d\1%n", &l, &c, &n) == 2 && n > 0) {
+        *line = l;
+        *col = c;
+        memmove(msg, msg + 1 + n, strlen(msg + 1 + n) + 1);
+    }
 }
 
 /* One route entry: load its plugin, run init(conf), add it to the chains. */
@@ -419,7 +441,7 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
     int id = load_plugin(vm, pc->name, msg, cap);
     if (id < 0)
         return -1;
-    struct entry_args a = {vm, ri, kind, id, pc->config, 0};
+    struct entry_args a = {vm, ri, kind, id, pc->config, 0, 0, false};
     call_begin(vm, MG_LUA_INIT, id, mg_lua_guard_init_limit());
     int rc = lua_cpcall(vm->L, entry_call, &a);
     call_end(vm, rc != 0);
@@ -434,7 +456,26 @@ static int add_entry(struct mg_lua *vm, size_t ri, int kind, const struct mg_plu
     }
     r->active |= a.mask & 0xffu;
     r->waits |= a.mask >> 8; /* phases whose chain runs in a coroutine (task.c) */
+    if (a.body_max && vm->cfg->routes[ri].idempotency.enabled) {
+        snprintf(msg, cap,
+                 "P.body (request body buffering) cannot be used on a route with "
+                 "idempotency yet");
+        return -1;
+    }
+    if (a.body_max > r->body_max)
+        r->body_max = a.body_max;
+    r->body_filter |= a.body_filter;
     return 0;
+}
+
+/* Does the route name this top-level plugin itself (to turn it off or to
+ * configure it its own way)? */
+static bool route_names(const struct mg_route_conf *rt, const char *name)
+{
+    for (size_t j = 0; j < rt->nplugins; j++)
+        if (strcmp(rt->plugins[j].name, name) == 0)
+            return true;
+    return false;
 }
 
 static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
@@ -443,20 +484,38 @@ static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
     char msg[1024];
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct mg_route_conf *rt = &cfg->routes[i];
+        for (size_t j = 0; j < cfg->nplugins; j++) { /* top-level plugins come first */
+            const struct mg_plugin_conf *pc = &cfg->plugins[j];
+            if (!pc->enabled || route_names(rt, pc->name))
+                continue;
+            int line = pc->line, col = pc->col;
+            if (add_entry(vm, i, KIND_PLUGIN, pc, msg, sizeof(msg)) < 0) {
+                error_position(msg, &line, &col);
+                snprintf(err, errlen, "%s:%d:%d: plugins[%zu]: plugin %s: %s",
+                         pc->file ? pc->file : cfg->path, line, col, j, pc->name, msg);
+                return -1;
+            }
+        }
         for (size_t j = 0; j < rt->nplugins; j++) {
             const struct mg_plugin_conf *pc = &rt->plugins[j];
+            if (!pc->enabled)
+                continue;
+            int line = pc->line, col = pc->col;
             if (add_entry(vm, i, KIND_PLUGIN, pc, msg, sizeof(msg)) < 0) {
+                error_position(msg, &line, &col);
                 snprintf(err, errlen, "%s:%d:%d: routes[%zu].plugins[%zu]: plugin %s: %s",
-                         pc->file ? pc->file : cfg->path, pc->line, pc->col, i, j, pc->name, msg);
+                         pc->file ? pc->file : cfg->path, line, col, i, j, pc->name, msg);
                 return -1;
             }
         }
         if (balancer_is_c(cfg, rt))
             continue;
         const struct mg_plugin_conf *bc = &rt->balancer;
+        int line = bc->line, col = bc->col;
         if (add_entry(vm, i, KIND_BALANCER, bc, msg, sizeof(msg)) < 0) {
+            error_position(msg, &line, &col);
             snprintf(err, errlen, "%s:%d:%d: routes[%zu].balancer: plugin %s: %s",
-                     bc->file ? bc->file : cfg->path, bc->line, bc->col, i, bc->name, msg);
+                     bc->file ? bc->file : cfg->path, line, col, i, bc->name, msg);
             return -1;
         }
     }
@@ -489,7 +548,7 @@ int mg_lua_check_config(const struct mg_config *cfg, char *err, size_t errlen)
 bool mg_lua_needed(const struct mg_config *cfg)
 {
     for (size_t i = 0; i < cfg->nroutes; i++)
-        if (cfg->routes[i].nplugins || !balancer_is_c(cfg, &cfg->routes[i]))
+        if (cfg->routes[i].nplugins || cfg->nplugins || !balancer_is_c(cfg, &cfg->routes[i]))
             return true;
     return false;
 }
@@ -516,6 +575,11 @@ void mg_lua_free(struct mg_lua *vm)
 bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase)
 {
     return vm && route < vm->cfg->nroutes && (vm->routes[route].active & MG_LUA_CAP(phase));
+}
+
+size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route)
+{
+    return vm && route < vm->cfg->nroutes ? vm->routes[route].body_max : 0;
 }
 
 void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena)
@@ -567,6 +631,12 @@ static int protected_call(struct mg_lua *vm, enum mg_lua_phase phase, struct mg_
     vm->cur = ctx;
     call_begin(vm, phase, vm->routes[route].first[phase], mg_lua_guard_phase_limit());
     int rc = lua_pcall(L, nargs, nres, 1);
+    if (rc != 0 && lua_touserdata(L, -1) == &mg_lua_respond_sentinel && ctx->respond.status) {
+        lua_pop(L, 1); /* ctx:respond() ended the phase: its results are nils */
+        for (int i = 0; i < nres; i++)
+            lua_pushnil(L);
+        rc = 0;
+    }
     if (rc != 0) {
         char msg[1800];
         pop_message(L, msg, sizeof(msg));
@@ -715,4 +785,45 @@ void mg_lua_call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, u
 void mg_lua_call_end(struct mg_lua *vm, bool failed)
 {
     call_end(vm, failed);
+}
+
+bool mg_lua_route_body_filter(const struct mg_lua *vm, size_t route)
+{
+    return vm && route < vm->cfg->nroutes && vm->routes[route].body_filter;
+}
+
+int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, const char *p,
+                       size_t n, bool eof, struct mg_lua_str *out)
+{
+    *out = (struct mg_lua_str){NULL, 0};
+    if (!mg_lua_route_body_filter(vm, route))
+        return 0;
+    MG_ASSERT(ctx->arena != NULL);
+    lua_State *L = vm->L;
+    lua_Integer slot = bind_slot(vm, ctx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_body_filter);
+    lua_pushinteger(L, (lua_Integer)route + 1);
+    lua_pushinteger(L, slot);
+    lua_pushlstring(L, p ? p : "", n);
+    lua_pushboolean(L, eof);
+    if (protected_call(vm, MG_LUA_RESPONSE, ctx, 4, 1, route) != 0)
+        return -1;
+    size_t len = 0;
+    const char *s = lua_tolstring(L, -1, &len);
+    int rc = 0;
+    if (s && (len != n || (n && memcmp(s, p, n) != 0))) {
+        if (len > MG_LUA_FILTER_BYTES_MAX - ctx->filtered_bytes) {
+            mg_error("plugin body_filter: route %zu: over %u bytes of changed response body", route,
+                     (unsigned)MG_LUA_FILTER_BYTES_MAX);
+            rc = -1;
+        } else {
+            char *d = len ? mg_arena_alloc(ctx->arena, len) : NULL;
+            if (len)
+                memcpy(d, s, len);
+            ctx->filtered_bytes += (uint32_t)len;
+            *out = (struct mg_lua_str){len ? d : "", len};
+        }
+    }
+    lua_settop(L, STACK_BASE);
+    return rc;
 }

@@ -71,6 +71,23 @@ void mg_lua_free(struct mg_lua *vm);
  * When false, skip the VM: it costs nothing. vm == NULL gives false. */
 bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase);
 
+/* The bytes of request body the route's plugins want buffered before the
+ * access phase (the largest P.body.max), 0 for none (DESIGN.md 10.4). */
+size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route);
+
+/* Whether some plugin of the route has P.body_filter (its responses are then
+ * re-framed as chunked: their length may change). */
+bool mg_lua_route_body_filter(const struct mg_lua *vm, size_t route);
+
+/* Runs the route's body filters over one piece of the response body (eof:
+ * the last call, with the remaining output, often n == 0). *out: the bytes to
+ * send instead, in ctx->arena (p == NULL: send the input unchanged). -1 when a
+ * filter raised (logged, counted) or the changed output passed
+ * MG_LUA_FILTER_BYTES_MAX for the request. */
+#define MG_LUA_FILTER_BYTES_MAX (8u * 1024 * 1024)
+int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, const char *p,
+                       size_t n, bool eof, struct mg_lua_str *out);
+
 /* Prepares a request's context: zeroes everything, sets `arena` (outputs are
  * allocated from it) and latency = -1. Fill the inputs afterwards. */
 void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena);

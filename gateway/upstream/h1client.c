@@ -129,11 +129,12 @@ static char *put_framing(char *o, const struct mg_exchange *x)
 static struct mg_slice upstream_target(const struct mg_exchange *x)
 {
     if (!x->route->strip_prefix || x->prefix_len == 0)
-        return x->url;
+        return mg_lua_target(x->lua_ready ? &x->lua : NULL, x->url);
     size_t cut = x->prefix_len;
     if (x->route->paths && x->path.len >= cut && x->path.p[cut - 1] == '/')
         cut--; /* keep the slash of "/api/" prefixes */
-    return (struct mg_slice){x->url.p + cut, x->url.len - cut};
+    return mg_lua_target(x->lua_ready ? &x->lua : NULL,
+                         (struct mg_slice){x->url.p + cut, x->url.len - cut});
 }
 
 /* Forwarding fields the gateway writes itself (put_forwarded) are not copied:
@@ -160,8 +161,8 @@ static void send_head(struct mg_attempt *a)
     struct mg_slice target = upstream_target(x), host = mg_x_request_host(x);
     const char *target_addr = a->target->conf->address.text;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
-    size_t cap = x->headlen + strlen(target_addr) + forwarded_size(host) + host.len + 512 +
-                 mg_lua_edits_size(edits);
+    size_t cap = x->headlen + target.len + strlen(target_addr) + forwarded_size(host) +
+                 host.len + 512 + mg_lua_edits_size(edits);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *m = llhttp_method_name((llhttp_method_t)x->method);
     PUT(o, m, strlen(m));

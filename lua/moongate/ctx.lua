@@ -12,6 +12,7 @@
 --  * targets views wrap the proxy's C array in place, once per array: reads of
 --    available/active/ewma/failures are plain loads from C memory.
 local ffi = require("ffi")
+local RESPOND_SENTINEL = require("moongate.native").respond_sentinel
 
 local M = {}
 
@@ -209,8 +210,13 @@ methods.set_header = header_setter("mg_ffi_req_header_set", "ctx:set_header")
 methods.response_header = header_getter("mg_ffi_resp_header_get", "ctx:response_header")
 methods.set_response_header = header_setter("mg_ffi_resp_header_set", "ctx:set_response_header")
 
+-- Ends the phase: raises a sentinel the runtime's protected call takes as the
+-- phase's normal end, so no later code of this plugin and no later plugin
+-- runs. A respond caught by a plugin's own pcall still stops the chain after
+-- that plugin, and a second respond changes nothing.
 function methods.respond(self, status, body, headers)
     local st = state(self, "ctx:respond")
+    if st.responded then error(RESPOND_SENTINEL) end
     if type(status) ~= "number" or status % 1 ~= 0 or status < 200 or status > 599 then
         error("bad argument #1 to ctx:respond (an integer status 200..599 expected, got "
             .. tostring(status) .. ")", 2)
@@ -235,6 +241,7 @@ function methods.respond(self, status, body, headers)
         end
     end
     st.responded = true
+    error(RESPOND_SENTINEL)
 end
 
 -- Request fields that cannot change during a request: fetched once, cached.
@@ -327,6 +334,10 @@ end
 function M.responded(o)
     return priv[o].responded
 end
+
+-- For moongate/ext.lua, which adds the methods of DESIGN.md 10.4.
+M.methods, M.priv, M.fail, M.argerror, M.value_string = methods, priv, fail, argerror, value_string
+M.BAD_VALUE = BAD_VALUE
 
 -- --------------------------------------------------------------- targets
 

@@ -130,6 +130,7 @@ function M.new(worker_id, checking)
 
     gw.json_quote = quote
     require("moongate.gw_io").install(gw)
+    require("moongate.gwext").extend(gw)
 
     return gw
 end

@@ -3,7 +3,8 @@
 -- C calls five functions of this module, each inside a protected call:
 --   boot(...)                          once per VM
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
---   entry(route, kind, id, conf) -> mask   per route entry: runs init(conf)
+--   entry(route, kind, id, conf, positions) -> mask   per route entry: checks
+--                                      P.schema, runs init(conf)
 --   run(route, phase, slot) -> failed       a route's chain for one phase
 --   run_waiting(route, phase, slot) -> failed | key   the same in a coroutine
 --   resume(key, phase), abandon(key), timer(id), init_worker()   (task.c)
@@ -22,12 +23,17 @@ local sandbox = require("moongate.sandbox")
 local coro = require("moongate.coro")
 local gw_io = require("moongate.gw_io")
 local lio = require("moongate.lio")
+local ext = require("moongate.ext")
+local gwext = require("moongate.gwext")
+local schema = require("moongate.schema")
+local jitreport = require("moongate.jitreport")
 
 local M = {}
 
 -- enum mg_lua_phase
 local INIT, ACCESS, BALANCE, RESPONSE, LOG = 0, 1, 2, 3, 4
 local PHASE_OF = { init = INIT, access = ACCESS, balance = BALANCE, response = RESPONSE, log = LOG }
+local bfchains = {}                     -- [route] = chain of P.body_filter
 local CHAIN_FUNCS = { { ACCESS, "access" }, { RESPONSE, "response" }, { LOG, "log" } }
 
 local gw, stop
@@ -45,10 +51,14 @@ local bor, lshift = bit.bor, bit.lshift
 
 function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
     ctxm.boot(api_lud, vm_lud)
+    ext.boot(vm_lud)
     stop = ffi.cast("const uint8_t *", stop_lud)
     gw = gwm.new(worker_id, checking)
     math.randomseed(seed)
     sandbox.protect_string_metatable()
+    if not checking then
+        jitreport.start(function(msg) pcall(ctxm.log, 0, msg) end)
+    end
 end
 
 -- What the guard check calls once the watchdog set the stop byte; level 3
@@ -62,6 +72,49 @@ local function plugin_print(...)
     gw.log("info", ...)
 end
 
+-- require("NAME") of a helper module from plugin_path (DESIGN.md 10.4): loaded
+-- once per VM, while plugins load, in a sandbox of its own (guarded like a
+-- plugin file); later requires of the same name get the same value.
+local native = require("moongate.native")
+local helpers = {}
+local LOADING = {}
+
+local function helper_loader(name)
+    local v = helpers[name]
+    if v == LOADING then error("require(\"" .. name .. "\"): circular require", 3) end
+    if v ~= nil then return v end
+    if not gwext.loading then
+        error("require(\"" .. name .. "\"): helper modules load with the plugins"
+            .. " (require them at the top of the plugin file)", 3)
+    end
+    local chunk, path = native.load_module(name)
+    if chunk == nil then
+        error("require(\"" .. name .. "\"): " .. tostring(path)
+            .. " (plugins may also require string, table, math, bit, coroutine, os, gw,"
+            .. " table.new, table.clear)", 3)
+    end
+    local env = sandbox.env(gw, plugin_print)
+    rawset(env, "__mg_w", stop)
+    rawset(env, "__mg_a", guard_abort)
+    setfenv(chunk, env)
+    jitreport.register("@" .. path, name)
+    helpers[name] = LOADING
+    local ok, res = pcall(chunk, name)
+    if not ok then
+        helpers[name] = nil
+        error(res, 0)
+    end
+    if res == nil then res = true end
+    helpers[name] = res
+    return res
+end
+sandbox.helper_loader = helper_loader
+
+-- moongate test SPEC.lua: the environment specs run in (gateway/lua/spec.c).
+function M.spec_env()
+    return sandbox.env(gw, plugin_print)
+end
+
 function M.load(id, name, chunk)
     local env = sandbox.env(gw, plugin_print)
     rawset(env, "__mg_w", stop)
@@ -72,7 +125,11 @@ function M.load(id, name, chunk)
     local bc = string.dump(chunk, true) -- stripped: constants only, not the file path
     may_wait[id] = bc:find("sleep", 1, true) ~= nil or bc:find("http", 1, true) ~= nil
         or bc:find("redis", 1, true) ~= nil
-    local P = chunk(name)
+    jitreport.register(require("jit.util").funcinfo(chunk).source, name)
+    gwext.loading = true
+    local okc, P = pcall(chunk, name)
+    gwext.loading = false
+    if not okc then error(P, 0) end
     if type(P) ~= "table" then
         error("the file must return a table of functions, got " .. type(P), 0)
     end
@@ -92,6 +149,18 @@ function M.load(id, name, chunk)
                 error("'" .. k .. "' must be a function, got " .. type(v), 0)
             end
             caps = bor(caps, lshift(1, phase))
+        elseif k == "body_filter" then
+            if type(v) ~= "function" then error("'body_filter' must be a function, got " .. type(v), 0) end
+        elseif k == "body" then
+            if type(v) ~= "table" or M.size(v.max) == nil then
+                error("'body' must be a table like {max = \"64k\"}", 0)
+            end
+        elseif k == "priority" then
+            if type(v) ~= "number" then error("'priority' must be a number, got " .. type(v), 0) end
+        elseif k == "schema" then
+            if type(v) ~= "table" or type(v.fields) ~= "table" then
+                error("'schema' must be a table like {fields = {name = {type = ...}}}", 0)
+            end
         elseif type(v) == "function" and not (type(k) == "string" and k:sub(1, 1) == "_") then
             error("unknown function '" .. tostring(k) .. "' (a plugin table holds init, access,"
                 .. " balance, response and log; keep helpers local or start their name with _)", 0)
@@ -101,21 +170,25 @@ function M.load(id, name, chunk)
     return caps
 end
 
-function M.entry(route, kind, id, conf)
+function M.entry(route, kind, id, conf, positions)
     local P = modules[id]
     if kind == BALANCE then
         if P.balance == nil then
             error("has no balance function, so it cannot be a balancer", 0)
         end
-    elseif P.access == nil and P.response == nil and P.log == nil then
+    elseif P.access == nil and P.response == nil and P.log == nil and P.body_filter == nil then
         if P.balance ~= nil then
             error("is a balancer (it has only balance): name it in the route's balancer", 0)
         end
         error("has no access, response or log function", 0)
     end
     conf = conf or {}
+    if P.schema ~= nil then schema.check(P.schema, conf, positions) end
     if P.init ~= nil then
-        P.init(conf)
+        gwext.loading = true
+        local ok, err = pcall(P.init, conf)
+        gwext.loading = false
+        if not ok then error(err, 0) end
     end
     local waits = P.waits
     if type(waits) == "function" then waits = waits(conf) and true or false end
@@ -125,7 +198,7 @@ function M.entry(route, kind, id, conf)
     end
     if kind == BALANCE then
         balancers[route] = { fn = P.balance, conf = conf, id = id }
-        return lshift(1, BALANCE)
+        return lshift(1, BALANCE), 0, false
     end
     local mask = 0
     for _, pf in ipairs(CHAIN_FUNCS) do
@@ -137,15 +210,51 @@ function M.entry(route, kind, id, conf)
                 ch = { n = 0, fns = {}, confs = {}, ids = {} }
                 chains[phase][route] = ch
             end
+            -- P.priority: higher runs first; equal priorities keep config order.
+            local prio = tonumber(P.priority) or 0
             local n = ch.n + 1
-            ch.n, ch.fns[n], ch.confs[n], ch.ids[n] = n, fn, conf, id
+            ch.prios = ch.prios or {}
+            local at = n
+            while at > 1 and ch.prios[at - 1] < prio do
+                ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] =
+                    ch.fns[at - 1], ch.confs[at - 1], ch.ids[at - 1], ch.prios[at - 1]
+                at = at - 1
+            end
+            ch.n, ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] = n, fn, conf, id, prio
+            -- C times the plugin added first; when another now leads, say so.
+            ch.reordered = ch.reordered or at == 1 and n > 1
             mask = bor(mask, lshift(1, phase))
             if waits and (phase == ACCESS or phase == LOG) then
                 mask = bor(mask, lshift(1, phase + 8)) -- C runs this chain via run_waiting
             end
         end
     end
-    return mask
+    if P.body_filter ~= nil then
+        local ch = bfchains[route]
+        if ch == nil then
+            ch = { n = 0, fns = {}, confs = {}, ids = {}, prios = {} }
+            bfchains[route] = ch
+        end
+        local prio, n = tonumber(P.priority) or 0, ch.n + 1
+        local at = n
+        while at > 1 and ch.prios[at - 1] < prio do
+            ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] =
+                ch.fns[at - 1], ch.confs[at - 1], ch.ids[at - 1], ch.prios[at - 1]
+            at = at - 1
+        end
+        ch.n, ch.fns[at], ch.confs[at], ch.ids[at], ch.prios[at] = n, P.body_filter, conf, id, prio
+    end
+    return mask, P.body and P.access and M.size(P.body.max) or 0, P.body_filter ~= nil
+end
+
+-- "64k", "1m", 4096 -> bytes; nil when not a size.
+function M.size(v)
+    if type(v) == "number" then return v >= 1 and math.floor(v) or nil end
+    if type(v) ~= "string" then return nil end
+    local n, unit = v:lower():match("^(%d+)([km]?)$")
+    if not n then return nil end
+    n = tonumber(n) * (unit == "k" and 1024 or unit == "m" and 1048576 or 1)
+    return n >= 1 and n or nil
 end
 
 -- The ctx object of a slot; a negative slot starts a new request.
@@ -162,7 +271,11 @@ local function bind(slot)
     return o
 end
 
+-- ctx:respond() ends the phase by raising this; it is not an error.
+local RESPOND_SENTINEL = require("moongate.native").respond_sentinel
+
 local function traceback(e)
+    if e == RESPOND_SENTINEL then return e end
     return debug.traceback(type(e) == "string" and e or "(error object is a " .. type(e) .. " value)", 2)
 end
 
@@ -172,7 +285,7 @@ local function run_log(ch, o)
     local failed = false
     local fns, confs, ids = ch.fns, ch.confs, ch.ids
     for k = 1, ch.n do
-        if k > 1 then enter(ids[k]) end
+        if k > 1 or ch.reordered then enter(ids[k]) end
         local ok, err = xpcall(fns[k], traceback, o, confs[k])
         if not ok then
             failed = true
@@ -202,7 +315,7 @@ local function chain_job(ch, o, phase)
         return run_log(ch, o)
     end
     local ok, err = xpcall(access_chain, traceback, ch, o)
-    if ok then return false end
+    if ok or (err == RESPOND_SENTINEL and responded(o)) then return false end
     lio.fail(err)
     return true
 end
@@ -215,6 +328,7 @@ function M.run(route, phase, slot)
         return run_log(ch, o)
     end
     local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    if ch.reordered then enter(ids[1]) end
     fns[1](o, confs[1])
     if phase == ACCESS and responded(o) then return false end
     for k = 2, ch.n do
@@ -235,7 +349,29 @@ function M.balance(route, slot, id, n, targets)
         ts = ctxm.wrap_targets(targets, n)
         tcache[id] = ts
     end
-    return (b.fn(o, b.conf, ts))
+    local i, refused = b.fn(o, b.conf, ts)
+    if i == nil and refused ~= nil then ext.refuse(o, refused) end
+    return i
+end
+
+-- One piece of the response body through the route's filters, in priority
+-- order; each gets the previous one's output. nil keeps the piece as it is.
+function M.body_filter(route, slot, chunk, eof)
+    local ch = bfchains[route]
+    local o = bind(slot)
+    set_phase(RESPONSE)
+    local fns, confs, ids = ch.fns, ch.confs, ch.ids
+    for k = 1, ch.n do
+        enter(ids[k])
+        local r = fns[k](o, confs[k], chunk, eof)
+        if r ~= nil then
+            if type(r) ~= "string" then
+                error("body_filter must return a string or nil, got " .. type(r), 0)
+            end
+            chunk = r
+        end
+    end
+    return chunk
 end
 
 -- run() for a chain that may wait (C knows which from entry's mask): in a

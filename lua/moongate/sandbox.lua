@@ -63,6 +63,12 @@ function M.env(gw, print_fn)
     env._G = env
     env.require = function(name)
         local lib = libs[name]
+        -- Helper modules from plugin_path, never under the name of a library
+        -- plugins may not have (a file ffi.lua does not make `ffi` available).
+        if lib == nil and M.helper_loader ~= nil and type(name) == "string"
+            and not FORBIDDEN[name:match("^[^.]*")] then
+            return M.helper_loader(name)
+        end
         if lib == nil then
             error("require(" .. string.format("%q", tostring(name)) .. "): plugins may require only"
                 .. " string, table, math, bit, coroutine, os, gw, table.new, table.clear", 2)

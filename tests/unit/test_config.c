@@ -683,7 +683,7 @@ static void test_error_unknown_keys(void **state)
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
         "pid_file, shutdown_delay, watch_config, plugin_path, access_log, access_log_fields, log, "
         "metrics, drain_timeout, idempotency_memory, redis, client, forwarded, resolver, "
-        "shared_dicts, upstreams, routes)");
+        "shared_dicts, upstreams, routes, plugins)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");

@@ -1,0 +1,176 @@
+-- gw.jwt.verify(token, opts) -> claims | nil, err (DESIGN.md 10.4): a JWS in
+-- compact form, signature checked in C (crypto.c), then exp/nbf/iss/aud.
+--
+-- opts = {alg = {"RS256", ...} (required allow-list; "none" is never
+-- accepted), key = PEM public key or certificate | HMAC secret, jwks = a JWK
+-- set table ({keys = {...}}), leeway = seconds (0), iss = string | list,
+-- aud = string | list}. Alg confusion is refused by construction: a PEM key
+-- is only ever a public key (never an HMAC secret), and the key's type must
+-- match the alg's family. Parsed keys are cached per VM (by PEM text, by JWK
+-- table), so a request pays for neither PEM parsing nor key building.
+local native = require("moongate.native")
+local crypto, json = native.crypto, native.json
+
+local M = {}
+local find, sub, byte = string.find, string.sub, string.byte
+
+local clock
+function M.set_clock(fn) clock = fn end
+
+local pem_cache = {}                               -- PEM text -> key userdata
+local jwk_cache = setmetatable({}, { __mode = "k" }) -- JWK table -> key userdata
+local hmac_cache = {}                              -- secret -> prepared HMAC key
+
+local FAMILY = {
+    HS256 = "oct", HS384 = "oct", HS512 = "oct",
+    RS256 = "RSA", RS384 = "RSA", RS512 = "RSA",
+    ES256 = "EC", ES384 = "EC", EdDSA = "OKP",
+}
+
+local function b64(s)
+    return crypto.b64decode(s, true)
+end
+
+local function pem_key(pem)
+    local k = pem_cache[pem]
+    if k == nil then
+        local err
+        k, err = crypto.pkey_pem(pem)
+        if k == nil then return nil, "invalid key: " .. tostring(err) end
+        pem_cache[pem] = k
+    end
+    return k
+end
+
+local function hmac_key(secret)
+    local k = hmac_cache[secret]
+    if k == nil then
+        k = crypto.hmac_key(secret)
+        hmac_cache[secret] = k
+    end
+    return k
+end
+
+local function jwk_key(j)
+    local k = jwk_cache[j]
+    if k ~= nil then return k end
+    local err
+    if j.kty == "oct" then
+        k, err = b64(j.k or "")
+        if k then k = crypto.hmac_key(k) end
+    elseif j.kty == "RSA" then
+        local n, e = b64(j.n or ""), b64(j.e or "")
+        if n and e then k, err = crypto.pkey_rsa(n, e) else err = "bad n or e" end
+    elseif j.kty == "EC" then
+        local x, y = b64(j.x or ""), b64(j.y or "")
+        if x and y then k, err = crypto.pkey_ec(tostring(j.crv), x, y) else err = "bad x or y" end
+    elseif j.kty == "OKP" and j.crv == "Ed25519" then
+        local x = b64(j.x or "")
+        if x then k, err = crypto.pkey_ed25519(x) else err = "bad x" end
+    else
+        err = "unsupported kty " .. tostring(j.kty)
+    end
+    if k == nil then return nil, "invalid JWK: " .. tostring(err) end
+    jwk_cache[j] = k
+    return k
+end
+
+-- The JWKs that may have signed a token with this header.
+local function jwks_candidates(jwks, header, family)
+    local keys = jwks.keys or jwks
+    local out = {}
+    for _, j in ipairs(keys) do
+        if type(j) == "table" and j.kty == family and (j.alg == nil or j.alg == header.alg)
+            and (header.kid == nil or j.kid == nil or j.kid == header.kid)
+            and (j.use == nil or j.use == "sig") then
+            out[#out + 1] = j
+        end
+    end
+    return out
+end
+
+local function one_of(v, want)
+    if type(want) == "string" then want = { want } end
+    local vs = type(v) == "table" and v or { v }
+    for _, a in ipairs(vs) do
+        for _, b in ipairs(want) do
+            if a == b then return true end
+        end
+    end
+    return false
+end
+
+local function check_claims(claims, opts)
+    local now, leeway = clock(), tonumber(opts.leeway) or 0
+    local exp, nbf = claims.exp, claims.nbf
+    if exp ~= nil then
+        if type(exp) ~= "number" then return "invalid exp claim" end
+        if now > exp + leeway then return "token expired" end
+    end
+    if nbf ~= nil then
+        if type(nbf) ~= "number" then return "invalid nbf claim" end
+        if now + leeway < nbf then return "token not yet valid" end
+    end
+    if opts.iss ~= nil and not one_of(claims.iss, opts.iss) then return "issuer not allowed" end
+    if opts.aud ~= nil and (claims.aud == nil or not one_of(claims.aud, opts.aud)) then
+        return "audience not allowed"
+    end
+    return nil
+end
+
+function M.verify(token, opts)
+    if type(token) ~= "string" then return nil, "no token" end
+    if type(opts) ~= "table" or type(opts.alg) ~= "table" or opts.alg[1] == nil then
+        error("gw.jwt.verify: opts.alg (a list of allowed algs) is required", 2)
+    end
+    if opts.key == nil and opts.jwks == nil then
+        error("gw.jwt.verify: opts.key or opts.jwks is required", 2)
+    end
+    local d1 = find(token, ".", 1, true)
+    local d2 = d1 and find(token, ".", d1 + 1, true)
+    if not d2 or find(token, ".", d2 + 1, true) then return nil, "malformed token" end
+    local hraw, praw = b64(sub(token, 1, d1 - 1)), b64(sub(token, d1 + 1, d2 - 1))
+    local sig = b64(sub(token, d2 + 1))
+    if not hraw or not praw or not sig then return nil, "malformed token (base64url)" end
+    local header = json.decode(hraw)
+    if type(header) ~= "table" or type(header.alg) ~= "string" then return nil, "malformed token header" end
+    local alg = header.alg
+    local allowed = false
+    for _, a in ipairs(opts.alg) do
+        if a == alg then allowed = true break end
+    end
+    local family = FAMILY[alg]
+    if not allowed or family == nil then return nil, "alg " .. alg .. " not allowed" end
+    if header.crit ~= nil then return nil, "unsupported crit header" end
+    local signing_input = sub(token, 1, d2 - 1)
+    local ok, why = false, "no key"
+    if opts.key ~= nil then
+        local key = opts.key
+        if find(key, "-----BEGIN", 1, true) then
+            local err
+            key, err = pem_key(key)
+            if key == nil then return nil, err end
+        elseif family == "oct" then
+            key = hmac_key(key)
+        end
+        ok, why = crypto.verify(alg, key, signing_input, sig)
+    else
+        for _, j in ipairs(jwks_candidates(opts.jwks, header, family)) do
+            local key, err = jwk_key(j)
+            if key ~= nil then
+                ok, why = crypto.verify(alg, key, signing_input, sig)
+                if ok then break end
+            else
+                why = err
+            end
+        end
+    end
+    if not ok then return nil, "invalid signature (" .. why .. ")" end
+    local claims = json.decode(praw)
+    if type(claims) ~= "table" then return nil, "malformed token payload" end
+    local err = check_claims(claims, opts)
+    if err then return nil, err end
+    return claims, nil, header
+end
+
+return M

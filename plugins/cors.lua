@@ -1,0 +1,79 @@
+-- cors: Cross-Origin Resource Sharing (DESIGN.md 10.4).
+--
+-- Preflights (OPTIONS with Access-Control-Request-Method) from an allowed
+-- origin are answered here with 204; other requests from an allowed origin go
+-- on and their response gets Access-Control-Allow-Origin (and Vary: Origin).
+-- A disallowed origin gets no CORS headers (the browser then blocks it).
+--
+-- config:
+--   origins: ["https://a.example"]  ("*" allows any; required)
+--   methods: [GET, HEAD, PUT, PATCH, POST, DELETE]
+--   headers: []          allowed request headers (default: echo the preflight's)
+--   expose: []           Access-Control-Expose-Headers
+--   credentials: false
+--   max_age: 600         seconds
+local P = {}
+P.priority = 2000
+
+local strings = { type = "array", items = { type = "string" } }
+P.schema = { fields = {
+    origins = { type = "array", items = { type = "string" }, required = true },
+    methods = strings, headers = strings, expose = strings,
+    credentials = { type = "boolean", default = false },
+    max_age = { type = "any", default = 600 },   -- seconds, or "10m"
+} }
+
+local function list(v)
+    return v and table.concat(v, ", ") or nil
+end
+
+local function seconds(v)
+    if type(v) == "number" then return v end
+    local n, unit = tostring(v):match("^(%d+)([smh]?)$")
+    if not n then error("cors: config.max_age must be seconds or a duration like 10m", 0) end
+    return tonumber(n) * (unit == "m" and 60 or unit == "h" and 3600 or 1)
+end
+
+function P.init(conf)
+    if conf.origins[1] == nil then error("cors: config.origins must not be empty", 0) end
+    conf._any = false
+    conf._origins = {}
+    for _, o in ipairs(conf.origins) do
+        if o == "*" then conf._any = true else conf._origins[o] = true end
+    end
+    if conf._any and conf.credentials then
+        error("cors: credentials: true cannot be used with origin '*'", 0)
+    end
+    conf._methods = list(conf.methods) or "GET, HEAD, PUT, PATCH, POST, DELETE"
+    conf._headers = list(conf.headers)
+    conf._expose = list(conf.expose)
+    conf._max_age = tostring(math.floor(seconds(conf.max_age)))
+end
+
+local function allowed(conf, origin)
+    return origin and (conf._any or conf._origins[origin])
+end
+
+function P.access(ctx, conf)
+    local origin = ctx:header("Origin")
+    if not allowed(conf, origin) then return end
+    local allow = conf._any and "*" or origin
+    if ctx.method == "OPTIONS" and ctx:header("Access-Control-Request-Method") then
+        local h = {
+            ["Access-Control-Allow-Origin"] = allow,
+            ["Access-Control-Allow-Methods"] = conf._methods,
+            ["Access-Control-Max-Age"] = conf._max_age,
+            ["Vary"] = "Origin",
+        }
+        local req_headers = conf._headers or ctx:header("Access-Control-Request-Headers")
+        if req_headers then h["Access-Control-Allow-Headers"] = req_headers end
+        if conf.credentials then h["Access-Control-Allow-Credentials"] = "true" end
+        ctx:respond(204, nil, h)
+    end
+    ctx:set_response_header("Access-Control-Allow-Origin", allow)
+    if not conf._any then ctx:add_response_header("Vary", "Origin") end
+    if conf.credentials then ctx:set_response_header("Access-Control-Allow-Credentials", "true") end
+    if conf._expose then ctx:set_response_header("Access-Control-Expose-Headers", conf._expose) end
+end
+
+return P

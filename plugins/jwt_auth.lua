@@ -1,0 +1,91 @@
+-- jwt_auth: JSON Web Token authentication (DESIGN.md 10.4).
+--
+-- The token comes from a header (default Authorization, "Bearer " stripped);
+-- gw.jwt.verify checks its signature (libcrypto, in C), exp/nbf with leeway,
+-- iss and aud. On failure:
+--   401 {"error":"unauthorized","message":"...","request_id":"...","status":401}
+-- On success the claims are in ctx.vars.jwt_claims, and claims_to_headers
+-- copies claims into request headers for the upstream.
+--
+-- config:
+--   alg: [HS256]                 allowed algs (HS256/384/512, RS256/384/512, ES256/384, EdDSA)
+--   key: "secret" or PEM text    one of key, key_file, jwks_file is required
+--   key_file: /path/key.pem      read once at load
+--   jwks_file: /path/jwks.json   a JWK set, read once at load (jwks_url needs gw.http: not yet)
+--   iss: "https://issuer" | [..] (default: not checked)
+--   aud: "api" | [..]            (default: not checked)
+--   leeway: 30                   seconds of clock skew allowed for exp/nbf
+--   header: Authorization
+--   claims_to_headers: {sub: X-User}
+local P = {}
+P.priority = 1450
+
+local ALGS = { "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "none" }
+P.schema = { fields = {
+    alg = { type = "array", items = { type = "string", enum = ALGS }, default = { "HS256" } },
+    key = { type = "string" }, key_file = { type = "string" }, jwks_file = { type = "string" },
+    jwks_url = { type = "string" },
+    iss = { type = "any" }, aud = { type = "any" },
+    leeway = { type = "number", min = 0, default = 30 },
+    header = { type = "string", default = "Authorization", pattern = "^[%w!#$%%&'*+.^_`|~-]+$" },
+    claims_to_headers = { type = "map" },
+} }
+
+local function bad(msg) error("jwt_auth: " .. msg, 0) end
+
+function P.init(conf)
+    if conf.jwks_url ~= nil then bad("jwks_url needs gw.http (not available yet): use jwks_file") end
+    local alg = conf.alg
+    if alg[1] == nil then bad("config.alg must not be empty") end
+    for _, a in ipairs(alg) do
+        if a == "none" then bad("alg 'none' is never accepted") end
+    end
+    local sources = (conf.key and 1 or 0) + (conf.key_file and 1 or 0) + (conf.jwks_file and 1 or 0)
+    if sources ~= 1 then bad("exactly one of config.key, key_file or jwks_file is required") end
+    local opts = { alg = alg, leeway = conf.leeway, iss = conf.iss, aud = conf.aud }
+    if conf.key then
+        if conf.key == "" then bad("config.key must not be empty") end
+        opts.key = conf.key
+    elseif conf.key_file then
+        local data, err = gw.read_file(tostring(conf.key_file))
+        if not data then bad("cannot read key_file: " .. tostring(err)) end
+        opts.key = data:find("-----BEGIN", 1, true) and data or data:gsub("%s+$", "")
+    else
+        local data, err = gw.read_file(tostring(conf.jwks_file))
+        if not data then bad("cannot read jwks_file: " .. tostring(err)) end
+        local set, jerr = gw.json.decode(data)
+        if type(set) ~= "table" or type(set.keys) ~= "table" then
+            bad("jwks_file is not a JWK set: " .. tostring(jerr or "no keys"))
+        end
+        opts.jwks = set
+    end
+    conf._opts = opts
+    conf._header = conf.header
+    conf._bearer = conf._header:lower() == "authorization"
+end
+
+local function reject(ctx, message)
+    ctx:respond(401, gw.json_encode({
+        error = "unauthorized", status = 401, message = message, request_id = ctx.request_id,
+    }), { ["Content-Type"] = "application/json", ["WWW-Authenticate"] = 'Bearer realm="moongate"' })
+end
+
+function P.access(ctx, conf)
+    local token = ctx:header(conf._header)
+    if token and conf._bearer then
+        token = token:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
+    end
+    if not token or token == "" then reject(ctx, "missing token") end
+    local claims, err = gw.jwt.verify(token, conf._opts)
+    if not claims then reject(ctx, err) end
+    ctx.vars.jwt_claims = claims
+    local map = conf.claims_to_headers
+    if map then
+        for claim, header in pairs(map) do
+            local v = claims[claim]
+            if type(v) == "string" or type(v) == "number" then ctx:set_header(header, v) end
+        end
+    end
+end
+
+return P

@@ -1,0 +1,257 @@
+/*
+ * gw.json, gw.base64, gw.crypto and gw.jwt below the plugin VM: the native
+ * modules (crypto.c, json.c) and lua/moongate/jwt.lua in a bare lua_State,
+ * against published vectors (RFC 4648 base64, RFC 4231 HMAC, RFC 7515 A.1
+ * HS256) and keys and signatures made by the openssl CLI (RS256, ES256,
+ * ES384, EdDSA).
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lua/ctx_ext.h"
+
+static char dir[64];
+
+static lua_State *open_state(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    mg_lua_ext_open(L, NULL);
+    luaL_dostring(L, "package.path = '" MG_LUA_DIR "/?.lua'\n"
+                     "native = require('moongate.native')\n"
+                     "crypto, json = native.crypto, native.json\n"
+                     "jwt = require('moongate.jwt')\n"
+                     "jwt.set_clock(function() return NOW or os.time() end)\n");
+    return L;
+}
+
+/* Runs a chunk that must not raise (its asserts are the test). */
+static void run(lua_State *L, const char *src)
+{
+    if (luaL_dostring(L, src) != 0) {
+        fail_msg("lua: %s", lua_tostring(L, -1));
+    }
+}
+
+static void json_codec(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    run(L, "local t = json.decode(' {\"a\" : [1, 2.5e1, -0, null, true, false], \"b\": "
+           "\"x\\\\u00e9\\\\ud83d\\\\ude00\\\\n\"} ')\n"
+           "assert(t.a[1] == 1 and t.a[2] == 25 and t.a[4] == json.null and t.a[5] == true and "
+           "t.a[6] == false)\n"
+           "assert(t.b == 'x\\195\\169\\240\\159\\152\\128\\n')\n"
+           "for _, bad in ipairs({'', '[1,]', '{\"a\":1,}', '01', '1.', '.5', '\"\\1\"', '[1] x', "
+           "\"{'a':1}\",\n"
+           "    '\"\\\\ud800\"', '\"\\\\x\"', 'nul', '{\"a\" 1}', '[' , string.rep('[', 100) .. "
+           "string.rep(']', 100)}) do\n"
+           "  local v, err = json.decode(bad)\n"
+           "  assert(v == nil and err:find('invalid JSON'), bad)\n"
+           "end\n"
+           "local s = json.encode({1, 'two', {k = 'v'}, json.null, true})\n"
+           "assert(s == '[1,\"two\",{\"k\":\"v\"},null,true]', s)\n"
+           "assert(json.encode({}) == '{}' and json.encode('a\"\\\\\\n\\1') == "
+           "'\"a\\\\\"\\\\\\\\\\\\n\\\\u0001\"')\n"
+           "assert(json.encode(1.5) == '1.5' and json.encode(-3) == '-3')\n"
+           "assert(json.encode(0/0) == nil and json.encode(print) == nil)\n"
+           "local cyc = {}; cyc.self = cyc\n"
+           "local v, err = json.encode(cyc); assert(v == nil and err:find('deeply'))\n"
+           "local big = {}; for i = 1, 1000 do big['k' .. i] = {i, tostring(i)} end\n"
+           "local back = json.decode(json.encode(big)); assert(back.k999[1] == 999 and back.k1[2] "
+           "== '1')\n");
+    lua_close(L);
+}
+
+static void base64_and_digests(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    run(L, "local v = {[''] = '', f = 'Zg==', fo = 'Zm8=', foo = 'Zm9v', foob = 'Zm9vYg==',\n"
+           "           fooba = 'Zm9vYmE=', foobar = 'Zm9vYmFy'}\n"
+           "for plain, enc in pairs(v) do\n"
+           "  assert(crypto.b64encode(plain) == enc and crypto.b64decode(enc) == plain, plain)\n"
+           "  assert(crypto.b64decode(enc:gsub('=', ''), true) == plain)\n"
+           "end\n"
+           "assert(crypto.b64encode('\\251\\255', true) == '-_8' and crypto.b64decode('-_8', true) "
+           "== '\\251\\255')\n"
+           "for _, bad in ipairs({'Zg', 'Zg=', 'Z===', 'Zh==', 'Zm9v\\n', '-_8='}) do\n"
+           "  assert(crypto.b64decode(bad) == nil, bad)\n"
+           "end\n"
+           "local function hex(s) return (s:gsub('.', function(c) return string.format('%02x', "
+           "c:byte()) end)) end\n"
+           "assert(hex(crypto.digest('sha256', 'abc')) ==\n"
+           "  'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')\n"
+           "assert(hex(crypto.hmac('sha256', 'Jefe', 'what do ya want for nothing?')) ==\n"
+           "  '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843')\n"
+           "assert(#crypto.random_bytes(32) == 32 and crypto.random_bytes(32) ~= "
+           "crypto.random_bytes(32))\n"
+           "assert(crypto.random_bytes(5000) == nil)\n"
+           "assert(crypto.equal('abc', 'abc') and not crypto.equal('abc', 'abd') and not "
+           "crypto.equal('a', 'ab'))\n");
+    lua_close(L);
+}
+
+/* RFC 7515 appendix A.1: HS256, with exp in 2011. */
+static void jwt_hs256_vector(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    run(L,
+        "local key = "
+        "crypto.b64decode('AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-"
+        "1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow', true)\n"
+        "local tok = "
+        "'eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9."
+        "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cn"
+        "VlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'\n"
+        "NOW = 1300819000\n"
+        "local c, err = jwt.verify(tok, {alg = {'HS256'}, key = key, iss = 'joe'})\n"
+        "assert(c and c.iss == 'joe' and c['http://example.com/is_root'] == true, err)\n"
+        "NOW = 1300819380 + 31\n"
+        "c, err = jwt.verify(tok, {alg = {'HS256'}, key = key, leeway = 30})\n"
+        "assert(c == nil and err == 'token expired', err)\n"
+        "NOW = 1300819000\n"
+        "assert(select(2, jwt.verify(tok, {alg = {'HS256'}, key = key, iss = 'ann'})) == 'issuer "
+        "not allowed')\n"
+        "assert(select(2, jwt.verify(tok, {alg = {'HS256'}, key = key, aud = 'x'})) == 'audience "
+        "not allowed')\n"
+        "assert(select(2, jwt.verify(tok, {alg = {'RS256'}, key = key})):find('not allowed'))\n"
+        "assert(select(2, jwt.verify(tok, {alg = {'HS256'}, key = 'other'})):find('signature'))\n"
+        "assert(select(2, jwt.verify(tok:sub(1, -2) .. 'Y', {alg = {'HS256'}, key = "
+        "key})):find('signature'))\n"
+        "local none = crypto.b64encode('{\"alg\":\"none\"}', true) .. '.' .. "
+        "crypto.b64encode('{}', true) .. '.'\n"
+        "assert(select(2, jwt.verify(none, {alg = {'HS256', 'none'}, key = key})):find('not "
+        "allowed'))\n"
+        "assert(select(2, jwt.verify('a.b', {alg = {'HS256'}, key = key})) == 'malformed token')\n"
+        "assert(select(2, jwt.verify('a.b.c.d', {alg = {'HS256'}, key = key})) == 'malformed "
+        "token')\n"
+        "assert(not pcall(jwt.verify, tok, {key = key}))\n"
+        "local jwks = {keys = {{kty = 'oct', k = "
+        "'AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow'}}"
+        "}\n"
+        "assert(jwt.verify(tok, {alg = {'HS256'}, jwks = jwks}))\n"
+        "-- prepared HMAC keys agree with HMAC() for every size of key\n"
+        "for _, alg in ipairs({'HS256', 'HS384', 'HS512'}) do\n"
+        "  local md = 'sha' .. alg:sub(3)\n"
+        "  for _, klen in ipairs({0, 5, 64, 100, 128, 200}) do\n"
+        "    local key, si = string.rep('k', klen), string.rep('m', 300)\n"
+        "    local sig = crypto.hmac(md, key, si)\n"
+        "    assert(crypto.verify(alg, crypto.hmac_key(key), si, sig), alg .. klen)\n"
+        "    assert(crypto.verify(alg, key, si, sig), alg .. klen)\n"
+        "    assert(not crypto.verify(alg, crypto.hmac_key(key .. 'x'), si, sig), alg .. klen)\n"
+        "  end\n"
+        "end\n");
+    lua_close(L);
+}
+
+static void sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+/* Public-key algs: keys by the openssl CLI, the signing input signed by it. */
+static void jwt_public_keys(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/mg-jwt-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    sh("cd %s && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key "
+       "2>/dev/null"
+       " && openssl pkey -in rsa.key -pubout -out rsa.pub"
+       " && openssl ecparam -name prime256v1 -genkey -noout -out p256.key"
+       " && openssl pkey -in p256.key -pubout -out p256.pub"
+       " && openssl ecparam -name secp384r1 -genkey -noout -out p384.key"
+       " && openssl pkey -in p384.key -pubout -out p384.pub"
+       " && openssl genpkey -algorithm ED25519 -out ed.key && openssl pkey -in ed.key -pubout -out "
+       "ed.pub",
+       dir);
+    lua_State *L = open_state();
+    lua_pushstring(L, dir);
+    lua_setglobal(L, "DIR");
+    run(L,
+        "local function rd(n) local f = assert(io.open(DIR .. '/' .. n, 'rb')); local s = "
+        "f:read('*a'); f:close(); return s end\n"
+        "local function wr(n, s) local f = assert(io.open(DIR .. '/' .. n, 'wb')); f:write(s); "
+        "f:close() end\n"
+        "local function b64(s) return crypto.b64encode(s, true) end\n"
+        "local function der_rs(der, n)\n"
+        "  local i, out = (der:byte(2) < 128) and 3 or 4, ''\n"
+        "  for _ = 1, 2 do\n"
+        "    local len = der:byte(i + 1); local v = der:sub(i + 2, i + 1 + len):gsub('^%z+', '')\n"
+        "    out = out .. string.rep('\\0', n - #v) .. v; i = i + 2 + len\n"
+        "  end\n"
+        "  return out\n"
+        "end\n"
+        "local function token(alg, keyfile, claims, n)\n"
+        "  local si = b64(json.encode({alg = alg})) .. '.' .. b64(json.encode(claims))\n"
+        "  wr('si', si)\n"
+        "  local md = alg:sub(3) == '384' and '-sha384' or '-sha256'\n"
+        "  if alg == 'EdDSA' then\n"
+        "    assert(os.execute('openssl pkeyutl -sign -rawin -inkey ' .. DIR .. '/' .. keyfile .. "
+        "' -in ' .. DIR .. '/si -out ' .. DIR .. '/sig') == 0)\n"
+        "  else\n"
+        "    assert(os.execute('openssl dgst ' .. md .. ' -sign ' .. DIR .. '/' .. keyfile .. ' "
+        "-out ' .. DIR .. '/sig ' .. DIR .. '/si') == 0)\n"
+        "  end\n"
+        "  local sig = rd('sig')\n"
+        "  if n then sig = der_rs(sig, n) end\n"
+        "  return si .. '.' .. b64(sig)\n"
+        "end\n"
+        "local claims = {sub = 'u1', exp = os.time() + 60}\n"
+        "local cases = {{'RS256', 'rsa', nil}, {'ES256', 'p256', 32}, {'ES384', 'p384', 48}, "
+        "{'EdDSA', 'ed', nil}}\n"
+        "for _, c in ipairs(cases) do\n"
+        "  local alg, k, n = c[1], c[2], c[3]\n"
+        "  local tok = token(alg, k .. '.key', claims, n)\n"
+        "  local pub = rd(k .. '.pub')\n"
+        "  local got, err = jwt.verify(tok, {alg = {alg}, key = pub})\n"
+        "  assert(got and got.sub == 'u1', alg .. ': ' .. tostring(err))\n"
+        "  local h, p, s = tok:match('^([^.]+)%.([^.]+)%.([^.]+)$')\n"
+        "  local forged = h .. '.' .. b64(json.encode({sub = 'root', exp = claims.exp})) .. '.' .. "
+        "s\n"
+        "  assert(select(2, jwt.verify(forged, {alg = {alg}, key = pub})):find('signature'), alg)\n"
+        "  -- alg confusion: HS256 signed with the PEM text as the secret\n"
+        "  local hs_si = b64(json.encode({alg = 'HS256'})) .. '.' .. p\n"
+        "  local hs = hs_si .. '.' .. b64(crypto.hmac('sha256', pub, hs_si))\n"
+        "  assert(select(2, jwt.verify(hs, {alg = {alg, 'HS256'}, key = pub})):find('signature'), "
+        "alg)\n"
+        "end\n"
+        "-- an ES256 token checked with the P-384 key, and an RS256 one with an EC key\n"
+        "local es = token('ES256', 'p256.key', claims, 32)\n"
+        "assert(jwt.verify(es, {alg = {'ES256'}, key = rd('p384.pub')}) == nil)\n"
+        "assert(jwt.verify(token('RS256', 'rsa.key', claims), {alg = {'RS256'}, key = "
+        "rd('p256.pub')}) == nil)\n"
+        "assert(select(2, jwt.verify(es, {alg = {'ES256'}, key = '-----BEGIN PUBLIC "
+        "KEY-----\\nxx\\n-----END PUBLIC KEY-----\\n'})):find('invalid key'))\n");
+    lua_close(L);
+    sh("rm -rf %s", dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(json_codec),
+        cmocka_unit_test(base64_and_digests),
+        cmocka_unit_test(jwt_hs256_vector),
+        cmocka_unit_test(jwt_public_keys),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
