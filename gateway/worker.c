@@ -22,6 +22,7 @@
 #include "idempotency/store_redis.h"
 #include "conn/conn.h"
 #include "conn/h1server.h"
+#include "conn/h2server.h"
 #include "exchange/exchange.h"
 #include "net/wq.h"
 #include "lua/metrics_hook.h"
@@ -85,7 +86,9 @@ static void on_connection(uv_stream_t *server, int status)
         mg_warn("accept: %s", uv_strerror(status));
         return;
     }
-    mg_h1s_accept(l->w, server, l->conf, &mg_exchange_hooks);
+    struct mg_conn *c = mg_h1s_accept(l->w, server, l->conf, &mg_exchange_hooks);
+    if (c && l->conf->http2)
+        mg_h2s_offer(c, &mg_exchange_hooks); /* h2 if the first bytes say so */
 }
 
 static void on_listener_closed(uv_handle_t *h)

@@ -533,6 +533,7 @@ const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("redis", MG_K_SECTION, CFG(redis), NULL, .flags = MG_CF_ENABLE, .off2 = RDS(enabled),
         .sub = redis_fields, .fn = check_redis),
     ROW("client", MG_K_SECTION, CFG(client), NULL, .sub = client_fields),
+    ROW("http2", MG_K_SECTION, CFG(http2), NULL, .sub = mg_conf_http2_fields),
     ROW("upstreams", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_upstreams),
     ROW("routes", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_routes),
     END,

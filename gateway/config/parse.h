@@ -134,6 +134,9 @@ int mg_conf_check_upstream_tls(struct mg_conf_ld *ld, yaml_node_t *n, void *tls)
 int mg_conf_upstream_tls_build(struct mg_conf_ld *ld, yaml_node_t *map,
                                struct mg_upstream_tls_conf *tls);
 
+/* http2.c: the top-level `http2` section (DESIGN.md section 10.2). */
+extern const struct mg_conf_field mg_conf_http2_fields[];
+
 /* fields.c: the top-level table. Its row order is the parse order, so sections
  * that others refer to (redis, upstreams) come before their users (routes). */
 extern const struct mg_conf_field mg_conf_root_fields[];
