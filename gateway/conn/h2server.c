@@ -312,6 +312,7 @@ static struct mg_h2stream *new_stream(struct mg_h2s *s, int32_t id)
     mg_fields_init(&st->x.arena, &st->x.req_hdrs);
     c->handles_open++;
     st->x.secure = mg_conn_secure(c);
+    st->x.h2 = true;
     st->x.client = c->tr;
     st->next = s->streams;
     if (s->streams)
@@ -1147,6 +1148,8 @@ static void h2_on_timer(struct mg_conn *c)
     for (struct mg_h2stream *st = s->streams; st && !c->closing;) {
         struct mg_h2stream *next = st->next;
         if (st->x_open && !st->x.closing && st->headers_done) {
+            if (st->in.end > 0)
+                st->last_in_ms = now; /* bytes not taken upstream yet: the wait is ours */
             if (!st->end_in && !st->x.req_done && now - st->last_in_ms >= body) {
                 s->hooks->event(&st->x, MG_XEV_CLIENT_TIMEOUT);
             } else if (st->submitted && !st->done_out && st->out_bytes &&

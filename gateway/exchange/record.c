@@ -53,6 +53,10 @@ void mg_xrecord(struct mg_exchange *x, int status)
         .error = x->error,
         .tls_protocol = tls ? tls->protocol : NULL,
         .tls_cipher = tls ? tls->cipher : NULL,
+        .protocol = !x->head_parsed      ? NULL
+                    : x->h2              ? "h2"
+                    : x->http_minor == 0 ? "http/1.0"
+                                         : "http/1.1",
     };
     mg_accesslog_write(access_log, w, &e);
 }

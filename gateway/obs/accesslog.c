@@ -397,8 +397,10 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
         e->error > MG_ERR_NONE && e->error < MG_ERR__COUNT ? mg_error_name(e->error) : NULL;
     size_t proto_len = e->tls_protocol ? strlen(e->tls_protocol) : 0;
     size_t cipher_len = e->tls_cipher ? strlen(e->tls_cipher) : 0;
+    size_t http_len = e->protocol ? strlen(e->protocol) : 0;
     size_t strings = e->request_id.len + e->client_ip.len + e->method.len + e->path.len +
-                     route_len + up_len + (err ? strlen(err) : 0) + proto_len + cipher_len;
+                     route_len + up_len + (err ? strlen(err) : 0) + proto_len + cipher_len +
+                     http_len;
     struct mg_textbuf *b = &r->line;
     char *o;
 
@@ -413,6 +415,8 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
     o = put_str(o, e->client_ip.p, e->client_ip.len);
     o = PUT_LIT(o, ",\"method\":");
     o = put_str(o, e->method.p, e->method.len);
+    o = PUT_LIT(o, ",\"protocol\":");
+    o = put_str(o, e->protocol, http_len);
     o = PUT_LIT(o, ",\"path\":");
     o = put_str(o, e->path.p, e->path.len);
     o = PUT_LIT(o, ",\"status\":");

@@ -66,6 +66,7 @@ struct mg_access_entry {
     enum mg_error error;          /* gateway-generated error, MG_ERR_NONE when none */
     const char *tls_protocol;     /* the client's TLS version, NULL on a plain connection */
     const char *tls_cipher;       /* its cipher suite (OpenSSL's name), NULL likewise */
+    const char *protocol;         /* "http/1.0", "http/1.1", "h2"; NULL before a head */
 };
 
 struct mg_accesslog;
