@@ -76,6 +76,7 @@ class H2:
         self.responses = {}   # stream id -> {"headers": [...], "data": bytearray, ...}
         self.events = []
         self.closed = False
+        self.inbuf = b""
         self.flush()
 
     def flush(self):
@@ -107,7 +108,26 @@ class H2:
         if not data:
             self.closed = True
             return False
-        for ev in self.conn.receive_data(data):
+        self.inbuf += data
+        while len(self.inbuf) >= 9:
+            end = 9 + int.from_bytes(self.inbuf[:3], "big")
+            if len(self.inbuf) < end:
+                break
+            frame, self.inbuf = self.inbuf[:end], self.inbuf[end:]
+            self._frame(frame)
+        try:
+            self.flush()
+        except OSError:
+            pass
+        return True
+
+    def _frame(self, frame):
+        """One frame at a time: python3-h2 4.1 closes its state machine on any
+        GOAWAY, so the streams a graceful one lets finish are fed past it."""
+        if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED and \
+                self.goaway() is not None and self.goaway().error_code == 0:
+            self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        for ev in self.conn.receive_data(frame):
             self.events.append(ev)
             r = self.responses.get(getattr(ev, "stream_id", None))
             if isinstance(ev, h2.events.ResponseReceived) and r is not None:
@@ -120,11 +140,6 @@ class H2:
                 r["ended"] = True
             elif isinstance(ev, h2.events.StreamReset) and r is not None:
                 r["reset"] = ev.error_code
-        try:
-            self.flush()
-        except OSError:
-            pass
-        return True
 
     def wait(self, pred, timeout=None):
         deadline = time.monotonic() + (timeout or t(10))
@@ -387,7 +402,6 @@ def test_client_reset_mid_body_closes_the_upstream_connection(gateway, upstream)
     c.wait(lambda: c.responses[sid]["headers"] is not None)
     c.conn.reset_stream(sid, 8)  # CANCEL
     c.flush()
-    wait_until(lambda: up.connection_count() >= 1, t(2))
     r = c.response(c.request("/next"))
     assert status(r) == 200
     # the stalled connection was not reused for /next
@@ -402,13 +416,17 @@ def test_client_reset_mid_body_closes_the_upstream_connection(gateway, upstream)
 def test_rapid_reset_gets_goaway_enhance_your_calm(gateway, upstream):
     gw, up = start(gateway, upstream, allow_errors=())
     c = H2(gw.port)
-    for i in range(200):
-        sid = c.request("/slow/200?i=%d" % i)
-        c.conn.reset_stream(sid, 8)
-        c.flush()
-        if i % 20 == 0:
-            c.pump(0.001)
-    c.wait(lambda: c.goaway() is not None or c.closed, t(5))
+    try:
+        for i in range(200):
+            sid = c.request("/slow/200?i=%d" % i)
+            c.conn.reset_stream(sid, 8)
+            c.flush()
+            if i % 20 == 0:
+                c.pump(0.001)
+    except OSError:
+        pass  # closed by the gateway, as it should be
+    while not c.closed and c.goaway() is None:
+        c.pump(0.2)
     g = c.goaway()
     assert g is not None and g.error_code == 11, c.events[-5:]  # ENHANCE_YOUR_CALM
     c.close()
