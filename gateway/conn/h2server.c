@@ -42,6 +42,7 @@
 #include "http/request.h"
 #include "http/writer.h"
 #include "lua/edits.h"
+#include "obs/metrics.h"
 #include "worker.h"
 
 #define CTL_SIZE (64 * 1024)
@@ -129,6 +130,11 @@ static uint64_t now_ms(struct mg_h2s *s)
 static const struct mg_client_conf *client_conf(struct mg_h2s *s)
 {
     return &s->cfg->client;
+}
+
+static void count(struct mg_h2s *s, enum mg_h2_reset_reason reason)
+{
+    mg_metrics_h2_reset(s->c->w->rt->metrics, (unsigned)s->c->w->id, reason);
 }
 
 static void wake(struct mg_h2stream *st)
@@ -1062,6 +1068,7 @@ static void service(struct mg_h2s *s)
             s->calm = false;
             s->goaway = true;
             mg_warn("h2: %s passed http2.max_resets_per_second: GOAWAY", s->c->client_ip);
+            count(s, MG_H2R_RAPID_RESET);
         }
         pump(s);
         if (!s->wake && !s->release)
@@ -1097,6 +1104,7 @@ static void h2_on_read(struct mg_conn *c)
         s->in_ng = false;
         if (rv < 0) {
             mg_debug("h2: %s: %s", c->client_ip, nghttp2_strerror((int)rv));
+            count(s, MG_H2R_PROTOCOL);
             pump(s); /* the GOAWAY nghttp2 queued, if any */
             mg_conn_close(c);
             return;
@@ -1136,6 +1144,7 @@ static void h2_on_timer(struct mg_conn *c)
     struct mg_h2s *s = c->codec;
     uint64_t now = now_ms(s), body = client_conf(s)->body_timeout_ms;
     if (s->nx == 0 && now - s->idle_since_ms >= s->conf->idle_timeout_ms) {
+        count(s, MG_H2R_IDLE);
         if (!s->goaway)
             nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
                                   nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
@@ -1156,6 +1165,7 @@ static void h2_on_timer(struct mg_conn *c)
                        now - st->last_out_ms >= body) {
                 /* The client never opens its window: the stream goes. */
                 mg_debug("h2: stream %d stalled on a closed window", st->id);
+                count(s, MG_H2R_WINDOW_STALL);
                 close_stream(&st->x);
             }
         }

@@ -172,6 +172,12 @@ def header(r, name):
     return dict(r["headers"]).get(name.encode())
 
 
+def resets(gw, reason):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=t(5)) as m:
+        return samples(m.read().decode())[("moongate_http2_resets_total",
+                                          frozenset({("reason", reason)}))]
+
+
 def assert_serves(gw, path="/after"):
     c = H2(gw.port)
     r = c.response(c.request(path))
@@ -433,6 +439,7 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(gateway, upstream):
     assert len(up.requests) < 200
     assert gw.alive()
     assert_serves(gw)
+    assert resets(gw, "rapid_reset") == 1 and resets(gw, "window_stall") == 0
 
 
 def test_continuation_flood_closes_the_connection(gateway, upstream):
@@ -465,6 +472,7 @@ def test_continuation_flood_closes_the_connection(gateway, upstream):
     s.close()
     assert up.requests == []
     assert_serves(gw)
+    assert resets(gw, "protocol") == 1
 
 
 def test_header_list_over_max_header_size_gets_431(gateway, upstream):
@@ -487,6 +495,7 @@ def test_zero_window_stall_times_out(gateway, upstream):
     assert r["reset"] is not None and r["data"] == b"", r
     c.close()
     assert_serves(gw)
+    assert resets(gw, "window_stall") == 1
 
 
 def test_idle_timeout_sends_goaway(gateway, upstream):
@@ -497,6 +506,7 @@ def test_idle_timeout_sends_goaway(gateway, upstream):
     c.wait(lambda: c.closed, t(5))
     assert time.monotonic() - began < t(3)
     assert c.goaway() is not None and c.goaway().error_code == 0
+    assert resets(gw, "idle") == 1
 
 
 def test_goaway_on_drain_and_the_stream_in_flight_finishes(gateway, upstream):
