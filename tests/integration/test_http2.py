@@ -560,3 +560,41 @@ def test_plugin_access_log_and_metrics_see_h2(gateway, upstream, tmp_path):
     total = sum(v for (name, labels), v in samples(text).items()
                 if name == "moongate_requests_total" and ("route", "all") in labels)
     assert total == 2, text
+
+
+RESPOND_PLUGIN = """
+local P = {}
+function P.access(ctx, conf)
+  if ctx.path == "/made" then
+    return ctx:respond(201, "made by a plugin", {["X-Made"] = "yes"})
+  end
+end
+return P
+"""
+
+
+def test_idempotency_and_plugin_responses_over_h2(gateway, upstream, tmp_path):
+    """A replay (record memory) and a plugin-made response reach an h2 client
+    whole; the upstream sees the first request only."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "maker.lua").write_text(RESPOND_PLUGIN)
+    up = upstream()
+    conf = PREFACE_CONF.replace(
+        "    upstream: u\n",
+        "    upstream: u\n    plugins: [{name: maker}]\n"
+        "    idempotency: {methods: [POST]}\n")
+    conf = conf.replace("routes:", 'plugin_path: ["%s"]\nroutes:' % d)
+    gw = gateway(conf, full=True, up=up, window="64k", idle="10s", body_timeout="1s")
+    c = H2(gw.port)
+    key = [("idempotency-key", "k-123"), ("content-length", "7")]
+    first = c.response(c.request("/pay", method="POST", headers=key, body=b"order=1"))
+    again = c.response(c.request("/pay", method="POST", headers=key, body=b"order=1"))
+    assert status(first) == 200 and status(again) == 200
+    assert header(again, "idempotent-replayed") == b"true"
+    assert bytes(again["data"]) == bytes(first["data"]) and len(first["data"]) > 0
+    assert len(up.requests) == 1
+    r = c.response(c.request("/made"))
+    assert status(r) == 201 and bytes(r["data"]) == b"made by a plugin"
+    assert header(r, "x-made") == b"yes" and header(r, "content-length") == b"16"
+    c.close()
