@@ -249,10 +249,15 @@ static void free_stream(struct mg_h2stream *st)
     free(st);
 }
 
+/* A stream holds one of the connection's handles until its exchange is
+ * closed, nghttp2 forgot it and no upstream write points into its body. */
 static void maybe_free_stream(struct mg_h2stream *st)
 {
-    if (!st->x_open && !st->ng_open)
-        free_stream(st);
+    if (st->x_open || st->ng_open || st->in.pins)
+        return;
+    struct mg_conn *c = st->s->c;
+    free_stream(st);
+    mg_conn_handle_closed(c);
 }
 
 /* The exchange's timers are closed. */
@@ -264,7 +269,6 @@ static void on_x_closed(struct mg_exchange *x)
     if (c->closing)
         st->ng_open = false; /* the session goes with the connection */
     maybe_free_stream(st);
-    mg_conn_handle_closed(c);
 }
 
 /* The stream's exchange is over: it lets go of its timers and memory. */
@@ -297,6 +301,10 @@ static void consume_body(struct mg_h2stream *st)
 static void on_body_unpinned(struct mg_rbuf *b)
 {
     struct mg_h2stream *st = (struct mg_h2stream *)((char *)b - offsetof(struct mg_h2stream, in));
+    if (!st->x_open && !st->ng_open) {
+        maybe_free_stream(st); /* the last write into the upstream from it is done */
+        return;
+    }
     if (st->s->c->closing)
         return;
     consume_body(st);
@@ -992,7 +1000,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
     if (st->x_open)
         wake(st);
     else
-        free_stream(st);
+        maybe_free_stream(st);
     return 0;
 }
 
