@@ -442,14 +442,13 @@ static void find_fields(struct mg_exchange *x)
 static enum mg_error inspect(struct mg_h2stream *st)
 {
     struct mg_exchange *x = &st->x;
+    if (x->method < 0)
+        return MG_ERR_BAD_REQUEST;
     if (x->error)
         return x->error;
     if (st->cookielen &&
         add_field(x, MG_SLICE_LIT("cookie"), (struct mg_slice){st->cookie, st->cookielen}) < 0)
         return MG_ERR_HEADER_TOO_LARGE;
-    x->method = method_of(st->method);
-    if (x->method < 0)
-        return MG_ERR_BAD_REQUEST;
     if (x->method == HTTP_CONNECT)
         return MG_ERR_NOT_IMPLEMENTED; /* no tunnels over h2 (nor extended CONNECT) */
     x->url = st->path;
@@ -480,7 +479,8 @@ static int read_head(struct mg_exchange *x)
     struct mg_h2stream *st = of_x(x);
     if (!st->headers_done)
         return MG_AGAIN;
-    x->head_parsed = true;
+    x->method = method_of(st->method);
+    x->head_parsed = x->method >= 0; /* the access log names the method when known */
     x->http_minor = 1;
     x->req_keepalive = true;
     /* What the upstream head's size is estimated from (h1client.c, record.c). */
