@@ -219,6 +219,7 @@ admin: {listen: "127.0.0.1:$admin_port"}
 pid_file: "$pid_file"
 access_log: $access_log
 drain_timeout: $drain_timeout
+client: {max_body_size: 64m}
 upstreams:
   u: {targets: [{address: "$up"}]}
 routes:
@@ -251,6 +252,24 @@ def test_h2_over_tls_by_alpn_only_where_enabled(gateway, upstream, certs):
     r = c.response(c.request("/raw", authority="api.test"))
     assert status(r) == 200 and json.loads(bytes(r["data"]))["path"] == "/raw"
     c.close()
+    # bodies both ways through TLS, and many streams
+    n = 4 << 20
+    rc, out, err = curl(["--http2", "--cacert", certs.ca, "--resolve",
+                         "api.test:%d:127.0.0.1" % gw.port,
+                         "https://api.test:%d/stream/%d" % (gw.port, n)])
+    assert rc == 0 and hashlib.sha256(out).hexdigest() == pattern_sha256(n), err
+    body = os.urandom(3 << 20)
+    p = subprocess.run(["curl", "-sS", "--http2", "--cacert", certs.ca, "--resolve",
+                        "api.test:%d:127.0.0.1" % gw.port, "--data-binary", "@-",
+                        "https://api.test:%d/upload" % gw.port], input=body,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=t(30))
+    assert p.returncode == 0, p.stderr
+    assert up.requests[-1].body_sha256 == hashlib.sha256(body).hexdigest()
+    p = subprocess.run(["h2load", "-n", "300", "-c", "3", "-m", "20",
+                        "https://127.0.0.1:%d/many" % gw.port],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=t(60))
+    out = p.stdout.decode()
+    assert "300 succeeded" in out and "Application protocol: h2" in out, out
 
 
 # ---------------------------------------------------------------------------
