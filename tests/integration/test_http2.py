@@ -617,3 +617,18 @@ def test_idempotency_and_plugin_responses_over_h2(gateway, upstream, tmp_path):
     assert status(r) == 201 and bytes(r["data"]) == b"made by a plugin"
     assert header(r, "x-made") == b"yes" and header(r, "content-length") == b"16"
     c.close()
+
+
+def test_expect_100_continue_is_an_interim_head(gateway, upstream):
+    gw, up = start(gateway, upstream)
+    c = H2(gw.port)
+    sid = c.request("/cont", method="POST", headers=[("expect", "100-continue"),
+                                                     ("content-length", "4")], end=False)
+    c.wait(lambda: any(isinstance(e, h2.events.InformationalResponseReceived) and
+                       dict(e.headers)[b":status"] == b"100" for e in c.events))
+    c.conn.send_data(sid, b"body", end_stream=True)
+    c.flush()
+    r = c.response(sid)
+    assert status(r) == 200 and up.requests[-1].body == b"body"
+    assert not up.requests[-1].has_header("expect")
+    c.close()
