@@ -415,8 +415,6 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
     o = put_str(o, e->client_ip.p, e->client_ip.len);
     o = PUT_LIT(o, ",\"method\":");
     o = put_str(o, e->method.p, e->method.len);
-    o = PUT_LIT(o, ",\"protocol\":");
-    o = put_str(o, e->protocol, http_len);
     o = PUT_LIT(o, ",\"path\":");
     o = put_str(o, e->path.p, e->path.len);
     o = PUT_LIT(o, ",\"status\":");
@@ -449,6 +447,8 @@ static void format_line(struct ring *r, const struct mg_access_entry *e)
     o = put_str(o, e->tls_protocol, proto_len);
     o = PUT_LIT(o, ",\"tls_cipher\":");
     o = put_str(o, e->tls_cipher, cipher_len);
+    o = PUT_LIT(o, ",\"protocol\":");
+    o = put_str(o, e->protocol, http_len);
     o = PUT_LIT(o, "}\n");
     b->len = (size_t)(o - b->p);
     MG_ASSERT(b->len < b->cap);

@@ -15,7 +15,7 @@
  *    "method":"GET","path":"/orders?id=1","status":200,"bytes_in":120,
  *    "bytes_out":512,"route":"orders-api","upstream":"127.0.0.1:9001",
  *    "attempts":1,"duration":0.012345,"upstream_duration":0.011,"error":null,
- *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256"}
+ *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256","protocol":"h2"}
  * Strings are JSON-escaped (control characters and invalid UTF-8 bytes as
  * \u00XX; valid UTF-8 is copied as is, so \u0080..\u00ff in a line always
  * stands for a raw byte that was not valid UTF-8); absent strings, a negative

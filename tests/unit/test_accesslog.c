@@ -289,7 +289,8 @@ static void test_line_fields_and_order(void **state)
                         "\"status\":201,\"bytes_in\":123,\"bytes_out\":4567,"
                         "\"route\":\"orders-api\",\"upstream\":\"127.0.0.1:9001\","
                         "\"attempts\":2,\"duration\":0.012345,\"upstream_duration\":0.011,"
-                        "\"error\":null,\"tls_protocol\":null,\"tls_cipher\":null}\n");
+                        "\"error\":null,\"tls_protocol\":null,\"tls_cipher\":null,"
+                        "\"protocol\":null}\n");
     assert_int_equal(check_lines(t, len), 1);
     free(t);
 }
@@ -300,11 +301,12 @@ static void test_tls_fields(void **state)
     struct mg_access_entry e = full_entry();
     e.tls_protocol = "TLSv1.3";
     e.tls_cipher = "TLS_AES_256_GCM_SHA384";
+    e.protocol = "h2";
     size_t len;
     char *t = write_and_read(&e, &len);
 
     assert_non_null(strstr(t, "\"error\":null,\"tls_protocol\":\"TLSv1.3\","
-                              "\"tls_cipher\":\"TLS_AES_256_GCM_SHA384\"}\n"));
+                              "\"tls_cipher\":\"TLS_AES_256_GCM_SHA384\",\"protocol\":\"h2\"}\n"));
     assert_int_equal(check_lines(t, len), 1);
     free(t);
 }
@@ -329,7 +331,7 @@ static void test_nulls_and_error_names(void **state)
                            "\"status\":404,\"bytes_in\":0,\"bytes_out\":0,\"route\":null,"
                            "\"upstream\":null,\"attempts\":0,\"duration\":2,"
                            "\"upstream_duration\":null,\"error\":\"no_route\","
-                           "\"tls_protocol\":null,\"tls_cipher\":null}\n");
+                           "\"tls_protocol\":null,\"tls_cipher\":null,\"protocol\":null}\n");
     check_lines(t, len);
     free(t);
 
