@@ -632,3 +632,33 @@ def test_expect_100_continue_is_an_interim_head(gateway, upstream):
     assert status(r) == 200 and up.requests[-1].body == b"body"
     assert not up.requests[-1].has_header("expect")
     c.close()
+
+
+def test_ping_flood_without_reading_ends_the_session(gateway, upstream):
+    """PINGs whose ACKs the client never reads: past nghttp2's bound on queued
+    ACKs (1000) the session ends (CVE-2019-9512), the process stays well."""
+    gw, up = start(gateway, upstream)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=t(5))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+    closed = False
+    try:
+        for i in range(200):
+            s.sendall(ping * 500)
+    except OSError:
+        closed = True
+    if not closed:
+        s.settimeout(t(3))
+        try:
+            while s.recv(1 << 16):
+                pass
+            closed = True
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = True
+    s.close()
+    assert closed, "100000 unread PINGs did not end the session"
+    assert resets(gw, "protocol") >= 1
+    assert_serves(gw)
