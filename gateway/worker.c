@@ -22,6 +22,7 @@
 #include "idempotency/store_redis.h"
 #include "conn/conn.h"
 #include "conn/h1server.h"
+#include "conn/h2server.h"
 #include "exchange/exchange.h"
 #include "net/wq.h"
 #include "lua/metrics_hook.h"
@@ -130,7 +131,9 @@ static void on_readable(uv_poll_t *p, int status, int events)
     for (int i = 0; i < MG_ACCEPT_BATCH; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            mg_h1s_accept(l->w, fd, l->conf, &mg_exchange_hooks);
+            struct mg_conn *c = mg_h1s_accept(l->w, fd, l->conf, &mg_exchange_hooks);
+            if (c && l->conf->http2)
+                mg_h2s_offer(c, &mg_exchange_hooks); /* h2 if the first bytes say so */
             continue;
         }
         switch (errno) {

@@ -5,6 +5,8 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev node-llhttp libluajit2-5.1-dev libhiredis-dev libyaml-dev libssl-dev
+  libnghttp2-dev                # the HTTP/2 server codec (gateway/conn/h2server.c)
+  nghttp2-client python3-h2     # tests/integration/test_http2.py: nghttp and raw HTTP/2 frames
   libcmocka-dev uthash-dev libxxhash-dev
   libc-ares-dev                 # gateway/discovery: async DNS for upstream targets
   dnsmasq-base                  # tests/integration/test_discovery.py: a real DNS server

@@ -51,6 +51,15 @@ struct mg_client_conf {
     uint32_t max_connections;      /* 10000 */
 };
 
+/* http2 (DESIGN.md section 10.2): for listeners with http2: true. */
+struct mg_http2_conf {
+    uint32_t max_concurrent_streams; /* 128 */
+    uint64_t initial_window_size;    /* 64k */
+    uint64_t max_frame_size;         /* 16k */
+    uint64_t idle_timeout_ms;        /* 75s */
+    uint32_t max_resets_per_second;  /* 100 */
+};
+
 struct mg_target_conf {
     struct mg_address address; /* addrlen 0 while `host` is a name not resolved yet */
     uint32_t weight;           /* 1 */
@@ -146,12 +155,13 @@ struct mg_tls_conf {
     uint64_t handshake_timeout_ms; /* 10s */
     char *client_ca;               /* NULL; a CA file: require and verify client certificates */
     struct mg_tls_ctx *ctx;        /* built at load, freed with the snapshot */
+    bool http2;                    /* the listener's http2: ALPN offers h2 first */
 };
 
 /* One entry of `listen`: a plain "host:port", or a mapping with options. */
 struct mg_listen_conf {
     struct mg_address address;
-    bool http2;              /* false (HTTP/2 is not built yet: true is refused) */
+    bool http2;              /* false; true: h2 by ALPN (TLS) or prior knowledge (plain) */
     bool proxy_protocol;     /* false; true: every connection starts with a PROXY v1/v2 header */
     struct mg_tls_conf *tls; /* NULL: plain TCP */
 };
@@ -315,6 +325,7 @@ struct mg_config {
     struct mg_forwarded_conf forwarded;
     struct mg_resolver_conf resolver;
     struct mg_shdicts_conf shared_dicts;
+    struct mg_http2_conf http2;
 
     struct mg_upstream_conf *upstreams;
     size_t nupstreams;

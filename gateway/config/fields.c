@@ -652,6 +652,7 @@ const struct mg_conf_field mg_conf_root_fields[] = {
     ROW("resolver", MG_K_SECTION, CFG(resolver), NULL, .sub = mg_conf_resolver_fields,
         .fn = mg_conf_check_resolver),
     ROW("shared_dicts", MG_K_CUSTOM, CFG(shared_dicts), NULL, .fn = mg_conf_shared_dicts),
+    ROW("http2", MG_K_SECTION, CFG(http2), NULL, .sub = mg_conf_http2_fields),
     ROW("upstreams", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_upstreams),
     ROW("routes", MG_K_CUSTOM, 0, NULL, .flags = MG_CF_REQUIRED, .fn = parse_routes),
     ROW("plugins", MG_K_CUSTOM, 0, NULL, .fn = parse_global_plugins),

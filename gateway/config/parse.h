@@ -183,6 +183,8 @@ int mg_conf_check_resolver(struct mg_conf_ld *ld, yaml_node_t *n, void *resolver
 int mg_conf_discovery(struct mg_conf_ld *ld, yaml_node_t *n, void *discovery);
 int mg_conf_check_upstream_targets(struct mg_conf_ld *ld, yaml_node_t *map,
                                    struct mg_upstream_conf *up);
+/* http2.c: the top-level `http2` section (DESIGN.md section 10.2). */
+extern const struct mg_conf_field mg_conf_http2_fields[];
 
 /* fields.c: the top-level table. Its row order is the parse order, so sections
  * that others refer to (redis, upstreams) come before their users (routes). */

@@ -24,13 +24,6 @@
 
 /* ---- validators ---- */
 
-static int refuse_http2(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
-{
-    if (*(bool *)dst)
-        return mg_conf_fail(ld, n, "http2 is not supported yet");
-    return 0;
-}
-
 /* A file named in the config: relative to the config file's directory. One
  * that exists but is no regular file (/dev/zero, a FIFO, a directory) is
  * refused here: OpenSSL's PEM reader would block or spin on it at load. A
@@ -145,7 +138,7 @@ static int parse_tls(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 
 static const struct mg_conf_field listen_fields[] = {
     ROW("address", MG_K_ADDRESS, LST(address), NULL, .flags = MG_CF_REQUIRED),
-    ROW("http2", MG_K_BOOL, LST(http2), "false", .fn = refuse_http2),
+    ROW("http2", MG_K_BOOL, LST(http2), "false"),
     ROW("proxy_protocol", MG_K_BOOL, LST(proxy_protocol), "false"),
     ROW("tls", MG_K_CUSTOM, LST(tls), NULL, .fn = parse_tls), /* absent or null: plain TCP */
     END,
@@ -402,6 +395,8 @@ static int parse_listener(struct mg_conf_ld *ld, yaml_node_t *item, struct mg_li
                             l->address.text, j, ls[j].address.text);
     }
     /* After the duplicate check: no context is built for an entry that fails. */
+    if (l->tls)
+        l->tls->http2 = l->http2; /* ALPN offers h2 only where it is served */
     return l->tls ? build_server(ld, item, l->tls) : 0;
 }
 

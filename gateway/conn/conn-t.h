@@ -51,6 +51,12 @@ struct mg_conn {
     struct mg_worker *w;
     struct mg_conn *next, *prev; /* the worker's connections */
     const struct mg_conn_ops *ops;
+    /* Codec selection (h2 on listeners with http2): the accepting codec's ops
+     * while another codec took the connection over (mg_conn_take_over), which
+     * then still hear on_close and on_free, after the new codec's; and the
+     * taking codec's state. NULL: no other codec. */
+    const struct mg_conn_ops *first_ops;
+    void *codec;
     unsigned handles_open; /* transport + timer + the codec's open exchanges */
     bool reading, closing, eof;
     bool counted; /* in the connections gauge */

@@ -52,7 +52,10 @@ static void maybe_free(struct mg_conn *c)
     if (c->tls_metrics)
         mg_metrics_unref(c->tls_metrics);
     struct mg_worker *w = c->w;
+    const struct mg_conn_ops *first = c->first_ops;
     c->ops->on_free(c);
+    if (first)
+        first->on_free(c); /* the owner of c's memory goes last */
     mg_worker_conn_closed(w);
 }
 
@@ -350,6 +353,8 @@ void mg_conn_close(struct mg_conn *c)
         return;
     c->closing = true;
     c->ops->on_close(c);
+    if (c->first_ops)
+        c->first_ops->on_close(c);
     if (c->counted)
         mg_metrics_conn(metrics(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT, gauge_state(c), -1);
     mg_wq_discard(&c->out);
@@ -364,6 +369,38 @@ void mg_conn_close(struct mg_conn *c)
     atomic_fetch_sub_explicit(&client_connections, 1, memory_order_relaxed);
     mg_transport_close(c->tr);
     uv_close(mg_deadline_handle(&c->timer), on_timer_closed);
+}
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+enum mg_conn_proto mg_conn_sniff(const struct mg_conn *c)
+{
+    if (mg_conn_secure(c))
+        return mg_tls_alpn_h2(c->tr) ? MG_CONN_PROTO_H2 : MG_CONN_PROTO_H1;
+    size_t have = c->in.buf ? c->in.end - c->in.start : 0;
+    size_t want = sizeof h2_preface - 1;
+    size_t n = have < want ? have : want;
+    if (n && memcmp(c->in.buf + c->in.start, h2_preface, n) != 0)
+        return MG_CONN_PROTO_H1;
+    if (n == want)
+        return MG_CONN_PROTO_H2;
+    return c->eof ? MG_CONN_PROTO_H1 : MG_CONN_PROTO_UNKNOWN;
+}
+
+void mg_conn_take_over(struct mg_conn *c, const struct mg_conn_ops *ops, void *codec)
+{
+    if (!c->first_ops)
+        c->first_ops = c->ops;
+    c->ops = ops;
+    c->codec = codec;
+}
+
+void mg_conn_give_back(struct mg_conn *c)
+{
+    if (c->first_ops)
+        c->ops = c->first_ops;
+    c->first_ops = NULL;
+    c->codec = NULL;
 }
 
 void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms)

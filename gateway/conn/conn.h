@@ -42,6 +42,23 @@ void mg_conn_close(struct mg_conn *c);
 /* A handle the codec counted in c->handles_open is closed. */
 void mg_conn_handle_closed(struct mg_conn *c);
 
+/* Codec selection on a listener that offers HTTP/2. */
+enum mg_conn_proto {
+    MG_CONN_PROTO_UNKNOWN, /* the first bytes do not tell yet */
+    MG_CONN_PROTO_H1,
+    MG_CONN_PROTO_H2,
+};
+/* What the client speaks: ALPN's choice on TLS (known at the first read),
+ * else whether the read buffer starts with the HTTP/2 connection preface
+ * (prior knowledge, RFC 9113 section 3.3). */
+enum mg_conn_proto mg_conn_sniff(const struct mg_conn *c);
+/* Another codec takes c over (`codec`: its state, found as c->codec): c->ops
+ * become `ops`; the accepting codec's ops then only hear on_close and on_free
+ * (after ops'), so the memory that holds c is freed by its owner, last. */
+void mg_conn_take_over(struct mg_conn *c, const struct mg_conn_ops *ops, void *codec);
+/* Gives c back to the accepting codec (the other one declined it). */
+void mg_conn_give_back(struct mg_conn *c);
+
 /* Drain: busy connections close after their response (Connection: close); idle
  * ones within `grace_ms`, so a request already on its way when the drain began
  * is still answered (with Connection: close) rather than met by a reset. */

@@ -675,8 +675,8 @@ static const struct mg_conn_ops conn_ops = {
     .on_drain_timeout = on_drain_timeout,
 };
 
-void mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
-                   const struct mg_exchange_hooks *hooks)
+struct mg_conn *mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
+                              const struct mg_exchange_hooks *hooks)
 {
     struct mg_h1s *s = calloc(1, sizeof *s);
     if (!s)
@@ -685,9 +685,10 @@ void mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
     hooks->init(&s->x, w, &down_ops, s->c.client_ip, on_exchange_closed);
     s->c.handles_open = 1; /* the exchange's timers, until on_exchange_closed */
     if (mg_conn_accept(&s->c, w, fd, lc, &conn_ops) < 0)
-        return; /* closing: on_free follows */
+        return NULL; /* closing: on_free follows */
     s->x.secure = mg_conn_secure(&s->c);
     s->x.client = s->c.tr;
     mg_deadline_set(&s->c.timer, client_conf(s)->header_timeout_ms);
     mg_conn_update_reading(&s->c, true);
+    return &s->c;
 }

@@ -201,6 +201,7 @@ struct mg_exchange {
     const struct mg_upstream_ops *upstream;
     const char *client_ip;
     bool secure; /* the client speaks TLS (X-Forwarded-Proto: https) */
+    bool h2;     /* the codec is HTTP/2 (ctx.protocol "h2") */
     /* The client's transport, set by the codec: what its TLS handshake found
      * (mg_tls_info) for plugins and the access log. NULL in unit tests. */
     const struct mg_transport *client;

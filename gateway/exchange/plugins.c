@@ -53,6 +53,9 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
     x->lua.client_ip = (struct mg_lua_str){mg_x_client_ip(x), strlen(mg_x_client_ip(x))};
     x->lua.route = (struct mg_lua_str){x->route->name, strlen(x->route->name)};
     x->lua.request_id = (struct mg_lua_str){x->request_id, strlen(x->request_id)};
+    x->lua.protocol = x->h2                ? (struct mg_lua_str){"h2", 2}
+                      : x->http_minor == 0 ? (struct mg_lua_str){"http/1.0", 8}
+                                           : (struct mg_lua_str){"http/1.1", 8};
     x->lua.req_headers = lua_headers(&x->arena, &x->req_hdrs);
     x->lua.n_req_headers = x->req_hdrs.n;
     /* The stream outlives the exchange, so its strings need no copy. */

@@ -61,9 +61,10 @@ void mg_xrecord(struct mg_exchange *x, int status)
         .host = x->head_parsed ? mg_x_request_host(x) : (struct mg_slice){NULL, 0},
         .user_agent = ua >= 0 ? x->req_hdrs.v[ua].value : (struct mg_slice){NULL, 0},
         .upstream_status = x->attempts ? x->status : 0,
-        .protocol = !x->head_parsed ? NULL
-                    : x->http_minor ? "HTTP/1.1"
-                                    : "HTTP/1.0",
+        .protocol = !x->head_parsed      ? NULL
+                    : x->h2              ? "h2"
+                    : x->http_minor == 0 ? "http/1.0"
+                                         : "http/1.1",
         .fields = cfg ? cfg->access_log_field_ids : NULL,
         .nfields = cfg ? cfg->naccess_log_fields : 0,
     };

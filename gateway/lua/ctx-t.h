@@ -65,6 +65,7 @@ struct mg_lua_ctx {
     struct mg_lua_str client_ip;             /* textual peer address */
     struct mg_lua_str route;                 /* route name from the config */
     struct mg_lua_str request_id;            /* the id the gateway sends upstream and returns */
+    struct mg_lua_str protocol;              /* "http/1.0", "http/1.1" or "h2" */
     const struct mg_lua_header *req_headers; /* as received (hop-by-hop may be included) */
     size_t n_req_headers;
     /* ctx.tls: p == NULL for tls_protocol means a plain connection (ctx.tls is

@@ -346,6 +346,9 @@ int mg_ffi_ctx_str(struct mg_lua *vm, uint32_t slot, int field, struct mg_lua_st
     case MG_FFI_TLS_CLIENT_SUBJECT:
         *out = c->tls_client_subject;
         break;
+    case MG_FFI_PROTOCOL:
+        *out = c->protocol;
+        break;
     case MG_FFI_UPSTREAM_ADDRESS:
         if (!phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
             return MG_FFI_NOT_FOUND;

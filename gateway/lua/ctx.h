@@ -52,6 +52,7 @@ enum mg_ffi_field {
     MG_FFI_TLS_CIPHER,
     MG_FFI_TLS_SNI,
     MG_FFI_TLS_CLIENT_SUBJECT,
+    MG_FFI_PROTOCOL,
 };
 
 /* Per-request budgets: bytes of header names and values copied into edits

@@ -857,6 +857,16 @@ void mg_tls_on_handshake(struct mg_transport *t, void (*cb)(struct mg_transport 
         of_t(t)->on_handshake = cb;
 }
 
+bool mg_tls_alpn_h2(const struct mg_transport *t)
+{
+    const unsigned char *p = NULL;
+    unsigned int len = 0;
+    if (!t || t->ops != &tls_ops)
+        return false;
+    SSL_get0_alpn_selected(of_t(t)->ssl, &p, &len);
+    return len == 2 && memcmp(p, "h2", 2) == 0;
+}
+
 void mg_tls_peer_subject(const struct mg_transport *t, char *out, size_t len)
 {
     out[0] = '\0';

@@ -76,6 +76,8 @@ const struct mg_tls_info *mg_tls_info(const struct mg_transport *t);
  * reported: no handshake was tried, or the owner knows why it ended. The
  * callback may run inside a call the owner made: it must only take note. */
 void mg_tls_on_handshake(struct mg_transport *t, void (*cb)(struct mg_transport *t, int status));
+/* Whether ALPN chose "h2" on this stream (false for plain TCP). */
+bool mg_tls_alpn_h2(const struct mg_transport *t);
 /* The verified client certificate's subject (mTLS) into out, or "". */
 void mg_tls_peer_subject(const struct mg_transport *t, char *out, size_t len);
 

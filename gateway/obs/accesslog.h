@@ -18,7 +18,7 @@
  *    "upstream":"127.0.0.1:9001","upstream_status":200,"attempts":1,
  *    "duration":0.012345,"upstream_duration":0.011,"user_agent":"curl/7.88.1",
  *    "tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256",
- *    "tls_client_subject":null,"protocol":"HTTP/1.1","error":null}
+ *    "tls_client_subject":null,"protocol":"http/1.1","error":null}
  * (the field `tls` writes tls_protocol, tls_cipher and tls_client_subject, the
  * verified client certificate's subject on mTLS listeners; each may also be
  * chosen alone; upstream_status is null when no upstream answered).
@@ -76,7 +76,7 @@ struct mg_access_entry {
     struct mg_slice host;           /* the authority the request names; {NULL, 0} -> null */
     struct mg_slice user_agent;
     int upstream_status;   /* the upstream's final status, 0 -> null */
-    const char *protocol;  /* "HTTP/1.1", "HTTP/2", NULL -> null */
+    const char *protocol;  /* "http/1.0", "http/1.1", "h2" (ctx.protocol); NULL -> null */
     const uint8_t *fields; /* enum mg_access_field in line order; NULL: the default */
     size_t nfields;
 };

@@ -290,6 +290,14 @@ static void render_process(struct render *r)
                        (int64_t)r->global[MG_MG_CONN + s * MG_CONN_STATE__COUNT + st]);
         }
     }
+    static const char *const h2_reasons[MG_H2R__COUNT] = {"rapid_reset", "window_stall", "protocol",
+                                                          "idle"};
+    family(b, "moongate_http2_resets_total", "counter",
+           "HTTP/2 connections or streams ended by a defence, by reason.");
+    for (unsigned k = 0; k < MG_H2R__COUNT; k++) {
+        const char *kv[] = {"reason", h2_reasons[k]};
+        sample_u64(b, "moongate_http2_resets_total", kv, 1, r->global[MG_MG_H2_RESET + k]);
+    }
     family(b, "moongate_config_reloads_total", "counter",
            "Configuration reloads, by result (success, failure).");
     for (unsigned k = 0; k < 2; k++) {

@@ -211,10 +211,20 @@ enum {
     MG_ML_CELLS = MG_ML_HIST + MG_MH_CELLS,
 };
 
+/* moongate_http2_resets_total{reason}: what the HTTP/2 defences ended. */
+enum mg_h2_reset_reason {
+    MG_H2R_RAPID_RESET,  /* "rapid_reset": GOAWAY past http2.max_resets_per_second */
+    MG_H2R_WINDOW_STALL, /* "window_stall": a stream whose window never opened */
+    MG_H2R_PROTOCOL,     /* "protocol": nghttp2 ended the session (floods, bad frames) */
+    MG_H2R_IDLE,         /* "idle": GOAWAY after http2.idle_timeout */
+    MG_H2R__COUNT
+};
+
 /* the process-wide entity */
 enum {
     MG_MG_CONN = 0, /* side * MG_CONN_STATE__COUNT + state, gauges */
-    MG_MG_CELLS = MG_CONN_SIDE__COUNT * MG_CONN_STATE__COUNT,
+    MG_MG_H2_RESET = MG_CONN_SIDE__COUNT * MG_CONN_STATE__COUNT, /* MG_H2R__COUNT */
+    MG_MG_CELLS = MG_MG_H2_RESET + MG_H2R__COUNT,
 };
 
 /* One worker's pointers to its cells. Built with the struct mg_metrics and

@@ -247,6 +247,14 @@ static inline void mg_metrics_conn_move(struct mg_metrics *m, unsigned worker,
     mg_metrics_conn(m, worker, side, to, +1);
 }
 
+/* moongate_http2_resets_total{reason}: one HTTP/2 defence acted. */
+static inline void mg_metrics_h2_reset(struct mg_metrics *m, unsigned worker,
+                                       enum mg_h2_reset_reason reason)
+{
+    if (m)
+        mg_metrics_cell_add(&m->shards[worker].global[MG_MG_H2_RESET + reason], 1);
+}
+
 /* Names of the fixed label sets (the circuit states' are mg_breaker_state_name). */
 const char *mg_metrics_outcome_name(enum mg_upstream_outcome o);
 const char *mg_metrics_idem_result_name(enum mg_idem_metric r);

@@ -270,25 +270,34 @@ static int on_servername(SSL *s, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* ALPN: http/1.1, else http/1.0, when offered. A client offering neither
- * (say h2 only) gets no_application_protocol, as RFC 7301 section 3.2 asks,
- * rather than a connection speaking a protocol it did not ask for. */
+/* ALPN: h2 first where the listener serves it (`arg` non-NULL), else
+ * http/1.1, else http/1.0, when offered. A client offering none of them gets
+ * no_application_protocol, as RFC 7301 section 3.2 asks, rather than a
+ * connection speaking a protocol it did not ask for. */
 static int on_alpn(SSL *s, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
     const unsigned char *pick = NULL;
+    unsigned char len = 0;
+    int rank = 0; /* 3 h2, 2 http/1.1, 1 http/1.0 */
     for (unsigned int i = 0; i < inlen && i + 1u + in[i] <= inlen; i += 1u + in[i]) {
-        if (in[i] == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+        int r = 0;
+        if (arg && in[i] == 2 && memcmp(in + i + 1, "h2", 2) == 0)
+            r = 3;
+        else if (in[i] == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0)
+            r = 2;
+        else if (in[i] == 8 && memcmp(in + i + 1, "http/1.0", 8) == 0)
+            r = 1;
+        if (r > rank) {
+            rank = r;
             pick = in + i + 1;
-            break;
+            len = in[i];
         }
-        if (in[i] == 8 && memcmp(in + i + 1, "http/1.0", 8) == 0)
-            pick = in + i + 1;
     }
     if (!pick)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = pick;
-    *outlen = 8;
+    *outlen = len;
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -345,7 +354,7 @@ static int server_setup(SSL_CTX *ctx, const struct mg_tls_conf *c, char *err, si
         snprintf(what, sizeof what, "ciphers \"%.256s\"", ciphers);
         return ssl_fail(err, errlen, what);
     }
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, c->http2 ? (void *)"h2" : NULL);
 
     if (c->session_cache) {
         uint64_t per = c->client_ca ? SESSION_BYTES_MTLS : SESSION_BYTES;

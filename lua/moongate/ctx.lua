@@ -66,6 +66,7 @@ local BAD_CONTEXT, BAD_PHASE, BAD_NAME, BAD_VALUE, FORBIDDEN, TOO_LARGE = -1, -2
 local F_METHOD, F_PATH, F_QUERY, F_CLIENT_IP, F_ROUTE, F_REQUEST_ID = 0, 1, 2, 3, 4, 5
 local F_UPSTREAM_ADDRESS, F_STATUS, F_LATENCY = 6, 7, 8
 local F_TLS_PROTOCOL, F_TLS_CIPHER, F_TLS_SNI, F_TLS_CLIENT_SUBJECT = 9, 10, 11, 12
+local F_PROTOCOL = 13
 
 local PHASE_NAMES = { [0] = "init", "access", "balance", "response", "log" }
 
@@ -247,7 +248,7 @@ end
 -- Request fields that cannot change during a request: fetched once, cached.
 local cached = {
     method = F_METHOD, path = F_PATH, query = F_QUERY, client_ip = F_CLIENT_IP,
-    route = F_ROUTE, request_id = F_REQUEST_ID,
+    route = F_ROUTE, request_id = F_REQUEST_ID, protocol = F_PROTOCOL,
 }
 
 -- ctx.tls: one table per request (built on first use, then cached like the

@@ -156,6 +156,6 @@ def test_access_log_fields_choose_and_order(gateway, upstream, tmp_path):
     assert list(a) == ["status", "host", "user_agent", "upstream_status", "protocol",
                        "tls_protocol", "tls_cipher", "tls_client_subject", "route", "duration"]
     assert a["status"] == 201 and a["upstream_status"] == 201 and a["host"] == "api.example.org"
-    assert a["user_agent"] == "probe/1.0" and a["protocol"] == "HTTP/1.1"
+    assert a["user_agent"] == "probe/1.0" and a["protocol"] == "http/1.1"
     assert a["tls_protocol"] is None and a["route"] == "a"
-    assert b["protocol"] == "HTTP/1.0" and b["user_agent"] is None
+    assert b["protocol"] == "http/1.0" and b["user_agent"] is None

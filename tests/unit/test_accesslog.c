@@ -260,7 +260,7 @@ static struct mg_access_entry full_entry(void)
         .host = S("api.example.org"),
         .user_agent = S("curl/7.88.1"),
         .upstream_status = 201,
-        .protocol = "HTTP/1.1",
+        .protocol = "http/1.1",
     };
 }
 
@@ -296,7 +296,7 @@ static void test_line_fields_and_order(void **state)
                            "\"upstream_status\":201,\"attempts\":2,\"duration\":0.012345,"
                            "\"upstream_duration\":0.011,\"user_agent\":\"curl/7.88.1\","
                            "\"tls_protocol\":null,\"tls_cipher\":null,\"tls_client_subject\":null,"
-                           "\"protocol\":\"HTTP/1.1\","
+                           "\"protocol\":\"http/1.1\","
                            "\"error\":null}\n");
     assert_int_equal(check_lines(t, len), 1);
     free(t);
@@ -310,13 +310,14 @@ static void test_tls_fields(void **state)
     e.tls_protocol = "TLSv1.3";
     e.tls_cipher = "TLS_AES_256_GCM_SHA384";
     e.tls_client_subject = "/O=Example/CN=client \"one\"";
+    e.protocol = "h2";
     size_t len;
     char *t = write_and_read(&e, &len);
 
     assert_non_null(strstr(t, ",\"tls_protocol\":\"TLSv1.3\","
                               "\"tls_cipher\":\"TLS_AES_256_GCM_SHA384\","
                               "\"tls_client_subject\":\"/O=Example/CN=client \\\"one\\\"\","
-                              "\"protocol\""));
+                              "\"protocol\":\"h2\""));
     assert_int_equal(check_lines(t, len), 1);
     free(t);
 }

@@ -683,7 +683,7 @@ static void test_error_unknown_keys(void **state)
         "t.yaml:7:1: listen_port: unknown key (expected one of: listen, workers, include, admin, "
         "pid_file, shutdown_delay, watch_config, plugin_path, access_log, access_log_fields, log, "
         "metrics, drain_timeout, idempotency_memory, redis, client, forwarded, resolver, "
-        "shared_dicts, upstreams, routes, plugins)");
+        "shared_dicts, http2, upstreams, routes, plugins)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
                  "connect, send, read)");
@@ -1160,11 +1160,43 @@ static void test_listen_mappings_plain_and_mixed(void **state)
     mg_config_unref(cfg);
 }
 
+static void test_http2_listeners_and_section(void **state)
+{
+    struct mg_config *cfg = load("listen: [{address: \"127.0.0.1:8080\", http2: true}]\n" TAIL);
+
+    (void)state;
+    assert_true(cfg->listen[0].http2);
+    /* DESIGN.md section 10.2's defaults */
+    assert_int_equal(cfg->http2.max_concurrent_streams, 128);
+    assert_int_equal(cfg->http2.initial_window_size, 65536);
+    assert_int_equal(cfg->http2.max_frame_size, 16384);
+    assert_int_equal(cfg->http2.idle_timeout_ms, 75000);
+    assert_int_equal(cfg->http2.max_resets_per_second, 100);
+    mg_config_unref(cfg);
+    cfg = load("listen: [\"127.0.0.1:8080\"]\n"
+               "http2: {max_concurrent_streams: 10, initial_window_size: 1m, max_frame_size: 32k,\n"
+               "        idle_timeout: 5s, max_resets_per_second: 7}\n" TAIL);
+    assert_int_equal(cfg->http2.max_concurrent_streams, 10);
+    assert_int_equal(cfg->http2.initial_window_size, 1 << 20);
+    assert_int_equal(cfg->http2.max_frame_size, 32768);
+    assert_int_equal(cfg->http2.idle_timeout_ms, 5000);
+    assert_int_equal(cfg->http2.max_resets_per_second, 7);
+    mg_config_unref(cfg);
+    expect_error("listen: [\"127.0.0.1:8080\"]\nhttp2: {max_frame_size: 32m}\n" TAIL,
+                 "t.yaml:2:25: http2.max_frame_size: must be at most 16777215 (2^24-1)");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nhttp2: {max_frame_size: 1k}\n" TAIL,
+                 "t.yaml:2:25: http2.max_frame_size: size must be at least 16384");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nhttp2: {initial_window_size: 4g}\n" TAIL,
+                 "t.yaml:2:30: http2.initial_window_size: must be at most 2147483647 (2^31-1)");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nhttp2: {max_concurrent_streams: 0}\n" TAIL,
+                 "t.yaml:2:33: http2.max_concurrent_streams:");
+    expect_error("listen: [\"127.0.0.1:8080\"]\nhttp2: {streams: 1}\n" TAIL,
+                 "t.yaml:2:9: http2.streams: unknown key");
+}
+
 static void test_error_listen_entries(void **state)
 {
     (void)state;
-    expect_error("listen: [{address: \"127.0.0.1:8080\", http2: true}]\n" TAIL,
-                 "t.yaml:1:45: listen[0].http2: http2 is not supported yet");
     expect_error("listen: [{address: \"127.0.0.1:8080\", proxy_protocol: 1}]\n" TAIL,
                  "t.yaml:1:54: listen[0].proxy_protocol: invalid boolean '1'");
     expect_error("listen: [{address: \"127.0.0.1:8080\", http2: yes}]\n" TAIL,
@@ -1889,6 +1921,7 @@ int main(void)
         cmocka_unit_test(test_error_buffer_truncated_or_absent),
         cmocka_unit_test(test_error_not_a_regular_file),
         cmocka_unit_test(test_listen_mappings_plain_and_mixed),
+        cmocka_unit_test(test_http2_listeners_and_section),
         cmocka_unit_test(test_error_listen_entries),
         cmocka_unit_test(test_error_listen_tls_section),
         cmocka_unit_test(test_error_tls_protocols),
