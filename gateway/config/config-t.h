@@ -148,11 +148,16 @@ struct mg_upstream_conf {
     uint64_t connect_timeout_ms; /* 1s */
     uint64_t send_timeout_ms;    /* 10s */
     uint64_t read_timeout_ms;    /* 30s */
+    uint64_t per_try_timeout_ms; /* null (0): a try is limited by the route deadline only */
     struct mg_retry_conf retry;
     struct mg_breaker_conf breaker;
     struct mg_bulkhead_conf bulkhead;
     struct mg_health_conf health_check;
     struct mg_upstream_tls_conf tls;
+    /* DESIGN.md section 10.7 (config/resilience2.c). */
+    bool honor_retry_after;      /* the section is present */
+    uint64_t retry_after_max_ms; /* 30s */
+    char *deadline_header;       /* NULL: no deadline propagation */
 };
 
 struct mg_plugin_conf {
@@ -178,6 +183,9 @@ struct mg_idempotency_conf {
     enum mg_idem_on_error on_store_error; /* reject */
 };
 
+/* routes[].priority: who is refused first when a bulkhead queue is full. */
+enum mg_priority { MG_PRIO_CRITICAL, MG_PRIO_DEFAULT, MG_PRIO_SHEDDABLE };
+
 struct mg_route_conf {
     char *name;   /* required, unique */
     size_t index; /* position in mg_config.routes */
@@ -189,6 +197,7 @@ struct mg_route_conf {
     bool strip_prefix;                 /* false */
     struct mg_upstream_conf *upstream; /* resolved, never NULL */
     uint64_t timeout_ms;               /* 15s; overall deadline */
+    int priority;                      /* enum mg_priority; default */
     struct mg_plugin_conf balancer;    /* name "round_robin" by default */
     struct mg_plugin_conf *plugins;
     size_t nplugins;

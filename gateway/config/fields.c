@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "config/parse.h"
+#include "config/resilience2.h"
 #include "http/message.h"
 
 #define MAX_WORKERS 1024
@@ -395,6 +396,7 @@ static const struct mg_conf_field timeouts_fields[] = {
     ROW("connect", MG_K_DURATION, UP(connect_timeout_ms), "1s", .lo = 1),
     ROW("send", MG_K_DURATION, UP(send_timeout_ms), "10s", .lo = 1),
     ROW("read", MG_K_DURATION, UP(read_timeout_ms), "30s", .lo = 1),
+    ROW("per_try", MG_K_CUSTOM, UP(per_try_timeout_ms), NULL, .fn = mg_conf_per_try), /* null */
     END,
 };
 
@@ -461,6 +463,10 @@ static const struct mg_conf_field upstream_fields[] = {
         .off2 = HLT(enabled), .sub = health_fields),
     ROW("tls", MG_K_SECTION, UP(tls), NULL, .sub = mg_conf_upstream_tls_fields,
         .fn = mg_conf_check_upstream_tls), /* context: built by parse_upstreams */
+    ROW("honor_retry_after", MG_K_SECTION, 0, NULL, .flags = MG_CF_ENABLE,
+        .off2 = UP(honor_retry_after), .sub = mg_conf_retry_after_fields),
+    ROW("deadline_header", MG_K_STRING, UP(deadline_header), NULL, .flags = MG_CF_NULLABLE,
+        .fn = mg_conf_check_deadline_header),
     END,
 };
 
@@ -509,6 +515,7 @@ static const struct mg_conf_field route_fields[] = {
     ROW("upstream", MG_K_CUSTOM, RT(upstream), NULL, .flags = MG_CF_REQUIRED,
         .fn = parse_route_upstream),
     ROW("timeout", MG_K_DURATION, RT(timeout_ms), "15s", .lo = 1),
+    ROW("priority", MG_K_ENUM, RT(priority), "default", .sub = mg_conf_priority_names),
     ROW("balancer", MG_K_SECTION, RT(balancer), NULL, .sub = balancer_fields),
     ROW("plugins", MG_K_CUSTOM, 0, NULL, .fn = parse_plugins),
     ROW("idempotency", MG_K_SECTION, RT(idempotency), NULL, .flags = MG_CF_ENABLE,

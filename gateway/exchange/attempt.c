@@ -6,12 +6,15 @@
 #include "exchange/attempt.h"
 
 #include <stdatomic.h>
+#include <time.h>
 
 #include "config/config-t.h"
+#include "core/log.h"
 #include "exchange/plugins.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
 #include "resilience/retry.h"
+#include "resilience/retry_after.h"
 #include "upstream/balancer.h"
 #include "worker.h"
 
@@ -29,16 +32,42 @@ static void begin(struct mg_exchange *x, struct mg_target_rt *t, uint32_t probe)
     atomic_fetch_add_explicit(&t->stats->active, 1, memory_order_relaxed);
 }
 
-/* The soonest an open breaker lets a target through again, in seconds. */
+/* How long until the target's own Retry-After lets it back into rotation. */
+static uint64_t out_for_ms(const struct mg_target_rt *t, uint64_t now)
+{
+    uint64_t until = atomic_load_explicit(&t->stats->out_until, memory_order_relaxed);
+    return until > now ? until - now : 0;
+}
+
+/* The soonest an open breaker (or a Retry-After) lets a target through again,
+ * in seconds. */
 static uint32_t retry_after_s(struct mg_upstream_rt *ur, uint64_t now)
 {
     const struct mg_upstream_conf *uc = ur->conf;
     uint64_t wait_ms = UINT64_MAX;
     for (size_t k = 0; k < uc->ntargets; k++) {
         uint64_t ms = mg_breaker_retry_after_ms(&ur->targets[k].stats->breaker, &uc->breaker, now);
+        uint64_t out = out_for_ms(&ur->targets[k], now);
+        ms = out > ms ? out : ms;
         wait_ms = ms < wait_ms ? ms : wait_ms;
     }
     return (uint32_t)((wait_ms + 999) / 1000);
+}
+
+/* 0 when some target is in rotation, else how long until the first one is
+ * back from its Retry-After: a retry waits at least that long. */
+static uint64_t wait_for_target_ms(struct mg_exchange *x, uint64_t now)
+{
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    if (!uc->honor_retry_after)
+        return 0;
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
+    uint64_t wait_ms = UINT64_MAX;
+    for (size_t k = 0; k < uc->ntargets && wait_ms; k++) {
+        uint64_t ms = out_for_ms(&ur->targets[k], now);
+        wait_ms = ms < wait_ms ? ms : wait_ms;
+    }
+    return wait_ms;
 }
 
 enum mg_error mg_attempt_open(struct mg_exchange *x)
@@ -114,13 +143,57 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
         return false;
     if (!mg_retry_safe(x->method, reached, x->idem.keyed))
         return false;
+    uint64_t now = uv_now(&x->w->loop);
+    /* Every target asked for a pause the route deadline cannot wait out: the
+     * client gets the upstream's answer (or error) now rather than a 504 later. */
+    uint64_t wait = wait_for_target_ms(x, now);
+    if (wait && x->deadline.due && now + wait >= x->deadline.due)
+        return false;
     struct mg_upstream_stats *us = x->rt->ups[uc->index].stats;
-    return mg_retry_budget_try_spend(&us->budget, &uc->retry, uv_now(&x->w->loop));
+    return mg_retry_budget_try_spend(&us->budget, &uc->retry, now);
 }
 
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x)
 {
-    return mg_retry_backoff_ms(&x->route->upstream->retry, x->attempts - 1, mg_worker_random(x->w));
+    uint64_t ms =
+        mg_retry_backoff_ms(&x->route->upstream->retry, x->attempts - 1, mg_worker_random(x->w));
+    uint64_t wait = wait_for_target_ms(x, uv_now(&x->w->loop));
+    return wait > ms ? wait : ms;
+}
+
+uint64_t mg_attempt_timeout_ms(struct mg_exchange *x, uint64_t ms)
+{
+    struct mg_attempt *a = &x->att;
+    uint64_t per_try = x->route->upstream->per_try_timeout_ms;
+    a->try_cut = false;
+    if (!per_try || !ms || a->head_done)
+        return ms;
+    uint64_t spent = (uv_hrtime() - a->start_ns) / 1000000;
+    uint64_t left = spent < per_try ? per_try - spent : 1;
+    if (left >= ms)
+        return ms;
+    a->try_cut = true;
+    return left;
+}
+
+void mg_attempt_note_head(struct mg_exchange *x)
+{
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    if (!uc->honor_retry_after || (x->status != 503 && x->status != 429))
+        return;
+    int i = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("retry-after"));
+    uint64_t ms;
+    if (i < 0 || !mg_retry_after_parse(x->resp_hdrs.v[i].value, (int64_t)time(NULL), &ms) || !ms)
+        return;
+    ms = ms < uc->retry_after_max_ms ? ms : uc->retry_after_max_ms;
+    uint64_t until = uv_now(&x->w->loop) + ms;
+    _Atomic uint64_t *out = &x->att.target->stats->out_until;
+    uint64_t cur = atomic_load_explicit(out, memory_order_relaxed);
+    while (cur < until && !atomic_compare_exchange_weak_explicit(
+                              out, &cur, until, memory_order_relaxed, memory_order_relaxed)) {
+    }
+    mg_info("target %s asked for %llums out of rotation (status %d, request_id %s)",
+            x->att.target->conf->address.text, (unsigned long long)ms, x->status, x->request_id);
 }
 
 enum mg_upstream_outcome mg_attempt_outcome_of(unsigned kind)

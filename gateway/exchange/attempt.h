@@ -30,6 +30,13 @@ void mg_attempt_close(struct mg_exchange *x);
 bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached);
 /* The backoff before the next try (full jitter). */
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x);
+/* `ms` (a connect, send or read timeout of the current try; 0: none) cut to
+ * what is left of timeouts.per_try, which runs from the try's start to its
+ * response head; a->try_cut says which limit was armed. */
+uint64_t mg_attempt_timeout_ms(struct mg_exchange *x, uint64_t ms);
+/* A response head of the current try arrived: a 429 or 503 with Retry-After
+ * takes the target out of rotation that long (honor_retry_after, capped). */
+void mg_attempt_note_head(struct mg_exchange *x);
 /* The outcome label of a failure kind (MG_RETRY_ON_*). */
 enum mg_upstream_outcome mg_attempt_outcome_of(unsigned kind);
 

@@ -87,6 +87,7 @@ struct mg_attempt {
     bool head_done;  /* the response head (the final one) is parsed */
     bool reusable;   /* the connection may go back to its pool */
     bool keepalive;  /* the upstream's connection options allow reuse */
+    bool try_cut;    /* the armed timer is what is left of timeouts.per_try */
     llhttp_t parser; /* response heads (upstream/h1client.c) */
     struct mg_headscan scan;
     struct mg_body body; /* response body framing, decoded by the gateway */

@@ -30,6 +30,7 @@
 #include "exchange/attempt.h"
 #include "exchange/idem.h"
 #include "exchange/plugins.h"
+#include "exchange/propagate.h"
 #include "exchange/record.h"
 #include "http/request.h"
 #include "obs/metrics.h"
@@ -125,9 +126,10 @@ static void sync_upstream_timer(struct mg_exchange *x, bool progress)
     if (want == a->timer && !progress)
         return;
     a->timer = want;
-    x->upstream->set_timeout(a, want == MG_UPT_SEND   ? uc->send_timeout_ms
-                                : want == MG_UPT_READ ? uc->read_timeout_ms
-                                                      : 0);
+    uint64_t ms = want == MG_UPT_SEND   ? uc->send_timeout_ms
+                  : want == MG_UPT_READ ? uc->read_timeout_ms
+                                        : 0;
+    x->upstream->set_timeout(a, mg_attempt_timeout_ms(x, ms));
 }
 
 /* Ends the current try: its connection back to the pool when `reuse` and the
@@ -235,10 +237,21 @@ static void on_slot_granted(struct mg_waiter *wt)
     advance(x);
 }
 
+/* A higher-priority request took this one's place in the queue: answered
+ * from the wait timer (on_wait_timer's queue timeout path), not from inside
+ * the other exchange's admission. */
+static void on_slot_shed(struct mg_waiter *wt)
+{
+    struct mg_exchange *x =
+        (struct mg_exchange *)((char *)wt - offsetof(struct mg_exchange, waiter));
+    uv_timer_start(&x->wait, on_wait_timer, 0, 0);
+}
+
 /* A slot held, the queue joined (QUEUED), or failed with bulkhead_full. */
 static void admit(struct mg_exchange *x)
 {
     const struct mg_bulkhead_conf *bc = &x->route->upstream->bulkhead;
+    x->waiter.priority = (uint8_t)x->route->priority;
     switch (mg_admission_enter(route_stats(x), bc, (unsigned)x->w->id, uv_now(&x->w->loop),
                                &x->waiter)) {
     case MG_ADMIT_ACQUIRED:
@@ -282,6 +295,7 @@ static int response_head(struct mg_exchange *x)
     const struct mg_upstream_conf *uc = x->route->upstream;
     struct mg_attempt *a = &x->att;
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
+    mg_attempt_note_head(x);
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
     if (mg_retry_should_retry_status(&uc->retry, x->status) && mg_attempt_may_retry(x, 0, true)) {
         mg_attempt_report(x, failure, status_outcome(uc, x->status));
@@ -559,7 +573,7 @@ static int step_connect(struct mg_exchange *x)
     struct mg_attempt *a = &x->att;
     if (!x->slot_held) {
         /* First pass: the deadline covers queueing, every try and every backoff. */
-        mg_deadline_set(&x->deadline, x->route->timeout_ms);
+        mg_deadline_set(&x->deadline, mg_xprop_timeout_ms(x));
         mg_retry_budget_record_request(&route_stats(x)->budget, uv_now(&x->w->loop));
         admit(x);
         if (x->state != MG_X_CONNECT)
@@ -573,7 +587,8 @@ static int step_connect(struct mg_exchange *x)
         }
         a->events = &upconn_ops;
         bool ready = false;
-        int rc = x->upstream->acquire(a, x->route->upstream->connect_timeout_ms, &ready);
+        int rc = x->upstream->acquire(
+            a, mg_attempt_timeout_ms(x, x->route->upstream->connect_timeout_ms), &ready);
         if (rc) {
             try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
                        uv_strerror(rc));
@@ -866,7 +881,8 @@ static void on_up_timeout(struct mg_upconn *u)
 {
     struct mg_exchange *x = owner_of(u);
     struct mg_attempt *a = &x->att;
-    const char *what = !a->ready                 ? "connect timeout"
+    const char *what = a->try_cut                ? "per-try timeout"
+                       : !a->ready               ? "connect timeout"
                        : a->timer == MG_UPT_SEND ? "upstream send timeout"
                                                  : "upstream read timeout";
     try_failed(x, MG_RETRY_ON_TIMEOUT, a->ready, MG_ERR_UPSTREAM_TIMEOUT, what);
@@ -922,6 +938,7 @@ static void hook_init(struct mg_exchange *x, struct mg_worker *w,
     x->wait.data = x;
     x->handles_open = 2;
     x->waiter.on_grant = on_slot_granted;
+    x->waiter.on_shed = on_slot_shed;
     x->state = MG_X_IDLE;
 }
 

@@ -6,6 +6,7 @@
 #define MG_REGISTRY_T_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "resilience/breaker-t.h"
@@ -21,6 +22,7 @@ struct mg_target_stats {
     _Atomic uint64_t ewma_at_ms;  /* when ewma_ns was last updated */
     _Atomic uint64_t failures;    /* failures reported, ever */
     _Atomic uint32_t unhealthy;   /* 1 while active health checks say down */
+    _Atomic uint64_t out_until;   /* loop ms: out of rotation (its 429/503 Retry-After) */
     struct mg_target_stats *next; /* registry list */
     char *key;                    /* "upstream\taddress" */
 };
@@ -32,6 +34,12 @@ struct mg_waiter {
     struct mg_waiter *next;
     uint64_t since;                         /* loop ms it joined the queue */
     void (*on_grant)(struct mg_waiter *wt); /* at a loop boundary: the slot is held */
+    /* A request of higher priority took its place in a full queue: it is out of
+     * the queue, counted as rejected; the owner answers bulkhead_full soon
+     * (not from inside this call: another exchange is running). */
+    void (*on_shed)(struct mg_waiter *wt);
+    uint8_t priority; /* enum mg_priority, set by the owner before entering */
+    bool shed;        /* set with on_shed */
 };
 
 /* A worker's FIFO of waiters on one upstream's bulkhead; only that worker
