@@ -139,6 +139,14 @@ struct mg_upstream_tls_conf {
     struct mg_tls_ctx *ctx; /* built at load when enabled, freed with the snapshot */
 };
 
+/* hedge: {after: p95 | DURATION, max: 1}; off when absent. */
+struct mg_hedge_conf {
+    bool enabled;
+    uint64_t after_ms;       /* a fixed delay, or 0 when after_permille is used */
+    uint32_t after_permille; /* pNN of recent response-head latency (950 = p95) */
+    uint32_t max;            /* extra tries at most per request: 1 */
+};
+
 struct mg_upstream_conf {
     char *name;                     /* the key under `upstreams:` */
     size_t index;                   /* position in mg_config.upstreams */
@@ -158,6 +166,7 @@ struct mg_upstream_conf {
     bool honor_retry_after;      /* the section is present */
     uint64_t retry_after_max_ms; /* 30s */
     char *deadline_header;       /* NULL: no deadline propagation */
+    struct mg_hedge_conf hedge;
 };
 
 struct mg_plugin_conf {

@@ -467,6 +467,9 @@ static const struct mg_conf_field upstream_fields[] = {
         .off2 = UP(honor_retry_after), .sub = mg_conf_retry_after_fields),
     ROW("deadline_header", MG_K_STRING, UP(deadline_header), NULL, .flags = MG_CF_NULLABLE,
         .fn = mg_conf_check_deadline_header),
+    ROW("hedge", MG_K_SECTION, UP(hedge), NULL, .flags = MG_CF_ENABLE,
+        .off2 = offsetof(struct mg_hedge_conf, enabled), .sub = mg_conf_hedge_fields,
+        .fn = mg_conf_check_hedge),
     END,
 };
 

@@ -4,6 +4,7 @@
 #include "config/resilience2.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "config/config.h"
 #include "http/message.h"
@@ -44,6 +45,49 @@ int mg_conf_check_deadline_header(struct mg_conf_ld *ld, yaml_node_t *n, void *d
 
 const struct mg_conf_field mg_conf_retry_after_fields[] = {
     ROW("max", MG_K_DURATION, UP(retry_after_max_ms), "30s", .lo = 1),
+    END,
+};
+
+/* hedge.after: "pNN" (or "pNN.N"), 50 <= NN < 100, or a duration >= 1ms. */
+static int parse_hedge_after(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    struct mg_hedge_conf *h = dst;
+    const char *s;
+
+    if (n == NULL)
+        return 0; /* checked with the section: hedging off, or an error */
+    if (mg_conf_scalar(ld, n, "a duration or a percentile", &s) < 0)
+        return -1;
+    if (s[0] == 'p') {
+        char *end;
+        double pct = strtod(s + 1, &end);
+        if (end == s + 1 || *end != '\0' || !(pct >= 50 && pct < 100))
+            return mg_conf_fail(ld, n, "invalid percentile '%.64s' (expected p50 to p99.9)", s);
+        h->after_permille = (uint32_t)(pct * 10 + 0.5);
+        h->after_ms = 0;
+        return 0;
+    }
+    if (mg_parse_duration_ms(s, &h->after_ms) < 0 || h->after_ms == 0)
+        return mg_conf_fail(ld, n, "invalid hedge delay '%.64s' (expected e.g. 50ms or p95)", s);
+    return 0;
+}
+
+int mg_conf_check_hedge(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    const struct mg_hedge_conf *h = dst;
+
+    if (h->enabled && !h->after_ms && !h->after_permille)
+        return mg_conf_fail(ld, n,
+                            "hedge needs 'after' (a duration like 50ms or a percentile "
+                            "like p95)");
+    return 0;
+}
+
+#define HDG(m) offsetof(struct mg_hedge_conf, m)
+
+const struct mg_conf_field mg_conf_hedge_fields[] = {
+    ROW("after", MG_K_CUSTOM, 0, NULL, .fn = parse_hedge_after),
+    ROW("max", MG_K_UINT, HDG(max), "1", .lo = 1, .hi = 3),
     END,
 };
 

@@ -14,6 +14,9 @@ int mg_conf_per_try(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 int mg_conf_check_deadline_header(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 /* honor_retry_after: {max: 30s} */
 extern const struct mg_conf_field mg_conf_retry_after_fields[];
+/* hedge: {after, max} */
+extern const struct mg_conf_field mg_conf_hedge_fields[];
+int mg_conf_check_hedge(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 /* routes[].priority names, in enum mg_priority order. */
 extern const char *const mg_conf_priority_names[];
 

@@ -13,14 +13,15 @@
 #include "exchange/plugins.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
+#include "resilience/quantile.h"
 #include "resilience/retry.h"
 #include "resilience/retry_after.h"
 #include "upstream/balancer.h"
 #include "worker.h"
 
-static void begin(struct mg_exchange *x, struct mg_target_rt *t, uint32_t probe)
+static void begin(struct mg_exchange *x, struct mg_attempt *a, struct mg_target_rt *t,
+                  uint32_t probe)
 {
-    struct mg_attempt *a = &x->att;
     a->x = x;
     a->target = t;
     a->probe = probe;
@@ -97,13 +98,38 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
         return MG_ERR_CIRCUIT_OPEN;
     }
     mg_tried_add(&x->tried, (size_t)i);
-    begin(x, &ur->targets[i], probe);
+    begin(x, &x->att, &ur->targets[i], probe);
     return MG_ERR_NONE;
+}
+
+bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
+{
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
+    uint64_t now = uv_now(&x->w->loop);
+    uint32_t probe = 0;
+    for (size_t n = 0; n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now); n++) {
+        int i = mg_balancer_pick(ur, &x->tried, now);
+        if (i < 0)
+            return false;
+        mg_tried_add(&x->tried, (size_t)i);
+        if (mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe)) {
+            *a = (struct mg_attempt){0};
+            begin(x, a, &ur->targets[i], probe);
+            return true;
+        }
+    }
+    return false;
 }
 
 void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_outcome outcome)
 {
-    struct mg_attempt *a = &x->att;
+    mg_attempt_report_on(&x->att, failure, outcome);
+}
+
+void mg_attempt_report_on(struct mg_attempt *a, bool failure, enum mg_upstream_outcome outcome)
+{
+    struct mg_exchange *x = a->x;
     if (!a->open || a->reported)
         return;
     a->reported = true;
@@ -119,7 +145,11 @@ void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_out
 
 void mg_attempt_close(struct mg_exchange *x)
 {
-    struct mg_attempt *a = &x->att;
+    mg_attempt_close_on(&x->att);
+}
+
+void mg_attempt_close_on(struct mg_attempt *a)
+{
     if (!a->open)
         return;
     if (!a->reported)
@@ -179,6 +209,11 @@ uint64_t mg_attempt_timeout_ms(struct mg_exchange *x, uint64_t ms)
 void mg_attempt_note_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->route->upstream;
+    uint64_t now = uv_now(&x->w->loop);
+    if (uc->hedge.after_permille)
+        mg_quantile_add(&x->rt->ups[uc->index].latency,
+                        (uint32_t)((uv_hrtime() - x->att.start_ns) / 1000),
+                        uc->hedge.after_permille);
     if (!uc->honor_retry_after || (x->status != 503 && x->status != 429))
         return;
     int i = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("retry-after"));
@@ -186,7 +221,7 @@ void mg_attempt_note_head(struct mg_exchange *x)
     if (i < 0 || !mg_retry_after_parse(x->resp_hdrs.v[i].value, (int64_t)time(NULL), &ms) || !ms)
         return;
     ms = ms < uc->retry_after_max_ms ? ms : uc->retry_after_max_ms;
-    uint64_t until = uv_now(&x->w->loop) + ms;
+    uint64_t until = now + ms;
     _Atomic uint64_t *out = &x->att.target->stats->out_until;
     uint64_t cur = atomic_load_explicit(out, memory_order_relaxed);
     while (cur < until && !atomic_compare_exchange_weak_explicit(

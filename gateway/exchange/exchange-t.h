@@ -241,6 +241,12 @@ struct mg_exchange {
     size_t body_copy_len, body_copy_cap;
     bool body_copy_ok; /* body_copy holds the whole body so far */
 
+    /* Hedging (exchange/hedge.c; DESIGN.md section 10.7). */
+    struct mg_attempt *hedge; /* a hedged try racing att, or NULL */
+    uint8_t hedges;           /* hedges sent */
+    bool hedge_timer;         /* x->wait runs the hedge delay */
+    bool hedge_head;          /* the hedge won: its head, in x, awaits response_head */
+
     /* Response head from the upstream, copied; slices point into it. */
     char *resp_head;
     size_t resp_headlen, resp_headcap;

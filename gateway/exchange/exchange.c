@@ -28,6 +28,7 @@
 #include "config/config-t.h"
 #include "core/log.h"
 #include "exchange/attempt.h"
+#include "exchange/hedge.h"
 #include "exchange/idem.h"
 #include "exchange/plugins.h"
 #include "exchange/propagate.h"
@@ -136,6 +137,8 @@ static void sync_upstream_timer(struct mg_exchange *x, bool progress)
  * exchange completed cleanly, else closed; its outcome cancelled if unknown. */
 static void detach(struct mg_exchange *x, bool reuse)
 {
+    if (x->hedge_timer || x->hedge)
+        mg_hedge_cancel(x);
     if (x->att.up)
         x->upstream->release(&x->att, reuse);
     mg_attempt_close(x);
@@ -294,6 +297,8 @@ static int response_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->route->upstream;
     struct mg_attempt *a = &x->att;
+    if (x->hedge_timer || x->hedge)
+        mg_hedge_settle(x);
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
     mg_attempt_note_head(x);
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
@@ -333,6 +338,11 @@ static int response_head(struct mg_exchange *x)
 static void read_response(struct mg_exchange *x)
 {
     struct mg_attempt *a = &x->att;
+    if (x->hedge_head) { /* a hedge's head won the race: already parsed */
+        x->hedge_head = false;
+        if (response_head(x) != MG_NEXT)
+            return;
+    }
     while (!x->resp_done && x->state == MG_X_FORWARD) {
         struct mg_slice d;
         struct mg_rbuf *pin = NULL;
@@ -600,6 +610,8 @@ static int step_connect(struct mg_exchange *x)
         return MG_AGAIN;
     start_forwarding(x);
     x->state = MG_X_FORWARD;
+    if (x->route->upstream->hedge.enabled)
+        mg_hedge_arm(x);
     return MG_NEXT;
 }
 

@@ -220,6 +220,16 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
                 sample_u64(b, per_upstream[f].name, kv, 1, v);
         }
     }
+    static const char *const hedge_results[] = {"won", "lost", "cancelled"};
+    _Static_assert(sizeof hedge_results / sizeof hedge_results[0] == MG_HEDGE__COUNT, "names");
+    family(b, "moongate_hedges_total", "counter",
+           "Hedged tries, by upstream and result (won, lost, cancelled).");
+    for (size_t u = 0; u < m->nupstreams; u++) {
+        for (unsigned k = 0; k < MG_HEDGE__COUNT; k++) {
+            const char *kv[] = {"upstream", m->cfg->upstreams[u].name, "result", hedge_results[k]};
+            sample_u64(b, "moongate_hedges_total", kv, 2, r->upstream[u][MG_MU_HEDGES + k]);
+        }
+    }
     if (hooks == NULL || hooks->target_stats == NULL)
         return;
     family(b, "moongate_circuit_state", "gauge",

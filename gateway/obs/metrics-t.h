@@ -179,8 +179,13 @@ enum {
     MG_MU_BULKHEAD_IN_USE, /* gauge */
     MG_MU_BULKHEAD_QUEUED, /* gauge */
     MG_MU_BULKHEAD_REJECTED,
-    MG_MU_CELLS,
+    MG_MU_HEDGES, /* MG_HEDGE__COUNT */
+    MG_MU_CELLS = MG_MU_HEDGES + 3,
 };
+
+/* moongate_hedges_total{result}: a hedge's response head came first (won),
+ * the first try's did (lost), or the exchange ended otherwise (cancelled). */
+enum mg_hedge_result { MG_HEDGE_WON, MG_HEDGE_LOST, MG_HEDGE_CANCELLED, MG_HEDGE__COUNT };
 
 /* target entity */
 enum {

@@ -266,3 +266,107 @@ def test_sheddable_request_does_not_displace_a_critical_one(gateway, upstream):
     for th in (holder, crit):
         th.join(t(5))
     assert results["holder"][0] == 200 and results["critical"][0] == 200, results
+
+
+# ------------------------------------------------------------ hedge
+
+HEDGE = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}, {address: "$b"}]
+    hedge: {after: $after, max: 1}
+    retry: {max_retries: 2, backoff: {base: 1ms, max: 2ms}}
+    circuit_breaker: {consecutive_failures: 1000, failure_rate: 0}
+routes:
+  - name: all
+    match: {paths: ["/"]}
+    upstream: u
+    timeout: 5s
+"""
+
+
+def hedges(gw):
+    import urllib.request
+    url = "http://127.0.0.1:%d/metrics" % gw.admin_port
+    with urllib.request.urlopen(url, timeout=t(5)) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("moongate_hedges_total{"):
+            result = line.split('result="')[1].split('"')[0]
+            out[result] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def test_hedge_wins_over_a_slow_target(gateway, upstream):
+    slow, fast = upstream(slow_handler(t(0.8), b"slow")), upstream()
+    gw = gateway(HEDGE, a=slow, b=fast, after=ms(0.05))
+    for i in range(4):
+        start = time.monotonic()
+        r = fetch(gw.port, "GET", "/h%d" % i)
+        assert r.status == 200 and r.body != b"slow"
+        assert time.monotonic() - start < t(0.5)
+    # requests 0 and 2 went to the slow target first, then were hedged
+    assert len(slow.requests) == 2 and len(fast.requests) == 4
+    assert hedges(gw) == {"won": 2, "lost": 0, "cancelled": 0}
+
+
+def test_hedge_loses_to_the_first_head(gateway, upstream):
+    first, hedge = upstream(slow_handler(t(0.25), b"first")), upstream(slow_handler(t(1.5), b"h"))
+    gw = gateway(HEDGE, a=first, b=hedge, after=ms(0.05))
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200 and r.body == b"first"
+    assert hedge.wait_requests(1, t(2))
+    assert hedges(gw) == {"won": 0, "lost": 1, "cancelled": 0}
+    # the loser's connection was closed, not pooled: the next try on that target
+    # (first or hedged, as the round robin goes) opens a new one
+    r = fetch(gw.port, "GET", "/y")
+    assert r.body == b"first"
+    assert hedge.wait_requests(2, t(2))
+    assert hedge.requests[1].conn_serial != hedge.requests[0].conn_serial
+    h = hedges(gw)
+    assert h["won"] + h["lost"] == 2 and h["cancelled"] == 0
+
+
+def test_unsafe_requests_are_not_hedged(gateway, upstream):
+    slow, fast = upstream(slow_handler(t(0.3), b"slow")), upstream()
+    gw = gateway(HEDGE, a=slow, b=fast, after=ms(0.05))
+    r = fetch(gw.port, "POST", "/pay", body=b"x")
+    assert r.status == 200 and r.body == b"slow"
+    assert len(fast.requests) == 0 and hedges(gw) == {"won": 0, "lost": 0, "cancelled": 0}
+
+
+def test_no_hedge_once_the_response_started(gateway, upstream):
+    def slow_body(conn, req):
+        conn.read_body(req)
+        conn.send_head(200, [("Content-Length", "4")])
+        conn.send(b"ab")
+        time.sleep(t(0.3))
+        conn.send(b"cd")
+    first, other = upstream(slow_body), upstream()
+    gw = gateway(HEDGE, a=first, b=other, after=ms(0.05))
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200 and r.body == b"abcd"
+    assert len(other.requests) == 0
+
+
+def test_hedge_after_a_percentile(gateway, upstream):
+    calls = [0]
+
+    def mostly_fast(conn, req):
+        conn.read_body(req)
+        calls[0] += 1
+        if calls[0] == 70:
+            time.sleep(t(1.0))
+        conn.respond(200, b"a")
+    a, b = upstream(mostly_fast), upstream()
+    gw = gateway(HEDGE.replace("$b", "$a2").replace("{address: \"$a2\"}",
+                                                   "{address: \"$a2\"}, {address: \"$b\"}"),
+                 a=a, a2=upstream(), b=b, after="p90")
+    slowest = 0
+    for i in range(200):
+        start = time.monotonic()
+        assert fetch(gw.port, "GET", "/q%d" % i).status == 200
+        slowest = max(slowest, time.monotonic() - start)
+    assert slowest < t(0.6)  # the 1 s answer was hedged
+    assert hedges(gw).get("won", 0) >= 1
