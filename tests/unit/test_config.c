@@ -171,6 +171,21 @@ static void test_resilience2_values(void **state)
                     "  - {name: r, upstream: a}\n");
     assert_int_equal(cfg->upstreams[0].per_try_timeout_ms, 0);
     assert_int_equal(cfg->upstreams[0].retry_after_max_ms, 5000);
+    assert_false(cfg->upstreams[0].hedge.enabled);
+    mg_config_unref(cfg);
+    cfg = load(HEAD "    hedge: {after: p95}\n"
+                    "  b:\n"
+                    "    targets: [{address: \"127.0.0.1:9002\"}]\n"
+                    "    hedge: {after: 40ms, max: 2}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    assert_true(cfg->upstreams[0].hedge.enabled);
+    assert_int_equal(cfg->upstreams[0].hedge.after_permille, 950);
+    assert_int_equal(cfg->upstreams[0].hedge.after_ms, 0);
+    assert_int_equal(cfg->upstreams[0].hedge.max, 1);
+    assert_int_equal(cfg->upstreams[1].hedge.after_ms, 40);
+    assert_int_equal(cfg->upstreams[1].hedge.after_permille, 0);
+    assert_int_equal(cfg->upstreams[1].hedge.max, 2);
     mg_config_unref(cfg);
 }
 
@@ -185,6 +200,14 @@ static void test_resilience2_errors(void **state)
                  "t.yaml:5:22: upstreams.a.deadline_header: invalid header name 'X Timeout'");
     expect_error(HEAD "    honor_retry_after: {max: 0s}\n",
                  "t.yaml:5:30: upstreams.a.honor_retry_after.max: duration must be at least 1ms");
+    expect_error(HEAD "    hedge: {max: 1}\n",
+                 "t.yaml:5:12: upstreams.a.hedge: hedge needs 'after'");
+    expect_error(HEAD "    hedge: {after: p100}\n",
+                 "t.yaml:5:20: upstreams.a.hedge.after: invalid percentile 'p100'");
+    expect_error(HEAD "    hedge: {after: 0ms}\n",
+                 "t.yaml:5:20: upstreams.a.hedge.after: invalid hedge delay '0ms'");
+    expect_error(HEAD "    hedge: {after: 5ms, max: 4}\n",
+                 "t.yaml:5:30: upstreams.a.hedge.max: 4 is out of range (expected 1..3)");
     expect_error(HEAD "routes:\n"
                       "  - {name: r, upstream: a, priority: urgent}\n",
                  "t.yaml:6:38: routes[0].priority: invalid value 'urgent' (expected one of: "
