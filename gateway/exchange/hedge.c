@@ -19,6 +19,7 @@
 #include "resilience/quantile.h"
 #include "resilience/retry.h"
 #include "runtime.h"
+#include "upstream/balancer.h"
 #include "upstream/pool.h"
 #include "worker.h"
 
@@ -66,7 +67,8 @@ static bool may_hedge(struct mg_exchange *x)
     const struct mg_upstream_conf *uc = x->route->upstream;
     if (x->state != MG_X_FORWARD || x->att.head_done || x->resp_started || !x->req_done ||
         x->req_upgrade || (x->req_body_bytes > 0 && !x->body_copy_ok) ||
-        x->hedges >= uc->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed))
+        x->hedges >= uc->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed) ||
+        !mg_balancer_fresh_exists(&x->rt->ups[uc->index], &x->tried, uv_now(&x->w->loop)))
         return false;
     return mg_retry_budget_try_spend(&x->rt->ups[uc->index].stats->budget, &uc->retry,
                                      uv_now(&x->w->loop));
@@ -93,7 +95,7 @@ static void on_hedge_timer(uv_timer_t *t)
     if (!x->hedge)
         x->hedge = mg_arena_alloc(&x->arena, sizeof *x->hedge);
     if (!mg_attempt_open_other(x, x->hedge))
-        return; /* no other target: the budget token is spent, as a refused retry's is */
+        return; /* lost a race to an opening breaker */
     struct mg_attempt *h = x->hedge;
     x->hedges++;
     h->events = &hedge_ops;
