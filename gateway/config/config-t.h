@@ -147,6 +147,17 @@ struct mg_hedge_conf {
     uint32_t max;            /* extra tries at most per request: 1 */
 };
 
+/* outlier_detection: off when absent (resilience/outlier.h). */
+struct mg_outlier_conf {
+    bool enabled;
+    uint64_t interval_ms;          /* 5s */
+    double error_factor;           /* 2.0 */
+    double latency_factor;         /* 3.0 */
+    uint64_t base_ejection_ms;     /* 30s */
+    uint32_t max_ejection_percent; /* 50 */
+    uint32_t min_requests;         /* 50 */
+};
+
 struct mg_upstream_conf {
     char *name;                     /* the key under `upstreams:` */
     size_t index;                   /* position in mg_config.upstreams */
@@ -167,6 +178,7 @@ struct mg_upstream_conf {
     uint64_t retry_after_max_ms; /* 30s */
     char *deadline_header;       /* NULL: no deadline propagation */
     struct mg_hedge_conf hedge;
+    struct mg_outlier_conf outlier;
 };
 
 struct mg_plugin_conf {

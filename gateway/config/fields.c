@@ -470,6 +470,8 @@ static const struct mg_conf_field upstream_fields[] = {
     ROW("hedge", MG_K_SECTION, UP(hedge), NULL, .flags = MG_CF_ENABLE,
         .off2 = offsetof(struct mg_hedge_conf, enabled), .sub = mg_conf_hedge_fields,
         .fn = mg_conf_check_hedge),
+    ROW("outlier_detection", MG_K_SECTION, UP(outlier), NULL, .flags = MG_CF_ENABLE,
+        .off2 = offsetof(struct mg_outlier_conf, enabled), .sub = mg_conf_outlier_fields),
     END,
 };
 

@@ -91,4 +91,16 @@ const struct mg_conf_field mg_conf_hedge_fields[] = {
     END,
 };
 
+#define OUT(m) offsetof(struct mg_outlier_conf, m)
+
+const struct mg_conf_field mg_conf_outlier_fields[] = {
+    ROW("interval", MG_K_DURATION, OUT(interval_ms), "5s", .lo = 1),
+    ROW("error_factor", MG_K_DOUBLE, OUT(error_factor), "2.0", .lo = 1, .hi = 1000),
+    ROW("latency_factor", MG_K_DOUBLE, OUT(latency_factor), "3.0", .lo = 1, .hi = 1000),
+    ROW("base_ejection", MG_K_DURATION, OUT(base_ejection_ms), "30s", .lo = 1),
+    ROW("max_ejection_percent", MG_K_UINT, OUT(max_ejection_percent), "50", .hi = 100),
+    ROW("min_requests", MG_K_UINT, OUT(min_requests), "50", .lo = 1),
+    END,
+};
+
 const char *const mg_conf_priority_names[] = {"critical", "default", "sheddable", NULL};

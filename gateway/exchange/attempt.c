@@ -13,6 +13,7 @@
 #include "exchange/plugins.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
+#include "resilience/outlier.h"
 #include "resilience/quantile.h"
 #include "resilience/retry.h"
 #include "resilience/retry_after.h"
@@ -122,6 +123,23 @@ bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
     return false;
 }
 
+/* Outlier detection: the try counts for its target, and whoever reports when
+ * the interval is over evaluates the upstream's targets. */
+static void outlier_report(struct mg_exchange *x, struct mg_attempt *a, bool failure)
+{
+    const struct mg_upstream_conf *uc = x->route->upstream;
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
+    mg_outlier_record(a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
+    struct mg_target_stats *ts[64];
+    size_t n = uc->ntargets < 64 ? uc->ntargets : 64;
+    for (size_t k = 0; k < n; k++)
+        ts[k] = ur->targets[k].stats;
+    unsigned ejected =
+        mg_outlier_maybe_eval(&ur->stats->outlier_next, ts, n, &uc->outlier, uv_now(&x->w->loop));
+    if (ejected)
+        mg_warn("outlier detection: %u target(s) of upstream %s ejected", ejected, uc->name);
+}
+
 void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_outcome outcome)
 {
     mg_attempt_report_on(&x->att, failure, outcome);
@@ -141,6 +159,8 @@ void mg_attempt_report_on(struct mg_attempt *a, bool failure, enum mg_upstream_o
                       a->probe);
     if (failure)
         atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);
+    if (x->route->upstream->outlier.enabled)
+        outlier_report(x, a, failure);
 }
 
 void mg_attempt_close(struct mg_exchange *x)

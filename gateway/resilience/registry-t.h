@@ -11,18 +11,20 @@
 
 #include "resilience/breaker-t.h"
 #include "resilience/bulkhead-t.h"
+#include "resilience/outlier-t.h"
 #include "resilience/retry-t.h"
 
 /* One per (upstream name, target address). Read by the balancers (and later
  * through the Lua FFI), so it is a plain struct of atomics. */
 struct mg_target_stats {
     struct mg_breaker breaker;
+    struct mg_outlier_cell outlier;
     _Atomic uint32_t active;      /* requests in flight to it, all workers */
     _Atomic uint64_t ewma_ns;     /* peak-EWMA latency of response heads, ns */
     _Atomic uint64_t ewma_at_ms;  /* when ewma_ns was last updated */
     _Atomic uint64_t failures;    /* failures reported, ever */
     _Atomic uint32_t unhealthy;   /* 1 while active health checks say down */
-    _Atomic uint64_t out_until;   /* loop ms: out of rotation (its 429/503 Retry-After) */
+    _Atomic uint64_t out_until;   /* loop ms: out of rotation (Retry-After, outlier) */
     struct mg_target_stats *next; /* registry list */
     char *key;                    /* "upstream\taddress" */
 };
@@ -53,6 +55,7 @@ struct mg_upstream_stats {
     struct mg_retry_budget budget;
     struct mg_waitlist *waiting;    /* [nworkers] */
     _Atomic uint64_t rejected;      /* bulkhead_full answers */
+    _Atomic uint64_t outlier_next;  /* loop ms of the next outlier evaluation */
     struct mg_upstream_stats *next; /* registry list (append-only) */
     char *name;
 };

@@ -369,3 +369,62 @@ def test_hedge_after_a_percentile(gateway, upstream):
         slowest = max(slowest, time.monotonic() - start)
     assert slowest < t(0.6)  # the 1 s answer was hedged
     assert hedges(gw)["won"] >= 1
+
+
+# ------------------------------------------------------------ outlier_detection
+
+OUTLIER = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}, {address: "$b"}, {address: "$c"}]
+    retry: {max_retries: 0}
+    circuit_breaker: {consecutive_failures: 1000, failure_rate: 0}
+    outlier_detection: {interval: $interval, min_requests: 10, base_ejection: $base,
+                        max_ejection_percent: $pct}
+routes:
+  - name: all
+    match: {paths: ["/"]}
+    upstream: u
+"""
+
+
+def every_third_fails():
+    n = [0]
+
+    def handler(conn, req):
+        conn.read_body(req)
+        n[0] += 1
+        conn.respond(503 if n[0] % 3 == 0 else 200, b"x")
+    return handler
+
+
+def test_outlier_is_ejected_then_returns(gateway, upstream):
+    bad, b, c = upstream(every_third_fails()), upstream(), upstream()
+    gw = gateway(OUTLIER, a=bad, b=b, c=c, interval=ms(0.2), base=ms(1), pct=50,
+                 allow_errors=ALLOW)
+    deadline = time.monotonic() + t(3)
+    while time.monotonic() < deadline and "ejected" not in gw.log():
+        fetch(gw.port, "GET", "/w")
+    assert "ejected" in gw.log()
+    seen = len(bad.requests)
+    for i in range(30):
+        assert fetch(gw.port, "GET", "/e%d" % i).status == 200
+    assert len(bad.requests) == seen  # out of rotation
+    time.sleep(t(1.1))  # base_ejection over: back in rotation
+    for i in range(6):
+        fetch(gw.port, "GET", "/r%d" % i)
+    assert len(bad.requests) > seen
+
+
+def test_outlier_ejection_respects_max_percent(gateway, upstream):
+    bad, b, c = upstream(every_third_fails()), upstream(), upstream()
+    gw = gateway(OUTLIER, a=bad, b=b, c=c, interval=ms(0.2), base=ms(2), pct=0,
+                 allow_errors=ALLOW)
+    deadline = time.monotonic() + t(0.8)
+    while time.monotonic() < deadline:
+        fetch(gw.port, "GET", "/w")
+    seen = len(bad.requests)
+    for i in range(9):
+        fetch(gw.port, "GET", "/e%d" % i)
+    assert len(bad.requests) == seen + 3  # never ejected: 0 % may be out
+    assert "ejected" not in gw.log()

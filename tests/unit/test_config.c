@@ -186,6 +186,18 @@ static void test_resilience2_values(void **state)
     assert_int_equal(cfg->upstreams[1].hedge.after_ms, 40);
     assert_int_equal(cfg->upstreams[1].hedge.after_permille, 0);
     assert_int_equal(cfg->upstreams[1].hedge.max, 2);
+    assert_false(cfg->upstreams[1].outlier.enabled);
+    mg_config_unref(cfg);
+    cfg = load(HEAD "    outlier_detection: {interval: 2s}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    const struct mg_outlier_conf *o = &cfg->upstreams[0].outlier;
+    assert_true(o->enabled);
+    assert_int_equal(o->interval_ms, 2000);
+    assert_true(o->error_factor == 2.0 && o->latency_factor == 3.0);
+    assert_int_equal(o->base_ejection_ms, 30000);
+    assert_int_equal(o->max_ejection_percent, 50);
+    assert_int_equal(o->min_requests, 50);
     mg_config_unref(cfg);
 }
 
