@@ -130,12 +130,14 @@ static void outlier_report(struct mg_exchange *x, struct mg_attempt *a, bool fai
     const struct mg_upstream_conf *uc = x->route->upstream;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     mg_outlier_record(a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
+    uint64_t now = uv_now(&x->w->loop);
+    if (now < atomic_load_explicit(&ur->stats->outlier_next, memory_order_relaxed))
+        return;
     struct mg_target_stats *ts[64];
     size_t n = uc->ntargets < 64 ? uc->ntargets : 64;
     for (size_t k = 0; k < n; k++)
         ts[k] = ur->targets[k].stats;
-    unsigned ejected =
-        mg_outlier_maybe_eval(&ur->stats->outlier_next, ts, n, &uc->outlier, uv_now(&x->w->loop));
+    unsigned ejected = mg_outlier_maybe_eval(&ur->stats->outlier_next, ts, n, &uc->outlier, now);
     if (ejected)
         mg_warn("outlier detection: %u target(s) of upstream %s ejected", ejected, uc->name);
 }
