@@ -47,6 +47,9 @@ def test_per_try_timeout_retries_on_the_other_target(gateway, upstream):
         assert time.monotonic() - start < t(0.7)  # far below the slow target's 1 s
     assert len(slow.requests) >= 1 and len(fast.requests) == 2
     assert "per-try timeout" in gw.log()
+    # counted as a timeout of the slow target
+    assert metric(gw, "moongate_upstream_requests_total",
+                  'target="%s",outcome="timeout"' % slow.address) == len(slow.requests)
 
 
 def test_per_try_timeouts_end_at_max_retries_within_the_deadline(gateway, upstream):
@@ -285,6 +288,16 @@ routes:
 """
 
 
+def metric(gw, name, labels):
+    import urllib.request
+    url = "http://127.0.0.1:%d/metrics" % gw.admin_port
+    with urllib.request.urlopen(url, timeout=t(5)) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + "{") and labels in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+    return None
+
+
 def hedges(gw):
     import urllib.request
     url = "http://127.0.0.1:%d/metrics" % gw.admin_port
@@ -326,6 +339,24 @@ def test_hedge_loses_to_the_first_head(gateway, upstream):
     assert hedge.requests[1].conn_serial != hedge.requests[0].conn_serial
     h = hedges(gw)
     assert h["won"] + h["lost"] == 2 and h["cancelled"] == 0
+
+
+def test_hedge_cancelled_when_the_first_try_fails(gateway, upstream):
+    first_done = []
+
+    def resets_once(conn, req):
+        conn.read_body(req)
+        if not first_done:
+            first_done.append(1)
+            time.sleep(t(0.3))
+            conn.reset()
+            return False
+        conn.respond(200, b"a")
+    first, hedge = upstream(resets_once), upstream(slow_handler(t(1.0), b"h"))
+    gw = gateway(HEDGE, a=first, b=hedge, after=ms(0.05), allow_errors=ALLOW)
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200  # retried (on either target) after the first try's reset
+    assert hedges(gw)["cancelled"] == 1
 
 
 def test_unsafe_requests_are_not_hedged(gateway, upstream):
