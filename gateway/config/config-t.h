@@ -84,10 +84,19 @@ struct mg_breaker_conf {
     size_t n_failure_statuses;
 };
 
+/* bulkhead.adaptive: off when absent (resilience/gradient.h). */
+struct mg_adaptive_conf {
+    bool enabled;
+    uint32_t min_limit; /* 4 */
+    uint32_t max_limit; /* 512 */
+    double smoothing;   /* 0.2 */
+};
+
 struct mg_bulkhead_conf {
     uint32_t max_concurrent;   /* 256 */
     uint32_t max_queue;        /* 128 */
     uint64_t queue_timeout_ms; /* 1s */
+    struct mg_adaptive_conf adaptive;
 };
 
 struct mg_health_conf {

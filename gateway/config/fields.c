@@ -437,6 +437,9 @@ static const struct mg_conf_field bulkhead_fields[] = {
     ROW("max_concurrent", MG_K_UINT, BLK(max_concurrent), "256", .lo = 1),
     ROW("max_queue", MG_K_UINT, BLK(max_queue), "128"),
     ROW("queue_timeout", MG_K_DURATION, BLK(queue_timeout_ms), "1s"),
+    ROW("adaptive", MG_K_SECTION, BLK(adaptive), NULL, .flags = MG_CF_ENABLE,
+        .off2 = offsetof(struct mg_adaptive_conf, enabled), .sub = mg_conf_adaptive_fields,
+        .fn = mg_conf_check_adaptive),
     END,
 };
 

@@ -103,4 +103,22 @@ const struct mg_conf_field mg_conf_outlier_fields[] = {
     END,
 };
 
+#define ADP(m) offsetof(struct mg_adaptive_conf, m)
+
+const struct mg_conf_field mg_conf_adaptive_fields[] = {
+    ROW("min_limit", MG_K_UINT, ADP(min_limit), "4", .lo = 1, .hi = (1u << 21) - 1),
+    ROW("max_limit", MG_K_UINT, ADP(max_limit), "512", .lo = 1, .hi = (1u << 21) - 1),
+    ROW("smoothing", MG_K_DOUBLE, ADP(smoothing), "0.2", .lo = 0.01, .hi = 1),
+    END,
+};
+
+int mg_conf_check_adaptive(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
+{
+    const struct mg_adaptive_conf *a = dst;
+
+    if (a->enabled && a->min_limit > a->max_limit)
+        return mg_conf_fail(ld, n, "min_limit must not exceed max_limit");
+    return 0;
+}
+
 const char *const mg_conf_priority_names[] = {"critical", "default", "sheddable", NULL};

@@ -19,6 +19,9 @@ extern const struct mg_conf_field mg_conf_hedge_fields[];
 int mg_conf_check_hedge(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 /* outlier_detection: {interval, error_factor, ...} */
 extern const struct mg_conf_field mg_conf_outlier_fields[];
+/* bulkhead.adaptive: {min_limit, max_limit, smoothing} */
+extern const struct mg_conf_field mg_conf_adaptive_fields[];
+int mg_conf_check_adaptive(struct mg_conf_ld *ld, yaml_node_t *n, void *dst);
 /* routes[].priority names, in enum mg_priority order. */
 extern const char *const mg_conf_priority_names[];
 

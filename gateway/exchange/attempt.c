@@ -13,6 +13,8 @@
 #include "exchange/plugins.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
+#include "resilience/bulkhead.h"
+#include "resilience/gradient.h"
 #include "resilience/outlier.h"
 #include "resilience/quantile.h"
 #include "resilience/retry.h"
@@ -232,6 +234,12 @@ void mg_attempt_note_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->route->upstream;
     uint64_t now = uv_now(&x->w->loop);
+    if (uc->bulkhead.adaptive.enabled) {
+        struct mg_bulkhead *b = &x->rt->ups[uc->index].stats->bulkhead;
+        mg_gradient_sample(&x->rt->ups[uc->index].stats->gradient, &b->limit,
+                           &uc->bulkhead.adaptive, (uv_hrtime() - x->att.start_ns) / 1000,
+                           mg_bulkhead_in_use(b));
+    }
     if (uc->hedge.after_permille)
         mg_quantile_add(&x->rt->ups[uc->index].latency,
                         (uint32_t)((uv_hrtime() - x->att.start_ns) / 1000),

@@ -181,6 +181,9 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
          MG_MU_BULKHEAD_QUEUED},
         {"moongate_bulkhead_rejected_total", "counter",
          "Requests rejected with bulkhead_full, by upstream.", MG_MU_BULKHEAD_REJECTED},
+        {"moongate_bulkhead_limit", "gauge",
+         "Concurrency limit now, by upstream: max_concurrent, or the adaptive limit.",
+         MG_MU_BULKHEAD_LIMIT},
     };
 
     family(b, "moongate_upstream_requests_total", "counter",
@@ -207,6 +210,7 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
         r->upstream[u][MG_MU_BULKHEAD_IN_USE] = (uint64_t)snap.bulkhead_in_use;
         r->upstream[u][MG_MU_BULKHEAD_QUEUED] = (uint64_t)snap.bulkhead_queued;
         r->upstream[u][MG_MU_BULKHEAD_REJECTED] = snap.bulkhead_rejected;
+        r->upstream[u][MG_MU_BULKHEAD_LIMIT] = snap.bulkhead_limit;
     }
     for (size_t f = 0; f < sizeof(per_upstream) / sizeof(per_upstream[0]); f++) {
         bool gauge = per_upstream[f].type[0] == 'g';

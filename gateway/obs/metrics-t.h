@@ -109,6 +109,7 @@ struct mg_upstream_snapshot {
     uint64_t bulkhead_rejected; /* since the process started */
     uint64_t budget_requests;   /* retry budget, last 10 s: first tries */
     uint64_t budget_retries;    /* ... and retries spent */
+    uint32_t bulkhead_limit;    /* max_concurrent, or bulkhead.adaptive's current limit */
 };
 
 /* The embedded idempotency store (process-wide). */
@@ -179,8 +180,9 @@ enum {
     MG_MU_BULKHEAD_IN_USE, /* gauge */
     MG_MU_BULKHEAD_QUEUED, /* gauge */
     MG_MU_BULKHEAD_REJECTED,
-    MG_MU_HEDGES, /* MG_HEDGE__COUNT */
-    MG_MU_CELLS = MG_MU_HEDGES + 3,
+    MG_MU_HEDGES,                            /* MG_HEDGE__COUNT */
+    MG_MU_BULKHEAD_LIMIT = MG_MU_HEDGES + 3, /* gauge */
+    MG_MU_CELLS,
 };
 
 /* moongate_hedges_total{result}: a hedge's response head came first (won),

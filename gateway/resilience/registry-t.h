@@ -11,6 +11,7 @@
 
 #include "resilience/breaker-t.h"
 #include "resilience/bulkhead-t.h"
+#include "resilience/gradient-t.h"
 #include "resilience/outlier-t.h"
 #include "resilience/retry-t.h"
 
@@ -52,6 +53,7 @@ struct mg_waitlist {
 
 struct mg_upstream_stats {
     struct mg_bulkhead bulkhead;
+    struct mg_gradient gradient; /* bulkhead.adaptive */
     struct mg_retry_budget budget;
     struct mg_waitlist *waiting;    /* [nworkers] */
     _Atomic uint64_t rejected;      /* bulkhead_full answers */

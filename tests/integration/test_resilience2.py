@@ -459,3 +459,51 @@ def test_outlier_ejection_respects_max_percent(gateway, upstream):
         fetch(gw.port, "GET", "/e%d" % i)
     assert len(bad.requests) == seen + 3  # never ejected: 0 % may be out
     assert "ejected" not in gw.log()
+
+
+# ------------------------------------------------------------ bulkhead.adaptive
+
+ADAPTIVE = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+    bulkhead: {max_concurrent: 64, max_queue: 256, queue_timeout: 5s,
+               adaptive: {min_limit: 8, max_limit: 64, smoothing: 0.5}}
+routes:
+  - name: all
+    match: {paths: ["/"]}
+    upstream: u
+"""
+
+
+def test_adaptive_limit_falls_under_overload(gateway, upstream):
+    lock, state = threading.Lock(), {"in": 0}
+
+    def knee_at_4(conn, req):
+        """5 ms up to 4 in flight, then proportionally slower."""
+        conn.read_body(req)
+        with lock:
+            state["in"] += 1
+            n = state["in"]
+        time.sleep(0.005 * max(1, n / 4))
+        with lock:
+            state["in"] -= 1
+        conn.respond(200, b"k")
+    up = upstream(knee_at_4)
+    gw = gateway(ADAPTIVE, a=up)
+    stop = time.monotonic() + t(1.5)
+    codes = []
+
+    def client():
+        while time.monotonic() < stop:
+            codes.append(fetch(gw.port, "GET", "/").status)
+    threads = [threading.Thread(target=client) for _ in range(32)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(t(10))
+    limit = metric(gw, "moongate_bulkhead_limit", 'upstream="u"')
+    # starts at 5 x min_limit = 40; 32 clients against a knee of 4 push it down
+    # (it settles near 6 + sqrt(limit) = limit, about 9)
+    assert 8 <= limit < 30, limit
+    assert codes and all(c == 200 for c in codes)  # queued, not refused

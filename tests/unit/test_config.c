@@ -198,7 +198,19 @@ static void test_resilience2_values(void **state)
     assert_int_equal(o->base_ejection_ms, 30000);
     assert_int_equal(o->max_ejection_percent, 50);
     assert_int_equal(o->min_requests, 50);
+    assert_false(cfg->upstreams[0].bulkhead.adaptive.enabled);
     mg_config_unref(cfg);
+    cfg = load(HEAD "    bulkhead: {adaptive: {max_limit: 64}}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    const struct mg_adaptive_conf *ad = &cfg->upstreams[0].bulkhead.adaptive;
+    assert_true(ad->enabled);
+    assert_int_equal(ad->min_limit, 4);
+    assert_int_equal(ad->max_limit, 64);
+    assert_true(ad->smoothing == 0.2);
+    mg_config_unref(cfg);
+    expect_error(HEAD "    bulkhead: {adaptive: {min_limit: 10, max_limit: 5}}\n",
+                 "t.yaml:5:26: upstreams.a.bulkhead.adaptive: min_limit must not exceed max_limit");
 }
 
 static void test_resilience2_errors(void **state)
