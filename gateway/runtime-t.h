@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "config/config-t.h"
+#include "resilience/quantile-t.h"
 #include "resilience/registry-t.h"
 
 struct mg_upconn;
@@ -38,6 +39,7 @@ struct mg_upstream_rt {
     struct mg_upstream_stats *stats;   /* process-wide: bulkhead, retry budget */
     struct mg_target_rt *targets;      /* conf->ntargets entries */
     struct mg_lua_target *lua_targets; /* the same targets as Lua balancers see them */
+    struct mg_quantile latency;        /* this worker's recent heads (hedge.after: pNN) */
 };
 
 /* What one worker needs of one config snapshot. */

@@ -120,10 +120,19 @@ struct mg_breaker_conf {
     size_t n_failure_statuses;
 };
 
+/* bulkhead.adaptive: off when absent (resilience/gradient.h). */
+struct mg_adaptive_conf {
+    bool enabled;
+    uint32_t min_limit; /* 4 */
+    uint32_t max_limit; /* 512 */
+    double smoothing;   /* 0.2 */
+};
+
 struct mg_bulkhead_conf {
     uint32_t max_concurrent;   /* 256 */
     uint32_t max_queue;        /* 128 */
     uint64_t queue_timeout_ms; /* 1s */
+    struct mg_adaptive_conf adaptive;
 };
 
 struct mg_health_conf {
@@ -176,6 +185,25 @@ struct mg_upstream_tls_conf {
     struct mg_tls_ctx *ctx; /* built at load when enabled, freed with the snapshot */
 };
 
+/* hedge: {after: p95 | DURATION, max: 1}; off when absent. */
+struct mg_hedge_conf {
+    bool enabled;
+    uint64_t after_ms;       /* a fixed delay, or 0 when after_permille is used */
+    uint32_t after_permille; /* pNN of recent response-head latency (950 = p95) */
+    uint32_t max;            /* extra tries at most per request: 1 */
+};
+
+/* outlier_detection: off when absent (resilience/outlier.h). */
+struct mg_outlier_conf {
+    bool enabled;
+    uint64_t interval_ms;          /* 5s */
+    double error_factor;           /* 2.0 */
+    double latency_factor;         /* 3.0 */
+    uint64_t base_ejection_ms;     /* 30s */
+    uint32_t max_ejection_percent; /* 50 */
+    uint32_t min_requests;         /* 50 */
+};
+
 struct mg_upstream_conf {
     char *name;                     /* the key under `upstreams:` */
     size_t index;                   /* position in mg_config.upstreams */
@@ -185,6 +213,7 @@ struct mg_upstream_conf {
     uint64_t connect_timeout_ms; /* 1s */
     uint64_t send_timeout_ms;    /* 10s */
     uint64_t read_timeout_ms;    /* 30s */
+    uint64_t per_try_timeout_ms; /* null (0): a try is limited by the route deadline only */
     struct mg_retry_conf retry;
     struct mg_breaker_conf breaker;
     struct mg_bulkhead_conf bulkhead;
@@ -192,6 +221,12 @@ struct mg_upstream_conf {
     struct mg_upstream_tls_conf tls;
     struct mg_discovery_conf discovery;
     bool dynamic; /* targets follow DNS: a host name among them, or discovery */
+    /* DESIGN.md section 10.7 (config/resilience2.c). */
+    bool honor_retry_after;      /* the section is present */
+    uint64_t retry_after_max_ms; /* 30s */
+    char *deadline_header;       /* NULL: no deadline propagation */
+    struct mg_hedge_conf hedge;
+    struct mg_outlier_conf outlier;
 };
 
 struct mg_plugin_conf {
@@ -219,6 +254,9 @@ struct mg_idempotency_conf {
     enum mg_idem_on_error on_store_error; /* reject */
 };
 
+/* routes[].priority: who is refused first when a bulkhead queue is full. */
+enum mg_priority { MG_PRIO_CRITICAL, MG_PRIO_DEFAULT, MG_PRIO_SHEDDABLE };
+
 struct mg_route_conf {
     char *name;   /* required, unique */
     size_t index; /* position in mg_config.routes */
@@ -230,6 +268,7 @@ struct mg_route_conf {
     bool strip_prefix;                 /* false */
     struct mg_upstream_conf *upstream; /* resolved, never NULL */
     uint64_t timeout_ms;               /* 15s; overall deadline */
+    int priority;                      /* enum mg_priority; default */
     struct mg_plugin_conf balancer;    /* name "round_robin" by default */
     struct mg_plugin_conf *plugins;
     size_t nplugins;

@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "config/parse.h"
 #include "core/log.h"
+#include "config/resilience2.h"
 #include "http/message.h"
 #include "obs/accesslog.h"
 
@@ -496,6 +497,7 @@ static const struct mg_conf_field timeouts_fields[] = {
     ROW("connect", MG_K_DURATION, UP(connect_timeout_ms), "1s", .lo = 1),
     ROW("send", MG_K_DURATION, UP(send_timeout_ms), "10s", .lo = 1),
     ROW("read", MG_K_DURATION, UP(read_timeout_ms), "30s", .lo = 1),
+    ROW("per_try", MG_K_CUSTOM, UP(per_try_timeout_ms), NULL, .fn = mg_conf_per_try), /* null */
     END,
 };
 
@@ -536,6 +538,9 @@ static const struct mg_conf_field bulkhead_fields[] = {
     ROW("max_concurrent", MG_K_UINT, BLK(max_concurrent), "256", .lo = 1),
     ROW("max_queue", MG_K_UINT, BLK(max_queue), "128"),
     ROW("queue_timeout", MG_K_DURATION, BLK(queue_timeout_ms), "1s"),
+    ROW("adaptive", MG_K_SECTION, BLK(adaptive), NULL, .flags = MG_CF_ENABLE,
+        .off2 = offsetof(struct mg_adaptive_conf, enabled), .sub = mg_conf_adaptive_fields,
+        .fn = mg_conf_check_adaptive),
     END,
 };
 
@@ -564,6 +569,15 @@ static const struct mg_conf_field upstream_fields[] = {
     ROW("tls", MG_K_SECTION, UP(tls), NULL, .sub = mg_conf_upstream_tls_fields,
         .fn = mg_conf_check_upstream_tls), /* context: built by parse_upstreams */
     ROW("discovery", MG_K_CUSTOM, UP(discovery), NULL, .fn = mg_conf_discovery),
+    ROW("honor_retry_after", MG_K_SECTION, 0, NULL, .flags = MG_CF_ENABLE,
+        .off2 = UP(honor_retry_after), .sub = mg_conf_retry_after_fields),
+    ROW("deadline_header", MG_K_STRING, UP(deadline_header), NULL, .flags = MG_CF_NULLABLE,
+        .fn = mg_conf_check_deadline_header),
+    ROW("hedge", MG_K_SECTION, UP(hedge), NULL, .flags = MG_CF_ENABLE,
+        .off2 = offsetof(struct mg_hedge_conf, enabled), .sub = mg_conf_hedge_fields,
+        .fn = mg_conf_check_hedge),
+    ROW("outlier_detection", MG_K_SECTION, UP(outlier), NULL, .flags = MG_CF_ENABLE,
+        .off2 = offsetof(struct mg_outlier_conf, enabled), .sub = mg_conf_outlier_fields),
     END,
 };
 
@@ -613,6 +627,7 @@ static const struct mg_conf_field route_fields[] = {
     ROW("upstream", MG_K_CUSTOM, RT(upstream), NULL, .flags = MG_CF_REQUIRED,
         .fn = parse_route_upstream),
     ROW("timeout", MG_K_DURATION, RT(timeout_ms), "15s", .lo = 1),
+    ROW("priority", MG_K_ENUM, RT(priority), "default", .sub = mg_conf_priority_names),
     ROW("balancer", MG_K_SECTION, RT(balancer), NULL, .sub = balancer_fields),
     ROW("plugins", MG_K_CUSTOM, 0, NULL, .fn = parse_plugins),
     ROW("idempotency", MG_K_SECTION, RT(idempotency), NULL, .flags = MG_CF_ENABLE,

@@ -6,19 +6,25 @@
 #include "exchange/attempt.h"
 
 #include <stdatomic.h>
+#include <time.h>
 
 #include "config/config-t.h"
 #include "core/log.h"
 #include "exchange/plugins.h"
 #include "obs/metrics.h"
 #include "resilience/breaker.h"
+#include "resilience/bulkhead.h"
+#include "resilience/gradient.h"
+#include "resilience/outlier.h"
+#include "resilience/quantile.h"
 #include "resilience/retry.h"
+#include "resilience/retry_after.h"
 #include "upstream/balancer.h"
 #include "worker.h"
 
-static void begin(struct mg_exchange *x, struct mg_target_rt *t, uint32_t probe)
+static void begin(struct mg_exchange *x, struct mg_attempt *a, struct mg_target_rt *t,
+                  uint32_t probe)
 {
-    struct mg_attempt *a = &x->att;
     a->x = x;
     a->target = t;
     a->probe = probe;
@@ -30,13 +36,23 @@ static void begin(struct mg_exchange *x, struct mg_target_rt *t, uint32_t probe)
     atomic_fetch_add_explicit(&t->stats->active, 1, memory_order_relaxed);
 }
 
-/* The soonest an open breaker lets a target through again, in seconds. */
+/* How long until the target's own Retry-After lets it back into rotation. */
+static uint64_t out_for_ms(const struct mg_target_rt *t, uint64_t now)
+{
+    uint64_t until = atomic_load_explicit(&t->stats->out_until, memory_order_relaxed);
+    return until > now ? until - now : 0;
+}
+
+/* The soonest an open breaker (or a Retry-After) lets a target through again,
+ * in seconds. */
 static uint32_t retry_after_s(struct mg_upstream_rt *ur, uint64_t now)
 {
     const struct mg_upstream_conf *uc = ur->conf;
     uint64_t wait_ms = UINT64_MAX;
     for (size_t k = 0; k < uc->ntargets; k++) {
         uint64_t ms = mg_breaker_retry_after_ms(&ur->targets[k].stats->breaker, &uc->breaker, now);
+        uint64_t out = out_for_ms(&ur->targets[k], now);
+        ms = out > ms ? out : ms;
         wait_ms = ms < wait_ms ? ms : wait_ms;
     }
     return (uint32_t)((wait_ms + 999) / 1000);
@@ -54,6 +70,22 @@ static bool acquire(struct mg_exchange *x, struct mg_target_rt *t, uint64_t now,
         mg_info("circuit breaker half-open: upstream %s target %s (probing)", uc->name,
                 t->conf->address.text);
     return ok;
+}
+
+/* 0 when some target is in rotation, else how long until the first one is
+ * back from its Retry-After: a retry waits at least that long. */
+static uint64_t wait_for_target_ms(struct mg_exchange *x, uint64_t now)
+{
+    const struct mg_upstream_conf *uc = x->ups;
+    if (!uc->honor_retry_after)
+        return 0;
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
+    uint64_t wait_ms = UINT64_MAX;
+    for (size_t k = 0; k < uc->ntargets && wait_ms; k++) {
+        uint64_t ms = out_for_ms(&ur->targets[k], now);
+        wait_ms = ms < wait_ms ? ms : wait_ms;
+    }
+    return wait_ms;
 }
 
 enum mg_error mg_attempt_open(struct mg_exchange *x)
@@ -87,13 +119,57 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
         return MG_ERR_CIRCUIT_OPEN;
     }
     mg_tried_add(&x->tried, (size_t)i);
-    begin(x, &ur->targets[i], probe);
+    begin(x, &x->att, &ur->targets[i], probe);
     return MG_ERR_NONE;
+}
+
+bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
+{
+    const struct mg_upstream_conf *uc = x->ups;
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
+    uint64_t now = uv_now(&x->w->loop);
+    uint32_t probe = 0;
+    for (size_t n = 0; n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now); n++) {
+        int i = mg_balancer_pick(ur, &x->tried, now);
+        if (i < 0)
+            return false;
+        mg_tried_add(&x->tried, (size_t)i);
+        if (mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe)) {
+            *a = (struct mg_attempt){0};
+            begin(x, a, &ur->targets[i], probe);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Outlier detection: the try counts for its target, and whoever reports when
+ * the interval is over evaluates the upstream's targets. */
+static void outlier_report(struct mg_exchange *x, struct mg_attempt *a, bool failure)
+{
+    const struct mg_upstream_conf *uc = x->ups;
+    struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
+    mg_outlier_record(a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
+    uint64_t now = uv_now(&x->w->loop);
+    if (now < atomic_load_explicit(&ur->stats->outlier_next, memory_order_relaxed))
+        return;
+    struct mg_target_stats *ts[64];
+    size_t n = uc->ntargets < 64 ? uc->ntargets : 64;
+    for (size_t k = 0; k < n; k++)
+        ts[k] = ur->targets[k].stats;
+    unsigned ejected = mg_outlier_maybe_eval(&ur->stats->outlier_next, ts, n, &uc->outlier, now);
+    if (ejected)
+        mg_warn("outlier detection: %u target(s) of upstream %s ejected", ejected, uc->name);
 }
 
 void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_outcome outcome)
 {
-    struct mg_attempt *a = &x->att;
+    mg_attempt_report_on(&x->att, failure, outcome);
+}
+
+void mg_attempt_report_on(struct mg_attempt *a, bool failure, enum mg_upstream_outcome outcome)
+{
+    struct mg_exchange *x = a->x;
     if (!a->open || a->reported)
         return;
     a->reported = true;
@@ -118,11 +194,17 @@ void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_out
     }
     if (failure)
         atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);
+    if (x->ups->outlier.enabled)
+        outlier_report(x, a, failure);
 }
 
 void mg_attempt_close(struct mg_exchange *x)
 {
-    struct mg_attempt *a = &x->att;
+    mg_attempt_close_on(&x->att);
+}
+
+void mg_attempt_close_on(struct mg_attempt *a)
+{
     if (!a->open)
         return;
     if (!a->reported)
@@ -146,13 +228,68 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
         return false;
     if (!mg_retry_safe(x->method, reached, x->idem.keyed))
         return false;
+    uint64_t now = uv_now(&x->w->loop);
+    /* Every target asked for a pause the route deadline cannot wait out: the
+     * client gets the upstream's answer (or error) now rather than a 504 later. */
+    uint64_t wait = wait_for_target_ms(x, now);
+    if (wait && x->deadline.due && now + wait >= x->deadline.due)
+        return false;
     struct mg_upstream_stats *us = x->rt->ups[uc->index].stats;
-    return mg_retry_budget_try_spend(&us->budget, &uc->retry, uv_now(&x->w->loop));
+    return mg_retry_budget_try_spend(&us->budget, &uc->retry, now);
 }
 
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x)
 {
-    return mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
+    uint64_t ms =
+        mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
+    uint64_t wait = wait_for_target_ms(x, uv_now(&x->w->loop));
+    return wait > ms ? wait : ms;
+}
+
+uint64_t mg_attempt_timeout_ms(struct mg_exchange *x, uint64_t ms)
+{
+    struct mg_attempt *a = &x->att;
+    uint64_t per_try = x->ups->per_try_timeout_ms;
+    a->try_cut = false;
+    if (!per_try || !ms || a->head_done)
+        return ms;
+    uint64_t spent = (uv_hrtime() - a->start_ns) / 1000000;
+    uint64_t left = spent < per_try ? per_try - spent : 1;
+    if (left >= ms)
+        return ms;
+    a->try_cut = true;
+    return left;
+}
+
+void mg_attempt_note_head(struct mg_exchange *x)
+{
+    const struct mg_upstream_conf *uc = x->ups;
+    uint64_t now = uv_now(&x->w->loop);
+    if (uc->bulkhead.adaptive.enabled) {
+        struct mg_bulkhead *b = &x->rt->ups[uc->index].stats->bulkhead;
+        mg_gradient_sample(&x->rt->ups[uc->index].stats->gradient, &b->limit,
+                           &uc->bulkhead.adaptive, (uv_hrtime() - x->att.start_ns) / 1000,
+                           mg_bulkhead_in_use(b));
+    }
+    if (uc->hedge.after_permille)
+        mg_quantile_add(&x->rt->ups[uc->index].latency,
+                        (uint32_t)((uv_hrtime() - x->att.start_ns) / 1000),
+                        uc->hedge.after_permille);
+    if (!uc->honor_retry_after || (x->status != 503 && x->status != 429))
+        return;
+    int i = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("retry-after"));
+    uint64_t ms;
+    if (i < 0 || !mg_retry_after_parse(x->resp_hdrs.v[i].value, (int64_t)time(NULL), &ms) || !ms)
+        return;
+    ms = ms < uc->retry_after_max_ms ? ms : uc->retry_after_max_ms;
+    uint64_t until = now + ms;
+    _Atomic uint64_t *out = &x->att.target->stats->out_until;
+    uint64_t cur = atomic_load_explicit(out, memory_order_relaxed);
+    while (cur < until && !atomic_compare_exchange_weak_explicit(
+                              out, &cur, until, memory_order_relaxed, memory_order_relaxed)) {
+    }
+    mg_info("target %s asked for %llums out of rotation (status %d, request_id %s)",
+            x->att.target->conf->address.text, (unsigned long long)ms, x->status, x->request_id);
 }
 
 enum mg_upstream_outcome mg_attempt_outcome_of(unsigned kind)

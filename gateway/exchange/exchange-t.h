@@ -89,6 +89,7 @@ struct mg_attempt {
     bool head_done;  /* the response head (the final one) is parsed */
     bool reusable;   /* the connection may go back to its pool */
     bool keepalive;  /* the upstream's connection options allow reuse */
+    bool try_cut;    /* the armed timer is what is left of timeouts.per_try */
     llhttp_t parser; /* response heads (upstream/h1client.c) */
     struct mg_headscan scan;
     struct mg_body body; /* response body framing, decoded by the gateway */
@@ -254,6 +255,12 @@ struct mg_exchange {
     char *body_copy;        /* the request body, kept for retries while small */
     size_t body_copy_len, body_copy_cap;
     bool body_copy_ok; /* body_copy holds the whole body so far */
+
+    /* Hedging (exchange/hedge.c; DESIGN.md section 10.7). */
+    struct mg_attempt *hedge; /* a hedged try racing att, or NULL */
+    uint8_t hedges;           /* hedges sent */
+    bool hedge_timer;         /* x->wait runs the hedge delay */
+    bool hedge_head;          /* the hedge won: its head, in x, awaits response_head */
 
     /* Response head from the upstream, copied; slices point into it. */
     char *resp_head;

@@ -28,8 +28,10 @@
 #include "config/config-t.h"
 #include "core/log.h"
 #include "exchange/attempt.h"
+#include "exchange/hedge.h"
 #include "exchange/idem.h"
 #include "exchange/plugins.h"
+#include "exchange/propagate.h"
 #include "exchange/record.h"
 #include "http/forwarded.h"
 #include "http/request.h"
@@ -126,15 +128,18 @@ static void sync_upstream_timer(struct mg_exchange *x, bool progress)
     if (want == a->timer && !progress)
         return;
     a->timer = want;
-    x->upstream->set_timeout(a, want == MG_UPT_SEND   ? uc->send_timeout_ms
-                                : want == MG_UPT_READ ? uc->read_timeout_ms
-                                                      : 0);
+    uint64_t ms = want == MG_UPT_SEND   ? uc->send_timeout_ms
+                  : want == MG_UPT_READ ? uc->read_timeout_ms
+                                        : 0;
+    x->upstream->set_timeout(a, mg_attempt_timeout_ms(x, ms));
 }
 
 /* Ends the current try: its connection back to the pool when `reuse` and the
  * exchange completed cleanly, else closed; its outcome cancelled if unknown. */
 static void detach(struct mg_exchange *x, bool reuse)
 {
+    if (x->hedge_timer || x->hedge)
+        mg_hedge_cancel(x);
     if (x->att.up)
         x->upstream->release(&x->att, reuse);
     mg_attempt_close(x);
@@ -236,10 +241,21 @@ static void on_slot_granted(struct mg_waiter *wt)
     advance(x);
 }
 
+/* A higher-priority request took this one's place in the queue: answered
+ * from the wait timer (on_wait_timer's queue timeout path), not from inside
+ * the other exchange's admission. */
+static void on_slot_shed(struct mg_waiter *wt)
+{
+    struct mg_exchange *x =
+        (struct mg_exchange *)((char *)wt - offsetof(struct mg_exchange, waiter));
+    uv_timer_start(&x->wait, on_wait_timer, 0, 0);
+}
+
 /* A slot held, the queue joined (QUEUED), or failed with bulkhead_full. */
 static void admit(struct mg_exchange *x)
 {
     const struct mg_bulkhead_conf *bc = &x->ups->bulkhead;
+    x->waiter.priority = (uint8_t)x->route->priority;
     switch (mg_admission_enter(route_stats(x), bc, (unsigned)x->w->id, uv_now(&x->w->loop),
                                &x->waiter)) {
     case MG_ADMIT_ACQUIRED:
@@ -282,7 +298,10 @@ static int response_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_attempt *a = &x->att;
+    if (x->hedge_timer || x->hedge)
+        mg_hedge_settle(x);
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
+    mg_attempt_note_head(x);
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
     if (mg_retry_should_retry_status(&uc->retry, x->status) && mg_attempt_may_retry(x, 0, true)) {
         mg_attempt_report(x, failure, status_outcome(uc, x->status));
@@ -340,6 +359,11 @@ static int filter_body(struct mg_exchange *x, struct mg_slice *d, struct mg_rbuf
 static void read_response(struct mg_exchange *x)
 {
     struct mg_attempt *a = &x->att;
+    if (x->hedge_head) { /* a hedge's head won the race: already parsed */
+        x->hedge_head = false;
+        if (response_head(x) != MG_NEXT)
+            return;
+    }
     while (!x->resp_done && x->state == MG_X_FORWARD) {
         struct mg_slice d;
         struct mg_rbuf *pin = NULL;
@@ -650,7 +674,7 @@ static int step_connect(struct mg_exchange *x)
     struct mg_attempt *a = &x->att;
     if (!x->slot_held) {
         /* First pass: the deadline covers queueing, every try and every backoff. */
-        mg_deadline_set(&x->deadline, x->route->timeout_ms);
+        mg_deadline_set(&x->deadline, mg_xprop_timeout_ms(x));
         mg_retry_budget_record_request(&route_stats(x)->budget, uv_now(&x->w->loop));
         admit(x);
         if (x->state != MG_X_CONNECT)
@@ -667,7 +691,8 @@ static int step_connect(struct mg_exchange *x)
         }
         a->events = &upconn_ops;
         bool ready = false;
-        int rc = x->upstream->acquire(a, x->ups->connect_timeout_ms, &ready);
+        int rc = x->upstream->acquire(
+            a, mg_attempt_timeout_ms(x, x->ups->connect_timeout_ms), &ready);
         if (rc) {
             try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
                        uv_strerror(rc));
@@ -679,6 +704,8 @@ static int step_connect(struct mg_exchange *x)
         return MG_AGAIN;
     start_forwarding(x);
     x->state = MG_X_FORWARD;
+    if (x->ups->hedge.enabled)
+        mg_hedge_arm(x);
     return MG_NEXT;
 }
 
@@ -996,7 +1023,8 @@ static void on_up_timeout(struct mg_upconn *u)
 {
     struct mg_exchange *x = owner_of(u);
     struct mg_attempt *a = &x->att;
-    const char *what = !a->ready                 ? "connect timeout"
+    const char *what = a->try_cut                ? "per-try timeout"
+                       : !a->ready               ? "connect timeout"
                        : a->timer == MG_UPT_SEND ? "upstream send timeout"
                                                  : "upstream read timeout";
     try_failed(x, MG_RETRY_ON_TIMEOUT, a->ready, MG_ERR_UPSTREAM_TIMEOUT, what);
@@ -1052,6 +1080,7 @@ static void hook_init(struct mg_exchange *x, struct mg_worker *w,
     x->wait.data = x;
     x->handles_open = 2;
     x->waiter.on_grant = on_slot_granted;
+    x->waiter.on_shed = on_slot_shed;
     x->state = MG_X_IDLE;
 }
 

@@ -210,6 +210,9 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
          MG_MU_BULKHEAD_QUEUED},
         {"moongate_bulkhead_rejected_total", "counter",
          "Requests rejected with bulkhead_full, by upstream.", MG_MU_BULKHEAD_REJECTED},
+        {"moongate_bulkhead_limit", "gauge",
+         "Concurrency limit now, by upstream: max_concurrent, or the adaptive limit.",
+         MG_MU_BULKHEAD_LIMIT},
     };
 
     family(b, "moongate_upstream_requests_total", "counter",
@@ -236,6 +239,7 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
         r->upstream[u][MG_MU_BULKHEAD_IN_USE] = (uint64_t)snap.bulkhead_in_use;
         r->upstream[u][MG_MU_BULKHEAD_QUEUED] = (uint64_t)snap.bulkhead_queued;
         r->upstream[u][MG_MU_BULKHEAD_REJECTED] = snap.bulkhead_rejected;
+        r->upstream[u][MG_MU_BULKHEAD_LIMIT] = snap.bulkhead_limit;
     }
     for (size_t f = 0; f < sizeof(per_upstream) / sizeof(per_upstream[0]); f++) {
         bool gauge = per_upstream[f].type[0] == 'g';
@@ -258,6 +262,16 @@ static void render_upstreams(struct render *r, const struct mg_obs_hooks *hooks)
                   &r->upstream[u][MG_MU_RESP_HIST]);
     }
     render_discovery(r, hooks);
+    static const char *const hedge_results[] = {"won", "lost", "cancelled"};
+    _Static_assert(sizeof hedge_results / sizeof hedge_results[0] == MG_HEDGE__COUNT, "names");
+    family(b, "moongate_hedges_total", "counter",
+           "Hedged tries, by upstream and result (won, lost, cancelled).");
+    for (size_t u = 0; u < m->nupstreams; u++) {
+        for (unsigned k = 0; k < MG_HEDGE__COUNT; k++) {
+            const char *kv[] = {"upstream", m->cfg->upstreams[u].name, "result", hedge_results[k]};
+            sample_u64(b, "moongate_hedges_total", kv, 2, r->upstream[u][MG_MU_HEDGES + k]);
+        }
+    }
     if (hooks == NULL || hooks->target_stats == NULL)
         return;
     family(b, "moongate_circuit_state", "gauge",

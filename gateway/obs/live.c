@@ -526,13 +526,12 @@ static void render_upstreams(const struct mg_live *l, const struct mg_obs_hooks 
             mg_textbuf_putc(b, ',');
         mg_textbuf_putc(b, '{');
         json_name(b, "name", up->name);
-        mg_textbuf_printf(b,
-                          ",\"bulkhead\":{\"in_use\":%" PRId64 ",\"max\":%" PRIu32
-                          ",\"queued\":%" PRId64 ",\"max_queue\":%" PRIu32 ",\"rejected\":%" PRIu64
-                          ",\"rejected_1m\":%" PRIu64 "}",
-                          s.bulkhead_in_use, up->bulkhead.max_concurrent, s.bulkhead_queued,
-                          up->bulkhead.max_queue, s.bulkhead_rejected,
-                          since_mark(us->now[UP_REJECTED], us->mark[om][UP_REJECTED]));
+        mg_textbuf_printf(
+            b,
+            ",\"bulkhead\":{\"in_use\":%" PRId64 ",\"max\":%" PRIu32 ",\"queued\":%" PRId64
+            ",\"max_queue\":%" PRIu32 ",\"rejected\":%" PRIu64 ",\"rejected_1m\":%" PRIu64 "}",
+            s.bulkhead_in_use, s.bulkhead_limit, s.bulkhead_queued, up->bulkhead.max_queue,
+            s.bulkhead_rejected, since_mark(us->now[UP_REJECTED], us->mark[om][UP_REJECTED]));
         /* The budget as retry.c applies it: ratio of first tries + a floor, over 10 s. */
         double allowed = up->retry.budget_ratio * (double)s.budget_requests +
                          (double)up->retry.budget_min_per_second * 10.0;

@@ -204,6 +204,14 @@ static inline void mg_metrics_retry(struct mg_metrics *m, unsigned worker, size_
         mg_metrics_cell_add(&m->shards[worker].upstream[upstream][MG_MU_RETRIES], 1);
 }
 
+/* moongate_hedges_total{upstream,result}: once per hedge sent, when it ends. */
+static inline void mg_metrics_hedge(struct mg_metrics *m, unsigned worker, size_t upstream,
+                                    enum mg_hedge_result result)
+{
+    if (m)
+        mg_metrics_cell_add(&m->shards[worker].upstream[upstream][MG_MU_HEDGES + result], 1);
+}
+
 /* moongate_bulkhead_in_use / moongate_bulkhead_queued{upstream}: deltas
  * (+1 admitted, -1 released; +1 queued, -1 left the queue). */
 static inline void mg_metrics_bulkhead(struct mg_metrics *m, unsigned worker, size_t upstream,

@@ -42,6 +42,9 @@ static void upstream_stats(void *ud, const struct mg_config *cfg, size_t upstrea
     out->bulkhead_in_use = mg_bulkhead_in_use(&us->bulkhead);
     out->bulkhead_queued = mg_bulkhead_queued(&us->bulkhead);
     out->bulkhead_rejected = atomic_load_explicit(&us->rejected, memory_order_relaxed);
+    const struct mg_bulkhead_conf *bc = &cfg->upstreams[upstream].bulkhead;
+    uint32_t adaptive = atomic_load_explicit(&us->bulkhead.limit, memory_order_relaxed);
+    out->bulkhead_limit = bc->adaptive.enabled && adaptive ? adaptive : bc->max_concurrent;
     mg_retry_budget_counts(&us->budget, uv_hrtime() / 1000000, &out->budget_requests,
                            &out->budget_retries);
     out->dns_ok = atomic_load_explicit(&us->dns_ok, memory_order_relaxed);

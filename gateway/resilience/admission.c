@@ -90,10 +90,44 @@ static void saturation(struct mg_upstream_stats *us, const struct mg_bulkhead_co
                                                                      memory_order_relaxed)));
 }
 
+/* Queues wt behind every waiter of its priority or a higher one (lower
+ * number): FIFO within a priority, critical requests granted first. */
+static void insert_waiter(struct mg_waitlist *l, struct mg_waiter *wt)
+{
+    wt->next = NULL;
+    if (!l->tail || l->tail->priority <= wt->priority) {
+        if (l->tail)
+            l->tail->next = wt;
+        else
+            l->head = wt;
+        l->tail = wt;
+        return;
+    }
+    struct mg_waiter **pp = &l->head;
+    while ((*pp)->priority <= wt->priority)
+        pp = &(*pp)->next;
+    wt->next = *pp;
+    *pp = wt;
+}
+
+/* The queue is full: the last-queued waiter of this worker with a lower
+ * priority than wt (sheddable first, then default) gives wt its place. The
+ * list is ordered by priority, so it is the last waiter of the lowest one. */
+static struct mg_waiter *displace(struct mg_waitlist *l, const struct mg_waiter *wt)
+{
+    struct mg_waiter *victim = l->tail;
+    if (!victim || victim->priority <= wt->priority)
+        return NULL;
+    unlink_waiter(l, victim);
+    victim->shed = true;
+    return victim;
+}
+
 enum mg_admit mg_admission_enter(struct mg_upstream_stats *us, const struct mg_bulkhead_conf *bc,
                                  unsigned worker, uint64_t now_ms, struct mg_waiter *wt)
 {
     struct mg_waitlist *l = &us->waiting[worker];
+    wt->shed = false;
     if (!l->head) /* published before enter(), so a release racing with us finds us */
         mg_bulkhead_mark_waiting(&us->bulkhead, worker, now_ms);
     switch (mg_bulkhead_enter(&us->bulkhead, bc)) {
@@ -103,23 +137,32 @@ enum mg_admit mg_admission_enter(struct mg_upstream_stats *us, const struct mg_b
         return MG_ADMIT_ACQUIRED;
     case MG_BULKHEAD_QUEUED:
         wt->since = now_ms;
-        wt->next = NULL;
-        if (l->tail)
-            l->tail->next = wt;
-        else
-            l->head = wt;
-        l->tail = wt;
+        insert_waiter(l, wt);
+        remark(us, worker);
         return MG_ADMIT_QUEUED;
-    default:
+    default: {
+        /* The victim's place in the process-wide queue count passes to wt. */
+        struct mg_waiter *victim = displace(l, wt);
+        if (victim) {
+            wt->since = now_ms;
+            insert_waiter(l, wt);
+            remark(us, worker);
+            atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
+            victim->on_shed(victim);
+            return MG_ADMIT_QUEUED;
+        }
         remark(us, worker);
         atomic_fetch_add_explicit(&us->rejected, 1, memory_order_relaxed);
         saturation(us, bc, true, now_ms);
         return MG_ADMIT_REJECTED;
     }
+    }
 }
 
 bool mg_admission_timeout(struct mg_upstream_stats *us, unsigned worker, struct mg_waiter *wt)
 {
+    if (wt->shed)
+        return false; /* already out of the queue and counted */
     unlink_waiter(&us->waiting[worker], wt);
     bool granted = mg_bulkhead_claim(&us->bulkhead);
     if (!granted) {
@@ -132,6 +175,8 @@ bool mg_admission_timeout(struct mg_upstream_stats *us, unsigned worker, struct 
 
 void mg_admission_leave(struct mg_upstream_stats *us, unsigned worker, struct mg_waiter *wt)
 {
+    if (wt->shed)
+        return;
     unlink_waiter(&us->waiting[worker], wt);
     mg_bulkhead_leave(&us->bulkhead);
     remark(us, worker);

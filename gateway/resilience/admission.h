@@ -4,7 +4,10 @@
  * each worker keeps its own FIFO of typed waiters per upstream, and a released
  * slot that becomes a grant wakes the worker holding the oldest waiter, which
  * hands it over at its next loop boundary (mg_admission_drain). Only the worker
- * that owns a wait list touches it.
+ * that owns a wait list touches it. Priorities (routes[].priority): a worker's
+ * list is ordered critical, default, sheddable (FIFO within each), and a
+ * request that finds the queue full takes the place of the last waiter of a
+ * lower priority on its worker, which is shed (its on_shed is called).
  */
 #ifndef MG_ADMISSION_H
 #define MG_ADMISSION_H
@@ -17,7 +20,8 @@
 
 enum mg_admit {
     MG_ADMIT_ACQUIRED, /* a slot is held: release it with mg_admission_release */
-    MG_ADMIT_QUEUED,   /* wt is queued: the caller arms its queue timeout */
+    MG_ADMIT_QUEUED,   /* wt is queued: the caller arms its queue timeout (possibly
+                          in the place of a lower-priority waiter, now shed) */
     MG_ADMIT_REJECTED, /* no slot and the queue is full (counted in us->rejected) */
 };
 

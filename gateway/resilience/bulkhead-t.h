@@ -22,7 +22,8 @@ struct mg_bulkhead_mark {
 };
 
 struct mg_bulkhead {
-    _Atomic uint64_t word; /* packed {granted:21 | queued:21 | in_use:21}: bulkhead.c */
+    _Atomic uint64_t word;  /* packed {granted:21 | queued:21 | in_use:21}: bulkhead.c */
+    _Atomic uint32_t limit; /* bulkhead.adaptive's current limit; 0 = not yet set */
     unsigned nworkers;
     struct mg_bulkhead_mark *marks; /* nworkers entries, 64-byte aligned, owned */
 };

@@ -74,6 +74,13 @@ static bool swap_word(struct mg_bulkhead *b, uint64_t *seen, uint64_t next)
     return atomic_compare_exchange_weak(&b->word, seen, next);
 }
 
+/* max_concurrent, or the adaptive limiter's current limit (once it has one). */
+static uint32_t limit_of(struct mg_bulkhead *b, const struct mg_bulkhead_conf *c)
+{
+    uint32_t l = c->adaptive.enabled ? atomic_load_explicit(&b->limit, memory_order_relaxed) : 0;
+    return clamp(l ? l : c->max_concurrent);
+}
+
 enum mg_bulkhead_admit mg_bulkhead_enter(struct mg_bulkhead *b, const struct mg_bulkhead_conf *c)
 {
     uint64_t w = atomic_load(&b->word);
@@ -81,7 +88,7 @@ enum mg_bulkhead_admit mg_bulkhead_enter(struct mg_bulkhead *b, const struct mg_
     uint64_t next;
 
     do {
-        if (in_use_of(w) < clamp(c->max_concurrent)) {
+        if (in_use_of(w) < limit_of(b, c)) {
             r = MG_BULKHEAD_ACQUIRED;
             next = w + ONE_IN_USE;
         } else if (queued_of(w) < clamp(c->max_queue)) {
@@ -99,7 +106,7 @@ bool mg_bulkhead_try_acquire(struct mg_bulkhead *b, const struct mg_bulkhead_con
     uint64_t w = atomic_load(&b->word);
 
     do {
-        if (in_use_of(w) >= clamp(c->max_concurrent))
+        if (in_use_of(w) >= limit_of(b, c))
             return false;
     } while (!swap_word(b, &w, w + ONE_IN_USE));
     return true;
@@ -115,7 +122,7 @@ bool mg_bulkhead_release(struct mg_bulkhead *b, const struct mg_bulkhead_conf *c
         MG_ASSERT(in_use_of(w) > 0); /* a release without a slot would free another's */
         /* Hand over only within the limit: after a reload lowered it, slots
          * are freed until in_use is back under it. */
-        handed = queued_of(w) > granted_of(w) && in_use_of(w) <= clamp(c->max_concurrent);
+        handed = queued_of(w) > granted_of(w) && in_use_of(w) <= limit_of(b, c);
         next = handed ? w + ONE_GRANTED : w - ONE_IN_USE;
     } while (!swap_word(b, &w, next));
     return handed;

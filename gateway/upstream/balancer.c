@@ -11,6 +11,7 @@ bool mg_balancer_available(const struct mg_target_rt *t, const struct mg_breaker
                            uint64_t now_ms)
 {
     return !atomic_load_explicit(&t->stats->unhealthy, memory_order_relaxed) &&
+           atomic_load_explicit(&t->stats->out_until, memory_order_relaxed) <= now_ms &&
            mg_breaker_available(&t->stats->breaker, bc, now_ms);
 }
 

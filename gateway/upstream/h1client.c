@@ -108,6 +108,21 @@ static char *put_forwarded(char *o, const struct mg_exchange *x, struct mg_slice
     return o;
 }
 
+/* deadline_header: what is left of the route deadline as this try starts (the
+ * client's own value was marked hop-by-hop by the exchange). */
+static char *put_deadline(char *o, const struct mg_exchange *x)
+{
+    const char *name = x->ups->deadline_header;
+    if (!name || !x->deadline.due)
+        return o;
+    uint64_t now = uv_now(x->deadline.timer.loop);
+    uint64_t left = x->deadline.due > now ? x->deadline.due - now : 1;
+    char dec[MG_HTTP_DEC_MAX];
+    size_t n = mg_http_put_dec(dec, left);
+    o = mg_http_put_field(o, (struct mg_slice){name, strlen(name)}, (struct mg_slice){dec, n});
+    return o;
+}
+
 static char *put_framing(char *o, const struct mg_exchange *x)
 {
     if (x->req_chunked) {
@@ -161,8 +176,10 @@ static void send_head(struct mg_attempt *a)
     struct mg_slice target = upstream_target(x), host = mg_x_request_host(x);
     const char *target_addr = a->target->conf->address.text;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
+    const char *dh = x->ups->deadline_header;
     size_t cap = x->headlen + target.len + strlen(target_addr) + forwarded_size(host) +
-                 host.len + 512 + mg_lua_edits_size(edits);
+                 host.len + 512 + mg_lua_edits_size(edits) +
+                 (dh ? strlen(dh) + MG_HTTP_DEC_MAX + 4 : 0);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *m = llhttp_method_name((llhttp_method_t)x->method);
     PUT(o, m, strlen(m));
@@ -180,6 +197,7 @@ static void send_head(struct mg_attempt *a)
         put_field(&o, "Host", 4, (struct mg_slice){target_addr, strlen(target_addr)});
     o = put_forwarded(o, x, host, edits);
     put_field(&o, "X-Request-Id", 12, (struct mg_slice){x->request_id, strlen(x->request_id)});
+    o = put_deadline(o, x);
     PUT_LIT(o, "Via: 1.1 moongate\r\n");
     o = mg_lua_edits_put(o, edits);
     o = put_framing(o, x);

@@ -159,6 +159,111 @@ static void test_minimal_upstream_defaults(void **state)
     mg_config_unref(cfg);
 }
 
+/* DESIGN.md section 10.7: every key off (or default) when absent. */
+static void test_resilience2_defaults(void **state)
+{
+    struct mg_config *cfg = load(MINIMAL);
+    const struct mg_upstream_conf *up = &cfg->upstreams[0];
+
+    (void)state;
+    assert_int_equal(up->per_try_timeout_ms, 0);
+    assert_false(up->honor_retry_after);
+    assert_null(up->deadline_header);
+    assert_int_equal(cfg->routes[0].priority, MG_PRIO_DEFAULT);
+    mg_config_unref(cfg);
+}
+
+static void test_resilience2_values(void **state)
+{
+    struct mg_config *cfg = load(HEAD "    timeouts: {per_try: 250ms}\n"
+                                      "    honor_retry_after: {}\n"
+                                      "    deadline_header: X-Request-Timeout-Ms\n"
+                                      "routes:\n"
+                                      "  - {name: r, upstream: a, priority: sheddable}\n"
+                                      "  - {name: s, upstream: a, priority: critical}\n");
+    const struct mg_upstream_conf *up = &cfg->upstreams[0];
+
+    (void)state;
+    assert_int_equal(up->per_try_timeout_ms, 250);
+    assert_true(up->honor_retry_after);
+    assert_int_equal(up->retry_after_max_ms, 30000);
+    assert_string_equal(up->deadline_header, "X-Request-Timeout-Ms");
+    assert_int_equal(cfg->routes[0].priority, MG_PRIO_SHEDDABLE);
+    assert_int_equal(cfg->routes[1].priority, MG_PRIO_CRITICAL);
+    mg_config_unref(cfg);
+    cfg = load(HEAD "    timeouts: {per_try: null}\n"
+                    "    honor_retry_after: {max: 5s}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    assert_int_equal(cfg->upstreams[0].per_try_timeout_ms, 0);
+    assert_int_equal(cfg->upstreams[0].retry_after_max_ms, 5000);
+    assert_false(cfg->upstreams[0].hedge.enabled);
+    mg_config_unref(cfg);
+    cfg = load(HEAD "    hedge: {after: p95}\n"
+                    "  b:\n"
+                    "    targets: [{address: \"127.0.0.1:9002\"}]\n"
+                    "    hedge: {after: 40ms, max: 2}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    assert_true(cfg->upstreams[0].hedge.enabled);
+    assert_int_equal(cfg->upstreams[0].hedge.after_permille, 950);
+    assert_int_equal(cfg->upstreams[0].hedge.after_ms, 0);
+    assert_int_equal(cfg->upstreams[0].hedge.max, 1);
+    assert_int_equal(cfg->upstreams[1].hedge.after_ms, 40);
+    assert_int_equal(cfg->upstreams[1].hedge.after_permille, 0);
+    assert_int_equal(cfg->upstreams[1].hedge.max, 2);
+    assert_false(cfg->upstreams[1].outlier.enabled);
+    mg_config_unref(cfg);
+    cfg = load(HEAD "    outlier_detection: {interval: 2s}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    const struct mg_outlier_conf *o = &cfg->upstreams[0].outlier;
+    assert_true(o->enabled);
+    assert_int_equal(o->interval_ms, 2000);
+    assert_true(o->error_factor == 2.0 && o->latency_factor == 3.0);
+    assert_int_equal(o->base_ejection_ms, 30000);
+    assert_int_equal(o->max_ejection_percent, 50);
+    assert_int_equal(o->min_requests, 50);
+    assert_false(cfg->upstreams[0].bulkhead.adaptive.enabled);
+    mg_config_unref(cfg);
+    cfg = load(HEAD "    bulkhead: {adaptive: {max_limit: 64}}\n"
+                    "routes:\n"
+                    "  - {name: r, upstream: a}\n");
+    const struct mg_adaptive_conf *ad = &cfg->upstreams[0].bulkhead.adaptive;
+    assert_true(ad->enabled);
+    assert_int_equal(ad->min_limit, 4);
+    assert_int_equal(ad->max_limit, 64);
+    assert_true(ad->smoothing == 0.2);
+    mg_config_unref(cfg);
+    expect_error(HEAD "    bulkhead: {adaptive: {min_limit: 10, max_limit: 5}}\n",
+                 "t.yaml:5:26: upstreams.a.bulkhead.adaptive: min_limit must not exceed max_limit");
+}
+
+static void test_resilience2_errors(void **state)
+{
+    (void)state;
+    expect_error(HEAD "    timeouts: {per_try: soon}\n",
+                 "t.yaml:5:25: upstreams.a.timeouts.per_try: invalid duration 'soon'");
+    expect_error(HEAD "    timeouts: {per_try: 0s}\n",
+                 "t.yaml:5:25: upstreams.a.timeouts.per_try: per_try must be at least 1ms");
+    expect_error(HEAD "    deadline_header: \"X Timeout\"\n",
+                 "t.yaml:5:22: upstreams.a.deadline_header: invalid header name 'X Timeout'");
+    expect_error(HEAD "    honor_retry_after: {max: 0s}\n",
+                 "t.yaml:5:30: upstreams.a.honor_retry_after.max: duration must be at least 1ms");
+    expect_error(HEAD "    hedge: {max: 1}\n",
+                 "t.yaml:5:12: upstreams.a.hedge: hedge needs 'after'");
+    expect_error(HEAD "    hedge: {after: p100}\n",
+                 "t.yaml:5:20: upstreams.a.hedge.after: invalid percentile 'p100'");
+    expect_error(HEAD "    hedge: {after: 0ms}\n",
+                 "t.yaml:5:20: upstreams.a.hedge.after: invalid hedge delay '0ms'");
+    expect_error(HEAD "    hedge: {after: 5ms, max: 4}\n",
+                 "t.yaml:5:30: upstreams.a.hedge.max: 4 is out of range (expected 1..3)");
+    expect_error(HEAD "routes:\n"
+                      "  - {name: r, upstream: a, priority: urgent}\n",
+                 "t.yaml:6:38: routes[0].priority: invalid value 'urgent' (expected one of: "
+                 "critical, default, sheddable)");
+}
+
 static void test_minimal_retry_defaults(void **state)
 {
     struct mg_config *cfg = load(MINIMAL);
@@ -686,7 +791,7 @@ static void test_error_unknown_keys(void **state)
         "shared_dicts, http2, upstreams, routes, plugins)");
     expect_error(HEAD "    timeouts: {conect: 1s}\n",
                  "t.yaml:5:16: upstreams.a.timeouts.conect: unknown key (expected one of: "
-                 "connect, send, read)");
+                 "connect, send, read, per_try)");
     expect_error(HEAD "routes:\n"
                       "  - name: r\n"
                       "    upstream: a\n"
@@ -1893,6 +1998,9 @@ int main(void)
         cmocka_unit_test(test_error_unknown_keys),
         cmocka_unit_test(test_shared_dicts),
         cmocka_unit_test(test_error_wrong_types),
+        cmocka_unit_test(test_resilience2_defaults),
+        cmocka_unit_test(test_resilience2_values),
+        cmocka_unit_test(test_resilience2_errors),
         cmocka_unit_test(test_error_null_value),
         cmocka_unit_test(test_error_nul_in_value),
         cmocka_unit_test(test_error_missing_required_top_level),
