@@ -22,8 +22,8 @@ struct mg_listen_conf;
  * plain), into c (zeroed memory the codec owns). Returns 0, or -1 when it was
  * refused (over client.max_connections, draining, fd unusable): c is then
  * closing and ops->on_free follows. The fd is owned from here on. */
-int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd,
-                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops);
+int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
+                   const struct mg_conn_ops *ops);
 /* Whether the client speaks TLS on this connection. */
 bool mg_conn_secure(const struct mg_conn *c);
 /* Reads while `want` and the read buffer has room; pauses otherwise. */

@@ -18,9 +18,9 @@ struct mg_deadline;
 typedef void (*mg_deadline_cb)(struct mg_deadline *d);
 
 struct mg_deadline {
-    uv_timer_t timer;          /* timer.data belongs to the owner */
-    uint64_t due;              /* loop time (ms) when it is due; 0 = cleared */
-    uint64_t armed;            /* loop time the uv timer fires; 0 = idle */
+    uv_timer_t timer; /* timer.data belongs to the owner */
+    uint64_t due;     /* loop time (ms) when it is due; 0 = cleared */
+    uint64_t armed;   /* loop time the uv timer fires; 0 = idle */
     mg_deadline_cb fire;
 };
 

@@ -240,8 +240,7 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
 
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x)
 {
-    uint64_t ms =
-        mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
+    uint64_t ms = mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
     uint64_t wait = wait_for_target_ms(x, uv_now(&x->w->loop));
     return wait > ms ? wait : ms;
 }

@@ -691,8 +691,8 @@ static int step_connect(struct mg_exchange *x)
         }
         a->events = &upconn_ops;
         bool ready = false;
-        int rc = x->upstream->acquire(
-            a, mg_attempt_timeout_ms(x, x->ups->connect_timeout_ms), &ready);
+        int rc =
+            x->upstream->acquire(a, mg_attempt_timeout_ms(x, x->ups->connect_timeout_ms), &ready);
         if (rc) {
             try_failed(x, MG_RETRY_ON_CONNECT_FAILURE, false, MG_ERR_UPSTREAM_UNAVAILABLE,
                        uv_strerror(rc));

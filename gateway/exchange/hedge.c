@@ -112,8 +112,7 @@ static void on_hedge_timer(uv_timer_t *t)
 
 void mg_hedge_arm(struct mg_exchange *x)
 {
-    if (x->hedges >= x->ups->hedge.max ||
-        !mg_retry_safe(x->method, true, x->idem.keyed))
+    if (x->hedges >= x->ups->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed))
         return;
     uint64_t ms = delay_ms(x);
     if (!ms)

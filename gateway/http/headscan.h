@@ -7,8 +7,9 @@
  * a bare CR anywhere in the head, obs-fold (a line starting with SP/HTAB) and
  * whitespace between a field name and its colon, and a field line with an empty
  * name (": x", which llhttp 8.1.0 passes on as a field). Bare LF line ends, which
- * RFC 9112 lets a recipient accept, are refused too: strictness closes smuggling gaps. It also enforces the head size
- * limit. State survives across reads, so the head may arrive in any pieces.
+ * RFC 9112 lets a recipient accept, are refused too: strictness closes
+ * smuggling gaps. It also enforces the head size limit. State survives across
+ * reads, so the head may arrive in any pieces.
  */
 #ifndef MG_HEADSCAN_H
 #define MG_HEADSCAN_H
@@ -17,8 +18,8 @@
 #include <stdint.h>
 
 enum mg_headscan_result {
-    MG_HEADSCAN_MORE = 0,      /* all bytes consumed, the head goes on */
-    MG_HEADSCAN_DONE,          /* the head ended; *consumed bytes belong to it */
+    MG_HEADSCAN_MORE = 0, /* all bytes consumed, the head goes on */
+    MG_HEADSCAN_DONE,     /* the head ended; *consumed bytes belong to it */
     MG_HEADSCAN_BARE_CR,
     MG_HEADSCAN_BARE_LF,
     MG_HEADSCAN_OBS_FOLD,
@@ -29,8 +30,8 @@ enum mg_headscan_result {
 
 struct mg_headscan {
     uint8_t state;
-    uint8_t after_cr;          /* the previous byte was CR: LF must follow */
-    size_t size;               /* bytes of the head so far */
+    uint8_t after_cr; /* the previous byte was CR: LF must follow */
+    size_t size;      /* bytes of the head so far */
     size_t limit;
 };
 

@@ -21,8 +21,8 @@ static void on_plugin_done(void *data, unsigned plugin, enum mg_lua_phase phase,
 {
     struct mg_lua_metrics *h = data;
     if (plugin < h->n && h->index[plugin] >= 0)
-        mg_metrics_plugin_done(h->metrics, h->worker, h->index[plugin],
-                               (enum mg_plugin_phase)phase, ns, error);
+        mg_metrics_plugin_done(h->metrics, h->worker, h->index[plugin], (enum mg_plugin_phase)phase,
+                               ns, error);
 }
 
 struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
@@ -46,8 +46,8 @@ struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
     }
     h->n = mg_lua_nplugins(vm) < max ? mg_lua_nplugins(vm) : max;
     for (size_t id = 0; id < h->n; id++) {
-        h->index[id] = metrics ? mg_metrics_plugin_index(metrics, mg_lua_plugin_name(vm, (unsigned)id))
-                               : -1;
+        h->index[id] =
+            metrics ? mg_metrics_plugin_index(metrics, mg_lua_plugin_name(vm, (unsigned)id)) : -1;
         if (h->index[id] >= 0)
             mg_metrics_plugin_register(metrics, h->index[id]);
     }

@@ -118,7 +118,7 @@ struct mg_upstream_snapshot {
     uint64_t dns_ok, dns_failed; /* resolutions by result, since the start */
     uint64_t dns_last_unix_ms;   /* the last one, 0: none yet */
     bool dns_last_ok;
-    uint32_t bulkhead_limit;    /* max_concurrent, or bulkhead.adaptive's current limit */
+    uint32_t bulkhead_limit; /* max_concurrent, or bulkhead.adaptive's current limit */
 };
 
 /* The embedded idempotency store (process-wide). */
@@ -191,7 +191,7 @@ enum {
     MG_MU_BULKHEAD_REJECTED,
     MG_MU_RESP_HIST, /* MG_MH_CELLS: moongate_upstream_response_duration_seconds */
     MG_MU_HEDGES = MG_MU_RESP_HIST + MG_MH_CELLS, /* MG_HEDGE__COUNT */
-    MG_MU_BULKHEAD_LIMIT = MG_MU_HEDGES + 3,       /* gauge */
+    MG_MU_BULKHEAD_LIMIT = MG_MU_HEDGES + 3,      /* gauge */
     MG_MU_CELLS,
 };
 

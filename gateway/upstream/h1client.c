@@ -177,9 +177,8 @@ static void send_head(struct mg_attempt *a)
     const char *target_addr = a->target->conf->address.text;
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.req_edits : NULL;
     const char *dh = x->ups->deadline_header;
-    size_t cap = x->headlen + target.len + strlen(target_addr) + forwarded_size(host) +
-                 host.len + 512 + mg_lua_edits_size(edits) +
-                 (dh ? strlen(dh) + MG_HTTP_DEC_MAX + 4 : 0);
+    size_t cap = x->headlen + target.len + strlen(target_addr) + forwarded_size(host) + host.len +
+                 512 + mg_lua_edits_size(edits) + (dh ? strlen(dh) + MG_HTTP_DEC_MAX + 4 : 0);
     char *o = mg_arena_alloc(&x->arena, cap), *start = o;
     const char *m = llhttp_method_name((llhttp_method_t)x->method);
     PUT(o, m, strlen(m));
