@@ -56,6 +56,8 @@ struct mg_h2piece {
 
 struct mg_h2s;
 
+#define MAX_INTERIMS 8 /* 1xx responses passed on per stream */
+
 struct mg_h2stream {
     struct mg_exchange x; /* first: an exchange pointer is a stream pointer */
     struct mg_h2s *s;
@@ -69,6 +71,7 @@ struct mg_h2stream {
     bool end_in;       /* END_STREAM received */
     bool reset_in;     /* the stream ended before our last frame (RST_STREAM, error) */
     bool submitted;    /* the response head went to nghttp2 */
+    uint8_t interims;  /* 1xx responses passed on (send_interim) */
     bool end_out;      /* the exchange queued the end of the response */
     bool done_out;     /* the frame with END_STREAM was serialized */
     bool deferred;     /* the data provider waits for a piece */
@@ -616,6 +619,27 @@ static void send_continue(struct mg_exchange *x)
     nghttp2_submit_headers(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NULL, &v, 1, NULL);
 }
 
+/* An upstream's 1xx (103 Early Hints...): a HEADERS frame without END_STREAM
+ * ahead of the final one (RFC 9113 section 8.1), its fields as they came but
+ * hop-by-hop ones and Content-Length (head_add drops what HTTP/2 never
+ * carries). At most MAX_INTERIMS per stream, as on HTTP/1.1. */
+static void send_interim(struct mg_exchange *x)
+{
+    struct mg_h2stream *st = of_x(x);
+    if (st->interims == MAX_INTERIMS || st->submitted)
+        return;
+    st->interims++;
+    struct head_builder h;
+    head_start(x, &h, x->resp_hdrs.n, x->status);
+    for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
+        const struct mg_header *f = &x->resp_hdrs.v[i];
+        if (!(f->flags & MG_HDR_HOP))
+            head_add(x, &h, f->name, f->value);
+    }
+    nghttp2_submit_headers(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NULL, h.v, h.n, NULL);
+    defer(st->s); /* out at the loop's next turn, before any final response exists */
+}
+
 static void send_head(struct mg_exchange *x, bool switching)
 {
     struct mg_h2stream *st = of_x(x);
@@ -892,6 +916,7 @@ static const struct mg_downstream_ops down_ops = {
     .read_body = read_body,
     .read_raw = read_raw,
     .send_continue = send_continue,
+    .send_interim = send_interim,
     .send_head = send_head,
     .send_body = send_body,
     .send_end = send_end,

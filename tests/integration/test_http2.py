@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -662,3 +663,33 @@ def test_ping_flood_without_reading_ends_the_session(gateway, upstream):
     assert closed, "100000 unread PINGs did not end the session"
     assert resets(gw, "protocol") >= 1
     assert_serves(gw)
+
+
+def test_interim_103_reaches_the_h2_client_before_the_final_response(gateway, upstream):
+    # RFC 9110 section 15.2 and RFC 9113 section 8.1: the upstream's 103 goes
+    # out as a HEADERS frame without END_STREAM while its 200 does not exist yet.
+    seen = threading.Event()
+
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n"
+                  b"Connection: x-hop\r\nX-Hop: 1\r\n\r\n")
+        seen.wait(t(5))
+        conn.respond(200, b"late" if seen.is_set() else b"too early")
+    gw, up = start(gateway, upstream, handler)
+    c = H2(gw.port)
+    try:
+        sid = c.request("/hints")
+        infos = lambda: [ev for ev in c.events
+                         if isinstance(ev, h2.events.InformationalResponseReceived)]
+        c.wait(lambda: infos())
+        hints = dict((k.decode() if isinstance(k, bytes) else k,
+                      v.decode() if isinstance(v, bytes) else v) for k, v in infos()[0].headers)
+        assert hints[":status"] == "103" and hints["link"] == "</a.js>; rel=preload"
+        assert "x-hop" not in hints and "connection" not in hints
+        assert not c.responses[sid]["ended"]
+        seen.set()
+        r = c.response(sid)
+        assert status(r) == 200 and bytes(r["data"]) == b"late"
+    finally:
+        c.close()
