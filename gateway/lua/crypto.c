@@ -204,6 +204,20 @@ static long b64_decode(const unsigned char *s, size_t n, bool url, unsigned char
     return (long)o;
 }
 
+long mg_lua_b64url_decode(const char *text, size_t n, unsigned char *out)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t pad = 0;
+    while (n && s[n - 1] == '=' && pad < 2) {
+        n--;
+        pad++;
+    }
+    if (n % 4 == 1 || (pad && (n + pad) % 4 != 0))
+        return -1;
+    pthread_once(&b64_once, b64_tables);
+    return b64_decode(s, n, true, out);
+}
+
 /* b64decode(s, url) -> bytes | nil, err. Strict: the alphabet asked for, no
  * whitespace; padding required for the standard alphabet, optional for url;
  * unused trailing bits must be zero. */

@@ -171,7 +171,11 @@ local function verify(s, opts, cached, a, z)
     local hseg = sub(s, a, d1 - 1)
     local header = nil
     if cached then header = header_cache[hseg] end
-    local praw, sig = b64r(s, d1 + 1, d2 - 1), b64r(s, d2 + 1, z)
+    -- the payload is decoded now (no string for its JSON text), but a bad
+    -- JSON payload is still reported only after the signature check
+    local claims, _, bad64 = json.decode_b64url(s, d1 + 1, d2 - 1)
+    local praw = bad64 == nil
+    local sig = b64r(s, d2 + 1, z)
     if header == nil then
         -- the same order of checks as ever: base64url of all three first
         local hraw = b64(hseg)
@@ -214,7 +218,6 @@ local function verify(s, opts, cached, a, z)
         end
     end
     if not ok then return nil, "invalid signature (" .. why .. ")" end
-    local claims = json.decode(praw)
     if type(claims) ~= "table" then return nil, "malformed token payload" end
     local err = check_claims(claims, opts)
     if err then return nil, err end
