@@ -31,6 +31,8 @@ P.schema = { fields = {
     claims_to_headers = { type = "map" },
 } }
 
+local match = string.match
+
 local function bad(msg) error("jwt_auth: " .. msg, 0) end
 
 function P.init(conf)
@@ -60,6 +62,7 @@ function P.init(conf)
         opts.jwks = set
     end
     conf._opts = opts
+    conf._verify = gw.jwt.verifier(opts)
     conf._header = conf.header
     conf._bearer = conf._header:lower() == "authorization"
 end
@@ -71,12 +74,19 @@ local function reject(ctx, message)
 end
 
 function P.access(ctx, conf)
-    local token = ctx:header(conf._header)
-    if token and conf._bearer then
-        token = token:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
+    local value = ctx:header(conf._header)
+    -- the token's bounds in the header value: no substring per request
+    local a, z
+    if value then
+        if conf._bearer then
+            a, z = match(value, "^[Bb][Ee][Aa][Rr][Ee][Rr]%s+()%S+()%s*$")
+            if a then z = z - 1 end
+        else
+            a, z = 1, #value
+        end
     end
-    if not token or token == "" then reject(ctx, "missing token") end
-    local claims, err = gw.jwt.verify(token, conf._opts)
+    if not a or z < a then reject(ctx, "missing token") end
+    local claims, err = conf._verify(value, a, z)
     if not claims then reject(ctx, err) end
     ctx.vars.jwt_claims = claims
     local map = conf.claims_to_headers

@@ -204,6 +204,20 @@ static long b64_decode(const unsigned char *s, size_t n, bool url, unsigned char
     return (long)o;
 }
 
+long mg_lua_b64url_decode(const char *text, size_t n, unsigned char *out)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t pad = 0;
+    while (n && s[n - 1] == '=' && pad < 2) {
+        n--;
+        pad++;
+    }
+    if (n % 4 == 1 || (pad && (n + pad) % 4 != 0))
+        return -1;
+    pthread_once(&b64_once, b64_tables);
+    return b64_decode(s, n, true, out);
+}
+
 /* b64decode(s, url) -> bytes | nil, err. Strict: the alphabet asked for, no
  * whitespace; padding required for the standard alphabet, optional for url;
  * unused trailing bits must be zero. */
@@ -212,6 +226,17 @@ static int l_b64decode(lua_State *L)
     size_t n;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
     bool url = lua_toboolean(L, 2);
+    /* Optional range [i, j] (1-based, like string.sub with positive bounds):
+     * JWT segments decode in place, without a substring per segment. */
+    if (!lua_isnoneornil(L, 3)) {
+        lua_Integer i = luaL_checkinteger(L, 3), j = luaL_checkinteger(L, 4);
+        if (i < 1)
+            i = 1;
+        if (j > (lua_Integer)n)
+            j = (lua_Integer)n;
+        s += i - 1;
+        n = j >= i ? (size_t)(j - i + 1) : 0;
+    }
     size_t pad = 0;
     while (n && s[n - 1] == '=' && pad < 2) {
         n--;
@@ -547,6 +572,15 @@ static int l_verify(lua_State *L)
     size_t n, slen;
     const unsigned char *data = (const unsigned char *)luaL_checklstring(L, 3, &n);
     const unsigned char *sig = (const unsigned char *)luaL_checklstring(L, 4, &slen);
+    /* Optional range [i, j] of data (1-based): the JWS signing input is a
+     * part of the header value the token came in (no substring per request). */
+    if (!lua_isnoneornil(L, 5)) {
+        lua_Integer i = luaL_checkinteger(L, 5), j = luaL_checkinteger(L, 6);
+        if (i < 1 || j < i - 1 || (size_t)j > n)
+            return refuse(L, "signed range out of bounds");
+        data += i - 1;
+        n = (size_t)(j - i + 1);
+    }
     const struct jws_alg *a = NULL;
     for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
         if (strcmp(algs[i].name, name) == 0)

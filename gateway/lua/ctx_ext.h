@@ -51,4 +51,8 @@ void mg_lua_ext_open(struct lua_State *L, struct mg_lua *vm);
 void mg_lua_crypto_push(struct lua_State *L);
 void mg_lua_json_push(struct lua_State *L);
 
+/* base64url text (padding optional, unused bits zero) into out, which holds
+ * n / 4 * 3 + 3 bytes: the byte count, or -1 (crypto.c). */
+long mg_lua_b64url_decode(const char *s, size_t n, unsigned char *out);
+
 #endif

@@ -31,6 +31,10 @@ local function b64(s)
     return crypto.b64decode(s, true)
 end
 
+local function b64r(s, i, j)
+    return crypto.b64decode(s, true, i, j)
+end
+
 local function pem_key(pem)
     local k = pem_cache[pem]
     if k == nil then
@@ -89,13 +93,22 @@ local function jwks_candidates(jwks, header, family)
     return out
 end
 
+-- want: a string or a list; v: a claim (string or list). No tables built:
+-- this runs on every request.
+local function has(want, a)
+    if type(want) == "string" then return a == want end
+    local i = 1
+    while want[i] ~= nil do
+        if want[i] == a then return true end
+        i = i + 1
+    end
+    return false
+end
+
 local function one_of(v, want)
-    if type(want) == "string" then want = { want } end
-    local vs = type(v) == "table" and v or { v }
-    for _, a in ipairs(vs) do
-        for _, b in ipairs(want) do
-            if a == b then return true end
-        end
+    if type(v) ~= "table" then return has(want, v) end
+    for _, a in ipairs(v) do
+        if has(want, a) then return true end
     end
     return false
 end
@@ -118,31 +131,70 @@ local function check_claims(claims, opts)
     return nil
 end
 
-function M.verify(token, opts)
-    if type(token) ~= "string" then return nil, "no token" end
+-- Header segments seen (base64url text -> decoded header): a client sends
+-- the same header on every request. Bounded: emptied when full.
+local HEADER_CACHE_MAX = 256
+local header_cache, header_count = {}, 0
+
+local function check_opts(opts, level)
     if type(opts) ~= "table" or type(opts.alg) ~= "table" or opts.alg[1] == nil then
-        error("gw.jwt.verify: opts.alg (a list of allowed algs) is required", 2)
+        error("gw.jwt.verify: opts.alg (a list of allowed algs) is required", level)
     end
     if opts.key == nil and opts.jwks == nil then
-        error("gw.jwt.verify: opts.key or opts.jwks is required", 2)
+        error("gw.jwt.verify: opts.key or opts.jwks is required", level)
     end
-    local d1 = find(token, ".", 1, true)
-    local d2 = d1 and find(token, ".", d1 + 1, true)
-    if not d2 or find(token, ".", d2 + 1, true) then return nil, "malformed token" end
-    local hraw, praw = b64(sub(token, 1, d1 - 1)), b64(sub(token, d1 + 1, d2 - 1))
-    local sig = b64(sub(token, d2 + 1))
-    if not hraw or not praw or not sig then return nil, "malformed token (base64url)" end
-    local header = json.decode(hraw)
-    if type(header) ~= "table" or type(header.alg) ~= "string" then return nil, "malformed token header" end
+end
+
+local function alg_allowed(opts, alg)
+    local algs = opts.alg
+    local i = 1
+    while algs[i] ~= nil do
+        if algs[i] == alg then return true end
+        i = i + 1
+    end
+    return false
+end
+
+-- The token is s[a..z] (plugins pass the header value and the token's
+-- bounds: no substring per request). cached: header segments are looked up
+-- in header_cache (then the header returned is shared, and must not be
+-- changed by the caller).
+local function verify(s, opts, cached, a, z)
+    if type(s) ~= "string" then return nil, "no token" end
+    a, z = a or 1, z or #s
+    local d1 = find(s, ".", a, true)
+    if d1 and d1 > z then d1 = nil end
+    local d2 = d1 and find(s, ".", d1 + 1, true)
+    if d2 and d2 > z then d2 = nil end
+    local d3 = d2 and find(s, ".", d2 + 1, true)
+    if not d2 or (d3 and d3 <= z) then return nil, "malformed token" end
+    local hseg = sub(s, a, d1 - 1)
+    local header = nil
+    if cached then header = header_cache[hseg] end
+    -- the payload is decoded now (no string for its JSON text), but a bad
+    -- JSON payload is still reported only after the signature check
+    local claims, _, bad64 = json.decode_b64url(s, d1 + 1, d2 - 1)
+    local praw = bad64 == nil
+    local sig = b64r(s, d2 + 1, z)
+    if header == nil then
+        -- the same order of checks as ever: base64url of all three first
+        local hraw = b64(hseg)
+        if not hraw or not praw or not sig then return nil, "malformed token (base64url)" end
+        header = json.decode(hraw)
+        if type(header) ~= "table" or type(header.alg) ~= "string" then return nil, "malformed token header" end
+        if cached then
+            if header_count >= HEADER_CACHE_MAX then header_cache, header_count = {}, 0 end
+            header_cache[hseg] = header
+            header_count = header_count + 1
+        end
+    elseif not praw or not sig then
+        return nil, "malformed token (base64url)"
+    end
     local alg = header.alg
-    local allowed = false
-    for _, a in ipairs(opts.alg) do
-        if a == alg then allowed = true break end
-    end
     local family = FAMILY[alg]
-    if not allowed or family == nil then return nil, "alg " .. alg .. " not allowed" end
+    if family == nil or not alg_allowed(opts, alg) then return nil, "alg " .. alg .. " not allowed" end
     if header.crit ~= nil then return nil, "unsupported crit header" end
-    local signing_input = sub(token, 1, d2 - 1)
+    local last = d2 - 1 -- the signing input is s[a..last]
     local ok, why = false, "no key"
     if opts.key ~= nil then
         local key = opts.key
@@ -153,12 +205,12 @@ function M.verify(token, opts)
         elseif family == "oct" then
             key = hmac_key(key)
         end
-        ok, why = crypto.verify(alg, key, signing_input, sig)
+        ok, why = crypto.verify(alg, key, s, sig, a, last)
     else
         for _, j in ipairs(jwks_candidates(opts.jwks, header, family)) do
             local key, err = jwk_key(j)
             if key ~= nil then
-                ok, why = crypto.verify(alg, key, signing_input, sig)
+                ok, why = crypto.verify(alg, key, s, sig, a, last)
                 if ok then break end
             else
                 why = err
@@ -166,11 +218,26 @@ function M.verify(token, opts)
         end
     end
     if not ok then return nil, "invalid signature (" .. why .. ")" end
-    local claims = json.decode(praw)
     if type(claims) ~= "table" then return nil, "malformed token payload" end
     local err = check_claims(claims, opts)
     if err then return nil, err end
     return claims, nil, header
+end
+
+function M.verify(token, opts)
+    check_opts(opts, 3)
+    return verify(token, opts, false)
+end
+
+-- verifier(opts) -> function(s [, a, z]) -> claims | nil, err, for the
+-- token s (or s:sub(a, z)): opts checked once (plugins call it at init);
+-- header segments are cached across calls.
+function M.verifier(opts)
+    check_opts(opts, 3)
+    return function(s, a, z)
+        local claims, err = verify(s, opts, true, a, z)
+        return claims, err
+    end
 end
 
 return M

@@ -156,6 +156,78 @@ static void jwt_hs256_vector(void **state)
     lua_close(L);
 }
 
+/* The per-request path of jwt_auth: gw.jwt.verifier with the token's bounds
+ * in a header value, the cached header segments, ranges in b64decode and
+ * verify, JSON integers parsed without strtod. */
+static void jwt_verifier_ranges(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    run(L,
+        "local t = json.decode('[0, -0, 7, -12, 123456789012345, 1234567890123456789, 1.5, 2e3]')\n"
+        "assert(t[1] == 0 and 1 / t[2] < 0 and t[3] == 7 and t[4] == -12)\n"
+        "assert(t[5] == 123456789012345 and t[6] == 1234567890123456789 and t[7] == 1.5 and "
+        "t[8] == 2000)\n"
+        "assert(crypto.b64decode('xxaGVsbG8yy', true, 3, 9) == 'hello')\n"
+        "assert(crypto.b64decode('xxaGVsbG8', true, 3, 100) == 'hello')\n"
+        "assert(crypto.b64decode('aGVsbG8', true, 5, 4) == '')\n"
+        "assert(crypto.b64decode('xxaGVsbG', true, 3, 8) == nil)\n"
+        "local sig = crypto.hmac('sha256', 'k', 'data')\n"
+        "assert(crypto.verify('HS256', crypto.hmac_key('k'), '__data__', sig, 3, 6))\n"
+        "assert(not crypto.verify('HS256', crypto.hmac_key('k'), '__data__', sig, 2, 6))\n"
+        "assert(not crypto.verify('HS256', crypto.hmac_key('k'), 'data', sig, 1, 5))\n"
+        "local b64 = function(s) return crypto.b64encode(s, true) end\n"
+        "local function tok(claims, key, header)\n"
+        "  local si = b64(header or '{\"alg\":\"HS256\",\"typ\":\"JWT\"}') .. '.' .. "
+        "b64(json.encode(claims))\n"
+        "  return si .. '.' .. b64(crypto.hmac('sha256', key or 'k', si))\n"
+        "end\n"
+        "NOW = 1000\n"
+        "local v = jwt.verifier({alg = {'HS256'}, key = 'k', iss = {'a', 'b'}, aud = 'api'})\n"
+        "local good = tok({iss = 'b', aud = {'x', 'api'}, exp = 2000, sub = 'u'})\n"
+        "local value = 'Bearer ' .. good .. '  '\n"
+        "for _ = 1, 3 do\n"
+        "  local c, err = v(value, 8, 7 + #good)\n"
+        "  assert(c and c.sub == 'u', err)\n"
+        "  assert(v(good).sub == 'u')\n"
+        "end\n"
+        "-- the same (cached) header with a bad signature, payload or claims still fails\n"
+        "assert(select(2, v(tok({iss = 'b', aud = 'api'}, 'other'))):find('signature'))\n"
+        "assert(select(2, v(good:sub(1, -2) .. 'A')):find('signature'))\n"
+        "assert(select(2, v(tok({iss = 'c', aud = 'api'}))) == 'issuer not allowed')\n"
+        "assert(select(2, v(tok({iss = 'a', aud = {'x'}}))) == 'audience not allowed')\n"
+        "assert(select(2, v(tok({iss = 'a', aud = 'api', exp = 10}))) == 'token expired')\n"
+        "local d1 = good:find('.', 1, true)\n"
+        "assert(select(2, v(good:sub(1, d1) .. '!' .. good:sub(d1 + 2))) == "
+        "'malformed token (base64url)')\n"
+        "assert(select(2, v(value, 8, 7 + d1)) == 'malformed token')\n"
+        "assert(select(2, v(good .. '.x', 1, #good + 2)) == 'malformed token')\n"
+        "assert(v(good .. '.x', 1, #good).sub == 'u')\n"
+        "assert(select(2, v(tok({}, 'k', '{\"alg\":\"HS384\"}'))) == 'alg HS384 not allowed')\n"
+        "assert(select(2, v(tok({}, 'k', '{\"alg\":\"HS256\",\"crit\":[\"x\"]}'))) == "
+        "'unsupported crit header')\n"
+        "assert(select(2, v(tok({}, 'k', '[1]'))) == 'malformed token header')\n"
+        "local function raw(payload, key)\n"
+        "  local si = b64('{\"alg\":\"HS256\"}') .. '.' .. b64(payload)\n"
+        "  return si .. '.' .. b64(crypto.hmac('sha256', key or 'k', si))\n"
+        "end\n"
+        "assert(select(2, v(raw('{\"iss\":'))) == 'malformed token payload')\n"
+        "assert(select(2, v(raw('123'))) == 'malformed token payload')\n"
+        "assert(select(2, v(raw('{\"iss\":', 'x'))):find('signature'))\n"
+        "assert(json.decode_b64url('..' .. b64('{\"a\":[1]}'), 3, 100).a[1] == 1)\n"
+        "assert(select(3, json.decode_b64url('e30', 1, 2)) == 'base64')\n"
+        "assert(select(2, json.decode_b64url(b64(string.rep(' ', 2000) .. '{}x'), 1, 9999)):find("
+        "'trailing'))\n"
+        "assert(not pcall(jwt.verifier, {key = 'k'}))\n"
+        "-- many distinct headers: the cache stays bounded and correct\n"
+        "for i = 1, 600 do\n"
+        "  local h = '{\"alg\":\"HS256\",\"kid\":\"' .. i .. '\"}'\n"
+        "  assert(v(tok({iss = 'a', aud = 'api'}, 'k', h)))\n"
+        "end\n"
+        "assert(v(good).sub == 'u')\n");
+    lua_close(L);
+}
+
 static void sh(const char *fmt, ...)
 {
     char cmd[1024];
@@ -248,9 +320,8 @@ static void jwt_public_keys(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(json_codec),
-        cmocka_unit_test(base64_and_digests),
-        cmocka_unit_test(jwt_hs256_vector),
+        cmocka_unit_test(json_codec),       cmocka_unit_test(base64_and_digests),
+        cmocka_unit_test(jwt_hs256_vector), cmocka_unit_test(jwt_verifier_ranges),
         cmocka_unit_test(jwt_public_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

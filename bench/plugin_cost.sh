@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Instructions per request that a bundled plugin adds (bench/README.md,
+# "Plugin API costs"): moongate under callgrind, one route, one keep-alive
+# connection (h2load --h1 -c 1), an nginx origin answering 200 itself;
+# per request = (I(N2) - I(N1)) / (N2 - N1), the bench/run.sh --instructions
+# method.  Usage: bench/plugin_cost.sh [ROW ...]  (rows: none empty cors jwt_hs256)
+#   MOONGATE=path/to/moongate  BENCH_N1=200  BENCH_N2=1200
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+MOONGATE=${MOONGATE:-$ROOT/build/moongate}
+N1=${BENCH_N1:-200}
+N2=${BENCH_N2:-1200}
+ROWS=${*:-none empty cors jwt_hs256}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/moongate-plugincost.XXXXXX")
+ORIGIN_PID=
+cleanup() {
+  if [[ -n $ORIGIN_PID ]]; then kill "$ORIGIN_PID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 300); do
+    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+UP=$(free_port)
+sed -e "s|@TMP@|$TMP|g; s|@NAME@|origin|g; s|@PORT@|$UP|g; s|@MASTER_PROCESS@|off|g" \
+  "$HERE/conf/upstream-nginx.conf" >"$TMP/origin.conf"
+nginx -p "$TMP/" -c "$TMP/origin.conf" -e "$TMP/origin.error.log" &
+ORIGIN_PID=$!
+wait_port "$UP"
+
+SECRET=bench-secret-0123456789
+TOKEN=$(/usr/bin/python3 - "$SECRET" <<'PY'
+import base64, hashlib, hmac, json, sys
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
+h = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+p = b(json.dumps({"sub": "user-42", "iss": "https://issuer.example", "aud": "api",
+                  "exp": 4102444800, "iat": 1700000000}).encode())
+s = b(hmac.new(sys.argv[1].encode(), h + b"." + p, hashlib.sha256).digest())
+print((h + b"." + p + b"." + s).decode())
+PY
+)
+
+route_plugins() {
+  case $1 in
+    none) echo "" ;;
+    empty) echo "    plugins: [{name: bench_empty}]" ;;
+    cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
+    jwt_hs256) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
+    *) echo "unknown row $1" >&2; exit 2 ;;
+  esac
+}
+row_headers() {
+  case $1 in
+    cors) echo "-H origin:https://b.example" ;;
+    jwt_hs256) echo "-H authorization:Bearer_$TOKEN" | tr _ ' ' ;;
+    *) echo "" ;;
+  esac
+}
+mkdir -p "$TMP/plugins"
+printf 'local P = {}\nfunction P.access(ctx, conf) end\nreturn P\n' >"$TMP/plugins/bench_empty.lua"
+
+run() { # run ROW N -> instructions of the whole process
+  local row=$1 n=$2 port pid out
+  port=$(free_port)
+  cat >"$TMP/$row.yaml" <<YAML
+listen: ["127.0.0.1:$port"]
+workers: 1
+access_log: off
+plugin_path: ["$TMP/plugins", "$ROOT/plugins"]
+upstreams:
+  origin:
+    targets: [{address: "127.0.0.1:$UP"}]
+    keepalive: 8
+routes:
+  - name: all
+    match: {paths: ["/"]}
+    upstream: origin
+$(route_plugins "$row")
+YAML
+  out=$TMP/$row-$n.callgrind
+  valgrind --tool=callgrind -q --callgrind-out-file="$out" "$MOONGATE" -c "$TMP/$row.yaml" \
+    >"$TMP/$row.log" 2>&1 &
+  pid=$!
+  wait_port "$port" || { cat "$TMP/$row.log" >&2; exit 1; }
+  local -a hdr
+  read -r -a hdr <<<"$(row_headers "$row")"
+  if [[ $row == jwt_hs256 ]]; then hdr=(-H "authorization: Bearer $TOKEN"); fi
+  local h
+  h=$(h2load --h1 -n "$n" -c 1 -t 1 "${hdr[@]}" "http://127.0.0.1:$port/" 2>&1)
+  grep -q "status codes: $n 2xx" <<<"$h" || { echo "$row: not all 2xx: $h" >&2; exit 1; }
+  kill -TERM "$pid"
+  wait "$pid" || true
+  awk '/^summary:/{print $2}' "$out"
+  if [[ -n ${KEEP:-} ]]; then cp "$out" "$KEEP/"; fi
+}
+
+printf '%-10s %14s %14s %12s\n' row "I($N1)" "I($N2)" per_request
+for row in $ROWS; do
+  a=$(run "$row" "$N1")
+  b=$(run "$row" "$N2")
+  printf '%-10s %14s %14s %12.0f\n' "$row" "$a" "$b" "$(( (b - a) / (N2 - N1) ))"
+done
