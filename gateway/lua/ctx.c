@@ -543,8 +543,10 @@ int mg_ffi_guard_message(struct mg_lua *vm, char *buf, size_t cap)
 {
     if (!vm || !buf || cap == 0)
         return MG_FFI_BAD_CONTEXT;
-    snprintf(buf, cap, "exceeded the %u ms time limit (runaway loop?)",
-             (unsigned)atomic_load_explicit(&vm->guard.limit_ms, memory_order_relaxed));
+    uint32_t limit = vm->budget_ms;
+    if (!limit)
+        limit = atomic_load_explicit(&vm->guard.limit_ms, memory_order_relaxed);
+    snprintf(buf, cap, "exceeded the %u ms time limit (runaway loop?)", (unsigned)limit);
     return MG_FFI_OK;
 }
 

@@ -76,6 +76,9 @@ struct mg_lua {
     int cur_plugin;    /* plugin being timed, -1: none */
     bool cur_failed;   /* it raised an error already reported */
     uint64_t t_plugin; /* ns: when cur_plugin was entered */
+    /* The running phase's whole time limit, for the guard's message: a phase
+     * resumed after a wait runs with only what is left of it (task.c). */
+    uint32_t budget_ms;
 
     /* ctx slots: ctx objects and their ctx.vars, pooled per VM in Lua */
     uint32_t *free_slots;

@@ -254,6 +254,7 @@ static enum mg_lua_result task_call(struct mg_lua_task *t, int nargs)
     uint32_t limit = mg_lua_guard_phase_limit();
     uint64_t t0 = mg_lua_clock_ns();
     mg_lua_call_begin(vm, t->phase, t->plugin, remaining_ms(t, limit));
+    vm->budget_ms = limit;
     int rc = lua_pcall(L, nargs, 1, 1);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);

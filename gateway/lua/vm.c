@@ -124,6 +124,7 @@ static void call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, u
     vm->cur_plugin = plugin;
     vm->cur_failed = false;
     vm->t_plugin = now;
+    vm->budget_ms = limit;
     mg_lua_guard_enter(&vm->guard, now / 1000000u, limit);
 }
 

@@ -79,7 +79,16 @@ def test_metrics_count_scripted_traffic_exactly(gateway, upstream):
     flaky, state = make_flaky(upstream)
     gw = gateway(CONF, good=good, flaky=flaky, dead_port=free_port(), allow_errors=ALLOW)
     scripted_traffic(gw, state)
-    status, headers, text = admin_get(gw, "/metrics")
+    # An exchange is counted when it ends, which may be a moment after the
+    # client read its last byte: scrape until the last request shows.
+    scrape = {}
+
+    def counted():
+        scrape["r"] = admin_get(gw, "/metrics")
+        return value(samples(scrape["r"][2]), "moongate_requests_total", route="flaky",
+                     code="503") >= 1
+    wait_until(counted, t(2), 0.05)
+    status, headers, text = scrape["r"]
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     s = samples(text)
     assert value(s, "moongate_requests_total", route="good", code="200") == 2
