@@ -268,7 +268,7 @@ void mg_attempt_note_head(struct mg_exchange *x)
         struct mg_bulkhead *b = &x->rt->ups[uc->index].stats->bulkhead;
         mg_gradient_sample(&x->rt->ups[uc->index].stats->gradient, &b->limit,
                            &uc->bulkhead.adaptive, (uv_hrtime() - x->att.start_ns) / 1000,
-                           mg_bulkhead_in_use(b));
+                           mg_bulkhead_in_use(b), uv_hrtime() / 1000);
     }
     if (uc->hedge.after_permille)
         mg_quantile_add(&x->rt->ups[uc->index].latency,

@@ -13,6 +13,11 @@ struct mg_gradient {
     double short_rtt; /* fast average: what the latency is now */
     double limit;     /* the estimate; published rounded in mg_bulkhead.limit */
     uint64_t samples;
+    /* The current window: the limit moves once per window, from its average. */
+    uint64_t win_start_us;
+    double win_sum_us;
+    uint32_t win_n;
+    uint32_t win_in_use; /* the most slots held during it */
 };
 
 #endif
