@@ -7,6 +7,9 @@
 #   bench/run.sh --instructions   callgrind instructions/request + strace syscalls/request
 #   bench/run.sh --tls            the same over TLS 1.3 (moongate_tls nginx_tls haproxy_tls),
 #                                 plus new-connection handshakes/s, full and resumed
+#   bench/run.sh --h2             HTTP/2 from h2load (-c 64 -m 10): over TLS with ALPN h2
+#                                 (moongate_h2 nginx_h2 haproxy_h2) and h2c with prior
+#                                 knowledge (moongate_h2c nginx_h2c haproxy_h2c)
 #   bench/run.sh --help           all options
 #
 # See bench/README.md for the method.  Results go to bench/results/ (gitignored).
@@ -42,10 +45,14 @@ HS_SECONDS=${BENCH_HS_SECONDS:-5}     # --tls: seconds per handshake row
 HS_PROCS=${BENCH_HS_PROCS:-4}         #        resumed: client processes of tls_handshakes.py
 HS_CONNS=${BENCH_HS_CONNS:-16}        #        full: h2load connections
 HS_FULL_RATE=${BENCH_HS_FULL_RATE:-1000}  #     full: h2load makes this many connections per --hs-seconds
+H2=0                                  # --h2: the HTTP/2 rows (h2load instead of wrk)
+STREAMS=${BENCH_STREAMS:-10}          # --h2: h2load -m (concurrent streams per connection)
+CONNS_SET=0
 
 ALL_ROWS="moongate moongate_ewma nginx nginx_lua haproxy direct"
 ALL_IROWS="moongate moongate_ewma nginx nginx_lua haproxy origin"
 TLS_ROWS="moongate_tls nginx_tls haproxy_tls"
+H2_ROWS="moongate_h2 nginx_h2 haproxy_h2 moongate_h2c nginx_h2c haproxy_h2c"
 
 usage() {
   cat <<EOF
@@ -70,6 +77,12 @@ usage: bench/run.sh [options]
                         full (h2load) and resumed (bench/tls_handshakes.py); with
                         --instructions, counts per keep-alive TLS request.
                         TLS rows may also be named in --rows next to plain ones.
+  --h2                  rows $H2_ROWS:
+                        HTTP/2 from the client (h2load -c C -m $STREAMS -D S instead of
+                        wrk; default --conns 64), over TLS 1.3 with ALPN h2 (*_h2) and
+                        h2c by prior knowledge (*_h2c), same HTTP/1.1 upstreams; with
+                        --instructions, counts per stream (h2load -n N -c C -m M).
+  --streams M           --h2: concurrent streams per connection (default $STREAMS)
   --hs-seconds S        --tls: seconds per handshake row (default $HS_SECONDS; full
                         handshakes: S x $HS_FULL_RATE connections, BENCH_HS_FULL_RATE)
   --hs-procs N          --tls: resumed-handshake client processes (default $HS_PROCS)
@@ -82,7 +95,7 @@ usage: bench/run.sh [options]
 Environment: BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_CONNS BENCH_ROWS
 MOONGATE BENCH_PORT_BASE BENCH_PROXY_CPU BENCH_LOAD_CPU BENCH_RESULTS_DIR
 BENCH_N1 BENCH_N2 BENCH_ICONNS BENCH_NGINX_KEEPALIVE BENCH_NOISY BENCH_HS_SECONDS
-BENCH_HS_PROCS BENCH_HS_CONNS BENCH_HS_FULL_RATE
+BENCH_HS_PROCS BENCH_HS_CONNS BENCH_HS_FULL_RATE BENCH_STREAMS
 EOF
 }
 
@@ -93,13 +106,15 @@ while (($#)); do
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
-    --conns) CONNS=$2; shift ;;
+    --conns) CONNS=$2; CONNS_SET=1; shift ;;
     --rows) ROWS=$2; shift ;;
     --n1) N1=$2; shift ;;
     --n2) N2=$2; shift ;;
     --iconns) ICONNS=$2; shift ;;
     --tools) ITOOLS=$2; shift ;;
     --tls) TLS=1 ;;
+    --h2) H2=1 ;;
+    --streams) STREAMS=$2; shift ;;
     --hs-seconds) HS_SECONDS=$2; shift ;;
     --hs-procs) HS_PROCS=$2; shift ;;
     --hs-conns) HS_CONNS=$2; shift ;;
@@ -114,12 +129,14 @@ while (($#)); do
 done
 
 log() { printf '%s\n' "$*" >&2; }
+# --h2: 64 connections x 10 streams (issue 16) unless --conns/BENCH_CONNS says otherwise
+if ((H2 && !CONNS_SET)) && [[ -z ${BENCH_CONNS:-} ]]; then CONNS=64; fi
 die() { log "error: $*"; exit 1; }
 
 for tool in nginx haproxy wrk taskset ss pgrep timeout curl python3 openssl; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/deps.sh --bench installs the bench tools)"
 done
-if [[ $MODE == instructions ]]; then
+if [[ $MODE == instructions ]] || ((H2)); then
   for tool in valgrind strace h2load; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y valgrind strace nghttp2-client)"
   done
@@ -219,7 +236,7 @@ wait_listen() {
 
 # ---------------------------------------------------------------- ports
 port_free() { ! listening "$1"; }
-PORT_OFFSETS="1 2 3 10 11 12 13 20 22 30 40 42 50 51"
+PORT_OFFSETS="1 2 3 10 11 12 13 14 15 16 17 20 22 24 26 30 40 42 44 46 50 51"
 for ((attempt = 0; attempt < 20; attempt++)); do
   ok=1
   for o in $PORT_OFFSETS; do port_free $((PORT_BASE + o)) || { ok=0; break; }; done
@@ -233,11 +250,14 @@ declare -A PORT=(
   [nginx]=$((PORT_BASE + 20)) [nginx_lua]=$((PORT_BASE + 30))
   [haproxy]=$((PORT_BASE + 40)) [direct]=$U1 [origin]=$((PORT_BASE + 20))
   [moongate_tls]=$((PORT_BASE + 12)) [nginx_tls]=$((PORT_BASE + 22)) [haproxy_tls]=$((PORT_BASE + 42))
+  [moongate_h2]=$((PORT_BASE + 14)) [nginx_h2]=$((PORT_BASE + 24)) [haproxy_h2]=$((PORT_BASE + 44))
+  [moongate_h2c]=$((PORT_BASE + 16)) [nginx_h2c]=$((PORT_BASE + 26)) [haproxy_h2c]=$((PORT_BASE + 46))
 )
 declare -A ADMIN_PORT=([moongate]=$((PORT_BASE + 11)) [moongate_ewma]=$((PORT_BASE + 51))
-  [moongate_tls]=$((PORT_BASE + 13)))
+  [moongate_tls]=$((PORT_BASE + 13)) [moongate_h2]=$((PORT_BASE + 15)) [moongate_h2c]=$((PORT_BASE + 17)))
 
-is_tls() { [[ $1 == *_tls ]]; }
+is_tls() { [[ $1 == *_tls || $1 == *_h2 ]]; }
+is_h2() { [[ $1 == *_h2 || $1 == *_h2c ]]; }
 # url ROW: what the load generators ask for
 url() { if is_tls "$1"; then echo "https://127.0.0.1:${PORT[$1]}/"; else echo "http://127.0.0.1:${PORT[$1]}/"; fi; }
 
@@ -302,13 +322,14 @@ check_rows() {   # fills SKIP for the rows that cannot run
   for r in $1; do if is_tls "$r"; then make_cert; break; fi; done
   for r in $1; do
     case $r in
-      moongate | moongate_ewma | moongate_tls)
+      moongate | moongate_ewma | moongate_tls | moongate_h2 | moongate_h2c)
         if [[ $r == moongate_ewma && ! -f $ROOT/plugins/p2c_ewma.lua ]]; then
           SKIP[$r]="plugins/p2c_ewma.lua not there yet"; continue
         fi
         reason=$(check_moongate "$r") || SKIP[$r]=$reason ;;
       nginx_lua) reason=$(check_lua) || SKIP[$r]=$reason ;;
-      nginx | haproxy | direct | origin | nginx_tls | haproxy_tls) ;;
+      nginx | haproxy | direct | origin | nginx_tls | haproxy_tls | nginx_h2 | haproxy_h2 | nginx_h2c | haproxy_h2c)
+        if is_h2 "$r" && ! command -v h2load >/dev/null; then SKIP[$r]="h2load not found (apt-get install -y nghttp2-client)"; fi ;;
       *) die "unknown row: $r" ;;
     esac
   done
@@ -335,7 +356,7 @@ start_upstreams() {
 proxy_cmd() {
   local row=$1 master=${2:-on} conf
   case $row in
-    moongate | moongate_ewma | moongate_tls)
+    moongate | moongate_ewma | moongate_tls | moongate_h2 | moongate_h2c)
       conf=$(render "$row.yaml" "$row" "${PORT[$row]}")
       CMD=("$MOONGATE" -c "$conf"); STOPSIG=TERM ;;
     nginx)
@@ -353,6 +374,12 @@ proxy_cmd() {
     haproxy_tls)
       conf=$(render haproxy-tls.cfg haproxy_tls "${PORT[haproxy_tls]}")
       CMD=(haproxy -db -f "$conf"); STOPSIG=TERM ;;
+    nginx_h2 | nginx_h2c)
+      conf=$(render "nginx-proxy-${row#nginx_}.conf" "$row" "${PORT[$row]}" "$master")
+      CMD=(nginx -p "$TMP/" -c "$conf" -e "$TMP/$row.error.log"); STOPSIG=QUIT ;;
+    haproxy_h2 | haproxy_h2c)
+      conf=$(render "haproxy-${row#haproxy_}.cfg" "$row" "${PORT[$row]}")
+      CMD=(haproxy -db -f "$conf"); STOPSIG=TERM ;;
     origin)   # an nginx upstream answering `return 200` itself, as a reference
       conf=$(render upstream-nginx.conf origin "${PORT[origin]}" "$master")
       CMD=(nginx -p "$TMP/" -c "$conf" -e "$TMP/origin.error.log"); STOPSIG=QUIT ;;
@@ -360,11 +387,13 @@ proxy_cmd() {
   esac
 }
 
-# check that a request through the row answers 200 "ok"
+# check that a request through the row answers 200 "ok" (h2 rows: over HTTP/2,
+# negotiated by ALPN on TLS, prior knowledge on h2c)
 probe() {
-  local body
-  body=$(curl -sk --max-time 3 "$(url "$1")" 2>/dev/null) || return 1
-  [[ $body == ok ]]
+  local out opt=()
+  if [[ $1 == *_h2 ]]; then opt=(--http2); elif [[ $1 == *_h2c ]]; then opt=(--http2-prior-knowledge); fi
+  out=$(curl -sk "${opt[@]}" --max-time 3 -w ' %{http_version}' "$(url "$1")" 2>/dev/null) || return 1
+  if is_h2 "$1"; then [[ $out == "ok 2" ]]; else [[ $out == ok\ * ]]; fi
 }
 
 start_proxy() {   # start_proxy ROW: starts it pinned, or records why it is skipped
@@ -438,18 +467,37 @@ run_wrk() {      # run_wrk URL CONNS SECONDS
     wrk -t1 -c"$2" -d"$3s" --timeout 5s -s "$HERE/wrk-report.lua" "$1" 2>&1 || true
 }
 
+# run_h2load URL CONNS SECONDS: HTTP/2 (TLS: ALPN h2; http: prior knowledge),
+# STREAMS concurrent streams per connection, one thread; prints wrk-report.lua's
+# BENCH line. h2load gives no percentiles: p50 holds its mean time per request,
+# p90 mean + 1 sd, max its max (p99 0: unknown).
+run_h2load() {
+  timeout --foreground -k 5 $(($3 + 30)) taskset -c "$LOAD_CPU" \
+    h2load -t 1 -c "$2" -m "$STREAMS" -D "$3" "$1" 2>&1 | awk '
+    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return 1000 * v; if (v ~ /s$/) return 1e6 * v; return v }
+    /^finished in/ { d = $3; sub(/,$/, "", d); dur = us(d) }
+    /^requests:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^succeeded/) ok = $(i - 1); if ($(i) ~ /^errored/) er = $(i - 1); if ($(i) ~ /^timeout/) to = $(i - 1) } }
+    /^status codes:/ { s3 = $5; s4 = $7; s5 = $9 }
+    /^time for request:/ { mn = us($4); mx = us($5); mean = us($6); sd = us($7) }
+    { print > "/dev/stderr" }
+    END { if (dur > 0) printf "BENCH requests=%d duration_us=%d bytes=0 connect=0 read=%d write=0 status=%d timeout=%d p50=%d p90=%d p99=0 p999=0 max=%d mean=%d\n",
+            ok, dur, er, s3 + s4 + s5, to, mean, mean + sd, mx, mean }' 2>&1 || true
+}
+
 # measure ROW CONNS -> prints the TSV fields after round/conns/row
 measure() {
   local row=$1 c=$2 port pid=${PID[$1]} out a0 b0 a1 b1 la0 lb0 la1 lb1 mem
   port=$(url "$row")   # (a URL)
-  run_wrk "$port" "$c" "$WARMUP" >/dev/null
+  local run=run_wrk
+  if is_h2 "$row"; then run=run_h2load; fi
+  $run "$port" "$c" "$WARMUP" >/dev/null
   local w0 w1
   proc_snapshot >"$TMP/snap0"
   w0=$(date +%s%N)
   read -r a0 b0 < <(cpu_stat "$PROXY_CPU"); read -r la0 lb0 < <(cpu_stat "$LOAD_CPU")
   # `time` reports the CPU of waited-for descendants: timeout -> taskset -> wrk
   local TIMEFORMAT='%3U %3S' wu ws
-  { time run_wrk "$port" "$c" "$DURATION" >"$TMP/wrk.cur"; } 2>"$TMP/wrk.time"
+  { time $run "$port" "$c" "$DURATION" >"$TMP/wrk.cur"; } 2>"$TMP/wrk.time"
   out=$(<"$TMP/wrk.cur")
   read -r wu ws <"$TMP/wrk.time" || true
   read -r a1 b1 < <(cpu_stat "$PROXY_CPU"); read -r la1 lb1 < <(cpu_stat "$LOAD_CPU")
@@ -527,7 +575,7 @@ machine_info() {
 
 throughput() {
   local rows row c r i n
-  if [[ -n $ROWS ]]; then rows=$ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_ROWS; fi
+  if [[ -n $ROWS ]]; then rows=$ROWS; elif ((H2)); then rows=$H2_ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_ROWS; fi
   check_rows "$rows"
   local live=()
   for row in $rows; do [[ -n ${SKIP[$row]:-} ]] || live+=("$row"); done
@@ -585,7 +633,7 @@ throughput() {
   echo
   python3 "$HERE/summarize.py" --noisy "$NOISY" "$tsv" | tee "${tsv%.tsv}-summary.txt"
   local hs_rows=()
-  for row in "${live[@]}"; do if is_tls "$row"; then hs_rows+=("$row"); fi; done
+  for row in "${live[@]}"; do if [[ $row == *_tls ]]; then hs_rows+=("$row"); fi; done
   if ((TLS && ${#hs_rows[@]})); then
     handshakes "$stamp" "${hs_rows[@]}"
   fi
@@ -705,7 +753,9 @@ trace_run() {
   fi
   if [[ $tool == strace ]]; then target=$(pgrep -P "$pid" | head -n 1 || true); fi
   local h ok st2
-  h=$(timeout --foreground -k 5 600 taskset -c "$LOAD_CPU" h2load --h1 -n "$n" -c "$c" -t 1 "$(url "$row")" 2>&1 || true)
+  local proto=(--h1)
+  if is_h2 "$row"; then proto=(-m "$STREAMS"); fi   # HTTP/2: N streams, M at a time per connection
+  h=$(timeout --foreground -k 5 600 taskset -c "$LOAD_CPU" h2load "${proto[@]}" -n "$n" -c "$c" -t 1 "$(url "$row")" 2>&1 || true)
   echo "$h" >"$TMP/$tag.h2load"
   ok=$(awk '/^requests:/{for (i = 1; i <= NF; i++) if ($(i) ~ /^succeeded/) print $(i - 1)}' <<<"$h")
   st2=$(awk '/^status codes:/{print $3}' <<<"$h")
@@ -730,7 +780,7 @@ trace_run() {
 
 instructions() {
   local rows row tool c
-  if [[ -n $ROWS ]]; then rows=$ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_IROWS; fi
+  if [[ -n $ROWS ]]; then rows=$ROWS; elif ((H2)); then rows=$H2_ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_IROWS; fi
   check_rows "$rows"
   local live=()
   for row in $rows; do
@@ -745,7 +795,7 @@ instructions() {
   mkdir -p "$keep"
   { machine_info; printf 'row\ttool\tconns\tn1\tn2\tcount1\tcount2\tper_request\n'; } >"$tsv"
   machine_info
-  echo "# rows: ${live[*]}; tools: $ITOOLS; connections: $ICONNS; per request = (count(N2) - count(N1)) / (N2 - N1), N1=$N1 N2=$N2"
+  echo "# rows: ${live[*]}; tools: $ITOOLS; connections: $ICONNS$( ((H2)) && echo " x $STREAMS streams (HTTP/2 rows)"); per request = (count(N2) - count(N1)) / (N2 - N1), N1=$N1 N2=$N2"
   for row in "${live[@]}"; do
     for tool in $ITOOLS; do
       for c in $ICONNS; do

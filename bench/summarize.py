@@ -11,7 +11,8 @@
     summarize.py --instructions RESULTS-instructions.tsv [TRACE_DIR]
         instructions and syscalls per request side by side with ratios against
         nginx, plus the per-syscall breakdown from the kept strace summaries.
-        TLS rows (moongate_tls, ...) are compared with nginx_tls / haproxy_tls.
+        TLS rows (moongate_tls, ...) are compared with nginx_tls / haproxy_tls,
+        HTTP/2 rows (moongate_h2, moongate_h2c) with nginx_h2 / nginx_h2c (per stream).
     summarize.py --handshakes RESULTS-handshakes.tsv
         bench/run.sh --tls: new TLS connections/s (full, resumed) and the
         proxy's CPU per connection, ratios against nginx_tls and haproxy_tls.
@@ -57,7 +58,17 @@ def fmt(v, spec):
 
 
 ROW_ORDER = ["moongate", "moongate_ewma", "nginx", "nginx_lua", "haproxy", "direct", "origin",
-             "moongate_tls", "nginx_tls", "haproxy_tls"]
+             "moongate_tls", "nginx_tls", "haproxy_tls",
+             "moongate_h2", "nginx_h2", "haproxy_h2", "moongate_h2c", "nginx_h2c", "haproxy_h2c"]
+FAMILIES = ("_tls", "_h2", "_h2c")
+
+
+def family(row):
+    """"" for the plain HTTP/1.1 rows, else the suffix: _tls, _h2 (TLS + ALPN h2), _h2c"""
+    for suffix in FAMILIES:
+        if row.endswith(suffix):
+            return suffix
+    return ""
 
 
 def tls(row):
@@ -65,8 +76,8 @@ def tls(row):
 
 
 def base_of(row, base):
-    """the peer a row is compared with: nginx_tls for a TLS row, nginx otherwise"""
-    return base + "_tls" if tls(row) else base
+    """the peer a row is compared with: nginx_tls for a TLS row, nginx_h2 for an h2 row..."""
+    return base + family(row)
 
 
 def ordered(names):
@@ -203,14 +214,14 @@ def throughput(path, noisy=30.0, drop=False):
               f" python3 bench/summarize.py --drop-noisy {path}")
 
     ratios = {}  # (c, row, base, key) -> median ratio
-    for base in ("nginx", "haproxy", "nginx_tls", "haproxy_tls"):
+    for base in ("nginx", "haproxy") + tuple(b + f for f in FAMILIES for b in ("nginx", "haproxy")):
         if base not in rows:
             continue
         print()
         print(f"== per-round ratios against {base} (row / {base}); median last")
         for c in conns_list:
             for row in rows:
-                if row == base or (c, row) not in by or tls(row) != tls(base):
+                if row == base or (c, row) not in by or family(row) != family(base):
                     continue
                 parts = []
                 for key, label in (("rps", "req/s"), ("cpu_us_per_req", "cpu/req")):
@@ -229,6 +240,16 @@ def throughput(path, noisy=30.0, drop=False):
         for c in conns_list:
             check(f"c={c} moongate_tls req/s vs nginx_tls", ratios.get((c, "moongate_tls", "nginx_tls", "rps")), ">=", 1.0)
             check(f"c={c} moongate_tls req/s vs haproxy_tls", ratios.get((c, "moongate_tls", "haproxy_tls", "rps")), ">=", 1.0)
+    h2 = [r for r in ("moongate_h2", "moongate_h2c") if r in rows]
+    if h2:
+        print()
+        print("== issue 16 targets, HTTP/2 from the client (medians of the per-round ratios)")
+        for c in conns_list:
+            for row in h2:
+                f = family(row)
+                check(f"c={c} {row} req/s vs nginx{f}", ratios.get((c, row, "nginx" + f, "rps")), ">=", 1.2)
+                check(f"c={c} {row} req/s vs haproxy{f}", ratios.get((c, row, "haproxy" + f, "rps")), ">=", 1.0)
+        print("(h2 rows: h2load has no percentiles: p50_ms is its mean time per request, p99 is not known)")
     if "moongate" not in rows:
         return
     print()
@@ -265,7 +286,8 @@ def instructions(path, trace_dir=None):
     tools = [t for t in ("callgrind", "strace") if any(d["tool"] == t for d in data)]
     label = {"callgrind": "instr/req", "strace": "syscalls/req"}
     cols = [(t, c) for t in tools for c in conns]
-    print("== per request: (count(N2) - count(N1)) / (N2 - N1); ratio = row / nginx (TLS rows: / nginx_tls)")
+    print("== per request (HTTP/2 rows: per stream): (count(N2) - count(N1)) / (N2 - N1);"
+          " ratio = row / nginx (TLS rows: / nginx_tls, h2: / nginx_h2, h2c: / nginx_h2c)")
     head = f"{'row':<14}" + "".join(f" {label[t] + ' c=' + c:>17} {'ratio':>6}" for t, c in cols)
     print(head)
     for row in rows:
@@ -284,6 +306,17 @@ def instructions(path, trace_dir=None):
             v, b = val.get(("moongate_tls", "callgrind", c)), val.get(("nginx_tls", "callgrind", c))
             if v is not None and b:
                 check(f"c={c} instr per keep-alive TLS request {v:.0f} vs nginx_tls {b:.0f}", v / b, "<=", 0.8)
+
+    h2 = [r for r in ("moongate_h2", "moongate_h2c") if r in rows]
+    if h2:
+        print()
+        print("== issue 16 targets")
+        for row in h2:
+            for c in conns:
+                base = "nginx" + family(row)
+                v, b = val.get((row, "callgrind", c)), val.get((base, "callgrind", c))
+                if v is not None and b:
+                    check(f"c={c} {row} instr per stream {v:.0f} vs {base} {b:.0f}", v / b, "<=", 0.8)
 
     if "moongate" in rows:
         print()
@@ -319,8 +352,8 @@ def instructions(path, trace_dir=None):
     cg = {(d["row"], d["conns"]): (int(d["n1"]), int(d["n2"])) for d in data if d["tool"] == "callgrind"}
     for row in rows:
         c = conns[0]
-        if (row, c) not in cg or row not in ("moongate", "moongate_ewma", "nginx", "haproxy", "nginx_lua",
-                                                         "moongate_tls", "nginx_tls", "haproxy_tls"):
+        if (row, c) not in cg or row not in ("moongate", "moongate_ewma", "nginx", "haproxy", "nginx_lua") + tuple(
+                b + f for f in FAMILIES for b in ("moongate", "nginx", "haproxy")):
             continue
         a, b = cg[(row, c)]
         f1 = os.path.join(trace_dir, f"{row}-callgrind-c{c}-n{a}.callgrind")
