@@ -139,6 +139,10 @@ static void finish_ex(struct http_io *h, const char *err, bool reusable)
     if (err)
         snprintf(h->err, sizeof h->err, "%s", err);
     drop_conn(h, reusable && !h->err[0]);
+    h->io.kind = MG_LUA_IO_HTTP;
+    h->io.result = !h->err[0]                          ? MG_LUA_IO_OK
+                   : strstr(h->err, "timeout") == NULL ? MG_LUA_IO_ERROR
+                                                       : MG_LUA_IO_TIMEOUT;
     if (h->stats) {
         bool failure = h->err[0] || mg_breaker_is_failure_status(h->breaker, h->status);
         mg_breaker_report(&h->stats->breaker, h->breaker, uv_now(h->loop), failure, h->probe);

@@ -546,6 +546,10 @@ routes:
     match: {paths: ["/slow"]}
     upstream: u
     plugins: [{name: caller, config: {upstream: side, paths: ["/slow/400"], timeout: 2}}]
+  - name: tmo
+    match: {paths: ["/tmo"]}
+    upstream: u
+    plugins: [{name: caller, config: {upstream: side, paths: ["/slow/300"], timeout: 0.05}}]
 """
 
 
@@ -555,6 +559,12 @@ def caller_gateway(gateway, upstream, tmp_path, side, **subs):
     (d / "caller.lua").write_text(CALLER)
     up = upstream(name="up")
     return gateway(CALLER_CONF, up=up, plugins=str(d), side=side, **subs)
+
+
+def scrape_metrics(gw):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=t(5)) as r:
+        return r.read().decode()
 
 
 def conns(body):
@@ -571,6 +581,15 @@ def test_http_request_to_upstream_reuses_pooled_connection(gateway, upstream, tm
     assert conns(r.body) + conns(r2.body) == ["1"] * 4, (r.body, r2.body)
     assert side.connection_count == 1
     assert all(not q.wants_close() for q in side.requests)
+    r = fetch(gw.port, "GET", "/tmo")
+    assert r.body == b"err:timeout", r.body
+    io = {}
+    for line in scrape_metrics(gw).splitlines():
+        if line.startswith("moongate_plugin_io_total{"):
+            io[line.split("{")[1].split("}")[0]] = float(line.rsplit(" ", 1)[1])
+    assert io['kind="http",result="ok"'] == 4, io
+    assert io['kind="http",result="timeout"'] == 1, io
+    assert io['kind="redis",result="error"'] == 0, io
 
 
 def test_http_request_connection_close_is_not_reused(gateway, upstream, tmp_path):
