@@ -658,3 +658,23 @@ def test_http_request_tls_upstream_with_untrusted_certificate_fails(gateway, ups
         assert o.requests == []
     finally:
         o.stop()
+
+
+def test_http_request_retries_a_pooled_connection_closed_before_answering(gateway, upstream,
+                                                                         tmp_path):
+    from upstream import echo
+
+    def stale_on_second(conn, req):  # as if it timed out idle just as the request came
+        conn.read_body(req)
+        conn.n = getattr(conn, "n", 0) + 1
+        if conn.n == 2:
+            conn.close()
+            return False
+        echo(conn, req)
+        return None
+    side = upstream(stale_on_second, name="side")
+    gw = caller_gateway(gateway, upstream, tmp_path,
+                        "  side:\n    targets: [{address: \"%s\"}]\n" % side.address)
+    r = fetch(gw.port, "GET", "/two")
+    assert r.status == 200 and conns(r.body) == ["1", "2"], r.body
+    assert [q.path for q in side.requests] == ["/a", "/b", "/b"]
