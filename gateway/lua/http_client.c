@@ -10,7 +10,7 @@
  * a complete response that allows it (framed by Content-Length or chunked, no
  * Connection: close, nothing after it), and is closed otherwise. A pooled
  * connection the upstream closed before answering is retried on another one
- * (as a proxy does: it may have timed out idle just then). A call to
+ * (it may have timed out idle just then), unless the method is POST or PATCH. A call to
  * "IP:port" has a one-off plain connection (Connection: close).
  *
  * Ownership: struct http_io is malloc'd; it is freed once its handles (the
@@ -55,10 +55,11 @@ struct http_io {
     struct mg_worker *w;
     uint64_t connect_ms;
     bool pooled;
-    bool reused;    /* u came idle from the pool */
-    bool got_bytes; /* u sent something for this request */
-    bool head;      /* a HEAD request: the response has no body */
-    int redials;    /* stale pooled connections given up on */
+    bool reused;     /* u came idle from the pool */
+    bool got_bytes;  /* u sent something for this request */
+    bool head;       /* a HEAD request: the response has no body */
+    int redials;     /* stale pooled connections given up on */
+    bool idempotent; /* may be sent again (not POST, PATCH) */
     /* to "IP:port": a one-off connection */
     uv_tcp_t tcp;
     uv_connect_t creq;
@@ -430,7 +431,7 @@ static int pooled_start(struct http_io *h)
 /* The connection failed: on a stale pooled one, try another. */
 static void pooled_failed(struct http_io *h, const char *what, int status)
 {
-    if (h->reused && !h->got_bytes && h->redials < MAX_REDIALS) {
+    if (h->reused && !h->got_bytes && h->idempotent && h->redials < MAX_REDIALS) {
         h->redials++;
         drop_conn(h, false);
         reset_response(h);
@@ -632,6 +633,8 @@ int mg_lua_http_start(lua_State *L)
     h->io.release = io_release;
     h->io.push = io_push;
     h->head = reqlen >= 5 && memcmp(req, "HEAD ", 5) == 0;
+    h->idempotent = !(reqlen >= 5 && memcmp(req, "POST ", 5) == 0) &&
+                    !(reqlen >= 6 && memcmp(req, "PATCH ", 6) == 0);
     llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
     h->parser.data = h;
     uv_timer_init(loop, &h->timer);
