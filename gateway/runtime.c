@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "idempotency/store.h"
 #include "idempotency/store_redis.h"
+#include "lua/http_client.h"
 #include "lua/metrics_hook.h"
 #include "lua/task.h"
 #include "lua/vm.h"
@@ -38,7 +39,7 @@ static bool uses_redis(const struct mg_config *cfg)
 /* The Redis store lives with the runtime: exchanges hold the runtime they
  * started on, so a reload (perhaps to another Redis) never pulls the store
  * from under an operation in flight. */
-struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
+struct mg_runtime *mg_runtime_new(struct mg_worker *w, struct mg_config *cfg,
                                   struct mg_metrics *metrics, struct mg_lua *lua,
                                   struct mg_lua_metrics *lua_metrics)
 {
@@ -52,10 +53,9 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
     rt->metrics = metrics;
     rt->lua = lua;
     rt->lua_metrics = lua_metrics;
-    mg_lua_start(lua, loop); /* init_worker; timers run on this loop */
     rt->holds = 1;
     if (cfg->redis.enabled && uses_redis(cfg))
-        rt->idem_redis = mg_idem_redis_open(loop, &cfg->redis);
+        rt->idem_redis = mg_idem_redis_open(&w->loop, &cfg->redis);
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
     if (!rt->ups)
         mg_fatal("out of memory (upstream runtime)");
@@ -88,6 +88,8 @@ struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
                                                         .stats = ur->targets[j].stats};
         }
     }
+    mg_lua_http_bind(lua, w, rt->ups);
+    mg_lua_start(lua, &w->loop); /* init_worker; timers run on this loop */
     return rt;
 }
 

@@ -10,10 +10,10 @@
 
 struct mg_worker;
 
-/* A runtime for `cfg` on `loop`, held once (by the worker that makes it
+/* A runtime for `cfg` on w's loop, held once (by the worker that makes it
  * current). Takes its own references to cfg and metrics; takes over lua and
  * lua_metrics (either may be NULL). Aborts on OOM. */
-struct mg_runtime *mg_runtime_new(uv_loop_t *loop, struct mg_config *cfg,
+struct mg_runtime *mg_runtime_new(struct mg_worker *w, struct mg_config *cfg,
                                   struct mg_metrics *metrics, struct mg_lua *lua,
                                   struct mg_lua_metrics *lua_metrics);
 /* An exchange starting takes the worker's current runtime; ending, it gives it

@@ -301,7 +301,7 @@ static void apply_config(struct mg_worker *w, struct mg_generation *g)
     }
     reconcile_listeners(w, cfg);
     struct mg_runtime *old = w->rt;
-    w->rt = mg_runtime_new(&w->loop, cfg, g->metrics, g->lua, g->lua_metrics);
+    w->rt = mg_runtime_new(w, cfg, g->metrics, g->lua, g->lua_metrics);
     if (w->id == 0 && idem_table)
         mg_idem_memtable_set_budget(idem_table, cfg->idempotency_memory);
     g->lua = NULL; /* the runtime owns them now */
@@ -391,7 +391,7 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = mg_runtime_new(&w->loop, cfg, metrics, lua, lua_metrics);
+    w->rt = mg_runtime_new(w, cfg, metrics, lua, lua_metrics);
     restart_health_checks(w);
     uv_timer_init(&w->loop, &w->idem_sweep);
     w->idem_sweep.data = w;

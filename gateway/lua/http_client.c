@@ -1,14 +1,24 @@
 /*
- * gw.http.request (see http_client.h): one connection per call (Connection:
- * close), llhttp for the response, a bounded body, one timer for the whole
- * call. Host names are not resolved here (that would block the loop): a call
- * names an upstream of the config or an IP address.
+ * gw.http.request (see http_client.h): llhttp for the response, a bounded
+ * body, one timer for the whole call. Host names are not resolved here (that
+ * would block the loop): a call names an upstream of the config or an IP
+ * address.
  *
- * Ownership: struct http_io is malloc'd; it is freed once both its handles
- * (socket, timer) are closed and its task let go of it (results taken,
- * dropped, or the call cancelled). Writes point into `req`, which lives as
- * long as the io, and libuv runs write callbacks before the socket's close
- * callback, so no write outlives it.
+ * A call to an upstream leases a connection from the worker's pool for the
+ * chosen target (upstream/pool.h), so the upstream's TLS applies and
+ * connections are kept alive: the connection goes back to the pool only after
+ * a complete response that allows it (framed by Content-Length or chunked, no
+ * Connection: close, nothing after it), and is closed otherwise. A pooled
+ * connection the upstream closed before answering is retried on another one
+ * (it may have timed out idle just then), unless the method is POST or PATCH. A call to
+ * "IP:port" has a one-off plain connection (Connection: close).
+ *
+ * Ownership: struct http_io is malloc'd; it is freed once its handles (the
+ * timer; the socket of a one-off connection) are closed and its task let go
+ * of it (results taken, dropped, or the call cancelled). A leased connection
+ * is released or closed before that and hears nothing of the io after. Writes
+ * point into `req`, which lives as long as the io; a transport that closes
+ * cancels its writes without touching their bytes (TLS copies them).
  */
 #include "lua/http_client.h"
 
@@ -22,6 +32,8 @@
 #include <string.h>
 
 #include "config/config-t.h"
+#include "runtime-t.h"
+#include "upstream/pool.h"
 #include "resilience/breaker.h"
 #include "resilience/registry-t.h"
 #include "resilience/registry.h"
@@ -37,6 +49,18 @@ struct hdr {
 
 struct http_io {
     struct mg_lua_io io;
+    /* to an upstream: a leased pool connection (NULL once given back) */
+    struct mg_upconn *u;
+    struct mg_target_rt *trt;
+    struct mg_worker *w;
+    uint64_t connect_ms;
+    bool pooled;
+    bool reused;     /* u came idle from the pool */
+    bool got_bytes;  /* u sent something for this request */
+    bool head;       /* a HEAD request: the response has no body */
+    int redials;     /* stale pooled connections given up on */
+    bool idempotent; /* may be sent again (not POST, PATCH) */
+    /* to "IP:port": a one-off connection */
     uv_tcp_t tcp;
     uv_connect_t creq;
     uv_write_t wreq;
@@ -83,29 +107,54 @@ static void on_closed(uv_handle_t *hd)
     io_maybe_free(h);
 }
 
+/* Gives the leased connection back when the response allows reuse. */
+static void drop_conn(struct http_io *h, bool reusable)
+{
+    struct mg_upconn *u = h->u;
+    if (!u)
+        return;
+    h->u = NULL;
+    if (reusable)
+        mg_upconn_release(u); /* closes it when bytes are left over or the pool is full */
+    else
+        mg_upconn_close(u);
+}
+
 static void close_handles(struct http_io *h)
 {
     uv_timer_stop(&h->timer);
-    if (!uv_is_closing((uv_handle_t *)&h->tcp))
+    drop_conn(h, false);
+    if (!h->pooled && !uv_is_closing((uv_handle_t *)&h->tcp))
         uv_close((uv_handle_t *)&h->tcp, on_closed);
     if (!uv_is_closing((uv_handle_t *)&h->timer))
         uv_close((uv_handle_t *)&h->timer, on_closed);
 }
 
-/* The call ended (err NULL: a response is in). */
-static void finish(struct http_io *h, const char *err)
+/* The call ended (err NULL: a response is in; reusable: its connection may
+ * serve another request). */
+static void finish_ex(struct http_io *h, const char *err, bool reusable)
 {
     if (h->finished)
         return;
     h->finished = true;
     if (err)
         snprintf(h->err, sizeof h->err, "%s", err);
+    drop_conn(h, reusable && !h->err[0]);
+    h->io.kind = MG_LUA_IO_HTTP;
+    h->io.result = !h->err[0]                          ? MG_LUA_IO_OK
+                   : strstr(h->err, "timeout") == NULL ? MG_LUA_IO_ERROR
+                                                       : MG_LUA_IO_TIMEOUT;
     if (h->stats) {
         bool failure = h->err[0] || mg_breaker_is_failure_status(h->breaker, h->status);
         mg_breaker_report(&h->stats->breaker, h->breaker, uv_now(h->loop), failure, h->probe);
     }
     close_handles(h);
     mg_lua_io_complete(&h->io);
+}
+
+static void finish(struct http_io *h, const char *err)
+{
+    finish_ex(h, err, false);
 }
 
 static void io_cancel(struct mg_lua_io *io)
@@ -229,7 +278,7 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 static int on_headers_complete(llhttp_t *p)
 {
     of(p)->status = p->status_code;
-    return 0;
+    return of(p)->head ? 1 : 0; /* 1: no body follows */
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -332,6 +381,137 @@ static void on_timeout(uv_timer_t *t)
     finish(h, h->err[0] ? NULL : "timeout"); /* a connect that could not start set err */
 }
 
+/* ------------------------------------------------------------ pooled I/O */
+
+/* A pooled connection can be one the upstream closed while it sat idle: the
+ * request then goes on another (each stale one leaves the pool, so this
+ * ends). */
+#define MAX_REDIALS 4
+
+static void reset_response(struct http_io *h)
+{
+    llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
+    h->parser.data = h;
+    h->in_value = false;
+    h->complete = false;
+    h->status = 0;
+    h->hlen = h->nh = h->blen = 0;
+}
+
+static const struct mg_upconn_ops pooled_ops;
+
+/* Sends the request on h->u (connected). Returns 0 or a negative UV_E*. */
+static int pooled_send(struct http_io *h)
+{
+    struct mg_upconn *u = h->u;
+    mg_upconn_set_timeout(u, 0); /* the call's own timer covers the rest */
+    mg_upconn_set_reading(u, true);
+    mg_wq_add(&u->out, h->req, h->reqlen, NULL);
+    int rc = mg_wq_flush(&u->out);
+    return rc < 0 ? rc : 0;
+}
+
+/* Leases a connection and sends when it is ready. Returns 0 or a negative
+ * UV_E* (nothing leased). */
+static int pooled_start(struct http_io *h)
+{
+    bool reused = false;
+    int rc = mg_upconn_acquire(h->w, h->trt, h, &pooled_ops, h->connect_ms, &h->u, &reused);
+    if (rc < 0) {
+        h->u = NULL;
+        return rc;
+    }
+    h->reused = reused;
+    h->got_bytes = false;
+    if (reused && (rc = pooled_send(h)) < 0)
+        drop_conn(h, false);
+    return rc;
+}
+
+/* The connection failed: on a stale pooled one, try another. */
+static void pooled_failed(struct http_io *h, const char *what, int status)
+{
+    if (h->reused && !h->got_bytes && h->idempotent && h->redials < MAX_REDIALS) {
+        h->redials++;
+        drop_conn(h, false);
+        reset_response(h);
+        int rc = pooled_start(h);
+        if (rc == 0)
+            return;
+        status = rc;
+        what = "connect";
+    }
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s: %s", what, uv_strerror(status));
+    finish(h, msg);
+}
+
+static void pooled_on_connect(struct mg_upconn *u, int status)
+{
+    struct http_io *h = u->owner;
+    if (status == 0)
+        status = pooled_send(h);
+    if (status < 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "connect: %s", uv_strerror(status));
+        finish(h, msg);
+    }
+}
+
+static void pooled_on_read(struct mg_upconn *u, ssize_t nread)
+{
+    struct http_io *h = u->owner;
+    if (nread < 0) {
+        if (nread == UV_EOF && h->got_bytes && llhttp_finish(&h->parser) == HPE_OK && h->complete)
+            finish(h, NULL); /* a body that ran to the close */
+        else if (h->got_bytes || nread != UV_EOF)
+            pooled_failed(h, "read", (int)nread);
+        else
+            pooled_failed(h, "connection closed before the response", (int)nread);
+        return;
+    }
+    h->got_bytes = true;
+    const char *base = u->in.buf + u->in.start;
+    llhttp_errno_t e = llhttp_execute(&h->parser, base, u->in.end - u->in.start);
+    if (e == HPE_PAUSED)
+        u->in.start += (size_t)(llhttp_get_error_pos(&h->parser) - base);
+    else
+        u->in.start = u->in.end;
+    if (h->complete) {
+        finish_ex(h, NULL, llhttp_should_keep_alive(&h->parser) != 0);
+    } else if (e != HPE_OK) {
+        char msg[sizeof h->err + 16];
+        snprintf(msg, sizeof msg, "bad response: %.100s",
+                 h->err[0] ? h->err : llhttp_errno_name(e));
+        h->err[0] = '\0';
+        finish(h, msg);
+    }
+}
+
+static void pooled_on_timeout(struct mg_upconn *u)
+{
+    finish(u->owner, "connect: timeout"); /* the pool's timer runs only while connecting */
+}
+
+static void pooled_on_unpinned(struct mg_upconn *u)
+{
+    (void)u; /* nothing of ours points into its buffer */
+}
+
+static void pooled_on_written(struct mg_upconn *u, int status)
+{
+    if (status < 0)
+        pooled_failed(u->owner, "send", status);
+}
+
+static const struct mg_upconn_ops pooled_ops = {
+    .on_connect = pooled_on_connect,
+    .on_read = pooled_on_read,
+    .on_timeout = pooled_on_timeout,
+    .on_unpinned = pooled_on_unpinned,
+    .on_written = pooled_on_written,
+};
+
 /* ------------------------------------------------------------ start */
 
 static int fail(lua_State *L, const char *msg)
@@ -356,13 +536,20 @@ static int resolve(lua_State *L, struct mg_lua *vm, const char *kind, const char
                 continue;
             uint64_t now = uv_now(vm->ws->loop);
             for (size_t k = 0; k < uc->ntargets; k++) {
-                const struct mg_target_conf *t = &uc->targets[vm->ws->http_rr++ % uc->ntargets];
+                size_t ti = vm->ws->http_rr++ % uc->ntargets;
+                const struct mg_target_conf *t = &uc->targets[ti];
                 struct mg_target_stats *st = mg_registry_target(uc->name, t->address.text);
                 if (atomic_load(&st->unhealthy) ||
                     !mg_breaker_acquire(&st->breaker, &uc->breaker, now, &h->probe))
                     continue;
                 memcpy(ss, &t->address.addr, sizeof *ss);
                 *default_ms = uc->read_timeout_ms;
+                if (vm->ws->ups && vm->ws->worker) {
+                    h->pooled = true;
+                    h->trt = &vm->ws->ups[i].targets[ti];
+                    h->w = vm->ws->worker;
+                    h->connect_ms = uc->connect_timeout_ms;
+                }
                 h->stats = st;
                 h->breaker = &uc->breaker;
                 return 0;
@@ -445,17 +632,26 @@ int mg_lua_http_start(lua_State *L)
     h->io.cancel = io_cancel;
     h->io.release = io_release;
     h->io.push = io_push;
+    h->head = reqlen >= 5 && memcmp(req, "HEAD ", 5) == 0;
+    h->idempotent = !(reqlen >= 5 && memcmp(req, "POST ", 5) == 0) &&
+                    !(reqlen >= 6 && memcmp(req, "PATCH ", 6) == 0);
     llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
     h->parser.data = h;
-    uv_tcp_init(loop, &h->tcp);
     uv_timer_init(loop, &h->timer);
-    h->tcp.data = h;
     h->timer.data = h;
-    h->creq.data = h;
-    h->handles = 2;
+    h->handles = 1;
     mg_lua_io_begin(vm, &h->io);
     uv_timer_start(&h->timer, on_timeout, ms, 0);
-    int rc = uv_tcp_connect(&h->creq, &h->tcp, (const struct sockaddr *)&ss, on_connect);
+    int rc;
+    if (h->pooled) {
+        rc = pooled_start(h);
+    } else {
+        uv_tcp_init(loop, &h->tcp);
+        h->tcp.data = h;
+        h->creq.data = h;
+        h->handles++;
+        rc = uv_tcp_connect(&h->creq, &h->tcp, (const struct sockaddr *)&ss, on_connect);
+    }
     if (rc < 0) {
         /* Complete from the loop, never inside this Lua call: the timer fires
          * at once. */
@@ -464,4 +660,12 @@ int mg_lua_http_start(lua_State *L)
     }
     lua_pushboolean(L, 1);
     return 1;
+}
+
+void mg_lua_http_bind(struct mg_lua *vm, struct mg_worker *w, struct mg_upstream_rt *ups)
+{
+    if (!vm || !vm->ws)
+        return;
+    vm->ws->worker = w;
+    vm->ws->ups = ups;
 }

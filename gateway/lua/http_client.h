@@ -6,6 +6,9 @@
 #define MG_LUA_HTTP_CLIENT_H
 
 struct lua_State;
+struct mg_lua;
+struct mg_worker;
+struct mg_upstream_rt;
 
 /* lio.http(kind, target, request, timeout_s, max_body) where kind is
  * "upstream" (target: an upstream's name; one of its targets in turn) or
@@ -14,5 +17,10 @@ struct lua_State;
  * when it cannot start. The results, once taken: status, headers (a table
  * lowercased name -> {values}), body; or nil, message. */
 int mg_lua_http_start(struct lua_State *L);
+
+/* Calls to an upstream lease connections from the worker's pools of the VM's
+ * runtime (`ups`: one per cfg->upstreams entry), so the upstream's TLS and
+ * keep-alive apply. Both outlive the VM. NULL vm is ignored. */
+void mg_lua_http_bind(struct mg_lua *vm, struct mg_worker *w, struct mg_upstream_rt *ups);
 
 #endif

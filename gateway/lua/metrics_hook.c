@@ -25,6 +25,16 @@ static void on_plugin_done(void *data, unsigned plugin, enum mg_lua_phase phase,
                                ns, error);
 }
 
+_Static_assert(MG_PLUGIN_IO_KINDS == MG_LUA_IO_KIND__COUNT &&
+                   MG_PLUGIN_IO_RESULTS == MG_LUA_IO_RESULT__COUNT,
+               "moongate_plugin_io_total labels follow enum mg_lua_io_kind/result");
+
+static void on_io_done(void *data, enum mg_lua_io_kind kind, enum mg_lua_io_result result)
+{
+    struct mg_lua_metrics *h = data;
+    mg_metrics_plugin_io(h->metrics, h->worker, (unsigned)kind, (unsigned)result);
+}
+
 struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
                                   struct mg_metrics *metrics, struct mg_lua_metrics **hook,
                                   char *err, size_t errlen)
@@ -38,7 +48,9 @@ struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
         mg_fatal("out of memory (plugin metrics)");
     h->metrics = metrics;
     h->worker = worker;
-    struct mg_lua_hooks hooks = {.plugin_done = metrics ? on_plugin_done : NULL, .data = h};
+    struct mg_lua_hooks hooks = {.plugin_done = metrics ? on_plugin_done : NULL,
+                                 .io_done = metrics ? on_io_done : NULL,
+                                 .data = h};
     struct mg_lua *vm = mg_lua_new(cfg, worker, &hooks, err, errlen);
     if (!vm) {
         free(h);

@@ -133,6 +133,10 @@ static void finish(struct redis_io *r, const char *err)
     r->finished = true;
     if (err)
         snprintf(r->err, sizeof r->err, "%s", err);
+    r->io.kind = MG_LUA_IO_REDIS;
+    r->io.result = !err                          ? MG_LUA_IO_OK
+                   : strcmp(err, "timeout") == 0 ? MG_LUA_IO_TIMEOUT
+                                                 : MG_LUA_IO_ERROR;
     uv_close((uv_handle_t *)&r->timer, timer_closed);
     mg_lua_io_complete(&r->io);
 }

@@ -21,6 +21,8 @@ struct mg_lua_task;
 struct mg_lua_io {
     struct mg_lua_task *task; /* NULL once abandoned */
     bool done;                /* completed: results kept until taken */
+    uint8_t kind;             /* enum mg_lua_io_kind */
+    uint8_t result;           /* enum mg_lua_io_result, set before completing */
     /* Pending: stop it; it frees itself (maybe later, after a handle closes). */
     void (*cancel)(struct mg_lua_io *io);
     /* Completed: push its results (inside a protected call); returns how many. */

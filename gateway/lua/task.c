@@ -159,6 +159,9 @@ void mg_lua_io_complete(struct mg_lua_io *io)
         io->release(io);
         return;
     }
+    if (t->vm->hooks.io_done)
+        t->vm->hooks.io_done(t->vm->hooks.data, (enum mg_lua_io_kind)io->kind,
+                             (enum mg_lua_io_result)io->result);
     t->ready = true;
     if (t->key && t->wake)
         t->wake(t);

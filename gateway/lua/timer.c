@@ -42,6 +42,9 @@ static void sleep_close(struct mg_lua_io *io)
 
 static void sleep_fired(uv_timer_t *h)
 {
+    struct sleep_io *s = h->data;
+    s->io.kind = MG_LUA_IO_SLEEP;
+    s->io.result = MG_LUA_IO_OK;
     mg_lua_io_complete(h->data);
 }
 

@@ -57,9 +57,19 @@ struct mg_lua_plugin_stats {
 typedef void (*mg_lua_plugin_done_cb)(void *data, unsigned plugin, enum mg_lua_phase phase,
                                       uint64_t ns, bool error);
 
+/* What a plugin waited for, and how it ended (moongate_plugin_io_total). */
+enum mg_lua_io_kind { MG_LUA_IO_HTTP, MG_LUA_IO_REDIS, MG_LUA_IO_SLEEP, MG_LUA_IO_KIND__COUNT };
+enum mg_lua_io_result { MG_LUA_IO_OK, MG_LUA_IO_ERROR, MG_LUA_IO_TIMEOUT, MG_LUA_IO_RESULT__COUNT };
+
+/* Optional: an operation a plugin waited for completed (not when it was
+ * cancelled: client gone, deadline). */
+typedef void (*mg_lua_io_done_cb)(void *data, enum mg_lua_io_kind kind,
+                                  enum mg_lua_io_result result);
+
 struct mg_lua_hooks {
     mg_lua_plugin_done_cb plugin_done;
     void *data;
+    mg_lua_io_done_cb io_done;
 };
 
 #endif

@@ -12,6 +12,8 @@ struct mg_lua_task;
 struct mg_lua_timer;
 struct mg_shdict;
 struct mg_lua_redis;
+struct mg_worker;
+struct mg_upstream_rt;
 
 struct mg_lua_ws {
     uv_loop_t *loop;              /* the worker's, once started; NULL: config check */
@@ -24,6 +26,10 @@ struct mg_lua_ws {
     size_t ndicts;
     struct mg_lua_redis *redis; /* gw.redis's connection (redis.c), or NULL */
     unsigned http_rr;           /* gw.http.request to an upstream: its targets in turn */
+    /* gw.http.request to an upstream leases from these pools (runtime.c binds
+     * them; NULL: none, e.g. a config check) */
+    struct mg_worker *worker;
+    struct mg_upstream_rt *ups; /* [cfg->nupstreams], the runtime's */
 };
 
 #endif

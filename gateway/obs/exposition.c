@@ -380,6 +380,17 @@ static void render_plugins(struct render *r)
         any |= atomic_load_explicit(&m->plugins[p]->registered, memory_order_relaxed);
     if (!any)
         return;
+    static const char *const io_kinds[MG_PLUGIN_IO_KINDS] = {"http", "redis", "sleep"};
+    static const char *const io_results[MG_PLUGIN_IO_RESULTS] = {"ok", "error", "timeout"};
+    family(b, "moongate_plugin_io_total", "counter",
+           "Operations Lua plugins waited for, by kind (http, redis, sleep) and result.");
+    for (unsigned k = 0; k < MG_PLUGIN_IO_KINDS; k++) {
+        for (unsigned res = 0; res < MG_PLUGIN_IO_RESULTS; res++) {
+            const char *kv[] = {"kind", io_kinds[k], "result", io_results[res]};
+            sample_u64(b, "moongate_plugin_io_total", kv, 2,
+                       r->global[MG_MG_PLUGIN_IO + k * MG_PLUGIN_IO_RESULTS + res]);
+        }
+    }
     family(b, "moongate_plugin_errors_total", "counter",
            "Errors raised by Lua plugins, by plugin and phase.");
     for (size_t p = 0; p < m->nplugins; p++) {

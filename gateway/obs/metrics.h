@@ -263,6 +263,16 @@ static inline void mg_metrics_h2_reset(struct mg_metrics *m, unsigned worker,
         mg_metrics_cell_add(&m->shards[worker].global[MG_MG_H2_RESET + reason], 1);
 }
 
+/* moongate_plugin_io_total{kind,result}: an operation a plugin waited for
+ * completed (kind < MG_PLUGIN_IO_KINDS, result < MG_PLUGIN_IO_RESULTS). */
+static inline void mg_metrics_plugin_io(struct mg_metrics *m, unsigned worker, unsigned kind,
+                                        unsigned result)
+{
+    if (m && kind < MG_PLUGIN_IO_KINDS && result < MG_PLUGIN_IO_RESULTS)
+        mg_metrics_cell_add(
+            &m->shards[worker].global[MG_MG_PLUGIN_IO + kind * MG_PLUGIN_IO_RESULTS + result], 1);
+}
+
 /* Names of the fixed label sets (the circuit states' are mg_breaker_state_name). */
 const char *mg_metrics_outcome_name(enum mg_upstream_outcome o);
 const char *mg_metrics_idem_result_name(enum mg_idem_metric r);

@@ -3,12 +3,12 @@
  * them alive between requests.
  *
  * An upstream connection is either idle in its target's pool (owner == NULL,
- * reading only to notice a close), leased to one owner (an exchange's attempt
- * today; a health check, a plugin's call or a hedged try could lease one the
- * same way), or closing. It owns its transport, its read buffer and its write
- * queue; the owner hears of it only through the ops it gave at acquire. Pool and
- * connection objects are malloc'd, never arena memory: they outlive exchanges.
- * The memory is freed only when the transport and the timer are closed, no
+ * reading only to notice a close), leased to one owner (an exchange's attempt,
+ * a plugin's gw.http.request call (lua/http_client.c); a health check or a
+ * hedged try could lease one the same way), or closing. It owns its
+ * transport, its read buffer and its write queue; the owner hears of it only
+ * through the ops it gave at acquire. Pool and connection objects are malloc'd, never arena memory:
+ * they outlive exchanges. The memory is freed only when the transport and the timer are closed, no
  * write points into the read buffer and no write of its own is in flight.
  */
 #ifndef MG_UPSTREAM_POOL_H

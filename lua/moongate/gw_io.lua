@@ -47,7 +47,7 @@ local function bad(field, what)
     error("gw.http.request: " .. field .. " " .. what, 3)
 end
 
-local function build_request(o, host_header)
+local function build_request(o, host_header, keepalive)
     local method = o.method or "GET"
     if type(method) ~= "string" or not method:match(METHOD_RE) then bad("method", "must be an upper-case token") end
     local path = o.path or "/"
@@ -81,7 +81,8 @@ local function build_request(o, host_header)
     if body ~= nil or method == "POST" or method == "PUT" or method == "PATCH" then
         out[#out + 1] = "Content-Length: " .. #(body or "") .. "\r\n"
     end
-    out[#out + 1] = "Connection: close\r\n\r\n"
+    -- to an upstream the connection comes from (and may go back to) its pool
+    out[#out + 1] = keepalive and "\r\n" or "Connection: close\r\n\r\n"
     if body ~= nil then out[#out + 1] = body end
     return concat(out)
 end
@@ -103,7 +104,7 @@ local function http_request(o)
     if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout <= 0) then
         bad("timeout", "must be a positive number of seconds")
     end
-    local req = build_request(o, target)
+    local req = build_request(o, target, kind == "upstream")
     local ok, err = lio.http(kind, target, req, o.timeout, o.max_body)
     if not ok then return nil, err end
     return coro.wait()

@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import PREAMBLE, build_request, fetch, t, wait_until
 from redis_fixture import redis_server  # noqa: F401 (a fixture)
 
@@ -503,3 +505,176 @@ def test_runaway_guard_counts_lua_time_not_waiting(gateway, upstream, tmp_path):
     assert time.monotonic() - t0 < t(2)
     assert "exceeded the 200 ms time limit" in gw.log()
     assert fetch(gw.port, "GET", "/ok").status == 200  # the VM and its coroutine pool go on
+
+
+# gw.http.request over the upstream pools: keep-alive reuse, TLS, Connection: close
+
+CALLER = """
+local P = {}
+function P.access(ctx, conf)
+    local out = {}
+    for i, path in ipairs(conf.paths) do
+        local r, err = gw.http.request{upstream = conf.upstream, path = path, timeout = conf.timeout}
+        if not r then
+            out[#out + 1] = "err:" .. err
+        else
+            local c = r.headers["x-connection"]
+            out[#out + 1] = r.status .. ":" .. (c and c[1] or "-") .. ":" .. #r.body
+        end
+    end
+    ctx:respond(200, table.concat(out, " "))
+end
+return P
+"""
+
+CALLER_CONF = """\
+plugin_path: ["$plugins"]
+upstreams:
+  u:
+    targets: [{address: "$up"}]
+$side
+routes:
+  - name: two
+    match: {paths: ["/two"]}
+    upstream: u
+    plugins: [{name: caller, config: {upstream: side, paths: ["/a", "/b"]}}]
+  - name: closing
+    match: {paths: ["/closing"]}
+    upstream: u
+    plugins: [{name: caller, config: {upstream: side, paths: ["/close", "/c", "/d"]}}]
+  - name: slow
+    match: {paths: ["/slow"]}
+    upstream: u
+    plugins: [{name: caller, config: {upstream: side, paths: ["/slow/400"], timeout: 2}}]
+  - name: tmo
+    match: {paths: ["/tmo"]}
+    upstream: u
+    plugins: [{name: caller, config: {upstream: side, paths: ["/slow/300"], timeout: 0.05}}]
+"""
+
+
+def caller_gateway(gateway, upstream, tmp_path, side, **subs):
+    d = tmp_path / "plugins"
+    d.mkdir(exist_ok=True)
+    (d / "caller.lua").write_text(CALLER)
+    up = upstream(name="up")
+    return gateway(CALLER_CONF, up=up, plugins=str(d), side=side, **subs)
+
+
+def scrape_metrics(gw):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=t(5)) as r:
+        return r.read().decode()
+
+
+def conns(body):
+    return [part.split(":")[1] for part in body.decode().split(" ")]
+
+
+def test_http_request_to_upstream_reuses_pooled_connection(gateway, upstream, tmp_path):
+    side = upstream(name="side")
+    gw = caller_gateway(gateway, upstream, tmp_path,
+                        "  side:\n    targets: [{address: \"%s\"}]\n" % side.address)
+    r = fetch(gw.port, "GET", "/two")
+    assert r.status == 200 and r.body.decode().startswith("200:"), r.body
+    r2 = fetch(gw.port, "GET", "/two")
+    assert conns(r.body) + conns(r2.body) == ["1"] * 4, (r.body, r2.body)
+    assert side.connection_count == 1
+    assert all(not q.wants_close() for q in side.requests)
+    r = fetch(gw.port, "GET", "/tmo")
+    assert r.body == b"err:timeout", r.body
+    io = {}
+    for line in scrape_metrics(gw).splitlines():
+        if line.startswith("moongate_plugin_io_total{"):
+            io[line.split("{")[1].split("}")[0]] = float(line.rsplit(" ", 1)[1])
+    assert io['kind="http",result="ok"'] == 4, io
+    assert io['kind="http",result="timeout"'] == 1, io
+    assert io['kind="redis",result="error"'] == 0, io
+
+
+def test_http_request_connection_close_is_not_reused(gateway, upstream, tmp_path):
+    side = upstream(name="side")
+    gw = caller_gateway(gateway, upstream, tmp_path,
+                        "  side:\n    targets: [{address: \"%s\"}]\n" % side.address)
+    r = fetch(gw.port, "GET", "/closing")
+    assert r.status == 200
+    # /close answers with Connection: close; the next calls need a new one, then share it
+    assert conns(r.body) == ["1", "2", "2"], r.body
+    assert side.connection_count == 2
+
+
+def test_http_request_client_gone_mid_call_leaks_nothing(gateway, upstream, tmp_path):
+    side = upstream(name="side")
+    gw = caller_gateway(gateway, upstream, tmp_path,
+                        "  side:\n    targets: [{address: \"%s\"}]\n" % side.address)
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(build_request("GET", "/slow"))
+        wait_until(lambda: any(q.path == "/slow/400" for q in side.requests), t(2))
+        s.close()
+    time.sleep(0.1)
+    # the abandoned calls' connections were closed, not pooled with a late answer
+    r = fetch(gw.port, "GET", "/two")
+    assert r.status == 200 and r.body.decode().startswith("200:"), r.body
+    assert len(set(conns(r.body))) == 1 and conns(r.body)[0] not in ("1", "2", "3", "4", "5")
+    assert gw.alive()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    from tls_fixture import Certs
+    return Certs.make(str(tmp_path_factory.mktemp("certs")))
+
+
+def test_http_request_to_tls_upstream_verifies_and_pools(gateway, upstream, tmp_path, certs):
+    from tls_fixture import TlsUpstream
+    o = TlsUpstream(*certs.both("default"), name="tls-side")
+    try:
+        side = ("  side:\n    targets: [{address: \"%s\"}]\n"
+                "    tls: {enabled: true, verify: true, sni: api.test, ca: \"%s\"}\n"
+                % (o.address, certs.ca))
+        gw = caller_gateway(gateway, upstream, tmp_path, side)
+        r = fetch(gw.port, "GET", "/two")
+        r2 = fetch(gw.port, "GET", "/two")
+        assert r.status == 200 and r.body.decode().startswith("200:"), r.body
+        assert conns(r.body) + conns(r2.body) == ["1"] * 4, (r.body, r2.body)
+        assert (o.accepted, o.handshakes) == (1, 1)
+        assert o.sni_names == ["api.test"]
+    finally:
+        o.stop()
+
+
+def test_http_request_tls_upstream_with_untrusted_certificate_fails(gateway, upstream, tmp_path,
+                                                                   certs):
+    from tls_fixture import TlsUpstream
+    o = TlsUpstream(*certs.both("rogue"), name="tls-rogue")
+    try:
+        side = ("  side:\n    targets: [{address: \"%s\"}]\n"
+                "    tls: {enabled: true, verify: true, sni: api.test, ca: \"%s\"}\n"
+                % (o.address, certs.ca))
+        gw = caller_gateway(gateway, upstream, tmp_path, side)
+        r = fetch(gw.port, "GET", "/two")
+        assert r.status == 200 and r.body.decode().startswith("err:connect"), r.body
+        assert o.requests == []
+    finally:
+        o.stop()
+
+
+def test_http_request_retries_a_pooled_connection_closed_before_answering(gateway, upstream,
+                                                                         tmp_path):
+    from upstream import echo
+
+    def stale_on_second(conn, req):  # as if it timed out idle just as the request came
+        conn.read_body(req)
+        conn.n = getattr(conn, "n", 0) + 1
+        if conn.n == 2:
+            conn.close()
+            return False
+        echo(conn, req)
+        return None
+    side = upstream(stale_on_second, name="side")
+    gw = caller_gateway(gateway, upstream, tmp_path,
+                        "  side:\n    targets: [{address: \"%s\"}]\n" % side.address)
+    r = fetch(gw.port, "GET", "/two")
+    assert r.status == 200 and conns(r.body) == ["1", "2"], r.body
+    assert [q.path for q in side.requests] == ["/a", "/b", "/b"]

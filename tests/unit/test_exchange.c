@@ -757,7 +757,7 @@ static void env_start(const char *upstream_extra, const char *route_extra, bool 
     E.w.id = 0;
     E.w.rand_state = 0x9E3779B97F4A7C15ULL;
     E.w.arena_cache.max = 8;
-    E.w.rt = mg_runtime_new(&E.w.loop, E.cfg, E.metrics, NULL, NULL);
+    E.w.rt = mg_runtime_new(&E.w, E.cfg, E.metrics, NULL, NULL);
     if (idem) {
         E.idem_table = mg_idem_memtable_new(1 << 20);
         E.w.idem_memory = mg_idem_memory_open(E.idem_table, &E.w.loop);

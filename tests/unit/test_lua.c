@@ -614,7 +614,7 @@ static void log_errors_do_not_stop_the_chain(void **state)
              "run') end end}\n");
     struct mg_config *cfg = t_config(ROUTE("r", "  plugins: [{name: badlog}, {name: goodlog}]\n"));
     struct seen seen = {0};
-    struct mg_lua_hooks hooks = {on_plugin_done, &seen};
+    struct mg_lua_hooks hooks = {.plugin_done = on_plugin_done, .data = &seen};
     char err[512];
     struct mg_lua *vm = mg_lua_new(cfg, 3, &hooks, err, sizeof(err));
     assert_non_null(vm);
