@@ -931,9 +931,10 @@ void mg_admin_publish(struct mg_admin *a, struct mg_config *cfg, struct mg_metri
     a->cfg = cfg;
     a->metrics = metrics;
     uv_mutex_unlock(&a->pub_mu);
+    bool reloaded = cfg != old_cfg && !same_file(cfg, old_cfg); /* before old_cfg may go */
     mg_metrics_unref(old_m);
     mg_config_unref(old_cfg);
-    if (cfg != old_cfg && !same_file(cfg, old_cfg))
+    if (reloaded)
         mg_live_reload(a->live, true, cfg->version, NULL, unix_ms());
 }
 
