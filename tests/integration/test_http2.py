@@ -693,3 +693,22 @@ def test_interim_103_reaches_the_h2_client_before_the_final_response(gateway, up
         assert status(r) == 200 and bytes(r["data"]) == b"late"
     finally:
         c.close()
+
+
+def test_request_ids_stay_out_of_the_hpack_table(gateway, upstream):
+    # A new value on every response would evict the client's useful HPACK
+    # entries (and cost the encoder a lookup against each): never indexed.
+    gw, up = start(gateway, upstream)
+    c = H2(gw.port)
+    try:
+        ids = set()
+        for i in range(20):
+            r = c.response(c.request("/id/%d" % i))
+            assert status(r) == 200
+            ids.add(header(r, "x-request-id"))
+        assert len(ids) == 20 and None not in ids
+        names = [n for n, _ in c.conn.decoder.header_table.dynamic_entries]
+        assert b"x-request-id" not in names and "x-request-id" not in names, names
+        assert names, "the table holds the fields that repeat"
+    finally:
+        c.close()
