@@ -704,9 +704,8 @@ void fz_harness_init(enum fz_upstream_mode mode)
     uv_timer_init(&H.w.loop, &H.watchdog);
 
     struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (!H.w.listeners ||
-        uv_tcp_getsockname(&H.w.listeners->tcp, (struct sockaddr *)&ss, &len) != 0) {
+    socklen_t len = sizeof ss;
+    if (!H.w.listeners || getsockname(H.w.listeners->fd, (struct sockaddr *)&ss, &len) != 0) {
         fprintf(stderr, "fuzz: the gateway has no listener\n");
         abort();
     }
