@@ -167,7 +167,7 @@ static enum mg_error request_framing(struct mg_h1s *s)
 /* Finds the fields the gateway acts on. */
 static enum mg_error find_fields(struct mg_exchange *x)
 {
-    x->host_idx = x->rid_idx = x->xff_idx = -1;
+    x->host_idx = x->rid_idx = -1;
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         /* Field names need no check here: llhttp's strict mode rejects non-token
          * bytes, and the head scan rejects the whitespace llhttp would allow. */
@@ -190,10 +190,6 @@ static enum mg_error find_fields(struct mg_exchange *x)
         case 12:
             if (MG_NAME_IS(f->name, "x-request-id"))
                 x->rid_idx = (int)i;
-            break;
-        case 15:
-            if (MG_NAME_IS(f->name, "x-forwarded-for"))
-                x->xff_idx = (int)i;
             break;
         case 16:
         case 17:
@@ -228,8 +224,6 @@ static enum mg_error inspect_request(struct mg_h1s *s)
         return err;
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
     /* A field the client listed in Connection is gone, even one the gateway extends. */
-    if (x->xff_idx >= 0 && (x->req_hdrs.v[x->xff_idx].flags & MG_HDR_HOP))
-        x->xff_idx = -1;
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;
     return MG_ERR_NONE;

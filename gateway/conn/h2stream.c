@@ -271,15 +271,13 @@ static int method_of(struct mg_slice m)
 /* The fields the gateway acts on, as the HTTP/1 codec finds them. */
 static void find_fields(struct mg_exchange *x)
 {
-    x->host_idx = x->rid_idx = x->xff_idx = -1;
+    x->host_idx = x->rid_idx = -1;
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         struct mg_header *f = &x->req_hdrs.v[i];
         if (MG_NAME_IS(f->name, "host"))
             x->host_idx = (int)i;
         else if (MG_NAME_IS(f->name, "x-request-id"))
             x->rid_idx = (int)i;
-        else if (MG_NAME_IS(f->name, "x-forwarded-for"))
-            x->xff_idx = (int)i;
         else if (MG_NAME_IS(f->name, "x-forwarded-host") ||
                  MG_NAME_IS(f->name, "x-forwarded-proto"))
             f->flags |= MG_HDR_HOP;
@@ -323,8 +321,6 @@ static enum mg_error inspect(struct mg_h2stream *st)
     if (!mg_http_path_safe(x->path))
         return MG_ERR_BAD_REQUEST;
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
-    if (x->xff_idx >= 0 && (x->req_hdrs.v[x->xff_idx].flags & MG_HDR_HOP))
-        x->xff_idx = -1;
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;
     if (x->req_has_length && x->req_content_length > x->rt->cfg->client.max_body_size)

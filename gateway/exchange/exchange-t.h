@@ -233,7 +233,7 @@ struct mg_exchange {
     bool req_done; /* request message fully read */
     bool continue_sent;
     uint64_t req_body_bytes;
-    int host_idx, rid_idx, xff_idx;
+    int host_idx, rid_idx;
     struct mg_slice authority; /* absolute-form target's host: overrides Host */
     /* The real client address from trusted X-Forwarded-For hops
      * (http/forwarded.h); "" when it is client_ip. Read it through

@@ -476,7 +476,6 @@ static int d_read_head(struct mg_exchange *x)
     assert_false(x->req_chunked); /* the fake serves Content-Length bodies only */
     x->host_idx = mg_headers_find(&x->req_hdrs, MG_SLICE_LIT("host"));
     x->rid_idx = mg_headers_find(&x->req_hdrs, MG_SLICE_LIT("x-request-id"));
-    x->xff_idx = -1;
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
