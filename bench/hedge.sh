@@ -29,14 +29,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/scenario.sh
+. "$HERE/scenario.sh"
 
 U1=$BASE; U2=$((BASE + 1)); PROXY=$((BASE + 2)); ADMIN=$((BASE + 3))
 python3 "$HERE/hedge_upstream.py" "$U1" "$SLOW_PCT" "$SLOW_MS" & PIDS+=($!)
@@ -69,43 +63,10 @@ start_row() {
     moongate) moongate_conf ""; "$BIN" -c "$TMP/moongate.yaml" 2>"$TMP/$1.log" & PIDS+=($!) ;;
     moongate_hedge) moongate_conf "    hedge: {after: $HEDGE_AFTER, max: 1}"
       "$BIN" -c "$TMP/moongate.yaml" 2>"$TMP/$1.log" & PIDS+=($!) ;;
-    nginx)
-      mkdir -p "$TMP/nginx/logs"
-      cat > "$TMP/nginx/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $TMP/nginx/nginx.pid; error_log $TMP/nginx/error.log;
-events { worker_connections 1024; }
-http { access_log off;
-  upstream u { server 127.0.0.1:$U1; server 127.0.0.1:$U2; keepalive 64; }
-  server { listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
-      nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/$1.log" & PIDS+=($!) ;;
-    haproxy)
-      cat > "$TMP/haproxy.cfg" <<HAP
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-frontend f
-  bind 127.0.0.1:$PROXY
-  default_backend b
-backend b
-  balance roundrobin
-  http-reuse always
-  server s1 127.0.0.1:$U1
-  server s2 127.0.0.1:$U2
-HAP
-      haproxy -f "$TMP/haproxy.cfg" 2>"$TMP/$1.log" & PIDS+=($!) ;;
+    nginx) scenario_nginx "$1" "$PROXY" "$U1" "$U2" ;;
+    haproxy) scenario_haproxy "$1" "$PROXY" "$U1" "$U2" ;;
   esac
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$PROXY/" && return 0
-    sleep 0.1
-  done
-  echo "row $1 did not start: $(tail -3 "$TMP/$1.log")" >&2
-  return 1
+  scenario_wait "$1" "http://127.0.0.1:$PROXY/"
 }
 
 printf "%-16s %9s %7s %9s %9s %9s %9s %15s\n" row requests errors p50_ms p90_ms p99_ms p99.9_ms extra_upstream

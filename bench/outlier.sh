@@ -33,14 +33,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/scenario.sh
+. "$HERE/scenario.sh"
 
 PROXY=$((BASE + 5)); ADMIN=$((BASE + 6))
 targets=""

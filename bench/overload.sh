@@ -39,14 +39,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}" ${UPID:-}; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/scenario.sh
+. "$HERE/scenario.sh"
 
 U1=$BASE; PROXY=$((BASE + 1)); ADMIN=$((BASE + 2))
 CAP=$(python3 -c "print(round($KNEE * 1000 / $BASE_MS))")
@@ -86,44 +80,10 @@ start_row() {
       "$BIN" -c "$TMP/moongate.yaml" 2>"$TMP/$1.log" & PIDS+=($!) ;;
     moongate_adaptive) moongate_conf "    bulkhead: {$QUEUE, adaptive: $ADAPTIVE}"
       "$BIN" -c "$TMP/moongate.yaml" 2>"$TMP/$1.log" & PIDS+=($!) ;;
-    nginx)
-      mkdir -p "$TMP/nginx/logs"
-      # worker_connections raised from 512 only so that nginx does not fail for
-      # want of descriptors: no limit towards the upstream, as by default.
-      cat > "$TMP/nginx/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $TMP/nginx/nginx.pid; error_log $TMP/nginx/error.log;
-worker_rlimit_nofile 20000;
-events { worker_connections 16000; }
-http { access_log off;
-  upstream u { server 127.0.0.1:$U1; keepalive 64; }
-  server { listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
-      nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/$1.log" & PIDS+=($!) ;;
-    haproxy)
-      cat > "$TMP/haproxy.cfg" <<HAP
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-frontend f
-  bind 127.0.0.1:$PROXY
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:$U1
-HAP
-      haproxy -f "$TMP/haproxy.cfg" 2>"$TMP/$1.log" & PIDS+=($!) ;;
+    nginx) scenario_nginx "$1" "$PROXY" "$U1" ;;
+    haproxy) scenario_haproxy "$1" "$PROXY" "$U1" ;;
   esac
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$PROXY/" && return 0
-    sleep 0.1
-  done
-  echo "row $1 did not start: $(tail -3 "$TMP/$1.log")" >&2
-  return 1
+  scenario_wait "$1" "http://127.0.0.1:$PROXY/"
 }
 
 limit() {

@@ -36,14 +36,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}" ${UPID:-}; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/scenario.sh
+. "$HERE/scenario.sh"
 
 U1=$BASE; PROXY=$((BASE + 1)); ADMIN=$((BASE + 2))
 CAP=$(python3 -c "print(round($KNEE * 1000 / $BASE_MS))")
