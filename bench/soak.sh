@@ -462,19 +462,31 @@ wait_fds() {
 start gateway "$MOONGATE" -c "$CONF"
 GW_PID=$LAST_PID
 wait_port "$P_GW" "$GW_PID" 15 || die "the gateway did not start: $(tail -n 20 "$TMP/gateway.log")"
-sleep 0.3
-FD_START=$(fd_count)   # no client or upstream connection yet
 for path in /api/ping /slow/ping; do
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$P_GW$path" || true)
   [[ $code == 200 ]] || die "GET $path through the gateway answered $code: $(tail -n 10 "$TMP/gateway.log")"
 done
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$P_GW/nope" || true)
 [[ $code == 404 ]] || die "GET /nope answered $code, expected 404"
-
+# libuv opens one reserve fd (/dev/null, for its EMFILE trick) per loop the
+# first time that loop creates a stream, and keeps it: 32 separate connections
+# reach every worker (SO_REUSEPORT spreads them) so that all of them are open
+# before the starting count is taken
+WARM=()
+for ((i = 0; i < 32; i++)); do
+  curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$P_GW/api/warm" &
+  WARM+=($!)
+done
+wait "${WARM[@]}" || true
 sleep 0.3
+# at rest = without the client and pooled upstream connections (listeners stay)
+tcp_conns() { ss -tanpH 2>/dev/null | grep -v '^LISTEN' | grep -c "pid=$GW_PID," || true; }
+FD_START=$(($(fd_count) - $(tcp_conns)))
+fd_kinds() { find "/proc/$GW_PID/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null | sed 's/[0-9]\+/N/g' | sort | uniq -c; }
+FD_KINDS_START=$(fd_kinds)
 RSS_START=$(rss_kb)
 log "moongate $("$MOONGATE" -V | head -1 | awk '{print $2}') pid $GW_PID on :$P_GW ($WORKERS workers), load: $LOAD x $CONNS connections for ${DURATION}s"
-log "at rest before the load: rss=${RSS_START}kB fds=$FD_START (before any connection)"
+log "at rest before the load: rss=${RSS_START}kB fds=$FD_START (without client and pooled upstream connections)"
 
 # ---------------------------------------------------------------- load + samples
 if [[ $LOAD == wrk ]]; then
@@ -555,8 +567,10 @@ if [[ -n $BASE_RSS && -n ${END_RSS:-} ]]; then
 fi
 if [[ -n ${FD_END:-} ]] && ((FD_END > FD_START + FD_SLACK)); then
   FAIL+=("fd leak: $FD_END fds at rest after the load, $FD_START before it")
-  # what they are (sockets, pipes, files), for the report
-  find "/proc/$GW_PID/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null | sed 's/[0-9]\+/N/g' | sort | uniq -c >&2 || true
+  # what they are (sockets, pipes, files) against the start, and the sockets'
+  # TCP states, for the report
+  diff <(echo "$FD_KINDS_START") <(fd_kinds) >&2 || true
+  ss -tanp 2>/dev/null | grep "pid=$GW_PID," >&2 || true
 fi
 
 # a graceful stop: exit 0 within the drain timeout (+ margin); an ASan build
