@@ -30,8 +30,20 @@
 const char *mg_http_reason(int status)
 {
     switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 102:
+        return "Processing";
+    case 103:
+        return "Early Hints";
     case 200:
         return "OK";
+    case 202:
+        return "Accepted";
+    case 206:
+        return "Partial Content";
     case 201:
         return "Created";
     case 204:
@@ -40,8 +52,14 @@ const char *mg_http_reason(int status)
         return "Moved Permanently";
     case 302:
         return "Found";
+    case 303:
+        return "See Other";
     case 304:
         return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
     case 400:
         return "Bad Request";
     case 401:
@@ -56,8 +74,14 @@ const char *mg_http_reason(int status)
         return "Request Timeout";
     case 409:
         return "Conflict";
+    case 410:
+        return "Gone";
+    case 412:
+        return "Precondition Failed";
     case 413:
         return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
     case 422:
         return "Unprocessable Content";
     case 429:
@@ -105,6 +129,16 @@ size_t mg_http_put_hex(char *out, uint64_t v, int min_digits)
     for (int i = 0; i < n; i++)
         out[i] = tmp[n - 1 - i];
     return (size_t)n;
+}
+
+bool mg_http_reason_ok(struct mg_slice reason)
+{
+    for (size_t i = 0; i < reason.len; i++) {
+        unsigned char c = (unsigned char)reason.p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
 }
 
 char *mg_http_put_status_line(char *o, int status, struct mg_slice reason)

@@ -40,6 +40,12 @@ size_t mg_http_put_dec(char *out, uint64_t v);
  * (at most MG_HTTP_HEX_MAX; 0 acts as 1); returns the count (at most 16). */
 size_t mg_http_put_hex(char *out, uint64_t v, int min_digits);
 
+/* Whether an upstream's reason phrase may be passed on as received: RFC 9112
+ * section 4 allows HTAB, SP, VCHAR and obs-text. Debian's llhttp 8.1 lets other
+ * control bytes (NUL, DEL...) through in the status text; such a phrase is
+ * replaced with the table's (mg_http_reason). */
+bool mg_http_reason_ok(struct mg_slice reason);
+
 /* "HTTP/1.1 NNN <reason>\r\n" at `o`; returns the end. `status` must be
  * 100..999. `reason` is written verbatim and may be empty (an upstream's
  * "HTTP/1.1 200 \r\n" stays that, with the space): proxied responses pass the

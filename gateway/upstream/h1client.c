@@ -284,6 +284,10 @@ static int on_headers_complete(llhttp_t *p)
     if (p->http_major != 1)
         return -1;
     x->status = p->status_code;
+    if (!mg_http_reason_ok(x->reason)) {
+        const char *own = mg_http_reason(x->status);
+        x->reason = (struct mg_slice){own, strlen(own)};
+    }
     x->resp_upgrade = p->upgrade;
     x->resp_has_length = (p->flags & F_CONTENT_LENGTH) != 0;
     x->resp_length = x->resp_has_length ? p->content_length : 0;

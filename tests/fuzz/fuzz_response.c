@@ -25,6 +25,7 @@
 
 #include "harness.h"
 #include "http/headscan.h"
+#include "http/writer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -58,10 +59,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 struct view {
     /* in */
-    bool head;       /* the request was HEAD: final responses have no body */
-    bool upgrade_ok; /* the request asked to upgrade: a 101 switches */
-    bool all;        /* read every message (the client) or stop at the final one */
-    const char *end; /* end of the bytes, for the chunk CRLF check */
+    bool head;         /* the request was HEAD: final responses have no body */
+    bool upgrade_ok;   /* the request asked to upgrade: a 101 switches */
+    bool all;          /* read every message (the client) or stop at the final one */
+    bool clean_reason; /* a reason phrase must hold only HTAB, SP, VCHAR, obs-text */
+    const char *end;   /* end of the bytes, for the chunk CRLF check */
     /* out */
     const char *invalid; /* why the bytes are not acceptable HTTP, or NULL */
     unsigned finals, interims, continues;
@@ -80,6 +82,16 @@ struct view {
 static struct view *view_of(llhttp_t *p)
 {
     return p->data;
+}
+
+/* llhttp 8.1 passes NUL and other control bytes in the status text; what the
+ * gateway writes to a client must not carry them (RFC 9112 section 4). */
+static int v_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct view *v = view_of(p);
+    if (v->clean_reason && !mg_http_reason_ok((struct mg_slice){at, len}))
+        v->invalid = "a control byte in a reason phrase";
+    return 0;
 }
 
 static int v_headers_complete(llhttp_t *p)
@@ -148,6 +160,7 @@ static int v_message_complete(llhttp_t *p)
 }
 
 static const llhttp_settings_t view_settings = {
+    .on_status = v_status,
     .on_headers_complete = v_headers_complete,
     .on_chunk_header = v_chunk_header,
     .on_body = v_body,
@@ -236,6 +249,7 @@ static void check(unsigned t, const uint8_t *up, size_t uplen, const struct fz_o
     c.head = r.head = t == T_HEAD;
     c.upgrade_ok = r.upgrade_ok = t == T_UPGRADE;
     c.all = true;
+    c.clean_reason = true;
 
     read_stream(&c, o->got, o->got_len, !o->reset);
     if (c.invalid) {

@@ -534,6 +534,30 @@ def test_upstream_interim_1xx_then_final(gateway, upstream):
         assert c.read_final_response()[1].body == b"final"
 
 
+def test_reason_phrase_with_control_bytes_is_replaced(gateway, upstream):
+    # llhttp 8.1 passes NUL and DEL in the status text; RFC 9112 section 4 allows
+    # only HTAB, SP, VCHAR and obs-text there. Such a phrase must not reach the
+    # client: the gateway writes its own (interim and final alike), while a
+    # valid phrase with obs-text and a tab passes through unchanged.
+    def handler(conn, req):
+        conn.read_body(req)
+        if req.path == "/bad":
+            conn.send(b"HTTP/1.1 103 Ear\x00ly\r\nLink: </a.js>; rel=preload\r\n\r\n"
+                      b"HTTP/1.1 200 O\x7fK\x01\r\nContent-Length: 2\r\n\r\nok")
+        else:
+            conn.send(b"HTTP/1.1 200 Tr\xe8s\tbien\r\nContent-Length: 2\r\n\r\nok")
+    up = upstream(handler)
+    gw = gateway(ONE, a=up)
+    with RawClient(gw.port) as c:
+        c.request("GET", "/bad")
+        interim, final = c.read_final_response()
+        assert [(r.status, r.reason) for r in interim] == [(103, "Early Hints")]
+        assert (final.status, final.reason, final.body) == (200, "OK", b"ok")
+        c.request("GET", "/good")
+        interim, final = c.read_final_response()
+        assert (final.status, final.reason, final.body) == (200, "Tr\xe8s\tbien", b"ok")
+
+
 def test_103_reaches_the_client_before_the_final_response_exists(gateway, upstream):
     # RFC 9110 section 15.2: a proxy forwards 1xx responses. The upstream sends
     # 103 and holds its 200 until the client has seen the 103.

@@ -123,9 +123,21 @@ static void status_line_from_table(void **state)
     assert_written(mg_http_put_status(out, 431), "HTTP/1.1 431 Request Header Fields Too Large\r\n",
                    bound);
     reset();
-    assert_written(mg_http_put_status(out, 101), "HTTP/1.1 101 OK\r\n", bound);
+    assert_written(mg_http_put_status(out, 101), "HTTP/1.1 101 Switching Protocols\r\n", bound);
+    reset();
+    assert_written(mg_http_put_status(out, 199), "HTTP/1.1 199 OK\r\n", bound);
     reset();
     assert_written(mg_http_put_status(out, 418), "HTTP/1.1 418 Error\r\n", bound);
+}
+
+static void reason_phrase_bytes(void **state)
+{
+    (void)state;
+    assert_true(mg_http_reason_ok(MG_SLICE_LIT("")));
+    assert_true(mg_http_reason_ok(MG_SLICE_LIT("Tr\xe8s\tbien !~")));
+    assert_false(mg_http_reason_ok(MG_SLICE_LIT("O\x00K")));
+    assert_false(mg_http_reason_ok(MG_SLICE_LIT("O\x7fK")));
+    assert_false(mg_http_reason_ok(MG_SLICE_LIT("\x1b[31m")));
 }
 
 static void field_line(void **state)
@@ -230,6 +242,7 @@ int main(void)
         cmocka_unit_test(hex_edges),
         cmocka_unit_test(status_line_passes_reason_verbatim),
         cmocka_unit_test(status_line_from_table),
+        cmocka_unit_test(reason_phrase_bytes),
         cmocka_unit_test(field_line),
         cmocka_unit_test(tail_empty_is_the_blank_line),
         cmocka_unit_test(tail_proxied_keepalive_http11),
