@@ -9,6 +9,7 @@ import hmac
 import json
 import subprocess
 import time
+import urllib.request
 
 from conftest import assert_error, fetch
 
@@ -606,6 +607,40 @@ def test_jit_report_counts_trace_aborts_per_plugin(gateway, upstream, tmp_path):
     assert int(r.echo_header("x-aborts")) > 0, r.json()["headers"]
     last = r.echo_header("x-last")
     assert "jitty.lua:" in last and "error " not in last, last  # a reason in words (jit.vmdef)
+
+
+JITTY_CLOSURES = """
+local P = {}
+function P.access(ctx)
+  local n = 0
+  for i = 1, 5000 do
+    local f = function() return i end   -- a closure per iteration: NYI, the trace aborts
+    n = n + f()
+  end
+end
+return P
+"""
+
+
+def test_status_shows_plugin_trace_aborts_per_worker(gateway, upstream, tmp_path):
+    gw, _, _ = start(gateway, upstream, tmp_path,
+                     "    plugins: [{name: jitty}, {name: calm}]",
+                     {"jitty": JITTY_CLOSURES, "calm": "return {access = function(ctx) end}"})
+    for _ in range(40):
+        assert fetch(gw.port, "GET", "/x").status == 200
+    with urllib.request.urlopen("http://127.0.0.1:%d/status" % gw.admin_port, timeout=5) as r:
+        status = json.loads(r.read())
+    workers = status["plugins_jit"]
+    assert [w["worker"] for w in workers] == [0], workers
+    plugins = workers[0]["plugins"]
+    assert set(plugins) == {"jitty"}, plugins  # calm never aborted: not listed
+    j = plugins["jitty"]
+    assert j["aborts"] > 5, j
+    assert "jitty.lua:6: NYI" in j["last"], j
+    assert sum(j["reasons"].values()) == j["aborts"], j
+    # the loop that keeps aborting is blacklisted: LuaJIT stops trying
+    assert j["blacklisted"] >= 1, j
+    assert len(json.dumps(workers)) < 4096
 
 
 # ---------------------------------------------------------------- helper modules
