@@ -292,6 +292,46 @@ def test_jwt_auth_hs256(gateway, upstream, tmp_path):
     assert r.status == 200
 
 
+def test_jwt_auth_token_cache_rechecks_time_and_bytes(gateway, upstream, tmp_path):
+    """A cached token is served from the cache (one verify) but still expires
+    on time, and a token that differs in any byte (a forged signature of the
+    same length, another token, the same bytes in other header forms) never
+    matches the cached one."""
+    gw, _, _ = start(gateway, upstream, tmp_path,
+                     '    plugins: [{name: jwt_auth, config: {key: "s3cret", leeway: 0,'
+                     ' claims_to_headers: {sub: X-User, n: X-N}, cache: 8}}]')
+    exp = int(time.time()) + 2
+    tok = hs_token({"sub": "alice", "n": 7, "exp": exp})
+    for _ in range(3):
+        r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + tok)])
+        assert r.status == 200 and r.echo_header("x-user") == "alice", r.status
+        assert r.echo_header("x-n") == "7"
+    # the same token in another accepted form is the same cached token
+    r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "bearer  " + tok + " ")])
+    assert r.status == 200 and r.echo_header("x-user") == "alice"
+    head, payload, sig = tok.split(".")
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    for bad in (head + "." + payload + "." + flipped, tok + "x", "x" + tok[1:],
+                "Bearer " + tok, tok + " " + tok):
+        doc = assert_error(fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + bad)]),
+                           "unauthorized", 401)
+        assert doc["message"] != "", bad
+    other = hs_token({"sub": "bob", "exp": exp})
+    r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + other)])
+    assert r.status == 200 and r.echo_header("x-user") == "bob"
+    # exp is re-checked on every hit: once past it, the cached token is refused
+    time.sleep(max(0.0, exp + 1.1 - time.time()))
+    doc = assert_error(fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + tok)]),
+                       "unauthorized", 401)
+    assert doc["message"] == "token expired", doc
+    # a token that is not yet valid is not served early by the cache either
+    nbf = int(time.time()) + 2
+    later = hs_token({"sub": "carol", "nbf": nbf})
+    doc = assert_error(fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + later)]),
+                       "unauthorized", 401)
+    assert doc["message"] == "token not yet valid", doc
+
+
 def test_jwt_auth_rs256_es256_and_jwks(gateway, upstream, tmp_path):
     rsa, ec = str(tmp_path / "rsa.pem"), str(tmp_path / "ec.pem")
     openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa)
