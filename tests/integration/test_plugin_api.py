@@ -332,6 +332,78 @@ def test_jwt_auth_token_cache_rechecks_time_and_bytes(gateway, upstream, tmp_pat
     assert doc["message"] == "token not yet valid", doc
 
 
+class JwksServer:
+    """A small JWKS endpoint: serves self.body at any path; counts fetches."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        outer = self
+        self.body, self.fetches = b"{}", 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.fetches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def set_keys(self, *secrets):
+        keys = [{"kty": "oct", "kid": "k%d" % i, "k": b64u(k)} for i, k in enumerate(secrets)]
+        self.body = json.dumps({"keys": keys}).encode()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_jwt_auth_jwks_url_refreshed_by_a_timer(gateway, upstream, tmp_path):
+    jwks = JwksServer()
+    try:
+        jwks.set_keys(b"first-secret")
+        gw, _, _ = start(gateway, upstream, tmp_path,
+                         '    plugins: [{name: jwt_auth, config: {jwks_url: "http://127.0.0.1:%d/jwks",'
+                         ' jwks_refresh: 1, claims_to_headers: {sub: X-User}}}]' % jwks.port)
+        first = hs_token({"sub": "alice"}, secret=b"first-secret")
+        second = hs_token({"sub": "bob"}, secret=b"second-secret")
+
+        def status(tok):
+            return fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + tok)]).status
+
+        deadline = time.time() + 5
+        while status(first) != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        assert status(first) == 200 and jwks.fetches >= 1
+        assert status(second) == 401
+        # the issuer rotates: the next refresh drops the old key and flushes the
+        # token cache, so the cached first token is refused too
+        jwks.set_keys(b"second-secret")
+        deadline = time.time() + 5
+        while status(second) != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        assert status(second) == 200
+        assert status(first) == 401
+        # a broken answer keeps the keys
+        jwks.body = b"not json"
+        n = jwks.fetches
+        deadline = time.time() + 5
+        while jwks.fetches < n + 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert jwks.fetches >= n + 2 and status(second) == 200
+    finally:
+        jwks.close()
+    assert "not a JWK set" in gw.log()
+
+
 def test_jwt_auth_rs256_es256_and_jwks(gateway, upstream, tmp_path):
     rsa, ec = str(tmp_path / "rsa.pem"), str(tmp_path / "ec.pem")
     openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa)
@@ -379,6 +451,14 @@ def test_jwt_auth_config_errors(gateway, upstream, tmp_path):
                    "    plugins: [{name: jwt_auth, config: {alg: [none], key: k}}]\n")
     p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
     assert p.returncode != 0 and b"alg 'none' is never accepted" in p.stderr
+    for plugin, msg in [
+        ('{jwks_url: "https://idp.example/jwks"}', b"config.jwks_url must be http://IP:port/path"),
+        ('{key: k, jwks_url: "http://127.0.0.1:1/j"}', b"exactly one of config.key"),
+    ]:
+        cfg.write_text(cfg.read_text().rsplit("    plugins:", 1)[0]
+                       + "    plugins: [{name: jwt_auth, config: %s}]\n" % plugin)
+        p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
+        assert p.returncode != 0 and msg in p.stderr, p.stderr
 
 
 # ---------------------------------------------------------------- other bundled plugins
