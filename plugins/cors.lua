@@ -71,9 +71,9 @@ function P.access(ctx, conf)
     if origin == nil then return end
     local allow = conf._any and "*" or conf._origins[origin]
     if not allow then return end
-    -- a preflight carries Access-Control-Request-Method; only then is the
-    -- method looked at
-    if ctx:header("Access-Control-Request-Method") and ctx.method == "OPTIONS" then
+    -- a preflight is an OPTIONS with Access-Control-Request-Method; the
+    -- method (a cached field) is tested first: cheaper than a header lookup
+    if ctx.method == "OPTIONS" and ctx:header("Access-Control-Request-Method") then
         preflight(ctx, conf, allow)
     end
     ctx:set_response_header("Access-Control-Allow-Origin", allow)
