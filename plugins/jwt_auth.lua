@@ -10,7 +10,7 @@
 --
 -- config:
 --   alg: [HS256]                 allowed algs (HS256/384/512, RS256/384/512, ES256/384, EdDSA)
---   key: "secret" or PEM text    one of key, key_file, jwks_file is required
+--   key: "secret" or PEM text    one of key, key_file, jwks_file, jwks_url is required
 --   key_file: /path/key.pem      read once at load
 --   jwks_file: /path/jwks.json   a JWK set, read once at load
 --   jwks_url: a JWK set fetched by each worker at start and every jwks_refresh
