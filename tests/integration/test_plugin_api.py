@@ -753,7 +753,7 @@ def test_status_shows_plugin_trace_aborts_per_worker(gateway, upstream, tmp_path
     workers = status["plugins_jit"]
     assert [w["worker"] for w in workers] == [0], workers
     plugins = workers[0]["plugins"]
-    assert set(plugins) == {"jitty"}, plugins  # calm never aborted: not listed
+    assert "jitty" in plugins and "calm" not in plugins, plugins  # calm never aborts
     j = plugins["jitty"]
     assert j["aborts"] > 5, j
     assert "jitty.lua:6: NYI" in j["last"], j
