@@ -6,7 +6,11 @@
 # method.  Usage: bench/plugin_cost.sh [ROW ...]  (rows: none empty cors jwt_hs256
 # jwt_hs256_nocache jwt_es256 jwt_es256_nocache; the jwt rows send one token
 # over and over, so with jwt_auth's token cache (default) they measure a hit,
-# and the _nocache rows (cache: 0) a full verify, a miss's cost)
+# and the _nocache rows (cache: 0) a full verify; jwt_miss_py and
+# jwt_nocache_py send N requests over one keep-alive connection from a Python
+# client, each with a different token (the cache's miss path: lookup, verify,
+# insert, evictions past 1024) and with cache: 0: their difference is what
+# the cache adds to a miss)
 #   MOONGATE=path/to/moongate  BENCH_N1=200  BENCH_N2=1200
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -80,6 +84,8 @@ route_plugins() {
     cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
     jwt_hs256) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
     jwt_hs256_nocache) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
+    jwt_miss_py) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
+    jwt_nocache_py) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
     jwt_es256) echo "    plugins: [{name: jwt_auth, config: {alg: [ES256], key_file: \"$TMP/ec.pub\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
     jwt_es256_nocache) echo "    plugins: [{name: jwt_auth, config: {alg: [ES256], key_file: \"$TMP/ec.pub\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
@@ -126,8 +132,13 @@ YAML
     jwt_es256*) hdr=(-H "authorization: Bearer $ES_TOKEN") ;;
   esac
   local h
-  h=$(h2load --h1 -n "$n" -c 1 -t 1 "${hdr[@]}" "http://127.0.0.1:$port/" 2>&1)
-  grep -q "status codes: $n 2xx" <<<"$h" || { echo "$row: not all 2xx: $h" >&2; exit 1; }
+  if [[ $row == *_py ]]; then
+    h=$(/usr/bin/python3 "$HERE/jwt_client.py" "$port" "$n" "$SECRET" 2>&1)
+    [[ $h == "ok $n" ]] || { echo "$row: $h" >&2; exit 1; }
+  else
+    h=$(h2load --h1 -n "$n" -c 1 -t 1 "${hdr[@]}" "http://127.0.0.1:$port/" 2>&1)
+    grep -q "status codes: $n 2xx" <<<"$h" || { echo "$row: not all 2xx: $h" >&2; exit 1; }
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
   awk '/^summary:/{print $2}' "$out"
