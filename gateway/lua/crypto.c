@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "lua/ctx_ext.h"
+#include "lua/jwt_cache.h"
 
 #define PKEY_MT "moongate.pkey"
 #define HKEY_MT "moongate.hmac_key"
@@ -649,4 +650,5 @@ void mg_lua_crypto_push(lua_State *L)
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
+    mg_lua_jwt_cache_push(L);
 }

@@ -16,6 +16,7 @@
 #include "config/config-t.h"
 #include "lua/ctx.h"
 #include "lua/guard.h"
+#include "lua/jitboard.h"
 #include "lua/state-t.h"
 #include "lua/vm.h"
 
@@ -215,6 +216,7 @@ void mg_lua_ext_open(lua_State *L, struct mg_lua *vm)
     lua_setfield(L, -2, "crypto");
     mg_lua_json_push(L);
     lua_setfield(L, -2, "json");
+    mg_lua_jitboard_push(L); /* native.jit_publish */
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, l_load_module, 1);
     lua_setfield(L, -2, "load_module");

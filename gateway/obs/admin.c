@@ -292,6 +292,10 @@ void mg_admin_render_status(const struct mg_config *cfg, const struct mg_obs_hoo
     }
     mg_textbuf_putc(b, ']');
     mg_metrics_redis_status(hooks, b); /* ,"redis":{...} when a Redis store is in use */
+    if (hooks && hooks->plugins_jit) {
+        mg_textbuf_puts(b, ",\"plugins_jit\":");
+        hooks->plugins_jit(hooks->ud, b);
+    }
     mg_textbuf_puts(b, "}\n");
 }
 

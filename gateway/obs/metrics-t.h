@@ -145,6 +145,8 @@ struct mg_redis_snapshot {
  * workers keep running, so it must read shared state with atomics or its own
  * lock, and must not block. `cfg` is the snapshot whose indices are meant. Any
  * hook may be NULL. */
+struct mg_textbuf;
+
 struct mg_obs_hooks {
     void *ud;
     /* target: index into cfg->upstreams[upstream].targets */
@@ -162,6 +164,9 @@ struct mg_obs_hooks {
      * rendered from it. The strings stay valid until the next call from the
      * same thread. */
     void (*redis)(void *ud, struct mg_redis_snapshot *out);
+    /* When set, /status has "plugins_jit": it appends a JSON array (each
+     * worker's plugin JIT trace aborts). */
+    void (*plugins_jit)(void *ud, struct mg_textbuf *b);
 };
 
 /* Cell layout of the entities (private to metrics.c/metrics.h). A histogram is

@@ -10,6 +10,7 @@
 #include "config/config-t.h"
 #include "idempotency/redis_state.h"
 #include "idempotency/store_memory.h"
+#include "lua/jitboard.h"
 #include "resilience/breaker.h"
 #include "resilience/bulkhead.h"
 #include "resilience/registry.h"
@@ -94,5 +95,6 @@ struct mg_obs_hooks mg_registry_obs_hooks(struct mg_idem_memtable *idem_table)
                                  .target_stats = target_stats,
                                  .upstream_stats = upstream_stats,
                                  .idem_memory = idem_table ? idem_memory : NULL,
-                                 .redis = redis};
+                                 .redis = redis,
+                                 .plugins_jit = mg_jitboard_render};
 }

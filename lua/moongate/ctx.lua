@@ -245,6 +245,17 @@ function methods.respond(self, status, body, headers)
     error(RESPOND_SENTINEL)
 end
 
+-- gw.jwt's request verifier reads the token where it lies: the request
+-- header's bytes into out[0] (a struct mg_lua_str[1]) without a Lua string
+-- per request; true when present.
+function M.header_into(o, name, out)
+    local st = priv[o]
+    if st == nil then error("bad argument #1 (a ctx expected)", 3) end
+    local rc = C.mg_ffi_req_header_get(VM, st.slot, name, #name, out)
+    if rc == OK then return true elseif rc == NOT_FOUND then return false end
+    fail("ctx:header", rc, name)
+end
+
 -- Request fields that cannot change during a request: fetched once, cached.
 local cached = {
     method = F_METHOD, path = F_PATH, query = F_QUERY, client_ip = F_CLIENT_IP,

@@ -8,8 +8,25 @@
 -- is only ever a public key (never an HMAC secret), and the key's type must
 -- match the alg's family. Parsed keys are cached per VM (by PEM text, by JWK
 -- table), so a request pays for neither PEM parsing nor key building.
+local ffi = require("ffi")
+local ctxm = require("moongate.ctx") -- also declares struct mg_lua_str
 local native = require("moongate.native")
 local crypto, json = native.crypto, native.json
+
+ffi.cdef [[
+struct mg_jwt_cache_api {
+    uint32_t size;
+    int (*lookup)(void *c, const struct mg_lua_str *value, int bearer, double now, double leeway,
+                  uint32_t *span);
+    int (*insert)(void *c, const char *tok, size_t len, double exp, double nbf);
+};
+]]
+local JC = ffi.cast("const struct mg_jwt_cache_api *", crypto.jwt_cache_api)
+if JC.size ~= ffi.sizeof("struct mg_jwt_cache_api") then
+    error("moongate/jwt.lua is out of step with gateway/lua/jwt_cache.c (struct mg_jwt_cache_api)", 0)
+end
+-- enum in jwt_cache.h
+local JC_NO_TOKEN, JC_EXPIRED, JC_NOT_YET = -2, -3, -4
 
 local M = {}
 local find, sub, byte = string.find, string.sub, string.byte
@@ -238,6 +255,62 @@ function M.verifier(opts)
         local claims, err = verify(s, opts, true, a, z)
         return claims, err
     end
+end
+
+-- request_verifier(opts, header, bearer, cache) -> function(ctx) -> claims,
+-- nil, memo | nil, err: the token from the request header `header` (with
+-- `bearer`, the "Bearer <token>" form), read in place. With cache > 0, up to
+-- that many verified tokens are remembered (jwt_cache.c): a token seen before
+-- costs a hash and a compare plus the exp/nbf check, and returns the same
+-- claims table as the first time (callers must not change it). memo is a
+-- table per cached token for the caller's derived values (a fresh one when
+-- the token is not cached). Keys never change for a verifier; a caller that
+-- swaps keys (opts.jwks) calls flush().
+function M.request_verifier(opts, header, bearer, size)
+    check_opts(opts, 3)
+    local cache, cache_ptr = nil, nil
+    if size and size > 0 then
+        local lud
+        cache, lud = crypto.jwt_cache(size)
+        cache_ptr = ffi.cast("void *", lud) -- a cdata: the JIT compiles the call (not a light userdata)
+    end
+    local entries = { [0] = cache }         -- cache index + 1 -> {claims, memo}; [0] keeps the cache alive
+    local leeway = tonumber(opts.leeway) or 0
+    local value = ffi.new("struct mg_lua_str[1]")
+    local span = ffi.new("uint32_t[2]")
+    local nan = 0 / 0
+    bearer = bearer and 1 or 0
+    local function check(ctx)
+        if not ctxm.header_into(ctx, header, value) then return nil, "missing token" end
+        local rc = JC.lookup(cache_ptr, value, bearer, clock(), leeway, span)
+        if rc >= 0 then
+            local e = entries[rc + 1]
+            return e[1], nil, e[2]
+        end
+        if rc == JC_NO_TOKEN then return nil, "missing token" end
+        if rc == JC_EXPIRED then return nil, "token expired" end
+        if rc == JC_NOT_YET then return nil, "token not yet valid" end
+        local s = ffi.string(value[0].p, value[0].len)
+        local a = span[0] + 1
+        local claims, err = verify(s, opts, true, a, a + span[1] - 1)
+        if not claims then return nil, err end
+        local memo = {}
+        if cache_ptr then
+            local i = JC.insert(cache_ptr, value[0].p + span[0], span[1],
+                claims.exp or nan, claims.nbf or nan)
+            if i >= 0 then entries[i + 1] = { claims, memo } end
+        end
+        return claims, nil, memo
+    end
+    local function flush()
+        if cache then crypto.jwt_cache_flush(cache) end
+    end
+    local function stats()
+        if not cache then return { hits = 0, misses = 0, entries = 0 } end
+        local h, m, n = crypto.jwt_cache_stats(cache)
+        return { hits = h, misses = m, entries = n }
+    end
+    return check, flush, stats
 end
 
 return M

@@ -57,7 +57,7 @@ function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
     math.randomseed(seed)
     sandbox.protect_string_metatable()
     if not checking then
-        jitreport.start(function(msg) pcall(ctxm.log, 0, msg) end)
+        jitreport.start(function(msg) pcall(ctxm.log, 0, msg) end, worker_id)
     end
 end
 

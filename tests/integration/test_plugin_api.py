@@ -9,6 +9,7 @@ import hmac
 import json
 import subprocess
 import time
+import urllib.request
 
 from conftest import assert_error, fetch
 
@@ -291,6 +292,118 @@ def test_jwt_auth_hs256(gateway, upstream, tmp_path):
     assert r.status == 200
 
 
+def test_jwt_auth_token_cache_rechecks_time_and_bytes(gateway, upstream, tmp_path):
+    """A cached token is served from the cache (one verify) but still expires
+    on time, and a token that differs in any byte (a forged signature of the
+    same length, another token, the same bytes in other header forms) never
+    matches the cached one."""
+    gw, _, _ = start(gateway, upstream, tmp_path,
+                     '    plugins: [{name: jwt_auth, config: {key: "s3cret", leeway: 0,'
+                     ' claims_to_headers: {sub: X-User, n: X-N}, cache: 8}}]')
+    exp = int(time.time()) + 3  # margin for a loaded machine; the test sleeps until then
+    tok = hs_token({"sub": "alice", "n": 7, "exp": exp})
+    for _ in range(3):
+        r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + tok)])
+        assert r.status == 200 and r.echo_header("x-user") == "alice", r.status
+        assert r.echo_header("x-n") == "7"
+    # the same token in another accepted form is the same cached token
+    r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "bearer  " + tok + " ")])
+    assert r.status == 200 and r.echo_header("x-user") == "alice"
+    head, payload, sig = tok.split(".")
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    for bad in (head + "." + payload + "." + flipped, tok + "x", "x" + tok[1:],
+                "Bearer " + tok, tok + " " + tok):
+        doc = assert_error(fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + bad)]),
+                           "unauthorized", 401)
+        assert doc["message"] != "", bad
+    other = hs_token({"sub": "bob", "exp": exp})
+    r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + other)])
+    assert r.status == 200 and r.echo_header("x-user") == "bob"
+    # exp is re-checked on every hit: once past it, the cached token is refused
+    time.sleep(max(0.0, exp + 1.1 - time.time()))
+    doc = assert_error(fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + tok)]),
+                       "unauthorized", 401)
+    assert doc["message"] == "token expired", doc
+    # a token that is not yet valid is not served early by the cache either
+    nbf = int(time.time()) + 2
+    later = hs_token({"sub": "carol", "nbf": nbf})
+    doc = assert_error(fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + later)]),
+                       "unauthorized", 401)
+    assert doc["message"] == "token not yet valid", doc
+
+
+class JwksServer:
+    """A small JWKS endpoint: serves self.body at any path; counts fetches."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        outer = self
+        self.body, self.fetches = b"{}", 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.fetches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def set_keys(self, *secrets):
+        keys = [{"kty": "oct", "kid": "k%d" % i, "k": b64u(k)} for i, k in enumerate(secrets)]
+        self.body = json.dumps({"keys": keys}).encode()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_jwt_auth_jwks_url_refreshed_by_a_timer(gateway, upstream, tmp_path):
+    jwks = JwksServer()
+    try:
+        jwks.set_keys(b"first-secret")
+        gw, _, _ = start(gateway, upstream, tmp_path,
+                         '    plugins: [{name: jwt_auth, config: {jwks_url: "http://127.0.0.1:%d/jwks",'
+                         ' jwks_refresh: 1, claims_to_headers: {sub: X-User}}}]' % jwks.port)
+        first = hs_token({"sub": "alice"}, secret=b"first-secret")
+        second = hs_token({"sub": "bob"}, secret=b"second-secret")
+
+        def status(tok):
+            return fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + tok)]).status
+
+        deadline = time.time() + 5
+        while status(first) != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        assert status(first) == 200 and jwks.fetches >= 1
+        assert status(second) == 401
+        # the issuer rotates: the next refresh drops the old key and flushes the
+        # token cache, so the cached first token is refused too
+        jwks.set_keys(b"second-secret")
+        deadline = time.time() + 5
+        while status(second) != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        assert status(second) == 200
+        assert status(first) == 401
+        # a broken answer keeps the keys
+        jwks.body = b"not json"
+        n = jwks.fetches
+        deadline = time.time() + 5
+        while jwks.fetches < n + 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert jwks.fetches >= n + 2 and status(second) == 200
+    finally:
+        jwks.close()
+    assert "not a JWK set" in gw.log()
+
+
 def test_jwt_auth_rs256_es256_and_jwks(gateway, upstream, tmp_path):
     rsa, ec = str(tmp_path / "rsa.pem"), str(tmp_path / "ec.pem")
     openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa)
@@ -338,6 +451,14 @@ def test_jwt_auth_config_errors(gateway, upstream, tmp_path):
                    "    plugins: [{name: jwt_auth, config: {alg: [none], key: k}}]\n")
     p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
     assert p.returncode != 0 and b"alg 'none' is never accepted" in p.stderr
+    for plugin, msg in [
+        ('{jwks_url: "https://idp.example/jwks"}', b"config.jwks_url must be http://IP:port/path"),
+        ('{key: k, jwks_url: "http://127.0.0.1:1/j"}', b"exactly one of config.key"),
+    ]:
+        cfg.write_text(cfg.read_text().rsplit("    plugins:", 1)[0]
+                       + "    plugins: [{name: jwt_auth, config: %s}]\n" % plugin)
+        p = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, timeout=20)
+        assert p.returncode != 0 and msg in p.stderr, p.stderr
 
 
 # ---------------------------------------------------------------- other bundled plugins
@@ -606,6 +727,40 @@ def test_jit_report_counts_trace_aborts_per_plugin(gateway, upstream, tmp_path):
     assert int(r.echo_header("x-aborts")) > 0, r.json()["headers"]
     last = r.echo_header("x-last")
     assert "jitty.lua:" in last and "error " not in last, last  # a reason in words (jit.vmdef)
+
+
+JITTY_CLOSURES = """
+local P = {}
+function P.access(ctx)
+  local n = 0
+  for i = 1, 5000 do
+    local f = function() return i end   -- a closure per iteration: NYI, the trace aborts
+    n = n + f()
+  end
+end
+return P
+"""
+
+
+def test_status_shows_plugin_trace_aborts_per_worker(gateway, upstream, tmp_path):
+    gw, _, _ = start(gateway, upstream, tmp_path,
+                     "    plugins: [{name: jitty}, {name: calm}]",
+                     {"jitty": JITTY_CLOSURES, "calm": "return {access = function(ctx) end}"})
+    for _ in range(40):
+        assert fetch(gw.port, "GET", "/x").status == 200
+    with urllib.request.urlopen("http://127.0.0.1:%d/status" % gw.admin_port, timeout=5) as r:
+        status = json.loads(r.read())
+    workers = status["plugins_jit"]
+    assert [w["worker"] for w in workers] == [0], workers
+    plugins = workers[0]["plugins"]
+    assert "jitty" in plugins and "calm" not in plugins, plugins  # calm never aborts
+    j = plugins["jitty"]
+    assert j["aborts"] > 5, j
+    assert "jitty.lua:6: NYI" in j["last"], j
+    assert sum(j["reasons"].values()) == j["aborts"], j
+    # the loop that keeps aborting is blacklisted: LuaJIT stops trying
+    assert j["blacklisted"] >= 1, j
+    assert len(json.dumps(workers)) < 4096
 
 
 # ---------------------------------------------------------------- helper modules

@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,7 +19,9 @@
 
 #include <cmocka.h>
 
+#include "lua/ctx-t.h"
 #include "lua/ctx_ext.h"
+#include "lua/jwt_cache.h"
 
 static char dir[64];
 
@@ -317,12 +320,103 @@ static void jwt_public_keys(void **state)
     sh("rm -rf %s", dir);
 }
 
+static int cache_get(struct mg_jwt_cache *c, const char *value, int bearer, double now,
+                     uint32_t *span)
+{
+    struct mg_lua_str v = {value, strlen(value)};
+    return mg_jwt_cache_api.lookup(c, &v, bearer, now, 30, span);
+}
+
+static int cache_put(struct mg_jwt_cache *c, const char *tok, double exp, double nbf)
+{
+    return mg_jwt_cache_api.insert(c, tok, strlen(tok), exp, nbf);
+}
+
+/* The verified-token cache (jwt_cache.c): token bounds, hits on all bytes
+ * only, exp and nbf re-checked on every hit (leeway 30), LRU eviction within
+ * a set, flush. */
+static void jwt_token_cache(void **state)
+{
+    (void)state;
+    uint32_t span[2];
+    /* bounds, with no cache at all */
+    assert_int_equal(cache_get(NULL, "Bearer  a.b.c  ", 1, 0, span), MG_JWT_CACHE_MISS);
+    assert_int_equal(span[0], 8);
+    assert_int_equal(span[1], 5);
+    assert_int_equal(cache_get(NULL, "bEaReR\ta.b.c", 1, 0, span), MG_JWT_CACHE_MISS);
+    assert_int_equal(span[0], 7);
+    for (const char **bad = (const char *[]){"", "Bearer", "Bearer   ", "Basic a.b.c",
+                                             "Bearera.b.c", "Bearer a.b c", NULL};
+         *bad; bad++)
+        assert_int_equal(cache_get(NULL, *bad, 1, 0, span), MG_JWT_CACHE_NO_TOKEN);
+    assert_int_equal(cache_get(NULL, "a b", 0, 0, span), MG_JWT_CACHE_MISS); /* not bearer */
+    assert_int_equal(span[1], 3);
+    assert_int_equal(cache_get(NULL, "", 0, 0, span), MG_JWT_CACHE_NO_TOKEN);
+
+    struct mg_jwt_cache *c = mg_jwt_cache_new(4); /* one set of 4 ways */
+    assert_non_null(c);
+    assert_int_equal(cache_get(c, "Bearer tok1", 1, 1000, span), MG_JWT_CACHE_MISS);
+    int i1 = cache_put(c, "tok1", 2000, NAN);
+    assert_true(i1 >= 0);
+    assert_int_equal(cache_get(c, "Bearer tok1 ", 1, 1000, span), i1);
+    assert_int_equal(cache_get(c, "Bearer tok2", 1, 1000, span), MG_JWT_CACHE_MISS);
+    assert_int_equal(cache_get(c, "Bearer tok12", 1, 1000, span), MG_JWT_CACHE_MISS);
+    /* exp: valid up to exp + leeway, then refused and forgotten */
+    assert_int_equal(cache_get(c, "Bearer tok1", 1, 2030, span), i1);
+    assert_int_equal(cache_get(c, "Bearer tok1", 1, 2031, span), MG_JWT_CACHE_EXPIRED);
+    assert_int_equal(cache_get(c, "Bearer tok1", 1, 1000, span), MG_JWT_CACHE_MISS);
+    /* nbf: refused before nbf - leeway, kept, then served */
+    int i2 = cache_put(c, "tok2", NAN, 5000);
+    assert_int_equal(cache_get(c, "Bearer tok2", 1, 4969, span), MG_JWT_CACHE_NOT_YET);
+    assert_int_equal(cache_get(c, "Bearer tok2", 1, 4970, span), i2);
+    assert_int_equal(cache_get(c, "Bearer tok2", 1, 1e12, span), i2); /* no exp */
+    /* LRU: tok2 used last, so a fifth token evicts the oldest other one */
+    int i3 = cache_put(c, "tok3", NAN, NAN), i4 = cache_put(c, "tok4", NAN, NAN);
+    int i5 = cache_put(c, "tok5", NAN, NAN);
+    assert_true(i3 >= 0 && i4 >= 0 && i5 >= 0);
+    assert_int_equal(cache_get(c, "Bearer tok2", 1, 5000, span), i2);
+    assert_int_equal(cache_get(c, "Bearer tok4", 1, 5000, span), i4);
+    assert_int_equal(cache_get(c, "Bearer tok5", 1, 5000, span), i5);
+    int i6 = cache_put(c, "tok6", NAN, NAN);
+    assert_int_equal(i6, i3); /* tok3 was the least recently used */
+    assert_int_equal(cache_get(c, "Bearer tok3", 1, 5000, span), MG_JWT_CACHE_MISS);
+    assert_int_equal(cache_get(c, "Bearer tok6", 1, 5000, span), i6);
+    /* the same token again replaces its own entry */
+    assert_int_equal(cache_put(c, "tok6", 10, NAN), i6);
+    assert_int_equal(cache_get(c, "Bearer tok6", 1, 100, span), MG_JWT_CACHE_EXPIRED);
+    /* too long: verified every time, never stored */
+    char *big = malloc(MG_JWT_CACHE_MAX_TOKEN + 2);
+    memset(big, 'x', MG_JWT_CACHE_MAX_TOKEN + 1);
+    big[MG_JWT_CACHE_MAX_TOKEN + 1] = 0;
+    assert_int_equal(cache_put(c, big, NAN, NAN), -1);
+    assert_int_equal(cache_get(c, big, 0, 0, span), MG_JWT_CACHE_MISS);
+    free(big);
+    mg_jwt_cache_flush(c);
+    assert_int_equal(cache_get(c, "Bearer tok2", 1, 0, span), MG_JWT_CACHE_MISS);
+    mg_jwt_cache_free(c);
+    /* a bigger cache spreads tokens over its 256 sets (one set would keep 4) */
+    c = mg_jwt_cache_new(1000);
+    char tok[32];
+    int idx[50];
+    for (int i = 0; i < 50; i++) {
+        snprintf(tok, sizeof(tok), "a.b.sig%d", i);
+        idx[i] = cache_put(c, tok, NAN, NAN);
+    }
+    int found = 0;
+    for (int i = 0; i < 50; i++) {
+        snprintf(tok, sizeof(tok), "a.b.sig%d", i);
+        found += cache_get(c, tok, 0, 0, span) == idx[i];
+    }
+    assert_true(found >= 48); /* 4-way sets of a random hash: not all in one set */
+    mg_jwt_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(json_codec),       cmocka_unit_test(base64_and_digests),
         cmocka_unit_test(jwt_hs256_vector), cmocka_unit_test(jwt_verifier_ranges),
-        cmocka_unit_test(jwt_public_keys),
+        cmocka_unit_test(jwt_public_keys),  cmocka_unit_test(jwt_token_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
