@@ -39,9 +39,6 @@
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
 #define MG_MAX_FREE_BUFS 256
-/* An idle keep-alive connection may have a request on the wire as the drain
- * starts: it is closed after this long without one, not at once. */
-#define MG_DRAIN_IDLE_GRACE_MS 250
 /* After drain_timeout: time for the 504s to be written before the final cut. */
 #define MG_DRAIN_ANSWER_MS 200
 /* Expired idempotency records are also dropped lazily; the sweep returns their
@@ -319,7 +316,7 @@ static void start_drain(struct mg_worker *w)
     restart_health_checks(w);
     close_listeners(w, true);
     mg_runtime_close_idle(w->rt);
-    mg_conn_drain(w, MG_DRAIN_IDLE_GRACE_MS);
+    mg_conn_drain(w); /* idle keep-alive connections: see MG_CONN_DRAIN_IDLE_MS */
     mg_worker_conn_closed(w);
 }
 
