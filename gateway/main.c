@@ -576,6 +576,7 @@ static int start_workers(struct mg_main *m)
             return -1;
         }
     }
+    mg_workers_adopt_inherited(m->workers, n, m->cfg);
     mg_upgrade_close_unused(); /* inherited sockets the new config does not use */
     atomic_store(&m->workers_running, (int)n);
     mg_workers_register(m->workers, n);

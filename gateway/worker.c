@@ -39,9 +39,6 @@
 
 /* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
 #define MG_MAX_FREE_BUFS 256
-/* An idle keep-alive connection may have a request on the wire as the drain
- * starts: it is closed after this long without one, not at once. */
-#define MG_DRAIN_IDLE_GRACE_MS 250
 /* After drain_timeout: time for the 504s to be written before the final cut. */
 #define MG_DRAIN_ANSWER_MS 200
 /* Expired idempotency records are also dropped lazily; the sweep returns their
@@ -190,13 +187,9 @@ static int listen_socket(const struct mg_address *a)
     return fd;
 }
 
-static int open_listener(struct mg_worker *w, const struct mg_address *a)
+/* Polls `fd`, a listening socket bound to `a`, from w's loop (owned from here). */
+static int add_listener(struct mg_worker *w, const struct mg_address *a, int fd)
 {
-    int fd = mg_upgrade_take_listener(a); /* the old binary's socket, queue and all */
-    if (fd < 0)
-        fd = listen_socket(a);
-    if (fd < 0)
-        return uv_translate_sys_error(-fd);
     struct mg_listener *l = calloc(1, sizeof *l);
     if (!l)
         mg_fatal("out of memory (listener)");
@@ -223,6 +216,16 @@ static int open_listener(struct mg_worker *w, const struct mg_address *a)
     return 0;
 }
 
+static int open_listener(struct mg_worker *w, const struct mg_address *a)
+{
+    int fd = mg_upgrade_take_listener(a); /* the old binary's socket, queue and all */
+    if (fd < 0)
+        fd = listen_socket(a);
+    if (fd < 0)
+        return uv_translate_sys_error(-fd);
+    return add_listener(w, a, fd);
+}
+
 static void close_listeners(struct mg_worker *w, bool all)
 {
     struct mg_listener **pp = &w->listeners;
@@ -245,20 +248,31 @@ static struct mg_listener *find_listener(struct mg_worker *w, const struct mg_ad
     return NULL;
 }
 
+static const struct mg_listen_conf *find_conf(const struct mg_config *cfg,
+                                              const struct mg_listener *l)
+{
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const struct mg_address *a = &cfg->listen[i].address;
+        if (l->addrlen == a->addrlen && memcmp(&l->addr, &a->addr, a->addrlen) == 0)
+            return &cfg->listen[i];
+    }
+    return NULL;
+}
+
 /* Opens what the snapshot adds and closes what it removes. A listener whose address
- * stays is kept as is: closing a SO_REUSEPORT socket drops its accept queue. */
+ * stays is kept as is (every one of them: after an upgrade to fewer workers a
+ * worker may poll several sockets of one address): closing a SO_REUSEPORT
+ * socket drops its accept queue. */
 static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
 {
     int failures = 0;
-    for (struct mg_listener *l = w->listeners; l; l = l->next)
-        l->keep = false;
+    for (struct mg_listener *l = w->listeners; l; l = l->next) {
+        l->conf = find_conf(cfg, l); /* its TLS settings may have changed */
+        l->keep = l->conf != NULL;
+    }
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        struct mg_listener *l = find_listener(w, &cfg->listen[i].address);
-        if (l) {
-            l->keep = true;
-            l->conf = &cfg->listen[i]; /* its TLS settings may have changed */
+        if (find_listener(w, &cfg->listen[i].address))
             continue;
-        }
         int rc = open_listener(w, &cfg->listen[i].address);
         if (rc) {
             mg_error("cannot listen on %s: %s", cfg->listen[i].address.text, uv_strerror(rc));
@@ -319,7 +333,7 @@ static void start_drain(struct mg_worker *w)
     restart_health_checks(w);
     close_listeners(w, true);
     mg_runtime_close_idle(w->rt);
-    mg_conn_drain(w, MG_DRAIN_IDLE_GRACE_MS);
+    mg_conn_drain(w); /* idle keep-alive connections: see MG_CONN_DRAIN_IDLE_MS */
     mg_worker_conn_closed(w);
 }
 
@@ -478,6 +492,24 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
     if (stale)
         generation_free(stale); /* never applied: superseded by a newer one */
     uv_async_send(&w->wakeup);
+}
+
+void mg_workers_adopt_inherited(struct mg_worker *workers, size_t n, const struct mg_config *cfg)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < cfg->nlisten && n; i++) {
+        const struct mg_address *a = &cfg->listen[i].address;
+        int fd;
+        while ((fd = mg_upgrade_take_listener(a)) >= 0) {
+            struct mg_worker *w = &workers[k++ % n];
+            if (add_listener(w, a, fd) != 0) {
+                mg_warn("upgrade: cannot poll an inherited socket of %s", a->text);
+                continue;
+            }
+            w->listeners->keep = true;
+            w->listeners->conf = &cfg->listen[i];
+        }
+    }
 }
 
 size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap)

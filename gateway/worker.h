@@ -109,6 +109,11 @@ void mg_worker_publish_config(struct mg_worker *w, struct mg_config *cfg,
 /* The worker's listening fds (for a binary upgrade to hand over). Main thread,
  * with no reload being applied. */
 size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap);
+/* After an upgrade, before the worker threads run: listening sockets the old
+ * process passed beyond one per address and worker (it had more workers) are
+ * polled too, spread over the workers, rather than closed: a SO_REUSEPORT
+ * socket closed by both processes takes the connections queued on it along. */
+void mg_workers_adopt_inherited(struct mg_worker *workers, size_t n, const struct mg_config *cfg);
 
 /* The process's workers, so one can wake another (bulkhead hand-overs). Set once
  * before the worker threads start. */

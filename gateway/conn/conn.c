@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "config/config-t.h"
 #include "config/config.h"
@@ -403,12 +404,27 @@ void mg_conn_give_back(struct mg_conn *c)
     c->codec = NULL;
 }
 
-void mg_conn_drain(struct mg_worker *w, uint64_t grace_ms)
+void mg_conn_drain(struct mg_worker *w)
 {
-    uint64_t due = uv_now(&w->loop) + grace_ms;
+    uint64_t due = uv_now(&w->loop) + MG_CONN_DRAIN_IDLE_MS;
     for (struct mg_conn *c = w->conns; c; c = c->next)
         if (c->ops->idle(c) && (!c->timer.due || c->timer.due > due))
-            mg_deadline_set(&c->timer, grace_ms);
+            mg_deadline_set(&c->timer, MG_CONN_DRAIN_IDLE_MS);
+}
+
+uint64_t mg_conn_keepalive_ms(const struct mg_conn *c, uint64_t keepalive_ms)
+{
+    return c->w->draining && keepalive_ms > MG_CONN_DRAIN_IDLE_MS ? MG_CONN_DRAIN_IDLE_MS
+                                                                  : keepalive_ms;
+}
+
+bool mg_conn_unread(const struct mg_conn *c)
+{
+    uv_os_fd_t fd;
+    int n = 0;
+    if (uv_fileno((const uv_handle_t *)&c->tcp.h, &fd) != 0)
+        return false;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 void mg_conn_drain_expired(struct mg_worker *w)

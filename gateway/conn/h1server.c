@@ -554,7 +554,7 @@ static void idle(struct mg_exchange *x)
     s->head_started = s->chunk_out = s->flushed = false;
     s->interims = 0;
     mg_conn_set_active(&s->c, false);
-    mg_deadline_set(&s->c.timer, client_conf(s)->keepalive_timeout_ms);
+    mg_deadline_set(&s->c.timer, mg_conn_keepalive_ms(&s->c, client_conf(s)->keepalive_timeout_ms));
     if (s->c.in.start == s->c.in.end && s->c.in.pins == 0 && s->c.in.buf) {
         /* Idle keep-alive connections hold no buffer: 10k of them stay cheap. */
         mg_conn_shed(&s->c);
@@ -622,6 +622,12 @@ static void on_timer(struct mg_conn *c)
 {
     struct mg_h1s *s = of_conn(c);
     if (s->x.state == MG_X_IDLE) {
+        if (c->reading && mg_conn_unread(c)) {
+            /* The next request came just as the wait ran out: it is read in
+             * this loop turn and answered (a close now would reset it). */
+            mg_deadline_set(&c->timer, client_conf(s)->header_timeout_ms);
+            return;
+        }
         mg_conn_close(c); /* keep-alive (or first byte) timeout: nothing to answer */
         return;
     }

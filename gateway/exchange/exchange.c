@@ -773,7 +773,12 @@ static int step_finish(struct mg_exchange *x)
     detach(x, true);
     mg_xrecord(x, x->sent_status);
     x->state = MG_X_IDLE; /* recorded: a close must not count it again */
-    if (x->close_after || x->down->eof(x) || x->w->draining) {
+    /* Draining closes only what announced it (close_after is set for every
+     * response begun while draining). A head sent before the drain said
+     * keep-alive: the client may be sending its next request right now, so
+     * the connection waits for it (answered with Connection: close) or for
+     * the drain's idle wait (mg_conn_keepalive_ms), never closes here. */
+    if (x->close_after || x->down->eof(x)) {
         x->down->close(x);
         return MG_AGAIN;
     }

@@ -31,7 +31,8 @@ int mg_upgrade_pidfile_fd(void);
 /* An inherited listening fd bound to `a`, taken out of the pool; or -1. */
 int mg_upgrade_take_listener(const struct mg_address *a);
 /* Closes the inherited listeners nobody took (addresses dropped by the new
- * config, or more old workers than new ones). Before the workers run. */
+ * config; surplus ones of kept addresses go to mg_workers_adopt_inherited
+ * first). Before the workers run. */
 void mg_upgrade_close_unused(void);
 /* Tells the old process that this one serves. */
 void mg_upgrade_report_ready(void);

@@ -5,10 +5,12 @@ keep-alive connections, the `-s reload` verdict, --help."""
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +19,8 @@ import contextlib
 
 import pytest
 
-from conftest import BIN, SOURCE_DIR, Gateway, RawClient, fetch, ms, t, wait_until
+from conftest import BIN, PREAMBLE, SOURCE_DIR, Gateway, RawClient, fetch, ms, t, wait_until
+from upstream import default_handler
 
 ROUTES = """\
 upstreams:
@@ -256,6 +259,41 @@ def test_drain_answers_request_racing_idle_close(gateway, upstream):
         gw.signal(signal.SIGTERM)
         time.sleep(0.05)
         c.request("GET", "/b")
+        r = c.read_response()
+        assert r.status == 200
+        assert r.header("connection").lower() == "close"
+    assert gw.proc.wait(t(5)) == 0
+
+
+def test_drain_keeps_connection_whose_response_began_before_it(gateway, upstream):
+    """A response whose head went out before the drain said keep-alive: the
+    client may send its next request the moment the body ends, so the gateway
+    must not close right after that response (issue 20: wrk's read error under
+    -s upgrade). The next request is answered, with Connection: close."""
+    release = threading.Event()
+
+    def handler(conn, req):
+        if req.path != "/held":
+            return default_handler(conn, req)
+        conn.read_body(req)
+        conn.send_head(200, [("Content-Length", "5")])
+        release.wait(t(5))
+        conn.send(b"hello")
+        return None
+
+    up = upstream(handler)
+    gw = gateway(ROUTES, up=up, drain_timeout=ms(5))
+    with RawClient(gw.port) as c:
+        c.request("GET", "/held")
+        assert select.select([c.sock], [], [], t(2))[0]  # the head is through
+        gw.signal(signal.SIGTERM)
+        assert wait_until(lambda: admin_get(gw, "/ready")[0] == 503, t(1))
+        time.sleep(0.05)  # the worker is draining now
+        release.set()
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"
+        assert (r.header("connection") or "").lower() != "close"
+        c.request("GET", "/b")  # at once, as wrk does
         r = c.read_response()
         assert r.status == 200
         assert r.header("connection").lower() == "close"
@@ -535,12 +573,9 @@ def pid_alive(pid):
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def upgrade_under_wrk(gateway, upstream):
-    """One -s upgrade under wrk; returns wrk's report (every other check is
-    made here)."""
-    up = upstream()
-    gw = gateway(ROUTES.replace("    upstream: u1", "    upstream: u1\n    balancer: {name: p2c_ewma}"),
-                 up=up, drain_timeout=ms(5))
+def upgrade_under_wrk(gw):
+    """-s upgrade with wrk running; returns the new pid and wrk's report, once
+    the old process has drained and exited. The caller stops the new one."""
     old = gw.pid
     wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d2s", "--timeout", "2s",
                             "http://127.0.0.1:%d/x" % gw.port],
@@ -550,14 +585,52 @@ def upgrade_under_wrk(gateway, upstream):
     rc, out, err = run("-s", "upgrade", "-c", gw.config_path)
     assert rc == 0, err + gw.log_tail()
     new = int(re.search(r"upgraded to pid (\d+)", out).group(1))
+    assert new != old
     try:
-        assert new != old
-        with open(gw.pid_file) as f:
-            assert int(f.read()) == new
         assert gw.proc.wait(t(5)) == 0  # the old one drained
         wrk_out = wrk.communicate(timeout=t(20))[0].decode()
-        assert "Non-2xx" not in wrk_out, wrk_out
-        assert int(re.search(r"(\d+) requests in", wrk_out).group(1)) > 0, wrk_out
+    except BaseException:
+        stop_pid(new)
+        raise
+    return new, wrk_out
+
+
+def stop_pid(pid):
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        assert wait_until(lambda: not pid_alive(pid), t(5))
+
+
+def assert_wrk_clean(out):
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    assert int(re.search(r"(\d+) requests in", out).group(1)) > 0, out
+
+
+def listening_sockets(port):
+    """How many sockets listen on 127.0.0.1:port (SO_REUSEPORT: one per worker)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, st = line.split()[1], line.split()[3]
+            n += local == "0100007F:%04X" % port and st == "0A"
+    return n
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+def test_binary_upgrade_under_wrk_no_errors(gateway, upstream):
+    """-s upgrade under wrk: the new binary takes the same listening sockets,
+    the pid file follows it, the old one drains; wrk sees no error at all, in
+    one run (a response begun before the drain used to be followed by a close
+    that met wrk's next request, about 1 run in 6: see
+    test_drain_keeps_connection_whose_response_began_before_it)."""
+    up = upstream()
+    gw = gateway(ROUTES.replace("    upstream: u1", "    upstream: u1\n    balancer: {name: p2c_ewma}"),
+                 up=up, drain_timeout=ms(5))
+    new, wrk_out = upgrade_under_wrk(gw)
+    try:
+        assert_wrk_clean(wrk_out)
+        with open(gw.pid_file) as f:
+            assert int(f.read()) == new
         assert pid_alive(new)
         assert admin_get(gw, "/healthz")[0] == 200
         assert admin_get(gw, "/ready")[0] == 200
@@ -566,26 +639,33 @@ def upgrade_under_wrk(gateway, upstream):
         p = subprocess.run([BIN, "-c", gw.config_path], capture_output=True, timeout=t(10))
         assert p.returncode == 1 and ("already running as pid %d" % new) in p.stderr.decode()
     finally:
-        if pid_alive(new):
-            os.kill(new, signal.SIGTERM)
-            assert wait_until(lambda: not pid_alive(new), t(5))
+        stop_pid(new)
     assert not os.path.exists(gw.pid_file)
     assert "[error]" not in gw.log(), gw.log_tail()
-    return wrk_out
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
-def test_binary_upgrade_under_wrk_no_errors(gateway, upstream):
-    """-s upgrade under wrk: the new binary takes the same listening sockets,
-    the pid file follows it, the old one drains; wrk sees no error.
-    Known race (about 1 run in 6 here, see the closing note of issue 20): one
-    read error on a keep-alive connection as the old process drains. A second
-    upgrade must then be clean; two in a row fail the test."""
-    first = upgrade_under_wrk(gateway, upstream)
-    if "Socket errors" not in first:
-        return
-    second = upgrade_under_wrk(gateway, upstream)
-    assert "Socket errors" not in second, (first, second)
+def test_upgrade_to_fewer_workers_keeps_every_socket(gateway, upstream):
+    """An upgrade to a config with fewer workers: the new process polls every
+    socket it inherits for the address rather than closing the surplus (a
+    SO_REUSEPORT socket closed by both processes leaves the group with the
+    connections queued on it). Both still listen, and serve, after the old
+    process left."""
+    up = upstream()
+    gw = gateway(PREAMBLE.replace("workers: 1", "workers: 2") + ROUTES, up=up, full=True,
+                 drain_timeout=ms(5))
+    assert listening_sockets(gw.port) == 2
+    with open(gw.config_path, "w") as f:
+        f.write(gw.config.replace("workers: 2", "workers: 1"))
+    new, wrk_out = upgrade_under_wrk(gw)
+    try:
+        assert_wrk_clean(wrk_out)
+        assert listening_sockets(gw.port) == 2
+        for _ in range(20):  # new connections, spread over both sockets by the kernel
+            assert fetch(gw.port, "GET", "/x").status == 200
+    finally:
+        stop_pid(new)
+    assert "[error]" not in gw.log(), gw.log_tail()
 
 
 def test_failed_upgrade_keeps_the_old_process(gateway, upstream):
