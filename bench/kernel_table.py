@@ -12,7 +12,6 @@ of its sockets towards the upstreams); STRACE_DIR the `strace -f -c -U
 calls,errors,name` tables of the traced runs (ROW-strace-cC-nN.strace).
 Prints a markdown table (paste into bench/README.md) and the syscalls by name.
 """
-import glob
 import os
 import re
 import sys

@@ -163,6 +163,7 @@ log() { printf '%s\n' "$*" >&2; }
 # on a shared machine. Needs unshare(CLONE_NEWNET) (root or a user namespace).
 if [[ $MODE == kernel && -z ${BENCH_IN_NETNS:-} ]]; then
   if unshare -n true 2>/dev/null; then
+    # shellcheck disable=SC2016  # $0 and $@ are the inner shell's
     exec unshare -n -- env BENCH_IN_NETNS=1 bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "${ORIG_ARGV[@]}"
   fi
   printf '%s\n' "warning: no private network namespace (unshare -n failed): TCP counters are machine-wide" >&2
