@@ -10,6 +10,12 @@
 #   bench/run.sh --h2             HTTP/2 from h2load (-c 64 -m 10): over TLS with ALPN h2
 #                                 (moongate_h2 nginx_h2 haproxy_h2) and h2c with prior
 #                                 knowledge (moongate_h2c nginx_h2c haproxy_h2c)
+#   bench/run.sh --kernel         the kernel's share per request at 1, 64, 256 connections:
+#                                 syscalls by type, EAGAIN reads, TCP segments per side,
+#                                 context switches, utime/stime (in a private network
+#                                 namespace, so the TCP counters are the bench's alone)
+#   bench/run.sh --workers 2      proxies with 2 workers (nginx worker_processes, HAProxy
+#                                 nbthread), the proxy allowed on every CPU
 #   bench/run.sh --help           all options
 #
 # See bench/README.md for the method.  Results go to bench/results/ (gitignored).
@@ -21,6 +27,7 @@ CONF_DIR=$HERE/conf
 
 # ---------------------------------------------------------------- defaults
 ORIG_ARGS="$*"
+ORIG_ARGV=("$@")
 MODE=throughput
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-}          # seconds per measured row; default 8 (6 with 6 rows: < 6 min)
@@ -48,6 +55,11 @@ HS_FULL_RATE=${BENCH_HS_FULL_RATE:-1000}  #     full: h2load makes this many con
 H2=0                                  # --h2: the HTTP/2 rows (h2load instead of wrk)
 STREAMS=${BENCH_STREAMS:-10}          # --h2: h2load -m (concurrent streams per connection)
 CONNS_SET=0
+KCONNS=${BENCH_KCONNS:-"1 64 256"}   # --kernel: h2load connections
+KN1=${BENCH_KN1:-3000}                # --kernel: requests of the short run
+KN2=${BENCH_KN2:-23000}               #           requests of the long run
+WORKERS=${BENCH_WORKERS:-1}           # --workers: moongate workers, nginx worker_processes, HAProxy nbthread
+PROXY_CPUS=${BENCH_PROXY_CPUS:-}      # CPUs the proxy may use (default: PROXY_CPU; with --workers > 1: all)
 
 ALL_ROWS="moongate moongate_ewma nginx nginx_lua haproxy direct"
 ALL_IROWS="moongate moongate_ewma nginx nginx_lua haproxy origin"
@@ -71,6 +83,18 @@ usage: bench/run.sh [options]
   --n1 N --n2 N         --instructions request counts (default $N1 / $N2)
   --iconns "A B"        --instructions h2load connections (default "$ICONNS")
   --tools "T ..."       --instructions tools: callgrind strace (default both)
+  --kernel              the kernel's share per request (rows default "moongate nginx
+                        haproxy"; --kconns connections, default "$KCONNS"): strace -f -c
+                        by syscall with errors (EAGAIN), TCP segments in and out and
+                        per side, delayed/pure ACKs (nstat in a private network
+                        namespace), the proxy's context switches and utime/stime;
+                        each the difference of a $KN1- and a $KN2-request h2load run
+  --kconns "A B"        --kernel connections (default "$KCONNS")
+  --kn1 N --kn2 N       --kernel request counts (default $KN1 / $KN2)
+  --workers N           proxies with N workers: moongate \`workers\`, nginx
+                        worker_processes, HAProxy nbthread (default $WORKERS); with
+                        N > 1 the proxy may run on every CPU (BENCH_PROXY_CPUS), the
+                        upstreams and the load generator stay pinned
   --tls                 rows $TLS_ROWS (same upstreams, TLS 1.3
                         to the proxy with one ECDSA P-256 certificate made by the
                         script); throughput mode adds new-connection handshakes/s,
@@ -103,6 +127,11 @@ while (($#)); do
   case "$1" in
     --quick) ROUNDS=1; DURATION=2; WARMUP=1; N1=200; N2=1200 ;;
     --instructions) MODE=instructions ;;
+    --kernel) MODE=kernel ;;
+    --kconns) KCONNS=$2; shift ;;
+    --kn1) KN1=$2; shift ;;
+    --kn2) KN2=$2; shift ;;
+    --workers) WORKERS=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
@@ -129,14 +158,27 @@ while (($#)); do
 done
 
 log() { printf '%s\n' "$*" >&2; }
+# --kernel runs in a network namespace of its own (loopback only): nstat's TCP
+# counters then count this bench's segments, not those of every other process
+# on a shared machine. Needs unshare(CLONE_NEWNET) (root or a user namespace).
+if [[ $MODE == kernel && -z ${BENCH_IN_NETNS:-} ]]; then
+  if unshare -n true 2>/dev/null; then
+    # shellcheck disable=SC2016  # $0 and $@ are the inner shell's
+    exec unshare -n -- env BENCH_IN_NETNS=1 bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "${ORIG_ARGV[@]}"
+  fi
+  printf '%s\n' "warning: no private network namespace (unshare -n failed): TCP counters are machine-wide" >&2
+fi
 # --h2: 64 connections x 10 streams (issue 16) unless --conns/BENCH_CONNS says otherwise
 if ((H2 && !CONNS_SET)) && [[ -z ${BENCH_CONNS:-} ]]; then CONNS=64; fi
 die() { log "error: $*"; exit 1; }
 
+if [[ -z $PROXY_CPUS ]]; then
+  if ((WORKERS > 1)); then PROXY_CPUS=0-$(($(nproc) - 1)); else PROXY_CPUS=$PROXY_CPU; fi
+fi
 for tool in nginx haproxy wrk taskset ss pgrep timeout curl python3 openssl; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/deps.sh --bench installs the bench tools)"
 done
-if [[ $MODE == instructions ]] || ((H2)); then
+if [[ $MODE == instructions || $MODE == kernel ]] || ((H2)); then
   for tool in valgrind strace h2load; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y valgrind strace nghttp2-client)"
   done
@@ -279,7 +321,7 @@ render() {
   sed -e "s|@TMP@|$TMP|g; s|@NAME@|$name|g; s|@PORT@|$port|g" \
       -e "s|@U1@|$U1|g; s|@U2@|$U2|g; s|@U3@|$U3|g" \
       -e "s|@MASTER_PROCESS@|$master|g; s|@ADMIN_PORT@|${ADMIN_PORT[$name]:-0}|g" \
-      -e "s|@NGINX_KEEPALIVE@|$NGINX_KEEPALIVE|g" \
+      -e "s|@NGINX_KEEPALIVE@|$NGINX_KEEPALIVE|g; s|@WORKERS@|$WORKERS|g" \
       "$CONF_DIR/$tpl" >"$out"
   echo "$out"
 }
@@ -400,7 +442,7 @@ start_proxy() {   # start_proxy ROW: starts it pinned, or records why it is skip
   local row=$1
   [[ $row == direct ]] && return 0
   proxy_cmd "$row" on
-  start "$row" taskset -c "$PROXY_CPU" "${CMD[@]}"
+  start "$row" taskset -c "$PROXY_CPUS" "${CMD[@]}"
   PID[$row]=$LAST_PID
   if ! wait_listen "${PORT[$row]}" "$LAST_PID" 15; then
     SKIP[$row]="did not start listening: $(tail -n 3 "$TMP/$row.log" | tr '\n' ' ')"
@@ -569,7 +611,7 @@ machine_info() {
   echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: bench/run.sh $ORIG_ARGS"
   echo "# machine: $(uname -srm), $NCPU CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# pinning: proxy+upstreams on CPU $PROXY_CPU, load generator on CPU $LOAD_CPU; CLK_TCK $CLK_TCK; nginx keepalive $NGINX_KEEPALIVE"
+  echo "# pinning: proxy on CPU $PROXY_CPUS, upstreams on CPU $PROXY_CPU, load generator on CPU $LOAD_CPU; workers $WORKERS; CLK_TCK $CLK_TCK; nginx keepalive $NGINX_KEEPALIVE"
   echo "# versions: $(nginx -v 2>&1 | tr -d '\n'); $(haproxy -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)$( [[ -x $MOONGATE ]] && echo "; moongate: $(timeout 5 "$MOONGATE" -V 2>&1 | head -n 1 || true)")"
 }
 
@@ -819,4 +861,99 @@ instructions() {
   echo "results: $tsv (traces: $keep; e.g. callgrind_annotate $keep/${live[0]}-callgrind-c1-n$N2.callgrind)"
 }
 
-if [[ $MODE == instructions ]]; then instructions; else throughput; fi
+# ---------------------------------------------------------------- kernel share
+# ksnap PID -> "key=value ..." absolute counters: TCP (nstat, the whole network
+# namespace), the proxy's context switches (all its threads), utime/stime
+# (clock ticks) and run time (schedstat, ns), and the segments of the proxy's
+# sockets towards the upstreams (ss: established ones; a socket closed between
+# two snapshots takes its counts with it).
+KSTATS="TcpOutSegs TcpInSegs TcpExtDelayedACKs TcpExtDelayedACKLost TcpExtTCPPureAcks TcpExtTCPHPAcks TcpExtTCPAutoCorking TcpExtTCPOrigDataSent"
+ksnap() {
+  local pid=$1
+  # shellcheck disable=SC2086
+  nstat -asz $KSTATS 2>/dev/null | awk '$1 !~ /^#/ && NF >= 2 { printf "%s=%s ", $1, $2 }'
+  cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 }
+    END { printf "vcs=%d ivcs=%d ", v, n }'
+  awk '{ s = $0; p = 0; while ((j = index(substr(s, p + 1), ") ")) > 0) p += j
+    split(substr(s, p + 2), f, " "); printf "utime=%d stime=%d ", f[12], f[13] }' /proc/"$pid"/stat
+  cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "run_ns=%d ", t }'
+  ss -Htin state established "( dport = :$U1 or dport = :$U2 or dport = :$U3 )" 2>/dev/null | awk '
+    { for (i = 1; i <= NF; i++) { split($i, kv, ":")
+        if (kv[1] == "segs_out") o += kv[2]; else if (kv[1] == "segs_in") n += kv[2] } }
+    END { printf "up_out=%d up_in=%d", o, n }'
+}
+
+# kdelta "A" "B" -> "key=B-A ..."
+kdelta() {
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); for (i = 1; i <= n; i++) { split(x[i], kv, "="); v[kv[1]] = kv[2] }
+    n = split(b, y, " "); for (i = 1; i <= n; i++) { split(y[i], kv, "="); printf "%s%s=%d", (i > 1 ? " " : ""), kv[1], kv[2] - v[kv[1]] } }'
+}
+
+# kernel_counts ROW CONNS: the untraced runs (TCP, context switches, CPU)
+kernel_counts() {
+  local row=$1 c=$2 pid tag="k-$1-c$2" n s0 s1 h ok
+  proxy_cmd "$row" off
+  start "$tag" taskset -c "$PROXY_CPUS" "${CMD[@]}"
+  pid=$LAST_PID
+  if ! wait_listen "${PORT[$row]}" "$pid" 30; then
+    log "  $tag: did not start: $(tail -n 3 "$TMP/$tag.log" | tr '\n' ' ')"; kill_tree "$pid" KILL 0; return 0
+  fi
+  # warm-up: upstream pools filled, caches and (nginx) worker state settled
+  timeout --foreground -k 5 300 taskset -c "$LOAD_CPU" h2load --h1 -n $((c > 100 ? 20 * c : 2000)) -c "$c" -t 1 "$(url "$row")" >/dev/null 2>&1 || true
+  for n in "$KN1" "$KN2"; do
+    s0=$(ksnap "$pid")
+    h=$(timeout --foreground -k 5 600 taskset -c "$LOAD_CPU" h2load --h1 -n "$n" -c "$c" -t 1 "$(url "$row")" 2>&1 || true)
+    s1=$(ksnap "$pid")
+    ok=$(awk '/^status codes:/{print $3}' <<<"$h")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$row" "$c" "$n" "${ok:-0}" "$(kdelta "$s0" "$s1")" >>"$KTSV"
+  done
+  kill "-$STOPSIG" "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
+  kill_tree "$pid" KILL 0
+}
+
+kernel() {
+  local rows row c
+  rows=${ROWS:-"moongate nginx haproxy"}
+  check_rows "$rows"
+  local live=()
+  for row in $rows; do
+    if [[ -n ${SKIP[$row]:-} ]]; then echo "skipped: $row: ${SKIP[$row]}"; else live+=("$row"); fi
+  done
+  ((${#live[@]})) || die "nothing to measure"
+  ((KN2 > KN1)) || die "--kn2 must be larger than --kn1"
+  start_upstreams
+  mkdir -p "$RESULTS_DIR"
+  local stamp; stamp=$(date '+%Y%m%d-%H%M%S')
+  KTSV=$RESULTS_DIR/$stamp-kernel.tsv
+  local keep=$RESULTS_DIR/$stamp-kernel-traces
+  mkdir -p "$keep"
+  { machine_info; echo "# netns: ${BENCH_IN_NETNS:+private (unshare -n)}${BENCH_IN_NETNS:-machine-wide}"
+    printf 'row\tconns\tn\tok\tcounters\n'; } >"$KTSV"
+  machine_info
+  echo "# rows: ${live[*]}; connections: $KCONNS; per request = (count(N2) - count(N1)) / (N2 - N1), N1=$KN1 N2=$KN2"
+  for row in "${live[@]}"; do
+    for c in $KCONNS; do
+      log "  $row c=$c"
+      kernel_counts "$row" "$c"
+      local v1 v2
+      trace_run "$row" strace "$c" "$KN1"; v1=$TRACE_RESULT
+      trace_run "$row" strace "$c" "$KN2"; v2=$TRACE_RESULT
+      for f in "$TMP/$row-strace-c$c-n$KN1.strace" "$TMP/$row-strace-c$c-n$KN2.strace"; do
+        if [[ -f $f ]]; then cp "$f" "$keep/"; fi
+      done
+      log "    syscalls: $v1 -> $v2"
+    done
+  done
+  echo
+  python3 "$HERE/kernel_table.py" "$KTSV" "$keep" | tee "${KTSV%.tsv}-summary.txt"
+  echo
+  echo "results: $KTSV (strace tables: $keep)"
+}
+
+case $MODE in
+  instructions) instructions ;;
+  kernel) kernel ;;
+  *) throughput ;;
+esac

@@ -24,7 +24,7 @@ bool mg_slice_ieq(struct mg_slice a, struct mg_slice b)
 int mg_headers_find(const struct mg_headers *h, struct mg_slice name)
 {
     for (uint32_t i = 0; i < h->n; i++)
-        if (mg_slice_ieq(h->v[i].name, name))
+        if (h->v[i].name.len == name.len && mg_slice_ieq(h->v[i].name, name))
             return (int)i;
     return -1;
 }
@@ -116,10 +116,11 @@ static bool names_other_fields(struct mg_slice list)
         size_t start = i;
         while (i < list.len && list.p[i] != ',' && list.p[i] != ' ' && list.p[i] != '\t')
             i++;
+        /* MG_NAME_IS is exact here too: a value holds no CR (the head scan
+         * refuses a bare one), the only byte besides '-' that ORs to '-'. */
         struct mg_slice tok = {list.p + start, i - start};
-        if (tok.len && !mg_slice_ieq(tok, MG_SLICE_LIT("keep-alive")) &&
-            !mg_slice_ieq(tok, MG_SLICE_LIT("close")) &&
-            !mg_slice_ieq(tok, MG_SLICE_LIT("upgrade")))
+        if (tok.len && !MG_NAME_IS(tok, "keep-alive") && !MG_NAME_IS(tok, "close") &&
+            !MG_NAME_IS(tok, "upgrade"))
             return true;
     }
     return false;

@@ -3,6 +3,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -115,6 +117,43 @@ static void enforces_size_limit(void **state)
     assert_int_equal(scan_all("GET / HTTP/1.1\r\n\r\n", 18, &used), MG_HEADSCAN_DONE);
 }
 
+/* Values and start lines are skipped eight bytes at a time: a bare LF or CR
+ * at every position within and across those words, in a buffer of exactly
+ * the head's size (so a read past the end shows under ASan and valgrind),
+ * is still found at its exact offset. */
+static void finds_line_ends_at_every_offset_of_a_long_value(void **state)
+{
+    char head[128];
+    for (int k = 0; k < 40; k++) {
+        for (int variant = 0; variant < 3; variant++) {
+            int n = snprintf(head, sizeof head, "GET /%.*s HTTP/1.1\r\nX: %.*s%s\r\n\r\n", k % 11,
+                             "abcdefghijk", k, "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv",
+                             variant == 0   ? ""
+                             : variant == 1 ? "\nY: z"
+                                            : "\rz");
+            size_t bad = strlen("GET / HTTP/1.1\r\nX: ") + (size_t)(k % 11) + (size_t)k;
+            char *copy = malloc((size_t)n);
+            assert_non_null(copy);
+            memcpy(copy, head, (size_t)n);
+            size_t used = 0;
+            struct mg_headscan hs;
+            mg_headscan_init(&hs, 1024);
+            enum mg_headscan_result r = mg_headscan_feed(&hs, copy, (size_t)n, &used);
+            if (variant == 0) {
+                assert_int_equal(r, MG_HEADSCAN_DONE);
+                assert_int_equal(used, (size_t)n);
+            } else if (variant == 1) {
+                assert_int_equal(r, MG_HEADSCAN_BARE_LF);
+                assert_int_equal(used, bad);
+            } else {
+                assert_int_equal(r, MG_HEADSCAN_BARE_CR);
+                assert_int_equal(used, bad + 1); /* the byte after the CR */
+            }
+            free(copy);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -129,6 +168,7 @@ int main(void)
         cmocka_unit_test(allows_spaces_in_start_line_and_values),
         cmocka_unit_test(tolerates_leading_empty_lines),
         cmocka_unit_test(enforces_size_limit),
+        cmocka_unit_test(finds_line_ends_at_every_offset_of_a_long_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
