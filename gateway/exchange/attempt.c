@@ -270,10 +270,12 @@ void mg_attempt_note_head(struct mg_exchange *x)
                            &uc->bulkhead.adaptive, (uv_hrtime() - x->att.start_ns) / 1000,
                            mg_bulkhead_in_use(b), uv_hrtime() / 1000);
     }
-    if (uc->hedge.after_permille)
+    /* From the start of the try a hedge raced, not the winning hedge's own: a
+     * hedged slow answer still counts as slow, else every hedge pulls the
+     * quantile down and more requests pass it (a threshold chasing itself). */
+    if (uc->hedge.after_permille && x->raced_ns)
         mg_quantile_add(&x->rt->ups[uc->index].latency,
-                        (uint32_t)((uv_hrtime() - x->att.start_ns) / 1000),
-                        uc->hedge.after_permille);
+                        (uint32_t)((uv_hrtime() - x->raced_ns) / 1000), uc->hedge.after_permille);
     if (!uc->honor_retry_after || (x->status != 503 && x->status != 429))
         return;
     int i = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("retry-after"));

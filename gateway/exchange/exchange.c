@@ -195,6 +195,17 @@ static void fail(struct mg_exchange *x, enum mg_error err, const char *why)
     x->state = mg_xidem_settle(x) ? MG_X_COMMIT : MG_X_FINISH;
 }
 
+/* A hedge in flight when the current try failed is waited for rather than a
+ * new try started: it is already on its way (if it fails too, the retry
+ * policy applies to it as to any try). */
+static bool hedge_takes_over(struct mg_exchange *x)
+{
+    if (!x->hedge || !mg_hedge_take_over(x))
+        return false;
+    x->state = x->att.ready ? MG_X_FORWARD : MG_X_CONNECT;
+    return true;
+}
+
 /* A try failed before its response could be used: retry when allowed, else
  * answer with `err`. `kind` is a MG_RETRY_ON_* bit; `reached`: the request may
  * have reached the upstream. */
@@ -204,6 +215,8 @@ static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum 
     mg_attempt_report(x, true, mg_attempt_outcome_of(kind));
     mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
             x->att.target ? x->att.target->conf->address.text : "-", x->attempts, x->request_id);
+    if (hedge_takes_over(x))
+        return;
     if (mg_attempt_may_retry(x, kind, reached)) {
         mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->ups->index);
         detach(x, false);
@@ -298,12 +311,20 @@ static int response_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_attempt *a = &x->att;
-    if (x->hedge_timer || x->hedge)
-        mg_hedge_settle(x);
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
     mg_attempt_note_head(x);
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
-    if (mg_retry_should_retry_status(&uc->retry, x->status) && mg_attempt_may_retry(x, 0, true)) {
+    bool retryable = mg_retry_should_retry_status(&uc->retry, x->status);
+    if (retryable && x->hedge && x->hedge->open) {
+        mg_attempt_report(x, failure, status_outcome(uc, x->status));
+        mg_warn("upstream answered %d (target %s, try %u, request_id %s): waiting for the hedge",
+                x->status, a->target->conf->address.text, x->attempts, x->request_id);
+        if (hedge_takes_over(x))
+            return MG_AGAIN;
+    }
+    if (x->hedge_timer || x->hedge)
+        mg_hedge_settle(x);
+    if (retryable && mg_attempt_may_retry(x, 0, true)) {
         mg_attempt_report(x, failure, status_outcome(uc, x->status));
         mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, uc->index);
         mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,

@@ -55,6 +55,7 @@ struct mg_upstream_stats {
     struct mg_bulkhead bulkhead;
     struct mg_gradient gradient; /* bulkhead.adaptive */
     struct mg_retry_budget budget;
+    struct mg_window hedge_budget; /* a = requests, b = hedges (hedge.budget) */
     struct mg_waitlist *waiting; /* [nworkers] */
     _Atomic uint64_t rejected;   /* bulkhead_full answers */
     /* Saturation as logged (admission.c): one line when rejections start, one
