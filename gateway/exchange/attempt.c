@@ -123,24 +123,54 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
     return MG_ERR_NONE;
 }
 
+/* The route's Lua balancer's choice for a hedge: an untried target while one
+ * is available (the balancer sees the tried ones as unavailable), -1 for the
+ * C choice. *stop: it raised or refused, so no hedge. */
+static int lua_pick_other(struct mg_exchange *x, struct mg_upstream_rt *ur, uint64_t now,
+                          bool *stop)
+{
+    bool raised;
+    int i = mg_xplug_balance(x, ur, now, &raised);
+    *stop = raised || x->lua.balance_refused;
+    if (*stop) {
+        x->lua.balance_refused = 0; /* the request goes on with its first try */
+        return -1;
+    }
+    return i >= 0 && !mg_tried_has(&x->tried, (size_t)i) ? i : -1;
+}
+
 bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     uint64_t now = uv_now(&x->w->loop);
     uint32_t probe = 0;
-    for (size_t n = 0; n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now); n++) {
-        int i = mg_balancer_pick(ur, &x->tried, now);
+    int i = -1;
+    if (mg_xplug_active(x, MG_LUA_BALANCE)) {
+        bool stop;
+        i = lua_pick_other(x, ur, now, &stop);
+        if (stop)
+            return false;
+        if (i >= 0) {
+            mg_tried_add(&x->tried, (size_t)i);
+            if (!mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+                i = -1;
+        }
+    }
+    for (size_t n = 0;
+         i < 0 && n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now); n++) {
+        i = mg_balancer_pick(ur, &x->tried, now);
         if (i < 0)
             return false;
         mg_tried_add(&x->tried, (size_t)i);
-        if (mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe)) {
-            *a = (struct mg_attempt){0};
-            begin(x, a, &ur->targets[i], probe);
-            return true;
-        }
+        if (!mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+            i = -1;
     }
-    return false;
+    if (i < 0)
+        return false;
+    *a = (struct mg_attempt){0};
+    begin(x, a, &ur->targets[i], probe);
+    return true;
 }
 
 /* Outlier detection: the try counts for its target, and whoever reports when

@@ -395,6 +395,36 @@ def test_failed_hedge_after_a_take_over_is_retried(gateway, upstream):
     assert hedges(gw)["won"] == 1
 
 
+LAST_AVAILABLE = """
+local P = {}
+function P.balance(ctx, conf, targets)
+  for i = #targets, 1, -1 do
+    if targets[i].available then return i end
+  end
+end
+return P
+"""
+
+
+def test_hedge_goes_through_the_lua_balancer(gateway, upstream, tmp_path):
+    # the balancer picks the last available target: the first try goes to the
+    # slow one (third), the hedge to the second; round robin would also pick
+    # the first
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "last.lua").write_text(LAST_AVAILABLE)
+    b, c, slow = upstream(), upstream(), upstream(slow_handler(t(0.8), b"slow"))
+    conf = ("plugin_path: [\"$plugins\"]\n" +
+            HEDGE.replace('{address: "$b"}]', '{address: "$b"}, {address: "$c"}]')
+                 .replace("    timeout: 5s", "    timeout: 5s\n    balancer: {name: last}"))
+    gw = gateway(conf, a=b, b=c, c=slow, after=ms(0.1), plugins=str(d))
+    for i in range(3):
+        r = fetch(gw.port, "GET", "/l%d" % i)
+        assert r.status == 200 and r.body != b"slow"
+    assert len(slow.requests) == 3 and len(c.requests) == 3 and len(b.requests) == 0
+    assert hedges(gw)["won"] == 3
+
+
 def test_unsafe_requests_are_not_hedged(gateway, upstream):
     slow, fast = upstream(slow_handler(t(0.3), b"slow")), upstream()
     gw = gateway(HEDGE, a=slow, b=fast, after=ms(0.05))
