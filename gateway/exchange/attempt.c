@@ -157,8 +157,8 @@ bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
                 i = -1;
         }
     }
-    for (size_t n = 0;
-         i < 0 && n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now); n++) {
+    for (size_t n = 0; i < 0 && n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now);
+         n++) {
         i = mg_balancer_pick(ur, &x->tried, now);
         if (i < 0)
             return false;
@@ -179,17 +179,25 @@ static void outlier_report(struct mg_exchange *x, struct mg_attempt *a, bool fai
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
-    mg_outlier_record(a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
+    struct mg_outlier_clock *clk = &ur->stats->outlier;
+    mg_outlier_record(clk, a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
     uint64_t now = uv_now(&x->w->loop);
-    if (now < atomic_load_explicit(&ur->stats->outlier_next, memory_order_relaxed))
+    if (!mg_outlier_due(clk, uc->ntargets, &uc->outlier, now))
         return;
     struct mg_target_stats *ts[64];
     size_t n = uc->ntargets < 64 ? uc->ntargets : 64;
     for (size_t k = 0; k < n; k++)
         ts[k] = ur->targets[k].stats;
-    unsigned ejected = mg_outlier_maybe_eval(&ur->stats->outlier_next, ts, n, &uc->outlier, now);
-    if (ejected)
-        mg_warn("outlier detection: %u target(s) of upstream %s ejected", ejected, uc->name);
+    uint64_t which = 0;
+    if (!mg_outlier_maybe_eval(clk, ts, n, &uc->outlier, now, &which))
+        return;
+    for (size_t k = 0; k < n; k++)
+        if (which & (1ull << k))
+            mg_warn(
+                "outlier detection: target %s of upstream %s ejected for %llu ms",
+                ur->targets[k].conf->address.text, uc->name,
+                (unsigned long long)(atomic_load_explicit(&ts[k]->out_until, memory_order_relaxed) -
+                                     now));
 }
 
 void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_outcome outcome)

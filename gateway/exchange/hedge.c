@@ -74,9 +74,8 @@ static uint64_t delay_ms(struct mg_exchange *x)
 static bool budget_spend(struct mg_exchange *x)
 {
     const struct mg_hedge_conf *hc = &x->ups->hedge;
-    return mg_window_spend(&x->rt->ups[x->ups->index].stats->hedge_budget,
-                           HEDGE_BUDGET_BUCKET_MS, uv_now(&x->w->loop), HEDGE_BUDGET_FLOOR,
-                           hc->budget / 100.0);
+    return mg_window_spend(&x->rt->ups[x->ups->index].stats->hedge_budget, HEDGE_BUDGET_BUCKET_MS,
+                           uv_now(&x->w->loop), HEDGE_BUDGET_FLOOR, hc->budget / 100.0);
 }
 
 /* Whether a hedge may go now: no response yet, the whole request known and
