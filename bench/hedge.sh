@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tail scenario of issue 22: two upstream targets where SLOW_PCT % of requests
 # take SLOW_MS (the rest 1 ms). Rows: moongate without hedging, moongate with
-# `hedge: {after: p95}`, nginx and HAProxy (round robin, no hedging). For each:
+# `hedge: {after: p95, budget: 5}`, nginx and HAProxy (round robin, no hedging). For each:
 # client p50/p90/p99/p99.9 (bench/hedge_load.py) and the extra upstream requests (%) the proxy
 # sent beyond the client's. Loopback only; every process started is stopped.
 #
@@ -17,6 +17,7 @@ SLOW_PCT=${BENCH_SLOW_PCT:-2}
 SLOW_MS=${BENCH_SLOW_MS:-200}
 ROWS=${BENCH_ROWS:-"moongate moongate_hedge nginx haproxy"}
 HEDGE_AFTER=${BENCH_HEDGE_AFTER:-p95}  # hedge.after of the moongate_hedge row
+HEDGE_BUDGET=${BENCH_HEDGE_BUDGET:-5}  # hedge.budget (%) of the moongate_hedge row
 BASE=${BENCH_PORT:-19401}
 
 while [ $# -gt 0 ]; do
@@ -61,7 +62,7 @@ YAML
 start_row() {
   case "$1" in
     moongate) moongate_conf ""; "$BIN" -c "$TMP/moongate.yaml" 2>"$TMP/$1.log" & PIDS+=($!) ;;
-    moongate_hedge) moongate_conf "    hedge: {after: $HEDGE_AFTER, max: 1}"
+    moongate_hedge) moongate_conf "    hedge: {after: $HEDGE_AFTER, max: 1, budget: $HEDGE_BUDGET}"
       "$BIN" -c "$TMP/moongate.yaml" 2>"$TMP/$1.log" & PIDS+=($!) ;;
     nginx) scenario_nginx "$1" "$PROXY" "$U1" "$U2" ;;
     haproxy) scenario_haproxy "$1" "$PROXY" "$U1" "$U2" ;;

@@ -185,12 +185,13 @@ struct mg_upstream_tls_conf {
     struct mg_tls_ctx *ctx; /* built at load when enabled, freed with the snapshot */
 };
 
-/* hedge: {after: p95 | DURATION, max: 1}; off when absent. */
+/* hedge: {after: p95 | DURATION, max: 1, budget: 5}; off when absent. */
 struct mg_hedge_conf {
     bool enabled;
     uint64_t after_ms;       /* a fixed delay, or 0 when after_permille is used */
     uint32_t after_permille; /* pNN of recent response-head latency (950 = p95) */
     uint32_t max;            /* extra tries at most per request: 1 */
+    double budget;           /* hedges in % of requests over 10 s (+ 1/s): 5 */
 };
 
 /* outlier_detection: off when absent (resilience/outlier.h). */

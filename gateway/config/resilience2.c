@@ -88,6 +88,7 @@ int mg_conf_check_hedge(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
 const struct mg_conf_field mg_conf_hedge_fields[] = {
     ROW("after", MG_K_CUSTOM, 0, NULL, .fn = parse_hedge_after),
     ROW("max", MG_K_UINT, HDG(max), "1", .lo = 1, .hi = 3),
+    ROW("budget", MG_K_DOUBLE, HDG(budget), "5", .lo = 0, .hi = 100),
     END,
 };
 

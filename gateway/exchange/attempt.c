@@ -123,24 +123,54 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
     return MG_ERR_NONE;
 }
 
+/* The route's Lua balancer's choice for a hedge: an untried target while one
+ * is available (the balancer sees the tried ones as unavailable), -1 for the
+ * C choice. *stop: it raised or refused, so no hedge. */
+static int lua_pick_other(struct mg_exchange *x, struct mg_upstream_rt *ur, uint64_t now,
+                          bool *stop)
+{
+    bool raised;
+    int i = mg_xplug_balance(x, ur, now, &raised);
+    *stop = raised || x->lua.balance_refused;
+    if (*stop) {
+        x->lua.balance_refused = 0; /* the request goes on with its first try */
+        return -1;
+    }
+    return i >= 0 && !mg_tried_has(&x->tried, (size_t)i) ? i : -1;
+}
+
 bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     uint64_t now = uv_now(&x->w->loop);
     uint32_t probe = 0;
-    for (size_t n = 0; n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now); n++) {
-        int i = mg_balancer_pick(ur, &x->tried, now);
+    int i = -1;
+    if (mg_xplug_active(x, MG_LUA_BALANCE)) {
+        bool stop;
+        i = lua_pick_other(x, ur, now, &stop);
+        if (stop)
+            return false;
+        if (i >= 0) {
+            mg_tried_add(&x->tried, (size_t)i);
+            if (!mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+                i = -1;
+        }
+    }
+    for (size_t n = 0; i < 0 && n < uc->ntargets && mg_balancer_fresh_exists(ur, &x->tried, now);
+         n++) {
+        i = mg_balancer_pick(ur, &x->tried, now);
         if (i < 0)
             return false;
         mg_tried_add(&x->tried, (size_t)i);
-        if (mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe)) {
-            *a = (struct mg_attempt){0};
-            begin(x, a, &ur->targets[i], probe);
-            return true;
-        }
+        if (!mg_breaker_acquire(&ur->targets[i].stats->breaker, &uc->breaker, now, &probe))
+            i = -1;
     }
-    return false;
+    if (i < 0)
+        return false;
+    *a = (struct mg_attempt){0};
+    begin(x, a, &ur->targets[i], probe);
+    return true;
 }
 
 /* Outlier detection: the try counts for its target, and whoever reports when
@@ -149,17 +179,25 @@ static void outlier_report(struct mg_exchange *x, struct mg_attempt *a, bool fai
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
-    mg_outlier_record(a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
+    struct mg_outlier_clock *clk = &ur->stats->outlier;
+    mg_outlier_record(clk, a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
     uint64_t now = uv_now(&x->w->loop);
-    if (now < atomic_load_explicit(&ur->stats->outlier_next, memory_order_relaxed))
+    if (!mg_outlier_due(clk, uc->ntargets, &uc->outlier, now))
         return;
     struct mg_target_stats *ts[64];
     size_t n = uc->ntargets < 64 ? uc->ntargets : 64;
     for (size_t k = 0; k < n; k++)
         ts[k] = ur->targets[k].stats;
-    unsigned ejected = mg_outlier_maybe_eval(&ur->stats->outlier_next, ts, n, &uc->outlier, now);
-    if (ejected)
-        mg_warn("outlier detection: %u target(s) of upstream %s ejected", ejected, uc->name);
+    uint64_t which = 0;
+    if (!mg_outlier_maybe_eval(clk, ts, n, &uc->outlier, now, &which))
+        return;
+    for (size_t k = 0; k < n; k++)
+        if (which & (1ull << k))
+            mg_warn(
+                "outlier detection: target %s of upstream %s ejected for %llu ms",
+                ur->targets[k].conf->address.text, uc->name,
+                (unsigned long long)(atomic_load_explicit(&ts[k]->out_until, memory_order_relaxed) -
+                                     now));
 }
 
 void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_outcome outcome)
@@ -270,10 +308,12 @@ void mg_attempt_note_head(struct mg_exchange *x)
                            &uc->bulkhead.adaptive, (uv_hrtime() - x->att.start_ns) / 1000,
                            mg_bulkhead_in_use(b), uv_hrtime() / 1000);
     }
-    if (uc->hedge.after_permille)
+    /* From the start of the try a hedge raced, not the winning hedge's own: a
+     * hedged slow answer still counts as slow, else every hedge pulls the
+     * quantile down and more requests pass it (a threshold chasing itself). */
+    if (uc->hedge.after_permille && x->raced_ns)
         mg_quantile_add(&x->rt->ups[uc->index].latency,
-                        (uint32_t)((uv_hrtime() - x->att.start_ns) / 1000),
-                        uc->hedge.after_permille);
+                        (uint32_t)((uv_hrtime() - x->raced_ns) / 1000), uc->hedge.after_permille);
     if (!uc->honor_retry_after || (x->status != 503 && x->status != 429))
         return;
     int i = mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("retry-after"));

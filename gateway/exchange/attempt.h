@@ -20,7 +20,9 @@
  * MG_ERR_PLUGIN_ERROR (the Lua balancer raised): no attempt is open then. */
 enum mg_error mg_attempt_open(struct mg_exchange *x);
 /* Opens attempt `a` (a hedge) on a target this exchange has not tried, skipping
- * open breakers; the C balancer only. False when there is none. */
+ * open breakers: the route's Lua balancer first (the tried targets offered as
+ * unavailable), then the C balancer. False when there is none, or when the Lua
+ * balancer raised or refused. */
 bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a);
 /* Tells the breaker and the metrics how the try went, once per try. */
 void mg_attempt_report(struct mg_exchange *x, bool failure, enum mg_upstream_outcome outcome);

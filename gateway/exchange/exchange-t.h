@@ -261,6 +261,7 @@ struct mg_exchange {
     uint8_t hedges;           /* hedges sent */
     bool hedge_timer;         /* x->wait runs the hedge delay */
     bool hedge_head;          /* the hedge won: its head, in x, awaits response_head */
+    uint64_t raced_ns;        /* start of the try a hedge races (hedge.after: pNN samples) */
 
     /* Response head from the upstream, copied; slices point into it. */
     char *resp_head;

@@ -3,13 +3,14 @@
  * response back, over whatever codec brought the request and whatever
  * connection carries each try.
  *
- * Reading top to bottom: the request id; the current try's connection; the
- * answers (fail, retry); the bulkhead; the response; the end of an exchange;
- * the steps, one per state; advance(), which runs them; the events that wake
- * it (timers, the upstream connection, the codec's hooks).
+ * Reading top to bottom: the current try's end; the answers (fail, retry);
+ * the bulkhead; the response; the end of an exchange; the steps, one per
+ * state; advance(), which runs them; the events that wake it (timers, the
+ * upstream connection, the codec's hooks).
  *
  * This file is the only code that assigns x->state. Helpers elsewhere (the
- * codecs, attempt.c, idem.c, plugins.c) return verdicts; events from below
+ * codecs, attempt.c, hedge.c, idem.c, plugins.c, reqid.c, slot.c, upwait.c)
+ * return verdicts or keep books; events from below
  * record what happened and call advance(). After a call that may close the
  * connection (down->close, a failed flush), x->closing says to stop.
  *
@@ -33,6 +34,9 @@
 #include "exchange/plugins.h"
 #include "exchange/propagate.h"
 #include "exchange/record.h"
+#include "exchange/reqid.h"
+#include "exchange/slot.h"
+#include "exchange/upwait.h"
 #include "http/forwarded.h"
 #include "http/request.h"
 #include "obs/metrics.h"
@@ -77,70 +81,7 @@ static struct mg_metrics *metrics_of(struct mg_exchange *x)
     return x->rt ? x->rt->metrics : x->w->rt->metrics;
 }
 
-static struct mg_upstream_stats *route_stats(struct mg_exchange *x)
-{
-    return x->rt->ups[x->ups->index].stats;
-}
-
-/* ------------------------------------------------------------ request id */
-
-/* Two hex digits per table entry: half the steps of a digit at a time. */
-#define HEX2(n)    "0123456789abcdef"[(n) >> 4], "0123456789abcdef"[(n)&15]
-#define HEX2x4(n)  HEX2(n), HEX2((n) + 1), HEX2((n) + 2), HEX2((n) + 3)
-#define HEX2x16(n) HEX2x4(n), HEX2x4((n) + 4), HEX2x4((n) + 8), HEX2x4((n) + 12)
-static const char hex_pairs[512] = {HEX2x16(0),   HEX2x16(16),  HEX2x16(32),  HEX2x16(48),
-                                    HEX2x16(64),  HEX2x16(80),  HEX2x16(96),  HEX2x16(112),
-                                    HEX2x16(128), HEX2x16(144), HEX2x16(160), HEX2x16(176),
-                                    HEX2x16(192), HEX2x16(208), HEX2x16(224), HEX2x16(240)};
-
-static void generate_request_id(struct mg_exchange *x)
-{
-    char *o = x->request_id;
-    for (int half = 0; half < 2; half++) {
-        uint64_t r = mg_worker_random(x->w);
-        for (int i = 0; i < 8; i++, r >>= 8, o += 2)
-            memcpy(o, &hex_pairs[(r & 255) * 2], 2);
-    }
-    *o = '\0';
-}
-
-static void make_request_id(struct mg_exchange *x)
-{
-    struct mg_slice given =
-        x->rid_idx >= 0 ? x->req_hdrs.v[x->rid_idx].value : (struct mg_slice){NULL, 0};
-    if (mg_http_request_id_valid(given, MG_REQUEST_ID_MAX)) {
-        memcpy(x->request_id, given.p, given.len);
-        x->request_id[given.len] = '\0';
-        return;
-    }
-    generate_request_id(x);
-}
-
 /* ---------------------------------------------- the current try's connection */
-
-/* Arms the upstream connection's timer for what the exchange waits on now: the
- * upstream taking our bytes (send timeout) or answering (read timeout). Time the
- * client makes us wait (a slow upload, a slow reader) is not the upstream's fault
- * and runs no upstream timer. `progress`: the upstream just moved, restart it. */
-static void sync_upstream_timer(struct mg_exchange *x, bool progress)
-{
-    struct mg_attempt *a = &x->att;
-    if (x->state != MG_X_FORWARD || !a->up)
-        return;
-    const struct mg_upstream_conf *uc = x->ups;
-    uint8_t want = MG_UPT_NONE;
-    if (x->upstream->writes(a) > 0)
-        want = MG_UPT_SEND;
-    else if (x->req_done && !x->resp_done && a->reading)
-        want = MG_UPT_READ;
-    if (want == a->timer && !progress)
-        return;
-    a->timer = want;
-    uint64_t ms = want == MG_UPT_SEND   ? uc->send_timeout_ms
-                  : want == MG_UPT_READ ? uc->read_timeout_ms
-                                        : 0;
-    x->upstream->set_timeout(a, mg_attempt_timeout_ms(x, ms));
-}
 
 /* Ends the current try: its connection back to the pool when `reuse` and the
  * exchange completed cleanly, else closed; its outcome cancelled if unknown. */
@@ -151,15 +92,6 @@ static void detach(struct mg_exchange *x, bool reuse)
     if (x->att.up)
         x->upstream->release(&x->att, reuse);
     mg_attempt_close(x);
-}
-
-static void update_upstream_reading(struct mg_exchange *x)
-{
-    struct mg_attempt *a = &x->att;
-    if (!a->up || !a->ready || (x->state != MG_X_FORWARD && x->state != MG_X_TUNNEL))
-        return;
-    x->upstream->set_reading(a, x->upstream->has_room(a) && !x->resp_done && !a->closed);
-    sync_upstream_timer(x, false);
 }
 
 /* ------------------------------------------------------------ answers */
@@ -196,11 +128,22 @@ static void fail(struct mg_exchange *x, enum mg_error err, const char *why)
         x->close_after = true;
     mg_deadline_set(&x->deadline, 0);
     if (!x->request_id[0])
-        generate_request_id(x);
+        mg_xreqid_generate(x);
     x->down->send_error(x, err);
     x->sent_status = mg_error_status(err);
     x->resp_done = true;
     x->state = mg_xidem_settle(x) ? MG_X_COMMIT : MG_X_FINISH;
+}
+
+/* A hedge in flight when the current try failed is waited for rather than a
+ * new try started: it is already on its way (if it fails too, the retry
+ * policy applies to it as to any try). */
+static bool hedge_takes_over(struct mg_exchange *x)
+{
+    if (!x->hedge || !mg_hedge_take_over(x))
+        return false;
+    x->state = x->att.ready ? MG_X_FORWARD : MG_X_CONNECT;
+    return true;
 }
 
 /* A try failed before its response could be used: retry when allowed, else
@@ -212,6 +155,8 @@ static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum 
     mg_attempt_report(x, true, mg_attempt_outcome_of(kind));
     mg_warn("%s: %s (target %s, try %u, request_id %s)", mg_error_name(err), why,
             x->att.target ? x->att.target->conf->address.text : "-", x->attempts, x->request_id);
+    if (hedge_takes_over(x))
+        return;
     if (mg_attempt_may_retry(x, kind, reached)) {
         mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->ups->index);
         detach(x, false);
@@ -222,21 +167,6 @@ static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum 
 }
 
 /* ------------------------------------------------------------ bulkhead */
-
-static void release_slot(struct mg_exchange *x)
-{
-    if (!x->slot_held)
-        return;
-    x->slot_held = false;
-    mg_admission_release(route_stats(x), &x->ups->bulkhead, (unsigned)x->w->id);
-}
-
-/* Leaves the queue without a slot (client gone, deadline). */
-static void leave_queue(struct mg_exchange *x)
-{
-    mg_admission_leave(route_stats(x), (unsigned)x->w->id, &x->waiter);
-    uv_timer_stop(&x->wait);
-}
 
 /* A queued exchange got its slot (at a loop boundary, from mg_admission_drain). */
 static void on_slot_granted(struct mg_waiter *wt)
@@ -262,16 +192,12 @@ static void on_slot_shed(struct mg_waiter *wt)
 /* A slot held, the queue joined (QUEUED), or failed with bulkhead_full. */
 static void admit(struct mg_exchange *x)
 {
-    const struct mg_bulkhead_conf *bc = &x->ups->bulkhead;
-    x->waiter.priority = (uint8_t)x->route->priority;
-    switch (mg_admission_enter(route_stats(x), bc, (unsigned)x->w->id, uv_now(&x->w->loop),
-                               &x->waiter)) {
+    switch (mg_xslot_enter(x)) {
     case MG_ADMIT_ACQUIRED:
-        x->slot_held = true;
         break;
     case MG_ADMIT_QUEUED:
         x->state = MG_X_QUEUED;
-        uv_timer_start(&x->wait, on_wait_timer, bc->queue_timeout_ms, 0);
+        uv_timer_start(&x->wait, on_wait_timer, x->ups->bulkhead.queue_timeout_ms, 0);
         break;
     default:
         x->retry_after_s = 1;
@@ -282,23 +208,6 @@ static void admit(struct mg_exchange *x)
 
 /* ------------------------------------------------------------ the response */
 
-/* Forgets what an earlier try's response left behind. */
-static void reset_response(struct mg_exchange *x)
-{
-    x->resp_head = NULL;
-    x->resp_headlen = x->resp_headcap = 0;
-    x->reason = (struct mg_slice){NULL, 0};
-    x->resp_hdrs = (struct mg_headers){NULL, 0, 0};
-    x->status = 0;
-    x->att.timer = MG_UPT_NONE;
-}
-
-static enum mg_upstream_outcome status_outcome(const struct mg_upstream_conf *uc, int status)
-{
-    return mg_breaker_is_failure_status(&uc->breaker, status) ? MG_OUTCOME_FAILURE
-                                                              : MG_OUTCOME_SUCCESS;
-}
-
 /* A final response head is in x: retry on its status, run the response phase,
  * send the head on. MG_NEXT: its body follows; MG_AGAIN: the state changed (a
  * retry waits, a tunnel starts, or the exchange failed). */
@@ -306,13 +215,22 @@ static int response_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_attempt *a = &x->att;
-    if (x->hedge_timer || x->hedge)
-        mg_hedge_settle(x);
     mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
     mg_attempt_note_head(x);
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
-    if (mg_retry_should_retry_status(&uc->retry, x->status) && mg_attempt_may_retry(x, 0, true)) {
-        mg_attempt_report(x, failure, status_outcome(uc, x->status));
+    enum mg_upstream_outcome outcome = failure ? MG_OUTCOME_FAILURE : MG_OUTCOME_SUCCESS;
+    bool retryable = mg_retry_should_retry_status(&uc->retry, x->status);
+    if (retryable && x->hedge && x->hedge->open) {
+        mg_attempt_report(x, failure, outcome);
+        mg_warn("upstream answered %d (target %s, try %u, request_id %s): waiting for the hedge",
+                x->status, a->target->conf->address.text, x->attempts, x->request_id);
+        if (hedge_takes_over(x))
+            return MG_AGAIN;
+    }
+    if (x->hedge_timer || x->hedge)
+        mg_hedge_settle(x);
+    if (retryable && mg_attempt_may_retry(x, 0, true)) {
+        mg_attempt_report(x, failure, outcome);
         mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, uc->index);
         mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
                 a->target->conf->address.text, x->attempts, x->request_id);
@@ -320,7 +238,7 @@ static int response_head(struct mg_exchange *x)
         start_backoff(x);
         return MG_AGAIN;
     }
-    mg_attempt_report(x, failure, status_outcome(uc, x->status));
+    mg_attempt_report(x, failure, outcome);
     bool switching = x->status == 101 && x->req_upgrade && x->resp_upgrade;
     if (x->status == 101 && (!switching || !x->req_done)) {
         try_failed(x, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE,
@@ -457,7 +375,7 @@ static void forward_request_body(struct mg_exchange *x)
 /* Gives back what the request held and zeroes its part of the exchange. */
 static void reset(struct mg_exchange *x)
 {
-    release_slot(x);
+    mg_xslot_release(x);
     mg_xplug_abandon(x);
     mg_xidem_abandon(x);
     mg_xidem_free(x);
@@ -467,48 +385,6 @@ static void reset(struct mg_exchange *x)
     size_t from = offsetof(struct mg_exchange, rt);
     memset((char *)x + from, 0, sizeof *x - from);
     x->state = MG_X_IDLE;
-}
-
-/* An access-phase plugin answered (ctx:respond): send that, touch no upstream. */
-static void respond_from_plugin(struct mg_exchange *x)
-{
-    const struct mg_lua_respond *r = &x->lua.respond;
-    if (!x->req_done || !x->req_keepalive || x->w->draining)
-        x->close_after = true;
-    uint32_t n = 0;
-    for (const struct mg_lua_edit *e = r->headers; e; e = e->next)
-        n++;
-    for (const struct mg_lua_edit *e = x->lua.resp_edits; e; e = e->next)
-        n++;
-    struct mg_header *fields = mg_arena_alloc(&x->arena, (n ? n : 1) * sizeof *fields);
-    n = 0;
-    const struct mg_lua_edit *lists[2] = {r->headers, x->lua.resp_edits};
-    for (int l = 0; l < 2; l++)
-        for (const struct mg_lua_edit *e = lists[l]; e; e = e->next)
-            if (e->value.p)
-                fields[n++] =
-                    (struct mg_header){{e->name.p, e->name.len}, {e->value.p, e->value.len}, 0};
-    struct mg_slice body = {r->body.p, r->body.p ? r->body.len : 0};
-    x->down->send_response(x, r->status, fields, n, body, false);
-    x->sent_status = r->status;
-    x->resp_started = true;
-    x->resp_done = true;
-    x->state = MG_X_FINISH;
-}
-
-static void replay(struct mg_exchange *x)
-{
-    if (!x->req_keepalive || x->w->draining)
-        x->close_after = true;
-    struct mg_header *fields;
-    uint32_t n;
-    struct mg_slice body;
-    int status = mg_xidem_replay(x, &fields, &n, &body);
-    x->down->send_response(x, status, fields, n, body, true);
-    x->sent_status = status;
-    x->resp_started = true;
-    x->resp_done = true;
-    x->state = MG_X_FINISH;
 }
 
 /* ------------------------------------------------------------ steps */
@@ -541,7 +417,7 @@ static int step_head(struct mg_exchange *x)
     if (x->down->read_head(x) == MG_AGAIN)
         return MG_AGAIN;
     if (!x->error) {
-        make_request_id(x);
+        mg_xreqid_make(x);
         mg_forwarded_client(&x->req_hdrs, x->client_ip, x->rt->cfg->forwarded.trusted_proxies,
                             x->rt->cfg->forwarded.ntrusted_proxies, x->real_ip, sizeof x->real_ip);
         x->error = route_request(x);
@@ -604,7 +480,8 @@ static int after_access(struct mg_exchange *x, enum mg_lua_result r)
     if (x->state == MG_X_PLUGIN)
         mg_deadline_set(&x->deadline, 0);
     if (r == MG_LUA_RESPONDED) {
-        respond_from_plugin(x);
+        mg_xplug_send_respond(x);
+        x->state = MG_X_FINISH;
         return MG_NEXT;
     }
     if (r == MG_LUA_ERROR) {
@@ -655,7 +532,8 @@ static int step_lookup(struct mg_exchange *x)
         x->state = MG_X_CONNECT;
         break;
     case MG_XIDEM_REPLAY:
-        replay(x);
+        mg_xidem_send_replay(x);
+        x->state = MG_X_FINISH;
         break;
     default:
         fail(x, err, "idempotency");
@@ -667,7 +545,7 @@ static int step_lookup(struct mg_exchange *x)
 /* The connection is usable: send the head and what is kept of the body. */
 static void start_forwarding(struct mg_exchange *x)
 {
-    reset_response(x);
+    mg_xup_reset_response(x);
     x->idem.forwarded = true;
     x->upstream->start(&x->att);
     if (x->req_expect_continue && !x->req_done && x->http_minor >= 1 && !x->continue_sent) {
@@ -683,7 +561,8 @@ static int step_connect(struct mg_exchange *x)
     if (!x->slot_held) {
         /* First pass: the deadline covers queueing, every try and every backoff. */
         mg_deadline_set(&x->deadline, mg_xprop_timeout_ms(x));
-        mg_retry_budget_record_request(&route_stats(x)->budget, uv_now(&x->w->loop));
+        mg_retry_budget_record_request(&x->rt->ups[x->ups->index].stats->budget,
+                                       uv_now(&x->w->loop));
         admit(x);
         if (x->state != MG_X_CONNECT)
             return MG_NEXT;
@@ -899,7 +778,7 @@ static void advance(struct mg_exchange *x)
         return;
     }
     x->down->update_reading(x);
-    update_upstream_reading(x);
+    mg_xup_update_reading(x);
 }
 
 /* ------------------------------------------------------------ timers */
@@ -910,9 +789,8 @@ static void on_wait_timer(uv_timer_t *t)
     if (x->state == MG_X_BACKOFF) {
         x->state = MG_X_CONNECT;
     } else if (x->state == MG_X_QUEUED) {
-        if (mg_admission_timeout(route_stats(x), (unsigned)x->w->id, &x->waiter)) {
-            x->slot_held = true; /* a grant was on its way to us */
-            x->state = MG_X_CONNECT;
+        if (mg_xslot_timeout(x)) {
+            x->state = MG_X_CONNECT; /* a grant was on its way to us */
         } else {
             x->retry_after_s = 1;
             fail(x, MG_ERR_BULKHEAD_FULL, "queue timeout");
@@ -930,12 +808,10 @@ static void on_deadline(struct mg_deadline *d)
         advance(x);
         return;
     }
-    if (x->state == MG_X_QUEUED)
-        leave_queue(x);
-    else if (x->state == MG_X_BACKOFF)
-        uv_timer_stop(&x->wait);
-    else if (x->state != MG_X_CONNECT && x->state != MG_X_FORWARD)
+    if (x->state != MG_X_QUEUED && x->state != MG_X_BACKOFF && x->state != MG_X_CONNECT &&
+        x->state != MG_X_FORWARD)
         return;
+    mg_xslot_stop_waiting(x);
     mg_attempt_report(x, true, MG_OUTCOME_TIMEOUT);
     fail(x, MG_ERR_UPSTREAM_TIMEOUT, "route deadline exceeded");
     advance(x);
@@ -959,10 +835,7 @@ static void client_timeout(struct mg_exchange *x)
             return;
         if (x->state == MG_X_PLUGIN)
             mg_xplug_abandon(x);
-        if (x->state == MG_X_QUEUED)
-            leave_queue(x);
-        else if (x->state == MG_X_BACKOFF)
-            uv_timer_stop(&x->wait);
+        mg_xslot_stop_waiting(x);
         x->close_after = true;
         fail(x, MG_ERR_CLIENT_TIMEOUT, "request body timeout");
         break;
@@ -983,10 +856,7 @@ static void drain_timeout(struct mg_exchange *x)
     case MG_X_FORWARD:
         if (x->resp_started)
             return; /* a response is under way: the final close cuts it */
-        if (x->state == MG_X_QUEUED)
-            leave_queue(x);
-        else if (x->state == MG_X_BACKOFF)
-            uv_timer_stop(&x->wait);
+        mg_xslot_stop_waiting(x);
         x->close_after = true;
         fail(x, MG_ERR_UPSTREAM_TIMEOUT, "drain timeout");
         break;
@@ -1019,28 +889,15 @@ static void on_up_connect(struct mg_upconn *u, int status)
 static void on_up_read(struct mg_upconn *u, ssize_t nread)
 {
     struct mg_exchange *x = owner_of(u);
-    struct mg_attempt *a = &x->att;
-    if (nread < 0) {
-        a->closed = true; /* the response reader decides what that means */
-        a->read_error = (int)nread;
-        a->reusable = false;
-        if (x->state == MG_X_TUNNEL)
-            x->upstream->set_reading(a, false);
-    } else {
-        sync_upstream_timer(x, true);
-    }
+    mg_xup_note_read(x, nread);
     advance(x);
 }
 
 static void on_up_timeout(struct mg_upconn *u)
 {
     struct mg_exchange *x = owner_of(u);
-    struct mg_attempt *a = &x->att;
-    const char *what = a->try_cut                ? "per-try timeout"
-                       : !a->ready               ? "connect timeout"
-                       : a->timer == MG_UPT_SEND ? "upstream send timeout"
-                                                 : "upstream read timeout";
-    try_failed(x, MG_RETRY_ON_TIMEOUT, a->ready, MG_ERR_UPSTREAM_TIMEOUT, what);
+    try_failed(x, MG_RETRY_ON_TIMEOUT, x->att.ready, MG_ERR_UPSTREAM_TIMEOUT,
+               mg_xup_timeout_what(x));
     advance(x);
 }
 
@@ -1057,7 +914,7 @@ static void on_up_written(struct mg_upconn *u, int status)
     if (status < 0)
         try_failed(x, MG_RETRY_ON_RESET, true, MG_ERR_UPSTREAM_UNAVAILABLE, uv_strerror(status));
     else
-        sync_upstream_timer(x, true);
+        mg_xup_sync_timer(x, true);
     advance(x);
 }
 
@@ -1116,13 +973,13 @@ static void hook_close(struct mg_exchange *x)
     x->closing = true;
     mg_deadline_set(&x->deadline, 0);
     if (x->state == MG_X_QUEUED)
-        leave_queue(x);
+        mg_xslot_leave(x);
     mg_xplug_abandon(x);
     mg_xidem_abandon(x);
     if (x->state != MG_X_IDLE && x->rt)
         mg_xrecord(x, x->resp_done ? x->sent_status : 0);
     detach(x, false);
-    release_slot(x);
+    mg_xslot_release(x);
     uv_close(mg_deadline_handle(&x->deadline), on_handle_closed);
     uv_close((uv_handle_t *)&x->wait, on_handle_closed);
 }

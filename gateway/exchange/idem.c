@@ -348,3 +348,17 @@ void mg_xidem_free(struct mg_exchange *x)
     mg_idem_record_unref(d->replay);
     d->replay = NULL;
 }
+
+void mg_xidem_send_replay(struct mg_exchange *x)
+{
+    if (!x->req_keepalive || x->w->draining)
+        x->close_after = true;
+    struct mg_header *fields;
+    uint32_t n;
+    struct mg_slice body;
+    int status = mg_xidem_replay(x, &fields, &n, &body);
+    x->down->send_response(x, status, fields, n, body, true);
+    x->sent_status = status;
+    x->resp_started = true;
+    x->resp_done = true;
+}

@@ -50,6 +50,8 @@ enum mg_xidem_verdict mg_xidem_answered(struct mg_exchange *x, enum mg_error *er
  * included) and body, valid until the exchange ends. */
 int mg_xidem_replay(struct mg_exchange *x, struct mg_header **fields, uint32_t *n,
                     struct mg_slice *body);
+/* Sends that stored response whole to the client (x->resp_done). */
+void mg_xidem_send_replay(struct mg_exchange *x);
 
 /* The response head went to the client: start recording it (x->status final). */
 void mg_xidem_response_head(struct mg_exchange *x);

@@ -197,3 +197,28 @@ void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns)
     if (x->lua_ready)
         mg_lua_ctx_done(x->rt->lua, &x->lua);
 }
+
+void mg_xplug_send_respond(struct mg_exchange *x)
+{
+    const struct mg_lua_respond *r = &x->lua.respond;
+    if (!x->req_done || !x->req_keepalive || x->w->draining)
+        x->close_after = true;
+    uint32_t n = 0;
+    for (const struct mg_lua_edit *e = r->headers; e; e = e->next)
+        n++;
+    for (const struct mg_lua_edit *e = x->lua.resp_edits; e; e = e->next)
+        n++;
+    struct mg_header *fields = mg_arena_alloc(&x->arena, (n ? n : 1) * sizeof *fields);
+    n = 0;
+    const struct mg_lua_edit *lists[2] = {r->headers, x->lua.resp_edits};
+    for (int l = 0; l < 2; l++)
+        for (const struct mg_lua_edit *e = lists[l]; e; e = e->next)
+            if (e->value.p)
+                fields[n++] =
+                    (struct mg_header){{e->name.p, e->name.len}, {e->value.p, e->value.len}, 0};
+    struct mg_slice body = {r->body.p, r->body.p ? r->body.len : 0};
+    x->down->send_response(x, r->status, fields, n, body, false);
+    x->sent_status = r->status;
+    x->resp_started = true;
+    x->resp_done = true;
+}

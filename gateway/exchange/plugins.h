@@ -46,6 +46,9 @@ int mg_xplug_response(struct mg_exchange *x);
  * unavailable target: counted as DESIGN.md says); *raised when it failed. */
 int mg_xplug_balance(struct mg_exchange *x, struct mg_upstream_rt *ur, uint64_t now_ms,
                      bool *raised);
+/* An access-phase plugin answered (ctx:respond): sends that response whole
+ * (x->resp_done); no upstream is touched. */
+void mg_xplug_send_respond(struct mg_exchange *x);
 /* The log phase (errors are logged only) and the ctx's end. */
 void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns);
 

@@ -3,11 +3,14 @@
  */
 #include "resilience/outlier.h"
 
-#define MG_OUTLIER_MAX      64   /* targets compared per upstream */
-#define MG_OUTLIER_MIN_RATE 0.05 /* an error rate below this is never an outlier */
+#define MG_OUTLIER_MAX       64   /* targets compared per upstream */
+#define MG_OUTLIER_MIN_RATE  0.05 /* an error rate below this is never an outlier */
+#define MG_OUTLIER_EARLY_DIV 5    /* early evaluations at most every interval / this */
 
-void mg_outlier_record(struct mg_target_stats *t, bool error, uint64_t latency_us)
+void mg_outlier_record(struct mg_outlier_clock *clk, struct mg_target_stats *t, bool error,
+                       uint64_t latency_us)
 {
+    atomic_fetch_add_explicit(&clk->samples, 1, memory_order_relaxed);
     struct mg_outlier_cell *o = &t->outlier;
     atomic_fetch_add_explicit(&o->requests, 1, memory_order_relaxed);
     if (error)
@@ -16,55 +19,96 @@ void mg_outlier_record(struct mg_target_stats *t, bool error, uint64_t latency_u
 }
 
 struct delta {
-    uint64_t req, err, lat;
+    uint64_t req, err;  /* since the last evaluation */
+    uint64_t lreq, lat; /* since the last full one (latency is judged there) */
 };
 
-static struct delta take(struct mg_outlier_cell *o)
+static struct delta take(struct mg_outlier_cell *o, bool full)
 {
     uint64_t r = atomic_load_explicit(&o->requests, memory_order_relaxed);
     uint64_t e = atomic_load_explicit(&o->errors, memory_order_relaxed);
     uint64_t l = atomic_load_explicit(&o->latency_us, memory_order_relaxed);
-    struct delta d = {r - o->seen_requests, e - o->seen_errors, l - o->seen_latency_us};
+    struct delta d = {r - o->seen_requests, e - o->seen_errors, r - o->lat_seen_requests,
+                      l - o->lat_seen_latency_us};
     o->seen_requests = r;
     o->seen_errors = e;
-    o->seen_latency_us = l;
+    if (full) {
+        o->lat_seen_requests = r;
+        o->lat_seen_latency_us = l;
+    }
     return d;
 }
 
-static bool is_outlier(const struct delta *d, size_t n, size_t k, const struct mg_outlier_conf *c)
+static bool error_outlier(const struct delta *d, size_t n, size_t k,
+                          const struct mg_outlier_conf *c)
 {
-    uint64_t req = 0, err = 0, lat = 0;
+    uint64_t req = 0, err = 0;
     for (size_t j = 0; j < n; j++) {
         if (j == k || d[j].req < c->min_requests)
             continue;
         req += d[j].req;
         err += d[j].err;
+    }
+    if (req == 0 || d[k].req < c->min_requests)
+        return false; /* nobody to compare with, or too few to judge */
+    double rate = (double)d[k].err / (double)d[k].req, others = (double)err / (double)req;
+    return rate >= MG_OUTLIER_MIN_RATE && rate > c->error_factor * others;
+}
+
+/* Over a whole interval only: a second's mean latency is too easily skewed by
+ * one stall of a target (or of the gateway's host) to take it out for it. */
+static bool latency_outlier(const struct delta *d, size_t n, size_t k,
+                            const struct mg_outlier_conf *c)
+{
+    uint64_t req = 0, lat = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (j == k || d[j].lreq < c->min_requests)
+            continue;
+        req += d[j].lreq;
         lat += d[j].lat;
     }
-    if (req == 0)
-        return false; /* nobody to compare with */
-    double rate = (double)d[k].err / (double)d[k].req, others = (double)err / (double)req;
-    if (rate >= MG_OUTLIER_MIN_RATE && rate > c->error_factor * others)
-        return true;
-    double mean = (double)d[k].lat / (double)d[k].req, others_mean = (double)lat / (double)req;
+    if (req == 0 || d[k].lreq < c->min_requests)
+        return false;
+    double mean = (double)d[k].lat / (double)d[k].lreq, others_mean = (double)lat / (double)req;
     return others_mean > 0 && mean > c->latency_factor * others_mean;
 }
 
-unsigned mg_outlier_maybe_eval(_Atomic uint64_t *next_eval_ms, struct mg_target_stats *const *ts,
-                               size_t n, const struct mg_outlier_conf *c, uint64_t now_ms)
+bool mg_outlier_due(struct mg_outlier_clock *clk, size_t n, const struct mg_outlier_conf *c,
+                    uint64_t now_ms)
 {
-    uint64_t due = atomic_load_explicit(next_eval_ms, memory_order_relaxed);
-    if (now_ms < due ||
-        !atomic_compare_exchange_strong_explicit(next_eval_ms, &due, now_ms + c->interval_ms,
-                                                 memory_order_acq_rel, memory_order_relaxed))
+    if (now_ms >= atomic_load_explicit(&clk->full_ms, memory_order_relaxed))
+        return true;
+    /* Early (error rates only): every target could have served min_requests
+     * since the last evaluation, and a fifth of the interval has passed (so a
+     * busy upstream is judged about once a second by default, a quiet one
+     * every interval). */
+    uint64_t last = atomic_load_explicit(&clk->last_ms, memory_order_relaxed);
+    return now_ms >= last + c->interval_ms / MG_OUTLIER_EARLY_DIV &&
+           atomic_load_explicit(&clk->samples, memory_order_relaxed) >= n * c->min_requests;
+}
+
+unsigned mg_outlier_maybe_eval(struct mg_outlier_clock *clk, struct mg_target_stats *const *ts,
+                               size_t n, const struct mg_outlier_conf *c, uint64_t now_ms,
+                               uint64_t *which)
+{
+    uint64_t last = atomic_load_explicit(&clk->last_ms, memory_order_relaxed);
+    if (!mg_outlier_due(clk, n, c, now_ms) ||
+        !atomic_compare_exchange_strong_explicit(&clk->last_ms, &last, now_ms, memory_order_acq_rel,
+                                                 memory_order_relaxed))
         return 0;
-    if (due == 0 || n < 2)
+    /* The CAS winner alone evaluates until the next one is due. */
+    atomic_store_explicit(&clk->samples, 0, memory_order_relaxed); /* a racing add may be lost */
+    uint64_t full_due = atomic_load_explicit(&clk->full_ms, memory_order_relaxed);
+    bool full = now_ms >= full_due;
+    if (full)
+        atomic_store_explicit(&clk->full_ms, now_ms + c->interval_ms, memory_order_relaxed);
+    if (full_due == 0 || n < 2)
         return 0; /* the first call only starts the clock */
     n = n < MG_OUTLIER_MAX ? n : MG_OUTLIER_MAX;
     struct delta d[MG_OUTLIER_MAX];
     size_t out = 0;
     for (size_t k = 0; k < n; k++) {
-        d[k] = take(&ts[k]->outlier);
+        d[k] = take(&ts[k]->outlier, full);
         if (atomic_load_explicit(&ts[k]->out_until, memory_order_relaxed) > now_ms)
             out++;
     }
@@ -72,10 +116,10 @@ unsigned mg_outlier_maybe_eval(_Atomic uint64_t *next_eval_ms, struct mg_target_
     unsigned ejected = 0;
     for (size_t k = 0; k < n; k++) {
         struct mg_outlier_cell *o = &ts[k]->outlier;
-        if (d[k].req < c->min_requests)
-            continue;
-        if (!is_outlier(d, n, k, c)) {
-            o->ejections = 0;
+        bool errors = error_outlier(d, n, k, c);
+        if (!errors && !(full && latency_outlier(d, n, k, c))) {
+            if (d[k].req >= c->min_requests && full)
+                o->ejections = 0; /* judged normal over a whole interval */
             continue;
         }
         if (out >= allowed)
@@ -90,6 +134,8 @@ unsigned mg_outlier_maybe_eval(_Atomic uint64_t *next_eval_ms, struct mg_target_
         }
         out++;
         ejected++;
+        if (which)
+            *which |= 1ull << k;
     }
     return ejected;
 }

@@ -55,8 +55,9 @@ struct mg_upstream_stats {
     struct mg_bulkhead bulkhead;
     struct mg_gradient gradient; /* bulkhead.adaptive */
     struct mg_retry_budget budget;
-    struct mg_waitlist *waiting; /* [nworkers] */
-    _Atomic uint64_t rejected;   /* bulkhead_full answers */
+    struct mg_window hedge_budget; /* a = requests, b = hedges (hedge.budget) */
+    struct mg_waitlist *waiting;   /* [nworkers] */
+    _Atomic uint64_t rejected;     /* bulkhead_full answers */
     /* Saturation as logged (admission.c): one line when rejections start, one
      * when a request gets a slot again, at most one of each per interval. */
     _Atomic bool saturated;
@@ -68,7 +69,7 @@ struct mg_upstream_stats {
     _Atomic uint64_t dns_last_ms;        /* wall clock ms of the last one, 0: none */
     _Atomic uint32_t dns_last_ok;        /* 1 when the last one succeeded */
     _Atomic uint32_t dns_targets;        /* targets in the last published snapshot */
-    _Atomic uint64_t outlier_next;       /* loop ms of the next outlier evaluation */
+    struct mg_outlier_clock outlier;     /* when its targets are next compared */
     struct mg_upstream_stats *next;      /* registry list (append-only) */
     char *name;
 };

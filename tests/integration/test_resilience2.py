@@ -341,22 +341,88 @@ def test_hedge_loses_to_the_first_head(gateway, upstream):
     assert h["won"] + h["lost"] == 2 and h["cancelled"] == 0
 
 
-def test_hedge_cancelled_when_the_first_try_fails(gateway, upstream):
-    first_done = []
+def resets_first(delay, body):
+    """Resets its first request after `delay`, answers the others."""
+    done = []
 
-    def resets_once(conn, req):
+    def handler(conn, req):
         conn.read_body(req)
-        if not first_done:
-            first_done.append(1)
-            time.sleep(t(0.3))
+        if not done:
+            done.append(1)
+            time.sleep(delay)
             conn.reset()
             return False
-        conn.respond(200, b"a")
-    first, hedge = upstream(resets_once), upstream(slow_handler(t(1.0), b"h"))
+        conn.respond(200, body)
+    return handler
+
+
+def test_hedge_takes_over_when_the_first_try_fails(gateway, upstream):
+    # the first try is reset while the hedge is on its way: the exchange waits
+    # for the hedge instead of starting a third try
+    first, hedge = upstream(resets_first(t(0.2), b"a")), upstream(slow_handler(t(0.6), b"h"))
+    gw = gateway(HEDGE, a=first, b=hedge, after=ms(0.05), allow_errors=ALLOW)
+    start = time.monotonic()
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200 and r.body == b"h"
+    assert time.monotonic() - start < t(1.0)
+    assert len(first.requests) == 1 and len(hedge.requests) == 1
+    assert hedges(gw) == {"won": 1, "lost": 0, "cancelled": 0}
+    assert "the hedge to" in gw.log() and "takes over" in gw.log()
+
+
+def test_hedge_takes_over_a_retried_status(gateway, upstream):
+    def fails_503(conn, req):
+        conn.read_body(req)
+        time.sleep(t(0.2))
+        conn.respond(503, b"busy")
+    first, hedge = upstream(fails_503), upstream(slow_handler(t(0.5), b"h"))
     gw = gateway(HEDGE, a=first, b=hedge, after=ms(0.05), allow_errors=ALLOW)
     r = fetch(gw.port, "GET", "/x")
-    assert r.status == 200  # retried (on either target) after the first try's reset
-    assert hedges(gw)["cancelled"] == 1
+    assert r.status == 200 and r.body == b"h"
+    assert len(first.requests) == 1 and len(hedge.requests) == 1
+    assert hedges(gw)["won"] == 1
+    assert "waiting for the hedge" in gw.log()
+
+
+def test_failed_hedge_after_a_take_over_is_retried(gateway, upstream):
+    # both the first try and the hedge that took over are reset: the retry
+    # policy applies to the hedge as to any try, and the third try answers
+    first, hedge = upstream(resets_first(t(0.2), b"a")), upstream(resets_first(t(0.4), b"b"))
+    gw = gateway(HEDGE, a=first, b=hedge, after=ms(0.05), allow_errors=ALLOW)
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200 and r.body in (b"a", b"b")
+    assert len(first.requests) + len(hedge.requests) == 3
+    assert hedges(gw)["won"] == 1
+
+
+LAST_AVAILABLE = """
+local P = {}
+function P.balance(ctx, conf, targets)
+  for i = #targets, 1, -1 do
+    if targets[i].available then return i end
+  end
+end
+return P
+"""
+
+
+def test_hedge_goes_through_the_lua_balancer(gateway, upstream, tmp_path):
+    # the balancer picks the last available target: the first try goes to the
+    # slow one (third), the hedge to the second; round robin would also pick
+    # the first
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "last.lua").write_text(LAST_AVAILABLE)
+    b, c, slow = upstream(), upstream(), upstream(slow_handler(t(0.8), b"slow"))
+    conf = ("plugin_path: [\"$plugins\"]\n" +
+            HEDGE.replace('{address: "$b"}]', '{address: "$b"}, {address: "$c"}]')
+                 .replace("    timeout: 5s", "    timeout: 5s\n    balancer: {name: last}"))
+    gw = gateway(conf, a=b, b=c, c=slow, after=ms(0.1), plugins=str(d))
+    for i in range(3):
+        r = fetch(gw.port, "GET", "/l%d" % i)
+        assert r.status == 200 and r.body != b"slow"
+    assert len(slow.requests) == 3 and len(c.requests) == 3 and len(b.requests) == 0
+    assert hedges(gw)["won"] == 3
 
 
 def test_unsafe_requests_are_not_hedged(gateway, upstream):

@@ -202,7 +202,7 @@ static void test_resilience2_values(void **state)
     cfg = load(HEAD "    hedge: {after: p95}\n"
                     "  b:\n"
                     "    targets: [{address: \"127.0.0.1:9002\"}]\n"
-                    "    hedge: {after: 40ms, max: 2}\n"
+                    "    hedge: {after: 40ms, max: 2, budget: 2.5}\n"
                     "routes:\n"
                     "  - {name: r, upstream: a}\n");
     assert_true(cfg->upstreams[0].hedge.enabled);
@@ -212,6 +212,8 @@ static void test_resilience2_values(void **state)
     assert_int_equal(cfg->upstreams[1].hedge.after_ms, 40);
     assert_int_equal(cfg->upstreams[1].hedge.after_permille, 0);
     assert_int_equal(cfg->upstreams[1].hedge.max, 2);
+    assert_true(cfg->upstreams[0].hedge.budget == 5.0); /* the default */
+    assert_true(cfg->upstreams[1].hedge.budget == 2.5);
     assert_false(cfg->upstreams[1].outlier.enabled);
     mg_config_unref(cfg);
     cfg = load(HEAD "    outlier_detection: {interval: 2s}\n"
@@ -256,6 +258,8 @@ static void test_resilience2_errors(void **state)
                  "t.yaml:5:20: upstreams.a.hedge.after: invalid percentile 'p100'");
     expect_error(HEAD "    hedge: {after: 0ms}\n",
                  "t.yaml:5:20: upstreams.a.hedge.after: invalid hedge delay '0ms'");
+    expect_error(HEAD "    hedge: {after: 5ms, budget: 101}\n",
+                 "t.yaml:5:33: upstreams.a.hedge.budget: 101 is out of range");
     expect_error(HEAD "    hedge: {after: 5ms, max: 4}\n",
                  "t.yaml:5:30: upstreams.a.hedge.max: 4 is out of range (expected 1..3)");
     expect_error(HEAD "routes:\n"
