@@ -95,6 +95,10 @@ double mg_ffi_now(void);
 double mg_ffi_clock_ms(void);
 /* gw.hash(): XXH32 of the bytes. */
 uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed);
+/* Where the VM keeps the start of the call in progress (monotonic ns, as
+ * mg_lua_clock_ns()): Lua reads "now" for a balance call from there instead
+ * of reading the clock again. */
+const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm);
 
 /* Handed to Lua as a light userdata; field order is part of the cdef. */
 struct mg_ffi_api {
@@ -128,6 +132,7 @@ struct mg_ffi_api {
     double (*mg_ffi_now)(void);
     double (*mg_ffi_clock_ms)(void);
     uint32_t (*mg_ffi_hash)(const char *, size_t, uint32_t);
+    const uint64_t *(*mg_ffi_call_start_ns)(struct mg_lua *);
 };
 
 /* The one table, filled at compile time. */

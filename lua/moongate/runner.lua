@@ -58,6 +58,7 @@ function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
     sandbox.protect_string_metatable()
     if not checking then
         jitreport.start(function(msg) pcall(ctxm.log, 0, msg) end)
+        jitreport.dump_from_env()
     end
 end
 
@@ -258,6 +259,7 @@ function M.size(v)
 end
 
 -- The ctx object of a slot; a negative slot starts a new request.
+local states = ctxm.states
 local function bind(slot)
     if slot > 0 then return objs[slot] end
     slot = -slot
@@ -266,7 +268,10 @@ local function bind(slot)
         o = new_ctx(slot)
         objs[slot] = o
     else
-        reset(o)
+        local st = states[slot] -- reset(o), without hashing o
+        st.vars_stale = true
+        st.cache_stale = true
+        st.responded = false
     end
     return o
 end
@@ -339,6 +344,57 @@ function M.run(route, phase, slot)
     return false
 end
 
+-- The pre-bound entry of one route's chain for one phase (C keeps it in the
+-- registry, made once per VM after every entry is known, and calls it with
+-- the slot alone): no chain lookup per call, and a chain of one plugin calls
+-- it directly. Same behaviour as run(route, phase, slot).
+function M.runner(route, phase)
+    local ch = chains[phase][route]
+    if ch == nil then return nil end
+    if phase == LOG then
+        return function(slot)
+            local o = bind(slot)
+            set_phase(LOG)
+            return run_log(ch, o)
+        end
+    end
+    local fns, confs, ids, n = ch.fns, ch.confs, ch.ids, ch.n
+    if n == 1 then
+        local f, c, id = fns[1], confs[1], ids[1]
+        if ch.reordered then
+            return function(slot)
+                local o = bind(slot)
+                set_phase(phase)
+                enter(id)
+                f(o, c)
+                return false
+            end
+        end
+        return function(slot)
+            local o = bind(slot)
+            set_phase(phase)
+            f(o, c)
+            return false
+        end
+    end
+    local reordered = ch.reordered
+    local check = phase == ACCESS
+    return function(slot)
+        local o = bind(slot)
+        set_phase(phase)
+        if reordered then enter(ids[1]) end
+        fns[1](o, confs[1])
+        local st = states[slot < 0 and -slot or slot]
+        if check and st.responded then return false end
+        for k = 2, n do
+            enter(ids[k])
+            fns[k](o, confs[k])
+            if check and st.responded then return false end
+        end
+        return false
+    end
+end
+
 function M.balance(route, slot, id, n, targets)
     local b = balancers[route]
     local o = bind(slot)
@@ -346,7 +402,7 @@ function M.balance(route, slot, id, n, targets)
     new_balance_call()
     local ts = tcache[id]
     if ts == nil then
-        ts = ctxm.wrap_targets(targets, n)
+        ts = ctxm.wrap_targets(targets, n, id)
         tcache[id] = ts
     end
     local i, refused = b.fn(o, b.conf, ts)
