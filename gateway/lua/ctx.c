@@ -14,6 +14,7 @@
 #include "lua/ctx.h"
 #include "http/message.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -60,6 +61,7 @@ const struct mg_ffi_api mg_ffi_api = {
     .mg_ffi_clock_ms = mg_ffi_clock_ms,
     .mg_ffi_hash = mg_ffi_hash,
     .mg_ffi_call_start_ns = mg_ffi_call_start_ns,
+    .mg_ffi_target_ewma = mg_ffi_target_ewma,
 };
 
 /* Lua reads these fields as plain loads: they must be naturally aligned words
@@ -590,4 +592,17 @@ uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed)
 const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm)
 {
     return &vm->t_plugin;
+}
+
+double mg_ffi_target_ewma(const void *stats, double now_ms)
+{
+    const struct mg_target_stats *s = stats;
+    uint64_t e = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+    if (!e)
+        return 0;
+    double v = (double)e;
+    double age = now_ms - (double)atomic_load_explicit(&s->ewma_at_ms, memory_order_relaxed);
+    if (age > 0)
+        v *= exp(-age / MG_EWMA_TAU_MS);
+    return v * 1e-9;
 }

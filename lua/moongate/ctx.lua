@@ -58,6 +58,7 @@ struct mg_ffi_api {
     double (*mg_ffi_clock_ms)(void);
     uint32_t (*mg_ffi_hash)(const char *p, size_t len, uint32_t seed);
     const uint64_t *(*mg_ffi_call_start_ns)(mg_lua *vm);
+    double (*mg_ffi_target_ewma)(const void *stats, double now_ms);
 };
 ]]
 
@@ -357,7 +358,7 @@ M.BAD_VALUE = BAD_VALUE
 -- answered for a while looks faster, so a balancer probes it again instead of
 -- starving it on one old slow sample. "now" is the balance call's start (the
 -- VM took it for the plugin's timing already), in ms.
-local exp, floor = math.exp, math.floor
+local floor = math.floor
 local now_ms = false
 
 function M.new_balance_call()
@@ -372,6 +373,7 @@ end
 ffi.cdef [[
 struct mg_lua_tview {
     const struct mg_lua_target *const _t;
+    const void *const _stats;
     const uint32_t *const _active;
     const uint64_t *const _ewma_ns, *const _ewma_at_ms, *const _failures;
     const double _weight;
@@ -382,12 +384,8 @@ struct mg_lua_tview {
 local addresses = {}                    -- [array][index] -> "host:port"
 
 local function ewma_of(v)
-    local e = tonumber(v._ewma_ns[0])
-    if e == 0 then return 0 end
     if not now_ms then now_ms = floor(tonumber(T0[0]) * 1e-6) end
-    local age = now_ms - tonumber(v._ewma_at_ms[0])
-    if age > 0 then e = e * exp(-age / C.ewma_tau_ms) end
-    return e * 1e-9
+    return C.mg_ffi_target_ewma(v._stats, now_ms)
 end
 
 local tview_t = ffi.metatype("struct mg_lua_tview", {
@@ -418,7 +416,7 @@ function M.wrap_targets(lud, n, array)
         local tp = base + i
         local sp = ffi.cast("const uint8_t *", tp.stats ~= nil and tp.stats or C.zero_stats)
         addrs[i + 1] = tp.address ~= nil and ffi.string(tp.address) or ""
-        ts[i + 1] = tview_t(tp,
+        ts[i + 1] = tview_t(tp, sp,
             ffi.cast("const uint32_t *", sp + C.stats_active),
             ffi.cast("const uint64_t *", sp + C.stats_ewma_ns),
             ffi.cast("const uint64_t *", sp + C.stats_ewma_at_ms),
