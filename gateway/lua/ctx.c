@@ -594,8 +594,9 @@ const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm)
     return &vm->t_plugin;
 }
 
-double mg_ffi_target_ewma(const void *stats, double now_ms)
+double mg_ffi_target_ewma(const void *stats, uint64_t now_ns)
 {
+    double now_ms = (double)(now_ns / 1000000u); /* the clock of ewma_at_ms */
     const struct mg_target_stats *s = stats;
     uint64_t e = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
     if (!e)

@@ -100,9 +100,10 @@ uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed);
  * of reading the clock again. */
 const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm);
 /* targets[i].ewma: the target's peak EWMA (struct mg_target_stats, never
- * NULL) decayed to now_ms, in seconds; 0 before the first sample. In C so the
- * balancer's compiled trace makes one call with no branches of its own. */
-double mg_ffi_target_ewma(const void *stats, double now_ms);
+ * NULL) decayed to now_ns (monotonic ns, the call's start), in seconds; 0
+ * before the first sample. In C so the balancer's compiled trace makes one
+ * call with no branches of its own. */
+double mg_ffi_target_ewma(const void *stats, uint64_t now_ns);
 
 /* Handed to Lua as a light userdata; field order is part of the cdef. */
 struct mg_ffi_api {
@@ -137,7 +138,7 @@ struct mg_ffi_api {
     double (*mg_ffi_clock_ms)(void);
     uint32_t (*mg_ffi_hash)(const char *, size_t, uint32_t);
     const uint64_t *(*mg_ffi_call_start_ns)(struct mg_lua *);
-    double (*mg_ffi_target_ewma)(const void *, double);
+    double (*mg_ffi_target_ewma)(const void *, uint64_t);
 };
 
 /* The one table, filled at compile time. */

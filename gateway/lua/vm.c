@@ -781,21 +781,20 @@ int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
     lua_pushinteger(L, (lua_Integer)route + 1);
     lua_pushinteger(L, slot);
     lua_pushinteger(L, (lua_Integer)id + 1);
-    lua_pushinteger(L, (lua_Integer)n);
-    if (!wrapped)
+    if (!wrapped) { /* the first call with this array: Lua wraps it */
+        lua_pushinteger(L, (lua_Integer)n);
         lua_pushlightuserdata(L, (void *)targets);
-    if (protected_call(vm, MG_LUA_BALANCE, ctx, wrapped ? 4 : 5, 1, route) != 0) {
+    }
+    if (protected_call(vm, MG_LUA_BALANCE, ctx, wrapped ? 3 : 5, 1, route) != 0) {
         *error = true;
         return -1;
     }
     vm->tarrays[id].wrapped = true;
     int index = -1;
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-        lua_Number v = lua_tonumber(L, -1);
-        if (v >= 1 && v <= (lua_Number)n && v == (lua_Number)(size_t)v &&
-            targets[(size_t)v - 1].available)
-            index = (int)v - 1;
-    }
+    lua_Number v = lua_tonumber(L, -1); /* runner.balance returns a number (0: none) */
+    if (v >= 1 && v <= (lua_Number)n && v == (lua_Number)(size_t)v &&
+        targets[(size_t)v - 1].available)
+        index = (int)v - 1;
     lua_settop(L, STACK_BASE);
     return index;
 }

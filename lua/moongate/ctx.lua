@@ -58,7 +58,7 @@ struct mg_ffi_api {
     double (*mg_ffi_clock_ms)(void);
     uint32_t (*mg_ffi_hash)(const char *p, size_t len, uint32_t seed);
     const uint64_t *(*mg_ffi_call_start_ns)(mg_lua *vm);
-    double (*mg_ffi_target_ewma)(const void *stats, double now_ms);
+    double (*mg_ffi_target_ewma)(const void *stats, uint64_t now_ns);
 };
 ]]
 
@@ -357,13 +357,10 @@ M.BAD_VALUE = BAD_VALUE
 -- ewma is the peak EWMA decayed to now (Finagle's): a target that has not
 -- answered for a while looks faster, so a balancer probes it again instead of
 -- starving it on one old slow sample. "now" is the balance call's start (the
--- VM took it for the plugin's timing already), in ms.
-local floor = math.floor
-local now_ms = false
-
-function M.new_balance_call()
-    now_ms = false
-end
+-- VM took it for the plugin's timing already). The decay is computed in C
+-- (mg_ffi_target_ewma): a branch here on whether "now" was read yet made a
+-- side trace the JIT could not compile (NYI: return to lower frame at the
+-- metamethod), so every other ewma read ran interpreted.
 
 -- A target as balancers see it: a cdata of this struct, made once per targets
 -- array, with typed pointers straight at the live counters. Field reads go
@@ -384,8 +381,7 @@ struct mg_lua_tview {
 local addresses = {}                    -- [array][index] -> "host:port"
 
 local function ewma_of(v)
-    if not now_ms then now_ms = floor(tonumber(T0[0]) * 1e-6) end
-    return C.mg_ffi_target_ewma(v._stats, now_ms)
+    return C.mg_ffi_target_ewma(v._stats, T0[0])
 end
 
 local tview_t = ffi.metatype("struct mg_lua_tview", {

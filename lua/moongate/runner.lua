@@ -8,9 +8,9 @@
 --   run(route, phase, slot) -> failed       a route's chain for one phase
 --   run_waiting(route, phase, slot) -> failed | key   the same in a coroutine
 --   resume(key, phase), abandon(key), timer(id), init_worker()   (task.c)
---   balance(route, slot, id, n, targets) -> index   the route's balancer
--- A negative slot is a fresh one (a new request); `targets` (the C array, as
--- a light userdata) comes only until the array `id` has been wrapped.
+--   balance(route, slot, id, n, targets) -> index (0: none)   the route's balancer
+-- A negative slot is a fresh one (a new request); `n` and `targets` (the C
+-- array, as a light userdata) come only until the array `id` has been wrapped.
 --
 -- Invariants: chains hold the plugin functions and conf tables captured at
 -- load, in config order; the per-request ctx object comes from the pool by
@@ -46,7 +46,7 @@ local may_wait = {}                     -- plugin id -> its code names a waiting
 local init_workers = {}                 -- {fn, conf, id} per route entry with init_worker
 
 local new_ctx, reset, responded, set_phase = ctxm.new_ctx, ctxm.reset, ctxm.responded, ctxm.set_phase
-local enter, new_balance_call = ctxm.plugin_enter, ctxm.new_balance_call
+local enter = ctxm.plugin_enter
 local bor, lshift = bit.bor, bit.lshift
 
 function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
@@ -399,14 +399,16 @@ function M.balance(route, slot, id, n, targets)
     local b = balancers[route]
     local o = bind(slot)
     set_phase(BALANCE)
-    new_balance_call()
     local ts = tcache[id]
     if ts == nil then
         ts = ctxm.wrap_targets(targets, n, id)
         tcache[id] = ts
     end
     local i, refused = b.fn(o, b.conf, ts)
-    if i == nil and refused ~= nil then ext.refuse(o, refused) end
+    if type(i) ~= "number" then -- C reads a number only (0: no target)
+        if i == nil and refused ~= nil then ext.refuse(o, refused) end
+        return 0
+    end
     return i
 end
 
