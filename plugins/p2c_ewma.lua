@@ -17,9 +17,21 @@ function P.init(conf)
     conf._avail = {} -- scratch list of available indexes, reused per call
 end
 
-function P.balance(ctx, conf, targets)
+-- The two candidates: a uniform pair of distinct available targets. The
+-- usual case (both of a pair drawn among all targets are available) needs no
+-- loop, so the JIT compiles the call as one straight trace; otherwise the
+-- pair is drawn again among the available ones, which keeps every available
+-- pair equally likely.
+local function pair(conf, targets)
+    local n = #targets
+    if n >= 2 then
+        local x = random(n)
+        local y = random(n - 1)
+        if y >= x then y = y + 1 end
+        if targets[x].available and targets[y].available then return x, y end
+    end
     local avail, m = conf._avail, 0
-    for i = 1, #targets do
+    for i = 1, n do
         if targets[i].available then
             m = m + 1
             avail[m] = i
@@ -30,7 +42,13 @@ function P.balance(ctx, conf, targets)
     local x = random(m)
     local y = random(m - 1)
     if y >= x then y = y + 1 end
-    local a, b = targets[avail[x]], targets[avail[y]]
+    return avail[x], avail[y]
+end
+
+function P.balance(ctx, conf, targets)
+    local ix, iy = pair(conf, targets)
+    if iy == nil then return ix end
+    local a, b = targets[ix], targets[iy]
     local ea, eb = a.ewma, b.ewma
     if ea == 0 then ea = eb end
     if eb == 0 then eb = ea end
@@ -39,7 +57,7 @@ function P.balance(ctx, conf, targets)
     if ca == cb then -- both unmeasured (or equal): the less busy one
         ca, cb = (a.active + 1) / a.weight, (b.active + 1) / b.weight
     end
-    return cb < ca and avail[y] or avail[x]
+    return cb < ca and iy or ix
 end
 
 return P

@@ -4,6 +4,7 @@
  */
 #include "exchange/plugins.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "config/config-t.h"
@@ -25,17 +26,55 @@ static struct mg_lua_str lua_cstr(const char *s)
     return (struct mg_lua_str){s, s ? strlen(s) : 0};
 }
 
-static const struct mg_lua_header *lua_headers(struct mg_arena *a, const struct mg_headers *h)
+/* The exchange's own header array serves as the plugins' view, without a
+ * copy: struct mg_header starts with the two slices of struct mg_lua_header. */
+_Static_assert(offsetof(struct mg_header, name) == offsetof(struct mg_lua_header, name) &&
+                   offsetof(struct mg_header, value) == offsetof(struct mg_lua_header, value) &&
+                   offsetof(struct mg_slice, p) == offsetof(struct mg_lua_str, p) &&
+                   offsetof(struct mg_slice, len) == offsetof(struct mg_lua_str, len) &&
+                   sizeof(struct mg_slice) == sizeof(struct mg_lua_str) &&
+                   sizeof(struct mg_header) < 65536,
+               "struct mg_header begins like struct mg_lua_header");
+
+static const struct mg_lua_header *lua_headers(const struct mg_headers *h)
 {
-    struct mg_lua_header *v = mg_arena_alloc(a, sizeof *v * (h->n ? h->n : 1));
-    for (uint32_t i = 0; i < h->n; i++)
-        v[i] = (struct mg_lua_header){lua_str(h->v[i].name), lua_str(h->v[i].value)};
-    return v;
+    return (const struct mg_lua_header *)h->v;
 }
 
 bool mg_xplug_active(const struct mg_exchange *x, enum mg_lua_phase phase)
 {
     return x->route && mg_lua_route_active(x->rt->lua, x->route->index, phase);
+}
+
+/* The request inputs of the ctx, set when a plugin first looks at the request
+ * (ctx.c calls it through ctx->fill): an empty plugin or a balancer that
+ * reads only its targets makes no view of the request at all. */
+static void fill_request(struct mg_lua_ctx *l, void *data)
+{
+    struct mg_exchange *x = data;
+    const char *m = llhttp_method_name((llhttp_method_t)x->method);
+    const char *q = memchr(x->url.p, '?', x->url.len);
+    l->method = (struct mg_lua_str){m, strlen(m)};
+    l->path = lua_str(x->path);
+    l->query = q ? (struct mg_lua_str){q + 1, (size_t)(x->url.p + x->url.len - q - 1)}
+                 : (struct mg_lua_str){NULL, 0};
+    l->client_ip = (struct mg_lua_str){mg_x_client_ip(x), strlen(mg_x_client_ip(x))};
+    l->route = (struct mg_lua_str){x->route->name, strlen(x->route->name)};
+    l->request_id = (struct mg_lua_str){x->request_id, strlen(x->request_id)};
+    l->protocol = x->h2                ? (struct mg_lua_str){"h2", 2}
+                  : x->http_minor == 0 ? (struct mg_lua_str){"http/1.0", 8}
+                                       : (struct mg_lua_str){"http/1.1", 8};
+    l->req_headers = lua_headers(&x->req_hdrs);
+    l->n_req_headers = x->req_hdrs.n;
+    l->req_header_stride = sizeof(struct mg_header);
+    /* The stream outlives the exchange, so its strings need no copy. */
+    const struct mg_tls_info *tls = mg_tls_info(x->client);
+    if (tls) {
+        l->tls_protocol = lua_cstr(tls->protocol);
+        l->tls_cipher = lua_cstr(tls->cipher);
+        l->tls_sni = lua_cstr(tls->sni);
+        l->tls_client_subject = lua_cstr(tls->client_subject);
+    }
 }
 
 struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
@@ -44,28 +83,8 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
         return &x->lua;
     x->lua_ready = true;
     mg_lua_ctx_init(&x->lua, &x->arena);
-    const char *m = llhttp_method_name((llhttp_method_t)x->method);
-    const char *q = memchr(x->url.p, '?', x->url.len);
-    x->lua.method = (struct mg_lua_str){m, strlen(m)};
-    x->lua.path = lua_str(x->path);
-    x->lua.query = q ? (struct mg_lua_str){q + 1, (size_t)(x->url.p + x->url.len - q - 1)}
-                     : (struct mg_lua_str){NULL, 0};
-    x->lua.client_ip = (struct mg_lua_str){mg_x_client_ip(x), strlen(mg_x_client_ip(x))};
-    x->lua.route = (struct mg_lua_str){x->route->name, strlen(x->route->name)};
-    x->lua.request_id = (struct mg_lua_str){x->request_id, strlen(x->request_id)};
-    x->lua.protocol = x->h2                ? (struct mg_lua_str){"h2", 2}
-                      : x->http_minor == 0 ? (struct mg_lua_str){"http/1.0", 8}
-                                           : (struct mg_lua_str){"http/1.1", 8};
-    x->lua.req_headers = lua_headers(&x->arena, &x->req_hdrs);
-    x->lua.n_req_headers = x->req_hdrs.n;
-    /* The stream outlives the exchange, so its strings need no copy. */
-    const struct mg_tls_info *tls = mg_tls_info(x->client);
-    if (tls) {
-        x->lua.tls_protocol = lua_cstr(tls->protocol);
-        x->lua.tls_cipher = lua_cstr(tls->cipher);
-        x->lua.tls_sni = lua_cstr(tls->sni);
-        x->lua.tls_client_subject = lua_cstr(tls->client_subject);
-    }
+    x->lua.fill = fill_request;
+    x->lua.fill_data = x;
     return &x->lua;
 }
 
@@ -121,8 +140,11 @@ enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
     struct mg_lua_ctx *l = mg_xplug_ctx(x);
     if (mg_xplug_body_max(x))
         l->body = (struct mg_lua_str){x->body_copy ? x->body_copy : "", x->body_copy_len};
-    enum mg_lua_result r =
-        mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_ACCESS, l, &x->lua_task);
+    struct mg_lua *vm = x->rt->lua;
+    size_t route = x->route->index;
+    if (!mg_lua_route_waits(vm, route, MG_LUA_ACCESS)) /* a direct call: no task */
+        return access_done(x, mg_lua_run(vm, route, MG_LUA_ACCESS, l));
+    enum mg_lua_result r = mg_lua_run_task(vm, route, MG_LUA_ACCESS, l, &x->lua_task);
     x->lua_task.wake = on_plugin_io;
     x->lua_task.data = x;
     return access_done(x, r);
@@ -160,8 +182,9 @@ int mg_xplug_response(struct mg_exchange *x)
     struct mg_lua_ctx *l = mg_xplug_ctx(x);
     const char *addr = x->att.target->conf->address.text;
     l->status = x->status;
-    l->resp_headers = lua_headers(&x->arena, &x->resp_hdrs);
+    l->resp_headers = lua_headers(&x->resp_hdrs);
     l->n_resp_headers = x->resp_hdrs.n;
+    l->resp_header_stride = sizeof(struct mg_header);
     l->upstream_address = (struct mg_lua_str){addr, strlen(addr)};
     l->latency = (double)(uv_hrtime() - x->att.start_ns) / 1e9;
     return mg_lua_run(x->rt->lua, x->route->index, MG_LUA_RESPONSE, l) == MG_LUA_ERROR ? -1 : 0;
@@ -190,8 +213,10 @@ void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns)
         l->status = status;
         l->latency = (double)(now_ns - x->started_ns) / 1e9;
         /* Errors are logged only; a log phase that waits goes on detached. */
-        if (mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_LOG, l, &x->lua_task) ==
-            MG_LUA_WAIT)
+        if (!mg_lua_route_waits(x->rt->lua, x->route->index, MG_LUA_LOG))
+            mg_lua_run(x->rt->lua, x->route->index, MG_LUA_LOG, l);
+        else if (mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_LOG, l, &x->lua_task) ==
+                 MG_LUA_WAIT)
             mg_lua_task_detach(&x->lua_task);
     }
     if (x->lua_ready)

@@ -68,6 +68,10 @@ struct mg_lua_ctx {
     struct mg_lua_str protocol;              /* "http/1.0", "http/1.1" or "h2" */
     const struct mg_lua_header *req_headers; /* as received (hop-by-hop may be included) */
     size_t n_req_headers;
+    /* Bytes from one header to the next in req_headers / resp_headers; 0 means
+     * sizeof(struct mg_lua_header). Lets the proxy hand its own header array
+     * (a struct that starts with the same two slices) without a copy. */
+    uint16_t req_header_stride, resp_header_stride;
     /* ctx.tls: p == NULL for tls_protocol means a plain connection (ctx.tls is
      * nil); the others may be absent on a TLS one (no SNI, no client cert). */
     struct mg_lua_str tls_protocol, tls_cipher, tls_sni, tls_client_subject;
@@ -79,6 +83,14 @@ struct mg_lua_ctx {
     struct mg_lua_str upstream_address; /* the target that answered; p == NULL: none */
     double latency;                     /* seconds (response: to the upstream head; log: whole
                                            request); < 0: unknown (Lua nil) */
+
+    /* ---- lazy inputs ---- */
+    /* When set, the runtime calls fill(ctx, fill_data) once, before the first
+     * FFI function reads or edits the request, and clears it; the request
+     * inputs above may stay unset until then. A phase that never looks at the
+     * request (an empty plugin, most balancers) then costs no set-up. */
+    void (*fill)(struct mg_lua_ctx *ctx, void *data);
+    void *fill_data;
 
     /* ---- output memory: the exchange's arena (must be set before any phase) ---- */
     struct mg_arena *arena;

@@ -14,6 +14,7 @@
 #include "lua/ctx.h"
 #include "http/message.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,8 @@ const struct mg_ffi_api mg_ffi_api = {
     .mg_ffi_now = mg_ffi_now,
     .mg_ffi_clock_ms = mg_ffi_clock_ms,
     .mg_ffi_hash = mg_ffi_hash,
+    .mg_ffi_call_start_ns = mg_ffi_call_start_ns,
+    .mg_ffi_target_ewma = mg_ffi_target_ewma,
 };
 
 /* Lua reads these fields as plain loads: they must be naturally aligned words
@@ -74,7 +77,20 @@ static struct mg_lua_ctx *current(struct mg_lua *vm, uint32_t slot)
 {
     if (!vm || !vm->cur || vm->cur->slot != slot || slot == 0)
         return NULL;
-    return vm->cur;
+    struct mg_lua_ctx *c = vm->cur;
+    if (c->fill) { /* first look at the request: the proxy sets its inputs now */
+        void (*fill)(struct mg_lua_ctx *, void *) = c->fill;
+        c->fill = NULL;
+        fill(c, c->fill_data);
+    }
+    return c;
+}
+
+/* The i-th header of a view whose elements are `stride` bytes apart. */
+static const struct mg_lua_header *hdr_at(const struct mg_lua_header *h, size_t stride, size_t i)
+{
+    return (const struct mg_lua_header *)((const char *)h +
+                                          i * (stride ? stride : sizeof(struct mg_lua_header)));
 }
 
 static bool phase_in(const struct mg_lua *vm, unsigned mask)
@@ -228,7 +244,7 @@ static int edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *nam
 /* Looks a header up: a set value (or NOT_FOUND after a removal), else the
  * first original, else the first added value. */
 static int lookup(const struct mg_lua_edit *edits, const struct mg_lua_header *h, size_t n,
-                  const char *name, size_t nlen, struct mg_lua_str *out)
+                  size_t stride, const char *name, size_t nlen, struct mg_lua_str *out)
 {
     if (!name || !out)
         return MG_FFI_BAD_NAME;
@@ -242,8 +258,9 @@ static int lookup(const struct mg_lua_edit *edits, const struct mg_lua_header *h
         return e ? MG_FFI_OK : MG_FFI_NOT_FOUND;
     }
     for (size_t i = 0; i < n; i++) {
-        if (name_eq(h[i].name.p, h[i].name.len, name, nlen)) {
-            *out = h[i].value;
+        const struct mg_lua_header *hi = hdr_at(h, stride, i);
+        if (name_eq(hi->name.p, hi->name.len, name, nlen)) {
+            *out = hi->value;
             if (!out->p)
                 *out = (struct mg_lua_str){"", 0};
             return MG_FFI_OK;
@@ -258,18 +275,20 @@ static int lookup(const struct mg_lua_edit *edits, const struct mg_lua_header *h
  * edit replaced them), then the edits' values, in order. Writes at most `cap`
  * into out and returns the total in *total. */
 static int lookup_all(const struct mg_lua_edit *edits, const struct mg_lua_header *h, size_t n,
-                      const char *name, size_t nlen, struct mg_lua_str *out, size_t cap,
-                      size_t *total)
+                      size_t stride, const char *name, size_t nlen, struct mg_lua_str *out,
+                      size_t cap, size_t *total)
 {
     bool dropping;
     size_t k = 0;
     find_edit(edits, name, nlen, &dropping);
-    for (size_t i = 0; i < n && !dropping; i++)
-        if (name_eq(h[i].name.p, h[i].name.len, name, nlen)) {
+    for (size_t i = 0; i < n && !dropping; i++) {
+        const struct mg_lua_header *hi = hdr_at(h, stride, i);
+        if (name_eq(hi->name.p, hi->name.len, name, nlen)) {
             if (k < cap)
-                out[k] = h[i].value.p ? h[i].value : (struct mg_lua_str){"", 0};
+                out[k] = hi->value.p ? hi->value : (struct mg_lua_str){"", 0};
             k++;
         }
+    }
     for (const struct mg_lua_edit *e = edits; e; e = e->next)
         if (e->value.p && name_eq(e->name.p, e->name.len, name, nlen)) {
             if (k < cap)
@@ -293,9 +312,10 @@ int mg_lua_ext_headers(struct mg_lua *vm, uint32_t slot, bool resp, const char *
     if (resp && !phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
         return MG_FFI_BAD_PHASE;
     if (resp)
-        return lookup_all(c->resp_edits, c->resp_headers, c->n_resp_headers, name, nlen, out, cap,
-                          total);
-    return lookup_all(c->req_edits, c->req_headers, c->n_req_headers, name, nlen, out, cap, total);
+        return lookup_all(c->resp_edits, c->resp_headers, c->n_resp_headers, c->resp_header_stride,
+                          name, nlen, out, cap, total);
+    return lookup_all(c->req_edits, c->req_headers, c->n_req_headers, c->req_header_stride, name,
+                      nlen, out, cap, total);
 }
 
 int mg_lua_ext_add_header(struct mg_lua *vm, uint32_t slot, bool resp, const char *name,
@@ -400,7 +420,8 @@ int mg_ffi_req_header_get(struct mg_lua *vm, uint32_t slot, const char *name, si
     struct mg_lua_ctx *c = current(vm, slot);
     if (!c)
         return MG_FFI_BAD_CONTEXT;
-    return lookup(c->req_edits, c->req_headers, c->n_req_headers, name, nlen, out);
+    return lookup(c->req_edits, c->req_headers, c->n_req_headers, c->req_header_stride, name, nlen,
+                  out);
 }
 
 int mg_ffi_req_header_set(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
@@ -422,7 +443,8 @@ int mg_ffi_resp_header_get(struct mg_lua *vm, uint32_t slot, const char *name, s
         return MG_FFI_BAD_CONTEXT;
     if (!phase_in(vm, PHASE_BIT(MG_LUA_RESPONSE) | PHASE_BIT(MG_LUA_LOG)))
         return MG_FFI_BAD_PHASE;
-    return lookup(c->resp_edits, c->resp_headers, c->n_resp_headers, name, nlen, out);
+    return lookup(c->resp_edits, c->resp_headers, c->n_resp_headers, c->resp_header_stride, name,
+                  nlen, out);
 }
 
 int mg_ffi_resp_header_set(struct mg_lua *vm, uint32_t slot, const char *name, size_t nlen,
@@ -565,4 +587,23 @@ double mg_ffi_clock_ms(void)
 uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed)
 {
     return XXH32(p ? p : "", p ? len : 0, seed);
+}
+
+const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm)
+{
+    return &vm->t_plugin;
+}
+
+double mg_ffi_target_ewma(const void *stats, uint64_t now_ns)
+{
+    double now_ms = (double)(now_ns / 1000000u); /* the clock of ewma_at_ms */
+    const struct mg_target_stats *s = stats;
+    uint64_t e = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+    if (!e)
+        return 0;
+    double v = (double)e;
+    double age = now_ms - (double)atomic_load_explicit(&s->ewma_at_ms, memory_order_relaxed);
+    if (age > 0)
+        v *= exp(-age / MG_EWMA_TAU_MS);
+    return v * 1e-9;
 }

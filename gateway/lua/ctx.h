@@ -95,6 +95,15 @@ double mg_ffi_now(void);
 double mg_ffi_clock_ms(void);
 /* gw.hash(): XXH32 of the bytes. */
 uint32_t mg_ffi_hash(const char *p, size_t len, uint32_t seed);
+/* Where the VM keeps the start of the call in progress (monotonic ns, as
+ * mg_lua_clock_ns()): Lua reads "now" for a balance call from there instead
+ * of reading the clock again. */
+const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm);
+/* targets[i].ewma: the target's peak EWMA (struct mg_target_stats, never
+ * NULL) decayed to now_ns (monotonic ns, the call's start), in seconds; 0
+ * before the first sample. In C so the balancer's compiled trace makes one
+ * call with no branches of its own. */
+double mg_ffi_target_ewma(const void *stats, uint64_t now_ns);
 
 /* Handed to Lua as a light userdata; field order is part of the cdef. */
 struct mg_ffi_api {
@@ -128,6 +137,8 @@ struct mg_ffi_api {
     double (*mg_ffi_now)(void);
     double (*mg_ffi_clock_ms)(void);
     uint32_t (*mg_ffi_hash)(const char *, size_t, uint32_t);
+    const uint64_t *(*mg_ffi_call_start_ns)(struct mg_lua *);
+    double (*mg_ffi_target_ewma)(const void *, uint64_t);
 };
 
 /* The one table, filled at compile time. */

@@ -35,11 +35,13 @@ struct mg_lua_plugin {
 };
 
 struct mg_lua_route {
-    unsigned active;                /* MG_LUA_CAP of phases with something to run */
-    unsigned waits;                 /* MG_LUA_CAP of phases run in a coroutine */
-    size_t body_max;                /* the largest P.body.max of its plugins; 0: no buffering */
-    bool body_filter;               /* some plugin has P.body_filter */
-    int first[MG_LUA_PHASE__COUNT]; /* plugin id first in each chain, -1: none */
+    unsigned active;                  /* MG_LUA_CAP of phases with something to run */
+    unsigned waits;                   /* MG_LUA_CAP of phases run in a coroutine */
+    size_t body_max;                  /* the largest P.body.max of its plugins; 0: no buffering */
+    bool body_filter;                 /* some plugin has P.body_filter */
+    int first[MG_LUA_PHASE__COUNT];   /* plugin id first in each chain, -1: none */
+    int ref_run[MG_LUA_PHASE__COUNT]; /* runner.runner(route, phase): the chain's
+                                         pre-bound entry (registry); 0: none */
     const struct mg_lua_target *last_targets; /* memo of the last targets array */
     size_t last_n;
     unsigned last_id; /* its index in mg_lua.tarrays */

@@ -523,13 +523,56 @@ static int load_routes(struct mg_lua *vm, char *err, size_t errlen)
     return 0;
 }
 
+struct bind_args {
+    struct mg_lua *vm;
+};
+
+/* Asks runner.runner(route, phase) for each chain's pre-bound entry and keeps
+ * it in the registry: a request then pushes one function and its slot. */
+static MG_LJMP int bind_call(lua_State *L)
+{
+    struct mg_lua *vm = ((struct bind_args *)lua_touserdata(L, 1))->vm;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "moongate.runner");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "runner");
+    for (size_t i = 0; i < vm->cfg->nroutes; i++) {
+        static const enum mg_lua_phase phases[] = {MG_LUA_ACCESS, MG_LUA_RESPONSE, MG_LUA_LOG};
+        for (size_t k = 0; k < 3; k++) {
+            if (!(vm->routes[i].active & MG_LUA_CAP(phases[k])))
+                continue;
+            lua_pushvalue(L, -1);
+            lua_pushinteger(L, (lua_Integer)i + 1);
+            lua_pushinteger(L, phases[k]);
+            lua_call(L, 2, 1);
+            if (lua_isfunction(L, -1))
+                vm->routes[i].ref_run[phases[k]] = luaL_ref(L, LUA_REGISTRYINDEX);
+            else
+                lua_pop(L, 1);
+        }
+    }
+    return 0;
+}
+
+static int bind_runners(struct mg_lua *vm, char *err, size_t errlen)
+{
+    struct bind_args a = {vm};
+    if (lua_cpcall(vm->L, bind_call, &a) != 0) {
+        char msg[512];
+        pop_message(vm->L, msg, sizeof(msg));
+        snprintf(err, errlen, "%s: lua runtime: %s", vm->cfg->path, msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------- public API */
 
 struct mg_lua *mg_lua_new(const struct mg_config *cfg, unsigned worker_id,
                           const struct mg_lua_hooks *hooks, char *err, size_t errlen)
 {
     struct mg_lua *vm = vm_open(cfg, worker_id, false, hooks, err, errlen);
-    if (vm && load_routes(vm, err, errlen) < 0) {
+    if (vm && (load_routes(vm, err, errlen) < 0 || bind_runners(vm, err, errlen) < 0)) {
         mg_lua_free(vm);
         return NULL;
     }
@@ -576,6 +619,11 @@ void mg_lua_free(struct mg_lua *vm)
 bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase)
 {
     return vm && route < vm->cfg->nroutes && (vm->routes[route].active & MG_LUA_CAP(phase));
+}
+
+bool mg_lua_route_waits(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase)
+{
+    return vm && route < vm->cfg->nroutes && (vm->routes[route].waits & MG_LUA_CAP(phase));
 }
 
 size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route)
@@ -658,16 +706,30 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
     lua_Integer slot = bind_slot(vm, ctx);
-    bool waits = vm->routes[route].waits & MG_LUA_CAP(phase);
-    if (waits) /* runner.run_waiting: the chain in a coroutine */
+    const struct mg_lua_route *r = &vm->routes[route];
+    bool waits = r->waits & MG_LUA_CAP(phase);
+    int nargs = 1;
+    if (waits) { /* runner.run_waiting: the chain in a coroutine */
         mg_lua_task_push_run(vm);
-    else
+        lua_pushinteger(L, (lua_Integer)route + 1);
+        lua_pushinteger(L, phase);
+        nargs = 3;
+    } else if (r->ref_run[phase]) { /* the chain's pre-bound entry */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_run[phase]);
+    } else { /* a VM made by mg_lua_check_config(): runner.run */
         lua_pushvalue(L, STACK_RUN);
-    lua_pushinteger(L, (lua_Integer)route + 1);
-    lua_pushinteger(L, phase);
+        lua_pushinteger(L, (lua_Integer)route + 1);
+        lua_pushinteger(L, phase);
+        nargs = 3;
+    }
     lua_pushinteger(L, slot);
-    if (protected_call(vm, phase, ctx, 3, 1, route) != 0)
+    /* Only a log chain (some plugin failed) and a waiting one (its key) have
+     * a result to read; the others leave the stack as it was. */
+    int nres = waits || phase == MG_LUA_LOG;
+    if (protected_call(vm, phase, ctx, nargs, nres, route) != 0)
         return MG_LUA_ERROR;
+    if (!nres)
+        return phase == MG_LUA_ACCESS && ctx->respond.status ? MG_LUA_RESPONDED : MG_LUA_OK;
     if (waits && lua_type(L, -1) == LUA_TNUMBER) { /* it waits: the coroutine's key */
         mg_lua_task_note_wait(vm, (int)lua_tointeger(L, -1));
         lua_settop(L, STACK_BASE);
@@ -719,21 +781,20 @@ int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
     lua_pushinteger(L, (lua_Integer)route + 1);
     lua_pushinteger(L, slot);
     lua_pushinteger(L, (lua_Integer)id + 1);
-    lua_pushinteger(L, (lua_Integer)n);
-    if (!wrapped)
+    if (!wrapped) { /* the first call with this array: Lua wraps it */
+        lua_pushinteger(L, (lua_Integer)n);
         lua_pushlightuserdata(L, (void *)targets);
-    if (protected_call(vm, MG_LUA_BALANCE, ctx, wrapped ? 4 : 5, 1, route) != 0) {
+    }
+    if (protected_call(vm, MG_LUA_BALANCE, ctx, wrapped ? 3 : 5, 1, route) != 0) {
         *error = true;
         return -1;
     }
     vm->tarrays[id].wrapped = true;
     int index = -1;
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-        lua_Number v = lua_tonumber(L, -1);
-        if (v >= 1 && v <= (lua_Number)n && v == (lua_Number)(size_t)v &&
-            targets[(size_t)v - 1].available)
-            index = (int)v - 1;
-    }
+    lua_Number v = lua_tonumber(L, -1); /* runner.balance returns a number (0: none) */
+    if (v >= 1 && v <= (lua_Number)n && v == (lua_Number)(size_t)v &&
+        targets[(size_t)v - 1].available)
+        index = (int)v - 1;
     lua_settop(L, STACK_BASE);
     return index;
 }

@@ -71,6 +71,12 @@ void mg_lua_free(struct mg_lua *vm);
  * When false, skip the VM: it costs nothing. vm == NULL gives false. */
 bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase);
 
+/* Whether the route's chain for `phase` runs in a coroutine (some plugin of it
+ * may wait): run it with mg_lua_run_task() then. The others are direct calls
+ * that never return MG_LUA_WAIT: mg_lua_run() suffices, with no task
+ * bookkeeping. vm == NULL gives false. */
+bool mg_lua_route_waits(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase);
+
 /* The bytes of request body the route's plugins want buffered before the
  * access phase (the largest P.body.max), 0 for none (DESIGN.md 10.4). */
 size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route);

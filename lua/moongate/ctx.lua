@@ -9,7 +9,8 @@
 --    request); a slot's object is reset when C marks it fresh, so ctx.vars is
 --    shared by the plugins of one request and empty for the next one, without
 --    allocating per request.
---  * targets views wrap the proxy's C array in place, once per array: reads of
+--  * targets views wrap the proxy's C array in place, once per array: each
+--    target is a cdata (struct mg_lua_tview) whose reads of
 --    available/active/ewma/failures are plain loads from C memory.
 local ffi = require("ffi")
 local RESPOND_SENTINEL = require("moongate.native").respond_sentinel
@@ -56,6 +57,8 @@ struct mg_ffi_api {
     double (*mg_ffi_now)(void);
     double (*mg_ffi_clock_ms)(void);
     uint32_t (*mg_ffi_hash)(const char *p, size_t len, uint32_t seed);
+    const uint64_t *(*mg_ffi_call_start_ns)(mg_lua *vm);
+    double (*mg_ffi_target_ewma)(const void *stats, uint64_t now_ns);
 };
 ]]
 
@@ -71,6 +74,7 @@ local F_PROTOCOL = 13
 local PHASE_NAMES = { [0] = "init", "access", "balance", "response", "log" }
 
 local C, VM                      -- the api table and this VM's handle, set by boot()
+local T0                         -- the call's start, ns (mg_ffi_call_start_ns)
 local sbuf = ffi.new("struct mg_lua_str[1]")
 local nbuf = ffi.new("double[1]")
 local phase = 0                  -- phase of the call in progress (error messages)
@@ -91,6 +95,7 @@ function M.boot(api_lud, vm_lud)
     same("offsetof(mg_lua_target, available)", C.target_available,
         ffi.offsetof("struct mg_lua_target", "available"))
     same("offsetof(mg_lua_target, stats)", C.target_stats, ffi.offsetof("struct mg_lua_target", "stats"))
+    T0 = C.mg_ffi_call_start_ns(VM)
     return C, VM
 end
 
@@ -324,12 +329,19 @@ ctx_mt.__tostring = function(self)
     return "ctx (slot " .. priv[self].slot .. ")"
 end
 
+-- The same states by slot (an array: the runner reaches a request's state
+-- without hashing its ctx object).
+local states = {}
+M.states = states
+
 function M.new_ctx(slot)
     local o = setmetatable({}, ctx_mt)
-    priv[o] = {
+    local st = {
         slot = slot, vars = {}, cache = {}, responded = false,
         vars_stale = false, cache_stale = false,
     }
+    priv[o] = st
+    states[slot] = st
     return o
 end
 
@@ -355,53 +367,68 @@ M.BAD_VALUE = BAD_VALUE
 
 -- ewma is the peak EWMA decayed to now (Finagle's): a target that has not
 -- answered for a while looks faster, so a balancer probes it again instead of
--- starving it on one old slow sample. "now" is read once per balance call.
-local exp = math.exp
-local now_ms = false
+-- starving it on one old slow sample. "now" is the balance call's start (the
+-- VM took it for the plugin's timing already). The decay is computed in C
+-- (mg_ffi_target_ewma): a branch here on whether "now" was read yet made a
+-- side trace the JIT could not compile (NYI: return to lower frame at the
+-- metamethod), so every other ewma read ran interpreted.
 
-function M.new_balance_call()
-    now_ms = false
+-- A target as balancers see it: a cdata of this struct, made once per targets
+-- array, with typed pointers straight at the live counters. Field reads go
+-- through the metatype's __index with a constant key, which the JIT folds to
+-- a load or two: no table lookups, no per-request set-up. (Struct fields come
+-- before __index, hence the underscores; const: a plugin cannot change them.)
+ffi.cdef [[
+struct mg_lua_tview {
+    const struct mg_lua_target *const _t;
+    const void *const _stats;
+    const uint32_t *const _active;
+    const uint64_t *const _ewma_ns, *const _ewma_at_ms, *const _failures;
+    const double _weight;
+    const int32_t _array, _index; /* where its address string is kept (addresses) */
+};
+]]
+
+local addresses = {}                    -- [array][index] -> "host:port"
+
+local function ewma_of(v)
+    return C.mg_ffi_target_ewma(v._stats, T0[0])
 end
 
-local function ewma_of(t)
-    local e = tonumber(t._e[0])
-    if e == 0 then return 0 end
-    if not now_ms then now_ms = C.mg_ffi_clock_ms() end
-    local age = now_ms - tonumber(t._at[0])
-    if age > 0 then e = e * exp(-age / C.ewma_tau_ms) end
-    return e * 1e-9
-end
-
-local target_mt = {
-    __index = function(t, k)
-        if k == "available" then return t._t.available ~= 0 end
-        if k == "active" then return t._a[0] end
-        if k == "ewma" then return ewma_of(t) end
-        if k == "failures" then return tonumber(t._f[0]) end
+local tview_t = ffi.metatype("struct mg_lua_tview", {
+    __index = function(v, k)
+        if k == "available" then return v._t.available ~= 0 end
+        if k == "weight" then return v._weight end
+        if k == "active" then return v._active[0] end
+        if k == "ewma" then return ewma_of(v) end
+        if k == "failures" then return tonumber(v._failures[0]) end
+        if k == "address" then return addresses[v._array][v._index] end
         error("target has no field '" .. tostring(k) .. "'", 2)
     end,
     __newindex = function(_, k)
         error("targets are read-only (field '" .. tostring(k) .. "')", 2)
     end,
-}
+    __tostring = function(v)
+        return "target " .. addresses[v._array][v._index]
+    end,
+})
 
--- Wraps n targets at a C array once: address and weight become plain Lua
--- values, the live fields stay pointers into C memory.
-function M.wrap_targets(lud, n)
+-- Wraps n targets at a C array once (`array`: its id, for the addresses):
+-- address and weight are copied, the live fields stay pointers into C memory.
+function M.wrap_targets(lud, n, array)
     local base = ffi.cast("const struct mg_lua_target *", lud)
-    local ts = {}
+    local ts, addrs = {}, {}
+    addresses[array] = addrs
     for i = 0, n - 1 do
         local tp = base + i
         local sp = ffi.cast("const uint8_t *", tp.stats ~= nil and tp.stats or C.zero_stats)
-        ts[i + 1] = setmetatable({
-            address = tp.address ~= nil and ffi.string(tp.address) or "",
-            weight = tonumber(tp.weight),
-            _t = tp,
-            _a = ffi.cast("const uint32_t *", sp + C.stats_active),
-            _e = ffi.cast("const uint64_t *", sp + C.stats_ewma_ns),
-            _f = ffi.cast("const uint64_t *", sp + C.stats_failures),
-            _at = ffi.cast("const uint64_t *", sp + C.stats_ewma_at_ms),
-        }, target_mt)
+        addrs[i + 1] = tp.address ~= nil and ffi.string(tp.address) or ""
+        ts[i + 1] = tview_t(tp, sp,
+            ffi.cast("const uint32_t *", sp + C.stats_active),
+            ffi.cast("const uint64_t *", sp + C.stats_ewma_ns),
+            ffi.cast("const uint64_t *", sp + C.stats_ewma_at_ms),
+            ffi.cast("const uint64_t *", sp + C.stats_failures),
+            tonumber(tp.weight), array, i + 1)
     end
     return ts
 end

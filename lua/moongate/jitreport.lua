@@ -24,6 +24,23 @@ local function load_vmdef()
 end
 local vmdef = load_vmdef()
 
+-- For bridge and plugin work: MOONGATE_JIT_DUMP=FILE writes LuaJIT's jit.v
+-- trace log (which traces compiled, which aborted and why) of every worker VM
+-- to FILE; MOONGATE_JIT_DUMP_MODE=tbisrmX (jit.dump's letters) writes the full
+-- dump instead. Off by default; the modules come from LuaJIT's share dir.
+local function jit_module(name)
+    local ver = jit.version:match("^LuaJIT (.*)$") or ""
+    for _, dir in ipairs({ "/usr/share/luajit-" .. ver, "/usr/local/share/luajit-" .. ver }) do
+        if loadfile(dir .. "/jit/" .. name .. ".lua") then
+            -- kept: jit.dump requires its helpers when it is switched on
+            package.path = package.path .. ";" .. dir .. "/?.lua"
+            local ok, m = pcall(require, "jit." .. name)
+            if ok then return m end
+        end
+    end
+    return nil
+end
+
 local M = {}
 local by_source = {}   -- "@/path/NAME.lua" -> NAME
 local report = {}
@@ -43,6 +60,15 @@ local MAX_PLUGINS, MAX_REASONS, MAX_STARTS, MAX_TEXT, MAX_JSON = 32, 8, 16, 160,
 local starts = {}          -- trace number -> {func, pc} of its start (while recording)
 local nstarts = 0
 local band = bit.band
+function M.dump_from_env()
+    local file = os.getenv("MOONGATE_JIT_DUMP")
+    if not file or file == "" then return end
+    local mode = os.getenv("MOONGATE_JIT_DUMP_MODE")
+    local m = jit_module(mode and mode ~= "" and "dump" or "v")
+    if m then
+        if mode and mode ~= "" then m.on(mode, file) else m.on(file) end
+    end
+end
 
 function M.register(source, name)
     by_source[source] = name

@@ -837,6 +837,8 @@ static void targets_view_reads_c_memory(void **state)
              "  assert(t[2].ewma == 0 and t[1].available == true and t[2].available == false)\n"
              "  local ok, err = pcall(function() t[1].weight2 = 1 end)\n"
              "  assert(not ok and err:find('read%-only'), err)\n"
+             "  ok, err = pcall(function() t[1]._weight = 0 end)\n"
+             "  assert(not ok and t[1].weight == 1, 'the view changed')\n"
              "  ok, err = pcall(function() return t[1].nope end)\n"
              "  assert(not ok and err:find(\"target has no field 'nope'\"), err)\n"
              "  return 1\n"
@@ -860,6 +862,64 @@ static void targets_view_reads_c_memory(void **state)
         assert_false(error);
         t_req_done(vm, &r);
     }
+    mg_lua_free(vm);
+    mg_config_unref(cfg);
+}
+
+/* A header array with its own element type (the proxy's struct mg_header):
+ * the two slices first, something else after. */
+struct wide_header {
+    struct mg_lua_str name, value;
+    unsigned flags;
+    char pad[12];
+};
+
+struct fill_state {
+    int calls;
+    struct wide_header h[2];
+};
+
+static void fill_inputs(struct mg_lua_ctx *ctx, void *data)
+{
+    struct fill_state *f = data;
+    f->calls++;
+    ctx->method = T_STR("POST");
+    ctx->path = T_STR("/lazy");
+    ctx->req_headers = (const struct mg_lua_header *)f->h;
+    ctx->n_req_headers = 2;
+    ctx->req_header_stride = sizeof(struct wide_header);
+}
+
+/* ctx->fill: the request's inputs are set when a plugin first looks at the
+ * request, once; a chain that never looks makes no call at all. */
+static void lazy_inputs_filled_on_first_read(void **state)
+{
+    t_plugin("blind", "return {access = function(ctx, conf) end}\n");
+    t_plugin("reader", "return {access = function(ctx, conf)\n"
+                       "  assert(ctx.method == 'POST' and ctx.path == '/lazy', ctx.method)\n"
+                       "  assert(ctx:header('x-b') == '2' and ctx:header('X-A') == '1')\n"
+                       "  assert(#ctx:headers('x-b') == 1 and ctx:header('x-c') == nil)\n"
+                       "  ctx:set_header('X-C', '3')\n"
+                       "end}\n");
+    struct mg_config *cfg = t_config(ROUTE("blind", "  plugins: [{name: blind}]\n") ROUTE(
+        "reader", "  plugins: [{name: reader}, {name: blind}]\n"));
+    struct mg_lua *vm = t_vm(cfg);
+    for (size_t route = 0; route < 2; route++) {
+        struct fill_state f = {
+            0, {{T_STR("X-A"), T_STR("1"), 0, {0}}, {T_STR("x-B"), T_STR("2"), 0, {0}}}};
+        struct mg_arena arena;
+        struct mg_lua_ctx ctx;
+        mg_arena_init(&arena, NULL);
+        mg_lua_ctx_init(&ctx, &arena);
+        ctx.fill = fill_inputs;
+        ctx.fill_data = &f;
+        assert_int_equal(mg_lua_run(vm, route, MG_LUA_ACCESS, &ctx), MG_LUA_OK);
+        assert_int_equal(f.calls, (int)route); /* blind: none; reader: one */
+        assert_true(route == 0 || (ctx.req_edits && ctx.req_edits->value.len == 1));
+        mg_lua_ctx_done(vm, &ctx);
+        mg_arena_destroy(&arena);
+    }
+    assert_int_equal(mg_lua_errors(vm), 0);
     mg_lua_free(vm);
     mg_config_unref(cfg);
 }
@@ -1071,6 +1131,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stale_ctx_is_refused, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(balance_results_are_validated, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(targets_view_reads_c_memory, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(lazy_inputs_filled_on_first_read, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(targets_ewma_decays, t_setup, t_teardown),
         cmocka_unit_test(guard_source_instruments_loops_only),
         cmocka_unit_test_setup_teardown(docs_example_plugin_works, t_setup, t_teardown),
