@@ -76,6 +76,7 @@ void mg_h2_unwake(struct mg_h2stream *st)
 }
 
 static void on_later(uv_idle_t *h);
+static void on_turn(uv_check_t *h);
 
 /* Runs what waits for a quiet moment at the loop's next turn. */
 void mg_h2_defer(struct mg_h2s *s)
@@ -84,6 +85,17 @@ void mg_h2_defer(struct mg_h2s *s)
         return;
     s->later_on = true;
     uv_idle_start(&s->later, on_later);
+}
+
+/* Frames to send: serialized and written at the end of this loop turn, once
+ * for all the streams made ready in it (service pumps itself). */
+void mg_h2_dirty(struct mg_h2s *s)
+{
+    s->dirty = true;
+    if (s->turn_on || s->servicing || s->c->closing)
+        return;
+    s->turn_on = true;
+    uv_check_start(&s->turn, on_turn);
 }
 
 /* ---------------------------------------------- nghttp2: what arrives */
@@ -95,6 +107,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
         return 0;
     struct mg_h2stream *st = mg_h2_new_stream(s, frame->hd.stream_id);
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, st);
+    s->hdr_st = st; /* the header callbacks that follow are its */
     return 0;
 }
 
@@ -204,9 +217,10 @@ void mg_h2_pump(struct mg_h2s *s)
     struct mg_conn *c = s->c;
     if (s->in_ng || c->closing)
         return;
+    s->dirty = false;
     for (int round = 0; round < 64; round++) {
         if (mg_wq_idle(&c->out))
-            s->ctl_len = 0;
+            s->ctl_len = s->ctl_run = 0;
         size_t before = s->ctl_len;
         s->in_ng = true;
         int rv = nghttp2_session_send(s->ng);
@@ -217,6 +231,7 @@ void mg_h2_pump(struct mg_h2s *s)
             return;
         }
         bool full = s->ctl_len + 9 > CTL_SIZE;
+        mg_h2_ctl_commit(s);
         mg_conn_flush(c);
         if (c->closing)
             return;
@@ -256,12 +271,14 @@ static void service(struct mg_h2s *s)
             count(s, MG_H2R_RAPID_RESET);
         }
         mg_h2_pump(s);
-        if (!s->wake && !s->release)
+        /* What was sent is in the kernel or pinned by the write queue. */
+        mg_h2_release_pieces(s);
+        if (!s->wake && !s->release && !s->dirty)
             break;
         run_wakes(s);
     }
     s->servicing = false;
-    if (!s->c->closing && (s->wake || s->release))
+    if (!s->c->closing && (s->wake || s->release || s->dirty))
         mg_h2_defer(s);
 }
 
@@ -270,6 +287,15 @@ static void on_later(uv_idle_t *h)
     struct mg_h2s *s = h->data;
     uv_idle_stop(h);
     s->later_on = false;
+    if (!s->c->closing)
+        service(s);
+}
+
+static void on_turn(uv_check_t *h)
+{
+    struct mg_h2s *s = h->data;
+    uv_check_stop(h);
+    s->turn_on = false;
     if (!s->c->closing)
         service(s);
 }
@@ -382,13 +408,16 @@ static void h2_on_close(struct mg_conn *c)
         if (st->x_open && !st->x.closing) {
             mg_h2_drop_out(st);
             s->hooks->close(&st->x);
-            s->nx--;
+            if (!st->spare)
+                s->nx--;
         }
     }
     s->wake = NULL;
     if (s->started) {
         uv_idle_stop(&s->later);
         uv_close((uv_handle_t *)&s->later, on_later_closed);
+        uv_check_stop(&s->turn);
+        uv_close((uv_handle_t *)&s->turn, on_later_closed);
     }
 }
 
@@ -400,6 +429,7 @@ static void h2_on_free(struct mg_conn *c)
         mg_h2_free_stream(s->streams);
     }
     mg_h2_release_pieces(s);
+    mg_h2_free_pieces(s);
     if (s->ng)
         nghttp2_session_del(s->ng);
     free(s->ctl);
@@ -493,7 +523,9 @@ static void start(struct mg_h2s *s)
         mg_fatal("out of memory (h2)");
     uv_idle_init(&c->w->loop, &s->later);
     s->later.data = s;
-    c->handles_open++;
+    uv_check_init(&c->w->loop, &s->turn);
+    s->turn.data = s;
+    c->handles_open += 2;
     mg_conn_take_over(c, &h2_ops, s);
     s->idle_since_ms = now_ms(s);
     if (make_session(s) != 0) {
