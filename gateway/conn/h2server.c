@@ -500,6 +500,9 @@ static int make_session(struct mg_h2s *s)
         {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, (uint32_t)h->max_frame_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)client_conf(s)->max_header_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        /* RFC 9218: no RFC 7540 dependency tree to keep per stream (the
+         * gateway never weighs one stream against another). */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
     if (rv == 0) {

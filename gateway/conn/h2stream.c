@@ -346,8 +346,13 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
                         valuelen, SIZE_MAX);
         return 0;
     }
-    struct mg_slice nn = {copy(x, name, namelen), namelen};
-    struct mg_slice vv = {copy(x, value, valuelen), valuelen};
+    char *o = mg_arena_alloc(&x->arena, namelen + valuelen + 2); /* name\0value\0 */
+    memcpy(o, name, namelen);
+    o[namelen] = '\0';
+    memcpy(o + namelen + 1, value, valuelen);
+    o[namelen + 1 + valuelen] = '\0';
+    struct mg_slice nn = {o, namelen};
+    struct mg_slice vv = {o + namelen + 1, valuelen};
     if (add_field(x, nn, vv) < 0)
         x->error = MG_ERR_HEADER_TOO_LARGE;
     return 0;
@@ -363,31 +368,75 @@ static int method_of(struct mg_slice m)
     return -1;
 }
 
-/* The fields the gateway acts on, as the HTTP/1 codec finds them. */
-static void find_fields(struct mg_exchange *x)
+static void content_length(struct mg_exchange *x, struct mg_header *f)
 {
+    f->flags |= MG_HDR_HOP; /* the gateway writes its own framing */
+    uint64_t v = 0;
+    for (size_t k = 0; k < f->value.len; k++)
+        v = v * 10 + (uint64_t)(f->value.p[k] - '0'); /* digits: nghttp2 checked */
+    x->req_has_length = true;
+    x->req_content_length = v;
+}
+
+/* The fields the gateway acts on, as the HTTP/1 codec finds them, and the
+ * hop-by-hop ones (mg_headers_mark_hop_by_hop's fixed set: nghttp2 already
+ * refused a request with a connection-specific field or a TE other than
+ * "trailers", so no Connection field names others). Dispatched on length:
+ * most names are none of these. Returns whether a Connection field came
+ * anyway (then the general marking runs). */
+static bool find_fields(struct mg_exchange *x)
+{
+    bool connection = false;
     x->host_idx = x->rid_idx = -1;
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         struct mg_header *f = &x->req_hdrs.v[i];
-        if (MG_NAME_IS(f->name, "host"))
-            x->host_idx = (int)i;
-        else if (MG_NAME_IS(f->name, "x-request-id"))
-            x->rid_idx = (int)i;
-        else if (MG_NAME_IS(f->name, "x-forwarded-host") ||
-                 MG_NAME_IS(f->name, "x-forwarded-proto"))
-            f->flags |= MG_HDR_HOP;
-        else if (MG_NAME_IS(f->name, "expect")) {
-            x->req_expect_continue = mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"));
-            f->flags |= MG_HDR_HOP;
-        } else if (MG_NAME_IS(f->name, "content-length")) {
-            f->flags |= MG_HDR_HOP; /* the gateway writes its own framing */
-            uint64_t v = 0;
-            for (size_t k = 0; k < f->value.len; k++)
-                v = v * 10 + (uint64_t)(f->value.p[k] - '0'); /* digits: nghttp2 checked */
-            x->req_has_length = true;
-            x->req_content_length = v;
+        struct mg_slice n = f->name;
+        switch (n.len) {
+        case 2:
+            if (MG_NAME_IS(n, "te"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        case 4:
+            if (MG_NAME_IS(n, "host"))
+                x->host_idx = (int)i;
+            break;
+        case 6:
+            if (MG_NAME_IS(n, "expect")) {
+                x->req_expect_continue = mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"));
+                f->flags |= MG_HDR_HOP;
+            }
+            break;
+        case 7:
+            if (MG_NAME_IS(n, "trailer") || MG_NAME_IS(n, "upgrade"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        case 10:
+            if (MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive")) {
+                f->flags |= MG_HDR_HOP;
+                connection = true;
+            }
+            break;
+        case 12:
+            if (MG_NAME_IS(n, "x-request-id"))
+                x->rid_idx = (int)i;
+            break;
+        case 14:
+            if (MG_NAME_IS(n, "content-length"))
+                content_length(x, f);
+            break;
+        case 16:
+            if (MG_NAME_IS(n, "x-forwarded-host") || MG_NAME_IS(n, "proxy-connection"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        case 17:
+            if (MG_NAME_IS(n, "x-forwarded-proto") || MG_NAME_IS(n, "transfer-encoding"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        default:
+            break;
         }
     }
+    return connection;
 }
 
 static enum mg_error inspect(struct mg_h2stream *st)
@@ -403,7 +452,7 @@ static enum mg_error inspect(struct mg_h2stream *st)
     if (x->method == HTTP_CONNECT)
         return MG_ERR_NOT_IMPLEMENTED; /* no tunnels over h2 (nor extended CONNECT) */
     x->url = st->path;
-    find_fields(x);
+    bool connection = find_fields(x);
     if (x->authority.len && !mg_http_host_valid(x->authority))
         return MG_ERR_BAD_REQUEST;
     if (!x->authority.len &&
@@ -415,7 +464,8 @@ static enum mg_error inspect(struct mg_h2stream *st)
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
     if (!mg_http_path_safe(x->path))
         return MG_ERR_BAD_REQUEST;
-    mg_headers_mark_hop_by_hop(&x->req_hdrs);
+    if (connection)
+        mg_headers_mark_hop_by_hop(&x->req_hdrs);
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;
     if (x->req_has_length && x->req_content_length > x->rt->cfg->client.max_body_size)
@@ -516,10 +566,22 @@ static struct mg_slice dec(struct mg_exchange *x, uint64_t v)
  * section 8.2.2), nor a framing field the gateway did not decide. */
 static bool never_sent(struct mg_slice n)
 {
-    return MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive") ||
-           MG_NAME_IS(n, "proxy-connection") || MG_NAME_IS(n, "transfer-encoding") ||
-           MG_NAME_IS(n, "upgrade") || MG_NAME_IS(n, "te") || MG_NAME_IS(n, "trailer") ||
-           MG_NAME_IS(n, "content-length");
+    switch (n.len) { /* most names are none of these: one comparison */
+    case 2:
+        return MG_NAME_IS(n, "te");
+    case 7:
+        return MG_NAME_IS(n, "upgrade") || MG_NAME_IS(n, "trailer");
+    case 10:
+        return MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive");
+    case 14:
+        return MG_NAME_IS(n, "content-length");
+    case 16:
+        return MG_NAME_IS(n, "proxy-connection");
+    case 17:
+        return MG_NAME_IS(n, "transfer-encoding");
+    default:
+        return false;
+    }
 }
 
 struct head_builder {
