@@ -230,7 +230,8 @@ void mg_h2_pump(struct mg_h2s *s)
             mg_conn_close(c);
             return;
         }
-        bool full = s->ctl_len + 9 > CTL_SIZE;
+        /* Full: a DATA frame whose payload is copied may not have fitted. */
+        bool full = s->ctl_len + 9 + COPY_MAX > CTL_SIZE;
         mg_h2_ctl_commit(s);
         mg_conn_flush(c);
         if (c->closing)
