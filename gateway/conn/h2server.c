@@ -7,10 +7,13 @@
  * Reentrancy: nghttp2's callbacks only record what happened on a stream and
  * put it on the connection's wake list; exchanges run from the codec's own
  * handlers after nghttp2 returned (service), or from their own events, where
- * a flush only serializes frames (mg_h2_pump) and never runs another exchange.
- * Work that must not happen inside an exchange's step (running woken streams,
- * dropping the pins of sent body pieces, whose release may wake an upstream
- * connection's owner) waits for `later`, an idle handle run by the loop.
+ * a flush only submits and marks the session (mg_h2_dirty): `turn`, a check
+ * handle run at the end of the loop turn, serializes and writes once for all
+ * the streams made ready in that turn (one write per connection per turn,
+ * not per stream). Work that must not happen inside an exchange's step
+ * (running woken streams, dropping the pins of sent body pieces, whose
+ * release may wake an upstream connection's owner) waits for service's loop,
+ * `turn`, or `later`, an idle handle run at the loop's next turn.
  *
  * Request bodies: DATA is copied into the stream's own buffer (at most one
  * window of it) and handed to the exchange pinned by that buffer; the window
@@ -18,14 +21,19 @@
  * bytes any more, i.e. the upstream took them: flow control is the
  * backpressure. Responses: body pieces point into the upstream's read buffer
  * (held by a pin while queued) and leave as DATA frames without a copy
- * (NGHTTP2_DATA_FLAG_NO_COPY); a stream without bytes to send defers its
- * data provider until the next piece (nghttp2_session_resume_data). Frames
- * nghttp2 serializes itself go through `ctl`, a buffer reused once the write
- * queue is idle.
+ * (NGHTTP2_DATA_FLAG_NO_COPY), except payloads up to COPY_MAX, copied
+ * into `ctl` next to their frame header; a stream without bytes to send
+ * defers its data provider until the next piece (nghttp2_session_resume_data).
+ * Frames nghttp2 serializes itself go through `ctl`, a buffer reused once
+ * the write queue is idle, and join the queue as one iovec per run.
  *
  * Memory: struct mg_h2s (malloc, c->codec) lives from the take-over to the
- * connection's on_free; a stream (malloc) until both its exchange's timers
- * are closed and nghttp2 forgot it (or the session is deleted).
+ * connection's on_free; a stream (calloc) until both its exchange's timers
+ * are closed and nghttp2 forgot it (or the session is deleted). A stream that
+ * finished cleanly is parked instead (s->spares, at most SPARES_MAX): its
+ * exchange stays open and idle, as an HTTP/1 keep-alive exchange, its arena
+ * block back with the worker, until a new stream takes it or the connection
+ * closes it.
  */
 #include "conn/h2server.h"
 
