@@ -541,8 +541,30 @@ static nghttp2_nv nv(struct mg_slice name, struct mg_slice value)
 
 /* Field names are lower case in HTTP/2 (RFC 9113 section 8.2.1): a copy
  * only for a name that is not. */
+/* The lower-case spelling of names origins commonly send capitalized
+ * ("Server", "Date", "Content-Type"), or a slice with no pointer. */
+static struct mg_slice common_name(struct mg_slice n)
+{
+    static const struct mg_slice none = {NULL, 0};
+    switch (n.len) {
+    case 4:
+        return MG_NAME_IS(n, "date") ? MG_SLICE_LIT("date") : none;
+    case 6:
+        return MG_NAME_IS(n, "server") ? MG_SLICE_LIT("server") : none;
+    case 12:
+        return MG_NAME_IS(n, "content-type") ? MG_SLICE_LIT("content-type") : none;
+    case 13:
+        return MG_NAME_IS(n, "cache-control") ? MG_SLICE_LIT("cache-control") : none;
+    default:
+        return none;
+    }
+}
+
 static struct mg_slice lower(struct mg_exchange *x, struct mg_slice n)
 {
+    struct mg_slice known = common_name(n);
+    if (known.p)
+        return known;
     size_t i = 0;
     while (i < n.len && !(n.p[i] >= 'A' && n.p[i] <= 'Z'))
         i++;
