@@ -18,6 +18,13 @@
 #include "worker.h"
 
 #define CTL_SIZE (64 * 1024) /* frames nghttp2 serializes itself (s->ctl) */
+/* DATA payloads up to this size are copied into ctl: one iovec with the
+ * frames around them, and no pin of the upstream's buffer in the write. */
+#define COPY_MAX 1024
+/* Finished streams kept per session with their exchange open (no arena
+ * block), for the next streams: no calloc, no timer init/close per stream. */
+#define SPARES_MAX      16
+#define FREE_PIECES_MAX 32
 
 struct mg_h2piece {
     struct mg_h2piece *next;
@@ -33,8 +40,11 @@ struct mg_h2s;
 struct mg_h2stream {
     struct mg_exchange x; /* first: an exchange pointer is a stream pointer */
     struct mg_h2s *s;
-    struct mg_h2stream *next, *prev; /* the connection's streams */
+    struct mg_h2stream *next, *prev; /* the connection's streams (spares too) */
+    struct mg_h2stream *spare_next;  /* on s->spares */
+    /* Per stream: everything from here is zeroed when a stream starts. */
     struct mg_h2stream *wake_next;
+    bool spare; /* finished, its exchange idle: waits on s->spares for a next stream */
     int32_t id;
     bool woken;
     bool x_open;       /* the exchange's timers are not closed yet */
@@ -52,7 +62,7 @@ struct mg_h2stream {
     bool bodyless;     /* the response head ends the stream */
     nghttp2_nv *nva;   /* a response head not submitted yet */
     size_t nvlen;
-    struct mg_h2piece *out, *out_tail, *spare;
+    struct mg_h2piece *out, *out_tail;
     size_t out_bytes;
     /* The request head, gathered by the header callbacks (arena copies). */
     struct mg_slice method, scheme, path;
@@ -78,15 +88,25 @@ struct mg_h2s {
     bool goaway;   /* GOAWAY queued (drain, idle): no new stream will come */
     bool calm;     /* the client passed max_resets_per_second */
     bool later_on; /* `later` is started */
+    bool dirty;    /* frames may wait to be serialized: `turn` pumps */
+    bool turn_on;  /* `turn` is started */
     struct mg_h2stream *streams, *wake;
-    unsigned nx;                /* streams whose exchange is open */
+    struct mg_h2stream *spares; /* finished streams to reuse (spare_next) */
+    struct mg_h2stream *hdr_st; /* the stream whose header block is arriving */
+    unsigned nx;                /* streams whose exchange is open (not spares) */
+    unsigned nspares, nfree_pieces;
     struct mg_h2piece *release; /* sent pieces whose pins wait for `later` */
+    struct mg_h2piece *free_pieces;
     char *ctl;
     size_t ctl_len;
+    size_t ctl_run; /* ctl[ctl_run..ctl_len) is not in the write queue yet */
     uint64_t idle_since_ms;
     uint64_t reset_window_ms;
     uint32_t resets;
     uv_idle_t later;
+    /* End of the loop turn (after every read of this turn): the streams made
+     * ready in it leave in one write per connection. */
+    uv_check_t turn;
 };
 
 static inline struct mg_h2stream *of_x(struct mg_exchange *x)
@@ -107,6 +127,7 @@ static inline const struct mg_client_conf *client_conf(struct mg_h2s *s)
 /* h2server.c: the connection. */
 void mg_h2_pump(struct mg_h2s *s);  /* serializes frames, writes them */
 void mg_h2_defer(struct mg_h2s *s); /* runs `later` at the loop's next turn */
+void mg_h2_dirty(struct mg_h2s *s); /* pumps at the end of this loop turn */
 void mg_h2_unwake(struct mg_h2stream *st);
 
 /* h2stream.c: streams, request and response translation, the data provider. */
@@ -116,6 +137,8 @@ void mg_h2_maybe_free_stream(struct mg_h2stream *st);
 void mg_h2_close_stream(struct mg_exchange *x);
 void mg_h2_drop_out(struct mg_h2stream *st);
 void mg_h2_release_pieces(struct mg_h2s *s);
+void mg_h2_free_pieces(struct mg_h2s *s);
+void mg_h2_ctl_commit(struct mg_h2s *s);
 int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                     void *data);

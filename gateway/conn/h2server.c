@@ -7,10 +7,13 @@
  * Reentrancy: nghttp2's callbacks only record what happened on a stream and
  * put it on the connection's wake list; exchanges run from the codec's own
  * handlers after nghttp2 returned (service), or from their own events, where
- * a flush only serializes frames (mg_h2_pump) and never runs another exchange.
- * Work that must not happen inside an exchange's step (running woken streams,
- * dropping the pins of sent body pieces, whose release may wake an upstream
- * connection's owner) waits for `later`, an idle handle run by the loop.
+ * a flush only submits and marks the session (mg_h2_dirty): `turn`, a check
+ * handle run at the end of the loop turn, serializes and writes once for all
+ * the streams made ready in that turn (one write per connection per turn,
+ * not per stream). Work that must not happen inside an exchange's step
+ * (running woken streams, dropping the pins of sent body pieces, whose
+ * release may wake an upstream connection's owner) waits for service's loop,
+ * `turn`, or `later`, an idle handle run at the loop's next turn.
  *
  * Request bodies: DATA is copied into the stream's own buffer (at most one
  * window of it) and handed to the exchange pinned by that buffer; the window
@@ -18,14 +21,19 @@
  * bytes any more, i.e. the upstream took them: flow control is the
  * backpressure. Responses: body pieces point into the upstream's read buffer
  * (held by a pin while queued) and leave as DATA frames without a copy
- * (NGHTTP2_DATA_FLAG_NO_COPY); a stream without bytes to send defers its
- * data provider until the next piece (nghttp2_session_resume_data). Frames
- * nghttp2 serializes itself go through `ctl`, a buffer reused once the write
- * queue is idle.
+ * (NGHTTP2_DATA_FLAG_NO_COPY), except payloads up to COPY_MAX, copied
+ * into `ctl` next to their frame header; a stream without bytes to send
+ * defers its data provider until the next piece (nghttp2_session_resume_data).
+ * Frames nghttp2 serializes itself go through `ctl`, a buffer reused once
+ * the write queue is idle, and join the queue as one iovec per run.
  *
  * Memory: struct mg_h2s (malloc, c->codec) lives from the take-over to the
- * connection's on_free; a stream (malloc) until both its exchange's timers
- * are closed and nghttp2 forgot it (or the session is deleted).
+ * connection's on_free; a stream (calloc) until both its exchange's timers
+ * are closed and nghttp2 forgot it (or the session is deleted). A stream that
+ * finished cleanly is parked instead (s->spares, at most SPARES_MAX): its
+ * exchange stays open and idle, as an HTTP/1 keep-alive exchange, its arena
+ * block back with the worker, until a new stream takes it or the connection
+ * closes it.
  */
 #include "conn/h2server.h"
 
@@ -76,6 +84,7 @@ void mg_h2_unwake(struct mg_h2stream *st)
 }
 
 static void on_later(uv_idle_t *h);
+static void on_turn(uv_check_t *h);
 
 /* Runs what waits for a quiet moment at the loop's next turn. */
 void mg_h2_defer(struct mg_h2s *s)
@@ -84,6 +93,17 @@ void mg_h2_defer(struct mg_h2s *s)
         return;
     s->later_on = true;
     uv_idle_start(&s->later, on_later);
+}
+
+/* Frames to send: serialized and written at the end of this loop turn, once
+ * for all the streams made ready in it (service pumps itself). */
+void mg_h2_dirty(struct mg_h2s *s)
+{
+    s->dirty = true;
+    if (s->turn_on || s->servicing || s->c->closing)
+        return;
+    s->turn_on = true;
+    uv_check_start(&s->turn, on_turn);
 }
 
 /* ---------------------------------------------- nghttp2: what arrives */
@@ -95,6 +115,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
         return 0;
     struct mg_h2stream *st = mg_h2_new_stream(s, frame->hd.stream_id);
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, st);
+    s->hdr_st = st; /* the header callbacks that follow are its */
     return 0;
 }
 
@@ -204,9 +225,10 @@ void mg_h2_pump(struct mg_h2s *s)
     struct mg_conn *c = s->c;
     if (s->in_ng || c->closing)
         return;
+    s->dirty = false;
     for (int round = 0; round < 64; round++) {
         if (mg_wq_idle(&c->out))
-            s->ctl_len = 0;
+            s->ctl_len = s->ctl_run = 0;
         size_t before = s->ctl_len;
         s->in_ng = true;
         int rv = nghttp2_session_send(s->ng);
@@ -216,7 +238,9 @@ void mg_h2_pump(struct mg_h2s *s)
             mg_conn_close(c);
             return;
         }
-        bool full = s->ctl_len + 9 > CTL_SIZE;
+        /* Full: a DATA frame whose payload is copied may not have fitted. */
+        bool full = s->ctl_len + 9 + COPY_MAX > CTL_SIZE;
+        mg_h2_ctl_commit(s);
         mg_conn_flush(c);
         if (c->closing)
             return;
@@ -256,12 +280,14 @@ static void service(struct mg_h2s *s)
             count(s, MG_H2R_RAPID_RESET);
         }
         mg_h2_pump(s);
-        if (!s->wake && !s->release)
+        /* What was sent is in the kernel or pinned by the write queue. */
+        mg_h2_release_pieces(s);
+        if (!s->wake && !s->release && !s->dirty)
             break;
         run_wakes(s);
     }
     s->servicing = false;
-    if (!s->c->closing && (s->wake || s->release))
+    if (!s->c->closing && (s->wake || s->release || s->dirty))
         mg_h2_defer(s);
 }
 
@@ -270,6 +296,15 @@ static void on_later(uv_idle_t *h)
     struct mg_h2s *s = h->data;
     uv_idle_stop(h);
     s->later_on = false;
+    if (!s->c->closing)
+        service(s);
+}
+
+static void on_turn(uv_check_t *h)
+{
+    struct mg_h2s *s = h->data;
+    uv_check_stop(h);
+    s->turn_on = false;
     if (!s->c->closing)
         service(s);
 }
@@ -382,13 +417,16 @@ static void h2_on_close(struct mg_conn *c)
         if (st->x_open && !st->x.closing) {
             mg_h2_drop_out(st);
             s->hooks->close(&st->x);
-            s->nx--;
+            if (!st->spare)
+                s->nx--;
         }
     }
     s->wake = NULL;
     if (s->started) {
         uv_idle_stop(&s->later);
         uv_close((uv_handle_t *)&s->later, on_later_closed);
+        uv_check_stop(&s->turn);
+        uv_close((uv_handle_t *)&s->turn, on_later_closed);
     }
 }
 
@@ -400,6 +438,7 @@ static void h2_on_free(struct mg_conn *c)
         mg_h2_free_stream(s->streams);
     }
     mg_h2_release_pieces(s);
+    mg_h2_free_pieces(s);
     if (s->ng)
         nghttp2_session_del(s->ng);
     free(s->ctl);
@@ -470,6 +509,9 @@ static int make_session(struct mg_h2s *s)
         {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, (uint32_t)h->max_frame_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)client_conf(s)->max_header_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        /* RFC 9218: no RFC 7540 dependency tree to keep per stream (the
+         * gateway never weighs one stream against another). */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
     if (rv == 0) {
@@ -493,7 +535,9 @@ static void start(struct mg_h2s *s)
         mg_fatal("out of memory (h2)");
     uv_idle_init(&c->w->loop, &s->later);
     s->later.data = s;
-    c->handles_open++;
+    uv_check_init(&c->w->loop, &s->turn);
+    s->turn.data = s;
+    c->handles_open += 2;
     mg_conn_take_over(c, &h2_ops, s);
     s->idle_since_ms = now_ms(s);
     if (make_session(s) != 0) {

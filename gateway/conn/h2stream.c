@@ -33,35 +33,68 @@ static void unpin(struct mg_rbuf *b)
         b->on_unpinned(b);
 }
 
+static struct mg_h2piece *piece_new(struct mg_h2s *s)
+{
+    struct mg_h2piece *p = s->free_pieces;
+    if (p) {
+        s->free_pieces = p->next;
+        s->nfree_pieces--;
+    } else if (!(p = malloc(sizeof *p))) {
+        mg_fatal("out of memory (h2 piece)");
+    }
+    return p;
+}
+
+static void piece_free(struct mg_h2s *s, struct mg_h2piece *p)
+{
+    if (s->nfree_pieces >= FREE_PIECES_MAX) {
+        free(p);
+        return;
+    }
+    p->next = s->free_pieces;
+    s->free_pieces = p;
+    s->nfree_pieces++;
+}
+
+void mg_h2_free_pieces(struct mg_h2s *s)
+{
+    while (s->free_pieces) {
+        struct mg_h2piece *p = s->free_pieces;
+        s->free_pieces = p->next;
+        free(p);
+    }
+    s->nfree_pieces = 0;
+}
+
 void mg_h2_release_pieces(struct mg_h2s *s)
 {
     while (s->release) {
         struct mg_h2piece *p = s->release;
         s->release = p->next;
         unpin(p->pin);
-        free(p);
+        piece_free(s, p);
     }
 }
 
-/* A piece leaves the stream: its pin is dropped later, outside any step. */
+/* A piece leaves the stream: its pin is dropped later, outside any step
+ * (service's loop, or `later`). */
 static void retire(struct mg_h2s *s, struct mg_h2piece *p)
 {
     if (!p->pin) {
-        free(p);
+        piece_free(s, p);
         return;
     }
     p->next = s->release;
     s->release = p;
-    mg_h2_defer(s);
+    if (!s->servicing)
+        mg_h2_defer(s);
 }
 
 static void queue_piece(struct mg_h2stream *st, const char *p, size_t len, struct mg_rbuf *pin)
 {
     if (len == 0)
         return;
-    struct mg_h2piece *pc = malloc(sizeof *pc);
-    if (!pc)
-        mg_fatal("out of memory (h2 piece)");
+    struct mg_h2piece *pc = piece_new(st->s);
     *pc = (struct mg_h2piece){NULL, p, len, pin};
     if (pin)
         pin->pins++;
@@ -89,9 +122,25 @@ void mg_h2_drop_out(struct mg_h2stream *st)
 
 /* ------------------------------------------------------------ streams */
 
+static void unspare(struct mg_h2stream *st)
+{
+    struct mg_h2s *s = st->s;
+    for (struct mg_h2stream **p = &s->spares; *p; p = &(*p)->spare_next)
+        if (*p == st) {
+            *p = st->spare_next;
+            s->nspares--;
+            break;
+        }
+    st->spare = false;
+}
+
 void mg_h2_free_stream(struct mg_h2stream *st)
 {
     struct mg_h2s *s = st->s;
+    if (st->spare)
+        unspare(st);
+    if (s->hdr_st == st)
+        s->hdr_st = NULL;
     mg_h2_unwake(st);
     mg_h2_drop_out(st);
     if (st->prev)
@@ -169,19 +218,36 @@ static void on_body_unpinned(struct mg_rbuf *b)
 
 static const struct mg_downstream_ops down_ops;
 
-struct mg_h2stream *mg_h2_new_stream(struct mg_h2s *s, int32_t id)
+/* A stream starts: its per-stream part is zero (calloc, or park), its
+ * exchange idle. */
+static void stream_begin(struct mg_h2s *s, struct mg_h2stream *st, int32_t id)
 {
-    struct mg_h2stream *st = calloc(1, sizeof *st);
-    if (!st)
-        mg_fatal("out of memory (h2 stream)");
-    struct mg_conn *c = s->c;
-    st->s = s;
+    st->spare = false;
     st->id = id;
     st->x_open = st->ng_open = true;
     st->in.on_unpinned = on_body_unpinned;
     st->last_in_ms = st->last_out_ms = now_ms(s);
-    s->hooks->init(&st->x, c->w, &down_ops, c->client_ip, on_x_closed);
     mg_fields_init(&st->x.arena, &st->x.req_hdrs);
+    if (s->nx++ == 0)
+        mg_conn_set_active(s->c, true);
+}
+
+struct mg_h2stream *mg_h2_new_stream(struct mg_h2s *s, int32_t id)
+{
+    struct mg_h2stream *st = s->spares;
+    if (st) {
+        s->spares = st->spare_next;
+        s->nspares--;
+        st->spare_next = NULL;
+        stream_begin(s, st, id);
+        return st;
+    }
+    /* calloc: the exchange's per-request part starts zeroed (as reset leaves it). */
+    if (!(st = calloc(1, sizeof *st)))
+        mg_fatal("out of memory (h2 stream)");
+    struct mg_conn *c = s->c;
+    st->s = s;
+    s->hooks->init(&st->x, c->w, &down_ops, c->client_ip, on_x_closed);
     c->handles_open++;
     st->x.secure = mg_conn_secure(c);
     st->x.h2 = true;
@@ -190,9 +256,35 @@ struct mg_h2stream *mg_h2_new_stream(struct mg_h2s *s, int32_t id)
     if (s->streams)
         s->streams->prev = st;
     s->streams = st;
-    if (s->nx++ == 0)
-        mg_conn_set_active(c, true);
+    stream_begin(s, st, id);
     return st;
+}
+
+/* A stream whose exchange finished cleanly (reset, idle) and that nghttp2
+ * forgot waits for the session's next stream, its exchange open. */
+static bool park(struct mg_h2stream *st)
+{
+    struct mg_h2s *s = st->s;
+    if (st->ng_open || st->in.pins || st->out || st->x.closing || s->c->closing ||
+        s->nspares >= SPARES_MAX)
+        return false;
+    mg_h2_unwake(st);
+    if (s->hdr_st == st)
+        s->hdr_st = NULL;
+    free(st->in.buf);
+    size_t from = offsetof(struct mg_h2stream, wake_next);
+    memset((char *)st + from, 0, sizeof *st - from); /* no request: has_request is false */
+    st->x_open = true;                               /* closed with the connection */
+    mg_arena_shed(&st->x.arena); /* the block goes back to the worker while it waits */
+    st->spare = true;
+    st->spare_next = s->spares;
+    s->spares = st;
+    s->nspares++;
+    if (--s->nx == 0) {
+        mg_conn_set_active(s->c, false);
+        s->idle_since_ms = now_ms(s);
+    }
+    return true;
 }
 
 /* ------------------------------------------------------------ the request */
@@ -219,7 +311,10 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                     void *user)
 {
-    struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    struct mg_h2s *s = user;
+    struct mg_h2stream *st = s->hdr_st;
+    if (!st || st->id != frame->hd.stream_id)
+        st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (!st || st->headers_done || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers: dropped (the upstream request is not chunked with them) */
     struct mg_exchange *x = &st->x;
@@ -251,8 +346,13 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
                         valuelen, SIZE_MAX);
         return 0;
     }
-    struct mg_slice nn = {copy(x, name, namelen), namelen};
-    struct mg_slice vv = {copy(x, value, valuelen), valuelen};
+    char *o = mg_arena_alloc(&x->arena, namelen + valuelen + 2); /* name\0value\0 */
+    memcpy(o, name, namelen);
+    o[namelen] = '\0';
+    memcpy(o + namelen + 1, value, valuelen);
+    o[namelen + 1 + valuelen] = '\0';
+    struct mg_slice nn = {o, namelen};
+    struct mg_slice vv = {o + namelen + 1, valuelen};
     if (add_field(x, nn, vv) < 0)
         x->error = MG_ERR_HEADER_TOO_LARGE;
     return 0;
@@ -268,31 +368,75 @@ static int method_of(struct mg_slice m)
     return -1;
 }
 
-/* The fields the gateway acts on, as the HTTP/1 codec finds them. */
-static void find_fields(struct mg_exchange *x)
+static void content_length(struct mg_exchange *x, struct mg_header *f)
 {
+    f->flags |= MG_HDR_HOP; /* the gateway writes its own framing */
+    uint64_t v = 0;
+    for (size_t k = 0; k < f->value.len; k++)
+        v = v * 10 + (uint64_t)(f->value.p[k] - '0'); /* digits: nghttp2 checked */
+    x->req_has_length = true;
+    x->req_content_length = v;
+}
+
+/* The fields the gateway acts on, as the HTTP/1 codec finds them, and the
+ * hop-by-hop ones (mg_headers_mark_hop_by_hop's fixed set: nghttp2 already
+ * refused a request with a connection-specific field or a TE other than
+ * "trailers", so no Connection field names others). Dispatched on length:
+ * most names are none of these. Returns whether a Connection field came
+ * anyway (then the general marking runs). */
+static bool find_fields(struct mg_exchange *x)
+{
+    bool connection = false;
     x->host_idx = x->rid_idx = -1;
     for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
         struct mg_header *f = &x->req_hdrs.v[i];
-        if (MG_NAME_IS(f->name, "host"))
-            x->host_idx = (int)i;
-        else if (MG_NAME_IS(f->name, "x-request-id"))
-            x->rid_idx = (int)i;
-        else if (MG_NAME_IS(f->name, "x-forwarded-host") ||
-                 MG_NAME_IS(f->name, "x-forwarded-proto"))
-            f->flags |= MG_HDR_HOP;
-        else if (MG_NAME_IS(f->name, "expect")) {
-            x->req_expect_continue = mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"));
-            f->flags |= MG_HDR_HOP;
-        } else if (MG_NAME_IS(f->name, "content-length")) {
-            f->flags |= MG_HDR_HOP; /* the gateway writes its own framing */
-            uint64_t v = 0;
-            for (size_t k = 0; k < f->value.len; k++)
-                v = v * 10 + (uint64_t)(f->value.p[k] - '0'); /* digits: nghttp2 checked */
-            x->req_has_length = true;
-            x->req_content_length = v;
+        struct mg_slice n = f->name;
+        switch (n.len) {
+        case 2:
+            if (MG_NAME_IS(n, "te"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        case 4:
+            if (MG_NAME_IS(n, "host"))
+                x->host_idx = (int)i;
+            break;
+        case 6:
+            if (MG_NAME_IS(n, "expect")) {
+                x->req_expect_continue = mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"));
+                f->flags |= MG_HDR_HOP;
+            }
+            break;
+        case 7:
+            if (MG_NAME_IS(n, "trailer") || MG_NAME_IS(n, "upgrade"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        case 10:
+            if (MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive")) {
+                f->flags |= MG_HDR_HOP;
+                connection = true;
+            }
+            break;
+        case 12:
+            if (MG_NAME_IS(n, "x-request-id"))
+                x->rid_idx = (int)i;
+            break;
+        case 14:
+            if (MG_NAME_IS(n, "content-length"))
+                content_length(x, f);
+            break;
+        case 16:
+            if (MG_NAME_IS(n, "x-forwarded-host") || MG_NAME_IS(n, "proxy-connection"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        case 17:
+            if (MG_NAME_IS(n, "x-forwarded-proto") || MG_NAME_IS(n, "transfer-encoding"))
+                f->flags |= MG_HDR_HOP;
+            break;
+        default:
+            break;
         }
     }
+    return connection;
 }
 
 static enum mg_error inspect(struct mg_h2stream *st)
@@ -308,7 +452,7 @@ static enum mg_error inspect(struct mg_h2stream *st)
     if (x->method == HTTP_CONNECT)
         return MG_ERR_NOT_IMPLEMENTED; /* no tunnels over h2 (nor extended CONNECT) */
     x->url = st->path;
-    find_fields(x);
+    bool connection = find_fields(x);
     if (x->authority.len && !mg_http_host_valid(x->authority))
         return MG_ERR_BAD_REQUEST;
     if (!x->authority.len &&
@@ -320,7 +464,8 @@ static enum mg_error inspect(struct mg_h2stream *st)
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
     if (!mg_http_path_safe(x->path))
         return MG_ERR_BAD_REQUEST;
-    mg_headers_mark_hop_by_hop(&x->req_hdrs);
+    if (connection)
+        mg_headers_mark_hop_by_hop(&x->req_hdrs);
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;
     if (x->req_has_length && x->req_content_length > x->rt->cfg->client.max_body_size)
@@ -382,17 +527,52 @@ static struct mg_slice read_raw(struct mg_exchange *x, struct mg_rbuf **pin)
 
 /* ------------------------------------------------------------ responses */
 
+/* nghttp2 keeps the pointers instead of copying: names and values are the
+ * exchange's (arena, response head, request id) or static, and outlive the
+ * HEADERS frame: the arena is reset only once the stream's last frame went
+ * out (drained), or after nghttp2 closed the stream, whose queued HEADERS it
+ * then drops unread; a closed exchange keeps its arena until the stream is
+ * freed, after nghttp2 forgot it. Names must be lower case already. */
 static nghttp2_nv nv(struct mg_slice name, struct mg_slice value)
 {
     return (nghttp2_nv){(uint8_t *)name.p, (uint8_t *)value.p, name.len, value.len,
-                        NGHTTP2_NV_FLAG_NONE};
+                        NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
 }
 
-/* Field names are lower case in HTTP/2 (RFC 9113 section 8.2.1). */
+/* Field names are lower case in HTTP/2 (RFC 9113 section 8.2.1): a copy
+ * only for a name that is not. */
+/* The lower-case spelling of names origins commonly send capitalized
+ * ("Server", "Date", "Content-Type"), or a slice with no pointer. */
+static struct mg_slice common_name(struct mg_slice n)
+{
+    static const struct mg_slice none = {NULL, 0};
+    switch (n.len) {
+    case 4:
+        return MG_NAME_IS(n, "date") ? MG_SLICE_LIT("date") : none;
+    case 6:
+        return MG_NAME_IS(n, "server") ? MG_SLICE_LIT("server") : none;
+    case 12:
+        return MG_NAME_IS(n, "content-type") ? MG_SLICE_LIT("content-type") : none;
+    case 13:
+        return MG_NAME_IS(n, "cache-control") ? MG_SLICE_LIT("cache-control") : none;
+    default:
+        return none;
+    }
+}
+
 static struct mg_slice lower(struct mg_exchange *x, struct mg_slice n)
 {
+    struct mg_slice known = common_name(n);
+    if (known.p)
+        return known;
+    size_t i = 0;
+    while (i < n.len && !(n.p[i] >= 'A' && n.p[i] <= 'Z'))
+        i++;
+    if (i == n.len)
+        return n;
     char *o = mg_arena_alloc(&x->arena, n.len + 1);
-    for (size_t i = 0; i < n.len; i++)
+    memcpy(o, n.p, i);
+    for (; i < n.len; i++)
         o[i] = (n.p[i] >= 'A' && n.p[i] <= 'Z') ? (char)(n.p[i] + 32) : n.p[i];
     o[n.len] = '\0';
     return (struct mg_slice){o, n.len};
@@ -408,10 +588,22 @@ static struct mg_slice dec(struct mg_exchange *x, uint64_t v)
  * section 8.2.2), nor a framing field the gateway did not decide. */
 static bool never_sent(struct mg_slice n)
 {
-    return MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive") ||
-           MG_NAME_IS(n, "proxy-connection") || MG_NAME_IS(n, "transfer-encoding") ||
-           MG_NAME_IS(n, "upgrade") || MG_NAME_IS(n, "te") || MG_NAME_IS(n, "trailer") ||
-           MG_NAME_IS(n, "content-length");
+    switch (n.len) { /* most names are none of these: one comparison */
+    case 2:
+        return MG_NAME_IS(n, "te");
+    case 7:
+        return MG_NAME_IS(n, "upgrade") || MG_NAME_IS(n, "trailer");
+    case 10:
+        return MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive");
+    case 14:
+        return MG_NAME_IS(n, "content-length");
+    case 16:
+        return MG_NAME_IS(n, "proxy-connection");
+    case 17:
+        return MG_NAME_IS(n, "transfer-encoding");
+    default:
+        return false;
+    }
 }
 
 struct head_builder {
@@ -442,7 +634,7 @@ static void head_add(struct mg_exchange *x, struct head_builder *h, struct mg_sl
         return;
     h->v[h->n] = nv(lower(x, name), value);
     if (unique_per_response(name))
-        h->v[h->n].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+        h->v[h->n].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
     h->n++;
 }
 
@@ -637,27 +829,41 @@ static char *ctl_room(struct mg_h2s *s, size_t len)
     return o;
 }
 
+/* The bytes of ctl[ctl_run..) join the write queue as one piece. */
+void mg_h2_ctl_commit(struct mg_h2s *s)
+{
+    if (s->ctl_len > s->ctl_run)
+        mg_wq_add(&s->c->out, s->ctl + s->ctl_run, s->ctl_len - s->ctl_run, NULL);
+    s->ctl_run = s->ctl_len;
+}
+
 int mg_h2_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
                     size_t length, nghttp2_data_source *src, void *user)
 {
     struct mg_h2s *s = user;
     struct mg_h2stream *st = src->ptr;
-    char *hd = ctl_room(s, 9);
+    bool copy = length <= COPY_MAX;
+    char *hd = ctl_room(s, 9 + (copy ? length : 0));
     if (!hd)
         return NGHTTP2_ERR_WOULDBLOCK;
     memcpy(hd, framehd, 9);
-    mg_wq_add(&s->c->out, hd, 9, NULL);
+    char *to = hd + 9;
+    if (!copy)
+        mg_h2_ctl_commit(s);
     while (length) {
         struct mg_h2piece *p = st->out;
         size_t n = p->len < length ? p->len : length;
-        mg_wq_add(&s->c->out, p->p, n, p->pin);
+        if (copy) {
+            memcpy(to, p->p, n);
+            to += n;
+        } else {
+            mg_wq_add(&s->c->out, p->p, n, p->pin);
+        }
         length -= n;
         st->out_bytes -= n;
         if (n < p->len) {
             /* The rest stays ours: a second piece on the same pin for what went. */
-            struct mg_h2piece *sent = malloc(sizeof *sent);
-            if (!sent)
-                mg_fatal("out of memory (h2 piece)");
+            struct mg_h2piece *sent = piece_new(s);
             *sent = (struct mg_h2piece){NULL, p->p, n, p->pin};
             if (p->pin)
                 p->pin->pins++;
@@ -683,9 +889,7 @@ ssize_t mg_h2_send_cb(nghttp2_session *ng, const uint8_t *data, size_t length, i
     if (room == 0)
         return NGHTTP2_ERR_WOULDBLOCK;
     size_t n = length < room ? length : room;
-    char *o = ctl_room(s, n);
-    memcpy(o, data, n);
-    mg_wq_add(&s->c->out, o, n, NULL);
+    memcpy(ctl_room(s, n), data, n); /* joins the queue with its neighbours (ctl_commit) */
     return (ssize_t)n;
 }
 
@@ -717,9 +921,9 @@ static bool flush(struct mg_exchange *x)
         st->deferred = false;
         nghttp2_session_resume_data(s->ng, st->id);
     }
-    mg_h2_pump(s);
-    if (s->wake)
-        mg_h2_defer(s);
+    /* Serialized and written at the end of the loop turn, with the frames of
+     * every other stream made ready in it. */
+    mg_h2_dirty(s);
     return !before && st->done_out;
 }
 
@@ -736,7 +940,7 @@ static bool drained(struct mg_exchange *x)
 static bool client_eof(struct mg_exchange *x)
 {
     struct mg_h2stream *st = of_x(x);
-    return st->reset_in || st->s->c->eof;
+    return !st->spare && (st->reset_in || st->s->c->eof);
 }
 
 static bool unpinned(struct mg_exchange *x)
@@ -754,6 +958,8 @@ static void idle(struct mg_exchange *x)
 {
     struct mg_h2stream *st = of_x(x);
     struct mg_h2s *s = st->s;
+    if (park(st))
+        return;
     if (st->ng_open && !st->end_in && !s->c->closing) /* RFC 9113 section 8.1 */
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     end_exchange(st);
