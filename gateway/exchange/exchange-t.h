@@ -92,6 +92,11 @@ struct mg_attempt {
     bool try_cut;    /* the armed timer is what is left of timeouts.per_try */
     llhttp_t parser; /* response heads (upstream/h1client.c) */
     struct mg_headscan scan;
+    /* This try's response head as it arrives, in the exchange's arena: a
+     * hedge and the first try may each have part of a head at once, so each
+     * gathers its own; the complete one becomes x->resp_head. */
+    char *head;
+    size_t headlen, headcap;
     struct mg_body body; /* response body framing, decoded by the gateway */
 };
 

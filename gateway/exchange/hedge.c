@@ -206,12 +206,9 @@ bool mg_hedge_take_over(struct mg_exchange *x)
     }
     mg_info("first try to %s failed: the hedge to %s takes over (request_id %s)",
             x->att.target->conf->address.text, h->target->conf->address.text, x->request_id);
-    /* Only the hedge's part of a head may stay in x->resp_head: the bytes it
-     * scanned so far, which came after whatever the first try left there. */
-    size_t keep = h->scan.size <= x->resp_headlen ? h->scan.size : 0;
-    if (keep)
-        memmove(x->resp_head, x->resp_head + x->resp_headlen - keep, keep);
-    x->resp_headlen = keep;
+    /* The hedge gathers its own head (a->head): nothing of the first try's
+     * may be taken for part of it. */
+    x->resp_headlen = 0;
     x->status = 0;
     adopt(x);
     count(x, MG_HEDGE_WON);

@@ -229,6 +229,7 @@ static void start(struct mg_attempt *a)
     struct mg_exchange *x = a->x;
     struct mg_upconn *u = a->up;
     mg_headscan_init(&a->scan, MG_MAX_RESPONSE_HEAD);
+    a->headlen = 0;
     a->head_done = a->closed = a->reusable = false;
     u->requests++;
     send_head(a);
@@ -336,10 +337,13 @@ static int closed_early(struct mg_attempt *a, struct mg_slice *d)
                                                 : uv_strerror(a->read_error));
 }
 
-/* Parses a whole head copied into x->resp_head. */
+/* Parses the whole head the try gathered, which becomes x->resp_head. */
 static int parse_head(struct mg_attempt *a, struct mg_slice *d)
 {
     struct mg_exchange *x = a->x;
+    x->resp_head = a->head;
+    x->resp_headlen = a->headlen;
+    x->resp_headcap = a->headcap;
     mg_fields_init(&x->arena, &x->resp_hdrs);
     x->reason = (struct mg_slice){NULL, 0};
     llhttp_init(&a->parser, HTTP_RESPONSE, &response_settings);
@@ -354,7 +358,7 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
          * whatever framing it claims (tests/fuzz: a 103 with Content-Length
          * carried a whole forged response). Its fields stay readable in the
          * arena until the next head is copied over them. */
-        x->resp_headlen = 0;
+        a->headlen = 0;
         mg_headers_mark_hop_by_hop(&x->resp_hdrs);
         mg_headscan_init(&a->scan, MG_MAX_RESPONSE_HEAD);
         return MG_RESP_INTERIM;
@@ -379,8 +383,8 @@ static int read_head(struct mg_attempt *a, struct mg_slice *d)
         mg_headscan_feed(&a->scan, in->buf + in->start, in->end - in->start, &used);
     if (r >= MG_HEADSCAN_BARE_CR)
         return fail_with(d, mg_headscan_result_text(r));
-    mg_arena_append(&x->arena, &x->resp_head, &x->resp_headlen, &x->resp_headcap,
-                    in->buf + in->start, used, MG_MAX_RESPONSE_HEAD + 4);
+    mg_arena_append(&x->arena, &a->head, &a->headlen, &a->headcap, in->buf + in->start, used,
+                    MG_MAX_RESPONSE_HEAD + 4);
     in->start += used;
     if (r == MG_HEADSCAN_MORE)
         return a->closed ? closed_early(a, d) : MG_RESP_MORE;

@@ -341,6 +341,25 @@ def test_hedge_loses_to_the_first_head(gateway, upstream):
     assert h["won"] + h["lost"] == 2 and h["cancelled"] == 0
 
 
+def test_hedge_wins_while_the_first_try_holds_half_a_head(gateway, upstream):
+    # The first try sends part of its head, then stalls; the hedge answers whole.
+    # Each try gathers its own head: the hedge's must not be appended to the
+    # first try's bytes (that made a malformed head and a 502).
+    def half_head(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 200 OK\r\nX-From: first\r\nContent-Le")
+        time.sleep(t(1.0))
+        conn.send(b"ngth: 5\r\n\r\nfirst")
+    first, hedge = upstream(half_head), upstream(slow_handler(0, b"hedge"))
+    gw = gateway(HEDGE, a=first, b=hedge, after=ms(0.1))
+    start = time.monotonic()
+    r = fetch(gw.port, "GET", "/half")
+    assert (r.status, r.body) == (200, b"hedge")
+    assert r.header("X-From") is None
+    assert time.monotonic() - start < t(0.8)
+    assert hedges(gw) == {"won": 1, "lost": 0, "cancelled": 0}
+
+
 def resets_first(delay, body):
     """Resets its first request after `delay`, answers the others."""
     done = []
