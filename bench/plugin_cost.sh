@@ -3,7 +3,8 @@
 # "Plugin API costs"): moongate under callgrind, one route, one keep-alive
 # connection (h2load --h1 -c 1), an nginx origin answering 200 itself;
 # per request = (I(N2) - I(N1)) / (N2 - N1), the bench/run.sh --instructions
-# method.  Usage: bench/plugin_cost.sh [ROW ...]  (rows: none empty cors jwt_hs256)
+# method.  Usage: bench/plugin_cost.sh [ROW ...]  (rows: none empty cors jwt_hs256
+#   rl_local rl_shared rl_redis; rl_redis starts its own redis-server)
 #   MOONGATE=path/to/moongate  BENCH_N1=200  BENCH_N2=1200
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -14,8 +15,10 @@ N2=${BENCH_N2:-1200}
 ROWS=${*:-none empty cors jwt_hs256}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moongate-plugincost.XXXXXX")
 ORIGIN_PID=
+REDIS_PID=
 cleanup() {
   if [[ -n $ORIGIN_PID ]]; then kill "$ORIGIN_PID" 2>/dev/null || true; fi
+  if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -35,6 +38,13 @@ sed -e "s|@TMP@|$TMP|g; s|@NAME@|origin|g; s|@PORT@|$UP|g; s|@MASTER_PROCESS@|of
 nginx -p "$TMP/" -c "$TMP/origin.conf" -e "$TMP/origin.error.log" &
 ORIGIN_PID=$!
 wait_port "$UP"
+if [[ " $ROWS " == *" rl_redis "* ]]; then
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_port "$REDIS_PORT"
+fi
 
 SECRET=bench-secret-0123456789
 TOKEN=$(/usr/bin/python3 - "$SECRET" <<'PY'
@@ -54,7 +64,18 @@ route_plugins() {
     empty) echo "    plugins: [{name: bench_empty}]" ;;
     cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
     jwt_hs256) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
+    # rate_limit never refuses here (a bucket of a million): the cost of taking a token
+    rl_local) echo "    plugins: [{name: rate_limit, config: {rate: 1000000}}]" ;;
+    rl_shared) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: shared}}]" ;;
+    rl_redis) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: redis}}]" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
+  esac
+}
+row_top() { # top-level config a row needs
+  case $1 in
+    rl_shared) echo "shared_dicts: {rate_limit: 1m}" ;;
+    rl_redis) echo "redis: {address: \"127.0.0.1:$REDIS_PORT\", timeout: 1s}" ;;
+    *) echo "" ;;
   esac
 }
 row_headers() {
@@ -74,7 +95,9 @@ run() { # run ROW N -> instructions of the whole process
 listen: ["127.0.0.1:$port"]
 workers: 1
 access_log: off
+pid_file: "$TMP/$row.pid"
 plugin_path: ["$TMP/plugins", "$ROOT/plugins"]
+$(row_top "$row")
 upstreams:
   origin:
     targets: [{address: "127.0.0.1:$UP"}]

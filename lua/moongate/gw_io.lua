@@ -4,6 +4,7 @@
 local coro = require("moongate.coro")
 local lio = require("moongate.lio")
 local shd = require("moongate.shdict")
+local ffi = require("ffi")
 
 local M = {}
 
@@ -154,11 +155,42 @@ function Dict:add(k, v, ttl) return shd.add(self[1], k, v, ttl) end
 function Dict:incr(k, by, init, ttl) return shd.incr(self[1], k, by, init, ttl) end
 function Dict:delete(k) return shd.delete(self[1], k) end
 function Dict:ttl(k) return shd.ttl(self[1], k) end
-function Dict:take(k, rate, burst) return shd.take(self[1], k, rate, burst) end
+
+-- take() is rate_limit's per-request call: an FFI call (gateway/lua/shdict.c,
+-- ffi_take) keeps the plugin's JIT trace going where a C function would stop it.
+ffi.cdef [[
+struct mg_ffi_shdict_api {
+    uint32_t size;
+    int (*take)(void *d, const char *k, size_t klen, double rate, double burst, double *out);
+};
+]]
+local SHD = ffi.cast("const struct mg_ffi_shdict_api *", shd.api)
+if SHD.size ~= ffi.sizeof("struct mg_ffi_shdict_api") then
+    error("moongate/gw_io.lua is out of step with gateway/lua/shdict.c (struct mg_ffi_shdict_api)", 0)
+end
+local take_out = ffi.new("double[4]")
+local RC_MSG = { [1] = "not found", [-1] = "no memory", [-2] = "exists", [-3] = "not a number" }
+
+function Dict:take(k, rate, burst)
+    local tk = type(k)
+    if tk == "number" then
+        k = tostring(k)
+    elseif tk ~= "string" then
+        error("shared dict: key must be a string or a number, got " .. tk, 2)
+    end
+    if #k == 0 then error("shared dict: key must not be empty", 2) end
+    if type(rate) ~= "number" or type(burst) ~= "number" or not (rate > 0 and rate < 1e12)
+        or not (burst >= 1 and burst < 1e12) then
+        error("shared dict: take needs rate > 0 and burst >= 1", 2)
+    end
+    local rc = SHD.take(self.ptr, k, #k, rate, burst, take_out)
+    if rc ~= 0 then return nil, RC_MSG[rc] end
+    return take_out[0] ~= 0, take_out[1], take_out[2], take_out[3]
+end
 
 local dicts = {}
 for name, i in pairs(shd.names()) do
-    dicts[name] = setmetatable({ i, name = name }, Dict)
+    dicts[name] = setmetatable({ i, name = name, ptr = ffi.cast("void *", shd.ptr(i)) }, Dict)
 end
 
 function M.install(gw)
