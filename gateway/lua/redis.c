@@ -552,8 +552,11 @@ int mg_lua_redis_sha1(lua_State *L)
     unsigned char md[SHA_DIGEST_LENGTH];
     char hex[2 * SHA_DIGEST_LENGTH + 1];
     SHA1((const unsigned char *)s, len, md);
-    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
+    }
     lua_pushlstring(L, hex, 2 * SHA_DIGEST_LENGTH);
     return 1;
 }

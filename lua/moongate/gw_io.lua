@@ -122,6 +122,19 @@ function redis:call(...)
     return coro.wait()
 end
 
+-- SHA-1s of the scripts seen (a plugin's script is one constant string), so a
+-- call does not hash it again; emptied beyond 256 scripts.
+local shas, nshas = {}, 0
+local function sha_of(script)
+    local sha = shas[script]
+    if sha == nil then
+        if nshas >= 256 then shas, nshas = {}, 0 end
+        sha = lio.sha1(script)
+        shas[script], nshas = sha, nshas + 1
+    end
+    return sha
+end
+
 function redis:eval(script, keys, args)
     if type(script) ~= "string" then
         error("bad argument #1 to gw.redis:eval (string expected, got " .. type(script) .. ")", 2)
@@ -131,7 +144,7 @@ function redis:eval(script, keys, args)
         error("gw.redis:eval: keys and args must be lists", 2)
     end
     coro.check("gw.redis:eval")
-    local argv = { "EVALSHA", lio.sha1(script), #keys }
+    local argv = { "EVALSHA", sha_of(script), #keys }
     for i = 1, #keys do argv[#argv + 1] = keys[i] end
     for i = 1, #args do argv[#argv + 1] = args[i] end
     local ok, err = lio.redis(unpack(argv))
