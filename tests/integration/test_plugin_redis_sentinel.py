@@ -3,6 +3,7 @@ calls go to the master the sentinels name, and after the master is killed and
 the sentinels fail over, to the new one. Real redis-server and redis-sentinel
 processes (sentinel_fixture.py), the real gateway binary."""
 
+import signal
 import time
 
 from conftest import PREAMBLE, fetch, t, wait_until
@@ -62,4 +63,16 @@ def test_gw_redis_follows_the_master_across_a_failover(gateway, upstream, tmp_pa
     v = int(hit(gw))
     assert v >= 4  # the replica's 2, then this gateway's INCRs on the new master
     assert cluster.server(new).cmd("GET", "sentinel-hits") == str(v).encode()
+    # a reload retires the VM with its sentinel connections; the new one finds the master
+    gw.signal(signal.SIGHUP)
+    assert wait_until(lambda: "config reloaded" in gw.log(), t(5))
+    assert hit(gw) == str(v + 1)
+    # no sentinel answers: a call fails within redis.timeout, nothing hangs
+    for s in cluster.sentinels:
+        s.kill()
+    gw.signal(signal.SIGHUP)  # a fresh VM: it must ask the (dead) sentinels
+    assert wait_until(lambda: gw.log().count("config reloaded") >= 2, t(5))
+    t0 = time.monotonic()
+    assert hit(gw).startswith("err:redis unavailable")
+    assert time.monotonic() - t0 < t(1.5)
     assert gw.alive()
