@@ -4,8 +4,16 @@
 # connection (h2load --h1 -c 1), an nginx origin answering 200 itself;
 # per request = (I(N2) - I(N1)) / (N2 - N1), the bench/run.sh --instructions
 # method.  Usage: bench/plugin_cost.sh [ROW ...]  (rows: none empty cors jwt_hs256
-#   rl_local rl_shared rl_redis; rl_redis starts its own redis-server)
+# jwt_hs256_nocache jwt_es256 jwt_es256_nocache; the jwt rows send one token
+# over and over, so with jwt_auth's token cache (default) they measure a hit,
+# and the _nocache rows (cache: 0) a full verify; jwt_miss_py and
+# jwt_nocache_py send N requests over one keep-alive connection from a Python
+# client, each with a different token (the cache's miss path: lookup, verify,
+# insert, evictions past 1024) and with cache: 0: their difference is what
+# the cache adds to a miss)
 #   MOONGATE=path/to/moongate  BENCH_N1=200  BENCH_N2=1200
+# Rows rl_local rl_shared rl_redis: rate_limit's policies (rl_redis starts its
+# own redis-server).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -58,16 +66,43 @@ print((h + b"." + p + b"." + s).decode())
 PY
 )
 
+# ES256: a P-256 key pair made here, the token signed by the openssl CLI
+openssl ecparam -name prime256v1 -genkey -noout -out "$TMP/ec.key" 2>/dev/null
+openssl ec -in "$TMP/ec.key" -pubout -out "$TMP/ec.pub" 2>/dev/null
+ES_TOKEN=$(/usr/bin/python3 - "$TMP/ec.key" <<'PY'
+import base64, json, subprocess, sys
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
+h = b(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+p = b(json.dumps({"sub": "user-42", "iss": "https://issuer.example", "aud": "api",
+                  "exp": 4102444800, "iat": 1700000000}).encode())
+der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[1]], input=h + b"." + p,
+                     capture_output=True, check=True).stdout
+# DER ECDSA-Sig-Value -> r || s, 32 bytes each
+def ints(d):
+    i, out = 2 + (d[1] & 0x80 and d[1] & 0x7f), []
+    while i < len(d):
+        n = d[i + 1]; out.append(int.from_bytes(d[i + 2:i + 2 + n], "big")); i += 2 + n
+    return out
+r, s = ints(der)
+print((h + b"." + p + b"." + b(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode())
+PY
+)
+
 route_plugins() {
   case $1 in
-    none) echo "" ;;
-    empty) echo "    plugins: [{name: bench_empty}]" ;;
-    cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
-    jwt_hs256) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
     # rate_limit never refuses here (a bucket of a million): the cost of taking a token
     rl_local) echo "    plugins: [{name: rate_limit, config: {rate: 1000000}}]" ;;
     rl_shared) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: shared}}]" ;;
     rl_redis) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: redis}}]" ;;
+    none) echo "" ;;
+    empty) echo "    plugins: [{name: bench_empty}]" ;;
+    cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
+    jwt_hs256) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
+    jwt_hs256_nocache) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
+    jwt_miss_py) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
+    jwt_nocache_py) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
+    jwt_es256) echo "    plugins: [{name: jwt_auth, config: {alg: [ES256], key_file: \"$TMP/ec.pub\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
+    jwt_es256_nocache) echo "    plugins: [{name: jwt_auth, config: {alg: [ES256], key_file: \"$TMP/ec.pub\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
   esac
 }
@@ -95,7 +130,7 @@ run() { # run ROW N -> instructions of the whole process
 listen: ["127.0.0.1:$port"]
 workers: 1
 access_log: off
-pid_file: "$TMP/$row.pid"
+pid_file: $TMP/$row-$n.pid
 plugin_path: ["$TMP/plugins", "$ROOT/plugins"]
 $(row_top "$row")
 upstreams:
@@ -115,10 +150,18 @@ YAML
   wait_port "$port" || { cat "$TMP/$row.log" >&2; exit 1; }
   local -a hdr
   read -r -a hdr <<<"$(row_headers "$row")"
-  if [[ $row == jwt_hs256 ]]; then hdr=(-H "authorization: Bearer $TOKEN"); fi
+  case $row in
+    jwt_hs256*) hdr=(-H "authorization: Bearer $TOKEN") ;;
+    jwt_es256*) hdr=(-H "authorization: Bearer $ES_TOKEN") ;;
+  esac
   local h
-  h=$(h2load --h1 -n "$n" -c 1 -t 1 "${hdr[@]}" "http://127.0.0.1:$port/" 2>&1)
-  grep -q "status codes: $n 2xx" <<<"$h" || { echo "$row: not all 2xx: $h" >&2; exit 1; }
+  if [[ $row == *_py ]]; then
+    h=$(/usr/bin/python3 "$HERE/jwt_client.py" "$port" "$n" "$SECRET" 2>&1)
+    [[ $h == "ok $n" ]] || { echo "$row: $h" >&2; exit 1; }
+  else
+    h=$(h2load --h1 -n "$n" -c 1 -t 1 "${hdr[@]}" "http://127.0.0.1:$port/" 2>&1)
+    grep -q "status codes: $n 2xx" <<<"$h" || { echo "$row: not all 2xx: $h" >&2; exit 1; }
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
   awk '/^summary:/{print $2}' "$out"
