@@ -16,6 +16,8 @@
 #   the bridge alone cost)
 #   MOONGATE=path/to/moongate  BENCH_N1=200  BENCH_N2=1200  BENCH_REPEAT=2
 #   (each count is the smallest of BENCH_REPEAT runs, see least())
+#   rl_local rl_shared rl_redis: rate_limit's policies (rl_redis starts its
+#   own redis-server)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -25,8 +27,10 @@ N2=${BENCH_N2:-1200}
 ROWS=${*:-none empty cors jwt_hs256}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moongate-plugincost.XXXXXX")
 ORIGIN_PID=
+REDIS_PID=
 cleanup() {
   if [[ -n $ORIGIN_PID ]]; then kill "$ORIGIN_PID" 2>/dev/null || true; fi
+  if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -50,6 +54,13 @@ nginx -p "$TMP/" -c "$TMP/origin.conf" -e "$TMP/origin.error.log" &
 ORIGIN_PID=$!
 wait_port "$UP"
 wait_port "$UP3"
+if [[ " $ROWS " == *" rl_redis "* ]]; then
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_port "$REDIS_PORT"
+fi
 
 SECRET=bench-secret-0123456789
 TOKEN=$(/usr/bin/python3 - "$SECRET" <<'PY'
@@ -87,6 +98,10 @@ PY
 
 route_plugins() {
   case $1 in
+    # rate_limit never refuses here (a bucket of a million): the cost of taking a token
+    rl_local) echo "    plugins: [{name: rate_limit, config: {rate: 1000000}}]" ;;
+    rl_shared) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: shared}}]" ;;
+    rl_redis) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: redis}}]" ;;
     none) echo "" ;;
     empty) echo "    plugins: [{name: bench_empty}]" ;;
     cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
@@ -106,6 +121,13 @@ row_targets() {
   case $1 in
     rr | p2c_ewma | lua_first) echo "[{address: \"127.0.0.1:$UP\"}, {address: \"127.0.0.1:$UP2\"}, {address: \"127.0.0.1:$UP3\"}]" ;;
     *) echo "[{address: \"127.0.0.1:$UP\"}]" ;;
+  esac
+}
+row_top() { # top-level config a row needs
+  case $1 in
+    rl_shared) echo "shared_dicts: {rate_limit: 1m}" ;;
+    rl_redis) echo "redis: {address: \"127.0.0.1:$REDIS_PORT\", timeout: 1s}" ;;
+    *) echo "" ;;
   esac
 }
 row_headers() {
@@ -128,6 +150,7 @@ workers: 1
 access_log: off
 pid_file: $TMP/$row-$n.pid
 plugin_path: ["$TMP/plugins"]
+$(row_top "$row")
 upstreams:
   origin:
     targets: $(row_targets "$row")

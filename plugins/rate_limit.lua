@@ -179,7 +179,12 @@ function P.access(ctx, conf)
             allowed, tokens = nil, "redis: " .. tostring(err)
         end
     elseif conf._dict then
-        allowed, tokens, retry, full = conf._dict:take(ctx.route .. "\0" .. key, conf._rate, conf._burst)
+        local prefix = conf._prefix -- conf is per route entry: its route never changes
+        if prefix == nil then
+            prefix = ctx.route .. "\0"
+            conf._prefix = prefix
+        end
+        allowed, tokens, retry, full = conf._dict:take(prefix .. key, conf._rate, conf._burst)
     else
         allowed, tokens, retry, full = take_local(conf, key)
     end

@@ -27,8 +27,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
         redisAsyncHandleWrite(p->context);
 }
 
-static void poll_update(redisLibuvEvents *p)
+/* `was`: the events before the caller's change. hiredis re-adds READABLE
+ * after every write; restarting the poll with the same events would cost an
+ * epoll_ctl DEL now and an ADD at the next poll (libuv's uv_poll_start stops
+ * first), so an unchanged set on a running poll is left alone. */
+static void poll_update(redisLibuvEvents *p, int was)
 {
+    if (p->events == was && (was == 0) == !uv_is_active((uv_handle_t *)&p->handle))
+        return;
     if (p->events != 0)
         uv_poll_start(&p->handle, p->events, on_poll);
     else
@@ -38,33 +44,37 @@ static void poll_update(redisLibuvEvents *p)
 static void poll_add_read(void *privdata)
 {
     redisLibuvEvents *p = privdata;
+    int was = p->events;
 
     p->events |= UV_READABLE;
-    poll_update(p);
+    poll_update(p, was);
 }
 
 static void poll_del_read(void *privdata)
 {
     redisLibuvEvents *p = privdata;
+    int was = p->events;
 
     p->events &= ~UV_READABLE;
-    poll_update(p);
+    poll_update(p, was);
 }
 
 static void poll_add_write(void *privdata)
 {
     redisLibuvEvents *p = privdata;
+    int was = p->events;
 
     p->events |= UV_WRITABLE;
-    poll_update(p);
+    poll_update(p, was);
 }
 
 static void poll_del_write(void *privdata)
 {
     redisLibuvEvents *p = privdata;
+    int was = p->events;
 
     p->events &= ~UV_WRITABLE;
-    poll_update(p);
+    poll_update(p, was);
 }
 
 int mg_hiredis_attach(redisAsyncContext *ac, uv_loop_t *loop)

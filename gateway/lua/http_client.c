@@ -616,11 +616,13 @@ int mg_lua_http_start(lua_State *L)
     if (!h || !copy) {
         free(h);
         free(copy);
+        mg_lua_io_failed(vm, MG_LUA_IO_HTTP);
         return fail(L, "out of memory");
     }
     if (resolve(L, vm, kind, target, &ss, &def_ms, h, msg, sizeof msg) < 0) {
         free(h);
         free(copy);
+        mg_lua_io_failed(vm, MG_LUA_IO_HTTP);
         return fail(L, msg);
     }
     h->loop = loop;

@@ -27,12 +27,15 @@ static void on_plugin_done(void *data, unsigned plugin, enum mg_lua_phase phase,
 
 _Static_assert(MG_PLUGIN_IO_KINDS == MG_LUA_IO_KIND__COUNT &&
                    MG_PLUGIN_IO_RESULTS == MG_LUA_IO_RESULT__COUNT,
-               "moongate_plugin_io_total labels follow enum mg_lua_io_kind/result");
+               "moongate_plugin_io_* labels follow enum mg_lua_io_kind/result");
 
-static void on_io_done(void *data, enum mg_lua_io_kind kind, enum mg_lua_io_result result)
+static void on_io_done(void *data, int plugin, enum mg_lua_io_kind kind,
+                       enum mg_lua_io_result result, uint64_t wait_ns)
 {
     struct mg_lua_metrics *h = data;
-    mg_metrics_plugin_io(h->metrics, h->worker, (unsigned)kind, (unsigned)result);
+    if (plugin >= 0 && (size_t)plugin < h->n && h->index[plugin] >= 0)
+        mg_metrics_plugin_io(h->metrics, h->worker, h->index[plugin], (unsigned)kind,
+                             (unsigned)result, wait_ns);
 }
 
 struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,

@@ -201,23 +201,38 @@ static int l_ttl(lua_State *L)
 
 /* take(i, key, rate_per_s, burst) -> allowed, tokens left, seconds to the next
  * token, seconds to full | nil, err */
-static int l_take(lua_State *L)
+/* Dict:take goes through the FFI (lua/moongate/gw_io.lua), so that a JIT
+ * trace (rate_limit's access) runs through it instead of stopping at a
+ * lua_CFunction. The Lua side checks the arguments. out: allowed (0 or 1),
+ * tokens left, seconds to the next token, seconds to full. Never raises. */
+static int ffi_take(struct mg_shdict *d, const char *k, size_t klen, double rate, double burst,
+                    double *out)
 {
-    struct mg_shdict *d = dict_arg(L);
-    size_t klen;
-    const char *k = key_arg(L, &klen);
-    double rate = luaL_checknumber(L, 3), burst = luaL_checknumber(L, 4);
-    if (!(rate > 0 && rate < 1e12) || !(burst >= 1 && burst < 1e12))
-        return luaL_error(L, "shared dict: take needs rate > 0 and burst >= 1");
     struct mg_shdict_take t;
     int rc = mg_shdict_take(d, k, klen, rate / 1000.0, burst, mg_shdict_now_ms(), &t);
-    if (rc != MG_SHD_OK)
-        return push_rc(L, rc);
-    lua_pushboolean(L, t.allowed);
-    lua_pushnumber(L, t.tokens);
-    lua_pushnumber(L, t.retry_ms / 1000.0);
-    lua_pushnumber(L, t.full_ms / 1000.0);
-    return 4;
+    if (rc == MG_SHD_OK) {
+        out[0] = t.allowed;
+        out[1] = t.tokens;
+        out[2] = t.retry_ms / 1000.0;
+        out[3] = t.full_ms / 1000.0;
+    }
+    return rc;
+}
+
+/* Keep in step with the ffi.cdef of lua/moongate/gw_io.lua. */
+struct mg_ffi_shdict_api {
+    uint32_t size;
+    int (*take)(struct mg_shdict *d, const char *k, size_t klen, double rate, double burst,
+                double *out);
+};
+
+static const struct mg_ffi_shdict_api ffi_api = {sizeof ffi_api, ffi_take};
+
+/* ptr(index) -> the dictionary as a light userdata (for the FFI calls). */
+static int l_ptr(lua_State *L)
+{
+    lua_pushlightuserdata(L, dict_arg(L));
+    return 1;
 }
 
 /* names() -> {name = index} */
@@ -235,9 +250,8 @@ static int l_names(lua_State *L)
 void mg_lua_shdict_open(lua_State *L, struct mg_lua *vm)
 {
     static const luaL_Reg fns[] = {
-        {"get", l_get},     {"set", l_set},       {"add", l_add},
-        {"incr", l_incr},   {"delete", l_delete}, {"ttl", l_ttl},
-        {"names", l_names}, {"take", l_take},     {NULL, NULL},
+        {"get", l_get}, {"set", l_set},     {"add", l_add}, {"incr", l_incr}, {"delete", l_delete},
+        {"ttl", l_ttl}, {"names", l_names}, {"ptr", l_ptr}, {NULL, NULL},
     };
     const struct mg_shdicts_conf *sd = &vm->cfg->shared_dicts;
     if (!vm->ws->dicts && sd->n) {
@@ -256,6 +270,8 @@ void mg_lua_shdict_open(lua_State *L, struct mg_lua *vm)
         lua_pushcclosure(L, f->func, 1);
         lua_setfield(L, -2, f->name);
     }
+    lua_pushlightuserdata(L, (void *)&ffi_api);
+    lua_setfield(L, -2, "api");
     lua_setfield(L, -2, "moongate.shdict");
     lua_pop(L, 2);
 }

@@ -23,6 +23,7 @@ struct mg_lua_io {
     bool done;                /* completed: results kept until taken */
     uint8_t kind;             /* enum mg_lua_io_kind */
     uint8_t result;           /* enum mg_lua_io_result, set before completing */
+    uint64_t start_ns;        /* mg_lua_io_begin(): the wait histogram's start */
     /* Pending: stop it; it frees itself (maybe later, after a handle closes). */
     void (*cancel)(struct mg_lua_io *io);
     /* Completed: push its results (inside a protected call); returns how many. */

@@ -149,6 +149,13 @@ void mg_lua_io_begin(struct mg_lua *vm, struct mg_lua_io *io)
     t->io = io;
     t->ready = false;
     t->plugin = vm->cur_plugin;
+    io->start_ns = uv_hrtime();
+}
+
+void mg_lua_io_failed(struct mg_lua *vm, enum mg_lua_io_kind kind)
+{
+    if (vm->hooks.io_done)
+        vm->hooks.io_done(vm->hooks.data, vm->cur_plugin, kind, MG_LUA_IO_ERROR, 0);
 }
 
 void mg_lua_io_complete(struct mg_lua_io *io)
@@ -160,8 +167,8 @@ void mg_lua_io_complete(struct mg_lua_io *io)
         return;
     }
     if (t->vm->hooks.io_done)
-        t->vm->hooks.io_done(t->vm->hooks.data, (enum mg_lua_io_kind)io->kind,
-                             (enum mg_lua_io_result)io->result);
+        t->vm->hooks.io_done(t->vm->hooks.data, t->plugin, (enum mg_lua_io_kind)io->kind,
+                             (enum mg_lua_io_result)io->result, uv_hrtime() - io->start_ns);
     t->ready = true;
     if (t->key && t->wake)
         t->wake(t);

@@ -67,6 +67,9 @@ void mg_lua_io_begin(struct mg_lua *vm, struct mg_lua_io *io);
 /* The operation completed (results stored in it): wakes its task, or frees
  * the operation when the task was abandoned. Call from a loop callback. */
 void mg_lua_io_complete(struct mg_lua_io *io);
+/* An operation of the running plugin failed before it could start (Redis down,
+ * no such upstream): counted as an error that did not wait. */
+void mg_lua_io_failed(struct mg_lua *vm, enum mg_lua_io_kind kind);
 
 /* ---- for vm.c ---- */
 

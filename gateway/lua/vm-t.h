@@ -57,14 +57,16 @@ struct mg_lua_plugin_stats {
 typedef void (*mg_lua_plugin_done_cb)(void *data, unsigned plugin, enum mg_lua_phase phase,
                                       uint64_t ns, bool error);
 
-/* What a plugin waited for, and how it ended (moongate_plugin_io_total). */
+/* What a plugin waited for, and how it ended (moongate_plugin_io_total,
+ * moongate_plugin_io_wait_seconds). */
 enum mg_lua_io_kind { MG_LUA_IO_HTTP, MG_LUA_IO_REDIS, MG_LUA_IO_SLEEP, MG_LUA_IO_KIND__COUNT };
 enum mg_lua_io_result { MG_LUA_IO_OK, MG_LUA_IO_ERROR, MG_LUA_IO_TIMEOUT, MG_LUA_IO_RESULT__COUNT };
 
-/* Optional: an operation a plugin waited for completed (not when it was
- * cancelled: client gone, deadline). */
-typedef void (*mg_lua_io_done_cb)(void *data, enum mg_lua_io_kind kind,
-                                  enum mg_lua_io_result result);
+/* Optional: an operation of plugin `plugin` (an mg_lua_plugin_name() index, -1:
+ * none) completed after `wait_ns` of waiting, or failed before it could start
+ * (wait_ns 0). Not called when it was cancelled (client gone, deadline). */
+typedef void (*mg_lua_io_done_cb)(void *data, int plugin, enum mg_lua_io_kind kind,
+                                  enum mg_lua_io_result result, uint64_t wait_ns);
 
 struct mg_lua_hooks {
     mg_lua_plugin_done_cb plugin_done;

@@ -368,6 +368,54 @@ static bool phase_ran(const uint64_t *c)
     return c[MG_MH_CELLS] != 0;
 }
 
+/* Whether plugin cells `c` count any operation of `kind`. */
+static bool io_kind_used(const uint64_t *c, unsigned kind)
+{
+    for (unsigned res = 0; res < MG_PLUGIN_IO_RESULTS; res++)
+        if (c[MG_MP_IO + kind * MG_PLUGIN_IO_RESULTS + res])
+            return true;
+    return false;
+}
+
+/* moongate_plugin_io_total and moongate_plugin_io_wait_seconds: a plugin's
+ * series of a kind appear once it has waited for one (every result then), so
+ * plugins that never wait add no series. */
+static void render_plugin_io(struct render *r)
+{
+    static const char *const kinds[MG_PLUGIN_IO_KINDS] = {"http", "redis", "sleep"};
+    static const char *const results[MG_PLUGIN_IO_RESULTS] = {"ok", "error", "timeout"};
+    struct mg_metrics *m = r->m;
+    struct mg_textbuf *b = r->b;
+
+    family(b, "moongate_plugin_io_total", "counter",
+           "Operations Lua plugins waited for, by plugin, kind (http, redis, sleep) and result "
+           "(ok, error, timeout).");
+    for (size_t p = 0; p < m->nplugins; p++) {
+        for (unsigned k = 0; k < MG_PLUGIN_IO_KINDS; k++) {
+            if (!io_kind_used(r->plugin[p], k))
+                continue;
+            for (unsigned res = 0; res < MG_PLUGIN_IO_RESULTS; res++) {
+                const char *kv[] = {"plugin", m->plugins[p]->name, "kind", kinds[k],
+                                    "result", results[res]};
+                sample_u64(b, "moongate_plugin_io_total", kv, 3,
+                           r->plugin[p][MG_MP_IO + k * MG_PLUGIN_IO_RESULTS + res]);
+            }
+        }
+    }
+    family(b, "moongate_plugin_io_wait_seconds", "histogram",
+           "Time Lua plugins spent waiting for an operation, by plugin and kind (not Lua time: "
+           "that is moongate_plugin_duration_seconds).");
+    for (size_t p = 0; p < m->nplugins; p++) {
+        for (unsigned k = 0; k < MG_PLUGIN_IO_KINDS; k++) {
+            if (!io_kind_used(r->plugin[p], k))
+                continue;
+            const char *kv[] = {"plugin", m->plugins[p]->name, "kind", kinds[k]};
+            histogram(b, "moongate_plugin_io_wait_seconds", kv, 2,
+                      &r->plugin[p][MG_MP_IO_WAIT + (size_t)k * MG_MH_CELLS]);
+        }
+    }
+}
+
 /* Plugin families appear once a plugin has registered; within a registered
  * plugin, a phase appears once it has run. */
 static void render_plugins(struct render *r)
@@ -380,17 +428,7 @@ static void render_plugins(struct render *r)
         any |= atomic_load_explicit(&m->plugins[p]->registered, memory_order_relaxed);
     if (!any)
         return;
-    static const char *const io_kinds[MG_PLUGIN_IO_KINDS] = {"http", "redis", "sleep"};
-    static const char *const io_results[MG_PLUGIN_IO_RESULTS] = {"ok", "error", "timeout"};
-    family(b, "moongate_plugin_io_total", "counter",
-           "Operations Lua plugins waited for, by kind (http, redis, sleep) and result.");
-    for (unsigned k = 0; k < MG_PLUGIN_IO_KINDS; k++) {
-        for (unsigned res = 0; res < MG_PLUGIN_IO_RESULTS; res++) {
-            const char *kv[] = {"kind", io_kinds[k], "result", io_results[res]};
-            sample_u64(b, "moongate_plugin_io_total", kv, 2,
-                       r->global[MG_MG_PLUGIN_IO + k * MG_PLUGIN_IO_RESULTS + res]);
-        }
-    }
+    render_plugin_io(r);
     family(b, "moongate_plugin_errors_total", "counter",
            "Errors raised by Lua plugins, by plugin and phase.");
     for (size_t p = 0; p < m->nplugins; p++) {

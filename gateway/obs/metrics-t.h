@@ -210,10 +210,19 @@ enum {
     MG_MT_CELLS = MG_OUTCOME__COUNT,
 };
 
+/* moongate_plugin_io_total: kinds http, redis, sleep; results ok, error,
+ * timeout (the order of enum mg_lua_io_kind and mg_lua_io_result). */
+#define MG_PLUGIN_IO_KINDS   3
+#define MG_PLUGIN_IO_RESULTS 3
+
 /* plugin entity */
 enum {
     MG_MP_PHASE_CELLS = MG_MH_CELLS + 1, /* histogram, then errors */
-    MG_MP_CELLS = MG_MP_PHASE_CELLS * MG_PLUGIN_PHASE__COUNT,
+    /* moongate_plugin_io_total{plugin,kind,result}: kind * MG_PLUGIN_IO_RESULTS + result */
+    MG_MP_IO = MG_MP_PHASE_CELLS * MG_PLUGIN_PHASE__COUNT,
+    /* moongate_plugin_io_wait_seconds{plugin,kind}: kind * MG_MH_CELLS, histograms */
+    MG_MP_IO_WAIT = MG_MP_IO + MG_PLUGIN_IO_KINDS * MG_PLUGIN_IO_RESULTS,
+    MG_MP_CELLS = MG_MP_IO_WAIT + MG_PLUGIN_IO_KINDS * MG_MH_CELLS,
 };
 
 /* listener entity (its address text): TLS handshakes */
@@ -232,18 +241,11 @@ enum mg_h2_reset_reason {
     MG_H2R__COUNT
 };
 
-/* moongate_plugin_io_total: kinds http, redis, sleep; results ok, error,
- * timeout (the order of enum mg_lua_io_kind and mg_lua_io_result). */
-#define MG_PLUGIN_IO_KINDS   3
-#define MG_PLUGIN_IO_RESULTS 3
-
 /* the process-wide entity */
 enum {
     MG_MG_CONN = 0, /* side * MG_CONN_STATE__COUNT + state, gauges */
     MG_MG_H2_RESET = MG_CONN_SIDE__COUNT * MG_CONN_STATE__COUNT, /* MG_H2R__COUNT */
-    /* moongate_plugin_io_total{kind,result}: kind * MG_PLUGIN_IO_RESULTS + result */
-    MG_MG_PLUGIN_IO = MG_MG_H2_RESET + MG_H2R__COUNT,
-    MG_MG_CELLS = MG_MG_PLUGIN_IO + MG_PLUGIN_IO_KINDS * MG_PLUGIN_IO_RESULTS,
+    MG_MG_CELLS = MG_MG_H2_RESET + MG_H2R__COUNT,
 };
 
 /* One worker's pointers to its cells. Built with the struct mg_metrics and

@@ -479,6 +479,17 @@ void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
         mg_metrics_cell_add(&c[MG_MH_CELLS], 1);
 }
 
+void mg_metrics_plugin_io(struct mg_metrics *m, unsigned worker, int plugin, unsigned kind,
+                          unsigned result, uint64_t wait_ns)
+{
+    if (m == NULL || plugin < 0 || (size_t)plugin >= m->nplugins || kind >= MG_PLUGIN_IO_KINDS ||
+        result >= MG_PLUGIN_IO_RESULTS)
+        return;
+    _Atomic uint64_t *c = m->shards[worker].plugin[plugin];
+    mg_metrics_cell_add(&c[MG_MP_IO + kind * MG_PLUGIN_IO_RESULTS + result], 1);
+    observe(&c[MG_MP_IO_WAIT + (size_t)kind * MG_MH_CELLS], wait_ns);
+}
+
 void mg_metrics_tls_handshake(struct mg_metrics *m, unsigned worker, size_t listener,
                               enum mg_tls_handshake_result r, uint64_t duration_ns)
 {
@@ -557,9 +568,9 @@ void mg_metrics_plugin_totals(const struct mg_metrics *m, size_t plugin,
                               struct mg_metrics_plugin_totals *out)
 {
     const struct mg_metrics_entity *e = m->plugins[plugin];
-    uint64_t c[MG_MP_CELLS];
+    uint64_t c[MG_MP_IO];
 
-    sum_cells(m, e, 0, MG_MP_CELLS, c);
+    sum_cells(m, e, 0, MG_MP_IO, c);
     out->name = e->name;
     out->registered = atomic_load_explicit(&e->registered, memory_order_relaxed);
     for (unsigned ph = 0; ph < MG_PLUGIN_PHASE__COUNT; ph++) {

@@ -128,6 +128,11 @@ void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t 
  * moongate_plugin_errors_total{plugin,phase} when `error`. */
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
                             enum mg_plugin_phase phase, uint64_t duration_ns, bool error);
+/* An operation plugin `plugin` waited for completed (kind < MG_PLUGIN_IO_KINDS,
+ * result < MG_PLUGIN_IO_RESULTS): moongate_plugin_io_total{plugin,kind,result}
+ * and the moongate_plugin_io_wait_seconds{plugin,kind} histogram. */
+void mg_metrics_plugin_io(struct mg_metrics *m, unsigned worker, int plugin, unsigned kind,
+                          unsigned result, uint64_t wait_ns);
 
 /* One TLS handshake on listener `listener` (an index into cfg->listen of the
  * generation) ended: moongate_tls_handshakes_total{listener,result}, and for
@@ -261,16 +266,6 @@ static inline void mg_metrics_h2_reset(struct mg_metrics *m, unsigned worker,
 {
     if (m)
         mg_metrics_cell_add(&m->shards[worker].global[MG_MG_H2_RESET + reason], 1);
-}
-
-/* moongate_plugin_io_total{kind,result}: an operation a plugin waited for
- * completed (kind < MG_PLUGIN_IO_KINDS, result < MG_PLUGIN_IO_RESULTS). */
-static inline void mg_metrics_plugin_io(struct mg_metrics *m, unsigned worker, unsigned kind,
-                                        unsigned result)
-{
-    if (m && kind < MG_PLUGIN_IO_KINDS && result < MG_PLUGIN_IO_RESULTS)
-        mg_metrics_cell_add(
-            &m->shards[worker].global[MG_MG_PLUGIN_IO + kind * MG_PLUGIN_IO_RESULTS + result], 1);
 }
 
 /* Names of the fixed label sets (the circuit states' are mg_breaker_state_name). */

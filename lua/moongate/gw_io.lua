@@ -4,6 +4,7 @@
 local coro = require("moongate.coro")
 local lio = require("moongate.lio")
 local shd = require("moongate.shdict")
+local ffi = require("ffi")
 
 local M = {}
 
@@ -121,6 +122,19 @@ function redis:call(...)
     return coro.wait()
 end
 
+-- SHA-1s of the scripts seen (a plugin's script is one constant string), so a
+-- call does not hash it again; emptied beyond 256 scripts.
+local shas, nshas = {}, 0
+local function sha_of(script)
+    local sha = shas[script]
+    if sha == nil then
+        if nshas >= 256 then shas, nshas = {}, 0 end
+        sha = lio.sha1(script)
+        shas[script], nshas = sha, nshas + 1
+    end
+    return sha
+end
+
 function redis:eval(script, keys, args)
     if type(script) ~= "string" then
         error("bad argument #1 to gw.redis:eval (string expected, got " .. type(script) .. ")", 2)
@@ -130,7 +144,7 @@ function redis:eval(script, keys, args)
         error("gw.redis:eval: keys and args must be lists", 2)
     end
     coro.check("gw.redis:eval")
-    local argv = { "EVALSHA", lio.sha1(script), #keys }
+    local argv = { "EVALSHA", sha_of(script), #keys }
     for i = 1, #keys do argv[#argv + 1] = keys[i] end
     for i = 1, #args do argv[#argv + 1] = args[i] end
     local ok, err = lio.redis(unpack(argv))
@@ -154,11 +168,42 @@ function Dict:add(k, v, ttl) return shd.add(self[1], k, v, ttl) end
 function Dict:incr(k, by, init, ttl) return shd.incr(self[1], k, by, init, ttl) end
 function Dict:delete(k) return shd.delete(self[1], k) end
 function Dict:ttl(k) return shd.ttl(self[1], k) end
-function Dict:take(k, rate, burst) return shd.take(self[1], k, rate, burst) end
+
+-- take() is rate_limit's per-request call: an FFI call (gateway/lua/shdict.c,
+-- ffi_take) keeps the plugin's JIT trace going where a C function would stop it.
+ffi.cdef [[
+struct mg_ffi_shdict_api {
+    uint32_t size;
+    int (*take)(void *d, const char *k, size_t klen, double rate, double burst, double *out);
+};
+]]
+local SHD = ffi.cast("const struct mg_ffi_shdict_api *", shd.api)
+if SHD.size ~= ffi.sizeof("struct mg_ffi_shdict_api") then
+    error("moongate/gw_io.lua is out of step with gateway/lua/shdict.c (struct mg_ffi_shdict_api)", 0)
+end
+local take_out = ffi.new("double[4]")
+local RC_MSG = { [1] = "not found", [-1] = "no memory", [-2] = "exists", [-3] = "not a number" }
+
+function Dict:take(k, rate, burst)
+    local tk = type(k)
+    if tk == "number" then
+        k = tostring(k)
+    elseif tk ~= "string" then
+        error("shared dict: key must be a string or a number, got " .. tk, 2)
+    end
+    if #k == 0 then error("shared dict: key must not be empty", 2) end
+    if type(rate) ~= "number" or type(burst) ~= "number" or not (rate > 0 and rate < 1e12)
+        or not (burst >= 1 and burst < 1e12) then
+        error("shared dict: take needs rate > 0 and burst >= 1", 2)
+    end
+    local rc = SHD.take(self.ptr, k, #k, rate, burst, take_out)
+    if rc ~= 0 then return nil, RC_MSG[rc] end
+    return take_out[0] ~= 0, take_out[1], take_out[2], take_out[3]
+end
 
 local dicts = {}
 for name, i in pairs(shd.names()) do
-    dicts[name] = setmetatable({ i, name = name }, Dict)
+    dicts[name] = setmetatable({ i, name = name, ptr = ffi.cast("void *", shd.ptr(i)) }, Dict)
 end
 
 function M.install(gw)
