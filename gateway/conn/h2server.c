@@ -104,6 +104,11 @@ void mg_h2_dirty(struct mg_h2s *s)
         return;
     s->turn_on = true;
     uv_check_start(&s->turn, on_turn);
+    /* A check handle does not shorten the poll: marked from a timer callback
+     * (a 504, a queue timeout, a plugin after gw.sleep), the frames would wait
+     * for the next wake-up, up to the connection tick. An active idle handle
+     * makes the poll return at once; on_turn stops it when it was not needed. */
+    mg_h2_defer(s);
 }
 
 /* ---------------------------------------------- nghttp2: what arrives */
@@ -305,8 +310,13 @@ static void on_turn(uv_check_t *h)
     struct mg_h2s *s = h->data;
     uv_check_stop(h);
     s->turn_on = false;
-    if (!s->c->closing)
-        service(s);
+    if (s->c->closing)
+        return;
+    service(s);
+    if (s->later_on && !s->wake && !s->release && !s->dirty) {
+        uv_idle_stop(&s->later); /* service did what it was started for */
+        s->later_on = false;
+    }
 }
 
 static void h2_on_read(struct mg_conn *c)

@@ -691,6 +691,11 @@ static void send_interim(struct mg_exchange *x)
         if (!(f->flags & MG_HDR_HOP))
             head_add(x, &h, f->name, f->value);
     }
+    /* The fields point into the try's head buffer, which the next head (the
+     * final one may already be in the same read) overwrites before this frame
+     * is packed: nghttp2 must copy them now. */
+    for (size_t i = 0; i < h.n; i++)
+        h.v[i].flags &= (uint8_t) ~(NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE);
     nghttp2_submit_headers(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NULL, h.v, h.n, NULL);
     mg_h2_defer(st->s); /* out at the loop's next turn, before any final response exists */
 }

@@ -19,9 +19,12 @@ struct mg_outlier_cell {
 
 /* When one upstream's targets are next compared (its registry stats). */
 struct mg_outlier_clock {
-    _Atomic uint64_t last_ms; /* loop ms of the last evaluation (its CAS elects the evaluator) */
+    _Atomic uint64_t last_ms; /* loop ms of the last evaluation */
     _Atomic uint64_t full_ms; /* of the next full one (latency too); 0: not started */
     _Atomic uint64_t samples; /* tries reported since the last evaluation */
+    /* Held by the one worker evaluating: an evaluation reads and writes the
+     * targets' plain seen_* and ejection counts. */
+    atomic_flag busy;
 };
 
 #endif

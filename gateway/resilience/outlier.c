@@ -87,23 +87,10 @@ bool mg_outlier_due(struct mg_outlier_clock *clk, size_t n, const struct mg_outl
            atomic_load_explicit(&clk->samples, memory_order_relaxed) >= n * c->min_requests;
 }
 
-unsigned mg_outlier_maybe_eval(struct mg_outlier_clock *clk, struct mg_target_stats *const *ts,
-                               size_t n, const struct mg_outlier_conf *c, uint64_t now_ms,
-                               uint64_t *which)
+static unsigned evaluate(struct mg_target_stats *const *ts, size_t n,
+                         const struct mg_outlier_conf *c, uint64_t now_ms, bool full,
+                         uint64_t *which)
 {
-    uint64_t last = atomic_load_explicit(&clk->last_ms, memory_order_relaxed);
-    if (!mg_outlier_due(clk, n, c, now_ms) ||
-        !atomic_compare_exchange_strong_explicit(&clk->last_ms, &last, now_ms, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return 0;
-    /* The CAS winner alone evaluates until the next one is due. */
-    atomic_store_explicit(&clk->samples, 0, memory_order_relaxed); /* a racing add may be lost */
-    uint64_t full_due = atomic_load_explicit(&clk->full_ms, memory_order_relaxed);
-    bool full = now_ms >= full_due;
-    if (full)
-        atomic_store_explicit(&clk->full_ms, now_ms + c->interval_ms, memory_order_relaxed);
-    if (full_due == 0 || n < 2)
-        return 0; /* the first call only starts the clock */
     n = n < MG_OUTLIER_MAX ? n : MG_OUTLIER_MAX;
     struct delta d[MG_OUTLIER_MAX];
     size_t out = 0;
@@ -137,5 +124,38 @@ unsigned mg_outlier_maybe_eval(struct mg_outlier_clock *clk, struct mg_target_st
         if (which)
             *which |= 1ull << k;
     }
+    return ejected;
+}
+
+/* Whether this evaluation is a full one, after taking the clock; false with
+ * *go false when nothing is due. The caller holds clk->busy. */
+static bool claim(struct mg_outlier_clock *clk, size_t n, const struct mg_outlier_conf *c,
+                  uint64_t now_ms, bool *go)
+{
+    *go = false;
+    if (!mg_outlier_due(clk, n, c, now_ms))
+        return false;
+    atomic_store_explicit(&clk->last_ms, now_ms, memory_order_relaxed);
+    atomic_store_explicit(&clk->samples, 0, memory_order_relaxed); /* a racing add may be lost */
+    uint64_t full_due = atomic_load_explicit(&clk->full_ms, memory_order_relaxed);
+    bool full = now_ms >= full_due;
+    if (full)
+        atomic_store_explicit(&clk->full_ms, now_ms + c->interval_ms, memory_order_relaxed);
+    *go = full_due != 0 && n >= 2; /* the first call only starts the clock */
+    return full;
+}
+
+unsigned mg_outlier_maybe_eval(struct mg_outlier_clock *clk, struct mg_target_stats *const *ts,
+                               size_t n, const struct mg_outlier_conf *c, uint64_t now_ms,
+                               uint64_t *which)
+{
+    /* One evaluator at a time: another worker finding it taken skips (it was
+     * due for both; the holder does it). */
+    if (atomic_flag_test_and_set_explicit(&clk->busy, memory_order_acquire))
+        return 0;
+    bool go;
+    bool full = claim(clk, n, c, now_ms, &go);
+    unsigned ejected = go ? evaluate(ts, n, c, now_ms, full, which) : 0;
+    atomic_flag_clear_explicit(&clk->busy, memory_order_release);
     return ejected;
 }

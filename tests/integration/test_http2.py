@@ -521,6 +521,38 @@ def test_zero_window_stall_times_out(gateway, upstream):
     assert resets(gw, "window_stall") == 1
 
 
+def test_response_made_in_a_timer_goes_out_at_once(gateway, upstream, tmp_path):
+    # A plugin answers after gw.sleep: the response is made in a timer
+    # callback. Frames are written at the end of a loop turn (a check handle),
+    # which does not wake the poll: without an idle handle they waited for the
+    # connection's next tick, up to a second later.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "nap.lua").write_text(
+        "local P = {}\n"
+        "function P.access(ctx, conf)\n"
+        "  gw.sleep(0.05)\n"
+        "  return ctx:respond(200, 'rested')\n"
+        "end\n"
+        "return P\n")
+    conf = PREFACE_CONF.replace("    upstream: u\n",
+                                "    upstream: u\n    plugins: [{name: nap}]\n")
+    conf = "plugin_path: [\"%s\"]\n" % plugins + conf
+    up = upstream()
+    gw = gateway(conf, full=True, up=up, window="16k", idle="10s", body_timeout="1s",
+                 access_log="off")
+    c = H2(gw.port)
+    took = []
+    for i in range(5):
+        start_at = time.monotonic()
+        sid = c.request("/nap/%d" % i)
+        r = c.response(sid, t(3))
+        took.append(time.monotonic() - start_at)
+        assert status(r) == 200 and r["data"] == b"rested", r
+    c.close()
+    assert max(took) < 0.05 + t(0.3), took
+
+
 def test_idle_timeout_sends_goaway(gateway, upstream):
     gw, up = start(gateway, upstream, idle="300ms")
     c = H2(gw.port)

@@ -6,7 +6,9 @@ import email.utils
 import threading
 import time
 
-from conftest import assert_error, fetch, ms, t
+import pytest
+
+from conftest import IS_ASAN, assert_error, fetch, ms, t
 
 ALLOW = [r"(?i)upstream", r"(?i)per-try", r"(?i)bulkhead"]
 
@@ -561,6 +563,11 @@ routes:
 """
 
 
+# Under ASan the gateway's own slowness, not the upstream's knee, sets the
+# latency the limiter sees (32 Python clients cannot push the upstream past 4
+# in flight), so the limit rightly does not fall; the limiter's arithmetic is
+# unit-tested (test_gradient) and this runs on the native build.
+@pytest.mark.skipif(IS_ASAN, reason="latency-driven: the sanitizer build is the bottleneck")
 def test_adaptive_limit_falls_under_overload(gateway, upstream):
     lock, state = threading.Lock(), {"in": 0}
 
