@@ -35,6 +35,7 @@
 
 #include "lua/ctx_ext.h"
 #include "lua/jwt_cache.h"
+#include "lua/jwt_hs.h"
 
 #define PKEY_MT "moongate.pkey"
 #define HKEY_MT "moongate.hmac_key"
@@ -558,6 +559,17 @@ static void *udata(lua_State *L, int i, const char *mt)
     return same ? u : NULL;
 }
 
+const void *mg_lua_hkey_at(lua_State *L, int i)
+{
+    return udata(L, i, HKEY_MT);
+}
+
+unsigned mg_lua_hkey_mac(const void *hk, int bits, const unsigned char *d, size_t n,
+                         unsigned char *mac)
+{
+    return hkey_mac(hk, bits, d, n, mac);
+}
+
 static EVP_PKEY *to_pkey(lua_State *L, int i)
 {
     EVP_PKEY **u = udata(L, i, PKEY_MT);
@@ -651,4 +663,5 @@ void mg_lua_crypto_push(lua_State *L)
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     mg_lua_jwt_cache_push(L);
+    mg_lua_jwt_hs_push(L);
 }

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "lua/ctx-t.h"
+#include "lua/jwt_hs.h"
 
 #define CACHE_MT    "moongate.jwt_cache"
 #define WAYS        4
@@ -208,6 +209,7 @@ const struct mg_jwt_cache_api mg_jwt_cache_api = {
     .size = sizeof(struct mg_jwt_cache_api),
     .lookup = lookup,
     .insert = insert,
+    .hs_verify = mg_jwt_hs_verify,
 };
 
 struct mg_jwt_cache *mg_jwt_cache_new(uint32_t entries)
