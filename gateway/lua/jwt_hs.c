@@ -78,6 +78,18 @@ static bool hex4(const unsigned char *p, uint32_t *cp)
     return true;
 }
 
+/* Bytes that stand for themselves in a JSON string (not '"', '\\' or a
+ * control character): one load and test per byte. */
+static const bool plain[256] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    R16(0), R16(0), 1,      1,      0,      1,      1,      1,      1,      1,
+    1,      1,      1,      1,      1,      1,      1,      1, /* 0x22 '"' */
+    R16(1), R16(1), 1,      1,      1,      1,      1,      1,      1,      1,
+    1,      1,      1,      1,      0,      1,      1,      1, /* 0x5c '\\' */
+    R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1),
+#undef R16
+};
+
 /* At the opening quote: the raw bytes between the quotes; *esc when they hold
  * an escape (the value is then not the raw bytes). json.c's rules. */
 static bool string(struct scan *s, struct str *out, bool *esc)
@@ -85,14 +97,12 @@ static bool string(struct scan *s, struct str *out, bool *esc)
     const unsigned char *q = ++s->p;
     *esc = false;
     for (;;) {
+        while (q < s->end && plain[*q])
+            q++;
         if (q >= s->end || *q < 0x20)
             return false;
         if (*q == '"')
             break;
-        if (*q != '\\') {
-            q++;
-            continue;
-        }
         *esc = true;
         if (s->end - q < 2)
             return false;

@@ -297,8 +297,8 @@ local function hs_spec(opts, names)
 end
 
 -- The claims_to_headers values hs_verify read (jwt_auth's header_values).
-local function hs_values(n)
-    local out = {}
+local function hs_values(n, out)
+    out = out or {}
     for i = 0, n - 1 do
         local c = hs_out.claim[i]
         local k = c.kind
@@ -333,8 +333,10 @@ end
 -- that many verified tokens are remembered (jwt_cache.c): a token seen before
 -- costs a hash and a compare plus the exp/nbf check, and returns the same
 -- claims table as the first time (callers must not change it). memo is a
--- table per cached token for the caller's derived values (a fresh one when
--- the token is not cached). Keys never change for a verifier; a caller that
+-- table per cached token for the caller's derived values (when the token is
+-- not cached, a fresh one, or with no cache one the next call reuses). names:
+-- claims whose values an HMAC fast path hands over as memo.h (strings, numbers
+-- as tostring, false for others): jwt_auth's claims_to_headers. Keys never change for a verifier; a caller that
 -- swaps keys (opts.jwks) calls flush().
 function M.request_verifier(opts, header, bearer, size, names)
     check_opts(opts, 3)
@@ -348,6 +350,7 @@ function M.request_verifier(opts, header, bearer, size, names)
     end
     local entries = { [0] = cache, [-1] = spec } -- cache index + 1 -> {claims, memo}; [0], [-1] kept alive
     local leeway = tonumber(opts.leeway) or 0
+    local once = { h = {} } -- memo of a token that is not cached (reused)
     local value = ffi.new("struct mg_lua_str[1]")
     local span = ffi.new("uint32_t[2]")
     local nan = 0 / 0
@@ -366,11 +369,14 @@ function M.request_verifier(opts, header, bearer, size, names)
         if spec_ptr ~= nil and JC.hs_verify(spec_ptr, value[0].p + span[0], span[1], now, hs_out) == 1 then
             -- one C call, claims decoded on first read, the header values from C
             local claims = lazy_claims(hs_out.payload, hs_out.payload_len)
-            local memo = { h = nnames > 0 and hs_values(nnames) or nil }
-            if cache_ptr then
-                local i = JC.insert(cache_ptr, value[0].p + span[0], span[1], hs_out.exp, hs_out.nbf)
-                if i >= 0 then entries[i + 1] = { claims, memo } end
+            if cache_ptr == nil then
+                -- not cached: nothing outlives the request, no table per request
+                if nnames > 0 then hs_values(nnames, once.h) end
+                return claims, nil, once
             end
+            local memo = { h = nnames > 0 and hs_values(nnames) or nil }
+            local i = JC.insert(cache_ptr, value[0].p + span[0], span[1], hs_out.exp, hs_out.nbf)
+            if i >= 0 then entries[i + 1] = { claims, memo } end
             return claims, nil, memo
         end
         local s = ffi.string(value[0].p, value[0].len)
