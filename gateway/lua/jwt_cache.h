@@ -39,7 +39,7 @@ struct mg_jwt_cache_api {
      * or -1 (too long, no memory). */
     int (*insert)(struct mg_jwt_cache *c, const char *tok, size_t len, double exp, double nbf);
     /* jwt_hs.h's mg_jwt_hs_verify: a miss's HMAC verify in one call. */
-    int (*hs_verify)(const struct mg_jwt_hs *spec, const char *tok, size_t len, double now,
+    int (*hs_verify)(struct mg_jwt_hs *spec, const char *tok, size_t len, double now,
                      struct mg_jwt_hs_out *out);
 };
 

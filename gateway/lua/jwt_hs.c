@@ -27,8 +27,9 @@
 #include "lua/ctx_ext.h"
 #include "lua/jwt_cache.h"
 
-#define MAX_LIST  16 /* iss and aud values a spec holds */
-#define MAX_DEPTH 64 /* json.c's */
+#define MAX_LIST   16 /* iss and aud values a spec holds */
+#define MAX_DEPTH  64 /* json.c's */
+#define HEADER_MAX 96 /* remembered header segments, in base64url characters */
 
 struct str {
     const char *p;
@@ -40,6 +41,11 @@ struct mg_jwt_hs {
     unsigned algs;  /* bit 0 HS256, 1 HS384, 2 HS512 */
     double leeway;
     int niss, naud, nnames; /* niss/naud -1: not checked */
+    /* The last header segment and its alg bit: a client sends the same
+     * header on every token (not secret: the HMAC still covers it). */
+    uint32_t hlen;
+    unsigned halg;
+    char htext[HEADER_MAX];
     struct str iss[MAX_LIST], aud[MAX_LIST], names[MG_JWT_HS_NAMES];
     char text[]; /* the strings above */
 };
@@ -260,9 +266,15 @@ static bool value(struct scan *s)
     }
 }
 
+/* Claim names are short: a loop beats a memcmp call. */
 static bool same(struct str a, const char *b, size_t n)
 {
-    return a.n == n && memcmp(a.p, b, n) == 0;
+    if (a.n != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (a.p[i] != b[i])
+            return false;
+    return true;
 }
 
 static bool listed(const struct str *list, int n, struct str v)
@@ -457,7 +469,7 @@ static bool claims(const struct mg_jwt_hs *h, const unsigned char *p, size_t n, 
     return true;
 }
 
-int mg_jwt_hs_verify(const struct mg_jwt_hs *h, const char *tok, size_t len, double now,
+int mg_jwt_hs_verify(struct mg_jwt_hs *h, const char *tok, size_t len, double now,
                      struct mg_jwt_hs_out *out)
 {
     if (!h || len > sizeof(scratch))
@@ -466,20 +478,31 @@ int mg_jwt_hs_verify(const struct mg_jwt_hs *h, const char *tok, size_t len, dou
     const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - tok)) : NULL;
     if (!d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - tok)))
         return 0;
-    unsigned char *hd = scratch;
-    long hn = mg_lua_b64url_decode(tok, (size_t)(d1 - tok), hd);
-    if (hn < 0)
+    size_t hseg = (size_t)(d1 - tok);
+    unsigned alg;
+    unsigned char *pd = scratch;
+    if (hseg == h->hlen && h->halg && memcmp(tok, h->htext, hseg) == 0) {
+        alg = h->halg;
+    } else {
+        long hn = mg_lua_b64url_decode(tok, hseg, scratch);
+        if (hn < 0)
+            return 0;
+        alg = header_alg(scratch, (size_t)hn);
+        if (alg && hseg <= HEADER_MAX) {
+            memcpy(h->htext, tok, hseg);
+            h->hlen = (uint32_t)hseg;
+            h->halg = alg;
+        }
+    }
+    alg &= h->algs;
+    if (!alg)
         return 0;
-    unsigned char *pd = hd + hn;
     long pn = mg_lua_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), pd);
     if (pn < 0)
         return 0;
     unsigned char *sd = pd + pn;
     long sn = mg_lua_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - tok), sd);
     if (sn < 0)
-        return 0;
-    unsigned alg = header_alg(hd, (size_t)hn) & h->algs;
-    if (!alg)
         return 0;
     unsigned char mac[64];
     unsigned ml = mg_lua_hkey_mac(h->hk,

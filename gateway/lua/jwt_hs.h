@@ -35,7 +35,7 @@ struct mg_jwt_hs_out {
 /* 1: the token is valid (signature, alg, exp, nbf, iss, aud) and out is
  * filled; 0: anything else, including a bad token: the caller runs the full
  * verify, which names the reason (one code path for every message). */
-int mg_jwt_hs_verify(const struct mg_jwt_hs *spec, const char *tok, size_t len, double now,
+int mg_jwt_hs_verify(struct mg_jwt_hs *spec, const char *tok, size_t len, double now,
                      struct mg_jwt_hs_out *out);
 
 /* crypto.c: the prepared HMAC key at index i (NULL if it is not one) and a
