@@ -110,3 +110,23 @@ collectgarbage()
 local t2 = raw('{"iss":"a","aud":"z"}', '{"alg":"HS512"}', "k2")
 got = v2(t2)
 assert(got and getmetatable(got) ~= nil and got.aud == "z")
+
+-- mg_lua_b64url_decode (four shifted tables per quad): every length and tail,
+-- and a character outside the URL alphabet at every place of a quad
+math.randomseed(7)
+for len = 0, 40 do
+    local cs = {}
+    for i = 1, len do cs[i] = string.char(math.random(0x23, 0x5b)) end
+    local text = '"' .. table.concat(cs) .. '"'
+    local enc = b64(text)
+    assert(json.decode_b64url(enc, 1, #enc) == table.concat(cs), "length " .. len)
+    for i = 1, math.min(#enc, 8) do
+        local bad = enc:sub(1, i - 1) .. "+" .. enc:sub(i + 1)
+        assert(select(3, json.decode_b64url(bad, 1, #bad)) == "base64", "bad at " .. i)
+    end
+end
+local seg = b64('{"iss":"a","aud":"api"}')
+local last = seg:sub(-1)
+local odd = seg:sub(1, -2) .. (last == "Q" and "R" or "Q") -- nonzero trailing bits or another byte
+local got2, err2 = v(b64('{"alg":"HS256"}') .. "." .. odd .. "." .. "x")
+assert(not got2 and err2)
