@@ -54,7 +54,10 @@ local function materialise(t)
     if src == nil then return t end
     lazy_src[t] = nil
     setmetatable(t, nil)
-    for k, v in pairs(json.decode(src)) do rawset(t, k, v) end
+    local claims = json.decode(src) -- always an object: jwt_hs.c checked it
+    if type(claims) == "table" then
+        for k, v in pairs(claims) do rawset(t, k, v) end
+    end
     return t
 end
 LAZY.__index = function(t, k) return rawget(materialise(t), k) end
