@@ -5,7 +5,8 @@
 -- iss and aud. On failure:
 --   401 {"error":"unauthorized","message":"...","request_id":"...","status":401}
 -- On success the claims are in ctx.vars.jwt_claims (read-only: a cached
--- token's claims table is shared by its requests), and claims_to_headers
+-- token's claims table is shared by its requests; with an HMAC key it is
+-- decoded on the first read of a field), and claims_to_headers
 -- copies claims into request headers for the upstream.
 --
 -- config:
@@ -90,14 +91,16 @@ function P.init(conf)
         opts.jwks = set
     end
     conf._opts = opts
-    conf._verify, conf._flush = gw.jwt.request_verifier(opts, conf.header,
-        conf.header:lower() == "authorization", math.floor(conf.cache))
     -- claims_to_headers as two arrays: no pairs() per request
     local claims, headers = {}, {}
     for claim, header in pairs(conf.claims_to_headers or {}) do
         claims[#claims + 1], headers[#headers + 1] = claim, header
     end
     conf._claims, conf._headers = claims, headers
+    -- with an HMAC key a new token is verified in one C call that also reads
+    -- these claims' values (memo.h), and the claims table is built on first read
+    conf._verify, conf._flush = gw.jwt.request_verifier(opts, conf.header,
+        conf.header:lower() == "authorization", math.floor(conf.cache), claims)
 end
 
 -- One fetch of jwks_url; the keys change only on a valid JWK set.

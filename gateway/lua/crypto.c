@@ -35,6 +35,7 @@
 
 #include "lua/ctx_ext.h"
 #include "lua/jwt_cache.h"
+#include "lua/jwt_hs.h"
 
 #define PKEY_MT "moongate.pkey"
 #define HKEY_MT "moongate.hmac_key"
@@ -164,6 +165,11 @@ static int l_b64encode(lua_State *L)
 static unsigned char b64_rev[2][256];
 static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
 
+/* The URL alphabet's values already shifted to their place in a quad's 24
+ * bits (bit 31: not in the alphabet): a quad is four loads and three ORs
+ * (JWT segments are most of a token's decoding). */
+static uint32_t b64url_q[4][256];
+
 static void b64_tables(void)
 {
     memset(b64_rev, 255, sizeof(b64_rev));
@@ -171,6 +177,10 @@ static void b64_tables(void)
         b64_rev[0][(unsigned char)b64_std[i]] = (unsigned char)i;
         b64_rev[1][(unsigned char)b64_url[i]] = (unsigned char)i;
     }
+    for (int c = 0; c < 256; c++)
+        for (int k = 0; k < 4; k++)
+            b64url_q[k][c] =
+                b64_rev[1][c] == 255 ? 0x80000000u : (uint32_t)b64_rev[1][c] << (18 - 6 * k);
 }
 
 /* Decodes n characters (no padding) into out; returns the byte count or -1.
@@ -216,7 +226,18 @@ long mg_lua_b64url_decode(const char *text, size_t n, unsigned char *out)
     if (n % 4 == 1 || (pad && (n + pad) % 4 != 0))
         return -1;
     pthread_once(&b64_once, b64_tables);
-    return b64_decode(s, n, true, out);
+    size_t i = 0, o = 0;
+    for (; i + 4 <= n; i += 4, o += 3) {
+        uint32_t v = b64url_q[0][s[i]] | b64url_q[1][s[i + 1]] | b64url_q[2][s[i + 2]] |
+                     b64url_q[3][s[i + 3]];
+        if (v & 0x80000000u)
+            return -1;
+        out[o] = (unsigned char)(v >> 16);
+        out[o + 1] = (unsigned char)(v >> 8);
+        out[o + 2] = (unsigned char)v;
+    }
+    long tail = b64_decode(s + i, n - i, true, out + o); /* the last 0..3 characters */
+    return tail < 0 ? -1 : (long)o + tail;
 }
 
 /* b64decode(s, url) -> bytes | nil, err. Strict: the alphabet asked for, no
@@ -558,6 +579,17 @@ static void *udata(lua_State *L, int i, const char *mt)
     return same ? u : NULL;
 }
 
+const void *mg_lua_hkey_at(lua_State *L, int i)
+{
+    return udata(L, i, HKEY_MT);
+}
+
+unsigned mg_lua_hkey_mac(const void *hk, int bits, const unsigned char *d, size_t n,
+                         unsigned char *mac)
+{
+    return hkey_mac(hk, bits, d, n, mac);
+}
+
 static EVP_PKEY *to_pkey(lua_State *L, int i)
 {
     EVP_PKEY **u = udata(L, i, PKEY_MT);
@@ -651,4 +683,5 @@ void mg_lua_crypto_push(lua_State *L)
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     mg_lua_jwt_cache_push(L);
+    mg_lua_jwt_hs_push(L);
 }

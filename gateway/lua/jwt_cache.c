@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "lua/ctx-t.h"
+#include "lua/jwt_hs.h"
 
 #define CACHE_MT    "moongate.jwt_cache"
 #define WAYS        4
@@ -121,9 +122,22 @@ static bool token_span(const struct mg_lua_str *v, int bearer, size_t *off, size
     return true;
 }
 
+/* Eight bytes at a time: only a word with a byte below 0x21 (which every
+ * space is) is looked at byte by byte. A miss scans the whole token, so this
+ * is ~2k instructions less per new token than a byte loop. */
 static bool has_space(const unsigned char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = load64(p + i);
+        if (((w - ones * 0x21) & ~w & highs) == 0)
+            continue;
+        for (size_t j = i; j < i + 8; j++)
+            if (is_space(p[j]))
+                return true;
+    }
+    for (; i < n; i++)
         if (is_space(p[i]))
             return true;
     return false;
@@ -208,6 +222,7 @@ const struct mg_jwt_cache_api mg_jwt_cache_api = {
     .size = sizeof(struct mg_jwt_cache_api),
     .lookup = lookup,
     .insert = insert,
+    .hs_verify = mg_jwt_hs_verify,
 };
 
 struct mg_jwt_cache *mg_jwt_cache_new(uint32_t entries)

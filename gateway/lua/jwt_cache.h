@@ -14,6 +14,8 @@
 struct lua_State;
 struct mg_lua_str;
 struct mg_jwt_cache;
+struct mg_jwt_hs;
+struct mg_jwt_hs_out;
 
 /* Longer tokens are verified every time, never stored. */
 #define MG_JWT_CACHE_MAX_TOKEN 8192
@@ -36,6 +38,9 @@ struct mg_jwt_cache_api {
     /* Stores a verified token; exp and nbf NaN when absent. The entry's index,
      * or -1 (too long, no memory). */
     int (*insert)(struct mg_jwt_cache *c, const char *tok, size_t len, double exp, double nbf);
+    /* jwt_hs.h's mg_jwt_hs_verify: a miss's HMAC verify in one call. */
+    int (*hs_verify)(struct mg_jwt_hs *spec, const char *tok, size_t len, double now,
+                     struct mg_jwt_hs_out *out);
 };
 
 extern const struct mg_jwt_cache_api mg_jwt_cache_api;

@@ -75,7 +75,8 @@ function M.extend(gw)
         f:close()
         return data
     end
-    gw.jwt = { verify = jwt.verify, verifier = jwt.verifier, request_verifier = jwt.request_verifier }
+    gw.jwt = { verify = jwt.verify, verifier = jwt.verifier, request_verifier = jwt.request_verifier,
+        claims = jwt.claims }
     gw.jit_report = require("moongate.jitreport").snapshot
     jwt.set_clock(gw.now)
 end

@@ -14,11 +14,19 @@ local native = require("moongate.native")
 local crypto, json = native.crypto, native.json
 
 ffi.cdef [[
+struct mg_jwt_claim_val { const char *p; double num; uint32_t len; int32_t kind; };
+struct mg_jwt_hs_out {
+    const char *payload;
+    uint32_t payload_len, nnames;
+    double exp, nbf;
+    struct mg_jwt_claim_val claim[8];
+};
 struct mg_jwt_cache_api {
     uint32_t size;
     int (*lookup)(void *c, const struct mg_lua_str *value, int bearer, double now, double leeway,
                   uint32_t *span);
     int (*insert)(void *c, const char *tok, size_t len, double exp, double nbf);
+    int (*hs_verify)(void *spec, const char *tok, size_t len, double now, struct mg_jwt_hs_out *out);
 };
 ]]
 local JC = ffi.cast("const struct mg_jwt_cache_api *", crypto.jwt_cache_api)
@@ -33,6 +41,37 @@ local find, sub, byte = string.find, string.sub, string.byte
 
 local clock
 function M.set_clock(fn) clock = fn end
+
+-- Claims of a token verified by jwt_hs.c's fast path, which reads only the
+-- claims the verifier needs: a table that decodes its payload on the first
+-- read of a field (or claims(t)), then holds every claim itself. No garbage
+-- per request but the payload text and this table.
+local lazy_src = setmetatable({}, { __mode = "k" })
+local LAZY = {}
+
+local function materialise(t)
+    local src = lazy_src[t]
+    if src == nil then return t end
+    lazy_src[t] = nil
+    setmetatable(t, nil)
+    local claims = json.decode(src) -- always an object: jwt_hs.c checked it
+    if type(claims) == "table" then
+        for k, v in pairs(claims) do rawset(t, k, v) end
+    end
+    return t
+end
+LAZY.__index = function(t, k) return rawget(materialise(t), k) end
+LAZY.__pairs = function(t) return next, materialise(t), nil end -- where LuaJIT honours it
+
+local function lazy_claims(p, n)
+    local t = setmetatable({}, LAZY)
+    lazy_src[t] = ffi.string(p, n)
+    return t
+end
+
+-- claims(t) -> t with every claim present (pairs/next see a lazy table's
+-- claims only once one was read).
+M.claims = materialise
 
 local pem_cache = {}                               -- PEM text -> key userdata
 local jwk_cache = setmetatable({}, { __mode = "k" }) -- JWK table -> key userdata
@@ -246,15 +285,49 @@ function M.verify(token, opts)
     return verify(token, opts, false)
 end
 
+-- The fast path's spec (jwt_hs.c) for opts with an HMAC secret, or nil
+-- (PEM keys, JWK sets, iss/aud it does not take: the full verify only).
+-- names: the claims whose values the caller wants (claims_to_headers).
+local hs_out = ffi.new("struct mg_jwt_hs_out")
+
+local function hs_spec(opts, names)
+    local key = opts.key
+    if opts.jwks ~= nil or type(key) ~= "string" or find(key, "-----BEGIN", 1, true) then return nil end
+    local spec, lud = crypto.jwt_hs_spec(hmac_key(key), opts.alg, tonumber(opts.leeway) or 0,
+        opts.iss, opts.aud, names)
+    if spec == nil then return nil end
+    return spec, ffi.cast("void *", lud)
+end
+
+-- The claims_to_headers values hs_verify read (jwt_auth's header_values).
+local function hs_values(n, out)
+    out = out or {}
+    for i = 0, n - 1 do
+        local c = hs_out.claim[i]
+        local k = c.kind
+        out[i + 1] = k == 1 and ffi.string(c.p, c.len) or k == 2 and tostring(c.num) or false
+    end
+    return out
+end
+
 -- verifier(opts) -> function(s [, a, z]) -> claims | nil, err, for the
 -- token s (or s:sub(a, z)): opts checked once (plugins call it at init);
--- header segments are cached across calls.
+-- header segments are cached across calls. An HMAC token is checked in one
+-- C call (jwt_hs.c) and its claims table is built on first read.
 function M.verifier(opts)
     check_opts(opts, 3)
+    local spec, spec_ptr = hs_spec(opts)
     return function(s, a, z)
+        if spec ~= nil and type(s) == "string" then
+            local i, j = a or 1, z or #s
+            if i >= 1 and j <= #s and j >= i and
+                JC.hs_verify(spec_ptr, ffi.cast("const char *", s) + (i - 1), j - i + 1, clock(), hs_out) == 1 then
+                return lazy_claims(hs_out.payload, hs_out.payload_len)
+            end
+        end
         local claims, err = verify(s, opts, true, a, z)
         return claims, err
-    end
+    end, spec
 end
 
 -- request_verifier(opts, header, bearer, cache) -> function(ctx) -> claims,
@@ -263,26 +336,32 @@ end
 -- that many verified tokens are remembered (jwt_cache.c): a token seen before
 -- costs a hash and a compare plus the exp/nbf check, and returns the same
 -- claims table as the first time (callers must not change it). memo is a
--- table per cached token for the caller's derived values (a fresh one when
--- the token is not cached). Keys never change for a verifier; a caller that
+-- table per cached token for the caller's derived values (when the token is
+-- not cached, a fresh one, or with no cache one the next call reuses). names:
+-- claims whose values an HMAC fast path hands over as memo.h (strings, numbers
+-- as tostring, false for others): jwt_auth's claims_to_headers. Keys never change for a verifier; a caller that
 -- swaps keys (opts.jwks) calls flush().
-function M.request_verifier(opts, header, bearer, size)
+function M.request_verifier(opts, header, bearer, size, names)
     check_opts(opts, 3)
+    local spec, spec_ptr = hs_spec(opts, names)
+    local nnames = names and #names or 0
     local cache, cache_ptr = nil, nil
     if size and size > 0 then
         local lud
         cache, lud = crypto.jwt_cache(size)
         cache_ptr = ffi.cast("void *", lud) -- a cdata: the JIT compiles the call (not a light userdata)
     end
-    local entries = { [0] = cache }         -- cache index + 1 -> {claims, memo}; [0] keeps the cache alive
+    local entries = { [0] = cache, [-1] = spec } -- cache index + 1 -> {claims, memo}; [0], [-1] kept alive
     local leeway = tonumber(opts.leeway) or 0
+    local once = { h = {} } -- memo of a token that is not cached (reused)
     local value = ffi.new("struct mg_lua_str[1]")
     local span = ffi.new("uint32_t[2]")
     local nan = 0 / 0
     bearer = bearer and 1 or 0
     local function check(ctx)
         if not ctxm.header_into(ctx, header, value) then return nil, "missing token" end
-        local rc = JC.lookup(cache_ptr, value, bearer, clock(), leeway, span)
+        local now = clock()
+        local rc = JC.lookup(cache_ptr, value, bearer, now, leeway, span)
         if rc >= 0 then
             local e = entries[rc + 1]
             return e[1], nil, e[2]
@@ -290,6 +369,19 @@ function M.request_verifier(opts, header, bearer, size)
         if rc == JC_NO_TOKEN then return nil, "missing token" end
         if rc == JC_EXPIRED then return nil, "token expired" end
         if rc == JC_NOT_YET then return nil, "token not yet valid" end
+        if spec_ptr ~= nil and JC.hs_verify(spec_ptr, value[0].p + span[0], span[1], now, hs_out) == 1 then
+            -- one C call, claims decoded on first read, the header values from C
+            local claims = lazy_claims(hs_out.payload, hs_out.payload_len)
+            if cache_ptr == nil then
+                -- not cached: nothing outlives the request, no table per request
+                if nnames > 0 then hs_values(nnames, once.h) end
+                return claims, nil, once
+            end
+            local memo = { h = nnames > 0 and hs_values(nnames) or nil }
+            local i = JC.insert(cache_ptr, value[0].p + span[0], span[1], hs_out.exp, hs_out.nbf)
+            if i >= 0 then entries[i + 1] = { claims, memo } end
+            return claims, nil, memo
+        end
         local s = ffi.string(value[0].p, value[0].len)
         local a = span[0] + 1
         local claims, err = verify(s, opts, true, a, a + span[1] - 1)

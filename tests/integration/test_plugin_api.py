@@ -443,6 +443,46 @@ def test_jwt_auth_rs256_es256_and_jwks(gateway, upstream, tmp_path):
                  "unauthorized", 401)
 
 
+def test_jwt_auth_claims_read_lazily_and_headers_from_c(gateway, upstream, tmp_path):
+    """A new HMAC token is verified in one C call (cache: 0: every request);
+    claims_to_headers copies string and number claims (escaped strings too,
+    by the full verify), and a later plugin reads ctx.vars.jwt_claims, built
+    on its first read, with every claim (nested ones, and for pairs())."""
+    reader = (
+        "local P = {}\nP.priority = 10\n"
+        "function P.access(ctx, conf)\n"
+        "  local c = ctx.vars.jwt_claims\n"
+        "  local n = 0\n"
+        "  for _ in pairs(gw.jwt.claims(c)) do n = n + 1 end\n"
+        "  ctx:set_header('X-Count', tostring(n))\n"
+        "  ctx:set_header('X-Sub', tostring(c.sub))\n"
+        "  ctx:set_header('X-Deep', tostring(c.x and c.x.y[2]))\n"
+        "end\nreturn P\n")
+    gw, _, _ = start(gateway, upstream, tmp_path,
+                     '    plugins: [{name: jwt_auth, config: {key: "s3cret", aud: api, cache: 0,'
+                     ' claims_to_headers: {sub: X-User, n: X-N, x: X-X}}}, {name: reader}]',
+                     plugins={"reader": reader})
+    now = int(time.time())
+    for claims, user, n in (
+            ({"sub": "alice", "aud": "api", "n": 42, "x": {"y": [1, "two"]}, "exp": now + 60},
+             "alice", "42"),
+            ({"sub": 'al"ice', "aud": ["z", "api"], "n": 1.5, "x": {"y": [0, "two"]}},
+             'al"ice', "1.5")):
+        raw = json.dumps(claims)  # al\"ice: an escape, so the full verify
+        for _ in range(2):
+            r = fetch(gw.port, "GET", "/x", headers=[("Authorization", "Bearer " + hs_token(claims))])
+            assert r.status == 200, raw
+            assert r.echo_header("x-user") == user
+            assert r.echo_header("x-n") == n and r.echo_header("x-x") is None
+            assert r.echo_header("x-sub") == user
+            assert r.echo_header("x-count") == str(len(claims))
+            assert r.echo_header("x-deep") == "two"
+    doc = assert_error(fetch(gw.port, "GET", "/x", headers=[
+        ("Authorization", "Bearer " + hs_token({"aud": "api", "exp": now - 100}))]),
+        "unauthorized", 401)
+    assert "expired" in doc["message"]
+
+
 def test_jwt_auth_config_errors(gateway, upstream, tmp_path):
     from conftest import BIN
     cfg = tmp_path / "bad.yaml"

@@ -231,6 +231,17 @@ static void jwt_verifier_ranges(void **state)
     lua_close(L);
 }
 
+/* The one-call HMAC path (jwt_hs.c) against the full verify: cases in
+ * tests/unit/lua/jwt_hs_cases.lua. */
+static void jwt_hs_fast_path(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    if (luaL_dofile(L, MG_LUA_DIR "/../tests/unit/lua/jwt_hs_cases.lua") != 0)
+        fail_msg("lua: %s", lua_tostring(L, -1));
+    lua_close(L);
+}
+
 static void sh(const char *fmt, ...)
 {
     char cmd[1024];
@@ -416,7 +427,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(json_codec),       cmocka_unit_test(base64_and_digests),
         cmocka_unit_test(jwt_hs256_vector), cmocka_unit_test(jwt_verifier_ranges),
-        cmocka_unit_test(jwt_public_keys),  cmocka_unit_test(jwt_token_cache),
+        cmocka_unit_test(jwt_hs_fast_path), cmocka_unit_test(jwt_public_keys),
+        cmocka_unit_test(jwt_token_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
