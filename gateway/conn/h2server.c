@@ -350,7 +350,7 @@ static void h2_on_written(struct mg_conn *c, int status)
     struct mg_h2s *s = c->codec;
     if (mg_wq_idle(&c->out))
         for (struct mg_h2stream *st = s->streams; st; st = st->next)
-            if (st->x_open && st->done_out && st->arena_out)
+            if (st->x_open && (st->done_out || st->reset_in) && st->arena_out)
                 wake(st); /* drained now */
     service(s);
 }

@@ -936,10 +936,12 @@ static bool drained(struct mg_exchange *x)
 {
     struct mg_h2stream *st = of_x(x);
     struct mg_conn *c = st->s->c;
-    if (c->closing || st->reset_in)
-        return true;
-    /* Arena bytes must be written before the exchange's reset frees them. */
-    return st->done_out && (!st->arena_out || mg_wq_idle(&c->out));
+    if (c->closing)
+        return true; /* the socket's writes are cancelled with it */
+    /* Arena bytes must be written before the exchange's reset frees them, a
+     * stream the client reset included: DATA already in the write queue still
+     * points at them, and the arena may go to the next stream. */
+    return (st->done_out || st->reset_in) && (!st->arena_out || mg_wq_idle(&c->out));
 }
 
 static bool client_eof(struct mg_exchange *x)
