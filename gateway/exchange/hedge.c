@@ -71,16 +71,23 @@ static uint64_t delay_ms(struct mg_exchange *x)
 /* hedge.budget: hedges over the last 10 s stay within budget % of the requests
  * (+ the floor). Without it `after: p95` alone sends more than 5 % extra when
  * the fast answers jitter past the quantile. */
-static bool budget_spend(struct mg_exchange *x)
+/* The hedge budget: at most hedge.budget % of the upstream's requests over
+ * the window, plus a floor. `spend`: take one, else only look. */
+static bool hedge_budget(struct mg_exchange *x, bool spend)
 {
     const struct mg_hedge_conf *hc = &x->ups->hedge;
-    return mg_window_spend(&x->rt->ups[x->ups->index].stats->hedge_budget, HEDGE_BUDGET_BUCKET_MS,
-                           uv_now(&x->w->loop), HEDGE_BUDGET_FLOOR, hc->budget / 100.0);
+    struct mg_window *w = &x->rt->ups[x->ups->index].stats->hedge_budget;
+    uint64_t now = uv_now(&x->w->loop);
+    double ratio = hc->budget / 100.0;
+    return spend ? mg_window_spend(w, HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR, ratio)
+                 : mg_window_allows(w, HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR, ratio);
 }
 
 /* Whether a hedge may go now: no response yet, the whole request known and
  * repeatable, safe to send twice, and the hedge and retry budgets allow one
- * more. */
+ * more. The hedge budget is looked at first and spent last, so that neither
+ * budget pays for a hedge the other refused (a race with another worker can
+ * still leave one retry token spent). */
 static bool may_hedge(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
@@ -88,10 +95,11 @@ static bool may_hedge(struct mg_exchange *x)
         x->req_upgrade || (x->req_body_bytes > 0 && !x->body_copy_ok) ||
         x->hedges >= uc->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed) ||
         !mg_balancer_fresh_exists(&x->rt->ups[uc->index], &x->tried, uv_now(&x->w->loop)) ||
-        !budget_spend(x))
+        !hedge_budget(x, false))
         return false;
     return mg_retry_budget_try_spend(&x->rt->ups[uc->index].stats->budget, &uc->retry,
-                                     uv_now(&x->w->loop));
+                                     uv_now(&x->w->loop)) &&
+           hedge_budget(x, true);
 }
 
 static void start_hedge(struct mg_exchange *x)

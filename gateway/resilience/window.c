@@ -145,6 +145,14 @@ struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_m
     return sum_at(w, number_of(width_ms, now_ms), &ignored);
 }
 
+bool mg_window_allows(const struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint64_t base,
+                      double ratio)
+{
+    uint64_t ignored;
+    struct mg_window_count n = sum_at(w, number_of(width_ms, now_ms), &ignored);
+    return (double)(n.b + 1) <= (double)base + ratio * (double)n.a + 1e-9;
+}
+
 bool mg_window_spend(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint64_t base,
                      double ratio)
 {
