@@ -849,6 +849,16 @@ void mg_lua_call_end(struct mg_lua *vm, bool failed)
     call_end(vm, failed);
 }
 
+unsigned mg_lua_route_caps(const struct mg_lua *vm, size_t route)
+{
+    if (!vm || route >= vm->cfg->nroutes)
+        return 0;
+    const struct mg_lua_route *r = &vm->routes[route];
+    _Static_assert(MG_LUA_PHASE__COUNT <= MG_LUA_CAPS_WAITS_SHIFT, "phase bits fit below waits");
+    return r->active | r->waits << MG_LUA_CAPS_WAITS_SHIFT |
+           (r->body_filter ? MG_LUA_CAPS_BODY_FILTER : 0);
+}
+
 bool mg_lua_route_body_filter(const struct mg_lua *vm, size_t route)
 {
     return vm && route < vm->cfg->nroutes && vm->routes[route].body_filter;
