@@ -22,15 +22,16 @@
 #include "upstream/balancer.h"
 #include "worker.h"
 
+/* start_ns: a clock read of just now (the Lua balancer's end), 0: none. */
 static void begin(struct mg_exchange *x, struct mg_attempt *a, struct mg_target_rt *t,
-                  uint32_t probe)
+                  uint32_t probe, uint64_t start_ns)
 {
     a->x = x;
     a->target = t;
     a->probe = probe;
     a->open = true;
     a->reported = false;
-    a->start_ns = uv_hrtime();
+    a->start_ns = start_ns ? start_ns : uv_hrtime();
     x->attempts++;
     t->active++;
     atomic_fetch_add_explicit(&t->stats->active, 1, memory_order_relaxed);
@@ -94,12 +95,14 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     uint64_t now = uv_now(&x->w->loop);
     uint32_t probe = 0;
+    uint64_t start_ns = 0;
     int i = -1;
     if (uc->ntargets == 0)
         return MG_ERR_NO_TARGETS; /* a name that does not resolve (yet) */
     if (mg_xplug_active(x, MG_LUA_BALANCE)) {
         bool raised;
         i = mg_xplug_balance(x, ur, now, &raised);
+        start_ns = mg_lua_call_end_ns(x->rt->lua); /* the try starts now: no second read */
         if (raised)
             return MG_ERR_PLUGIN_ERROR;
         if (x->lua.balance_refused)
@@ -119,7 +122,7 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
         return MG_ERR_CIRCUIT_OPEN;
     }
     mg_tried_add(&x->tried, (size_t)i);
-    begin(x, &x->att, &ur->targets[i], probe);
+    begin(x, &x->att, &ur->targets[i], probe, start_ns);
     return MG_ERR_NONE;
 }
 
@@ -169,7 +172,7 @@ bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
     if (i < 0)
         return false;
     *a = (struct mg_attempt){0};
-    begin(x, a, &ur->targets[i], probe);
+    begin(x, a, &ur->targets[i], probe, 0);
     return true;
 }
 

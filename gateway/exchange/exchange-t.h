@@ -285,6 +285,7 @@ struct mg_exchange {
     /* Lua plugins (DESIGN.md section 6). */
     struct mg_lua_ctx lua; /* what plugins see and set; valid once lua_ready */
     bool lua_ready;
+    unsigned plug_caps;          /* mg_lua_route_caps() of the route, set when routed */
     struct mg_lua_task lua_task; /* the access or log phase while a plugin waits */
     /* Observability. */
     uint64_t started_ns; /* first byte of the request */

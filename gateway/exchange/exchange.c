@@ -405,6 +405,7 @@ static enum mg_error route_request(struct mg_exchange *x)
     x->route = mg_router_match(x->rt->cfg->router, host.p, host.len, x->path.p, x->path.len,
                                x->method, &x->prefix_len);
     x->ups = x->route ? x->route->upstream : NULL;
+    x->plug_caps = x->route ? mg_lua_route_caps(x->rt->lua, x->route->index) : 0;
     return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 

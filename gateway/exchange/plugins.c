@@ -41,9 +41,15 @@ static const struct mg_lua_header *lua_headers(const struct mg_headers *h)
     return (const struct mg_lua_header *)h->v;
 }
 
+/* x->plug_caps: the route's phases, read once when it was routed. */
 bool mg_xplug_active(const struct mg_exchange *x, enum mg_lua_phase phase)
 {
-    return x->route && mg_lua_route_active(x->rt->lua, x->route->index, phase);
+    return x->route && (x->plug_caps & (1u << phase));
+}
+
+static bool waits(const struct mg_exchange *x, enum mg_lua_phase phase)
+{
+    return x->plug_caps & ((1u << phase) << MG_LUA_CAPS_WAITS_SHIFT);
 }
 
 /* The request inputs of the ctx, set when a plugin first looks at the request
@@ -142,7 +148,7 @@ enum mg_lua_result mg_xplug_access(struct mg_exchange *x)
         l->body = (struct mg_lua_str){x->body_copy ? x->body_copy : "", x->body_copy_len};
     struct mg_lua *vm = x->rt->lua;
     size_t route = x->route->index;
-    if (!mg_lua_route_waits(vm, route, MG_LUA_ACCESS)) /* a direct call: no task */
+    if (!waits(x, MG_LUA_ACCESS)) /* a direct call: no task */
         return access_done(x, mg_lua_run(vm, route, MG_LUA_ACCESS, l));
     enum mg_lua_result r = mg_lua_run_task(vm, route, MG_LUA_ACCESS, l, &x->lua_task);
     x->lua_task.wake = on_plugin_io;
@@ -162,8 +168,7 @@ void mg_xplug_abandon(struct mg_exchange *x)
 
 bool mg_xplug_filtering(const struct mg_exchange *x)
 {
-    return x->route && x->resp_kind != MG_BODY_NONE &&
-           mg_lua_route_body_filter(x->rt->lua, x->route->index);
+    return x->route && x->resp_kind != MG_BODY_NONE && (x->plug_caps & MG_LUA_CAPS_BODY_FILTER);
 }
 
 int mg_xplug_body_filter(struct mg_exchange *x, struct mg_slice *d, bool eof)
@@ -213,7 +218,7 @@ void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns)
         l->status = status;
         l->latency = (double)(now_ns - x->started_ns) / 1e9;
         /* Errors are logged only; a log phase that waits goes on detached. */
-        if (!mg_lua_route_waits(x->rt->lua, x->route->index, MG_LUA_LOG))
+        if (!waits(x, MG_LUA_LOG))
             mg_lua_run(x->rt->lua, x->route->index, MG_LUA_LOG, l);
         else if (mg_lua_run_task(x->rt->lua, x->route->index, MG_LUA_LOG, l, &x->lua_task) ==
                  MG_LUA_WAIT)

@@ -62,6 +62,8 @@ const struct mg_ffi_api mg_ffi_api = {
     .mg_ffi_hash = mg_ffi_hash,
     .mg_ffi_call_start_ns = mg_ffi_call_start_ns,
     .mg_ffi_target_ewma = mg_ffi_target_ewma,
+    .mg_ffi_header_check = mg_ffi_header_check,
+    .mg_ffi_header_put = mg_ffi_header_put,
 };
 
 /* Lua reads these fields as plain loads: they must be naturally aligned words
@@ -193,20 +195,14 @@ static const struct mg_lua_edit *find_edit(const struct mg_lua_edit *e, const ch
     return first;
 }
 
-/* Sets (value != NULL), removes, or with `append` adds a header in an edit
+/* Sets (value.p != NULL), removes, or with `append` adds a header in an edit
  * list. A set or removal takes the place of the first edit of that name (its
- * position and spelling kept) and unlinks the later ones. */
-static int edit_list(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
-                     const char *value, size_t vlen, bool append)
+ * position and spelling kept) and unlinks the later ones. The value is already
+ * the request's (or the VM's, see put_header); a new edit copies the name
+ * unless `own_name` (a prepared header's, which outlives the request). */
+static int apply_edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name,
+                      size_t nlen, struct mg_lua_str v, bool append, bool own_name)
 {
-    int rc = check_name(name, nlen);
-    if (rc == MG_FFI_OK && value)
-        rc = check_value(value, vlen);
-    if (rc == MG_FFI_OK)
-        rc = budget(c, nlen + (value ? vlen : 0));
-    if (rc != MG_FFI_OK)
-        return rc;
-    struct mg_lua_str v = value ? copy_str(c, value, vlen) : (struct mg_lua_str){NULL, 0};
     struct mg_lua_edit *kept = NULL, **pp = list;
     while (*pp) {
         struct mg_lua_edit *e = *pp;
@@ -229,10 +225,24 @@ static int edit_list(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char
     if (kept)
         return MG_FFI_OK;
     *pp = mg_arena_calloc(c->arena, sizeof(**pp));
-    (*pp)->name = copy_str(c, name, nlen);
+    (*pp)->name = own_name ? (struct mg_lua_str){name, nlen} : copy_str(c, name, nlen);
     (*pp)->value = v;
     (*pp)->append = append;
     return MG_FFI_OK;
+}
+
+static int edit_list(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
+                     const char *value, size_t vlen, bool append)
+{
+    int rc = check_name(name, nlen);
+    if (rc == MG_FFI_OK && value)
+        rc = check_value(value, vlen);
+    if (rc == MG_FFI_OK)
+        rc = budget(c, nlen + (value ? vlen : 0));
+    if (rc != MG_FFI_OK)
+        return rc;
+    struct mg_lua_str v = value ? copy_str(c, value, vlen) : (struct mg_lua_str){NULL, 0};
+    return apply_edit(c, list, name, nlen, v, append, false);
 }
 
 static int edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name, size_t nlen,
@@ -457,6 +467,34 @@ int mg_ffi_resp_header_set(struct mg_lua *vm, uint32_t slot, const char *name, s
                           PHASE_BIT(MG_LUA_RESPONSE)))
         return MG_FFI_BAD_PHASE;
     return edit(c, &c->resp_edits, name, nlen, value, vlen);
+}
+
+/* A prepared header (gw.header()): checked once by mg_ffi_header_check(), its
+ * strings kept alive by the VM's Lua side for the VM's life (and so past every
+ * request bound to it), so an edit points at them: no check, no copy. */
+int mg_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    int rc = check_name(name, nlen);
+    if (rc == MG_FFI_OK && (!value || vlen > MG_LUA_EDIT_BYTES_MAX))
+        rc = value ? MG_FFI_TOO_LARGE : MG_FFI_BAD_VALUE;
+    return rc == MG_FFI_OK ? check_value(value, vlen) : rc;
+}
+
+int mg_ffi_header_put(struct mg_lua *vm, uint32_t slot, int resp, int append, const char *name,
+                      size_t nlen, const char *value, size_t vlen)
+{
+    struct mg_lua_ctx *c = current(vm, slot);
+    if (!c)
+        return MG_FFI_BAD_CONTEXT;
+    unsigned allowed = PHASE_BIT(MG_LUA_ACCESS) | PHASE_BIT(MG_LUA_BALANCE) |
+                       (resp ? PHASE_BIT(MG_LUA_RESPONSE) : 0);
+    if (!phase_in(vm, allowed))
+        return MG_FFI_BAD_PHASE;
+    int rc = budget(c, nlen + vlen);
+    if (rc != MG_FFI_OK)
+        return rc;
+    struct mg_lua_str v = {vlen ? value : "", vlen};
+    return apply_edit(c, resp ? &c->resp_edits : &c->req_edits, name, nlen, v, append != 0, true);
 }
 
 int mg_ffi_respond(struct mg_lua *vm, uint32_t slot, int status, const char *body, size_t blen)

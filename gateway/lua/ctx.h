@@ -104,6 +104,9 @@ const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm);
  * before the first sample. In C so the balancer's compiled trace makes one
  * call with no branches of its own. */
 double mg_ffi_target_ewma(const void *stats, uint64_t now_ns);
+int mg_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen);
+int mg_ffi_header_put(struct mg_lua *vm, uint32_t slot, int resp, int append, const char *name,
+                      size_t nlen, const char *value, size_t vlen);
 
 /* Handed to Lua as a light userdata; field order is part of the cdef. */
 struct mg_ffi_api {
@@ -139,6 +142,9 @@ struct mg_ffi_api {
     uint32_t (*mg_ffi_hash)(const char *, size_t, uint32_t);
     const uint64_t *(*mg_ffi_call_start_ns)(struct mg_lua *);
     double (*mg_ffi_target_ewma)(const void *, uint64_t);
+    int (*mg_ffi_header_check)(const char *, size_t, const char *, size_t);
+    int (*mg_ffi_header_put)(struct mg_lua *, uint32_t, int, int, const char *, size_t,
+                             const char *, size_t);
 };
 
 /* The one table, filled at compile time. */

@@ -78,6 +78,7 @@ struct mg_lua {
     int cur_plugin;    /* plugin being timed, -1: none */
     bool cur_failed;   /* it raised an error already reported */
     uint64_t t_plugin; /* ns: when cur_plugin was entered */
+    uint64_t t_end;    /* ns: when the last request-time call returned */
     /* The running phase's whole time limit, for the guard's message: a phase
      * resumed after a wait runs with only what is left of it (task.c). */
     uint32_t budget_ms;

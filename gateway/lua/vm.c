@@ -131,7 +131,8 @@ static void call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, u
 static void call_end(struct mg_lua *vm, bool failed)
 {
     mg_lua_guard_leave(&vm->guard);
-    mg_lua_plugin_close(vm, mg_lua_clock_ns(), failed);
+    vm->t_end = mg_lua_clock_ns();
+    mg_lua_plugin_close(vm, vm->t_end, failed);
     vm->cur = NULL;
 }
 
@@ -770,6 +771,8 @@ int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
                    const struct mg_lua_target *targets, size_t n, bool *error)
 {
     *error = false;
+    if (vm)
+        vm->t_end = 0; /* no call, no end time (mg_lua_call_end_ns) */
     if (!mg_lua_route_active(vm, route, MG_LUA_BALANCE) || n == 0 || n > MAX_TARGETS)
         return -1;
     MG_ASSERT(ctx->arena != NULL);
@@ -847,6 +850,21 @@ void mg_lua_call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, u
 void mg_lua_call_end(struct mg_lua *vm, bool failed)
 {
     call_end(vm, failed);
+}
+
+uint64_t mg_lua_call_end_ns(const struct mg_lua *vm)
+{
+    return vm ? vm->t_end : 0;
+}
+
+unsigned mg_lua_route_caps(const struct mg_lua *vm, size_t route)
+{
+    if (!vm || route >= vm->cfg->nroutes)
+        return 0;
+    const struct mg_lua_route *r = &vm->routes[route];
+    _Static_assert(MG_LUA_PHASE__COUNT <= MG_LUA_CAPS_WAITS_SHIFT, "phase bits fit below waits");
+    return r->active | r->waits << MG_LUA_CAPS_WAITS_SHIFT |
+           (r->body_filter ? MG_LUA_CAPS_BODY_FILTER : 0);
 }
 
 bool mg_lua_route_body_filter(const struct mg_lua *vm, size_t route)

@@ -77,6 +77,21 @@ bool mg_lua_route_active(const struct mg_lua *vm, size_t route, enum mg_lua_phas
  * bookkeeping. vm == NULL gives false. */
 bool mg_lua_route_waits(const struct mg_lua *vm, size_t route, enum mg_lua_phase phase);
 
+/* All of the above for one route in one word, read once per request (when it
+ * is routed) so the exchange's later phase checks are bit tests: bits
+ * 1u << phase as mg_lua_route_active(), those shifted left by
+ * MG_LUA_CAPS_WAITS_SHIFT as mg_lua_route_waits(), MG_LUA_CAPS_BODY_FILTER as
+ * mg_lua_route_body_filter(). 0 for vm == NULL. */
+#define MG_LUA_CAPS_WAITS_SHIFT 8
+/* The CLOCK_MONOTONIC ns (uv_hrtime()'s clock) at which the last phase or
+ * balance call returned, read for plugin_duration_seconds anyway: a caller
+ * that needs "now" right after the call can use it instead of reading the
+ * clock again. 0 after an mg_lua_balance() that called nothing, and for
+ * vm == NULL. */
+uint64_t mg_lua_call_end_ns(const struct mg_lua *vm);
+#define MG_LUA_CAPS_BODY_FILTER (1u << 16)
+unsigned mg_lua_route_caps(const struct mg_lua *vm, size_t route);
+
 /* The bytes of request body the route's plugins want buffered before the
  * access phase (the largest P.body.max), 0 for none (DESIGN.md 10.4). */
 size_t mg_lua_route_body_max(const struct mg_lua *vm, size_t route);

@@ -59,6 +59,9 @@ struct mg_ffi_api {
     uint32_t (*mg_ffi_hash)(const char *p, size_t len, uint32_t seed);
     const uint64_t *(*mg_ffi_call_start_ns)(mg_lua *vm);
     double (*mg_ffi_target_ewma)(const void *stats, uint64_t now_ns);
+    int (*mg_ffi_header_check)(const char *name, size_t nlen, const char *value, size_t vlen);
+    int (*mg_ffi_header_put)(mg_lua *vm, uint32_t slot, int resp, int append, const char *name,
+                             size_t nlen, const char *value, size_t vlen);
 };
 ]]
 
@@ -196,10 +199,43 @@ local function header_getter(get, what)
     end
 end
 
-local function header_setter(set, what)
+-- Prepared headers (gw.header(name, value)): checked once, then an edit is a
+-- pointer append in C (no check, no copy). This table keeps every prepared
+-- header's strings alive for the VM's life, so C may point at them from any
+-- request of this VM; it also tells a prepared header from other tables.
+local prepared = {}
+
+function M.header(name, value)
+    if type(name) ~= "string" then argerror("gw.header", 1, "string", name) end
+    value = value_string("gw.header", value)
+    local rc = C.mg_ffi_header_check(name, #name, value, #value)
+    if rc ~= OK then fail("gw.header", rc, name) end
+    local key = name .. "\0" .. value -- the same pair prepared twice: one object
+    local h = prepared[key]
+    if h == nil then
+        h = { name = name, value = value }
+        prepared[key] = h
+        prepared[h] = true
+    end
+    return h
+end
+
+-- An edit with a prepared header: ctx:set_response_header(h) and friends.
+local function put_prepared(what, st, h, resp, append)
+    if prepared[h] == nil then argerror(what, 1, "string or gw.header()", h) end
+    local n, v = h.name, h.value
+    local rc = C.mg_ffi_header_put(VM, st.slot, resp, append, n, #n, v, #v)
+    if rc ~= OK then fail(what, rc, n) end
+end
+M.put_prepared = put_prepared
+
+local function header_setter(set, what, resp)
     return function(self, name, value)
         local st = state(self, what)
-        if type(name) ~= "string" then argerror(what, 1, "string", name) end
+        if type(name) ~= "string" then
+            if value == nil then return put_prepared(what, st, name, resp, 0) end
+            argerror(what, 1, "string", name)
+        end
         local rc
         if value == nil then
             rc = C[set](VM, st.slot, name, #name, nil, 0)
@@ -212,9 +248,9 @@ local function header_setter(set, what)
 end
 
 methods.header = header_getter("mg_ffi_req_header_get", "ctx:header")
-methods.set_header = header_setter("mg_ffi_req_header_set", "ctx:set_header")
+methods.set_header = header_setter("mg_ffi_req_header_set", "ctx:set_header", 0)
 methods.response_header = header_getter("mg_ffi_resp_header_get", "ctx:response_header")
-methods.set_response_header = header_setter("mg_ffi_resp_header_set", "ctx:set_response_header")
+methods.set_response_header = header_setter("mg_ffi_resp_header_set", "ctx:set_response_header", 1)
 
 -- Ends the phase: raises a sentinel the runtime's protected call takes as the
 -- phase's normal end, so no later code of this plugin and no later plugin

@@ -72,7 +72,10 @@ end
 local function adder(resp, what)
     return function(self, name, value)
         local st = state(self, what)
-        if type(name) ~= "string" then argerror(what, 1, "string", name) end
+        if type(name) ~= "string" then
+            if value == nil then return ctxm.put_prepared(what, st, name, resp, 1) end
+            argerror(what, 1, "string", name)
+        end
         value = value_string(what, value)
         local rc = C.add_header(VM, st.slot, resp, name, #name, value, #value)
         if rc ~= OK then fail(what, rc, name) end

@@ -129,6 +129,7 @@ function M.new(worker_id, checking)
     end
 
     gw.json_quote = quote
+    gw.header = ctx.header
     require("moongate.gw_io").install(gw)
     require("moongate.gwext").extend(gw)
 

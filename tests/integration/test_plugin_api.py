@@ -130,6 +130,53 @@ def test_every_header_value_and_added_headers(gateway, upstream, tmp_path):
     assert r.header("x-cookies") == "2"
 
 
+PREPARED = """
+local P = {}
+local tag = gw.header("X-Tag", "t1")
+local same = gw.header("X-Tag", "t1")
+local cookie = gw.header("Set-Cookie", "p=1")
+local req = gw.header("X-Prepared-Req", 7)
+local bad = {}
+for _, args in ipairs({{"Bad Name", "v"}, {"X-Ok", "a\\r\\nb"}, {"Content-Length", "1"}, {1, "v"}}) do
+  local ok, err = pcall(gw.header, args[1], args[2])
+  bad[#bad + 1] = ok and "accepted" or err:match("invalid header name") and "name"
+    or err:match("invalid value") and "value" or err:match("managed by") and "managed"
+    or err:match("bad argument") and "arg" or err
+end
+function P.access(ctx)
+  ctx:set_header(req)
+  ctx:set_response_header(tag)
+  ctx:add_response_header(cookie)
+  ctx:set_response_header("X-Bad", table.concat(bad, ","))
+  local ok = pcall(ctx.set_response_header, ctx, {name = "X-Fake", value = "1"})
+  ctx:set_response_header("X-Same", tostring(tag == same) .. "," .. tostring(not ok))
+end
+function P.response(ctx)
+  ctx:add_response_header(tag)         -- beside the first: two values
+end
+return P
+"""
+
+
+def test_prepared_headers(gateway, upstream, tmp_path):
+    """gw.header(): checked once at load (bad names, values and managed headers
+    are refused there), then set/added like a string pair, in any phase that
+    allows the edit; a table that gw.header() did not make is refused."""
+    a = upstream(cookies, name="a")
+    b = upstream(name="b")
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "p.lua").write_text(PREPARED)
+    gw = gateway(CONF, a=a, b=b, plugins=str(d), route_extra="    plugins: [{name: p}]")
+    r = fetch(gw.port, "GET", "/x")
+    assert r.status == 200, r.body
+    assert r.echo_header("x-prepared-req") == "7"
+    assert r.header_all("x-tag") == ["t1", "t1"]
+    assert r.header_all("set-cookie") == ["a=1", "b=2", "p=1"]
+    assert r.header("x-bad") == "name,value,managed,arg"
+    assert r.header("x-same") == "true,true"
+
+
 # ---------------------------------------------------------------- routing
 
 ROUTING = """
