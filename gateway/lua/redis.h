@@ -1,10 +1,10 @@
 /*
  * gw.redis (DESIGN.md section 10.3): commands over the VM's own async hiredis
  * connection to the top-level `redis` (its master found and followed through
- * the sentinels in sentinel mode), as operations of the waiting task (task.h). Errors are returned, never raised; while Redis is
- * down a call answers at once ("redis unavailable") and a connect is tried
- * again at most every MG_LUA_REDIS_RETRY_MS; a call that gets no answer
- * within redis.timeout answers "timeout".
+ * the sentinels in sentinel mode), as operations of the waiting task (task.h). Errors are returned,
+ * never raised; while Redis is down a call answers at once ("redis unavailable") and a connect is
+ * tried again at most every MG_LUA_REDIS_RETRY_MS; a call that gets no answer within redis.timeout
+ * answers "timeout".
  */
 #ifndef MG_LUA_REDIS_H
 #define MG_LUA_REDIS_H

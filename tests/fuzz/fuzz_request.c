@@ -132,8 +132,7 @@ static void show_escaped(const char *label, const uint8_t *p, size_t n)
     fputs(n > 512 ? "\"...\n" : "\"\n", stderr);
 }
 
-static void show_requests(const char *who, const struct fwd *f, size_t nf,
-                          const struct ref_reqs *c)
+static void show_requests(const char *who, const struct fwd *f, size_t nf, const struct ref_reqs *c)
 {
     fprintf(stderr, "%s\n", who);
     for (size_t i = 0; i < nf; i++) {

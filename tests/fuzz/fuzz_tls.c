@@ -88,7 +88,7 @@ static struct {
     struct mg_transport *tr;
     int fd; /* the client's end */
     bool owner_closing, closed, peer_gone, echo;
-    ssize_t end;           /* what on_read reported last (< 0) */
+    ssize_t end;          /* what on_read reported last (< 0) */
     size_t plain, echoed; /* plaintext the owner read; echo bytes the client got */
     unsigned handshake_reports;
     SSL *ssl; /* the in-process client, when handshaking */
@@ -431,7 +431,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         SSL_CTX_set_alpn_protos(G.client, (const unsigned char *)"\x02h2\x08http/1.1", 12) != 0)
         die("client context");
     SSL_CTX_set_verify(G.client, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_session_cache_mode(G.client, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_set_session_cache_mode(G.client,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     return 0;
 }
 
@@ -496,9 +497,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             may wait for this thread to read the client's end */
     }
     if (getenv("FZ_SHOW"))
-        fprintf(stderr, "fuzz_tls: flags 0x%02x, handshake reports %u, owner read %zu bytes, "
-                "client got %zu echoed, stream ended by %s\n", flags, S.handshake_reports,
-                S.plain, S.echoed, S.end ? uv_err_name((int)S.end) : "the owner");
+        fprintf(stderr,
+                "fuzz_tls: flags 0x%02x, handshake reports %u, owner read %zu bytes, "
+                "client got %zu echoed, stream ended by %s\n",
+                flags, S.handshake_reports, S.plain, S.echoed,
+                S.end ? uv_err_name((int)S.end) : "the owner");
     if (S.handshake_reports > 1)
         fz_fail("the handshake was reported more than once", data, size);
     close(S.fd);
