@@ -15,14 +15,9 @@ ROUNDS=${ROUNDS:-3}
 DUR=${SECONDS_PER_ROW:-5}
 CONNS=${CONNS:-8}
 ROWS=${*:-none local shared redis}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/moongate-ratelimit.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+# TMP, PIDS and their cleanup at exit
+# shellcheck source=bench/scenario.sh
+. "$HERE/scenario.sh"
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {

@@ -359,6 +359,16 @@ check_moongate() {
   fi
 }
 
+# live_rows "ROWS": the rows that can run, in LIVE; the others are reported
+live_rows() {
+  local row
+  LIVE=()
+  for row in $1; do
+    if [[ -n ${SKIP[$row]:-} ]]; then echo "skipped: $row: ${SKIP[$row]}"; else LIVE+=("$row"); fi
+  done
+  ((${#LIVE[@]})) || die "nothing to measure"
+}
+
 check_rows() {   # fills SKIP for the rows that cannot run
   local r reason
   for r in $1; do if is_tls "$r"; then make_cert; break; fi; done
@@ -636,11 +646,8 @@ throughput() {
     [[ -n ${SKIP[$row]:-} || $row == direct ]] && continue
     IDLE_RSS+=" $row $(tree_mem_kb "${PID[$row]}" | awk '{printf "%.1f", $1 / 1024}')"
   done
-  live=()
-  for row in $rows; do
-    if [[ -n ${SKIP[$row]:-} ]]; then echo "skipped: $row: ${SKIP[$row]}"; else live+=("$row"); fi
-  done
-  ((${#live[@]})) || die "nothing to measure"
+  live_rows "$rows"   # again: a proxy that failed to start is skipped now
+  live=("${LIVE[@]}")
 
   n=${#live[@]}
   local nconns; nconns=$(wc -w <<<"$CONNS")
@@ -824,11 +831,8 @@ instructions() {
   local rows row tool c
   if [[ -n $ROWS ]]; then rows=$ROWS; elif ((H2)); then rows=$H2_ROWS; elif ((TLS)); then rows=$TLS_ROWS; else rows=$ALL_IROWS; fi
   check_rows "$rows"
-  local live=()
-  for row in $rows; do
-    if [[ -n ${SKIP[$row]:-} ]]; then echo "skipped: $row: ${SKIP[$row]}"; else live+=("$row"); fi
-  done
-  ((${#live[@]})) || die "nothing to measure"
+  live_rows "$rows"
+  local live=("${LIVE[@]}")
   ((N2 > N1)) || die "--n2 must be larger than --n1"
   start_upstreams
   mkdir -p "$RESULTS_DIR"
@@ -917,11 +921,8 @@ kernel() {
   local rows row c
   rows=${ROWS:-"moongate nginx haproxy"}
   check_rows "$rows"
-  local live=()
-  for row in $rows; do
-    if [[ -n ${SKIP[$row]:-} ]]; then echo "skipped: $row: ${SKIP[$row]}"; else live+=("$row"); fi
-  done
-  ((${#live[@]})) || die "nothing to measure"
+  live_rows "$rows"
+  local live=("${LIVE[@]}")
   ((KN2 > KN1)) || die "--kn2 must be larger than --kn1"
   start_upstreams
   mkdir -p "$RESULTS_DIR"
