@@ -588,22 +588,7 @@ static struct mg_slice dec(struct mg_exchange *x, uint64_t v)
  * section 8.2.2), nor a framing field the gateway did not decide. */
 static bool never_sent(struct mg_slice n)
 {
-    switch (n.len) { /* most names are none of these: one comparison */
-    case 2:
-        return MG_NAME_IS(n, "te");
-    case 7:
-        return MG_NAME_IS(n, "upgrade") || MG_NAME_IS(n, "trailer");
-    case 10:
-        return MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive");
-    case 14:
-        return MG_NAME_IS(n, "content-length");
-    case 16:
-        return MG_NAME_IS(n, "proxy-connection");
-    case 17:
-        return MG_NAME_IS(n, "transfer-encoding");
-    default:
-        return false;
-    }
+    return mg_http_fixed_hop_by_hop(n) || (n.len == 14 && MG_NAME_IS(n, "content-length"));
 }
 
 struct head_builder {

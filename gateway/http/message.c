@@ -85,7 +85,7 @@ bool mg_field_name_valid(struct mg_slice name)
     return true;
 }
 
-static bool is_fixed_hop_by_hop(struct mg_slice name)
+bool mg_http_fixed_hop_by_hop(struct mg_slice name)
 {
     /* Dispatch on length first: most fields are none of these, and say so in one
      * comparison instead of seven. */
@@ -145,7 +145,7 @@ static void mark_named_by(struct mg_headers *h, struct mg_slice list)
 void mg_headers_mark_hop_by_hop(struct mg_headers *h)
 {
     for (uint32_t i = 0; i < h->n; i++) {
-        if (!is_fixed_hop_by_hop(h->v[i].name))
+        if (!mg_http_fixed_hop_by_hop(h->v[i].name))
             continue;
         h->v[i].flags |= MG_HDR_HOP;
         if (MG_NAME_IS(h->v[i].name, "connection") && names_other_fields(h->v[i].value))

@@ -66,6 +66,11 @@ int mg_headers_find(const struct mg_headers *h, struct mg_slice name);
 bool mg_token_list_has(struct mg_slice value, struct mg_slice token);
 /* RFC 9110 token characters only, at least one. */
 bool mg_field_name_valid(struct mg_slice name);
+/* Whether `name` (lower case) is one of the fixed hop-by-hop fields (RFC 9110
+ * section 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
+ * Transfer-Encoding, Upgrade. */
+bool mg_http_fixed_hop_by_hop(struct mg_slice name);
+
 /* Sets MG_HDR_HOP on the fixed hop-by-hop fields and on every field that a
  * Connection field names. The Connection-named set is computed from this message
  * only, before the gateway adds anything, so a client cannot strip headers the
