@@ -34,8 +34,6 @@
 #include <string.h>
 
 #include "lua/ctx_ext.h"
-#include "lua/jwt_cache.h"
-#include "lua/jwt_hs.h"
 
 #define PKEY_MT "moongate.pkey"
 #define HKEY_MT "moongate.hmac_key"
@@ -682,6 +680,4 @@ void mg_lua_crypto_push(lua_State *L)
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
-    mg_lua_jwt_cache_push(L);
-    mg_lua_jwt_hs_push(L);
 }

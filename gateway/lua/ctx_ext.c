@@ -17,6 +17,8 @@
 #include "lua/ctx.h"
 #include "lua/guard.h"
 #include "lua/jitboard.h"
+#include "lua/jwt_cache.h"
+#include "lua/jwt_hs.h"
 #include "lua/state-t.h"
 #include "lua/vm.h"
 
@@ -213,6 +215,8 @@ void mg_lua_ext_open(lua_State *L, struct mg_lua *vm)
     lua_pushlightuserdata(L, (void *)&mg_lua_respond_sentinel);
     lua_setfield(L, -2, "respond_sentinel");
     mg_lua_crypto_push(L);
+    mg_lua_jwt_cache_push(L); /* the jwt fast paths live in native.crypto too */
+    mg_lua_jwt_hs_push(L);
     lua_setfield(L, -2, "crypto");
     mg_lua_json_push(L);
     lua_setfield(L, -2, "json");
