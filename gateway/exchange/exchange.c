@@ -409,32 +409,6 @@ static enum mg_error route_request(struct mg_exchange *x)
     return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 
-static int buffer_for_plugins(struct mg_exchange *x);
-static int after_head(struct mg_exchange *x);
-static int after_access(struct mg_exchange *x, enum mg_lua_result r);
-
-static int step_head(struct mg_exchange *x)
-{
-    if (x->down->read_head(x) == MG_AGAIN)
-        return MG_AGAIN;
-    if (!x->error) {
-        mg_xreqid_make(x);
-        mg_forwarded_client(&x->req_hdrs, x->client_ip, x->rt->cfg->forwarded.trusted_proxies,
-                            x->rt->cfg->forwarded.ntrusted_proxies, x->real_ip, sizeof x->real_ip);
-        x->error = route_request(x);
-        x->body_copy_ok = true;
-    }
-    if (x->error) {
-        fail(x, x->error, "request rejected");
-        return MG_NEXT;
-    }
-    mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
-    x->in_flight_counted = true;
-    if (mg_xplug_body_max(x))
-        return buffer_for_plugins(x);
-    return after_head(x);
-}
-
 /* P.body: the access phase needs the whole request body first (413 beyond
  * the plugins' limit). step_buffer reads it, then calls after_head(). */
 static int buffer_for_plugins(struct mg_exchange *x)
@@ -452,20 +426,6 @@ static int buffer_for_plugins(struct mg_exchange *x)
         x->continue_sent = true;
     }
     return MG_NEXT;
-}
-
-/* The head is in (and with P.body the body too): access, then idempotency. */
-static int after_head(struct mg_exchange *x)
-{
-    if (mg_xplug_active(x, MG_LUA_ACCESS))
-        return after_access(x, mg_xplug_access(x));
-    return after_access(x, MG_LUA_OK);
-}
-
-/* An access-phase plugin waits: the route deadline bounds the wait. */
-static int step_plugin(struct mg_exchange *x)
-{
-    return after_access(x, mg_xplug_access_resume(x));
 }
 
 /* What the access phase decided; then the idempotency phase. */
@@ -496,6 +456,42 @@ static int after_access(struct mg_exchange *x, enum mg_lua_result r)
     else
         x->state = buffer ? MG_X_BUFFER : MG_X_CONNECT;
     return MG_NEXT;
+}
+
+/* The head is in (and with P.body the body too): access, then idempotency. */
+static int after_head(struct mg_exchange *x)
+{
+    if (mg_xplug_active(x, MG_LUA_ACCESS))
+        return after_access(x, mg_xplug_access(x));
+    return after_access(x, MG_LUA_OK);
+}
+
+static int step_head(struct mg_exchange *x)
+{
+    if (x->down->read_head(x) == MG_AGAIN)
+        return MG_AGAIN;
+    if (!x->error) {
+        mg_xreqid_make(x);
+        mg_forwarded_client(&x->req_hdrs, x->client_ip, x->rt->cfg->forwarded.trusted_proxies,
+                            x->rt->cfg->forwarded.ntrusted_proxies, x->real_ip, sizeof x->real_ip);
+        x->error = route_request(x);
+        x->body_copy_ok = true;
+    }
+    if (x->error) {
+        fail(x, x->error, "request rejected");
+        return MG_NEXT;
+    }
+    mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
+    x->in_flight_counted = true;
+    if (mg_xplug_body_max(x))
+        return buffer_for_plugins(x);
+    return after_head(x);
+}
+
+/* An access-phase plugin waits: the route deadline bounds the wait. */
+static int step_plugin(struct mg_exchange *x)
+{
+    return after_access(x, mg_xplug_access_resume(x));
 }
 
 /* Idempotency: the body is read whole before the store is asked about the key. */
