@@ -18,6 +18,9 @@
 #   (each count is the smallest of BENCH_REPEAT runs, see least())
 #   rl_local rl_shared rl_redis: rate_limit's policies (rl_redis starts its
 #   own redis-server)
+#   dns: the `none` row with its target written as a host name that a
+#   dnsmasq started here resolves (issue 19: discovery costs nothing per
+#   request; TTL 300 s, so no lookup falls inside a run)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -28,8 +31,10 @@ ROWS=${*:-none empty cors jwt_hs256}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moongate-plugincost.XXXXXX")
 ORIGIN_PID=
 REDIS_PID=
+DNS_PID=
 cleanup() {
   if [[ -n $ORIGIN_PID ]]; then kill "$ORIGIN_PID" 2>/dev/null || true; fi
+  if [[ -n $DNS_PID ]]; then kill "$DNS_PID" 2>/dev/null || true; fi
   if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; fi
   rm -rf "$TMP"
 }
@@ -60,6 +65,18 @@ if [[ " $ROWS " == *" rl_redis "* ]]; then
     --dir "$TMP" >"$TMP/redis.log" 2>&1 &
   REDIS_PID=$!
   wait_port "$REDIS_PORT"
+fi
+
+if [[ " $ROWS " == *" dns "* ]]; then
+  DNS_PORT=$(free_port)
+  echo "127.0.0.1 origin.bench.test" >"$TMP/hosts"
+  dns_user=()
+  if [[ $(id -u) == 0 ]]; then dns_user=(--user=root); fi
+  dnsmasq --no-daemon --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
+    --no-resolv --no-hosts --local=/test/ --addn-hosts="$TMP/hosts" --local-ttl=300 \
+    "${dns_user[@]}" >"$TMP/dnsmasq.log" 2>&1 &
+  DNS_PID=$!
+  wait_port "$DNS_PORT"
 fi
 
 SECRET=bench-secret-0123456789
@@ -111,7 +128,7 @@ route_plugins() {
     jwt_nocache_py) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
     jwt_es256) echo "    plugins: [{name: jwt_auth, config: {alg: [ES256], key_file: \"$TMP/ec.pub\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
     jwt_es256_nocache) echo "    plugins: [{name: jwt_auth, config: {alg: [ES256], key_file: \"$TMP/ec.pub\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}, cache: 0}}]" ;;
-    rr) echo "" ;;
+    rr | dns) echo "" ;;
     p2c_ewma) echo "    balancer: {name: p2c_ewma}" ;;
     lua_first) echo "    balancer: {name: bench_first}" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
@@ -120,6 +137,7 @@ route_plugins() {
 row_targets() {
   case $1 in
     rr | p2c_ewma | lua_first) echo "[{address: \"127.0.0.1:$UP\"}, {address: \"127.0.0.1:$UP2\"}, {address: \"127.0.0.1:$UP3\"}]" ;;
+    dns) echo "[{address: \"origin.bench.test:$UP\"}]" ;;
     *) echo "[{address: \"127.0.0.1:$UP\"}]" ;;
   esac
 }
@@ -127,6 +145,7 @@ row_top() { # top-level config a row needs
   case $1 in
     rl_shared) echo "shared_dicts: {rate_limit: 1m}" ;;
     rl_redis) echo "redis: {address: \"127.0.0.1:$REDIS_PORT\", timeout: 1s}" ;;
+    dns) echo "resolver: {servers: [\"127.0.0.1:$DNS_PORT\"], min_ttl: 300s, family: ipv4}" ;;
     *) echo "" ;;
   esac
 }
