@@ -126,7 +126,8 @@ def test_runaway_plugin_is_stopped(gateway, upstream, tmp_path):
 def test_p2c_ewma_prefers_the_fast_target(gateway, upstream, tmp_path):
     def slow(conn, req):
         conn.read_body(req)
-        time.sleep(0.05)
+        # well above what a loaded machine adds to the fast one's answers
+        time.sleep(0.15)
         conn.respond(200, b"slow")
     fast = upstream(name="fast")
     slow_up = upstream(slow, name="slow")
