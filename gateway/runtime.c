@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "idempotency/store.h"
 #include "idempotency/store_redis.h"
+#include "loopctx.h"
 #include "lua/http_client.h"
 #include "lua/metrics_hook.h"
 #include "lua/task.h"
@@ -25,7 +26,6 @@
 #include "resilience/registry.h"
 #include "tls/context.h"
 #include "upstream/pool.h"
-#include "worker.h"
 
 static bool uses_redis(const struct mg_config *cfg)
 {
@@ -39,7 +39,7 @@ static bool uses_redis(const struct mg_config *cfg)
 /* The Redis store lives with the runtime: exchanges hold the runtime they
  * started on, so a reload (perhaps to another Redis) never pulls the store
  * from under an operation in flight. */
-struct mg_runtime *mg_runtime_new(struct mg_worker *w, struct mg_config *cfg,
+struct mg_runtime *mg_runtime_new(struct mg_loopctx *ctx, struct mg_config *cfg,
                                   struct mg_metrics *metrics, struct mg_lua *lua,
                                   struct mg_lua_metrics *lua_metrics)
 {
@@ -55,7 +55,7 @@ struct mg_runtime *mg_runtime_new(struct mg_worker *w, struct mg_config *cfg,
     rt->lua_metrics = lua_metrics;
     rt->holds = 1;
     if (cfg->redis.enabled && uses_redis(cfg))
-        rt->idem_redis = mg_idem_redis_open(&w->loop, &cfg->redis);
+        rt->idem_redis = mg_idem_redis_open(&ctx->loop, &cfg->redis);
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
     if (!rt->ups)
         mg_fatal("out of memory (upstream runtime)");
@@ -88,8 +88,8 @@ struct mg_runtime *mg_runtime_new(struct mg_worker *w, struct mg_config *cfg,
                                                         .stats = ur->targets[j].stats};
         }
     }
-    mg_lua_http_bind(lua, w, rt->ups);
-    mg_lua_start(lua, &w->loop); /* init_worker; timers run on this loop */
+    mg_lua_http_bind(lua, ctx, rt->ups);
+    mg_lua_start(lua, &ctx->loop); /* init_worker; timers run on this loop */
     return rt;
 }
 
@@ -121,15 +121,15 @@ static void runtime_free(struct mg_runtime *rt)
     free(rt);
 }
 
-struct mg_runtime *mg_runtime_hold(struct mg_worker *w)
+struct mg_runtime *mg_runtime_hold(struct mg_loopctx *ctx)
 {
-    w->rt->holds++;
-    return w->rt;
+    ctx->rt->holds++;
+    return ctx->rt;
 }
 
-void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt)
+void mg_runtime_release(struct mg_loopctx *ctx, struct mg_runtime *rt)
 {
-    (void)w;
+    (void)ctx;
     MG_ASSERT(rt->holds > 0);
     if (--rt->holds == 0)
         runtime_free(rt);

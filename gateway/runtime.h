@@ -8,18 +8,18 @@
 
 #include "runtime-t.h"
 
-struct mg_worker;
+struct mg_loopctx;
 
-/* A runtime for `cfg` on w's loop, held once (by the worker that makes it
+/* A runtime for `cfg` on ctx's loop, held once (by the worker that makes it
  * current). Takes its own references to cfg and metrics; takes over lua and
  * lua_metrics (either may be NULL). Aborts on OOM. */
-struct mg_runtime *mg_runtime_new(struct mg_worker *w, struct mg_config *cfg,
+struct mg_runtime *mg_runtime_new(struct mg_loopctx *ctx, struct mg_config *cfg,
                                   struct mg_metrics *metrics, struct mg_lua *lua,
                                   struct mg_lua_metrics *lua_metrics);
-/* An exchange starting takes the worker's current runtime; ending, it gives it
- * back. The last release frees it. */
-struct mg_runtime *mg_runtime_hold(struct mg_worker *w);
-void mg_runtime_release(struct mg_worker *w, struct mg_runtime *rt);
+/* An exchange starting takes the loop's current runtime (ctx->rt); ending, it
+ * gives it back. The last release frees it. */
+struct mg_runtime *mg_runtime_hold(struct mg_loopctx *ctx);
+void mg_runtime_release(struct mg_loopctx *ctx, struct mg_runtime *rt);
 /* Idle connections to targets that stay in `to` move to its pools (a reload
  * under load costs no reconnects). */
 void mg_runtime_carry_over(struct mg_runtime *from, struct mg_runtime *to);

@@ -9,9 +9,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,7 +24,6 @@
 #include "conn/h1server.h"
 #include "conn/h2server.h"
 #include "exchange/exchange.h"
-#include "net/wq.h"
 #include "lua/metrics_hook.h"
 #include "lua/task.h"
 #include "lua/vm.h"
@@ -37,8 +36,6 @@
 #include "runtime.h"
 #include "upstream/pool.h"
 
-/* Buffers kept for reuse per worker; beyond this, idle memory goes back to libc. */
-#define MG_MAX_FREE_BUFS 256
 /* After drain_timeout: time for the 504s to be written before the final cut. */
 #define MG_DRAIN_ANSWER_MS 200
 /* Expired idempotency records are also dropped lazily; the sweep returns their
@@ -52,36 +49,6 @@ static struct mg_idem_memtable *idem_table;
 void mg_workers_set_idem_table(struct mg_idem_memtable *t)
 {
     idem_table = t;
-}
-
-struct free_buf {
-    struct free_buf *next;
-};
-
-char *mg_worker_buf_get(struct mg_worker *w)
-{
-    struct free_buf *b = w->free_bufs;
-    if (b) {
-        w->free_bufs = b->next;
-        w->nfree_bufs--;
-        return (char *)b;
-    }
-    char *p = malloc(MG_BUF_SIZE);
-    if (!p)
-        mg_fatal("out of memory (read buffer)");
-    return p;
-}
-
-void mg_worker_buf_put(struct mg_worker *w, char *buf)
-{
-    if (w->nfree_bufs >= MG_MAX_FREE_BUFS) {
-        free(buf);
-        return;
-    }
-    struct free_buf *b = (struct free_buf *)buf;
-    b->next = w->free_bufs;
-    w->free_bufs = b;
-    w->nfree_bufs++;
 }
 
 /* Connections taken per wake-up, so one busy listener cannot starve the loop. */
@@ -128,7 +95,7 @@ static void on_readable(uv_poll_t *p, int status, int events)
     for (int i = 0; i < MG_ACCEPT_BATCH; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            struct mg_conn *c = mg_h1s_accept(l->w, fd, l->conf, &mg_exchange_hooks);
+            struct mg_conn *c = mg_h1s_accept(&l->w->ctx, fd, l->conf, &mg_exchange_hooks);
             if (c && l->conf->http2)
                 mg_h2s_offer(c, &mg_exchange_hooks); /* h2 if the first bytes say so */
             continue;
@@ -197,13 +164,13 @@ static int add_listener(struct mg_worker *w, const struct mg_address *a, int fd)
     l->w = w;
     l->addr = a->addr;
     l->addrlen = a->addrlen;
-    int rc = uv_poll_init_socket(&w->loop, &l->poll, fd);
+    int rc = uv_poll_init_socket(&w->ctx.loop, &l->poll, fd);
     if (rc) {
         close(fd);
         free(l);
         return rc;
     }
-    uv_timer_init(&w->loop, &l->backoff);
+    uv_timer_init(&w->ctx.loop, &l->backoff);
     l->poll.data = l->backoff.data = l;
     l->handles_open = 2;
     rc = uv_poll_start(&l->poll, UV_READABLE, on_readable);
@@ -290,10 +257,10 @@ static int reconcile_listeners(struct mg_worker *w, const struct mg_config *cfg)
  * The old checker stops first, so none of its late probes can flip a flag. */
 static void restart_health_checks(struct mg_worker *w)
 {
-    if (w->id != 0)
+    if (w->ctx.id != 0)
         return;
     mg_health_stop(w->health);
-    w->health = w->draining ? NULL : mg_health_start(&w->loop, w->rt->cfg);
+    w->health = w->ctx.draining ? NULL : mg_health_start(&w->ctx.loop, w->ctx.rt->cfg);
 }
 
 static void generation_free(struct mg_generation *g)
@@ -309,32 +276,55 @@ static void generation_free(struct mg_generation *g)
 static void apply_config(struct mg_worker *w, struct mg_generation *g)
 {
     struct mg_config *cfg = g->cfg;
-    if (w->draining) {
+    if (w->ctx.draining) {
         generation_free(g);
         return;
     }
     reconcile_listeners(w, cfg);
-    struct mg_runtime *old = w->rt;
-    w->rt = mg_runtime_new(w, cfg, g->metrics, g->lua, g->lua_metrics);
-    if (w->id == 0 && idem_table)
+    struct mg_runtime *old = w->ctx.rt;
+    w->ctx.rt = mg_runtime_new(&w->ctx, cfg, g->metrics, g->lua, g->lua_metrics);
+    if (w->ctx.id == 0 && idem_table)
         mg_idem_memtable_set_budget(idem_table, cfg->idempotency_memory);
     g->lua = NULL; /* the runtime owns them now */
     g->lua_metrics = NULL;
     generation_free(g); /* the runtime holds its own references */
-    mg_runtime_carry_over(old, w->rt);
+    mg_runtime_carry_over(old, w->ctx.rt);
     mg_runtime_retire(old);
     restart_health_checks(w);
-    mg_debug("worker %d: now on config version %" PRIu64, w->id, cfg->version);
+    mg_debug("worker %d: now on config version %" PRIu64, w->ctx.id, cfg->version);
 }
+
+static void on_drain_timer(uv_timer_t *t);
+
+/* Draining: the loop stops once the last client connection is gone; until
+ * then drain_timeout runs. */
+static void check_drained(struct mg_worker *w)
+{
+    if (!w->ctx.draining)
+        return;
+    if (w->ctx.nconns == 0)
+        uv_stop(&w->ctx.loop);
+    else if (!uv_is_active((uv_handle_t *)&w->drain_timer))
+        uv_timer_start(&w->drain_timer, on_drain_timer, w->ctx.rt->cfg->drain_timeout_ms, 0);
+}
+
+static void on_conn_closed(struct mg_loopctx *ctx)
+{
+    check_drained((struct mg_worker *)((char *)ctx - offsetof(struct mg_worker, ctx)));
+}
+
+static const struct mg_loopctx_ops loopctx_ops = {
+    .conn_closed = on_conn_closed,
+};
 
 static void start_drain(struct mg_worker *w)
 {
-    w->draining = true;
+    w->ctx.draining = true;
     restart_health_checks(w);
     close_listeners(w, true);
-    mg_runtime_close_idle(w->rt);
-    mg_conn_drain(w); /* idle keep-alive connections: see MG_CONN_DRAIN_IDLE_MS */
-    mg_worker_conn_closed(w);
+    mg_runtime_close_idle(w->ctx.rt);
+    mg_conn_drain(&w->ctx); /* idle keep-alive connections: see MG_CONN_DRAIN_IDLE_MS */
+    check_drained(w);
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -343,43 +333,34 @@ static void on_wakeup(uv_async_t *a)
     struct mg_generation *g = atomic_exchange(&w->pending, NULL);
     if (g)
         apply_config(w, g);
-    mg_admission_drain((unsigned)w->id);
+    mg_admission_drain((unsigned)w->ctx.id);
     int req = atomic_load(&w->stop_requested);
     if (req == 0)
         return;
     if (req == 2) {
-        mg_conn_close_all(w);
-        uv_stop(&w->loop);
+        mg_conn_close_all(&w->ctx);
+        uv_stop(&w->ctx.loop);
         return;
     }
-    if (!w->draining)
+    if (!w->ctx.draining)
         start_drain(w);
 }
 
 /* drain_timeout over: first the requests still waiting for an upstream are
  * answered (504, Connection: close), MG_DRAIN_ANSWER_MS later the rest is cut. */
-static void on_drain_timeout(uv_timer_t *t)
+static void on_drain_timer(uv_timer_t *t)
 {
     struct mg_worker *w = t->data;
     if (!w->drain_expired) {
         w->drain_expired = true;
-        mg_warn("worker %d: drain timeout, answering and closing %u connections", w->id, w->nconns);
-        mg_conn_drain_expired(w);
-        uv_timer_start(&w->drain_timer, on_drain_timeout, MG_DRAIN_ANSWER_MS, 0);
+        mg_warn("worker %d: drain timeout, answering and closing %u connections", w->ctx.id,
+                w->ctx.nconns);
+        mg_conn_drain_expired(&w->ctx);
+        uv_timer_start(&w->drain_timer, on_drain_timer, MG_DRAIN_ANSWER_MS, 0);
         return;
     }
-    mg_conn_close_all(w);
-    uv_stop(&w->loop);
-}
-
-void mg_worker_conn_closed(struct mg_worker *w)
-{
-    if (!w->draining)
-        return;
-    if (w->nconns == 0)
-        uv_stop(&w->loop);
-    else if (!uv_is_active((uv_handle_t *)&w->drain_timer))
-        uv_timer_start(&w->drain_timer, on_drain_timeout, w->rt->cfg->drain_timeout_ms, 0);
+    mg_conn_close_all(&w->ctx);
+    uv_stop(&w->ctx.loop);
 }
 
 static void on_idem_sweep(uv_timer_t *t)
@@ -392,25 +373,20 @@ int mg_worker_init(struct mg_worker *w, int id, struct mg_config *cfg, struct mg
                    struct mg_lua *lua, struct mg_lua_metrics *lua_metrics)
 {
     memset(w, 0, sizeof *w);
-    w->id = id;
-    w->arena_cache.max = MG_MAX_FREE_BUFS;
-    if (getrandom(&w->rand_state, sizeof w->rand_state, 0) != sizeof w->rand_state ||
-        w->rand_state == 0)
-        w->rand_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)id;
-    int rc = uv_loop_init(&w->loop);
+    int rc = mg_loopctx_init(&w->ctx, id, &loopctx_ops);
     if (rc)
         mg_fatal("cannot create an event loop: %s", uv_strerror(rc));
-    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    uv_async_init(&w->ctx.loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
-    uv_timer_init(&w->loop, &w->drain_timer);
+    uv_timer_init(&w->ctx.loop, &w->drain_timer);
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
-    w->rt = mg_runtime_new(w, cfg, metrics, lua, lua_metrics);
+    w->ctx.rt = mg_runtime_new(&w->ctx, cfg, metrics, lua, lua_metrics);
     restart_health_checks(w);
-    uv_timer_init(&w->loop, &w->idem_sweep);
+    uv_timer_init(&w->ctx.loop, &w->idem_sweep);
     w->idem_sweep.data = w;
     if (idem_table) {
-        w->idem_memory = mg_idem_memory_open(idem_table, &w->loop);
+        w->ctx.idem_memory = mg_idem_memory_open(idem_table, &w->ctx.loop);
         if (id == 0) {
             uv_timer_start(&w->idem_sweep, on_idem_sweep, MG_IDEM_SWEEP_MS, MG_IDEM_SWEEP_MS);
             uv_unref((uv_handle_t *)&w->idem_sweep);
@@ -428,47 +404,41 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 void mg_worker_run(struct mg_worker *w)
 {
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_run(&w->ctx.loop, UV_RUN_DEFAULT);
     /* Stopped: close what is left and let close callbacks free the connections.
      * The wakeup handle stays open (unreferenced) until mg_worker_destroy, so the
      * main thread may still signal this worker without touching a closed handle. */
-    mg_conn_close_all(w);
+    mg_conn_close_all(&w->ctx);
     close_listeners(w, true);
-    mg_runtime_close_idle(w->rt);
-    mg_lua_stop(w->rt->lua); /* plugin timers and waits, while the loop still runs */
+    mg_runtime_close_idle(w->ctx.rt);
+    mg_lua_stop(w->ctx.rt->lua); /* plugin timers and waits, while the loop still runs */
     mg_health_stop(w->health);
     w->health = NULL;
     /* Exchanges are closed (their store operations cancelled): the stores may go
      * while the loop still runs their handle closes. */
-    mg_idem_client_close(w->idem_memory);
-    w->idem_memory = NULL;
-    mg_idem_client_close(w->rt->idem_redis);
-    w->rt->idem_redis = NULL;
+    mg_idem_client_close(w->ctx.idem_memory);
+    w->ctx.idem_memory = NULL;
+    mg_idem_client_close(w->ctx.rt->idem_redis);
+    w->ctx.rt->idem_redis = NULL;
     uv_close((uv_handle_t *)&w->idem_sweep, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_unref((uv_handle_t *)&w->wakeup);
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_run(&w->ctx.loop, UV_RUN_DEFAULT);
 }
 
 void mg_worker_destroy(struct mg_worker *w)
 {
     uv_close((uv_handle_t *)&w->wakeup, NULL);
-    uv_run(&w->loop, UV_RUN_DEFAULT);
-    uv_walk(&w->loop, close_walk, NULL);
-    uv_run(&w->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&w->loop);
+    uv_run(&w->ctx.loop, UV_RUN_DEFAULT);
+    uv_walk(&w->ctx.loop, close_walk, NULL);
+    uv_run(&w->ctx.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->ctx.loop);
     struct mg_generation *pending = atomic_exchange(&w->pending, NULL);
     if (pending)
         generation_free(pending);
-    mg_runtime_release(w, w->rt);
-    w->rt = NULL;
-    while (w->free_bufs) {
-        struct free_buf *b = w->free_bufs;
-        w->free_bufs = b->next;
-        free(b);
-    }
-    mg_wreq_free_list(&w->free_wreqs);
-    mg_arena_cache_clear(&w->arena_cache);
+    mg_runtime_release(&w->ctx, w->ctx.rt);
+    w->ctx.rt = NULL;
+    mg_loopctx_clear(&w->ctx);
 }
 
 void mg_worker_request_stop(struct mg_worker *w, bool immediate)
@@ -522,17 +492,6 @@ size_t mg_worker_listener_fds(struct mg_worker *w, int *out, size_t cap)
 
 static struct mg_worker *all_workers;
 static size_t nall_workers;
-
-uint64_t mg_worker_random(struct mg_worker *w)
-{
-    /* xorshift64*: request ids and backoff jitter need spread, not secrecy. */
-    uint64_t x = w->rand_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rand_state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
 
 static void wake_worker(unsigned id)
 {

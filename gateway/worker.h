@@ -1,7 +1,9 @@
 /*
  * A worker: one libuv loop on one thread, with its own listeners (SO_REUSEPORT),
  * its own upstream connection pools and its own buffer free lists. Nothing here is
- * shared with another worker, so nothing here takes a lock.
+ * shared with another worker, so nothing here takes a lock. The layers below it
+ * (connections, exchanges, pools) know only its loop context (loopctx.h), which
+ * the worker embeds, and tell the worker what it must hear through its ops.
  *
  * Configuration reload: the main thread hands each worker a new snapshot through
  * `pending_cfg` and wakes it. The worker builds a new runtime (pools, balancer
@@ -19,17 +21,8 @@
 #include <uv.h>
 
 #include "config/config-t.h"
-#include "core/arena.h"
-#include "net/wq.h"
-#include "resilience/registry-t.h"
-#include "runtime-t.h"
+#include "loopctx.h"
 
-#define MG_BUF_SIZE MG_RBUF_SIZE
-
-struct mg_upconn;
-struct mg_conn;
-struct mg_wreq;
-struct mg_runtime;
 struct mg_health;
 struct mg_metrics;
 
@@ -64,30 +57,16 @@ struct mg_listener {
 };
 
 struct mg_worker {
-    int id;
-    uv_loop_t loop;
+    struct mg_loopctx ctx; /* the loop and what the layers on it share (loopctx.h) */
     uv_thread_t thread;
     uv_async_t wakeup;                       /* other threads ask this worker to stop or reload */
     atomic_int stop_requested;               /* 1: graceful stop, 2: immediate */
     _Atomic(struct mg_generation *) pending; /* a snapshot to switch to (refs held) */
-    struct mg_runtime *rt;                   /* the current runtime */
     struct mg_listener *listeners;
-    struct mg_health *health;           /* active health checks: worker 0 runs them */
-    struct mg_idem_client *idem_memory; /* this worker's handle on the memory store */
-    uv_timer_t idem_sweep;              /* worker 0: returns expired records' memory */
-    bool draining;
-    bool drain_expired; /* drain_timeout ran out: answering, then closing */
+    struct mg_health *health; /* active health checks: worker 0 runs them */
+    uv_timer_t idem_sweep;    /* worker 0: returns expired records' memory */
+    bool drain_expired;       /* drain_timeout ran out: answering, then closing */
     uv_timer_t drain_timer;
-
-    uint32_t nconns;       /* client connections open */
-    struct mg_conn *conns; /* all client connections (for drain) */
-    uint64_t conn_serial;  /* upstream connection numbering, for logs */
-    uint64_t rand_state;   /* xorshift state for request ids */
-
-    void *free_bufs; /* free list of MG_BUF_SIZE read buffers */
-    uint32_t nfree_bufs;
-    struct mg_wreq *free_wreqs;
-    struct mg_arena_cache arena_cache; /* exchanges' arena blocks, kept for reuse */
 };
 
 /* Creates the worker's loop, runtime and listeners. Takes references to cfg and
@@ -123,14 +102,5 @@ void mg_workers_register(struct mg_worker *workers, size_t n);
 void mg_workers_set_idem_table(struct mg_idem_memtable *t);
 /* Thread-safe: wakes worker `id`, which then drains its bulkhead queues. */
 void mg_worker_wake(int id);
-
-/* The worker's pseudo-random numbers (xorshift64*): ids and jitter, not secrets. */
-uint64_t mg_worker_random(struct mg_worker *w);
-
-char *mg_worker_buf_get(struct mg_worker *w);
-void mg_worker_buf_put(struct mg_worker *w, char *buf);
-/* Called by the connection code when a client connection is gone, so a draining
- * worker can finish. */
-void mg_worker_conn_closed(struct mg_worker *w);
 
 #endif

@@ -14,7 +14,7 @@
 #include "net/wq.h"
 
 struct mg_conn;
-struct mg_worker;
+struct mg_loopctx;
 
 /* What the connection tells its codec (set at accept). */
 struct mg_conn_ops {
@@ -48,8 +48,8 @@ struct mg_conn {
     struct mg_rbuf in;              /* what the client sent */
     struct mg_wq out;               /* what goes to the client */
     struct mg_deadline timer;       /* the codec's: keep-alive, header and body timeouts */
-    struct mg_worker *w;
-    struct mg_conn *next, *prev; /* the worker's connections */
+    struct mg_loopctx *ctx;         /* the loop's (its owner hears of the close) */
+    struct mg_conn *next, *prev;    /* the loop's connections */
     const struct mg_conn_ops *ops;
     /* Codec selection (h2 on listeners with http2): the accepting codec's ops
      * while another codec took the connection over (mg_conn_take_over), which

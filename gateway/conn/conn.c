@@ -1,6 +1,6 @@
 /*
- * Client connections (see conn.h). The read buffer comes from the worker's free
- * list when the first byte can arrive and goes back while the connection is
+ * Client connections (see conn.h). The read buffer comes from the loop
+ * context's free list when the first byte can arrive and goes back while the connection is
  * idle; writes into the upstream that point into it pin it, so it is neither
  * compacted nor given back while they are in flight.
  *
@@ -23,16 +23,16 @@
 #include "net/tls.h"
 #include "tls/context.h"
 #include "core/log.h"
+#include "loopctx.h"
 #include "obs/metrics.h"
 #include "obs/rejected.h"
-#include "worker.h"
 
 /* client.max_connections holds for the whole process, across workers. */
 static atomic_uint client_connections;
 
 static struct mg_metrics *metrics(struct mg_conn *c)
 {
-    return c->w->rt->metrics;
+    return c->ctx->rt->metrics;
 }
 
 static enum mg_conn_state gauge_state(const struct mg_conn *c)
@@ -46,18 +46,18 @@ static void maybe_free(struct mg_conn *c)
         return;
     mg_wq_discard(&c->out);
     if (c->in.buf)
-        mg_worker_buf_put(c->w, c->in.buf);
+        mg_loopctx_buf_put(c->ctx, c->in.buf);
     c->in.buf = NULL;
     if (c->tls_config)
         mg_config_unref(c->tls_config);
     if (c->tls_metrics)
         mg_metrics_unref(c->tls_metrics);
-    struct mg_worker *w = c->w;
+    struct mg_loopctx *ctx = c->ctx;
     const struct mg_conn_ops *first = c->first_ops;
     c->ops->on_free(c);
     if (first)
         first->on_free(c); /* the owner of c's memory goes last */
-    mg_worker_conn_closed(w);
+    ctx->ops->conn_closed(ctx);
 }
 
 void mg_conn_handle_closed(struct mg_conn *c)
@@ -80,7 +80,7 @@ static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
 {
     struct mg_conn *c = t->owner;
     if (!c->in.buf) {
-        c->in.buf = mg_worker_buf_get(c->w);
+        c->in.buf = mg_loopctx_buf_get(c->ctx);
         c->in.start = c->in.end = 0;
     }
     mg_rbuf_room(&c->in, buf);
@@ -151,7 +151,7 @@ static void on_handshake(struct mg_transport *t, int status)
                                      : info && info->resumed ? MG_TLS_HS_RESUMED
                                                              : MG_TLS_HS_OK;
     if (c->tls_metrics && c->tls_listener >= 0)
-        mg_metrics_tls_handshake(c->tls_metrics, (unsigned)c->w->id, (size_t)c->tls_listener, r,
+        mg_metrics_tls_handshake(c->tls_metrics, (unsigned)c->ctx->id, (size_t)c->tls_listener, r,
                                  uv_hrtime() - c->tls_start_ns);
     if (c->tls_metrics)
         mg_metrics_unref(c->tls_metrics);
@@ -186,7 +186,7 @@ static void start_tls(struct mg_conn *c)
  * header from anyone else would let them choose their address. */
 static bool proxy_peer_trusted(struct mg_conn *c)
 {
-    const struct mg_forwarded_conf *f = &c->w->rt->cfg->forwarded;
+    const struct mg_forwarded_conf *f = &c->ctx->rt->cfg->forwarded;
     struct mg_ip ip;
     if (!f->ntrusted_proxies)
         return true;
@@ -233,47 +233,47 @@ static void proxy_read(struct mg_conn *c)
         c->ops->on_read(c);
 }
 
-static bool refused(struct mg_worker *w, unsigned open_before)
+static bool refused(struct mg_loopctx *ctx, unsigned open_before)
 {
-    if (w->draining) {
+    if (ctx->draining) {
         mg_rejected_count(MG_REJECT_DRAINING);
         return true;
     }
-    if (open_before >= w->rt->cfg->client.max_connections) {
+    if (open_before >= ctx->rt->cfg->client.max_connections) {
         mg_rejected_count(MG_REJECT_MAX_CONNECTIONS);
         return true;
     }
     return false;
 }
 
-int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
-                   const struct mg_conn_ops *ops)
+int mg_conn_accept(struct mg_conn *c, struct mg_loopctx *ctx, int fd,
+                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops)
 {
-    c->w = w;
+    c->ctx = ctx;
     c->ops = ops;
-    mg_tcp_init(&w->loop, &c->tcp, c);
-    mg_wq_init(&c->out, &c->tcp.t, &w->free_wreqs, on_written, c);
+    mg_tcp_init(&ctx->loop, &c->tcp, c);
+    mg_wq_init(&c->out, &c->tcp.t, &ctx->free_wreqs, on_written, c);
     use_transport(c, &c->tcp.t);
     c->in.on_unpinned = on_unpinned;
-    mg_deadline_init(&w->loop, &c->timer, on_timer, c);
+    mg_deadline_init(&ctx->loop, &c->timer, on_timer, c);
     c->handles_open += 2;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
+    c->next = ctx->conns;
+    if (ctx->conns)
+        ctx->conns->prev = c;
+    ctx->conns = c;
+    ctx->nconns++;
     unsigned open_before = atomic_fetch_add_explicit(&client_connections, 1, memory_order_relaxed);
-    if (mg_tcp_accept(fd, &c->tcp) != 0 || refused(w, open_before)) {
+    if (mg_tcp_accept(fd, &c->tcp) != 0 || refused(ctx, open_before)) {
         mg_conn_close(c);
         return -1;
     }
-    mg_metrics_conn(metrics(c), (unsigned)w->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
+    mg_metrics_conn(metrics(c), (unsigned)ctx->id, MG_CONN_SIDE_CLIENT, MG_CONN_STATE_IDLE, 1);
     c->counted = true;
     c->tcp.t.ops->peer_ip(&c->tcp.t, c->client_ip, sizeof c->client_ip);
     if (lc && (lc->tls || lc->proxy_protocol)) {
         /* The listener's settings (TLS contexts) belong to this snapshot: hold
          * it while the connection lives (a handshake may outlast a reload). */
-        c->tls_config = w->rt->cfg;
+        c->tls_config = ctx->rt->cfg;
         mg_config_ref(c->tls_config);
         c->lc = lc;
         c->secure = lc->tls != NULL;
@@ -286,7 +286,7 @@ int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd, const struct 
             return -1;
         }
         c->proxy_wait = true;
-        mg_deadline_set(&c->timer, w->rt->cfg->client.header_timeout_ms);
+        mg_deadline_set(&c->timer, ctx->rt->cfg->client.header_timeout_ms);
     } else if (lc && lc->tls) {
         start_tls(c);
     }
@@ -334,7 +334,7 @@ void mg_conn_set_active(struct mg_conn *c, bool active)
 {
     if (c->active == active)
         return;
-    mg_metrics_conn_move(metrics(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT, gauge_state(c),
+    mg_metrics_conn_move(metrics(c), (unsigned)c->ctx->id, MG_CONN_SIDE_CLIENT, gauge_state(c),
                          active ? MG_CONN_STATE_ACTIVE : MG_CONN_STATE_IDLE);
     c->active = active;
 }
@@ -343,7 +343,7 @@ void mg_conn_shed(struct mg_conn *c)
 {
     if (c->in.start != c->in.end || c->in.pins || !c->in.buf)
         return;
-    mg_worker_buf_put(c->w, c->in.buf);
+    mg_loopctx_buf_put(c->ctx, c->in.buf);
     c->in.buf = NULL;
     c->in.start = c->in.end = 0;
 }
@@ -357,16 +357,16 @@ void mg_conn_close(struct mg_conn *c)
     if (c->first_ops)
         c->first_ops->on_close(c);
     if (c->counted)
-        mg_metrics_conn(metrics(c), (unsigned)c->w->id, MG_CONN_SIDE_CLIENT, gauge_state(c), -1);
+        mg_metrics_conn(metrics(c), (unsigned)c->ctx->id, MG_CONN_SIDE_CLIENT, gauge_state(c), -1);
     mg_wq_discard(&c->out);
-    struct mg_worker *w = c->w;
+    struct mg_loopctx *ctx = c->ctx;
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->conns = c->next;
+        ctx->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    w->nconns--;
+    ctx->nconns--;
     atomic_fetch_sub_explicit(&client_connections, 1, memory_order_relaxed);
     mg_transport_close(c->tr);
     uv_close(mg_deadline_handle(&c->timer), on_timer_closed);
@@ -404,18 +404,18 @@ void mg_conn_give_back(struct mg_conn *c)
     c->codec = NULL;
 }
 
-void mg_conn_drain(struct mg_worker *w)
+void mg_conn_drain(struct mg_loopctx *ctx)
 {
-    uint64_t due = uv_now(&w->loop) + MG_CONN_DRAIN_IDLE_MS;
-    for (struct mg_conn *c = w->conns; c; c = c->next)
+    uint64_t due = uv_now(&ctx->loop) + MG_CONN_DRAIN_IDLE_MS;
+    for (struct mg_conn *c = ctx->conns; c; c = c->next)
         if (c->ops->idle(c) && (!c->timer.due || c->timer.due > due))
             mg_deadline_set(&c->timer, MG_CONN_DRAIN_IDLE_MS);
 }
 
 uint64_t mg_conn_keepalive_ms(const struct mg_conn *c, uint64_t keepalive_ms)
 {
-    return c->w->draining && keepalive_ms > MG_CONN_DRAIN_IDLE_MS ? MG_CONN_DRAIN_IDLE_MS
-                                                                  : keepalive_ms;
+    return c->ctx->draining && keepalive_ms > MG_CONN_DRAIN_IDLE_MS ? MG_CONN_DRAIN_IDLE_MS
+                                                                    : keepalive_ms;
 }
 
 bool mg_conn_unread(const struct mg_conn *c)
@@ -427,9 +427,9 @@ bool mg_conn_unread(const struct mg_conn *c)
     return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
-void mg_conn_drain_expired(struct mg_worker *w)
+void mg_conn_drain_expired(struct mg_loopctx *ctx)
 {
-    struct mg_conn *c = w->conns;
+    struct mg_conn *c = ctx->conns;
     while (c) {
         struct mg_conn *next = c->next; /* the codec may close c */
         if (c->ops->on_drain_timeout && !c->closing)
@@ -438,8 +438,8 @@ void mg_conn_drain_expired(struct mg_worker *w)
     }
 }
 
-void mg_conn_close_all(struct mg_worker *w)
+void mg_conn_close_all(struct mg_loopctx *ctx)
 {
-    while (w->conns)
-        mg_conn_close(w->conns);
+    while (ctx->conns)
+        mg_conn_close(ctx->conns);
 }

@@ -21,9 +21,10 @@ struct mg_listen_conf;
 /* Takes `fd`, a connection accepted on a listener configured as `lc` (TLS or
  * plain), into c (zeroed memory the codec owns). Returns 0, or -1 when it was
  * refused (over client.max_connections, draining, fd unusable): c is then
- * closing and ops->on_free follows. The fd is owned from here on. */
-int mg_conn_accept(struct mg_conn *c, struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
-                   const struct mg_conn_ops *ops);
+ * closing and ops->on_free follows. The fd is owned from here on. c joins
+ * ctx's connection list; once c is freed, ctx->ops->conn_closed hears of it. */
+int mg_conn_accept(struct mg_conn *c, struct mg_loopctx *ctx, int fd,
+                   const struct mg_listen_conf *lc, const struct mg_conn_ops *ops);
 /* Whether the client speaks TLS on this connection. */
 bool mg_conn_secure(const struct mg_conn *c);
 /* Reads while `want` and the read buffer has room; pauses otherwise. */
@@ -69,7 +70,7 @@ void mg_conn_give_back(struct mg_conn *c);
  * for connections idle already; a client that sends within it is answered with
  * Connection: close. */
 #define MG_CONN_DRAIN_IDLE_MS 250
-void mg_conn_drain(struct mg_worker *w);
+void mg_conn_drain(struct mg_loopctx *ctx);
 /* The keep-alive wait after a response: keepalive_ms, or the drain's idle wait
  * while draining (whichever is shorter). */
 uint64_t mg_conn_keepalive_ms(const struct mg_conn *c, uint64_t keepalive_ms);
@@ -79,8 +80,8 @@ uint64_t mg_conn_keepalive_ms(const struct mg_conn *c, uint64_t keepalive_ms);
 bool mg_conn_unread(const struct mg_conn *c);
 /* drain_timeout ran out: each codec answers what still waits (see
  * mg_conn_ops.on_drain_timeout); mg_conn_close_all follows shortly. */
-void mg_conn_drain_expired(struct mg_worker *w);
+void mg_conn_drain_expired(struct mg_loopctx *ctx);
 /* Stop now: close every client connection. */
-void mg_conn_close_all(struct mg_worker *w);
+void mg_conn_close_all(struct mg_loopctx *ctx);
 
 #endif

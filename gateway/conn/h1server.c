@@ -31,8 +31,8 @@
 #include "http/fields.h"
 #include "http/request.h"
 #include "http/writer.h"
+#include "loopctx.h"
 #include "lua/edits.h"
-#include "worker.h"
 
 struct mg_h1s {
     struct mg_conn c; /* first: a connection pointer is a session pointer */
@@ -62,7 +62,7 @@ static struct mg_h1s *of_conn(struct mg_conn *c)
 
 static const struct mg_client_conf *client_conf(struct mg_h1s *s)
 {
-    return &s->c.w->rt->cfg->client;
+    return &s->c.ctx->rt->cfg->client;
 }
 
 /* Queues bytes for the client: arena, static or record memory (pin NULL), or
@@ -377,7 +377,7 @@ static void send_head(struct mg_exchange *x, bool switching)
     /* HEAD and 304 answers keep the length of the body they stand for. */
     bool send_length =
         !s->chunk_out && !switching && x->resp_has_length && x->status != 204 && !x->filtering;
-    if (!x->req_keepalive || x->w->draining || (x->req_upgrade && !switching))
+    if (!x->req_keepalive || x->ctx->draining || (x->req_upgrade && !switching))
         x->close_after = true;
     if (switching)
         mg_deadline_set(&s->c.timer, 0); /* a tunnel has no client timeouts */
@@ -675,16 +675,16 @@ static const struct mg_conn_ops conn_ops = {
     .on_drain_timeout = on_drain_timeout,
 };
 
-struct mg_conn *mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
+struct mg_conn *mg_h1s_accept(struct mg_loopctx *ctx, int fd, const struct mg_listen_conf *lc,
                               const struct mg_exchange_hooks *hooks)
 {
     struct mg_h1s *s = calloc(1, sizeof *s);
     if (!s)
         mg_fatal("out of memory (client connection)");
     s->hooks = hooks;
-    hooks->init(&s->x, w, &down_ops, s->c.client_ip, on_exchange_closed);
+    hooks->init(&s->x, ctx, &down_ops, s->c.client_ip, on_exchange_closed);
     s->c.handles_open = 1; /* the exchange's timers, until on_exchange_closed */
-    if (mg_conn_accept(&s->c, w, fd, lc, &conn_ops) < 0)
+    if (mg_conn_accept(&s->c, ctx, fd, lc, &conn_ops) < 0)
         return NULL; /* closing: on_free follows */
     s->x.secure = mg_conn_secure(&s->c);
     s->x.client = s->c.tr;

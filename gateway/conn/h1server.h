@@ -14,15 +14,15 @@
 
 #include "exchange/exchange-t.h"
 
-struct mg_worker;
+struct mg_loopctx;
 
 struct mg_listen_conf;
 
 /* Takes `fd`, a connection accepted on a listener configured as `lc` (TLS or
- * plain), on worker w and serves HTTP/1.x on it, its exchanges driven through
+ * plain), on ctx's loop and serves HTTP/1.x on it, its exchanges driven through
  * `hooks`. Returns the connection (another codec may take it over before its
  * first read: conn.h), or NULL when it was refused. */
-struct mg_conn *mg_h1s_accept(struct mg_worker *w, int fd, const struct mg_listen_conf *lc,
+struct mg_conn *mg_h1s_accept(struct mg_loopctx *ctx, int fd, const struct mg_listen_conf *lc,
                               const struct mg_exchange_hooks *hooks);
 
 #endif

@@ -15,7 +15,7 @@
 #include "exchange/exchange-t.h"
 #include "net/wq.h"
 #include "obs/metrics.h"
-#include "worker.h"
+#include "loopctx.h"
 
 #define CTL_SIZE (64 * 1024) /* frames nghttp2 serializes itself (s->ctl) */
 /* DATA payloads up to this size are copied into ctl: one iovec with the
@@ -116,7 +116,7 @@ static inline struct mg_h2stream *of_x(struct mg_exchange *x)
 
 static inline uint64_t now_ms(struct mg_h2s *s)
 {
-    return uv_now(&s->c->w->loop);
+    return uv_now(&s->c->ctx->loop);
 }
 
 static inline const struct mg_client_conf *client_conf(struct mg_h2s *s)

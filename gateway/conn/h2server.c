@@ -51,7 +51,7 @@
 #include "http/writer.h"
 #include "lua/edits.h"
 #include "obs/metrics.h"
-#include "worker.h"
+#include "loopctx.h"
 
 #include "conn/h2server-t.h"
 
@@ -59,7 +59,7 @@ static void service(struct mg_h2s *s);
 
 static void count(struct mg_h2s *s, enum mg_h2_reset_reason reason)
 {
-    mg_metrics_h2_reset(s->c->w->rt->metrics, (unsigned)s->c->w->id, reason);
+    mg_metrics_h2_reset(s->c->ctx->rt->metrics, (unsigned)s->c->ctx->id, reason);
 }
 
 static void wake(struct mg_h2stream *st)
@@ -538,14 +538,14 @@ static void start(struct mg_h2s *s)
 {
     struct mg_conn *c = s->c;
     s->started = true;
-    s->cfg = c->w->rt->cfg;
+    s->cfg = c->ctx->rt->cfg;
     mg_config_ref(s->cfg);
     s->conf = &s->cfg->http2;
     if (!(s->ctl = malloc(CTL_SIZE)))
         mg_fatal("out of memory (h2)");
-    uv_idle_init(&c->w->loop, &s->later);
+    uv_idle_init(&c->ctx->loop, &s->later);
     s->later.data = s;
-    uv_check_init(&c->w->loop, &s->turn);
+    uv_check_init(&c->ctx->loop, &s->turn);
     s->turn.data = s;
     c->handles_open += 2;
     mg_conn_take_over(c, &h2_ops, s);

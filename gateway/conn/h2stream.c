@@ -22,7 +22,7 @@
 #include "http/writer.h"
 #include "lua/edits.h"
 #include "obs/metrics.h"
-#include "worker.h"
+#include "loopctx.h"
 #include "conn/h2server-t.h"
 
 /* ------------------------------------------------------------ body pieces */
@@ -247,7 +247,7 @@ struct mg_h2stream *mg_h2_new_stream(struct mg_h2s *s, int32_t id)
         mg_fatal("out of memory (h2 stream)");
     struct mg_conn *c = s->c;
     st->s = s;
-    s->hooks->init(&st->x, c->w, &down_ops, c->client_ip, on_x_closed);
+    s->hooks->init(&st->x, c->ctx, &down_ops, c->client_ip, on_x_closed);
     c->handles_open++;
     st->x.secure = mg_conn_secure(c);
     st->x.h2 = true;

@@ -20,7 +20,7 @@
 #include "resilience/retry.h"
 #include "resilience/retry_after.h"
 #include "upstream/balancer.h"
-#include "worker.h"
+#include "loopctx.h"
 
 /* start_ns: a clock read of just now (the Lua balancer's end), 0: none. */
 static void begin(struct mg_exchange *x, struct mg_attempt *a, struct mg_target_rt *t,
@@ -93,7 +93,7 @@ enum mg_error mg_attempt_open(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     uint32_t probe = 0;
     uint64_t start_ns = 0;
     int i = -1;
@@ -146,7 +146,7 @@ bool mg_attempt_open_other(struct mg_exchange *x, struct mg_attempt *a)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     uint32_t probe = 0;
     int i = -1;
     if (mg_xplug_active(x, MG_LUA_BALANCE)) {
@@ -184,7 +184,7 @@ static void outlier_report(struct mg_exchange *x, struct mg_attempt *a, bool fai
     struct mg_upstream_rt *ur = &x->rt->ups[uc->index];
     struct mg_outlier_clock *clk = &ur->stats->outlier;
     mg_outlier_record(clk, a->target->stats, failure, (uv_hrtime() - a->start_ns) / 1000);
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     if (!mg_outlier_due(clk, uc->ntargets, &uc->outlier, now))
         return;
     struct mg_target_stats *ts[64];
@@ -215,11 +215,11 @@ void mg_attempt_report_on(struct mg_attempt *a, bool failure, enum mg_upstream_o
         return;
     a->reported = true;
     struct mg_upstream_rt *ur = &x->rt->ups[x->ups->index];
-    mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->w->id, x->ups->index,
+    mg_metrics_upstream_outcome(x->rt->metrics, (unsigned)x->ctx->id, x->ups->index,
                                 (size_t)(a->target - ur->targets), outcome);
     struct mg_target_stats *st = a->target->stats;
     const struct mg_upstream_conf *uc = x->ups;
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     switch (mg_breaker_report(&st->breaker, &uc->breaker, now, failure, a->probe)) {
     case MG_BREAKER_OPENED:
         mg_warn("circuit breaker open: upstream %s target %s (for %llu ms)", uc->name,
@@ -269,7 +269,7 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
         return false;
     if (!mg_retry_safe(x->method, reached, x->idem.keyed))
         return false;
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     /* Every target asked for a pause the route deadline cannot wait out: the
      * client gets the upstream's answer (or error) now rather than a 504 later. */
     uint64_t wait = wait_for_target_ms(x, now);
@@ -281,8 +281,8 @@ bool mg_attempt_may_retry(struct mg_exchange *x, unsigned kind, bool reached)
 
 uint64_t mg_attempt_backoff_ms(struct mg_exchange *x)
 {
-    uint64_t ms = mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_worker_random(x->w));
-    uint64_t wait = wait_for_target_ms(x, uv_now(&x->w->loop));
+    uint64_t ms = mg_retry_backoff_ms(&x->ups->retry, x->attempts - 1, mg_loopctx_random(x->ctx));
+    uint64_t wait = wait_for_target_ms(x, uv_now(&x->ctx->loop));
     return wait > ms ? wait : ms;
 }
 
@@ -304,7 +304,7 @@ uint64_t mg_attempt_timeout_ms(struct mg_exchange *x, uint64_t ms)
 void mg_attempt_note_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     if (uc->bulkhead.adaptive.enabled) {
         struct mg_bulkhead *b = &x->rt->ups[uc->index].stats->bulkhead;
         mg_gradient_sample(&x->rt->ups[uc->index].stats->gradient, &b->limit,

@@ -64,7 +64,7 @@ enum { MG_UPT_NONE, MG_UPT_SEND, MG_UPT_READ };
 struct mg_exchange;
 struct mg_upconn;
 struct mg_rbuf;
-struct mg_worker;
+struct mg_loopctx;
 struct mg_runtime;
 struct mg_target_rt;
 struct mg_upconn_ops;
@@ -202,7 +202,7 @@ struct mg_exchange {
     /* Kept across the requests of a connection (set by mg_exchange_init). */
     enum mg_x_state state;
     struct mg_arena arena;
-    struct mg_worker *w;
+    struct mg_loopctx *ctx; /* the loop it runs on (loopctx.h) */
     const struct mg_downstream_ops *down;
     const struct mg_upstream_ops *upstream;
     const char *client_ip;
@@ -300,9 +300,10 @@ struct mg_exchange {
  * code that wires codecs to the exchange layer (worker.c), so the codec never
  * calls the layer above it by name. */
 struct mg_exchange_hooks {
-    /* Readies x (zeroed memory) for `w`: its arena, timers and ops. */
-    void (*init)(struct mg_exchange *x, struct mg_worker *w, const struct mg_downstream_ops *down,
-                 const char *client_ip, void (*on_closed)(struct mg_exchange *x));
+    /* Readies x (zeroed memory) to run on ctx's loop: its arena, timers and ops. */
+    void (*init)(struct mg_exchange *x, struct mg_loopctx *ctx,
+                 const struct mg_downstream_ops *down, const char *client_ip,
+                 void (*on_closed)(struct mg_exchange *x));
     void (*event)(struct mg_exchange *x, enum mg_exchange_event ev);
     /* The connection is going: the exchange lets go of everything below it and
      * closes its timers; on_closed follows once they are closed. */

@@ -48,7 +48,7 @@
 #include "upstream/h1client.h"
 #include "upstream/pool.h"
 #include "runtime.h"
-#include "worker.h"
+#include "loopctx.h"
 
 static const char *const state_names[] = {"idle",    "head",   "plugin",  "buffer",
                                           "lookup",  "queued", "connect", "backoff",
@@ -78,7 +78,7 @@ void mg_exchange_run(struct mg_exchange *x)
 
 static struct mg_metrics *metrics_of(struct mg_exchange *x)
 {
-    return x->rt ? x->rt->metrics : x->w->rt->metrics;
+    return x->rt ? x->rt->metrics : x->ctx->rt->metrics;
 }
 
 /* ---------------------------------------------- the current try's connection */
@@ -117,14 +117,15 @@ static void fail(struct mg_exchange *x, enum mg_error err, const char *why)
         mg_debug("%s: %s", mg_error_name(err), why);
     detach(x, false);
     x->error = err;
-    mg_metrics_error(metrics_of(x), (unsigned)x->w->id, x->route ? (int)x->route->index : -1, err);
+    mg_metrics_error(metrics_of(x), (unsigned)x->ctx->id, x->route ? (int)x->route->index : -1,
+                     err);
     if (x->resp_started && !x->down->unsend(x)) {
         mg_xidem_release(x);
         x->down->close(x);
         return;
     }
     x->resp_started = false;
-    if (!x->req_done || !x->req_keepalive || x->w->draining)
+    if (!x->req_done || !x->req_keepalive || x->ctx->draining)
         x->close_after = true;
     mg_deadline_set(&x->deadline, 0);
     if (!x->request_id[0])
@@ -158,7 +159,7 @@ static void try_failed(struct mg_exchange *x, unsigned kind, bool reached, enum 
     if (hedge_takes_over(x))
         return;
     if (mg_attempt_may_retry(x, kind, reached)) {
-        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, x->ups->index);
+        mg_metrics_retry(metrics_of(x), (unsigned)x->ctx->id, x->ups->index);
         detach(x, false);
         start_backoff(x);
         return;
@@ -215,7 +216,7 @@ static int response_head(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
     struct mg_attempt *a = &x->att;
-    mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->w->loop));
+    mg_target_observe_latency(a->target->stats, uv_hrtime() - a->start_ns, uv_now(&x->ctx->loop));
     mg_attempt_note_head(x);
     bool failure = mg_breaker_is_failure_status(&uc->breaker, x->status);
     enum mg_upstream_outcome outcome = failure ? MG_OUTCOME_FAILURE : MG_OUTCOME_SUCCESS;
@@ -231,7 +232,7 @@ static int response_head(struct mg_exchange *x)
         mg_hedge_settle(x);
     if (retryable && mg_attempt_may_retry(x, 0, true)) {
         mg_attempt_report(x, failure, outcome);
-        mg_metrics_retry(metrics_of(x), (unsigned)x->w->id, uc->index);
+        mg_metrics_retry(metrics_of(x), (unsigned)x->ctx->id, uc->index);
         mg_warn("upstream answered %d (target %s, try %u, request_id %s): retrying", x->status,
                 a->target->conf->address.text, x->attempts, x->request_id);
         detach(x, false); /* swallowed with its body unread: not reusable */
@@ -380,7 +381,7 @@ static void reset(struct mg_exchange *x)
     mg_xidem_abandon(x);
     mg_xidem_free(x);
     if (x->rt)
-        mg_runtime_release(x->w, x->rt);
+        mg_runtime_release(x->ctx, x->rt);
     mg_arena_reset(&x->arena);
     size_t from = offsetof(struct mg_exchange, rt);
     memset((char *)x + from, 0, sizeof *x - from);
@@ -393,7 +394,7 @@ static int step_idle(struct mg_exchange *x)
 {
     if (!x->down->has_request(x))
         return MG_AGAIN;
-    x->rt = mg_runtime_hold(x->w);
+    x->rt = mg_runtime_hold(x->ctx);
     x->started_ns = uv_hrtime();
     x->state = MG_X_HEAD;
     return MG_NEXT;
@@ -481,7 +482,7 @@ static int step_head(struct mg_exchange *x)
         fail(x, x->error, "request rejected");
         return MG_NEXT;
     }
-    mg_metrics_in_flight(metrics_of(x), (unsigned)x->w->id, (int)x->route->index, 1);
+    mg_metrics_in_flight(metrics_of(x), (unsigned)x->ctx->id, (int)x->route->index, 1);
     x->in_flight_counted = true;
     if (mg_xplug_body_max(x))
         return buffer_for_plugins(x);
@@ -559,7 +560,7 @@ static int step_connect(struct mg_exchange *x)
         /* First pass: the deadline covers queueing, every try and every backoff. */
         mg_deadline_set(&x->deadline, mg_xprop_timeout_ms(x));
         mg_retry_budget_record_request(&x->rt->ups[x->ups->index].stats->budget,
-                                       uv_now(&x->w->loop));
+                                       uv_now(&x->ctx->loop));
         admit(x);
         if (x->state != MG_X_CONNECT)
             return MG_NEXT;
@@ -932,18 +933,18 @@ static void on_handle_closed(uv_handle_t *h)
         x->on_closed(x);
 }
 
-static void hook_init(struct mg_exchange *x, struct mg_worker *w,
+static void hook_init(struct mg_exchange *x, struct mg_loopctx *ctx,
                       const struct mg_downstream_ops *down, const char *client_ip,
                       void (*on_closed)(struct mg_exchange *x))
 {
-    x->w = w;
+    x->ctx = ctx;
     x->down = down;
     x->upstream = upstream_ops;
     x->client_ip = client_ip;
     x->on_closed = on_closed;
-    mg_arena_init(&x->arena, &w->arena_cache);
-    mg_deadline_init(&w->loop, &x->deadline, on_deadline, x);
-    uv_timer_init(&w->loop, &x->wait);
+    mg_arena_init(&x->arena, &ctx->arena_cache);
+    mg_deadline_init(&ctx->loop, &x->deadline, on_deadline, x);
+    uv_timer_init(&ctx->loop, &x->wait);
     x->wait.data = x;
     x->handles_open = 2;
     x->waiter.on_grant = on_slot_granted;
@@ -985,7 +986,7 @@ static void hook_destroy(struct mg_exchange *x)
 {
     mg_xidem_free(x);
     if (x->rt)
-        mg_runtime_release(x->w, x->rt);
+        mg_runtime_release(x->ctx, x->rt);
     x->rt = NULL;
     mg_arena_destroy(&x->arena);
 }

@@ -24,7 +24,7 @@
 #include "runtime.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
-#include "worker.h"
+#include "loopctx.h"
 
 static const struct mg_upconn_ops hedge_ops;
 
@@ -35,7 +35,7 @@ static const struct mg_upconn_ops hedge_ops;
 
 static void count(struct mg_exchange *x, enum mg_hedge_result r)
 {
-    mg_metrics_hedge(x->rt->metrics, (unsigned)x->w->id, x->ups->index, r);
+    mg_metrics_hedge(x->rt->metrics, (unsigned)x->ctx->id, x->ups->index, r);
 }
 
 /* Ends the hedge attempt (its connection closed) and counts how it ended. */
@@ -77,7 +77,7 @@ static bool hedge_budget(struct mg_exchange *x, bool spend)
 {
     const struct mg_hedge_conf *hc = &x->ups->hedge;
     struct mg_window *w = &x->rt->ups[x->ups->index].stats->hedge_budget;
-    uint64_t now = uv_now(&x->w->loop);
+    uint64_t now = uv_now(&x->ctx->loop);
     double ratio = hc->budget / 100.0;
     return spend ? mg_window_spend(w, HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR, ratio)
                  : mg_window_allows(w, HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR, ratio);
@@ -94,11 +94,11 @@ static bool may_hedge(struct mg_exchange *x)
     if (x->state != MG_X_FORWARD || x->att.head_done || x->resp_started || !x->req_done ||
         x->req_upgrade || (x->req_body_bytes > 0 && !x->body_copy_ok) ||
         x->hedges >= uc->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed) ||
-        !mg_balancer_fresh_exists(&x->rt->ups[uc->index], &x->tried, uv_now(&x->w->loop)) ||
+        !mg_balancer_fresh_exists(&x->rt->ups[uc->index], &x->tried, uv_now(&x->ctx->loop)) ||
         !hedge_budget(x, false))
         return false;
     return mg_retry_budget_try_spend(&x->rt->ups[uc->index].stats->budget, &uc->retry,
-                                     uv_now(&x->w->loop)) &&
+                                     uv_now(&x->ctx->loop)) &&
            hedge_budget(x, true);
 }
 
@@ -143,7 +143,7 @@ void mg_hedge_arm(struct mg_exchange *x)
     x->raced_ns = x->att.start_ns;
     if (x->attempts == 1) /* a request, for hedge.budget (retries are not) */
         mg_window_add(&x->rt->ups[x->ups->index].stats->hedge_budget, HEDGE_BUDGET_BUCKET_MS,
-                      uv_now(&x->w->loop), 1, 0);
+                      uv_now(&x->ctx->loop), 1, 0);
     if (x->hedges >= x->ups->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed))
         return;
     uint64_t ms = delay_ms(x);

@@ -14,7 +14,7 @@
 #include "exchange/exchange.h"
 #include "lua/edits.h"
 #include "obs/metrics.h"
-#include "worker.h"
+#include "loopctx.h"
 
 /* Retry-After of a 409 idempotency_conflict, in seconds. */
 #define MG_IDEM_RETRY_AFTER_S 1
@@ -26,7 +26,7 @@ static const struct mg_idempotency_conf *conf_of(const struct mg_exchange *x)
 
 static void count(struct mg_exchange *x, enum mg_idem_metric what)
 {
-    mg_metrics_idempotency(x->rt->metrics, (unsigned)x->w->id, (int)x->route->index, what);
+    mg_metrics_idempotency(x->rt->metrics, (unsigned)x->ctx->id, (int)x->route->index, what);
 }
 
 /* The store failed us: on_store_error decides. Returns the error to answer with,
@@ -104,7 +104,7 @@ enum mg_error mg_xidem_start(struct mg_exchange *x, bool *buffer)
     if (x->req_content_length > ic->max_body)
         return MG_ERR_BODY_TOO_LARGE;
 
-    x->idem.store = ic->store == MG_IDEM_STORE_REDIS ? x->rt->idem_redis : x->w->idem_memory;
+    x->idem.store = ic->store == MG_IDEM_STORE_REDIS ? x->rt->idem_redis : x->ctx->idem_memory;
     if (!x->idem.store)
         return store_failed(x, "no store open");
     struct mg_idem_slice *scope = mg_arena_alloc(&x->arena, (ic->nscope + 1) * sizeof *scope);
@@ -351,7 +351,7 @@ void mg_xidem_free(struct mg_exchange *x)
 
 void mg_xidem_send_replay(struct mg_exchange *x)
 {
-    if (!x->req_keepalive || x->w->draining)
+    if (!x->req_keepalive || x->ctx->draining)
         x->close_after = true;
     struct mg_header *fields;
     uint32_t n;

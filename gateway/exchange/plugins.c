@@ -14,7 +14,7 @@
 #include "lua/task.h"
 #include "net/tls.h"
 #include "upstream/balancer.h"
-#include "worker.h"
+#include "loopctx.h"
 
 static struct mg_lua_str lua_str(struct mg_slice s)
 {
@@ -231,7 +231,7 @@ void mg_xplug_finish(struct mg_exchange *x, int status, uint64_t now_ns)
 void mg_xplug_send_respond(struct mg_exchange *x)
 {
     const struct mg_lua_respond *r = &x->lua.respond;
-    if (!x->req_done || !x->req_keepalive || x->w->draining)
+    if (!x->req_done || !x->req_keepalive || x->ctx->draining)
         x->close_after = true;
     uint32_t n = 0;
     for (const struct mg_lua_edit *e = r->headers; e; e = e->next)

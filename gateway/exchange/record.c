@@ -11,7 +11,7 @@
 #include "net/tls.h"
 #include "obs/accesslog.h"
 #include "obs/metrics.h"
-#include "worker.h"
+#include "loopctx.h"
 
 static struct mg_accesslog *access_log;
 
@@ -24,8 +24,8 @@ void mg_exchange_set_accesslog(struct mg_accesslog *l)
  * write its access log line. */
 void mg_xrecord(struct mg_exchange *x, int status)
 {
-    struct mg_metrics *m = x->rt ? x->rt->metrics : x->w->rt->metrics;
-    unsigned w = (unsigned)x->w->id;
+    struct mg_metrics *m = x->rt ? x->rt->metrics : x->ctx->rt->metrics;
+    unsigned w = (unsigned)x->ctx->id;
     int route = x->route ? (int)x->route->index : -1;
     uint64_t now = uv_hrtime();
     if (x->in_flight_counted)

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "http/request.h"
-#include "worker.h"
+#include "loopctx.h"
 
 /* Two hex digits per table entry: half the steps of a digit at a time. */
 #define HEX2(n)    "0123456789abcdef"[(n) >> 4], "0123456789abcdef"[(n)&15]
@@ -21,7 +21,7 @@ void mg_xreqid_generate(struct mg_exchange *x)
 {
     char *o = x->request_id;
     for (int half = 0; half < 2; half++) {
-        uint64_t r = mg_worker_random(x->w);
+        uint64_t r = mg_loopctx_random(x->ctx);
         for (int i = 0; i < 8; i++, r >>= 8, o += 2)
             memcpy(o, &hex_pairs[(r & 255) * 2], 2);
     }

@@ -5,7 +5,7 @@
 
 #include "config/config-t.h"
 #include "runtime.h"
-#include "worker.h"
+#include "loopctx.h"
 
 static struct mg_upstream_stats *stats_of(struct mg_exchange *x)
 {
@@ -15,8 +15,8 @@ static struct mg_upstream_stats *stats_of(struct mg_exchange *x)
 enum mg_admit mg_xslot_enter(struct mg_exchange *x)
 {
     x->waiter.priority = (uint8_t)x->route->priority;
-    enum mg_admit r = mg_admission_enter(stats_of(x), &x->ups->bulkhead, (unsigned)x->w->id,
-                                         uv_now(&x->w->loop), &x->waiter);
+    enum mg_admit r = mg_admission_enter(stats_of(x), &x->ups->bulkhead, (unsigned)x->ctx->id,
+                                         uv_now(&x->ctx->loop), &x->waiter);
     if (r == MG_ADMIT_ACQUIRED)
         x->slot_held = true;
     return r;
@@ -27,12 +27,12 @@ void mg_xslot_release(struct mg_exchange *x)
     if (!x->slot_held)
         return;
     x->slot_held = false;
-    mg_admission_release(stats_of(x), &x->ups->bulkhead, (unsigned)x->w->id);
+    mg_admission_release(stats_of(x), &x->ups->bulkhead, (unsigned)x->ctx->id);
 }
 
 void mg_xslot_leave(struct mg_exchange *x)
 {
-    mg_admission_leave(stats_of(x), (unsigned)x->w->id, &x->waiter);
+    mg_admission_leave(stats_of(x), (unsigned)x->ctx->id, &x->waiter);
     uv_timer_stop(&x->wait);
 }
 
@@ -46,7 +46,7 @@ void mg_xslot_stop_waiting(struct mg_exchange *x)
 
 bool mg_xslot_timeout(struct mg_exchange *x)
 {
-    if (!mg_admission_timeout(stats_of(x), (unsigned)x->w->id, &x->waiter))
+    if (!mg_admission_timeout(stats_of(x), (unsigned)x->ctx->id, &x->waiter))
         return false;
     x->slot_held = true;
     return true;

@@ -52,7 +52,7 @@ struct http_io {
     /* to an upstream: a leased pool connection (NULL once given back) */
     struct mg_upconn *u;
     struct mg_target_rt *trt;
-    struct mg_worker *w;
+    struct mg_loopctx *ctx;
     uint64_t connect_ms;
     bool pooled;
     bool reused;     /* u came idle from the pool */
@@ -416,7 +416,7 @@ static int pooled_send(struct http_io *h)
 static int pooled_start(struct http_io *h)
 {
     bool reused = false;
-    int rc = mg_upconn_acquire(h->w, h->trt, h, &pooled_ops, h->connect_ms, &h->u, &reused);
+    int rc = mg_upconn_acquire(h->ctx, h->trt, h, &pooled_ops, h->connect_ms, &h->u, &reused);
     if (rc < 0) {
         h->u = NULL;
         return rc;
@@ -544,10 +544,10 @@ static int resolve(lua_State *L, struct mg_lua *vm, const char *kind, const char
                     continue;
                 memcpy(ss, &t->address.addr, sizeof *ss);
                 *default_ms = uc->read_timeout_ms;
-                if (vm->ws->ups && vm->ws->worker) {
+                if (vm->ws->ups && vm->ws->loopctx) {
                     h->pooled = true;
                     h->trt = &vm->ws->ups[i].targets[ti];
-                    h->w = vm->ws->worker;
+                    h->ctx = vm->ws->loopctx;
                     h->connect_ms = uc->connect_timeout_ms;
                 }
                 h->stats = st;
@@ -664,10 +664,10 @@ int mg_lua_http_start(lua_State *L)
     return 1;
 }
 
-void mg_lua_http_bind(struct mg_lua *vm, struct mg_worker *w, struct mg_upstream_rt *ups)
+void mg_lua_http_bind(struct mg_lua *vm, struct mg_loopctx *ctx, struct mg_upstream_rt *ups)
 {
     if (!vm || !vm->ws)
         return;
-    vm->ws->worker = w;
+    vm->ws->loopctx = ctx;
     vm->ws->ups = ups;
 }

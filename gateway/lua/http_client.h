@@ -7,7 +7,7 @@
 
 struct lua_State;
 struct mg_lua;
-struct mg_worker;
+struct mg_loopctx;
 struct mg_upstream_rt;
 
 /* lio.http(kind, target, request, timeout_s, max_body) where kind is
@@ -21,6 +21,6 @@ int mg_lua_http_start(struct lua_State *L);
 /* Calls to an upstream lease connections from the worker's pools of the VM's
  * runtime (`ups`: one per cfg->upstreams entry), so the upstream's TLS and
  * keep-alive apply. Both outlive the VM. NULL vm is ignored. */
-void mg_lua_http_bind(struct mg_lua *vm, struct mg_worker *w, struct mg_upstream_rt *ups);
+void mg_lua_http_bind(struct mg_lua *vm, struct mg_loopctx *ctx, struct mg_upstream_rt *ups);
 
 #endif

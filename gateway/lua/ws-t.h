@@ -12,7 +12,7 @@ struct mg_lua_task;
 struct mg_lua_timer;
 struct mg_shdict;
 struct mg_lua_redis;
-struct mg_worker;
+struct mg_loopctx;
 struct mg_upstream_rt;
 
 struct mg_lua_ws {
@@ -28,7 +28,7 @@ struct mg_lua_ws {
     unsigned http_rr;           /* gw.http.request to an upstream: its targets in turn */
     /* gw.http.request to an upstream leases from these pools (runtime.c binds
      * them; NULL: none, e.g. a config check) */
-    struct mg_worker *worker;
+    struct mg_loopctx *loopctx;
     struct mg_upstream_rt *ups; /* [cfg->nupstreams], the runtime's */
 };
 

@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime-t.h"
 #include "upstream/balancer-t.h"
-#include "worker.h"
 
 /* Is target t offered to balancers now? Reads process-wide atomics only. */
 bool mg_balancer_available(const struct mg_target_rt *t, const struct mg_breaker_conf *bc,

@@ -434,7 +434,8 @@ static struct mg_slice read_raw(struct mg_attempt *a, struct mg_rbuf **pin)
 
 static int acquire(struct mg_attempt *a, uint64_t connect_timeout_ms, bool *ready)
 {
-    int rc = mg_upconn_acquire(a->x->w, a->target, a, a->events, connect_timeout_ms, &a->up, ready);
+    int rc =
+        mg_upconn_acquire(a->x->ctx, a->target, a, a->events, connect_timeout_ms, &a->up, ready);
     if (rc)
         a->up = NULL;
     return rc;

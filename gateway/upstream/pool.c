@@ -23,8 +23,8 @@ static void pool_put(struct mg_upconn *u);
 /* moongate_connections{side="upstream"}: leased is active, pooled is idle. */
 static void count(struct mg_upconn *u, int state_from, int state_to)
 {
-    struct mg_metrics *m = u->w->rt ? u->w->rt->metrics : NULL;
-    unsigned w = (unsigned)u->w->id;
+    struct mg_metrics *m = u->ctx->rt ? u->ctx->rt->metrics : NULL;
+    unsigned w = (unsigned)u->ctx->id;
     if (state_from >= 0)
         mg_metrics_conn(m, w, MG_CONN_SIDE_UPSTREAM, (enum mg_conn_state)state_from, -1);
     if (state_to >= 0)
@@ -37,7 +37,7 @@ static void maybe_free(struct mg_upconn *u)
         return;
     mg_wq_discard(&u->out);
     if (u->in.buf)
-        mg_worker_buf_put(u->w, u->in.buf);
+        mg_loopctx_buf_put(u->ctx, u->in.buf);
     free(u);
 }
 
@@ -86,7 +86,7 @@ static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
 {
     struct mg_upconn *u = t->owner;
     if (!u->in.buf) {
-        u->in.buf = mg_worker_buf_get(u->w);
+        u->in.buf = mg_loopctx_buf_get(u->ctx);
         u->in.start = u->in.end = 0;
     }
     mg_rbuf_room(&u->in, buf);
@@ -125,7 +125,7 @@ static void on_timer(struct mg_deadline *d)
     }
     /* A surplus connection whose pool has shrunk back within `keepalive` since
      * stays for the rest of the ordinary idle timeout. */
-    uint64_t idle = uv_now(&u->w->loop) - u->idle_since;
+    uint64_t idle = uv_now(&u->ctx->loop) - u->idle_since;
     if (u->target->nidle <= u->target->pool_limit && idle < MG_UPSTREAM_IDLE_TIMEOUT_MS) {
         mg_upconn_set_timeout(u, MG_UPSTREAM_IDLE_TIMEOUT_MS - idle);
         return;
@@ -184,16 +184,16 @@ static void use_transport(struct mg_upconn *u, struct mg_transport *t)
     u->out.tr = t;
 }
 
-static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struct mg_upconn *u,
+static int start_connect(struct mg_loopctx *ctx, struct mg_target_rt *target, struct mg_upconn *u,
                          uint64_t timeout_ms)
 {
-    int rc = mg_tcp_init(&w->loop, &u->tcp, u);
+    int rc = mg_tcp_init(&ctx->loop, &u->tcp, u);
     if (rc)
         return rc;
-    mg_wq_init(&u->out, &u->tcp.t, &w->free_wreqs, on_written, u);
+    mg_wq_init(&u->out, &u->tcp.t, &ctx->free_wreqs, on_written, u);
     use_transport(u, &u->tcp.t);
     u->in.on_unpinned = on_unpinned;
-    mg_deadline_init(&w->loop, &u->timer, on_timer, u);
+    mg_deadline_init(&ctx->loop, &u->timer, on_timer, u);
     u->handles_open = 2;
     u->connect_req.data = u;
     rc = mg_tcp_connect(&u->tcp, &u->connect_req,
@@ -212,7 +212,7 @@ static int start_connect(struct mg_worker *w, struct mg_target_rt *target, struc
     return 0;
 }
 
-int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *owner,
+int mg_upconn_acquire(struct mg_loopctx *ctx, struct mg_target_rt *target, void *owner,
                       const struct mg_upconn_ops *ops, uint64_t connect_timeout_ms,
                       struct mg_upconn **out, bool *reused)
 {
@@ -234,13 +234,13 @@ int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *ow
     u = calloc(1, sizeof *u);
     if (!u)
         mg_fatal("out of memory (upstream connection)");
-    u->w = w;
+    u->ctx = ctx;
     u->target = target;
     u->owner = owner;
     u->ops = ops;
-    u->serial = ++w->conn_serial;
+    u->serial = ++ctx->conn_serial;
     u->counted_as = -1;
-    int rc = start_connect(w, target, u, connect_timeout_ms);
+    int rc = start_connect(ctx, target, u, connect_timeout_ms);
     if (rc) {
         if (!u->handles_open)
             free(u);
@@ -270,8 +270,8 @@ void mg_upconn_release(struct mg_upconn *u)
     keep_session(u);
     struct mg_target_rt *t = u->target;
     u->owner = NULL;
-    if (u->in.start != u->in.end || !mg_wq_idle(&u->out) || t->pool_limit == 0 || u->w->draining ||
-        t->rt->retired) {
+    if (u->in.start != u->in.end || !mg_wq_idle(&u->out) || t->pool_limit == 0 ||
+        u->ctx->draining || t->rt->retired) {
         mg_upconn_close(u);
         return;
     }
@@ -293,7 +293,7 @@ static void pool_put(struct mg_upconn *u)
     u->next_idle = t->idle;
     t->idle = u;
     t->nidle++;
-    u->idle_since = uv_now(&u->w->loop);
+    u->idle_since = uv_now(&u->ctx->loop);
     mg_upconn_set_timeout(u, t->nidle > t->pool_limit ? MG_UPSTREAM_SURPLUS_IDLE_MS
                                                       : MG_UPSTREAM_IDLE_TIMEOUT_MS);
     mg_upconn_set_reading(u, true);

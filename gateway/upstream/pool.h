@@ -19,8 +19,8 @@
 
 #include "core/deadline.h"
 #include "net/tcp.h"
+#include "loopctx.h"
 #include "net/wq.h"
-#include "worker.h"
 
 /* Idle pooled connections are closed after this long, as nginx's upstream
  * keepalive_timeout default; upstreams commonly close at 60-75 s. */
@@ -52,7 +52,7 @@ struct mg_upconn {
     struct mg_wq out;         /* what goes to the upstream */
     struct mg_deadline timer; /* connect/read timeout while leased, idle timeout in pool */
     uv_connect_t connect_req;
-    struct mg_worker *w;
+    struct mg_loopctx *ctx; /* the loop's: read buffers, ids, the drain flag */
     struct mg_target_rt *target;
     void *owner;                     /* who leases it; NULL when idle */
     const struct mg_upconn_ops *ops; /* the owner's callbacks, with owner */
@@ -73,7 +73,7 @@ struct mg_upconn {
  * otherwise a connect starts and ops->on_connect fires later, exactly once,
  * unless the connection is closed first. Returns 0, or a negative UV_E* when the
  * connect could not even start (no callback then). */
-int mg_upconn_acquire(struct mg_worker *w, struct mg_target_rt *target, void *owner,
+int mg_upconn_acquire(struct mg_loopctx *ctx, struct mg_target_rt *target, void *owner,
                       const struct mg_upconn_ops *ops, uint64_t connect_timeout_ms,
                       struct mg_upconn **out, bool *reused);
 /* Returns a leased connection to its pool (or closes it when it cannot be kept). */

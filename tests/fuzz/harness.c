@@ -217,7 +217,7 @@ static void count_handle(uv_handle_t *h, void *arg)
 static unsigned loop_handles(void)
 {
     unsigned n = 0;
-    uv_walk(&H.w.loop, count_handle, &n);
+    uv_walk(&H.w.ctx.loop, count_handle, &n);
     return n;
 }
 
@@ -424,7 +424,7 @@ static void on_upstream_connection(uv_stream_t *server, int status)
     struct fz_upconn *u = calloc(1, sizeof *u);
     if (!u)
         abort();
-    uv_tcp_init(&H.w.loop, &u->tcp);
+    uv_tcp_init(&H.w.ctx.loop, &u->tcp);
     u->tcp.data = u;
     if (uv_accept(server, (uv_stream_t *)&u->tcp) != 0) {
         u->closing = true;
@@ -695,13 +695,13 @@ void fz_harness_init(enum fz_upstream_mode mode)
     mg_workers_register(&H.w, 1);
 
     for (int i = 0; i < 2; i++) {
-        uv_tcp_init(&H.w.loop, &H.servers[i]);
+        uv_tcp_init(&H.w.ctx.loop, &H.servers[i]);
         if (uv_tcp_open(&H.servers[i], i ? fd2 : fd1) != 0 ||
             uv_listen((uv_stream_t *)&H.servers[i], 128, on_upstream_connection) != 0)
             abort();
     }
-    uv_idle_init(&H.w.loop, &H.pump);
-    uv_timer_init(&H.w.loop, &H.watchdog);
+    uv_idle_init(&H.w.ctx.loop, &H.pump);
+    uv_timer_init(&H.w.ctx.loop, &H.watchdog);
 
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -718,7 +718,7 @@ void fz_harness_init(enum fz_upstream_mode mode)
 
 static void check_settled(void)
 {
-    struct mg_worker *w = &H.w;
+    struct mg_loopctx *w = &H.w.ctx;
     if (w->nconns != 0 || w->conns != NULL)
         fz_fail("a client connection outlived its input (w->nconns != 0)", H.ex->client,
                 H.ex->client_len);
@@ -744,7 +744,7 @@ static void on_watchdog(uv_timer_t *t)
 
 static void close_idle_pools(void)
 {
-    struct mg_runtime *rt = H.w.rt;
+    struct mg_runtime *rt = H.w.ctx.rt;
     for (size_t i = 0; i < rt->cfg->nupstreams; i++)
         for (size_t j = 0; j < rt->ups[i].conf->ntargets; j++)
             mg_upconn_close_idle(&rt->ups[i].targets[j]);
@@ -752,7 +752,7 @@ static void close_idle_pools(void)
 
 void fz_harness_run(const struct fz_exchange *e, struct fz_outcome *out)
 {
-    uv_loop_t *loop = &H.w.loop;
+    uv_loop_t *loop = &H.w.ctx.loop;
     H.ex = e;
     H.upstream_requests = H.upstream_conns = H.upstream_reads = 0;
     uplogs_clear();
@@ -781,14 +781,14 @@ void fz_harness_run(const struct fz_exchange *e, struct fz_outcome *out)
      * idle pooled upstream connections, which the harness closes so that no
      * input inherits one from the input before. */
     for (;;) {
-        if (H.w.nconns == 0)
+        if (H.w.ctx.nconns == 0)
             close_idle_pools();
-        if (H.w.nconns == 0 && !H.upconns && loop_handles() == H.baseline_handles)
+        if (H.w.ctx.nconns == 0 && !H.upconns && loop_handles() == H.baseline_handles)
             break;
         uv_run(loop, UV_RUN_ONCE);
         if (uv_now(loop) - start > FZ_HANG_MS) {
             fprintf(stderr, "fuzz: nconns %u, upstream conns open %s, handles %u (baseline %u)\n",
-                    H.w.nconns, H.upconns ? "yes" : "no", loop_handles(), H.baseline_handles);
+                    H.w.ctx.nconns, H.upconns ? "yes" : "no", loop_handles(), H.baseline_handles);
             fz_fail("connections or handles were not closed after the input (leak)", e->client,
                     e->client_len);
         }

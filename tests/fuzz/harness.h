@@ -4,7 +4,7 @@
  * One real worker (gateway/worker.h) is initialised once, from a YAML file the
  * harness writes at startup, listening on 127.0.0.1 on a port the kernel picks.
  * Its upstream has two targets, both served by a small HTTP/1.1 server that runs
- * on the worker's own loop (w->loop), so one thread drives client, gateway and
+ * on the worker's own loop (w->ctx.loop), so one thread drives client, gateway and
  * upstream and an input always runs the same way. Per input the harness opens a
  * client connection, writes the client bytes (in up to FZ_MAX_PIECES writes, one
  * per loop turn), half-closes, and turns the loop until the client has seen the
@@ -13,7 +13,7 @@
  *
  * Invariants checked after every input (a failure prints why and aborts, which
  * libFuzzer records as a crash): the worker has no client connection left
- * (w->nconns == 0), the loop holds exactly the handles it held before the input,
+ * (w->ctx.nconns == 0), the loop holds exactly the handles it held before the input,
  * no exchange still holds a runtime, a bulkhead slot or a target's in-flight
  * count, no sanitizer printed a report, the input finished within FZ_HANG_MS,
  * and every request the gateway forwarded parses with llhttp in strict mode and

@@ -40,7 +40,7 @@
 #include "runtime.h"
 #include "upstream/h1client.h"
 #include "upstream/pool.h"
-#include "worker.h"
+#include "loopctx.h"
 
 #define ADDR_A "127.0.0.1:9001"
 #define ADDR_B "127.0.0.1:9002"
@@ -52,7 +52,7 @@
 struct fdown;
 
 struct env {
-    struct mg_worker w;
+    struct mg_loopctx ctx;
     struct mg_config *cfg;
     struct mg_metrics *metrics;
     struct mg_idem_memtable *idem_table;
@@ -153,7 +153,7 @@ static int up_acquire(struct mg_attempt *a, uint64_t connect_timeout_ms, bool *r
     assert_non_null(c);
     c->u.owner = a;
     c->u.ops = a->events;
-    c->u.w = a->x->w;
+    c->u.ctx = a->x->ctx;
     c->u.target = a->target;
     c->a = a;
     c->target = t;
@@ -671,7 +671,7 @@ static struct fdown *client(void)
     struct fdown *d = calloc(1, sizeof *d);
     assert_non_null(d);
     d->env = &E;
-    mg_exchange_hooks.init(&d->x, &E.w, &fake_down_ops, "192.0.2.7", on_x_closed);
+    mg_exchange_hooks.init(&d->x, &E.ctx, &fake_down_ops, "192.0.2.7", on_x_closed);
     E.downs[E.ndowns++] = d;
     return d;
 }
@@ -712,7 +712,7 @@ static void run_until_state(struct fdown *d, enum mg_x_state want, uint64_t limi
         if (now_ms() > until)
             fail_msg("still %s after %" PRIu64 " ms, waiting for %s",
                      mg_exchange_state_name(d->x.state), limit_ms, mg_exchange_state_name(want));
-        uv_run(&E.w.loop, UV_RUN_NOWAIT);
+        uv_run(&E.ctx.loop, UV_RUN_NOWAIT);
         if (d->x.state != want)
             uv_sleep(1);
     }
@@ -726,7 +726,7 @@ static struct mg_upstream_stats *upstream_stats(void)
 
 static struct mg_upstream_rt *upstream_rt(void)
 {
-    return &E.w.rt->ups[0];
+    return &E.ctx.rt->ups[0];
 }
 
 static void env_start(const char *upstream_extra, const char *route_extra, bool idem)
@@ -752,14 +752,14 @@ static void env_start(const char *upstream_extra, const char *route_extra, bool 
     if (!E.cfg)
         fail_msg("config: %s", err);
     E.metrics = mg_metrics_new(E.cfg, 1);
-    assert_int_equal(uv_loop_init(&E.w.loop), 0);
-    E.w.id = 0;
-    E.w.rand_state = 0x9E3779B97F4A7C15ULL;
-    E.w.arena_cache.max = 8;
-    E.w.rt = mg_runtime_new(&E.w, E.cfg, E.metrics, NULL, NULL);
+    assert_int_equal(uv_loop_init(&E.ctx.loop), 0);
+    E.ctx.id = 0;
+    E.ctx.rand_state = 0x9E3779B97F4A7C15ULL;
+    E.ctx.arena_cache.max = 8;
+    E.ctx.rt = mg_runtime_new(&E.ctx, E.cfg, E.metrics, NULL, NULL);
     if (idem) {
         E.idem_table = mg_idem_memtable_new(1 << 20);
-        E.w.idem_memory = mg_idem_memory_open(E.idem_table, &E.w.loop);
+        E.ctx.idem_memory = mg_idem_memory_open(E.idem_table, &E.ctx.loop);
     }
 }
 
@@ -768,9 +768,9 @@ static void env_stop(void)
 {
     for (int i = 0; i < E.ndowns; i++)
         conn_close(E.downs[i]);
-    if (E.w.idem_memory)
-        mg_idem_client_close(E.w.idem_memory);
-    uv_run(&E.w.loop, UV_RUN_DEFAULT);
+    if (E.ctx.idem_memory)
+        mg_idem_client_close(E.ctx.idem_memory);
+    uv_run(&E.ctx.loop, UV_RUN_DEFAULT);
     for (int i = 0; i < E.ndowns; i++) {
         assert_true(E.downs[i]->x_closed); /* on_closed fired once the timers closed */
         mg_exchange_hooks.destroy(&E.downs[i]->x);
@@ -789,10 +789,10 @@ static void env_stop(void)
                      U.conns[i]->target);
         free(U.conns[i]);
     }
-    mg_runtime_release(&E.w, E.w.rt);
-    uv_run(&E.w.loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&E.w.loop), 0);
-    mg_arena_cache_clear(&E.w.arena_cache);
+    mg_runtime_release(&E.ctx, E.ctx.rt);
+    uv_run(&E.ctx.loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&E.ctx.loop), 0);
+    mg_arena_cache_clear(&E.ctx.arena_cache);
     if (E.idem_table)
         mg_idem_memtable_free(E.idem_table);
     mg_metrics_unref(E.metrics);
@@ -947,7 +947,7 @@ static void open_breaker_is_skipped_and_all_open_answers_circuit_open(void **st)
     assert_state(d, MG_X_IDLE);
     assert_int_equal(d->resp[0].status, 502); /* passed on: no retries configured */
     int bad = U.tried[0], good = 1 - bad;
-    uint64_t now = uv_now(&E.w.loop);
+    uint64_t now = uv_now(&E.ctx.loop);
     assert_int_equal(mg_breaker_state(&upstream_rt()->targets[bad].stats->breaker, now),
                      MG_CIRCUIT_OPEN);
 
@@ -1126,14 +1126,14 @@ static void client_gone_mid_response_releases_everything(void **st)
     /* The breaker heard the 200 head as a success, and nothing else. */
     assert_int_equal(mg_breaker_failures(&ts->breaker), 0);
     assert_int_equal(atomic_load(&ts->failures), 0);
-    assert_int_equal(mg_breaker_state(&ts->breaker, uv_now(&E.w.loop)), MG_CIRCUIT_CLOSED);
+    assert_int_equal(mg_breaker_state(&ts->breaker, uv_now(&E.ctx.loop)), MG_CIRCUIT_CLOSED);
     /* Events after the close are ignored. */
     mg_exchange_hooks.event(&d->x, MG_XEV_RUN);
     assert_int_equal(d->nresp, 1);
     assert_false(d->resp[0].ended);
 
     assert_false(d->x_closed); /* the timers close on the loop */
-    uv_run(&E.w.loop, UV_RUN_NOWAIT);
+    uv_run(&E.ctx.loop, UV_RUN_NOWAIT);
     assert_true(d->x_closed);
     env_stop();
 }
