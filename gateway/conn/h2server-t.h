@@ -12,6 +12,7 @@
 
 #include "config/config-t.h"
 #include "conn/conn-t.h"
+#include "conn/h2mem.h"
 #include "exchange/exchange-t.h"
 #include "net/wq.h"
 #include "obs/metrics.h"
@@ -80,6 +81,7 @@ struct mg_h2s {
     struct mg_conn *c;
     const struct mg_exchange_hooks *hooks;
     nghttp2_session *ng;
+    struct mg_h2mem mem;              /* nghttp2's allocations (outlives ng) */
     const struct mg_http2_conf *conf; /* of the config the session started on */
     struct mg_config *cfg;            /* held for conf */
     bool started;                     /* h2 chosen (else still selecting) */

@@ -451,6 +451,7 @@ static void h2_on_free(struct mg_conn *c)
     mg_h2_free_pieces(s);
     if (s->ng)
         nghttp2_session_del(s->ng);
+    mg_h2mem_release(&s->mem);
     free(s->ctl);
     if (s->cfg)
         mg_config_unref(s->cfg);
@@ -507,7 +508,8 @@ static int make_session(struct mg_h2s *s)
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    int rv = nghttp2_session_server_new2(&s->ng, cb, s, opt);
+    mg_h2mem_init(&s->mem);
+    int rv = nghttp2_session_server_new3(&s->ng, cb, s, opt, &s->mem.mem);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rv != 0)
