@@ -102,6 +102,8 @@ struct mg_h2s {
     char *ctl;
     size_t ctl_len;
     size_t ctl_run; /* ctl[ctl_run..ctl_len) is not in the write queue yet */
+    bool rid_named; /* an x-request-id went with indexing, at rid_named_ms */
+    uint64_t rid_named_ms;
     uint64_t idle_since_ms;
     uint64_t reset_window_ms;
     uint32_t resets;

@@ -325,20 +325,27 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
         x->error = MG_ERR_HEADER_TOO_LARGE;
         return 0;
     }
-    struct mg_slice n = {(const char *)name, namelen};
     if (namelen && name[0] == ':') {
-        struct mg_slice v = {copy(x, value, valuelen), valuelen};
-        if (MG_NAME_IS(n, ":method"))
-            st->method = v;
-        else if (MG_NAME_IS(n, ":path"))
-            st->path = v;
-        else if (MG_NAME_IS(n, ":scheme"))
-            st->scheme = v;
-        else if (MG_NAME_IS(n, ":authority"))
-            x->authority = v;
+        /* nghttp2 let only these four through, each once, names lower case. */
+        struct mg_slice *to = NULL;
+        switch (namelen) {
+        case 5:
+            to = &st->path;
+            break;
+        case 7:
+            to = name[1] == 'm' ? &st->method : &st->scheme;
+            break;
+        case 10:
+            to = &x->authority;
+            break;
+        default:
+            return 0;
+        }
+        *to = (struct mg_slice){copy(x, value, valuelen), valuelen};
         return 0;
     }
-    if (MG_NAME_IS(n, "cookie")) { /* RFC 9113 section 8.2.3: crumbs joined by "; " */
+    if (namelen == 6 &&
+        memcmp(name, "cookie", 6) == 0) { /* RFC 9113 section 8.2.3: crumbs joined by "; " */
         if (st->cookielen && mg_arena_append(&x->arena, &st->cookie, &st->cookielen, &st->cookiecap,
                                              "; ", 2, SIZE_MAX) < 0)
             return 0;
@@ -596,12 +603,62 @@ struct head_builder {
     size_t n, cap;
 };
 
+/* The common statuses are static text (and found in HPACK's static table). */
+static struct mg_slice status_text(struct mg_exchange *x, int status)
+{
+    switch (status) {
+    case 200:
+        return MG_SLICE_LIT("200");
+    case 204:
+        return MG_SLICE_LIT("204");
+    case 304:
+        return MG_SLICE_LIT("304");
+    case 404:
+        return MG_SLICE_LIT("404");
+    default:
+        return dec(x, (uint64_t)status);
+    }
+}
+
 static void head_start(struct mg_exchange *x, struct head_builder *h, size_t fields, int status)
 {
     h->cap = fields + 8;
     h->v = mg_arena_alloc(&x->arena, h->cap * sizeof *h->v);
     h->n = 0;
-    h->v[h->n++] = nv(MG_SLICE_LIT(":status"), dec(x, (uint64_t)status));
+    h->v[h->n++] = nv(MG_SLICE_LIT(":status"), status_text(x, status));
+}
+
+/* A field of the gateway's own (lower case, never hop-by-hop). */
+static void head_own(struct head_builder *h, struct mg_slice name, struct mg_slice value,
+                     uint8_t flags)
+{
+    if (h->n >= h->cap)
+        return;
+    h->v[h->n] = nv(name, value);
+    h->v[h->n++].flags |= flags;
+}
+
+static struct mg_slice request_id(const struct mg_exchange *x)
+{
+    return (struct mg_slice){x->request_id, strlen(x->request_id)};
+}
+
+/* How our x-request-id goes into HPACK. Its value is new on every response:
+ * never indexed (see unique_per_response). Its name is worth one entry of
+ * the client's table though: now and then (the session's first response,
+ * then one every RID_NAME_MS, in case newer entries such as each second's
+ * Date pushed it out) it goes with incremental indexing, one dead value
+ * entry each time, and the responses in between refer to that entry's name
+ * instead of spelling "x-request-id" out, Huffman-coded, every time. */
+#define RID_NAME_MS 10000
+static uint8_t rid_flags(struct mg_h2s *s)
+{
+    uint64_t now = now_ms(s);
+    if (s->rid_named && now - s->rid_named_ms < RID_NAME_MS)
+        return NGHTTP2_NV_FLAG_NO_INDEX;
+    s->rid_named = true;
+    s->rid_named_ms = now;
+    return NGHTTP2_NV_FLAG_NONE;
 }
 
 /* A value new on every response (x-request-id) would only churn the
@@ -618,7 +675,7 @@ static void head_add(struct mg_exchange *x, struct head_builder *h, struct mg_sl
     if (h->n >= h->cap || never_sent(name))
         return;
     h->v[h->n] = nv(lower(x, name), value);
-    if (unique_per_response(name))
+    if (name.len == 12 && unique_per_response(name))
         h->v[h->n].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
     h->n++;
 }
@@ -691,17 +748,19 @@ static void send_head(struct mg_exchange *x, bool switching)
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
     struct head_builder h;
     head_start(x, &h, x->resp_hdrs.n + count_edits(x), x->status);
+    bool own_id = false; /* the upstream sent one: ours is not added */
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         struct mg_header *f = &x->resp_hdrs.v[i];
+        if (f->name.len == 12 && MG_NAME_IS(f->name, "x-request-id"))
+            own_id = true;
         if ((f->flags & MG_HDR_HOP) || (edits && mg_lua_edits_name(edits, f->name)))
             continue;
         head_add(x, &h, f->name, f->value);
     }
     add_edits(x, &h);
-    if (mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("x-request-id")) < 0)
-        head_add(x, &h, MG_SLICE_LIT("x-request-id"),
-                 (struct mg_slice){x->request_id, strlen(x->request_id)});
-    head_add(x, &h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"));
+    if (!own_id)
+        head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
+    head_own(&h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"), 0);
     /* HEAD and 304 answers keep the length of the body they stand for. */
     if (x->resp_has_length && x->status != 204 && x->status >= 200)
         h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, x->resp_length));
@@ -741,8 +800,7 @@ static void send_error(struct mg_exchange *x, enum mg_error err)
     if (status == 503 || err == MG_ERR_IDEMPOTENCY_CONFLICT)
         head_add(x, &h, MG_SLICE_LIT("retry-after"),
                  dec(x, x->retry_after_s ? x->retry_after_s : 1));
-    head_add(x, &h, MG_SLICE_LIT("x-request-id"),
-             (struct mg_slice){x->request_id, strlen(x->request_id)});
+    head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
     h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, (uint64_t)blen));
     bool head_only = is_head_request(x);
     head_done(st, &h, head_only);
@@ -764,10 +822,9 @@ static void send_response(struct mg_exchange *x, int status, const struct mg_hea
         head_add(x, &h, fields[i].name, fields[i].value);
     }
     if (!own_id)
-        head_add(x, &h, MG_SLICE_LIT("x-request-id"),
-                 (struct mg_slice){x->request_id, strlen(x->request_id)});
+        head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
     if (via)
-        head_add(x, &h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"));
+        head_own(&h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"), 0);
     if (status >= 200 && status != 204 && status != 304)
         h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, body.len));
     head_done(st, &h, bodyless);

@@ -732,7 +732,9 @@ def test_interim_103_reaches_the_h2_client_before_the_final_response(gateway, up
 
 def test_request_ids_stay_out_of_the_hpack_table(gateway, upstream):
     # A new value on every response would evict the client's useful HPACK
-    # entries (and cost the encoder a lookup against each): never indexed.
+    # entries (and cost the encoder a lookup against each): never indexed,
+    # but for the one response in a while that puts the name in the table
+    # (the others refer to it), so at most one entry.
     gw, up = start(gateway, upstream)
     c = H2(gw.port)
     try:
@@ -743,7 +745,8 @@ def test_request_ids_stay_out_of_the_hpack_table(gateway, upstream):
             ids.add(header(r, "x-request-id"))
         assert len(ids) == 20 and None not in ids
         names = [n for n, _ in c.conn.decoder.header_table.dynamic_entries]
-        assert b"x-request-id" not in names and "x-request-id" not in names, names
+        rids = [n for n in names if n in (b"x-request-id", "x-request-id")]
+        assert len(rids) <= 1, names
         assert names, "the table holds the fields that repeat"
     finally:
         c.close()
