@@ -144,7 +144,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
-    struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    struct mg_h2stream *st = s->hdr_st; /* most often: the head just received */
+    if (!st || st->id != frame->hd.stream_id)
+        st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (!st)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)

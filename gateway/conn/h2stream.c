@@ -367,6 +367,8 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
 
 static int method_of(struct mg_slice m)
 {
+    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
+        return HTTP_GET; /* most requests */
     for (int i = 0; i < 64; i++) {
         const char *name = llhttp_method_name((llhttp_method_t)i);
         if (name && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
