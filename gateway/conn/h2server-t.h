@@ -66,7 +66,8 @@ struct mg_h2stream {
     struct mg_h2piece *out, *out_tail;
     size_t out_bytes;
     /* The request head, gathered by the header callbacks (arena copies). */
-    struct mg_slice method, scheme, path;
+    int method_no; /* llhttp's number of :method plus 1 (0: none or unknown) */
+    struct mg_slice path;
     char *cookie;
     size_t cookielen, cookiecap;
     uint64_t head_bytes;

@@ -307,6 +307,18 @@ static int add_field(struct mg_exchange *x, struct mg_slice name, struct mg_slic
     return 0;
 }
 
+static int method_of(struct mg_slice m)
+{
+    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
+        return HTTP_GET; /* most requests */
+    for (int i = 0; i < 64; i++) {
+        const char *name = llhttp_method_name((llhttp_method_t)i);
+        if (name && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
+            return i;
+    }
+    return -1;
+}
+
 int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                     void *user)
@@ -333,8 +345,11 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
             to = &st->path;
             break;
         case 7:
-            to = name[1] == 'm' ? &st->method : &st->scheme;
-            break;
+            /* The method is kept as its number, the scheme not at all (nghttp2
+             * checked it; the listener says what the connection is). */
+            if (name[1] == 'm')
+                st->method_no = method_of((struct mg_slice){(const char *)value, valuelen}) + 1;
+            return 0;
         case 10:
             to = &x->authority;
             break;
@@ -363,18 +378,6 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
     if (add_field(x, nn, vv) < 0)
         x->error = MG_ERR_HEADER_TOO_LARGE;
     return 0;
-}
-
-static int method_of(struct mg_slice m)
-{
-    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
-        return HTTP_GET; /* most requests */
-    for (int i = 0; i < 64; i++) {
-        const char *name = llhttp_method_name((llhttp_method_t)i);
-        if (name && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
-            return i;
-    }
-    return -1;
 }
 
 static void content_length(struct mg_exchange *x, struct mg_header *f)
@@ -487,7 +490,7 @@ static int read_head(struct mg_exchange *x)
     struct mg_h2stream *st = of_x(x);
     if (!st->headers_done)
         return MG_AGAIN;
-    x->method = method_of(st->method);
+    x->method = st->method_no - 1;
     x->head_parsed = x->method >= 0; /* the access log names the method when known */
     x->http_minor = 1;
     x->req_keepalive = true;
