@@ -130,9 +130,10 @@ static inline const struct mg_client_conf *client_conf(struct mg_h2s *s)
 }
 
 /* h2server.c: the connection. */
-void mg_h2_pump(struct mg_h2s *s);  /* serializes frames, writes them */
-void mg_h2_defer(struct mg_h2s *s); /* runs `later` at the loop's next turn */
-void mg_h2_dirty(struct mg_h2s *s); /* pumps at the end of this loop turn */
+void mg_h2_pump(struct mg_h2s *s);       /* serializes frames, writes them */
+void mg_h2_defer(struct mg_h2s *s);      /* runs `later` at the loop's next turn */
+void mg_h2_dirty(struct mg_h2s *s);      /* pumps at the end of this loop turn */
+void mg_h2_wake(struct mg_h2stream *st); /* runs its exchange from service */
 void mg_h2_unwake(struct mg_h2stream *st);
 
 /* h2stream.c: streams, request and response translation, the data provider. */

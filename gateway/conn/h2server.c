@@ -62,7 +62,7 @@ static void count(struct mg_h2s *s, enum mg_h2_reset_reason reason)
     mg_metrics_h2_reset(s->c->w->rt->metrics, (unsigned)s->c->w->id, reason);
 }
 
-static void wake(struct mg_h2stream *st)
+void mg_h2_wake(struct mg_h2stream *st)
 {
     if (st->woken)
         return;
@@ -154,7 +154,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         st->end_in = true;
     st->last_in_ms = now_ms(s);
-    wake(st);
+    mg_h2_wake(st);
     return 0;
 }
 
@@ -169,7 +169,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     }
     st->body_in += len;
     st->last_in_ms = now_ms(s);
-    wake(st);
+    mg_h2_wake(st);
     if (st->body_in > client_conf(s)->max_body_size) {
         st->too_large = true;
         nghttp2_session_consume(ng, id, len);
@@ -203,22 +203,23 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
     if (!st->done_out)
         st->reset_in = true;
     if (st->x_open)
-        wake(st);
+        mg_h2_wake(st);
     else
         mg_h2_maybe_free_stream(st);
     return 0;
 }
 
+/* A HEADERS frame that ends the stream (a DATA frame that does is seen by
+ * mg_h2_send_data, which has the stream at hand). */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
-    if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
-        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (st) {
         st->done_out = true;
         if (st->x_open)
-            wake(st);
+            mg_h2_wake(st);
     }
     return 0;
 }
@@ -353,7 +354,7 @@ static void h2_on_written(struct mg_conn *c, int status)
     if (mg_wq_idle(&c->out))
         for (struct mg_h2stream *st = s->streams; st; st = st->next)
             if (st->x_open && (st->done_out || st->reset_in) && st->arena_out)
-                wake(st); /* drained now */
+                mg_h2_wake(st); /* drained now */
     service(s);
 }
 

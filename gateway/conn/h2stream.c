@@ -861,7 +861,9 @@ static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
             st->deferred = true;
             return NGHTTP2_ERR_DEFERRED;
         }
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        /* NO_COPY here too: every DATA frame goes through mg_h2_send_data,
+         * which sees the one that ends the stream. */
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_COPY;
         return 0;
     }
     size_t n = st->out_bytes < length ? st->out_bytes : length;
@@ -930,6 +932,11 @@ int mg_h2_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *fr
         }
     }
     st->last_out_ms = now_ms(s);
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        st->done_out = true; /* the stream's last frame is serialized */
+        if (st->x_open)
+            mg_h2_wake(st);
+    }
     return 0;
 }
 
