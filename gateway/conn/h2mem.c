@@ -40,7 +40,7 @@ struct free_block {
 
 _Static_assert(sizeof(struct block) <= HDR, "block header");
 
-static const size_t class_size[H2MEM_CLASSES] = {64, 128, 256, 512};
+static const size_t class_size[H2MEM_CLASSES] = {64, 128, 256, 512, 1024};
 
 static size_t class_of(size_t size)
 {
