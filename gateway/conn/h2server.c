@@ -33,7 +33,8 @@
  * finished cleanly is parked instead (s->spares, at most SPARES_MAX): its
  * exchange stays open and idle, as an HTTP/1 keep-alive exchange, its arena
  * block back with the worker, until a new stream takes it or the connection
- * closes it.
+ * closes it. nghttp2 allocates through the session's mg_h2mem (h2mem.c),
+ * released after nghttp2_session_del.
  */
 #include "conn/h2server.h"
 

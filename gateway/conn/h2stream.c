@@ -600,7 +600,18 @@ static struct mg_slice dec(struct mg_exchange *x, uint64_t v)
  * section 8.2.2), nor a framing field the gateway did not decide. */
 static bool never_sent(struct mg_slice n)
 {
-    return mg_http_fixed_hop_by_hop(n) || (n.len == 14 && MG_NAME_IS(n, "content-length"));
+    switch (n.len) { /* the lengths of those names: most fields are none of them */
+    case 2:
+    case 7:
+    case 10:
+    case 16:
+    case 17:
+        return mg_http_fixed_hop_by_hop(n);
+    case 14:
+        return MG_NAME_IS(n, "content-length");
+    default:
+        return false;
+    }
 }
 
 struct head_builder {
@@ -680,7 +691,7 @@ static void head_add(struct mg_exchange *x, struct head_builder *h, struct mg_sl
     if (h->n >= h->cap || never_sent(name))
         return;
     h->v[h->n] = nv(lower(x, name), value);
-    if (name.len == 12 && unique_per_response(name))
+    if (name.len == 12 && (name.p[0] | 0x20) == 'x' && unique_per_response(name))
         h->v[h->n].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
     h->n++;
 }
