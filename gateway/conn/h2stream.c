@@ -359,8 +359,9 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
         *to = (struct mg_slice){copy(x, value, valuelen), valuelen};
         return 0;
     }
-    if (namelen == 6 &&
-        memcmp(name, "cookie", 6) == 0) { /* RFC 9113 section 8.2.3: crumbs joined by "; " */
+    /* RFC 9113 section 8.2.3: cookie crumbs joined by "; " (names are lower
+     * case: nghttp2 refused any other). */
+    if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {
         if (st->cookielen && mg_arena_append(&x->arena, &st->cookie, &st->cookielen, &st->cookiecap,
                                              "; ", 2, SIZE_MAX) < 0)
             return 0;
