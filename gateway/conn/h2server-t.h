@@ -12,6 +12,7 @@
 
 #include "config/config-t.h"
 #include "conn/conn-t.h"
+#include "conn/h2mem.h"
 #include "exchange/exchange-t.h"
 #include "net/wq.h"
 #include "obs/metrics.h"
@@ -65,7 +66,8 @@ struct mg_h2stream {
     struct mg_h2piece *out, *out_tail;
     size_t out_bytes;
     /* The request head, gathered by the header callbacks (arena copies). */
-    struct mg_slice method, scheme, path;
+    int method_no; /* llhttp's number of :method plus 1 (0: none or unknown) */
+    struct mg_slice path;
     char *cookie;
     size_t cookielen, cookiecap;
     uint64_t head_bytes;
@@ -80,6 +82,7 @@ struct mg_h2s {
     struct mg_conn *c;
     const struct mg_exchange_hooks *hooks;
     nghttp2_session *ng;
+    struct mg_h2mem mem;              /* nghttp2's allocations (outlives ng) */
     const struct mg_http2_conf *conf; /* of the config the session started on */
     struct mg_config *cfg;            /* held for conf */
     bool started;                     /* h2 chosen (else still selecting) */
@@ -100,6 +103,8 @@ struct mg_h2s {
     char *ctl;
     size_t ctl_len;
     size_t ctl_run; /* ctl[ctl_run..ctl_len) is not in the write queue yet */
+    bool rid_named; /* an x-request-id went with indexing, at rid_named_ms */
+    uint64_t rid_named_ms;
     uint64_t idle_since_ms;
     uint64_t reset_window_ms;
     uint32_t resets;
@@ -125,9 +130,10 @@ static inline const struct mg_client_conf *client_conf(struct mg_h2s *s)
 }
 
 /* h2server.c: the connection. */
-void mg_h2_pump(struct mg_h2s *s);  /* serializes frames, writes them */
-void mg_h2_defer(struct mg_h2s *s); /* runs `later` at the loop's next turn */
-void mg_h2_dirty(struct mg_h2s *s); /* pumps at the end of this loop turn */
+void mg_h2_pump(struct mg_h2s *s);       /* serializes frames, writes them */
+void mg_h2_defer(struct mg_h2s *s);      /* runs `later` at the loop's next turn */
+void mg_h2_dirty(struct mg_h2s *s);      /* pumps at the end of this loop turn */
+void mg_h2_wake(struct mg_h2stream *st); /* runs its exchange from service */
 void mg_h2_unwake(struct mg_h2stream *st);
 
 /* h2stream.c: streams, request and response translation, the data provider. */

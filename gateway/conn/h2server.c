@@ -33,7 +33,8 @@
  * finished cleanly is parked instead (s->spares, at most SPARES_MAX): its
  * exchange stays open and idle, as an HTTP/1 keep-alive exchange, its arena
  * block back with the worker, until a new stream takes it or the connection
- * closes it.
+ * closes it. nghttp2 allocates through the session's mg_h2mem (h2mem.c),
+ * released after nghttp2_session_del.
  */
 #include "conn/h2server.h"
 
@@ -62,7 +63,7 @@ static void count(struct mg_h2s *s, enum mg_h2_reset_reason reason)
     mg_metrics_h2_reset(s->c->ctx->rt->metrics, (unsigned)s->c->ctx->id, reason);
 }
 
-static void wake(struct mg_h2stream *st)
+void mg_h2_wake(struct mg_h2stream *st)
 {
     if (st->woken)
         return;
@@ -144,7 +145,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
-    struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    struct mg_h2stream *st = s->hdr_st; /* most often: the head just received */
+    if (!st || st->id != frame->hd.stream_id)
+        st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (!st)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -152,7 +155,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         st->end_in = true;
     st->last_in_ms = now_ms(s);
-    wake(st);
+    mg_h2_wake(st);
     return 0;
 }
 
@@ -167,7 +170,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     }
     st->body_in += len;
     st->last_in_ms = now_ms(s);
-    wake(st);
+    mg_h2_wake(st);
     if (st->body_in > client_conf(s)->max_body_size) {
         st->too_large = true;
         nghttp2_session_consume(ng, id, len);
@@ -201,22 +204,23 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
     if (!st->done_out)
         st->reset_in = true;
     if (st->x_open)
-        wake(st);
+        mg_h2_wake(st);
     else
         mg_h2_maybe_free_stream(st);
     return 0;
 }
 
+/* A HEADERS frame that ends the stream (a DATA frame that does is seen by
+ * mg_h2_send_data, which has the stream at hand). */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
-    if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
-        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (st) {
         st->done_out = true;
         if (st->x_open)
-            wake(st);
+            mg_h2_wake(st);
     }
     return 0;
 }
@@ -351,7 +355,7 @@ static void h2_on_written(struct mg_conn *c, int status)
     if (mg_wq_idle(&c->out))
         for (struct mg_h2stream *st = s->streams; st; st = st->next)
             if (st->x_open && (st->done_out || st->reset_in) && st->arena_out)
-                wake(st); /* drained now */
+                mg_h2_wake(st); /* drained now */
     service(s);
 }
 
@@ -451,6 +455,7 @@ static void h2_on_free(struct mg_conn *c)
     mg_h2_free_pieces(s);
     if (s->ng)
         nghttp2_session_del(s->ng);
+    mg_h2mem_release(&s->mem);
     free(s->ctl);
     if (s->cfg)
         mg_config_unref(s->cfg);
@@ -507,7 +512,8 @@ static int make_session(struct mg_h2s *s)
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    int rv = nghttp2_session_server_new2(&s->ng, cb, s, opt);
+    mg_h2mem_init(&s->mem);
+    int rv = nghttp2_session_server_new3(&s->ng, cb, s, opt, &s->mem.mem);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rv != 0)

@@ -307,6 +307,18 @@ static int add_field(struct mg_exchange *x, struct mg_slice name, struct mg_slic
     return 0;
 }
 
+static int method_of(struct mg_slice m)
+{
+    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
+        return HTTP_GET; /* most requests */
+    for (int i = 0; i < 64; i++) {
+        const char *name = llhttp_method_name((llhttp_method_t)i);
+        if (name && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
+            return i;
+    }
+    return -1;
+}
+
 int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                     void *user)
@@ -325,20 +337,31 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
         x->error = MG_ERR_HEADER_TOO_LARGE;
         return 0;
     }
-    struct mg_slice n = {(const char *)name, namelen};
     if (namelen && name[0] == ':') {
-        struct mg_slice v = {copy(x, value, valuelen), valuelen};
-        if (MG_NAME_IS(n, ":method"))
-            st->method = v;
-        else if (MG_NAME_IS(n, ":path"))
-            st->path = v;
-        else if (MG_NAME_IS(n, ":scheme"))
-            st->scheme = v;
-        else if (MG_NAME_IS(n, ":authority"))
-            x->authority = v;
+        /* nghttp2 let only these four through, each once, names lower case. */
+        struct mg_slice *to = NULL;
+        switch (namelen) {
+        case 5:
+            to = &st->path;
+            break;
+        case 7:
+            /* The method is kept as its number, the scheme not at all (nghttp2
+             * checked it; the listener says what the connection is). */
+            if (name[1] == 'm')
+                st->method_no = method_of((struct mg_slice){(const char *)value, valuelen}) + 1;
+            return 0;
+        case 10:
+            to = &x->authority;
+            break;
+        default:
+            return 0;
+        }
+        *to = (struct mg_slice){copy(x, value, valuelen), valuelen};
         return 0;
     }
-    if (MG_NAME_IS(n, "cookie")) { /* RFC 9113 section 8.2.3: crumbs joined by "; " */
+    /* RFC 9113 section 8.2.3: cookie crumbs joined by "; " (names are lower
+     * case: nghttp2 refused any other). */
+    if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {
         if (st->cookielen && mg_arena_append(&x->arena, &st->cookie, &st->cookielen, &st->cookiecap,
                                              "; ", 2, SIZE_MAX) < 0)
             return 0;
@@ -356,16 +379,6 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
     if (add_field(x, nn, vv) < 0)
         x->error = MG_ERR_HEADER_TOO_LARGE;
     return 0;
-}
-
-static int method_of(struct mg_slice m)
-{
-    for (int i = 0; i < 64; i++) {
-        const char *name = llhttp_method_name((llhttp_method_t)i);
-        if (name && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
-            return i;
-    }
-    return -1;
 }
 
 static void content_length(struct mg_exchange *x, struct mg_header *f)
@@ -478,7 +491,7 @@ static int read_head(struct mg_exchange *x)
     struct mg_h2stream *st = of_x(x);
     if (!st->headers_done)
         return MG_AGAIN;
-    x->method = method_of(st->method);
+    x->method = st->method_no - 1;
     x->head_parsed = x->method >= 0; /* the access log names the method when known */
     x->http_minor = 1;
     x->req_keepalive = true;
@@ -588,7 +601,18 @@ static struct mg_slice dec(struct mg_exchange *x, uint64_t v)
  * section 8.2.2), nor a framing field the gateway did not decide. */
 static bool never_sent(struct mg_slice n)
 {
-    return mg_http_fixed_hop_by_hop(n) || (n.len == 14 && MG_NAME_IS(n, "content-length"));
+    switch (n.len) { /* the lengths of those names: most fields are none of them */
+    case 2:
+    case 7:
+    case 10:
+    case 16:
+    case 17:
+        return mg_http_fixed_hop_by_hop(n);
+    case 14:
+        return MG_NAME_IS(n, "content-length");
+    default:
+        return false;
+    }
 }
 
 struct head_builder {
@@ -596,12 +620,62 @@ struct head_builder {
     size_t n, cap;
 };
 
+/* The common statuses are static text (and found in HPACK's static table). */
+static struct mg_slice status_text(struct mg_exchange *x, int status)
+{
+    switch (status) {
+    case 200:
+        return MG_SLICE_LIT("200");
+    case 204:
+        return MG_SLICE_LIT("204");
+    case 304:
+        return MG_SLICE_LIT("304");
+    case 404:
+        return MG_SLICE_LIT("404");
+    default:
+        return dec(x, (uint64_t)status);
+    }
+}
+
 static void head_start(struct mg_exchange *x, struct head_builder *h, size_t fields, int status)
 {
     h->cap = fields + 8;
     h->v = mg_arena_alloc(&x->arena, h->cap * sizeof *h->v);
     h->n = 0;
-    h->v[h->n++] = nv(MG_SLICE_LIT(":status"), dec(x, (uint64_t)status));
+    h->v[h->n++] = nv(MG_SLICE_LIT(":status"), status_text(x, status));
+}
+
+/* A field of the gateway's own (lower case, never hop-by-hop). */
+static void head_own(struct head_builder *h, struct mg_slice name, struct mg_slice value,
+                     uint8_t flags)
+{
+    if (h->n >= h->cap)
+        return;
+    h->v[h->n] = nv(name, value);
+    h->v[h->n++].flags |= flags;
+}
+
+static struct mg_slice request_id(const struct mg_exchange *x)
+{
+    return (struct mg_slice){x->request_id, strlen(x->request_id)};
+}
+
+/* How our x-request-id goes into HPACK. Its value is new on every response:
+ * never indexed (see unique_per_response). Its name is worth one entry of
+ * the client's table though: now and then (the session's first response,
+ * then one every RID_NAME_MS, in case newer entries such as each second's
+ * Date pushed it out) it goes with incremental indexing, one dead value
+ * entry each time, and the responses in between refer to that entry's name
+ * instead of spelling "x-request-id" out, Huffman-coded, every time. */
+#define RID_NAME_MS 10000
+static uint8_t rid_flags(struct mg_h2s *s)
+{
+    uint64_t now = now_ms(s);
+    if (s->rid_named && now - s->rid_named_ms < RID_NAME_MS)
+        return NGHTTP2_NV_FLAG_NO_INDEX;
+    s->rid_named = true;
+    s->rid_named_ms = now;
+    return NGHTTP2_NV_FLAG_NONE;
 }
 
 /* A value new on every response (x-request-id) would only churn the
@@ -618,7 +692,7 @@ static void head_add(struct mg_exchange *x, struct head_builder *h, struct mg_sl
     if (h->n >= h->cap || never_sent(name))
         return;
     h->v[h->n] = nv(lower(x, name), value);
-    if (unique_per_response(name))
+    if (name.len == 12 && (name.p[0] | 0x20) == 'x' && unique_per_response(name))
         h->v[h->n].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
     h->n++;
 }
@@ -691,17 +765,19 @@ static void send_head(struct mg_exchange *x, bool switching)
     const struct mg_lua_edit *edits = x->lua_ready ? x->lua.resp_edits : NULL;
     struct head_builder h;
     head_start(x, &h, x->resp_hdrs.n + count_edits(x), x->status);
+    bool own_id = false; /* the upstream sent one: ours is not added */
     for (uint32_t i = 0; i < x->resp_hdrs.n; i++) {
         struct mg_header *f = &x->resp_hdrs.v[i];
+        if (f->name.len == 12 && MG_NAME_IS(f->name, "x-request-id"))
+            own_id = true;
         if ((f->flags & MG_HDR_HOP) || (edits && mg_lua_edits_name(edits, f->name)))
             continue;
         head_add(x, &h, f->name, f->value);
     }
     add_edits(x, &h);
-    if (mg_headers_find(&x->resp_hdrs, MG_SLICE_LIT("x-request-id")) < 0)
-        head_add(x, &h, MG_SLICE_LIT("x-request-id"),
-                 (struct mg_slice){x->request_id, strlen(x->request_id)});
-    head_add(x, &h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"));
+    if (!own_id)
+        head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
+    head_own(&h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"), 0);
     /* HEAD and 304 answers keep the length of the body they stand for. */
     if (x->resp_has_length && x->status != 204 && x->status >= 200)
         h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, x->resp_length));
@@ -741,8 +817,7 @@ static void send_error(struct mg_exchange *x, enum mg_error err)
     if (status == 503 || err == MG_ERR_IDEMPOTENCY_CONFLICT)
         head_add(x, &h, MG_SLICE_LIT("retry-after"),
                  dec(x, x->retry_after_s ? x->retry_after_s : 1));
-    head_add(x, &h, MG_SLICE_LIT("x-request-id"),
-             (struct mg_slice){x->request_id, strlen(x->request_id)});
+    head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
     h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, (uint64_t)blen));
     bool head_only = is_head_request(x);
     head_done(st, &h, head_only);
@@ -764,10 +839,9 @@ static void send_response(struct mg_exchange *x, int status, const struct mg_hea
         head_add(x, &h, fields[i].name, fields[i].value);
     }
     if (!own_id)
-        head_add(x, &h, MG_SLICE_LIT("x-request-id"),
-                 (struct mg_slice){x->request_id, strlen(x->request_id)});
+        head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
     if (via)
-        head_add(x, &h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"));
+        head_own(&h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"), 0);
     if (status >= 200 && status != 204 && status != 304)
         h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, body.len));
     head_done(st, &h, bodyless);
@@ -799,7 +873,9 @@ static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
             st->deferred = true;
             return NGHTTP2_ERR_DEFERRED;
         }
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        /* NO_COPY here too: every DATA frame goes through mg_h2_send_data,
+         * which sees the one that ends the stream. */
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_COPY;
         return 0;
     }
     size_t n = st->out_bytes < length ? st->out_bytes : length;
@@ -868,6 +944,11 @@ int mg_h2_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *fr
         }
     }
     st->last_out_ms = now_ms(s);
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        st->done_out = true; /* the stream's last frame is serialized */
+        if (st->x_open)
+            mg_h2_wake(st);
+    }
     return 0;
 }
 

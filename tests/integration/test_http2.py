@@ -732,7 +732,9 @@ def test_interim_103_reaches_the_h2_client_before_the_final_response(gateway, up
 
 def test_request_ids_stay_out_of_the_hpack_table(gateway, upstream):
     # A new value on every response would evict the client's useful HPACK
-    # entries (and cost the encoder a lookup against each): never indexed.
+    # entries (and cost the encoder a lookup against each): never indexed,
+    # but for the one response in a while that puts the name in the table
+    # (the others refer to it), so at most one entry.
     gw, up = start(gateway, upstream)
     c = H2(gw.port)
     try:
@@ -743,7 +745,8 @@ def test_request_ids_stay_out_of_the_hpack_table(gateway, upstream):
             ids.add(header(r, "x-request-id"))
         assert len(ids) == 20 and None not in ids
         names = [n for n, _ in c.conn.decoder.header_table.dynamic_entries]
-        assert b"x-request-id" not in names and "x-request-id" not in names, names
+        rids = [n for n in names if n in (b"x-request-id", "x-request-id")]
+        assert len(rids) <= 1, names
         assert names, "the table holds the fields that repeat"
     finally:
         c.close()
@@ -844,3 +847,36 @@ def test_reset_streams_keep_their_queued_bytes_until_written(gateway, upstream, 
     r = c.response(c.request("/small/after"))
     c.close()
     assert status(r) == 200 and bytes(r["data"]) == b"S" * 3000
+def test_body_end_arriving_after_its_bytes_is_an_empty_data_frame(gateway, upstream, tmp_path):
+    # The upstream's chunked body ends in a later read than its last bytes:
+    # those bytes leave as DATA without END_STREAM, then the end as an empty
+    # DATA frame with END_STREAM. The gateway must see that frame go even
+    # while the client's side of the stream is still open (a request body
+    # not finished): the exchange ends at once and resets the rest of the
+    # request with NO_ERROR (RFC 9113 section 8.1), long before the body
+    # timeout.
+    go = threading.Event()
+    log = tmp_path / "access.log"
+
+    def handler(conn, req):
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n")
+        go.wait(t(5))
+        conn.send(b"0\r\n\r\n")
+    gw, up = start(gateway, upstream, handler, body_timeout="20s", access_log=str(log))
+    c = H2(gw.port)
+    try:
+        sid = c.request("/late-end", method="POST", end=False)
+        c.wait(lambda: bytes(c.responses.get(sid, {}).get("data", b"")) == b"part")
+        assert not c.responses[sid]["ended"]
+        go.set()
+        c.wait(lambda: c.responses[sid]["ended"], t(5))
+        r = c.responses[sid]
+        assert status(r) == 200 and bytes(r["data"]) == b"part"
+        ends = [ev for ev in c.events if isinstance(ev, h2.events.DataReceived)
+                and ev.stream_id == sid and ev.stream_ended is not None]
+        assert ends and ends[-1].data == b"", ends
+        c.wait(lambda: r["reset"] is not None, t(5))
+        assert r["reset"] == 0
+        wait_until(lambda: log.exists() and "/late-end" in log.read_text(), t(3))
+    finally:
+        c.close()
