@@ -81,8 +81,9 @@ function P.access(ctx, conf)
     local allow = conf._any and "*" or conf._origins[origin]
     if not allow then return end
     -- a preflight is an OPTIONS with Access-Control-Request-Method; the
-    -- method (a cached field) is tested first: cheaper than a header lookup
-    if ctx.method == "OPTIONS" and ctx:header("Access-Control-Request-Method") then
+    -- header is looked up first: a miss makes no string, while the first
+    -- ctx.method of a request clears the field cache and interns the method
+    if ctx:header("Access-Control-Request-Method") and ctx.method == "OPTIONS" then
         preflight(ctx, conf, allow)
     end
     if conf._any then
