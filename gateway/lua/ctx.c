@@ -109,11 +109,9 @@ static bool name_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     if (alen != blen)
         return false;
-    for (size_t i = 0; i < alen; i++) { /* names mostly agree in case too: no lower() then */
-        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x != y && lower(x) != lower(y))
+    for (size_t i = 0; i < alen; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
             return false;
-    }
     return true;
 }
 

@@ -168,9 +168,13 @@ static bool number(struct scan *s, double *v)
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        for (unsigned d; p < s->end && (d = (unsigned)*p - '0') <= 9; p++)
-            if (p - digits < 16) /* more digits: strtod below, i unused */
-                i = i * 10 + (int64_t)d;
+        /* at most 16 digits accumulate (no overflow), the rest are only
+         * scanned: more than 15 take strtod below */
+        const unsigned char *lim = s->end - p > 16 ? p + 16 : s->end;
+        for (unsigned d; p < lim && (d = (unsigned)*p - '0') <= 9; p++)
+            i = i * 10 + (int64_t)d;
+        while (p < s->end && (unsigned)*p - '0' <= 9)
+            p++;
     } else {
         return false;
     }
