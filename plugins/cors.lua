@@ -37,7 +37,7 @@ end
 function P.init(conf)
     if conf.origins[1] == nil then error("cors: config.origins must not be empty", 0) end
     conf._any = false
-    conf._origins = {}      -- origin -> the Access-Control-Allow-Origin value
+    conf._origins = {}      -- origin -> its Access-Control-Allow-Origin header (below)
     for _, o in ipairs(conf.origins) do
         if o == "*" then conf._any = true else conf._origins[o] = o end
     end
@@ -52,8 +52,7 @@ function P.init(conf)
     -- pointer append in C, without a check or a copy per request
     local acao = "Access-Control-Allow-Origin"
     conf._h_any = gw.header(acao, "*")
-    conf._h_origin = {}
-    for o in pairs(conf._origins) do conf._h_origin[o] = gw.header(acao, o) end
+    for o in pairs(conf._origins) do conf._origins[o] = gw.header(acao, o) end
     conf._h_vary = gw.header("Vary", "Origin")
     conf._h_credentials = gw.header("Access-Control-Allow-Credentials", "true")
     conf._h_expose = conf._expose and gw.header("Access-Control-Expose-Headers", conf._expose)
@@ -78,19 +77,17 @@ end
 function P.access(ctx, conf)
     local origin = ctx:header("Origin")
     if origin == nil then return end
-    local allow = conf._any and "*" or conf._origins[origin]
-    if not allow then return end
+    local any = conf._any
+    local h = any and conf._h_any or conf._origins[origin] -- one lookup: origin -> header
+    if not h then return end
     -- a preflight is an OPTIONS with Access-Control-Request-Method; the
-    -- method (a cached field) is tested first: cheaper than a header lookup
-    if ctx.method == "OPTIONS" and ctx:header("Access-Control-Request-Method") then
-        preflight(ctx, conf, allow)
+    -- header is looked up first: a miss makes no string, while the first
+    -- ctx.method of a request clears the field cache and interns the method
+    if ctx:header("Access-Control-Request-Method") and ctx.method == "OPTIONS" then
+        preflight(ctx, conf, any and "*" or origin)
     end
-    if conf._any then
-        ctx:set_response_header(conf._h_any)
-    else
-        ctx:set_response_header(conf._h_origin[origin])
-        ctx:add_response_header(conf._h_vary)
-    end
+    ctx:set_response_header(h)
+    if not any then ctx:add_response_header(conf._h_vary) end
     if conf.credentials then ctx:set_response_header(conf._h_credentials) end
     if conf._h_expose then ctx:set_response_header(conf._h_expose) end
 end

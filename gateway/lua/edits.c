@@ -10,8 +10,9 @@
 
 bool mg_lua_edits_name(const struct mg_lua_edit *e, struct mg_slice name)
 {
-    for (; e; e = e->next) /* an add keeps the originals beside it */
-        if (!e->append && mg_slice_ieq((struct mg_slice){e->name.p, e->name.len}, name))
+    for (; e; e = e->next)                           /* an add keeps the originals beside it */
+        if (!e->append && e->name.len == name.len && /* most differ in length: no call */
+            mg_slice_ieq((struct mg_slice){e->name.p, e->name.len}, name))
             return true;
     return false;
 }

@@ -97,7 +97,7 @@ static const bool plain[256] = {
 
 /* At the opening quote: the raw bytes between the quotes; *esc when they hold
  * an escape (the value is then not the raw bytes). json.c's rules. */
-static bool string(struct scan *s, struct str *out, bool *esc)
+static bool string_any(struct scan *s, struct str *out, bool *esc)
 {
     const unsigned char *q = ++s->p;
     *esc = false;
@@ -134,55 +134,82 @@ static bool string(struct scan *s, struct str *out, bool *esc)
     return true;
 }
 
-/* json.c's dec_number, to the same double. */
+/* string_any() for the usual string (no escape) without a call: claim
+ * names and short values make up most of a payload. */
+static inline bool string(struct scan *s, struct str *out, bool *esc)
+{
+    const unsigned char *q = s->p + 1;
+    while (q < s->end && plain[*q])
+        q++;
+    if (q < s->end && *q == '"') {
+        *esc = false;
+        out->p = (const char *)s->p + 1;
+        out->n = (size_t)(q - s->p - 1);
+        s->p = q + 1;
+        return true;
+    }
+    return string_any(s, out, esc);
+}
+
+/* json.c's dec_number, to the same double. The usual claim (exp, nbf, iat:
+ * a plain integer) is read in one pass: digits accumulate as they are
+ * scanned, and only a fraction, an exponent or more than 15 digits take the
+ * general path (strtod, as json.c). */
 static bool number(struct scan *s, double *v)
 {
     const unsigned char *p = s->p, *start = p;
-    bool neg = p < s->end && *p == '-', frac = false;
+    bool neg = p < s->end && *p == '-';
     if (neg)
         p++;
     if (p >= s->end)
         return false;
-    if (*p == '0')
+    const unsigned char *digits = p;
+    int64_t i = 0;
+    if (*p == '0') {
         p++;
-    else if (*p >= '1' && *p <= '9')
-        while (p < s->end && *p >= '0' && *p <= '9')
+    } else if (*p >= '1' && *p <= '9') {
+        /* at most 16 digits accumulate (no overflow), the rest are only
+         * scanned: more than 15 take strtod below */
+        const unsigned char *lim = s->end - p > 16 ? p + 16 : s->end;
+        for (unsigned d; p < lim && (d = (unsigned)*p - '0') <= 9; p++)
+            i = i * 10 + (int64_t)d;
+        while (p < s->end && (unsigned)*p - '0' <= 9)
             p++;
-    else
+    } else {
         return false;
-    if (p < s->end && *p == '.') {
-        const unsigned char *f = ++p;
-        while (p < s->end && *p >= '0' && *p <= '9')
-            p++;
-        if (p == f)
-            return false;
-        frac = true;
     }
-    if (p < s->end && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < s->end && (*p == '+' || *p == '-'))
+    if (p >= s->end || (*p != '.' && *p != 'e' && *p != 'E')) {
+        if (p - digits <= 15) {
+            *v = neg ? (i ? -(double)i : -0.0) : (double)i;
+            s->p = p;
+            return true;
+        }
+    } else {
+        if (*p == '.') {
+            const unsigned char *f = ++p;
+            while (p < s->end && *p >= '0' && *p <= '9')
+                p++;
+            if (p == f)
+                return false;
+        }
+        if (p < s->end && (*p == 'e' || *p == 'E')) {
             p++;
-        const unsigned char *x = p;
-        while (p < s->end && *p >= '0' && *p <= '9')
-            p++;
-        if (p == x)
-            return false;
-        frac = true;
+            if (p < s->end && (*p == '+' || *p == '-'))
+                p++;
+            const unsigned char *x = p;
+            while (p < s->end && *p >= '0' && *p <= '9')
+                p++;
+            if (p == x)
+                return false;
+        }
     }
     size_t n = (size_t)(p - start);
-    if (!frac && n - neg <= 15) {
-        int64_t i = 0;
-        for (const unsigned char *q = start + neg; q < p; q++)
-            i = i * 10 + (*q - '0');
-        *v = neg ? (i ? -(double)i : -0.0) : (double)i;
-    } else {
-        char tmp[64];
-        if (n >= sizeof(tmp))
-            return false;
-        memcpy(tmp, start, n);
-        tmp[n] = '\0';
-        *v = strtod(tmp, NULL);
-    }
+    char tmp[64];
+    if (n >= sizeof(tmp))
+        return false;
+    memcpy(tmp, start, n);
+    tmp[n] = '\0';
+    *v = strtod(tmp, NULL);
     s->p = p;
     return true;
 }
@@ -265,11 +292,14 @@ static bool value(struct scan *s)
     }
 }
 
-/* Claim names are short: a loop beats a memcmp call. */
+/* Claim names are short: a loop beats a memcmp call; iss values (URLs) are
+ * not. */
 static bool same(struct str a, const char *b, size_t n)
 {
     if (a.n != n)
         return false;
+    if (n > 8)
+        return memcmp(a.p, b, n) == 0;
     for (size_t i = 0; i < n; i++)
         if (a.p[i] != b[i])
             return false;

@@ -13,6 +13,7 @@
 --    target is a cdata (struct mg_lua_tview) whose reads of
 --    available/active/ewma/failures are plain loads from C memory.
 local ffi = require("ffi")
+local type = type -- an upvalue: the JIT folds it (a global is a lookup and a guard per use)
 local RESPOND_SENTINEL = require("moongate.native").respond_sentinel
 
 local M = {}
@@ -202,7 +203,9 @@ end
 -- Prepared headers (gw.header(name, value)): checked once, then an edit is a
 -- pointer append in C (no check, no copy). This table keeps every prepared
 -- header's strings alive for the VM's life, so C may point at them from any
--- request of this VM; it also tells a prepared header from other tables.
+-- request of this VM; it also tells a prepared header from other tables. An
+-- edit takes the checked strings kept here ({name, value}), never the
+-- fields of the table the plugin holds, which it could change afterwards.
 local prepared = {}
 
 function M.header(name, value)
@@ -215,15 +218,16 @@ function M.header(name, value)
     if h == nil then
         h = { name = name, value = value }
         prepared[key] = h
-        prepared[h] = true
+        prepared[h] = { name, value }
     end
     return h
 end
 
 -- An edit with a prepared header: ctx:set_response_header(h) and friends.
 local function put_prepared(what, st, h, resp, append)
-    if prepared[h] == nil then argerror(what, 1, "string or gw.header()", h) end
-    local n, v = h.name, h.value
+    local p = prepared[h]
+    if p == nil then argerror(what, 1, "string or gw.header()", h) end
+    local n, v = p[1], p[2]
     local rc = C.mg_ffi_header_put(VM, st.slot, resp, append, n, #n, v, #v)
     if rc ~= OK then fail(what, rc, n) end
 end

@@ -136,6 +136,7 @@ local tag = gw.header("X-Tag", "t1")
 local same = gw.header("X-Tag", "t1")
 local cookie = gw.header("Set-Cookie", "p=1")
 local req = gw.header("X-Prepared-Req", 7)
+local changed = gw.header("X-Changed", "kept")
 local bad = {}
 for _, args in ipairs({{"Bad Name", "v"}, {"X-Ok", "a\\r\\nb"}, {"Content-Length", "1"}, {1, "v"}}) do
   local ok, err = pcall(gw.header, args[1], args[2])
@@ -150,6 +151,10 @@ function P.access(ctx)
   ctx:set_response_header("X-Bad", table.concat(bad, ","))
   local ok = pcall(ctx.set_response_header, ctx, {name = "X-Fake", value = "1"})
   ctx:set_response_header("X-Same", tostring(tag == same) .. "," .. tostring(not ok))
+  -- changing a prepared header's fields afterwards changes nothing: the
+  -- edit uses the strings gw.header() checked (no injection past the check)
+  changed.name, changed.value = "Content-Length", "1\\r\\nInjected: 1"
+  ctx:set_response_header(changed)
 end
 function P.response(ctx)
   ctx:add_response_header(tag)         -- beside the first: two values
@@ -161,7 +166,8 @@ return P
 def test_prepared_headers(gateway, upstream, tmp_path):
     """gw.header(): checked once at load (bad names, values and managed headers
     are refused there), then set/added like a string pair, in any phase that
-    allows the edit; a table that gw.header() did not make is refused."""
+    allows the edit; a table that gw.header() did not make is refused, and
+    changing a prepared header's fields afterwards does not change its edit."""
     a = upstream(cookies, name="a")
     b = upstream(name="b")
     d = tmp_path / "plugins"
@@ -175,6 +181,8 @@ def test_prepared_headers(gateway, upstream, tmp_path):
     assert r.header_all("set-cookie") == ["a=1", "b=2", "p=1"]
     assert r.header("x-bad") == "name,value,managed,arg"
     assert r.header("x-same") == "true,true"
+    assert r.header("x-changed") == "kept"
+    assert r.header("injected") is None
 
 
 # ---------------------------------------------------------------- routing

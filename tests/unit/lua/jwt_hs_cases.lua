@@ -33,6 +33,8 @@ local cases = {
     { '{' .. base .. ',"x":{"y":[1,2,{"z":null}],"e":"\\u00e9\\n"},"t":true}', nil, nil, true },
     { '{' .. base .. ',"sub":"caf\195\169"}', nil, nil, true },
     { '{' .. base .. ',"exp":1.5e3}', '{"alg":"HS384"}', nil, true },
+    { '{' .. base .. ',"exp":999999999999999,"nbf":-5,"z":0}', nil, nil, true }, -- 15 digits: no strtod
+    { '{' .. base .. ',"exp":1234567890123456,"iat":2000.0e0}', nil, nil, true }, -- 16: strtod
     { '{' .. base .. ',"exp":2000}', '{"typ":"JWT","alg":"HS256","kid":{"a":[1]}}', nil, true },
     -- valid, but left to the full verify
     { '{"iss":"\\u0061","aud":"api"}', nil, nil, false },
