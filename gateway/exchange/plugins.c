@@ -75,12 +75,12 @@ static void fill_request(struct mg_lua_ctx *l, void *data)
     l->req_header_stride = sizeof(struct mg_header);
     /* The stream outlives the exchange, so its strings need no copy. */
     const struct mg_tls_info *tls = mg_tls_info(x->client);
-    if (tls) {
-        l->tls_protocol = lua_cstr(tls->protocol);
-        l->tls_cipher = lua_cstr(tls->cipher);
-        l->tls_sni = lua_cstr(tls->sni);
-        l->tls_client_subject = lua_cstr(tls->client_subject);
-    }
+    /* Every request input is set here: mg_lua_ctx_init_lazy() left them. */
+    struct mg_lua_str none = {NULL, 0};
+    l->tls_protocol = tls ? lua_cstr(tls->protocol) : none;
+    l->tls_cipher = tls ? lua_cstr(tls->cipher) : none;
+    l->tls_sni = tls ? lua_cstr(tls->sni) : none;
+    l->tls_client_subject = tls ? lua_cstr(tls->client_subject) : none;
 }
 
 struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
@@ -88,9 +88,7 @@ struct mg_lua_ctx *mg_xplug_ctx(struct mg_exchange *x)
     if (x->lua_ready)
         return &x->lua;
     x->lua_ready = true;
-    mg_lua_ctx_init(&x->lua, &x->arena);
-    x->lua.fill = fill_request;
-    x->lua.fill_data = x;
+    mg_lua_ctx_init_lazy(&x->lua, &x->arena, fill_request, x);
     return &x->lua;
 }
 
@@ -100,9 +98,10 @@ static void on_plugin_io(struct mg_lua_task *t)
     mg_exchange_run(t->data);
 }
 
+/* A caps bit first: only routes with P.body ask the VM. */
 size_t mg_xplug_body_max(const struct mg_exchange *x)
 {
-    return x->route && mg_xplug_active(x, MG_LUA_ACCESS)
+    return x->route && (x->plug_caps & MG_LUA_CAPS_BODY)
                ? mg_lua_route_body_max(x->rt->lua, x->route->index)
                : 0;
 }

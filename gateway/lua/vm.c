@@ -25,6 +25,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -639,6 +640,18 @@ void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena)
     ctx->latency = -1;
 }
 
+void mg_lua_ctx_init_lazy(struct mg_lua_ctx *ctx, struct mg_arena *arena,
+                          void (*fill)(struct mg_lua_ctx *, void *), void *data)
+{
+    size_t from = offsetof(struct mg_lua_ctx, status);
+    memset((char *)ctx + from, 0, sizeof(*ctx) - from);
+    ctx->resp_header_stride = 0; /* beside req_header_stride, but a response input */
+    ctx->arena = arena;
+    ctx->latency = -1;
+    ctx->fill = fill;
+    ctx->fill_data = data;
+}
+
 /* Binds the request to a slot on its first phase. Returns the slot for Lua:
  * negated when the slot is new to this request (the Lua side then resets its
  * pooled ctx object). */
@@ -864,7 +877,8 @@ unsigned mg_lua_route_caps(const struct mg_lua *vm, size_t route)
     const struct mg_lua_route *r = &vm->routes[route];
     _Static_assert(MG_LUA_PHASE__COUNT <= MG_LUA_CAPS_WAITS_SHIFT, "phase bits fit below waits");
     return r->active | r->waits << MG_LUA_CAPS_WAITS_SHIFT |
-           (r->body_filter ? MG_LUA_CAPS_BODY_FILTER : 0);
+           (r->body_filter ? MG_LUA_CAPS_BODY_FILTER : 0) |
+           (r->body_max && (r->active & MG_LUA_CAP(MG_LUA_ACCESS)) ? MG_LUA_CAPS_BODY : 0);
 }
 
 bool mg_lua_route_body_filter(const struct mg_lua *vm, size_t route)

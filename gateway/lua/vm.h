@@ -81,7 +81,8 @@ bool mg_lua_route_waits(const struct mg_lua *vm, size_t route, enum mg_lua_phase
  * is routed) so the exchange's later phase checks are bit tests: bits
  * 1u << phase as mg_lua_route_active(), those shifted left by
  * MG_LUA_CAPS_WAITS_SHIFT as mg_lua_route_waits(), MG_LUA_CAPS_BODY_FILTER as
- * mg_lua_route_body_filter(). 0 for vm == NULL. */
+ * mg_lua_route_body_filter(), MG_LUA_CAPS_BODY when mg_lua_route_body_max()
+ * is not 0 (so most requests need not ask). 0 for vm == NULL. */
 #define MG_LUA_CAPS_WAITS_SHIFT 8
 /* The CLOCK_MONOTONIC ns (uv_hrtime()'s clock) at which the last phase or
  * balance call returned, read for plugin_duration_seconds anyway: a caller
@@ -90,6 +91,7 @@ bool mg_lua_route_waits(const struct mg_lua *vm, size_t route, enum mg_lua_phase
  * vm == NULL. */
 uint64_t mg_lua_call_end_ns(const struct mg_lua *vm);
 #define MG_LUA_CAPS_BODY_FILTER (1u << 16)
+#define MG_LUA_CAPS_BODY        (1u << 17)
 unsigned mg_lua_route_caps(const struct mg_lua *vm, size_t route);
 
 /* The bytes of request body the route's plugins want buffered before the
@@ -112,6 +114,13 @@ int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, 
 /* Prepares a request's context: zeroes everything, sets `arena` (outputs are
  * allocated from it) and latency = -1. Fill the inputs afterwards. */
 void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena);
+
+/* The same for a proxy whose request inputs come from `fill` (ctx-t.h, "lazy
+ * inputs"): those inputs (method .. tls_client_subject) are not zeroed, as
+ * fill(ctx, data) sets every one of them before anything reads them; a
+ * request that no plugin looks at then costs a smaller memset. */
+void mg_lua_ctx_init_lazy(struct mg_lua_ctx *ctx, struct mg_arena *arena,
+                          void (*fill)(struct mg_lua_ctx *, void *), void *data);
 
 /* Ends a request's use of the VM: its ctx.vars table goes back to the pool
  * (cleared when reused). Call it once per request that ran any phase (it is a
