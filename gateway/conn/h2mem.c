@@ -10,6 +10,7 @@
  */
 #include "conn/h2mem.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@ struct free_block {
 };
 
 _Static_assert(sizeof(struct block) <= HDR, "block header");
+_Static_assert(_Alignof(max_align_t) <= HDR, "blocks keep malloc's alignment");
 
 static const size_t class_size[H2MEM_CLASSES] = {64, 128, 256, 512, 1024};
 
@@ -62,7 +64,11 @@ static void *h2_malloc(size_t size, void *user)
         b = (struct block *)((char *)f - HDR);
         return (char *)b + HDR;
     }
-    size_t usable = c < H2MEM_CLASSES ? class_size[c] : size;
+    if (size > SIZE_MAX - HDR)
+        return NULL;
+    /* Without the cache a block is exactly what was asked for, so that ASan
+     * sees an overflow into what would be the class's slack. */
+    size_t usable = H2MEM_CACHE && c < H2MEM_CLASSES ? class_size[c] : size;
     if (!(b = malloc(HDR + usable)))
         return NULL; /* nghttp2 reports NGHTTP2_ERR_NOMEM */
     b->size = usable;

@@ -4,7 +4,8 @@
  * stream come from small free lists of the session instead of a malloc and a
  * free each. The session's own, larger blocks are plain malloc memory. At
  * most H2MEM_KEEP blocks of each class wait per session (about 64 KiB when
- * all are full, as after 32 or more streams in flight at once).
+ * all are full, as after 32 or more streams in flight at once), and a
+ * session without streams for a second gives them back.
  */
 #ifndef MG_CONN_H2MEM_H
 #define MG_CONN_H2MEM_H
@@ -22,7 +23,8 @@ struct mg_h2mem {
 };
 
 void mg_h2mem_init(struct mg_h2mem *m);
-/* After nghttp2_session_del: frees the blocks kept. */
+/* Frees the blocks kept (none is in use): after nghttp2_session_del, and
+ * when the session has had no stream for a while. */
 void mg_h2mem_release(struct mg_h2mem *m);
 
 #endif

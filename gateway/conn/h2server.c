@@ -413,6 +413,8 @@ static void h2_on_timer(struct mg_conn *c)
     }
     if (c->closing)
         return;
+    if (s->nx == 0 && now - s->idle_since_ms >= 1000)
+        mg_h2mem_release(&s->mem); /* an idle connection keeps no spare nghttp2 blocks */
     mg_deadline_set(&c->timer, tick_ms(s));
     service(s);
 }
