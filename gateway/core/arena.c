@@ -182,6 +182,8 @@ void mg_arena_cache_clear(struct mg_arena_cache *c)
 int mg_arena_append(struct mg_arena *a, char **buf, size_t *len, size_t *cap, const char *p,
                     size_t n, size_t limit)
 {
+    if (n == 0)
+        return 0; /* *buf may still be NULL (an empty h2 cookie crumb first) */
     if (*len + n > *cap) {
         if (*len + n > limit)
             return -1;

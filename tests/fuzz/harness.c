@@ -139,6 +139,7 @@ struct fz_client {
     const uint8_t *data;
     size_t cuts[FZ_MAX_PIECES + 1];
     unsigned npieces, next_piece;
+    unsigned hold; /* loop turns left to wait before half-closing */
     bool connected, shut, done, closed, reset;
     uint8_t *got;
     size_t got_len, got_cap;
@@ -165,6 +166,9 @@ static struct {
 } H;
 
 static struct fz_client client;
+
+bool fz_listen_h2;
+unsigned fz_hold_turns;
 
 static const llhttp_settings_t upstream_settings;
 
@@ -521,6 +525,9 @@ static void on_pump(uv_idle_t *idle)
                     free(w);
             }
             busy = true;
+        } else if (client.hold > 0) {
+            client.hold--;
+            busy = true;
         } else {
             client.shut = true;
             uv_shutdown(&client.shutdown, (uv_stream_t *)&client.tcp, client_shut);
@@ -552,7 +559,8 @@ static void pump_start(void)
 
 static const char config_template[] =
     "# written by tests/fuzz/harness.c\n"
-    "listen: [\"127.0.0.1:%u\"]\n"
+    "listen: [{address: \"127.0.0.1:%u\", http2: %s}]\n"
+    "http2: {idle_timeout: 500ms, max_resets_per_second: 50}\n"
     "workers: 1\n"
     "access_log: off\n"
     "pid_file: /tmp/moongate-fuzz.pid\n"
@@ -641,7 +649,9 @@ static struct mg_config *load_config(uint16_t p1, uint16_t p2)
     char path[] = "/tmp/moongate-fuzz-XXXXXX.yaml";
     int fd = mkstemps(path, 5);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f || fprintf(f, config_template, reserve_port(), p1, p2) < 0 || fclose(f) != 0) {
+    if (!f ||
+        fprintf(f, config_template, reserve_port(), fz_listen_h2 ? "true" : "false", p1, p2) < 0 ||
+        fclose(f) != 0) {
         fprintf(stderr, "fuzz: cannot write %s: %s\n", path, strerror(errno));
         abort();
     }
@@ -763,6 +773,7 @@ void fz_harness_run(const struct fz_exchange *e, struct fz_outcome *out)
     client.got_cap = got_cap;
     client.data = e->client;
     client.npieces = fz_split(e->client, e->client_len, 0xc11e, client.cuts);
+    client.hold = fz_hold_turns;
 
     uv_tcp_init(loop, &client.tcp);
     if (uv_tcp_connect(&client.connect, &client.tcp, (struct sockaddr *)&H.gateway_addr,

@@ -11,7 +11,7 @@ seconds=${2:-60}
 shift 2 || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(fuzz_request fuzz_response fuzz_config fuzz_chunk fuzz_tls fuzz_proxyproto)
+  targets=(fuzz_request fuzz_response fuzz_config fuzz_chunk fuzz_tls fuzz_proxyproto fuzz_h2)
 fi
 src=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$build/fuzz-artifacts"
