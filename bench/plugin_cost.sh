@@ -18,6 +18,10 @@
 #   (each count is the smallest of BENCH_REPEAT runs, see least())
 #   rl_local rl_shared rl_redis: rate_limit's policies (rl_redis starts its
 #   own redis-server)
+#   none_origin, none_bearer: no plugin, but the request cors's row sends
+#   (an Origin header) or the jwt_hs256 rows send (the Authorization header):
+#   the fair baselines for those rows, since parsing a header costs the same
+#   with or without the plugin that reads it
 #   dns: the `none` row with its target written as a host name that a
 #   dnsmasq started here resolves (issue 19: discovery costs nothing per
 #   request; TTL 300 s, so no lookup falls inside a run)
@@ -119,7 +123,7 @@ route_plugins() {
     rl_local) echo "    plugins: [{name: rate_limit, config: {rate: 1000000}}]" ;;
     rl_shared) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: shared}}]" ;;
     rl_redis) echo "    plugins: [{name: rate_limit, config: {rate: 1000000, policy: redis}}]" ;;
-    none) echo "" ;;
+    none | none_origin | none_bearer) echo "" ;;
     empty) echo "    plugins: [{name: bench_empty}]" ;;
     cors) echo "    plugins: [{name: cors, config: {origins: [\"https://a.example\", \"https://b.example\"]}}]" ;;
     jwt_hs256) echo "    plugins: [{name: jwt_auth, config: {key: \"$SECRET\", iss: \"https://issuer.example\", aud: api, claims_to_headers: {sub: X-User}}}]" ;;
@@ -151,7 +155,7 @@ row_top() { # top-level config a row needs
 }
 row_headers() {
   case $1 in
-    cors) echo "-H origin:https://b.example" ;;
+    cors | none_origin) echo "-H origin:https://b.example" ;;
     jwt_hs256) echo "-H authorization:Bearer_$TOKEN" | tr _ ' ' ;;
     *) echo "" ;;
   esac
@@ -188,7 +192,7 @@ YAML
   local -a hdr
   read -r -a hdr <<<"$(row_headers "$row")"
   case $row in
-    jwt_hs256*) hdr=(-H "authorization: Bearer $TOKEN") ;;
+    jwt_hs256* | none_bearer) hdr=(-H "authorization: Bearer $TOKEN") ;;
     jwt_es256*) hdr=(-H "authorization: Bearer $ES_TOKEN") ;;
   esac
   local h
