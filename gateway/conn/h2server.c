@@ -353,9 +353,13 @@ static void h2_on_written(struct mg_conn *c, int status)
 {
     struct mg_h2s *s = c->codec;
     if (mg_wq_idle(&c->out))
-        for (struct mg_h2stream *st = s->streams; st; st = st->next)
-            if (st->x_open && (st->done_out || st->reset_in) && st->arena_out)
+        for (struct mg_h2stream *st = s->streams, *next; st; st = next) {
+            next = st->next;
+            if (!st->x_open)
+                mg_h2_maybe_free_stream(st); /* it waited for its arena's DATA */
+            else if ((st->done_out || st->reset_in) && st->arena_out)
                 mg_h2_wake(st); /* drained now */
+        }
     service(s);
 }
 
@@ -438,6 +442,17 @@ static void h2_on_close(struct mg_conn *c)
         }
     }
     s->wake = NULL;
+    /* Streams whose exchange is already closed (waiting for nghttp2, or for
+     * DATA queued from their arena) go now: the session and the socket's
+     * writes go with the connection. The connection is freed only once every
+     * stream has given its handle back. */
+    for (struct mg_h2stream *st = s->streams, *next; st; st = next) {
+        next = st->next;
+        if (!st->x_open) {
+            st->ng_open = false;
+            mg_h2_maybe_free_stream(st);
+        }
+    }
     if (s->started) {
         uv_idle_stop(&s->later);
         uv_close((uv_handle_t *)&s->later, on_later_closed);

@@ -155,12 +155,18 @@ void mg_h2_free_stream(struct mg_h2stream *st)
 }
 
 /* A stream holds one of the connection's handles until its exchange is
- * closed, nghttp2 forgot it and no upstream write points into its body. */
+ * closed, nghttp2 forgot it, no upstream write points into its body and no
+ * DATA in the connection's write queue points into its arena (an exchange
+ * closed early, say by the client's RST_STREAM, does not wait in drained();
+ * its stream waits here, and h2_on_written or the connection's close frees
+ * it). */
 void mg_h2_maybe_free_stream(struct mg_h2stream *st)
 {
     if (st->x_open || st->ng_open || st->in.pins)
         return;
     struct mg_conn *c = st->s->c;
+    if (st->arena_out && !c->closing && !mg_wq_idle(&c->out))
+        return;
     mg_h2_free_stream(st);
     mg_conn_handle_closed(c);
 }
