@@ -16,6 +16,7 @@ sanitizer report).
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -57,12 +58,34 @@ def ms(seconds):
     return "%dms" % int(round(seconds * SCALE * 1000))
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port for a test's listener, below the kernel's ephemeral range
+    (net.ipv4.ip_local_port_range, 32768 and up here): a port the kernel
+    picked for us from that range could be taken by any outgoing connection
+    (the gateway's own, to an upstream) before the gateway binds it, which
+    failed a CI run with "address already in use". Never the same port twice
+    in one session; the port must be free for TCP and UDP (dnsmasq takes
+    both)."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        port = rng.randrange(12000, 32000)
+        if port in _handed_out:
+            continue
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(socket.AF_INET, kind)
+                try:
+                    s.bind(("127.0.0.1", port))
+                finally:
+                    s.close()
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_until(pred, timeout, interval=0.01):
