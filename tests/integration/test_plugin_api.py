@@ -27,8 +27,10 @@ $route_extra
 """
 
 
-def start(gateway, upstream, tmp_path, route_extra, plugins=None, allow_errors=()):
-    a, b = upstream(name="a"), upstream(name="b")
+def start(gateway, upstream, tmp_path, route_extra, plugins=None, allow_errors=(),
+          handler=None):
+    a = upstream(handler, name="a")
+    b = upstream(name="b")
     d = tmp_path / "plugins"
     d.mkdir(exist_ok=True)
     for name, src in (plugins or {}).items():
@@ -114,12 +116,8 @@ def cookies(conn, req):
 
 
 def test_every_header_value_and_added_headers(gateway, upstream, tmp_path):
-    a = upstream(cookies, name="a")
-    b = upstream(name="b")
-    d = tmp_path / "plugins"
-    d.mkdir()
-    (d / "h.lua").write_text(HEADERS)
-    gw = gateway(CONF, a=a, b=b, plugins=str(d), route_extra="    plugins: [{name: h}]")
+    gw, _, _ = start(gateway, upstream, tmp_path, "    plugins: [{name: h}]", {"h": HEADERS},
+                     handler=cookies)
     r = fetch(gw.port, "GET", "/x", headers=[("X-Multi", "a"), ("X-Multi", "b"),
                                              ("X-Drop", "1")])
     assert r.status == 200, r.body
@@ -168,12 +166,8 @@ def test_prepared_headers(gateway, upstream, tmp_path):
     are refused there), then set/added like a string pair, in any phase that
     allows the edit; a table that gw.header() did not make is refused, and
     changing a prepared header's fields afterwards does not change its edit."""
-    a = upstream(cookies, name="a")
-    b = upstream(name="b")
-    d = tmp_path / "plugins"
-    d.mkdir()
-    (d / "p.lua").write_text(PREPARED)
-    gw = gateway(CONF, a=a, b=b, plugins=str(d), route_extra="    plugins: [{name: p}]")
+    gw, _, _ = start(gateway, upstream, tmp_path, "    plugins: [{name: p}]", {"p": PREPARED},
+                     handler=cookies)
     r = fetch(gw.port, "GET", "/x")
     assert r.status == 200, r.body
     assert r.echo_header("x-prepared-req") == "7"
