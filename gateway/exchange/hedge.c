@@ -68,38 +68,34 @@ static uint64_t delay_ms(struct mg_exchange *x)
     return us ? (us + 999) / 1000 : 0; /* 0: too few samples yet, no hedge */
 }
 
-/* hedge.budget: hedges over the last 10 s stay within budget % of the requests
- * (+ the floor). Without it `after: p95` alone sends more than 5 % extra when
- * the fast answers jitter past the quantile. */
-/* The hedge budget: at most hedge.budget % of the upstream's requests over
- * the window, plus a floor. `spend`: take one, else only look. */
-static bool hedge_budget(struct mg_exchange *x, bool spend)
+/* hedge.budget: hedges over the last 10 s stay within budget % of the
+ * upstream's requests (+ the floor). Without it `after: p95` alone sends more
+ * than 5 % extra when the fast answers jitter past the quantile. */
+static struct mg_window *hedge_window(struct mg_exchange *x)
 {
-    const struct mg_hedge_conf *hc = &x->ups->hedge;
-    struct mg_window *w = &x->rt->ups[x->ups->index].stats->hedge_budget;
-    uint64_t now = uv_now(&x->ctx->loop);
-    double ratio = hc->budget / 100.0;
-    return spend ? mg_window_spend(w, HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR, ratio)
-                 : mg_window_allows(w, HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR, ratio);
+    return &x->rt->ups[x->ups->index].stats->hedge_budget;
 }
 
 /* Whether a hedge may go now: no response yet, the whole request known and
  * repeatable, safe to send twice, and the hedge and retry budgets allow one
- * more. The hedge budget is looked at first and spent last, so that neither
- * budget pays for a hedge the other refused (a race with another worker can
- * still leave one retry token spent). */
+ * more. The hedge budget is spent first and given back if the retry budget
+ * refuses, so no worker can spend a retry token on a hedge that is not sent. */
 static bool may_hedge(struct mg_exchange *x)
 {
     const struct mg_upstream_conf *uc = x->ups;
     if (x->state != MG_X_FORWARD || x->att.head_done || x->resp_started || !x->req_done ||
         x->req_upgrade || (x->req_body_bytes > 0 && !x->body_copy_ok) ||
         x->hedges >= uc->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed) ||
-        !mg_balancer_fresh_exists(&x->rt->ups[uc->index], &x->tried, uv_now(&x->ctx->loop)) ||
-        !hedge_budget(x, false))
+        !mg_balancer_fresh_exists(&x->rt->ups[uc->index], &x->tried, uv_now(&x->ctx->loop)))
         return false;
-    return mg_retry_budget_try_spend(&x->rt->ups[uc->index].stats->budget, &uc->retry,
-                                     uv_now(&x->ctx->loop)) &&
-           hedge_budget(x, true);
+    uint64_t now = uv_now(&x->ctx->loop);
+    if (!mg_window_spend(hedge_window(x), HEDGE_BUDGET_BUCKET_MS, now, HEDGE_BUDGET_FLOOR,
+                         uc->hedge.budget / 100.0))
+        return false;
+    if (mg_retry_budget_try_spend(&x->rt->ups[uc->index].stats->budget, &uc->retry, now))
+        return true;
+    mg_window_give_back(hedge_window(x), HEDGE_BUDGET_BUCKET_MS, now);
+    return false;
 }
 
 static void start_hedge(struct mg_exchange *x)
@@ -142,8 +138,7 @@ void mg_hedge_arm(struct mg_exchange *x)
 {
     x->raced_ns = x->att.start_ns;
     if (x->attempts == 1) /* a request, for hedge.budget (retries are not) */
-        mg_window_add(&x->rt->ups[x->ups->index].stats->hedge_budget, HEDGE_BUDGET_BUCKET_MS,
-                      uv_now(&x->ctx->loop), 1, 0);
+        mg_window_add(hedge_window(x), HEDGE_BUDGET_BUCKET_MS, uv_now(&x->ctx->loop), 1, 0);
     if (x->hedges >= x->ups->hedge.max || !mg_retry_safe(x->method, true, x->idem.keyed))
         return;
     uint64_t ms = delay_ms(x);

@@ -145,14 +145,6 @@ struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_m
     return sum_at(w, number_of(width_ms, now_ms), &ignored);
 }
 
-bool mg_window_allows(const struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint64_t base,
-                      double ratio)
-{
-    uint64_t ignored;
-    struct mg_window_count n = sum_at(w, number_of(width_ms, now_ms), &ignored);
-    return (double)(n.b + 1) <= (double)base + ratio * (double)n.a + 1e-9;
-}
-
 bool mg_window_spend(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint64_t base,
                      double ratio)
 {
@@ -173,4 +165,16 @@ bool mg_window_spend(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, ui
                                                   memory_order_relaxed))
             return true;
     }
+}
+
+void mg_window_give_back(struct mg_window *w, uint64_t width_ms, uint64_t now_ms)
+{
+    uint32_t cur = (uint32_t)(number_of(width_ms, now_ms) & STAMP_MASK);
+    _Atomic uint64_t *slot = slot_of(w, number_of(width_ms, now_ms));
+    uint64_t old = atomic_load_explicit(slot, memory_order_relaxed);
+
+    while (stamp_of(old) == cur && b_of(old) > 0 &&
+           !atomic_compare_exchange_weak_explicit(slot, &old, old - 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
 }

@@ -32,14 +32,16 @@ void mg_window_add(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint
                    uint32_t db);
 /* Totals over the buckets that cover (now_ms - 10 widths, now_ms]. */
 struct mg_window_count mg_window_sum(const struct mg_window *w, uint64_t width_ms, uint64_t now_ms);
-/* Whether mg_window_spend would add now (a look that spends nothing, for a
- * caller with a second budget to consult before spending this one). */
-bool mg_window_allows(const struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint64_t base,
-                      double ratio);
 /* Adds one to b in the bucket of now_ms only if, counting it, b over the window
  * stays within base + ratio * a. Returns whether it added. Exact against other
  * threads adding to the same bucket: the check and the add are one CAS on it. */
 bool mg_window_spend(struct mg_window *w, uint64_t width_ms, uint64_t now_ms, uint64_t base,
                      double ratio);
+/* Gives back one b that mg_window_spend added at the same now_ms, for a caller
+ * whose second budget then refused: spending first and giving back leaves no
+ * moment in which another thread can spend what the first one looked at. If
+ * the bucket has rotated meanwhile, the spend stays (the window only errs on
+ * the side of spending less). */
+void mg_window_give_back(struct mg_window *w, uint64_t width_ms, uint64_t now_ms);
 
 #endif

@@ -118,20 +118,33 @@ static void spend_respects_base_plus_ratio(void **state)
     assert_false(mg_window_spend(&w, 1000, 500, 0, 0)); /* nothing allowed */
 }
 
-static void allows_looks_without_spending(void **state)
+static void give_back_returns_a_spend(void **state)
 {
     struct mg_window w;
 
     mg_window_init(&w);
     mg_window_add(&w, 1000, 0, 10, 0);
-    for (int i = 0; i < 8; i++) {
-        assert_true(mg_window_allows(&w, 1000, 500, 3, 0.5));
-        assert_true(mg_window_allows(&w, 1000, 500, 3, 0.5)); /* a look changes nothing */
+    for (int i = 0; i < 8; i++)
         assert_true(mg_window_spend(&w, 1000, 500, 3, 0.5));
-    }
-    assert_false(mg_window_allows(&w, 1000, 500, 3, 0.5)); /* 3 + 0.5 * 10 spent */
-    assert_false(mg_window_spend(&w, 1000, 500, 3, 0.5));
-    assert_int_equal(mg_window_sum(&w, 1000, 500).b, 8);
+    assert_false(mg_window_spend(&w, 1000, 500, 3, 0.5)); /* 3 + 0.5 * 10 spent */
+    mg_window_give_back(&w, 1000, 500);
+    assert_int_equal(mg_window_sum(&w, 1000, 500).b, 7);
+    assert_true(mg_window_spend(&w, 1000, 500, 3, 0.5));
+    assert_int_equal(mg_window_sum(&w, 1000, 900).a, 10); /* a is left alone */
+}
+
+static void give_back_never_goes_below_zero_nor_into_another_bucket(void **state)
+{
+    struct mg_window w;
+
+    mg_window_init(&w);
+    mg_window_give_back(&w, 1000, 500); /* nothing spent: nothing to give */
+    assert_int_equal(mg_window_sum(&w, 1000, 500).b, 0);
+    assert_true(mg_window_spend(&w, 1000, 500, 1, 0));
+    mg_window_give_back(&w, 1000, 10500); /* same slot, ten widths later */
+    assert_int_equal(mg_window_sum(&w, 1000, 900).b, 1);
+    mg_window_give_back(&w, 1000, 1500); /* the next bucket: the spend stays */
+    assert_int_equal(mg_window_sum(&w, 1000, 1500).b, 1);
 }
 
 static void clear_empties_every_bucket(void **state)
@@ -158,7 +171,8 @@ int main(void)
         cmocka_unit_test(long_idle_bucket_is_stale_not_ahead),
         cmocka_unit_test(zero_width_counts_as_one_ms),
         cmocka_unit_test(spend_respects_base_plus_ratio),
-        cmocka_unit_test(allows_looks_without_spending),
+        cmocka_unit_test(give_back_returns_a_spend),
+        cmocka_unit_test(give_back_never_goes_below_zero_nor_into_another_bucket),
         cmocka_unit_test(clear_empties_every_bucket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
