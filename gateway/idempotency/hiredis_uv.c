@@ -1,90 +1,148 @@
 /*
- * hiredis 0.14's adapter (hiredis/adapters/libuv.h) drops poll errors: libuv
- * reports POLLERR (a refused connect, a reset connection) as status UV_EBADF
- * with the watcher already stopped, and redisLibuvPoll returns early when
- * status != 0, so hiredis never learns that the connection failed and the
- * context hangs until a timeout notices. hiredis 1.0 fixed it by handling the
- * events it was waiting for when status != 0; we do the same by re-pointing the
- * adapter's four hooks at a poll callback that does. The adapter's struct,
- * allocation and cleanup (uv_close + free) stay in use.
+ * hiredis's event-library hooks on a libuv loop. hiredis 0.14 ships an adapter
+ * (hiredis/adapters/libuv.h), but it costs this gateway in three ways:
  *
- * Threads: a context and its adapter belong to the loop they were attached to.
+ * - it drops poll errors: libuv reports POLLERR (a refused connect, a reset
+ *   connection) as status UV_EBADF with the watcher stopped, and the adapter
+ *   returns early, so hiredis never learns the connection failed and the
+ *   context hangs until a timeout notices (hiredis 1.0 fixed it the same way
+ *   as here: handle the events it was waiting for);
+ * - every command arms POLLOUT and the write disarms it again: two epoll_ctl
+ *   and a loop wake-up per command, for a write that nearly always fits the
+ *   socket at once;
+ * - a failed uv_poll_init leaks its struct and leaves a cleanup hook that
+ *   dereferences NULL.
+ *
+ * Here a command on a connected context is written from an idle handle in the
+ * same loop turn: the idle handle runs before the next poll and keeps that
+ * poll from blocking, so nothing waits, and every command issued in the turn
+ * goes out in one write. Only a write the socket does not take whole (and the
+ * connect, which completes on POLLOUT) waits for POLLOUT.
+ *
+ * Threads: a context and its watcher belong to the loop they were attached to.
+ * Ownership: the watcher is the context's ev.data; hiredis calls cleanup when
+ * it frees the context, and the struct is freed once both handles closed.
  */
 #include "idempotency/hiredis_uv.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdlib.h>
 
-#include <hiredis/adapters/libuv.h>
+struct watcher {
+    redisAsyncContext *ac; /* NULL once hiredis freed it */
+    uv_poll_t poll;
+    uv_idle_t flush;
+    int events;    /* what the poll watches */
+    bool in_flush; /* a write that did not finish must wait for POLLOUT */
+    int open;      /* handles not closed yet */
+};
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
-    redisLibuvEvents *p = h->data;
-    int ev = status != 0 ? p->events : events; /* an error: let hiredis find it */
+    struct watcher *w = h->data;
+    int ev = status != 0 ? w->events : events; /* an error: let hiredis find it */
 
-    if (p->context != NULL && (ev & UV_READABLE))
-        redisAsyncHandleRead(p->context);
-    if (p->context != NULL && (ev & UV_WRITABLE)) /* context NULL: freed by the read */
-        redisAsyncHandleWrite(p->context);
+    if (w->ac != NULL && (ev & UV_READABLE))
+        redisAsyncHandleRead(w->ac);
+    if (w->ac != NULL && (ev & UV_WRITABLE)) /* ac NULL: freed by the read */
+        redisAsyncHandleWrite(w->ac);
 }
 
-/* `was`: the events before the caller's change. hiredis re-adds READABLE
- * after every write; restarting the poll with the same events would cost an
- * epoll_ctl DEL now and an ADD at the next poll (libuv's uv_poll_start stops
- * first), so an unchanged set on a running poll is left alone. */
-static void poll_update(redisLibuvEvents *p, int was)
+static void on_flush(uv_idle_t *h)
 {
-    if (p->events == was && (was == 0) == !uv_is_active((uv_handle_t *)&p->handle))
+    struct watcher *w = h->data;
+
+    uv_idle_stop(h);
+    w->in_flush = true;
+    redisAsyncHandleWrite(w->ac); /* may free ac: cleanup stops nothing twice */
+    w->in_flush = false;
+}
+
+/* libuv's uv_poll_start stops first: restarting with the same events would
+ * cost an epoll_ctl DEL now and an ADD at the next poll, so an unchanged set
+ * on a running poll is left alone. */
+static void watch(struct watcher *w, int events)
+{
+    bool active = uv_is_active((uv_handle_t *)&w->poll);
+
+    if (events == w->events && (events != 0) == active)
         return;
-    if (p->events != 0)
-        uv_poll_start(&p->handle, p->events, on_poll);
+    w->events = events;
+    if (events != 0)
+        uv_poll_start(&w->poll, events, on_poll);
     else
-        uv_poll_stop(&p->handle);
+        uv_poll_stop(&w->poll);
 }
 
-static void poll_add_read(void *privdata)
+static void add_read(void *privdata)
 {
-    redisLibuvEvents *p = privdata;
-    int was = p->events;
-
-    p->events |= UV_READABLE;
-    poll_update(p, was);
+    struct watcher *w = privdata;
+    watch(w, w->events | UV_READABLE);
 }
 
-static void poll_del_read(void *privdata)
+static void del_read(void *privdata)
 {
-    redisLibuvEvents *p = privdata;
-    int was = p->events;
-
-    p->events &= ~UV_READABLE;
-    poll_update(p, was);
+    struct watcher *w = privdata;
+    watch(w, w->events & ~UV_READABLE);
 }
 
-static void poll_add_write(void *privdata)
+static void add_write(void *privdata)
 {
-    redisLibuvEvents *p = privdata;
-    int was = p->events;
+    struct watcher *w = privdata;
 
-    p->events |= UV_WRITABLE;
-    poll_update(p, was);
+    if ((w->ac->c.flags & REDIS_CONNECTED) && !w->in_flush)
+        uv_idle_start(&w->flush, on_flush);
+    else
+        watch(w, w->events | UV_WRITABLE);
 }
 
-static void poll_del_write(void *privdata)
+static void del_write(void *privdata)
 {
-    redisLibuvEvents *p = privdata;
-    int was = p->events;
+    struct watcher *w = privdata;
 
-    p->events &= ~UV_WRITABLE;
-    poll_update(p, was);
+    uv_idle_stop(&w->flush);
+    watch(w, w->events & ~UV_WRITABLE);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct watcher *w = h->data;
+
+    if (--w->open == 0)
+        free(w);
+}
+
+static void cleanup(void *privdata)
+{
+    struct watcher *w = privdata;
+
+    w->ac = NULL;
+    uv_close((uv_handle_t *)&w->poll, on_closed);
+    uv_close((uv_handle_t *)&w->flush, on_closed);
 }
 
 int mg_hiredis_attach(redisAsyncContext *ac, uv_loop_t *loop)
 {
-    if (redisLibuvAttach(ac, loop) != REDIS_OK)
+    if (ac->ev.data != NULL)
         return -1;
-    ac->ev.addRead = poll_add_read;
-    ac->ev.delRead = poll_del_read;
-    ac->ev.addWrite = poll_add_write;
-    ac->ev.delWrite = poll_del_write;
+    struct watcher *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return -1;
+    if (uv_poll_init(loop, &w->poll, ac->c.fd) != 0) {
+        free(w); /* an unstarted, uninitialised poll has nothing to close */
+        return -1;
+    }
+    uv_idle_init(loop, &w->flush);
+    w->ac = ac;
+    w->poll.data = w->flush.data = w;
+    w->open = 2;
+    ac->ev.data = w;
+    ac->ev.addRead = add_read;
+    ac->ev.delRead = del_read;
+    ac->ev.addWrite = add_write;
+    ac->ev.delWrite = del_write;
+    ac->ev.cleanup = cleanup;
     return 0;
 }
 
