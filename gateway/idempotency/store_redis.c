@@ -40,11 +40,11 @@
 #include <openssl/evp.h>
 
 #include "core/log.h"
-#include "idempotency/hiredis_uv.h"
+#include "redis/hiredis_uv.h"
 #include "idempotency/key.h"
 #include "idempotency/record.h"
 #include "idempotency/redis_state.h"
-#include "idempotency/sentinel.h"
+#include "redis/sentinel.h"
 #include "idempotency/store_base.h"
 
 enum { SCRIPT_BEGIN, SCRIPT_COMPLETE, SCRIPT_RELEASE, NSCRIPTS };

@@ -3,7 +3,7 @@
  * generation), opened at the first call, pipelined by hiredis.
  *
  * Sentinel mode (redis.sentinel): the master's address comes from the
- * sentinels (idempotency/sentinel.h, as the idempotency store finds it), and a
+ * sentinels (redis/sentinel.h, as the idempotency store finds it), and a
  * connection is used only once ROLE has answered "master" on it. Until then
  * calls are parked (formatted, in order) and sent when it has; they fail when
  * no sentinel names a master, and time out like any call. A connection error,
@@ -32,8 +32,8 @@
 
 #include "config/config-t.h"
 #include "core/log.h"
-#include "idempotency/hiredis_uv.h"
-#include "idempotency/sentinel.h"
+#include "redis/hiredis_uv.h"
+#include "redis/sentinel.h"
 #include "lua/state-t.h"
 #include "lua/task.h"
 #include "lua/ws-t.h"

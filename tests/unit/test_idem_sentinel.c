@@ -1,4 +1,4 @@
-/* tests for gateway/idempotency/sentinel.c, and for the parts of store_redis.c
+/* tests for gateway/redis/sentinel.c, and for the parts of store_redis.c
  * that only a Sentinel deployment exercises (discovery, the ROLE check, a
  * master demoted under the store, min_replicas_ack's WAIT), against real
  * redis-server and redis-sentinel processes that each test starts on free
@@ -31,7 +31,7 @@
 
 #include "idempotency/key.h"
 #include "idempotency/record.h"
-#include "idempotency/sentinel.h"
+#include "redis/sentinel.h"
 #include "idempotency/store_redis.h"
 
 extern char **environ;

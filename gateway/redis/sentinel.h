@@ -1,5 +1,6 @@
 /*
- * Redis Sentinel discovery for the Redis idempotency store (redis.sentinel):
+ * Redis Sentinel discovery (redis.sentinel), for the idempotency store and the
+ * plugins' gw.redis:
  * which address is the master now, and a push when it changes.
  *
  *   query:     asks the sentinels in turn, starting with the last one that
@@ -25,8 +26,8 @@
  * callee may call mg_sentinel_query or mg_sentinel_close from inside one.
  * Threads: use a sentinel only from its loop's thread.
  */
-#ifndef MG_IDEM_SENTINEL_H
-#define MG_IDEM_SENTINEL_H
+#ifndef MG_REDIS_SENTINEL_H
+#define MG_REDIS_SENTINEL_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -4,8 +4,8 @@
  * connection, the Sentinel queries and subscription, the plugins' gw.redis)
  * is attached to its worker loop through here.
  */
-#ifndef MG_IDEM_HIREDIS_UV_H
-#define MG_IDEM_HIREDIS_UV_H
+#ifndef MG_REDIS_HIREDIS_UV_H
+#define MG_REDIS_HIREDIS_UV_H
 
 #include <hiredis/async.h>
 #include <uv.h>

@@ -23,7 +23,7 @@
  * Ownership: the watcher is the context's ev.data; hiredis calls cleanup when
  * it frees the context, and the struct is freed once both handles closed.
  */
-#include "idempotency/hiredis_uv.h"
+#include "redis/hiredis_uv.h"
 
 #include <arpa/inet.h>
 #include <stdbool.h>

@@ -20,7 +20,7 @@
  * was on the stack when mg_sentinel_close was called has returned, and after
  * hiredis has finished freeing the contexts.
  */
-#include "idempotency/sentinel.h"
+#include "redis/sentinel.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -32,7 +32,7 @@
 #include <hiredis/hiredis.h>
 
 #include "core/log.h"
-#include "idempotency/hiredis_uv.h"
+#include "redis/hiredis_uv.h"
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
