@@ -6,8 +6,9 @@
  * DATA with and without windows, RST_STREAM, PING, GOAWAY, WINDOW_UPDATE,
  * PRIORITY, and what arrives in pieces. Every stream runs through the same
  * gateway as fuzz_request (harness.h): routing, Lua plugins, idempotency,
- * the upstream pools. The client waits some loop turns before half-closing,
- * since its EOF ends every stream of the connection.
+ * the upstream pools. The client waits before half-closing, since its EOF
+ * ends every stream of the connection: 48 loop turns after the last thing
+ * that moved (harness.c restarts the hold, a bounded number of times).
  *
  * Checked: the harness's invariants (no connection, handle, runtime or
  * bulkhead slot left after the input, no sanitizer report, no hang, and every

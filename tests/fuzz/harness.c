@@ -139,7 +139,9 @@ struct fz_client {
     const uint8_t *data;
     size_t cuts[FZ_MAX_PIECES + 1];
     unsigned npieces, next_piece;
-    unsigned hold; /* loop turns left to wait before half-closing */
+    unsigned hold;     /* loop turns left to wait before half-closing */
+    unsigned seen;     /* H.activity when the hold last restarted */
+    unsigned restarts; /* of the hold, at most FZ_HOLD_RESTARTS */
     bool connected, shut, done, closed, reset;
     uint8_t *got;
     size_t got_len, got_cap;
@@ -159,6 +161,7 @@ static struct {
     const struct fz_exchange *ex; /* the input being run */
     unsigned upstream_requests, upstream_conns;
     unsigned upstream_reads; /* fz_upread.seq */
+    unsigned activity;       /* bytes or connections seen by the client or the upstream */
     struct fz_uplog *uplogs; /* of the connections closed during this input */
     unsigned nuplogs, uplogs_cap;
     unsigned baseline_handles;
@@ -171,6 +174,12 @@ bool fz_listen_h2;
 unsigned fz_hold_turns;
 
 static const llhttp_settings_t upstream_settings;
+
+/* A hold restarts while something still moves (bytes to the client or the
+ * upstream, a new upstream connection), so that a stream waiting on a new
+ * upstream connection or on a slow answer is not cut by the client's EOF;
+ * bounded, so that an input that keeps streaming still ends. */
+#define FZ_HOLD_RESTARTS 64
 
 /* ------------------------------------------------------------ helpers */
 
@@ -402,6 +411,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    H.activity++;
     size_t keep = (size_t)nread;
     if (u->log.len + keep > FZ_UPLOG_MAX) {
         keep = FZ_UPLOG_MAX - u->log.len;
@@ -438,6 +448,7 @@ static void on_upstream_connection(uv_stream_t *server, int status)
     u->next = H.upconns;
     H.upconns = u;
     H.upstream_conns++;
+    H.activity++;
     u->log.tunnel_at = SIZE_MAX;
     llhttp_init(&u->parser, HTTP_REQUEST, &upstream_settings);
     u->parser.data = u;
@@ -478,6 +489,8 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         client_finish(nread != UV_EOF);
         return;
     }
+    if (nread > 0)
+        H.activity++;
     if (nread > 0 && client.got_len < 4 * 1024 * 1024)
         append(&client.got, &client.got_len, &client.got_cap, buf->base, (size_t)nread);
 }
@@ -526,6 +539,11 @@ static void on_pump(uv_idle_t *idle)
             }
             busy = true;
         } else if (client.hold > 0) {
+            if (H.activity != client.seen && client.restarts < FZ_HOLD_RESTARTS) {
+                client.seen = H.activity;
+                client.restarts++;
+                client.hold = fz_hold_turns;
+            }
             client.hold--;
             busy = true;
         } else {

@@ -83,9 +83,10 @@ struct fz_outcome {
 /* Set before fz_harness_init (fuzz_h2): the listener also takes HTTP/2 with
  * prior knowledge. */
 extern bool fz_listen_h2;
-/* Loop turns the client waits after its last piece before half-closing (0
- * by default). An HTTP/2 connection ends with the client's EOF, every stream
- * with it, so fuzz_h2 waits for its streams to reach the upstream. */
+/* Loop turns the client waits after its last piece, and after the last byte
+ * or upstream connection that moved, before half-closing (0 by default). An
+ * HTTP/2 connection ends with the client's EOF, every stream with it, so
+ * fuzz_h2 waits for its streams to reach the upstream. */
 extern unsigned fz_hold_turns;
 
 /* Once, before the first run (idempotent). Aborts when the gateway cannot start. */
