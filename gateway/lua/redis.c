@@ -185,6 +185,16 @@ static void finish(struct redis_io *r, const char *err)
     mg_lua_io_complete(&r->io);
 }
 
+/* The reason hiredis gave, if any (a reset, a protocol error, a bound of
+ * redis/hiredis_uv.h), so a plugin's log says why. */
+static void finish_lost(struct redis_io *r, const redisAsyncContext *ac)
+{
+    char why[sizeof r->err];
+    snprintf(why, sizeof why, "redis: connection lost%s%s", ac->err ? ": " : "",
+             ac->err ? ac->errstr : "");
+    finish(r, why);
+}
+
 static void io_cancel(struct mg_lua_io *io)
 {
     struct redis_io *r = (struct redis_io *)io;
@@ -254,7 +264,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     r->redis_pending = false;
     if (!r->finished) {
         if (!reply)
-            finish(r, "redis: connection lost");
+            finish_lost(r, ac);
         else if (rnode_copy(&r->reply, reply, 0) < 0)
             (r->have_reply = true, finish(r, "out of memory"));
         else

@@ -13,6 +13,13 @@
  * - a failed uv_poll_init leaks its struct and leaves a cleanup hook that
  *   dereferences NULL.
  *
+ * hiredis 0.14's reader also believes what a reply announces: "*2000000000"
+ * makes it calloc 16 GB of element pointers and, when the connection goes,
+ * free them one by one on the worker's loop (seconds in which the worker
+ * serves nobody), and a bulk string grows its buffer without a bound. The
+ * watcher bounds both (hiredis_uv.h): a reply past a bound ends the
+ * connection as a protocol error, as any other bad reply does.
+ *
  * Here a command on a connected context is written from an idle handle in the
  * same loop turn: the idle handle runs before the next poll and keeps that
  * poll from blocking, so nothing waits, and every command issued in the turn
@@ -27,7 +34,10 @@
 
 #include <arpa/inet.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "core/log.h"
 
 struct watcher {
     redisAsyncContext *ac; /* NULL once hiredis freed it */
@@ -36,15 +46,53 @@ struct watcher {
     int events;    /* what the poll watches */
     bool in_flush; /* a write that did not finish must wait for POLLOUT */
     int open;      /* handles not closed yet */
+    /* The reader's functions with createArray bounded, and hiredis's own. */
+    redisReplyObjectFunctions fns;
+    redisReplyObjectFunctions *orig;
+    uint64_t elements; /* announced so far by the reply being read */
 };
+
+/* Every array of one reply counts against one budget, so nesting cannot
+ * multiply it; the root task's privdata is the reader's, the watcher. */
+static void *create_array(const redisReadTask *task, int elements)
+{
+    const redisReadTask *root = task;
+    while (root->parent != NULL)
+        root = root->parent;
+    struct watcher *w = root->privdata;
+
+    if (task->parent == NULL)
+        w->elements = 0;
+    if (elements > 0)
+        w->elements += (uint64_t)elements;
+    if (w->elements > MG_REDIS_MAX_REPLY_ELEMENTS) {
+        mg_warn("redis: a reply announced more than %d elements; closing the connection",
+                MG_REDIS_MAX_REPLY_ELEMENTS);
+        return NULL; /* the reader fails: hiredis disconnects with an error */
+    }
+    return w->orig->createArray(task, elements);
+}
+
+/* Called before each read: a reply still incomplete past the bound fails the
+ * reader, and hiredis ends the connection at the read it is about to do. */
+static void bound_buffer(redisReader *r)
+{
+    if (r->err == 0 && r->len - r->pos > MG_REDIS_MAX_REPLY_BYTES) {
+        r->err = REDIS_ERR_PROTOCOL;
+        snprintf(r->errstr, sizeof r->errstr, "a reply larger than %d bytes",
+                 MG_REDIS_MAX_REPLY_BYTES);
+    }
+}
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct watcher *w = h->data;
     int ev = status != 0 ? w->events : events; /* an error: let hiredis find it */
 
-    if (w->ac != NULL && (ev & UV_READABLE))
+    if (w->ac != NULL && (ev & UV_READABLE)) {
+        bound_buffer(w->ac->c.reader);
         redisAsyncHandleRead(w->ac);
+    }
     if (w->ac != NULL && (ev & UV_WRITABLE)) /* ac NULL: freed by the read */
         redisAsyncHandleWrite(w->ac);
 }
@@ -117,6 +165,9 @@ static void cleanup(void *privdata)
 {
     struct watcher *w = privdata;
 
+    /* hiredis frees the reader, and a partial reply with it, after this */
+    w->ac->c.reader->fn = w->orig;
+    w->ac->c.reader->privdata = NULL;
     w->ac = NULL;
     uv_close((uv_handle_t *)&w->poll, on_closed);
     uv_close((uv_handle_t *)&w->flush, on_closed);
@@ -137,6 +188,11 @@ int mg_hiredis_attach(redisAsyncContext *ac, uv_loop_t *loop)
     w->ac = ac;
     w->poll.data = w->flush.data = w;
     w->open = 2;
+    w->orig = ac->c.reader->fn;
+    w->fns = *w->orig;
+    w->fns.createArray = create_array;
+    ac->c.reader->fn = &w->fns;
+    ac->c.reader->privdata = w;
     ac->ev.data = w;
     ac->ev.addRead = add_read;
     ac->ev.delRead = del_read;

@@ -10,6 +10,12 @@
 #include <hiredis/async.h>
 #include <uv.h>
 
+/* What one reply may hold: the elements of all its arrays together, and the
+ * bytes buffered while it is incomplete. Past either, the connection ends
+ * with an error (hiredis 0.14 itself would allocate what a reply announces). */
+#define MG_REDIS_MAX_REPLY_ELEMENTS (1 << 20)
+#define MG_REDIS_MAX_REPLY_BYTES    (64 << 20)
+
 /* Watches the context's socket on `loop`. Returns 0, or -1 when the context
  * cannot be watched (already attached, out of memory, or an fd libuv refuses;
  * the caller frees the context, nothing was called). The watcher is freed

@@ -444,6 +444,73 @@ def test_redis_call_eval_and_outage(gateway, upstream, tmp_path, redis_server):
         assert wait_until(lambda: fetch(gw.port, "GET", "/x").body.startswith(b"2|"), t(3))
 
 
+ROGUE_PLUGIN = """
+local P = {}
+function P.access(ctx, conf)
+  local v, err = gw.redis:call("GET", "k")
+  return ctx:respond(200, tostring(v) .. "|" .. tostring(err))
+end
+return P
+"""
+
+
+def rogue_redis(answer):
+    """A 'Redis' that answers any command with answer() (a generator of
+    chunks), sent until the connection closes."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+
+    def serve(s):
+        try:
+            if s.recv(65536):
+                for chunk in answer():
+                    s.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def loop():
+        while True:
+            try:
+                s, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(s,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return ls
+
+
+def test_redis_reply_past_the_byte_bound_ends_the_connection(gateway, upstream, tmp_path):
+    """A bulk string announced at 1 GB and sent without end: the reader stops
+    buffering it at 64 MiB (hiredis 0.14 alone would buffer all of it), the
+    call fails with the reason, and the next request is served."""
+    def endless():
+        yield b"$1000000000\r\n"
+        block = b"x" * (1 << 20)
+        for _ in range(1000):
+            yield block
+
+    ls = rogue_redis(endless)
+    try:
+        gw, _ = start(gateway, upstream, tmp_path, """\
+  - name: r
+    upstream: u
+    plugins: [{name: rogue}]
+""", {"rogue": ROGUE_PLUGIN}, extra='redis: {address: "127.0.0.1:%d", timeout: 5s}\n'
+            % ls.getsockname()[1], allow_errors=[r"(?i)redis"])
+        t0 = time.monotonic()
+        r = fetch(gw.port, "GET", "/x")
+        assert r.status == 200 and r.body.startswith(b"nil|"), r.body
+        assert b"larger than 67108864 bytes" in r.body, r.body
+        assert time.monotonic() - t0 < t(4)  # not the 5 s timeout: the bound ended it
+        assert fetch(gw.port, "GET", "/x").status == 200
+    finally:
+        ls.close()
+
+
 RL_REDIS = """\
   - name: r
     upstream: u
