@@ -203,6 +203,10 @@ static const struct mg_lua_edit *find_edit(const struct mg_lua_edit *e, const ch
 static int apply_edit(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char *name,
                       size_t nlen, struct mg_lua_str v, bool append, bool own_name)
 {
+    /* A request has one Host (RFC 9112 3.2); with two, the gateway and the
+     * upstream could each believe another one: an add replaces it. */
+    if (append && list == &c->req_edits && name_eq(name, nlen, "host", 4))
+        append = false;
     struct mg_lua_edit *kept = NULL, **pp = list;
     while (*pp) {
         struct mg_lua_edit *e = *pp;
