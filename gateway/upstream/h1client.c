@@ -353,6 +353,8 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
         const char *why = llhttp_get_error_reason(&a->parser);
         return fail_with(d, why ? why : "malformed message");
     }
+    if (x->status < 100) /* three digits, but no class (RFC 9110 15): 502, never relayed */
+        return fail_with(d, "invalid status code");
     if (x->status >= 100 && x->status < 200 && x->status != 101) {
         /* Interim (e.g. 103): never has a body (RFC 9110 section 15.2)
          * whatever framing it claims (tests/fuzz: a 103 with Content-Length
