@@ -72,6 +72,7 @@ struct http_io {
     size_t reqlen;
     llhttp_t parser;
     bool in_value; /* the last header callback was a value */
+    bool interim;  /* the head being read is a 1xx: the answer follows it */
     bool complete;
     int status;
     char *hbuf;
@@ -277,8 +278,21 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 
 static int on_headers_complete(llhttp_t *p)
 {
-    of(p)->status = p->status_code;
-    return of(p)->head ? 1 : 0; /* 1: no body follows */
+    struct http_io *h = of(p);
+    if (p->status_code < 100) {
+        snprintf(h->err, sizeof h->err, "invalid status code %d", p->status_code);
+        return -1;
+    }
+    if (p->status_code < 200 && p->status_code != 101) {
+        /* 100 or 103 before the answer (RFC 9110 15.2): its fields are not
+         * the answer's; llhttp reads the next head on the same parser. */
+        h->interim = true;
+        h->nh = h->hlen = 0;
+        h->in_value = false;
+        return 0;
+    }
+    h->status = p->status_code;
+    return h->head ? 1 : 0; /* 1: no body follows */
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -297,7 +311,12 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_complete(llhttp_t *p)
 {
-    of(p)->complete = true;
+    struct http_io *h = of(p);
+    if (h->interim) {
+        h->interim = false;
+        return 0;
+    }
+    h->complete = true;
     return HPE_PAUSED;
 }
 
@@ -393,7 +412,7 @@ static void reset_response(struct http_io *h)
     llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
     h->parser.data = h;
     h->in_value = false;
-    h->complete = false;
+    h->complete = h->interim = false;
     h->status = 0;
     h->hlen = h->nh = h->blen = 0;
 }
