@@ -198,6 +198,8 @@ static enum mg_error find_fields(struct mg_exchange *x)
                 f->flags |= MG_HDR_HOP;
             break;
         }
+        if (mg_http_mimics_own_field(f->name))
+            f->flags |= MG_HDR_HOP;
     }
     return MG_ERR_NONE;
 }

@@ -105,6 +105,38 @@ bool mg_http_fixed_hop_by_hop(struct mg_slice name)
     }
 }
 
+/* name == lit (lower case, dashes) when case and '_' for '-' are alike, with
+ * at least one '_' in name. */
+static bool cgi_alias(struct mg_slice name, const char *lit)
+{
+    bool under = false;
+    for (size_t i = 0; i < name.len; i++) {
+        unsigned char c = (unsigned char)name.p[i];
+        under |= c == '_';
+        if ((c == '_' ? '-' : (c | 0x20)) != (unsigned char)lit[i])
+            return false;
+    }
+    return under;
+}
+
+bool mg_http_mimics_own_field(struct mg_slice name)
+{
+    if (name.len < 12 || (name.p[0] | 0x20) != 'x')
+        return false;
+    switch (name.len) {
+    case 12:
+        return cgi_alias(name, "x-request-id");
+    case 15:
+        return cgi_alias(name, "x-forwarded-for");
+    case 16:
+        return cgi_alias(name, "x-forwarded-host");
+    case 17:
+        return cgi_alias(name, "x-forwarded-proto");
+    default:
+        return false;
+    }
+}
+
 /* Does the Connection value name anything beyond the usual options, whose
  * namesakes (Keep-Alive, Upgrade) are hop-by-hop anyway? */
 static bool names_other_fields(struct mg_slice list)

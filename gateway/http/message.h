@@ -71,6 +71,13 @@ bool mg_field_name_valid(struct mg_slice name);
  * Transfer-Encoding, Upgrade. */
 bool mg_http_fixed_hop_by_hop(struct mg_slice name);
 
+/* Whether `name` spells with '_' a field the gateway writes itself
+ * (X-Request-Id, X-Forwarded-For/-Host/-Proto): CGI-style upstreams (WSGI,
+ * PHP, Rack) read "X_Forwarded_For" as X-Forwarded-For, so a client's copy
+ * would stand beside the gateway's. Such fields are not forwarded (nginx drops
+ * every name with '_' by default; only these are dropped here). */
+bool mg_http_mimics_own_field(struct mg_slice name);
+
 /* Sets MG_HDR_HOP on the fixed hop-by-hop fields and on every field that a
  * Connection field names. The Connection-named set is computed from this message
  * only, before the gateway adds anything, so a client cannot strip headers the

@@ -1,4 +1,5 @@
-/* tests for gateway/http/message.c: hop-by-hop marking and token lists. */
+/* tests for gateway/http/message.c: hop-by-hop marking, token lists, and the
+ * underscore spellings of the gateway's own fields. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,22 @@ static void field_names_must_be_tokens(void **state)
     assert_false(mg_field_name_valid(S("Host ")));
     assert_false(mg_field_name_valid(S("a:b")));
     assert_false(mg_field_name_valid(S("")));
+}
+
+static void underscore_spellings_of_own_fields_are_caught(void **state)
+{
+    (void)state;
+    assert_true(mg_http_mimics_own_field(S("X_Forwarded_For")));
+    assert_true(mg_http_mimics_own_field(S("x-forwarded_proto")));
+    assert_true(mg_http_mimics_own_field(S("X-FORWARDED_HOST")));
+    assert_true(mg_http_mimics_own_field(S("x_request_id")));
+    /* the dash spellings are the gateway's own checks', not this one's */
+    assert_false(mg_http_mimics_own_field(S("X-Forwarded-For")));
+    assert_false(mg_http_mimics_own_field(S("X-Request-Id")));
+    assert_false(mg_http_mimics_own_field(S("x_request_ids")));
+    assert_false(mg_http_mimics_own_field(S("x_forwarded_fox")));
+    assert_false(mg_http_mimics_own_field(S("content_type")));
+    assert_false(mg_http_mimics_own_field(S("X_Forwarded")));
 }
 
 static void marks_fixed_and_connection_named_fields(void **state)
@@ -145,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(token_list_matches_case_insensitively_with_spaces),
         cmocka_unit_test(field_names_must_be_tokens),
+        cmocka_unit_test(underscore_spellings_of_own_fields_are_caught),
         cmocka_unit_test(marks_fixed_and_connection_named_fields),
         cmocka_unit_test(find_is_case_insensitive),
         cmocka_unit_test(connection_never_removes_framing_or_routing_fields),
