@@ -569,8 +569,10 @@ static void deliver(struct mg_tls_stream *s)
         push(s);
         s->eof_in = true;
         s->owner_reading = false;
-        s->t.on_read(&s->t,
-                     e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_WANT_READ ? UV_EOF : UV_EPROTO);
+        /* Only close_notify is an end. A FIN without it may be an attacker's
+         * cut (RFC 8446 6.1): the owner hears an error, so that a body the
+         * close delimits is not taken for complete. */
+        s->t.on_read(&s->t, e == SSL_ERROR_ZERO_RETURN ? UV_EOF : UV_EPROTO);
         return;
     }
     push(s); /* TLS 1.3 may answer key updates while reading */

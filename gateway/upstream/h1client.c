@@ -414,8 +414,8 @@ static int read_response(struct mg_attempt *a, struct mg_slice *d, struct mg_rbu
     case MG_BODY_MORE:
         if (!a->closed)
             return MG_RESP_MORE;
-        if (!mg_body_eof(&a->body))
-            return closed_early(a, d);
+        if (!mg_body_eof(&a->body) || a->read_error != UV_EOF)
+            return closed_early(a, d); /* a reset, or TLS without close_notify: cut */
         a->reusable = false; /* a close-delimited body, ended by the close */
         return MG_RESP_END;
     default:
