@@ -13,6 +13,8 @@
  *   write vs send(MSG_NOSIGNAL|MSG_DONTWAIT)         (reads: read)
  *   writev vs sendmsg, 2 iovecs                      (reads: read)
  *   read vs recv on an empty socket (EAGAIN)
+ *   recv+send with a second (idle) thread alive vs alone: the fd table is then
+ *   shared, and every call takes and drops a reference on its file
  *
  * and all calls at once: read+write vs recv+send, and the gateway's own mix
  * (read, write of the request, read, writev of head and body) vs recv, send,
@@ -29,7 +31,7 @@
  * over 10 ms chunks, so it is printed once for the whole run instead (system
  * time is ~97 % of the CPU here). Medians over the rounds.
  *
- *   cc -O2 -o build/syscost bench/syscost.c
+ *   cc -O2 -pthread -o build/syscost bench/syscost.c
  *   taskset -c 1 build/syscost [-n ITERATIONS] [-r ROUNDS] [-c PAIRS] [-o NAME]
  */
 #define _GNU_SOURCE
@@ -38,6 +40,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +59,7 @@ struct variant {
     enum wr wr, wr_resp; /* the request's write, the response's */
     size_t req, resp;    /* bytes each way per ping-pong */
     int eagain;          /* only reads on an empty socket */
+    int thread;          /* a second thread exists: the fd table is shared */
 };
 
 #define MAXP 1024
@@ -133,6 +137,34 @@ static void drain(enum rd rd, int fd, size_t len)
     }
 }
 
+static int idle_pipe[2];
+
+static void *idle(void *arg)
+{
+    char c;
+    (void)arg;
+    /* blocks until told to go: it only has to exist */
+    if (read(idle_pipe[0], &c, 1) < 0)
+        perror("idle");
+    return NULL;
+}
+
+/* With a second thread alive, the kernel's fdget must take a reference on
+ * the file for every call (the gateway has a main, a worker and an admin
+ * thread); alone, it may skip it. The thread is started and joined outside
+ * the timed part. */
+static void idle_start(const struct variant *v, pthread_t *t)
+{
+    if (v->thread && pthread_create(t, NULL, idle, NULL) != 0)
+        die("pthread_create");
+}
+
+static void idle_stop(const struct variant *v, pthread_t t)
+{
+    if (v->thread && (write(idle_pipe[1], "x", 1) != 1 || pthread_join(t, NULL) != 0))
+        die("idle thread");
+}
+
 static void run(const struct variant *v, long iters)
 {
     calls = 0;
@@ -174,9 +206,13 @@ static void measure(const struct variant *a, const struct variant *b, long iters
     for (long done = 0, k = 0; done < iters; done += chunk, k++) {
         for (int j = 0; j < 2; j++) {
             int side = (int)((k + j) % 2);
+            const struct variant *v = side ? b : a;
+            pthread_t t = 0;
+            idle_start(v, &t);
             double c0 = now_cpu_ns();
-            run(side ? b : a, chunk);
+            run(v, chunk);
             cpu[side] += now_cpu_ns() - c0;
+            idle_stop(v, t);
             ncalls[side] += calls;
         }
     }
@@ -219,6 +255,8 @@ int main(int argc, char **argv)
         return 2;
     }
     memset(wdata, 'x', sizeof wdata);
+    if (pipe(idle_pipe) != 0)
+        die("pipe");
     for (int i = 0; i < npairs; i++)
         pair(&fd_a[i], &fd_b[i]);
 
@@ -228,34 +266,38 @@ int main(int argc, char **argv)
         struct variant a, b;
         int changed;
     } pairs[] = {
-        {{"read   100/300", RD_READ, WR_WRITE, WR_WRITE, 100, 300, 0},
-         {"recv   100/300", RD_RECV, WR_WRITE, WR_WRITE, 100, 300, 0},
+        {{"read   100/300", RD_READ, WR_WRITE, WR_WRITE, 100, 300, 0, 0},
+         {"recv   100/300", RD_RECV, WR_WRITE, WR_WRITE, 100, 300, 0, 0},
          2},
-        {{"write  100/300", RD_READ, WR_WRITE, WR_WRITE, 100, 300, 0},
-         {"send   100/300", RD_READ, WR_SEND, WR_SEND, 100, 300, 0},
+        {{"write  100/300", RD_READ, WR_WRITE, WR_WRITE, 100, 300, 0, 0},
+         {"send   100/300", RD_READ, WR_SEND, WR_SEND, 100, 300, 0, 0},
          2},
-        {{"writev 100/300", RD_READ, WR_WRITEV, WR_WRITEV, 100, 300, 0},
-         {"sendmsg 100/300", RD_READ, WR_SENDMSG, WR_SENDMSG, 100, 300, 0},
+        {{"writev 100/300", RD_READ, WR_WRITEV, WR_WRITEV, 100, 300, 0, 0},
+         {"sendmsg 100/300", RD_READ, WR_SENDMSG, WR_SENDMSG, 100, 300, 0, 0},
          2},
-        {{"read+write 100/300", RD_READ, WR_WRITE, WR_WRITE, 100, 300, 0},
-         {"recv+send  100/300", RD_RECV, WR_SEND, WR_SEND, 100, 300, 0},
+        {{"read+write 100/300", RD_READ, WR_WRITE, WR_WRITE, 100, 300, 0, 0},
+         {"recv+send  100/300", RD_RECV, WR_SEND, WR_SEND, 100, 300, 0, 0},
          4},
         /* the gateway's four calls per request: read the request, write it
          * upstream (one buffer), read the response, write head and body (two) */
-        {{"rd+wr+wv 100/300", RD_READ, WR_WRITE, WR_WRITEV, 100, 300, 0},
-         {"rcv+snd+sm 100/300", RD_RECV, WR_SEND, WR_SENDMSG, 100, 300, 0},
+        {{"rd+wr+wv 100/300", RD_READ, WR_WRITE, WR_WRITEV, 100, 300, 0, 0},
+         {"rcv+snd+sm 100/300", RD_RECV, WR_SEND, WR_SENDMSG, 100, 300, 0, 0},
          4},
-        {{"read   100/16K", RD_READ, WR_WRITE, WR_WRITE, 100, 16384, 0},
-         {"recv   100/16K", RD_RECV, WR_WRITE, WR_WRITE, 100, 16384, 0},
+        {{"read   100/16K", RD_READ, WR_WRITE, WR_WRITE, 100, 16384, 0, 0},
+         {"recv   100/16K", RD_RECV, WR_WRITE, WR_WRITE, 100, 16384, 0, 0},
          2},
-        {{"write  100/16K", RD_READ, WR_WRITE, WR_WRITE, 100, 16384, 0},
-         {"send   100/16K", RD_READ, WR_SEND, WR_SEND, 100, 16384, 0},
+        {{"write  100/16K", RD_READ, WR_WRITE, WR_WRITE, 100, 16384, 0, 0},
+         {"send   100/16K", RD_READ, WR_SEND, WR_SEND, 100, 16384, 0, 0},
          2},
-        {{"writev 100/16K", RD_READ, WR_WRITEV, WR_WRITEV, 100, 16384, 0},
-         {"sendmsg 100/16K", RD_READ, WR_SENDMSG, WR_SENDMSG, 100, 16384, 0},
+        {{"writev 100/16K", RD_READ, WR_WRITEV, WR_WRITEV, 100, 16384, 0, 0},
+         {"sendmsg 100/16K", RD_READ, WR_SENDMSG, WR_SENDMSG, 100, 16384, 0, 0},
          2},
-        {{"read EAGAIN", RD_READ, WR_WRITE, WR_WRITE, 0, 0, 1},
-         {"recv EAGAIN", RD_RECV, WR_WRITE, WR_WRITE, 0, 0, 1},
+        {{"read EAGAIN", RD_READ, WR_WRITE, WR_WRITE, 0, 0, 1, 0},
+         {"recv EAGAIN", RD_RECV, WR_WRITE, WR_WRITE, 0, 0, 1, 0},
+         4},
+        /* the same calls, one thread against two */
+        {{"recv+send 2 threads", RD_RECV, WR_SEND, WR_SEND, 100, 300, 0, 1},
+         {"recv+send 1 thread", RD_RECV, WR_SEND, WR_SEND, 100, 300, 0, 0},
          4},
     };
     printf("# %ld ping-pongs (4 syscalls each; EAGAIN: %ld reads) x %d rounds over %d pair(s),"
