@@ -10,6 +10,7 @@
 
 #include "config/config-t.h"
 #include "http/fields.h"
+#include "http/method.h"
 #include "http/request.h"
 #include "conn/h2server-t.h"
 
@@ -29,30 +30,6 @@ static int add_field(struct mg_exchange *x, struct mg_slice name, struct mg_slic
         mg_fields_value(&x->req_hdrs, value.p, value.len);
     mg_fields_value_done(&x->req_hdrs);
     return 0;
-}
-
-/* The methods an HTTP/1.1 request may carry (llhttp's HTTP map, as h1server
- * accepts them): not llhttp_method_name over every number, which aborts on
- * the numbers its map skips (a request with ":method: FOO" once took the
- * whole gateway down that way), and which knows RTSP's methods too. */
-static const struct {
-    const char *name;
-    size_t len;
-    int num;
-} methods[] = {
-#define MG_H2_METHOD(NUM, NAME, STRING) {#STRING, sizeof #STRING - 1, NUM},
-    HTTP_METHOD_MAP(MG_H2_METHOD)
-#undef MG_H2_METHOD
-};
-
-static int method_of(struct mg_slice m)
-{
-    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
-        return HTTP_GET; /* most requests */
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (methods[i].len == m.len && memcmp(methods[i].name, m.p, m.len) == 0)
-            return methods[i].num;
-    return -1;
 }
 
 int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
@@ -82,9 +59,11 @@ int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8
             break;
         case 7:
             /* The method is kept as its number, the scheme not at all (nghttp2
-             * checked it; the listener says what the connection is). */
+             * checked it; the listener says what the connection is). An
+             * unknown or RTSP-only name stays 0: refused in mg_h2_inspect
+             * before anything names it with llhttp_method_name. */
             if (name[1] == 'm')
-                st->method_no = method_of((struct mg_slice){(const char *)value, valuelen}) + 1;
+                st->method_no = mg_http_method((const char *)value, valuelen) + 1;
             return 0;
         case 10:
             to = &x->authority;
