@@ -372,9 +372,27 @@ static void h2_on_unpinned(struct mg_conn *c)
 static uint64_t tick_ms(struct mg_h2s *s)
 {
     uint64_t t = client_conf(s)->body_timeout_ms / 4;
+    if (client_conf(s)->header_timeout_ms / 4 < t)
+        t = client_conf(s)->header_timeout_ms / 4;
     if (s->conf->idle_timeout_ms / 4 < t)
         t = s->conf->idle_timeout_ms / 4;
     return t < 50 ? 50 : t > 1000 ? 1000 : t;
+}
+
+/* A header block must end within client.header_timeout, as an HTTP/1.1 head
+ * must. Until its END_HEADERS no other frame may come (RFC 9113 section
+ * 6.10), and the stream counts as open, so neither the idle nor the body
+ * timeout would ever end a block left unfinished: the connection goes. */
+static bool head_stalled(struct mg_h2s *s, uint64_t now)
+{
+    for (struct mg_h2stream *st = s->streams; st; st = st->next)
+        if (st->x_open && !st->spare && !st->headers_done &&
+            now - st->last_in_ms >= client_conf(s)->header_timeout_ms) {
+            mg_debug("h2: %s: stream %d's header block unfinished after client.header_timeout",
+                     s->c->client_ip, st->id);
+            return true;
+        }
+    return false;
 }
 
 static void h2_on_timer(struct mg_conn *c)
@@ -387,7 +405,8 @@ static void h2_on_timer(struct mg_conn *c)
         mg_conn_close(c);
         return;
     }
-    if (s->nx == 0 && now - s->idle_since_ms >= s->conf->idle_timeout_ms) {
+    if ((s->nx == 0 && now - s->idle_since_ms >= s->conf->idle_timeout_ms) ||
+        head_stalled(s, now)) {
         count(s, MG_H2R_IDLE);
         if (!s->goaway)
             nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
