@@ -134,6 +134,20 @@ static void unspare(struct mg_h2stream *st)
     st->spare = false;
 }
 
+/* The stream's request bytes that nothing will read any more (the exchange
+ * was answered or reset before taking them) still count against the
+ * connection's window, and the stream's while nghttp2 knows it: they are
+ * given back, or a few such streams would stall every later upload. */
+static void give_back_body(struct mg_h2stream *st)
+{
+    struct mg_h2s *s = st->s;
+    if (st->in.end > 0 && !s->c->closing) {
+        nghttp2_session_consume(s->ng, st->id, st->in.end);
+        mg_h2_dirty(s); /* the WINDOW_UPDATE goes out this turn */
+    }
+    st->in.start = st->in.end = 0;
+}
+
 void mg_h2_free_stream(struct mg_h2stream *st)
 {
     struct mg_h2s *s = st->s;
@@ -149,6 +163,7 @@ void mg_h2_free_stream(struct mg_h2stream *st)
         s->streams = st->next;
     if (st->next)
         st->next->prev = st->prev;
+    give_back_body(st);
     free(st->in.buf);
     s->hooks->destroy(&st->x);
     free(st);
@@ -277,6 +292,7 @@ static bool park(struct mg_h2stream *st)
     mg_h2_unwake(st);
     if (s->hdr_st == st)
         s->hdr_st = NULL;
+    give_back_body(st);
     free(st->in.buf);
     size_t from = offsetof(struct mg_h2stream, wake_next);
     memset((char *)st + from, 0, sizeof *st - from); /* no request: has_request is false */
