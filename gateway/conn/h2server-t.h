@@ -62,6 +62,7 @@ struct mg_h2stream {
     bool arena_out;    /* a piece pointed into memory the exchange frees at its end */
     bool too_large;    /* the request body passed client.max_body_size */
     bool bodyless;     /* the response head ends the stream */
+    bool rst_ours;     /* we reset it (other RST_STREAMs sent are the client's doing) */
     nghttp2_nv *nva;   /* a response head not submitted yet */
     size_t nvlen;
     struct mg_h2piece *out, *out_tail;

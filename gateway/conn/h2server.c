@@ -214,6 +214,15 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
  * mg_h2_send_data, which has the stream at hand). */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        /* Resets nghttp2 sends for what the client sent (a bad header, DATA
+         * past content-length, a refused stream) cost us what the client's
+         * own would: they count alike ("MadeYouReset", CVE-2025-8671). */
+        struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (!st || !st->rst_ours)
+            count_reset(user);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
@@ -291,7 +300,7 @@ static void service(struct mg_h2s *s)
         mg_h2_pump(s);
         /* What was sent is in the kernel or pinned by the write queue. */
         mg_h2_release_pieces(s);
-        if (!s->wake && !s->release && !s->dirty)
+        if (!s->wake && !s->release && !s->dirty && !s->calm)
             break;
         run_wakes(s);
     }

@@ -858,8 +858,10 @@ static void idle(struct mg_exchange *x)
     struct mg_h2s *s = st->s;
     if (park(st))
         return;
-    if (st->ng_open && !st->end_in && !s->c->closing) /* RFC 9113 section 8.1 */
+    if (st->ng_open && !st->end_in && !s->c->closing) { /* RFC 9113 section 8.1 */
+        st->rst_ours = true;
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    }
     end_exchange(st);
     mg_h2_defer(s);
 }
@@ -870,9 +872,11 @@ void mg_h2_close_stream(struct mg_exchange *x)
 {
     struct mg_h2stream *st = of_x(x);
     struct mg_h2s *s = st->s;
-    if (st->ng_open && !s->c->closing && (!st->done_out || !st->end_in))
+    if (st->ng_open && !s->c->closing && (!st->done_out || !st->end_in)) {
+        st->rst_ours = true;
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
                                   st->done_out ? NGHTTP2_NO_ERROR : NGHTTP2_INTERNAL_ERROR);
+    }
     end_exchange(st);
     mg_h2_defer(s);
 }
