@@ -603,8 +603,10 @@ static void send_head(struct mg_exchange *x, bool switching)
     if (!own_id)
         head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
     head_own(&h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"), 0);
-    /* HEAD and 304 answers keep the length of the body they stand for. */
-    if (x->resp_has_length && x->status != 204 && x->status >= 200)
+    /* HEAD and 304 answers keep the length of the body they stand for; a
+     * body a filter rewrites has a length nobody knows yet (the DATA frames
+     * end it, as chunks do on HTTP/1.1). */
+    if (x->resp_has_length && x->status != 204 && x->status >= 200 && !x->filtering)
         h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, x->resp_length));
     head_done(st, &h, is_head_request(x) || x->status == 204 || x->status == 304);
 }
