@@ -188,6 +188,11 @@ enum mg_error mg_h2_inspect(struct mg_h2stream *st)
         return MG_ERR_BAD_REQUEST;
     if (!mg_http_target_valid(x->url) || x->url.len == 0 || x->url.p[0] != '/')
         return MG_ERR_BAD_REQUEST;
+    /* A fragment is never part of a request target (RFC 9110 section 7.1):
+     * routes would match "/admin" while the upstream may read "/admin#x"
+     * otherwise. */
+    if (memchr(x->url.p, '#', x->url.len))
+        return MG_ERR_BAD_REQUEST;
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
     if (!mg_http_path_safe(x->path))

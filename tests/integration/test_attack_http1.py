@@ -5,6 +5,7 @@ What the upstream received is checked byte for byte."""
 import time
 
 from conftest import RawClient, t
+from test_http2 import H2, status
 
 CONF = """\
 upstreams:
@@ -17,6 +18,37 @@ routes:
   - name: all
     upstream: u
 """
+
+
+# ---------------------------------------------------------------------------
+# a fragment in the request target (RFC 9112 section 3.2: origin-form has no
+# fragment; HAProxy CVE-2023-45539): the router matched "/admin#x" as a path
+# that is not "/admin", the upstream's URL parser (Python, Node, Rails...)
+# drops the fragment and serves /admin: the route's key_auth was skipped.
+# Here over HTTP/2 (:path); the HTTP/1.1 target is another branch's.
+# ---------------------------------------------------------------------------
+
+H2CONF = """\
+listen:
+  - {address: "127.0.0.1:$port", http2: true}
+workers: 1
+admin: {listen: "127.0.0.1:$admin_port"}
+pid_file: "$pid_file"
+access_log: off
+drain_timeout: $drain_timeout
+""" + CONF
+
+
+def test_fragment_in_h2_path_is_refused(gateway, upstream):
+    up = upstream()
+    gw = gateway(H2CONF, full=True, up=up)
+    c = H2(gw.port)
+    r = c.response(c.request("/admin"))
+    assert status(r) == 401
+    r = c.response(c.request("/admin#x"))
+    assert status(r) == 400 or r["reset"] is not None, (r, [q.raw_head for q in up.requests])
+    assert up.requests == []
+    c.close()
 
 
 # ---------------------------------------------------------------------------
