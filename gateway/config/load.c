@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "config/parse.h"
+#include "http/method.h"
 #include "router.h"
 #include "tls/context.h"
 
@@ -533,7 +534,9 @@ static int list_item(struct mg_conf_ld *ld, const struct mg_conf_field *f, yaml_
         ((uint16_t *)arr)[i] = (uint16_t)id;
         return 0;
     case MG_K_METHODS:
-        if ((id = mg_conf_method(s)) < 0)
+        /* Case-sensitive like HTTP itself (RFC 9110 section 9.1): llhttp would
+         * never deliver a "get" request, so a lowercase name is a mistake. */
+        if ((id = mg_http_method(s, strlen(s))) < 0)
             return mg_conf_fail(ld, n, "unknown HTTP method '%.64s' (methods are upper case)", s);
         *mask |= 1ull << id;
         return 0;

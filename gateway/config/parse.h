@@ -196,7 +196,6 @@ int mg_conf_parse_address(const char *s, struct sockaddr_storage *out, socklen_t
 int mg_conf_parse_uint(const char *s, uint64_t *out);
 int mg_conf_parse_double(const char *s, double *out);
 int mg_conf_parse_bool(const char *s, bool *out);
-int mg_conf_method(const char *name); /* llhttp_method_t, or -1 */
 int mg_conf_status(const char *s);    /* 100..599, or -1 */
 
 #endif

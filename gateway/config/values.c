@@ -1,6 +1,6 @@
 /*
  * Scalar parsers of the configuration: durations, sizes, addresses, numbers,
- * booleans, HTTP methods and status codes.
+ * booleans and status codes (methods: http/method.c).
  *
  * Invariant: every parser consumes its whole input or fails; there is no
  * leading/trailing whitespace, sign or base prefix, and arithmetic overflow is an
@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include <llhttp.h>
 
 #include "config/config.h"
 #include "config/parse.h"
@@ -130,26 +128,6 @@ int mg_conf_parse_bool(const char *s, bool *out)
     if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0) {
         *out = false;
         return 0;
-    }
-    return -1;
-}
-
-int mg_conf_method(const char *name)
-{
-    static const struct {
-        const char *name;
-        int id;
-    } methods[] = {
-#define XX(num, id, text) {#text, num},
-        HTTP_METHOD_MAP(XX)
-#undef XX
-    };
-
-    /* Case-sensitive like HTTP itself (RFC 9110 section 9.1): llhttp would never
-     * deliver a "get" request, so a lowercase name here is a config mistake. */
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (strcmp(name, methods[i].name) == 0)
-            return methods[i].id;
     }
     return -1;
 }

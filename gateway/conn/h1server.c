@@ -204,6 +204,21 @@ static enum mg_error find_fields(struct mg_exchange *x)
     return MG_ERR_NONE;
 }
 
+/* An upgrade to HTTP/2 ("h2c", or "h2"; RFC 9113 section 3.1 deprecates it)
+ * is not supported: passed on to an upstream that accepts it, it would turn
+ * the client's connection into a raw tunnel past every route and plugin. As
+ * HAProxy does, the request goes on as a plain one, its Upgrade dropped
+ * (hop-by-hop, as HTTP2-Settings, which Connection names). */
+static bool upgrade_to_h2(const struct mg_headers *h)
+{
+    for (uint32_t i = 0; i < h->n; i++)
+        if (MG_NAME_IS(h->v[i].name, "upgrade") &&
+            (mg_token_list_has(h->v[i].value, MG_SLICE_LIT("h2c")) ||
+             mg_token_list_has(h->v[i].value, MG_SLICE_LIT("h2"))))
+            return true;
+    return false;
+}
+
 /* The checks llhttp leaves to us, on a parsed head. */
 static enum mg_error inspect_request(struct mg_h1s *s)
 {
@@ -225,6 +240,8 @@ static enum mg_error inspect_request(struct mg_h1s *s)
     if ((err = request_framing(s)))
         return err;
     mg_headers_mark_hop_by_hop(&x->req_hdrs);
+    if (x->req_upgrade && upgrade_to_h2(&x->req_hdrs))
+        x->req_upgrade = false;
     /* A field the client listed in Connection is gone, even one the gateway extends. */
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
         x->rid_idx = -1;

@@ -1,7 +1,8 @@
 /*
  * The HTTP/2 codec's private types (conn/h2server.c: the connection and its
- * nghttp2 session; conn/h2stream.c: each stream as an exchange's downstream).
- * Only those two files include it.
+ * nghttp2 session; conn/h2stream.c: each stream as an exchange's downstream;
+ * conn/h2request.c: the request head's translation). Only those files
+ * include it.
  */
 #ifndef MG_H2SERVER_T_H
 #define MG_H2SERVER_T_H
@@ -61,6 +62,7 @@ struct mg_h2stream {
     bool arena_out;    /* a piece pointed into memory the exchange frees at its end */
     bool too_large;    /* the request body passed client.max_body_size */
     bool bodyless;     /* the response head ends the stream */
+    bool rst_ours;     /* we reset it (other RST_STREAMs sent are the client's doing) */
     nghttp2_nv *nva;   /* a response head not submitted yet */
     size_t nvlen;
     struct mg_h2piece *out, *out_tail;
@@ -136,7 +138,7 @@ void mg_h2_dirty(struct mg_h2s *s);      /* pumps at the end of this loop turn *
 void mg_h2_wake(struct mg_h2stream *st); /* runs its exchange from service */
 void mg_h2_unwake(struct mg_h2stream *st);
 
-/* h2stream.c: streams, request and response translation, the data provider. */
+/* h2stream.c: streams, response translation, the data provider. */
 struct mg_h2stream *mg_h2_new_stream(struct mg_h2s *s, int32_t id);
 void mg_h2_free_stream(struct mg_h2stream *st);
 void mg_h2_maybe_free_stream(struct mg_h2stream *st);
@@ -145,12 +147,16 @@ void mg_h2_drop_out(struct mg_h2stream *st);
 void mg_h2_release_pieces(struct mg_h2s *s);
 void mg_h2_free_pieces(struct mg_h2s *s);
 void mg_h2_ctl_commit(struct mg_h2s *s);
-int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
-                    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                    void *data);
 ssize_t mg_h2_send_cb(nghttp2_session *ng, const uint8_t *data, size_t length, int flags,
                       void *user);
 int mg_h2_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
                     size_t length, nghttp2_data_source *source, void *user);
+
+/* h2request.c: the request head (RFC 9113 section 8). */
+int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                    void *data);
+/* The complete head checked; the fields the gateway acts on found. */
+enum mg_error mg_h2_inspect(struct mg_h2stream *st);
 
 #endif

@@ -214,6 +214,15 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
  * mg_h2_send_data, which has the stream at hand). */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        /* Resets nghttp2 sends for what the client sent (a bad header, DATA
+         * past content-length, a refused stream) cost us what the client's
+         * own would: they count alike ("MadeYouReset", CVE-2025-8671). */
+        struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (!st || !st->rst_ours)
+            count_reset(user);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct mg_h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
@@ -291,7 +300,7 @@ static void service(struct mg_h2s *s)
         mg_h2_pump(s);
         /* What was sent is in the kernel or pinned by the write queue. */
         mg_h2_release_pieces(s);
-        if (!s->wake && !s->release && !s->dirty)
+        if (!s->wake && !s->release && !s->dirty && !s->calm)
             break;
         run_wakes(s);
     }
@@ -372,9 +381,27 @@ static void h2_on_unpinned(struct mg_conn *c)
 static uint64_t tick_ms(struct mg_h2s *s)
 {
     uint64_t t = client_conf(s)->body_timeout_ms / 4;
+    if (client_conf(s)->header_timeout_ms / 4 < t)
+        t = client_conf(s)->header_timeout_ms / 4;
     if (s->conf->idle_timeout_ms / 4 < t)
         t = s->conf->idle_timeout_ms / 4;
     return t < 50 ? 50 : t > 1000 ? 1000 : t;
+}
+
+/* A header block must end within client.header_timeout, as an HTTP/1.1 head
+ * must. Until its END_HEADERS no other frame may come (RFC 9113 section
+ * 6.10), and the stream counts as open, so neither the idle nor the body
+ * timeout would ever end a block left unfinished: the connection goes. */
+static bool head_stalled(struct mg_h2s *s, uint64_t now)
+{
+    for (struct mg_h2stream *st = s->streams; st; st = st->next)
+        if (st->x_open && !st->spare && !st->headers_done &&
+            now - st->last_in_ms >= client_conf(s)->header_timeout_ms) {
+            mg_debug("h2: %s: stream %d's header block unfinished after client.header_timeout",
+                     s->c->client_ip, st->id);
+            return true;
+        }
+    return false;
 }
 
 static void h2_on_timer(struct mg_conn *c)
@@ -387,7 +414,8 @@ static void h2_on_timer(struct mg_conn *c)
         mg_conn_close(c);
         return;
     }
-    if (s->nx == 0 && now - s->idle_since_ms >= s->conf->idle_timeout_ms) {
+    if ((s->nx == 0 && now - s->idle_since_ms >= s->conf->idle_timeout_ms) ||
+        head_stalled(s, now)) {
         count(s, MG_H2R_IDLE);
         if (!s->goaway)
             nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,

@@ -1,8 +1,8 @@
 /*
  * HTTP/2 streams (see h2server.c for the connection and h2server-t.h for the
  * types): each stream is an exchange, and this file is its downstream ops
- * (mg_downstream_ops): the request head translated per RFC 9113 section 8
- * from the header callbacks, the request body handed over pinned by the
+ * (mg_downstream_ops): the request head (translated in h2request.c) read
+ * by the exchange, the request body handed over pinned by the
  * stream's buffer, response heads built as nghttp2 header lists, and response
  * body pieces sent by the data provider without a copy.
  */
@@ -134,6 +134,20 @@ static void unspare(struct mg_h2stream *st)
     st->spare = false;
 }
 
+/* The stream's request bytes that nothing will read any more (the exchange
+ * was answered or reset before taking them) still count against the
+ * connection's window, and the stream's while nghttp2 knows it: they are
+ * given back, or a few such streams would stall every later upload. */
+static void give_back_body(struct mg_h2stream *st)
+{
+    struct mg_h2s *s = st->s;
+    if (st->in.end > 0 && !s->c->closing) {
+        nghttp2_session_consume(s->ng, st->id, st->in.end);
+        mg_h2_dirty(s); /* the WINDOW_UPDATE goes out this turn */
+    }
+    st->in.start = st->in.end = 0;
+}
+
 void mg_h2_free_stream(struct mg_h2stream *st)
 {
     struct mg_h2s *s = st->s;
@@ -149,6 +163,7 @@ void mg_h2_free_stream(struct mg_h2stream *st)
         s->streams = st->next;
     if (st->next)
         st->next->prev = st->prev;
+    give_back_body(st);
     free(st->in.buf);
     s->hooks->destroy(&st->x);
     free(st);
@@ -277,6 +292,7 @@ static bool park(struct mg_h2stream *st)
     mg_h2_unwake(st);
     if (s->hdr_st == st)
         s->hdr_st = NULL;
+    give_back_body(st);
     free(st->in.buf);
     size_t from = offsetof(struct mg_h2stream, wake_next);
     memset((char *)st + from, 0, sizeof *st - from); /* no request: has_request is false */
@@ -295,215 +311,6 @@ static bool park(struct mg_h2stream *st)
 
 /* ------------------------------------------------------------ the request */
 
-static char *copy(struct mg_exchange *x, const uint8_t *p, size_t len)
-{
-    char *o = mg_arena_alloc(&x->arena, len + 1);
-    memcpy(o, p, len);
-    o[len] = '\0';
-    return o;
-}
-
-static int add_field(struct mg_exchange *x, struct mg_slice name, struct mg_slice value)
-{
-    if (mg_fields_name(&x->arena, &x->req_hdrs, name.p, name.len) < 0)
-        return -1;
-    if (value.len)
-        mg_fields_value(&x->req_hdrs, value.p, value.len);
-    mg_fields_value_done(&x->req_hdrs);
-    return 0;
-}
-
-/* The methods an HTTP/1.1 request may carry (llhttp's HTTP map, as h1server
- * accepts them): not llhttp_method_name over every number, which aborts on
- * the numbers its map skips (a request with ":method: FOO" once took the
- * whole gateway down that way), and which knows RTSP's methods too. */
-static const struct {
-    const char *name;
-    size_t len;
-    int num;
-} methods[] = {
-#define MG_H2_METHOD(NUM, NAME, STRING) {#STRING, sizeof #STRING - 1, NUM},
-    HTTP_METHOD_MAP(MG_H2_METHOD)
-#undef MG_H2_METHOD
-};
-
-static int method_of(struct mg_slice m)
-{
-    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
-        return HTTP_GET; /* most requests */
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (methods[i].len == m.len && memcmp(methods[i].name, m.p, m.len) == 0)
-            return methods[i].num;
-    return -1;
-}
-
-int mg_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
-                    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                    void *user)
-{
-    struct mg_h2s *s = user;
-    struct mg_h2stream *st = s->hdr_st;
-    if (!st || st->id != frame->hd.stream_id)
-        st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (!st || st->headers_done || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers: dropped (the upstream request is not chunked with them) */
-    struct mg_exchange *x = &st->x;
-    st->head_bytes += namelen + valuelen + 32; /* RFC 9113 section 6.5.2's accounting */
-    if (x->error)
-        return 0;
-    if (st->head_bytes > client_conf(st->s)->max_header_size) {
-        x->error = MG_ERR_HEADER_TOO_LARGE;
-        return 0;
-    }
-    if (namelen && name[0] == ':') {
-        /* nghttp2 let only these four through, each once, names lower case. */
-        struct mg_slice *to = NULL;
-        switch (namelen) {
-        case 5:
-            to = &st->path;
-            break;
-        case 7:
-            /* The method is kept as its number, the scheme not at all (nghttp2
-             * checked it; the listener says what the connection is). */
-            if (name[1] == 'm')
-                st->method_no = method_of((struct mg_slice){(const char *)value, valuelen}) + 1;
-            return 0;
-        case 10:
-            to = &x->authority;
-            break;
-        default:
-            return 0;
-        }
-        *to = (struct mg_slice){copy(x, value, valuelen), valuelen};
-        return 0;
-    }
-    /* RFC 9113 section 8.2.3: cookie crumbs joined by "; " (names are lower
-     * case: nghttp2 refused any other). */
-    if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {
-        if (st->cookielen && mg_arena_append(&x->arena, &st->cookie, &st->cookielen, &st->cookiecap,
-                                             "; ", 2, SIZE_MAX) < 0)
-            return 0;
-        mg_arena_append(&x->arena, &st->cookie, &st->cookielen, &st->cookiecap, (const char *)value,
-                        valuelen, SIZE_MAX);
-        return 0;
-    }
-    char *o = mg_arena_alloc(&x->arena, namelen + valuelen + 2); /* name\0value\0 */
-    memcpy(o, name, namelen);
-    o[namelen] = '\0';
-    memcpy(o + namelen + 1, value, valuelen);
-    o[namelen + 1 + valuelen] = '\0';
-    struct mg_slice nn = {o, namelen};
-    struct mg_slice vv = {o + namelen + 1, valuelen};
-    if (add_field(x, nn, vv) < 0)
-        x->error = MG_ERR_HEADER_TOO_LARGE;
-    return 0;
-}
-
-static void content_length(struct mg_exchange *x, struct mg_header *f)
-{
-    f->flags |= MG_HDR_HOP; /* the gateway writes its own framing */
-    uint64_t v = 0;
-    for (size_t k = 0; k < f->value.len; k++)
-        v = v * 10 + (uint64_t)(f->value.p[k] - '0'); /* digits: nghttp2 checked */
-    x->req_has_length = true;
-    x->req_content_length = v;
-}
-
-/* The fields the gateway acts on, as the HTTP/1 codec finds them, and the
- * hop-by-hop ones (mg_headers_mark_hop_by_hop's fixed set: nghttp2 already
- * refused a request with a connection-specific field or a TE other than
- * "trailers", so no Connection field names others). Dispatched on length:
- * most names are none of these. Returns whether a Connection field came
- * anyway (then the general marking runs). */
-static bool find_fields(struct mg_exchange *x)
-{
-    bool connection = false;
-    x->host_idx = x->rid_idx = -1;
-    for (uint32_t i = 0; i < x->req_hdrs.n; i++) {
-        struct mg_header *f = &x->req_hdrs.v[i];
-        struct mg_slice n = f->name;
-        switch (n.len) {
-        case 2:
-            if (MG_NAME_IS(n, "te"))
-                f->flags |= MG_HDR_HOP;
-            break;
-        case 4:
-            if (MG_NAME_IS(n, "host"))
-                x->host_idx = (int)i;
-            break;
-        case 6:
-            if (MG_NAME_IS(n, "expect")) {
-                x->req_expect_continue = mg_slice_ieq(f->value, MG_SLICE_LIT("100-continue"));
-                f->flags |= MG_HDR_HOP;
-            }
-            break;
-        case 7:
-            if (MG_NAME_IS(n, "trailer") || MG_NAME_IS(n, "upgrade"))
-                f->flags |= MG_HDR_HOP;
-            break;
-        case 10:
-            if (MG_NAME_IS(n, "connection") || MG_NAME_IS(n, "keep-alive")) {
-                f->flags |= MG_HDR_HOP;
-                connection = true;
-            }
-            break;
-        case 12:
-            if (MG_NAME_IS(n, "x-request-id"))
-                x->rid_idx = (int)i;
-            break;
-        case 14:
-            if (MG_NAME_IS(n, "content-length"))
-                content_length(x, f);
-            break;
-        case 16:
-            if (MG_NAME_IS(n, "x-forwarded-host") || MG_NAME_IS(n, "proxy-connection"))
-                f->flags |= MG_HDR_HOP;
-            break;
-        case 17:
-            if (MG_NAME_IS(n, "x-forwarded-proto") || MG_NAME_IS(n, "transfer-encoding"))
-                f->flags |= MG_HDR_HOP;
-            break;
-        default:
-            break;
-        }
-    }
-    return connection;
-}
-
-static enum mg_error inspect(struct mg_h2stream *st)
-{
-    struct mg_exchange *x = &st->x;
-    if (x->method < 0)
-        return MG_ERR_BAD_REQUEST;
-    if (x->error)
-        return x->error;
-    if (st->cookielen &&
-        add_field(x, MG_SLICE_LIT("cookie"), (struct mg_slice){st->cookie, st->cookielen}) < 0)
-        return MG_ERR_HEADER_TOO_LARGE;
-    if (x->method == HTTP_CONNECT)
-        return MG_ERR_NOT_IMPLEMENTED; /* no tunnels over h2 (nor extended CONNECT) */
-    x->url = st->path;
-    bool connection = find_fields(x);
-    if (x->authority.len && !mg_http_host_valid(x->authority))
-        return MG_ERR_BAD_REQUEST;
-    if (!x->authority.len &&
-        (x->host_idx < 0 || !mg_http_host_valid(x->req_hdrs.v[x->host_idx].value)))
-        return MG_ERR_BAD_REQUEST;
-    if (!mg_http_target_valid(x->url) || x->url.len == 0 || x->url.p[0] != '/')
-        return MG_ERR_BAD_REQUEST;
-    const char *q = memchr(x->url.p, '?', x->url.len);
-    x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
-    if (!mg_http_path_safe(x->path))
-        return MG_ERR_BAD_REQUEST;
-    if (connection)
-        mg_headers_mark_hop_by_hop(&x->req_hdrs);
-    if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))
-        x->rid_idx = -1;
-    if (x->req_has_length && x->req_content_length > x->rt->cfg->client.max_body_size)
-        return MG_ERR_BODY_TOO_LARGE;
-    return MG_ERR_NONE;
-}
-
 static int read_head(struct mg_exchange *x)
 {
     struct mg_h2stream *st = of_x(x);
@@ -515,7 +322,7 @@ static int read_head(struct mg_exchange *x)
     x->req_keepalive = true;
     /* What the upstream head's size is estimated from (h1client.c, record.c). */
     x->headlen = st->head_bytes + st->path.len + 16;
-    x->error = inspect(st);
+    x->error = mg_h2_inspect(st);
     if (!x->error) {
         x->req_done = st->end_in && !st->in.buf;
         if (!x->req_done && !x->req_has_length)
@@ -796,8 +603,10 @@ static void send_head(struct mg_exchange *x, bool switching)
     if (!own_id)
         head_own(&h, MG_SLICE_LIT("x-request-id"), request_id(x), rid_flags(of_x(x)->s));
     head_own(&h, MG_SLICE_LIT("via"), MG_SLICE_LIT("1.1 moongate"), 0);
-    /* HEAD and 304 answers keep the length of the body they stand for. */
-    if (x->resp_has_length && x->status != 204 && x->status >= 200)
+    /* HEAD and 304 answers keep the length of the body they stand for; a
+     * body a filter rewrites has a length nobody knows yet (the DATA frames
+     * end it, as chunks do on HTTP/1.1). */
+    if (x->resp_has_length && x->status != 204 && x->status >= 200 && !x->filtering)
         h.v[h.n++] = nv(MG_SLICE_LIT("content-length"), dec(x, x->resp_length));
     head_done(st, &h, is_head_request(x) || x->status == 204 || x->status == 304);
 }
@@ -1051,8 +860,10 @@ static void idle(struct mg_exchange *x)
     struct mg_h2s *s = st->s;
     if (park(st))
         return;
-    if (st->ng_open && !st->end_in && !s->c->closing) /* RFC 9113 section 8.1 */
+    if (st->ng_open && !st->end_in && !s->c->closing) { /* RFC 9113 section 8.1 */
+        st->rst_ours = true;
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    }
     end_exchange(st);
     mg_h2_defer(s);
 }
@@ -1063,9 +874,11 @@ void mg_h2_close_stream(struct mg_exchange *x)
 {
     struct mg_h2stream *st = of_x(x);
     struct mg_h2s *s = st->s;
-    if (st->ng_open && !s->c->closing && (!st->done_out || !st->end_in))
+    if (st->ng_open && !s->c->closing && (!st->done_out || !st->end_in)) {
+        st->rst_ours = true;
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
                                   st->done_out ? NGHTTP2_NO_ERROR : NGHTTP2_INTERNAL_ERROR);
+    }
     end_exchange(st);
     mg_h2_defer(s);
 }

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "obs/metrics.h"
+#include "runtime.h"
 #include "tls/context.h"
 
 static void pool_put(struct mg_upconn *u);
@@ -67,10 +68,28 @@ static void unlink_idle(struct mg_upconn *u)
     u->next_idle = NULL;
 }
 
+/* A parked connection is in no pool list and no exchange holds its runtime
+ * any more: it holds that runtime itself (its target lives there) until it
+ * joins the pool or closes; a reload may retire the runtime meanwhile. */
+static void park(struct mg_upconn *u)
+{
+    u->parked = true;
+    u->target->rt->holds++;
+}
+
+static struct mg_runtime *unpark(struct mg_upconn *u)
+{
+    if (!u->parked)
+        return NULL;
+    u->parked = false;
+    return u->target->rt;
+}
+
 void mg_upconn_close(struct mg_upconn *u)
 {
     if (u->closing)
         return;
+    struct mg_runtime *held = unpark(u);
     u->closing = true;
     if (u->counted_as >= 0)
         count(u, u->counted_as, -1);
@@ -80,6 +99,8 @@ void mg_upconn_close(struct mg_upconn *u)
     u->owner = NULL;
     mg_transport_close(u->tr);
     uv_close(mg_deadline_handle(&u->timer), on_close);
+    if (held)
+        mg_runtime_release(NULL, held);
 }
 
 static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
@@ -277,7 +298,7 @@ void mg_upconn_release(struct mg_upconn *u)
     }
     if (u->in.pins) {
         /* A client write still points into our buffer: join the pool once it is done. */
-        u->parked = true;
+        park(u);
         return;
     }
     pool_put(u);
@@ -286,7 +307,6 @@ void mg_upconn_release(struct mg_upconn *u)
 static void pool_put(struct mg_upconn *u)
 {
     struct mg_target_rt *t = u->target;
-    u->parked = false;
     u->in.start = u->in.end = 0;
     count(u, u->counted_as, MG_CONN_STATE_IDLE);
     u->counted_as = MG_CONN_STATE_IDLE;
@@ -299,6 +319,16 @@ static void pool_put(struct mg_upconn *u)
     mg_upconn_set_reading(u, true);
 }
 
+static void unpark_to_pool(struct mg_upconn *u)
+{
+    struct mg_runtime *rt = unpark(u);
+    if (rt->retired || u->ctx->draining)
+        mg_upconn_close(u); /* the retired runtime closed its pools already */
+    else
+        pool_put(u);
+    mg_runtime_release(NULL, rt);
+}
+
 static void on_unpinned(struct mg_rbuf *b)
 {
     struct mg_upconn *u = (struct mg_upconn *)((char *)b - offsetof(struct mg_upconn, in));
@@ -307,7 +337,7 @@ static void on_unpinned(struct mg_rbuf *b)
     else if (u->owner)
         u->ops->on_unpinned(u);
     else if (u->parked)
-        pool_put(u);
+        unpark_to_pool(u);
 }
 
 static void on_written(struct mg_wq *q, int status)

@@ -1,5 +1,5 @@
 /*
- * fuzz_h2: the HTTP/2 server codec (conn/h2server.c, h2stream.c over
+ * fuzz_h2: the HTTP/2 server codec (conn/h2server.c, h2stream.c, h2request.c over
  * libnghttp2). The input is everything an h2c client sends after the
  * connection preface, which the target puts in front of it, so the fuzzer
  * spends its time on frames: SETTINGS, HEADERS and CONTINUATION with HPACK,
