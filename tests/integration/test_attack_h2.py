@@ -1,0 +1,131 @@
+"""Hostile HTTP/2 clients and upstreams (attack pass): stream lifecycles that
+end early, flow control after them, and exact frames. Each test names the
+behaviour it pins down; the gateway runs with tiny windows so a leak of a few
+stream windows shows at once."""
+
+import json
+import socket
+import time
+
+import h2.errors
+import h2.events
+import h2.settings
+import pytest
+
+from conftest import t, wait_until
+from test_http2 import H2, header, status
+
+CONF = """\
+listen:
+  - {address: "127.0.0.1:$port", http2: true}
+workers: 1
+admin: {listen: "127.0.0.1:$admin_port"}
+pid_file: "$pid_file"
+access_log: off
+drain_timeout: $drain_timeout
+plugin_path: ["$plugins"]
+client: {body_timeout: 10s, max_body_size: 1m}
+http2: {initial_window_size: 16k, max_concurrent_streams: $streams, idle_timeout: 10s,
+        max_resets_per_second: 50}
+upstreams:
+  u: {targets: [{address: "$up"}], retry: {max_retries: 0}}
+routes:
+  - name: auth
+    match: {paths: ["/auth"]}
+    upstream: u
+    plugins: [{name: key_auth, config: {keys: ["k"]}}]
+  - name: nap
+    match: {paths: ["/nap"]}
+    upstream: u
+    plugins: [{name: nap}]
+  - name: all
+    upstream: u
+"""
+
+NAP = """
+local P = {}
+function P.access(ctx, conf)
+  gw.sleep(0.2)
+end
+return P
+"""
+
+
+def start(gateway, upstream, tmp_path, handler=None, streams=2, **kw):
+    d = tmp_path / "plugins"
+    d.mkdir(exist_ok=True)
+    (d / "nap.lua").write_text(NAP)
+    up = upstream(handler)
+    gw = gateway(CONF, full=True, up=up, plugins=str(d), streams=streams, **kw)
+    return gw, up
+
+
+def room(c):
+    """What the connection's window lets a new stream send now (at most 16000)."""
+    c.pump(0.05)
+    return min(16000, c.conn.outbound_flow_control_window)
+
+
+def upload(c, path, body, timeout=None):
+    """POSTs body on a new stream as flow control allows; returns the response.
+    Fails when the gateway's windows stay shut."""
+    sid = c.request(path, method="POST", body=None, end=False)
+    c.responses[sid]["sent"] = 0
+    deadline = time.monotonic() + (timeout or t(1))
+    sent = 0
+    while sent < len(body):
+        r = c.responses[sid]
+        if r["ended"] or r["reset"] is not None:
+            break
+        room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size,
+                   len(body) - sent)
+        if room > 0:
+            c.conn.send_data(sid, body[sent:sent + room])
+            c.flush()
+            sent += room
+            continue
+        assert time.monotonic() < deadline, (
+            "upload stuck after %d of %d bytes: the gateway never reopened its window "
+            "(connection window %d, stream window %d)"
+            % (sent, len(body), c.conn.outbound_flow_control_window,
+               c.conn.local_flow_control_window(sid)))
+        c.pump(0.05)
+    if not (c.responses[sid]["ended"] or c.responses[sid]["reset"] is not None):
+        c.conn.end_stream(sid)
+        c.flush()
+    return c.response(sid)
+
+
+# ---------------------------------------------------------------------------
+# the connection window after streams that ended with unread request bytes
+# ---------------------------------------------------------------------------
+
+def test_denied_uploads_give_the_connection_window_back(gateway, upstream, tmp_path):
+    """A plugin refuses uploads (401 before any body is read); the DATA the
+    stream had buffered must still count as consumed on the connection, or a
+    few refused uploads shut the connection's window for every later one."""
+    gw, up = start(gateway, upstream, tmp_path)
+    c = H2(gw.port)
+    for i in range(6):
+        sid = c.request("/auth", method="POST", body=b"x" * room(c))
+        r = c.response(sid)
+        assert status(r) == 401, r
+    r = upload(c, "/echo", b"y" * 40000)
+    assert status(r) == 200 and json.loads(bytes(r["data"]))["body_length"] == 40000
+    c.close()
+
+
+def test_client_resets_give_the_connection_window_back(gateway, upstream, tmp_path):
+    """The client resets streams whose body the gateway holds (a plugin
+    waits): their bytes must be given back to the connection's window."""
+    gw, up = start(gateway, upstream, tmp_path)
+    c = H2(gw.port)
+    for i in range(6):
+        sid = c.request("/nap", method="POST", body=b"x" * room(c), end=False)
+        c.pump(0.05)
+        c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        c.flush()
+        c.pump(0.05)
+    r = upload(c, "/echo", b"y" * 40000)
+    assert status(r) == 200 and json.loads(bytes(r["data"]))["body_length"] == 40000
+    c.close()

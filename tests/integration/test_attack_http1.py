@@ -1,0 +1,117 @@
+"""Hostile HTTP/1.1 clients (attack pass): request targets the router and the
+upstream read differently, and protocol switches the design does not offer.
+What the upstream received is checked byte for byte."""
+
+import time
+
+import pytest
+
+from conftest import RawClient, assert_error, fetch, t
+from test_http2 import H2, status
+
+CONF = """\
+upstreams:
+  u: {targets: [{address: "$up"}], retry: {max_retries: 0}}
+routes:
+  - name: admin
+    match: {paths: ["/admin"]}
+    upstream: u
+    plugins: [{name: key_auth, config: {keys: ["k"]}}]
+  - name: all
+    upstream: u
+"""
+
+
+# ---------------------------------------------------------------------------
+# a fragment in the request target (RFC 9112 section 3.2: origin-form has no
+# fragment; HAProxy CVE-2023-45539): the router matched "/admin#x" as a path
+# that is not "/admin", the upstream's URL parser (Python, Node, Rails...)
+# drops the fragment and serves /admin: the route's key_auth was skipped.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [b"/admin#x", b"/x#/admin"])
+def test_fragment_in_request_target_is_refused(gateway, upstream, target):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    assert fetch(gw.port, "GET", "/admin").status == 401  # the route is protected
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 400, "target %r got %r; the upstream received %r" % (
+        target, r, [q.raw_head.split(b"\r\n")[0] for q in up.requests])
+    assert_error(r, "bad_request", 400)
+    assert up.requests == []
+
+
+H2CONF = """\
+listen:
+  - {address: "127.0.0.1:$port", http2: true}
+workers: 1
+admin: {listen: "127.0.0.1:$admin_port"}
+pid_file: "$pid_file"
+access_log: off
+drain_timeout: $drain_timeout
+""" + CONF
+
+
+def test_fragment_in_h2_path_is_refused(gateway, upstream):
+    up = upstream()
+    gw = gateway(H2CONF, full=True, up=up)
+    c = H2(gw.port)
+    r = c.response(c.request("/admin"))
+    assert status(r) == 401
+    r = c.response(c.request("/admin#x"))
+    assert status(r) == 400 or r["reset"] is not None, (r, [q.raw_head for q in up.requests])
+    assert up.requests == []
+    c.close()
+
+
+# ---------------------------------------------------------------------------
+# Upgrade: h2c (the "h2c smuggling" class): the design tunnels WebSocket
+# upgrades; an h2c upgrade forwarded to an upstream that accepts it turns the
+# client's connection into a raw tunnel to the upstream, past every route,
+# plugin and limit of the gateway for all the requests that follow on it.
+# ---------------------------------------------------------------------------
+
+def accept_any_upgrade(conn, req):
+    """An upstream that switches to whatever is asked, then records every
+    byte that reaches it raw."""
+    up = req.header("upgrade")
+    if not up:
+        conn.respond(200, b"plain")
+        return None
+    conn.send(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+               % up).encode())
+    conn.sock.settimeout(1.0)
+    try:
+        while True:
+            d = conn.sock.recv(65536)
+            if not d:
+                break
+            conn.server.ws_received += d
+    except OSError:
+        pass
+    return False
+
+
+def test_h2c_upgrade_is_not_tunnelled(gateway, upstream):
+    up = upstream(accept_any_upgrade)
+    gw = gateway(CONF, up=up)
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET /x HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+        r = c.read_response()
+        # whatever the answer, what follows must be read as requests by the gateway
+        c.send(b"GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        try:
+            r2 = c.read_response()
+        except Exception:
+            r2 = None
+    time.sleep(t(0.2))
+    heads = [q.raw_head for q in up.requests]
+    assert not any(b"upgrade: h2c" in h.lower() for h in heads), (
+        "the h2c upgrade was forwarded: %r (client got %r)" % (heads, r))
+    assert b"/admin" not in bytes(up.ws_received), (
+        "a request for the protected route reached the upstream through the tunnel: %r"
+        % bytes(up.ws_received))
+    assert r.status != 101 and (r2 is None or r2.status == 401), (r, r2)
