@@ -129,3 +129,41 @@ def test_client_resets_give_the_connection_window_back(gateway, upstream, tmp_pa
     r = upload(c, "/echo", b"y" * 40000)
     assert status(r) == 200 and json.loads(bytes(r["data"]))["body_length"] == 40000
     c.close()
+
+
+# ---------------------------------------------------------------------------
+# "MadeYouReset" (CVE-2025-8671): resets the client makes the server send
+# ---------------------------------------------------------------------------
+
+def frame(typ, flags, sid, payload):
+    return len(payload).to_bytes(3, "big") + bytes([typ, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def test_resets_the_client_provokes_count_like_its_own(gateway, upstream, tmp_path):
+    """Each stream is opened (its request goes upstream), then made invalid
+    (DATA past its content-length): nghttp2 resets it, the upstream request is
+    abandoned, and the client never sent a RST_STREAM, so
+    http2.max_resets_per_second (50 here) never fired: the rapid-reset
+    amplification without the rapid reset."""
+    gw, up = start(gateway, upstream, tmp_path, streams=100)
+    c = H2(gw.port)
+    sent = 0
+    try:
+        for i in range(300):
+            sid = c.request("/slow/500?i=%d" % i, method="POST", headers=[("content-length", "1")],
+                            end=False)
+            c.pump(0.002)
+            c.sock.sendall(frame(0, 1, sid, b"xx"))  # END_STREAM, one byte too many
+            sent += 1
+            if c.closed or c.goaway() is not None:
+                break
+    except OSError:
+        pass
+    deadline = time.monotonic() + t(2)
+    while not c.closed and c.goaway() is None and time.monotonic() < deadline:
+        c.pump(0.1)
+    g = c.goaway()
+    assert g is not None and g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, (
+        "%d streams reset by the gateway on the client's cue, %d requests sent upstream, "
+        "no GOAWAY(ENHANCE_YOUR_CALM): %r" % (sent, len(up.requests), g))
+    c.close()

@@ -115,3 +115,34 @@ def test_h2c_upgrade_is_not_tunnelled(gateway, upstream):
         "a request for the protected route reached the upstream through the tunnel: %r"
         % bytes(up.ws_received))
     assert r.status != 101 and (r2 is None or r2.status == 401), (r, r2)
+
+
+# ---------------------------------------------------------------------------
+# Header names that CGI-style upstreams (WSGI, PHP, Rack: HTTP_X_FORWARDED_PROTO)
+# read as the gateway's own: "X-Forwarded_Proto: https" beside the gateway's
+# "X-Forwarded-Proto: http" is the same variable there, and the gateway
+# forwards both (nginx drops names with '_' by default; gunicorn 22 refuses
+# them). test_client_cannot_spoof_forwarded_proto pins the dash spelling only.
+# ---------------------------------------------------------------------------
+
+def cgi_name(name):
+    return name.upper().replace("-", "_")
+
+
+@pytest.mark.parametrize("name,value", [
+    ("X-Forwarded_Proto", "https"),
+    ("X_Forwarded_For", "6.6.6.6"),
+    ("X-Forwarded_Host", "admin.internal"),
+    ("X_Request_Id", "chosen-by-the-client"),
+])
+def test_underscore_spelling_of_gateway_fields_does_not_reach_the_upstream(gateway, upstream,
+                                                                           name, value):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    r = fetch(gw.port, "GET", "/x", [(name, value)])
+    assert r.status == 200
+    req = up.requests[0]
+    same = [(k, v) for k, v in req.headers if cgi_name(k) == cgi_name(name)]
+    assert not any(v == value for _, v in same), (
+        "the client's %s: %s reached the upstream beside the gateway's own: %r"
+        % (name, value, same))

@@ -67,3 +67,44 @@ def test_h2_body_filter_does_not_keep_the_upstream_content_length(gateway, upstr
     cl = header(r, "content-length")
     assert cl is None or int(cl) == len(body), "content-length %r, %d bytes of DATA" % (cl, len(body))
     c.close()
+
+
+# ---------------------------------------------------------------------------
+# gw.http.request and interim (1xx) answers: an auth service that sends 103
+# Early Hints (or 100 Continue) before its final answer is legal HTTP; the
+# call returned the 1xx as if it were the answer, so forward_auth refused
+# every request with 503 ("status 103") and a plugin saw no body.
+# ---------------------------------------------------------------------------
+
+AUTH_CONF = """\
+plugin_path: ["$plugins"]
+upstreams:
+  u: {targets: [{address: "$up"}]}
+  auth: {targets: [{address: "$auth"}]}
+routes:
+  - name: api
+    upstream: u
+    plugins:
+      - name: forward_auth
+        config: {upstream: auth, path: /check, copy_headers: [X-User], timeout: 1}
+"""
+
+
+def interim_then_allow(conn, req):
+    conn.read_body(req)
+    conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nX-User: alice\r\nContent-Length: 0\r\n\r\n")
+    return None
+
+
+def test_forward_auth_reads_past_an_interim_answer(gateway, upstream, tmp_path):
+    d = tmp_path / "plugins"
+    d.mkdir()
+    up = upstream(name="up")
+    auth = upstream(interim_then_allow, name="auth")
+    gw = gateway(AUTH_CONF, up=up, auth=auth, plugins=str(d), allow_errors=[r"forward_auth"])
+    r = fetch(gw.port, "GET", "/api/x")
+    assert r.status == 200, "the auth service allowed (200 after a 103), the client got %r %r" % (
+        r, r.body[:200])
+    assert r.echo_header("X-User") == "alice"
+    assert len(auth.requests) == 1 and len(up.requests) == 1
