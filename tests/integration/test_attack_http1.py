@@ -146,3 +146,32 @@ def test_underscore_spelling_of_gateway_fields_does_not_reach_the_upstream(gatew
     assert not any(v == value for _, v in same), (
         "the client's %s: %s reached the upstream beside the gateway's own: %r"
         % (name, value, same))
+
+
+# ---------------------------------------------------------------------------
+# Status codes below 100 from the upstream (RFC 9110 section 15: outside
+# 100..599 is invalid, and a client SHOULD treat it as a 5xx): the gateway
+# passed "HTTP/1.1 000" and "099" on to HTTP/1.1 clients and ":status: 0" /
+# "99" (not three digits, a malformed HTTP/2 response) to HTTP/2 clients.
+# ---------------------------------------------------------------------------
+
+def status_upstream(code):
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 " + code + b" Odd\r\nContent-Length: 5\r\n\r\nhello")
+    return handler
+
+
+@pytest.mark.parametrize("code", [b"000", b"099"])
+def test_upstream_status_below_100_is_not_relayed(gateway, upstream, code):
+    up = upstream(status_upstream(code))
+    gw = gateway(H2CONF, full=True, up=up, allow_errors=[r"(?i)upstream|status"])
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET /x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    assert r.raw_head[9:12] != code and r.status == 502, r.raw_head
+    c2 = H2(gw.port)
+    r2 = c2.response(c2.request("/x"))
+    got = dict(r2["headers"] or [])[b":status"]
+    assert len(got) == 3 and got == b"502", "HTTP/2 :status %r" % got
+    c2.close()
