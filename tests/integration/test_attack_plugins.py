@@ -108,3 +108,93 @@ def test_forward_auth_reads_past_an_interim_answer(gateway, upstream, tmp_path):
         r, r.body[:200])
     assert r.echo_header("X-User") == "alice"
     assert len(auth.requests) == 1 and len(up.requests) == 1
+
+
+# ---------------------------------------------------------------------------
+# A Redis reply that announces two billion elements ("*2000000000\r\n"):
+# hiredis 0.14 callocs 16 GB of element pointers and, when the connection
+# goes, frees the partial reply element by element on the worker's loop: the
+# worker serves nobody for many seconds (and SIGTERM cannot stop it). A Redis
+# reached in plain text, a rogue sentinel's "master", or a broken proxy in
+# front of Redis is enough.
+# ---------------------------------------------------------------------------
+
+REDIS_PLUGIN = """
+local P = {}
+function P.access(ctx, conf)
+  local v, err = gw.redis:call("GET", "k")
+  return ctx:respond(200, "v=" .. tostring(v) .. " err=" .. tostring(err))
+end
+return P
+"""
+
+
+def huge_array_redis():
+    """A server that answers any command with a multi-bulk header of 2e9
+    elements, then closes."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(s):
+        try:
+            s.settimeout(1)
+            if s.recv(65536):
+                s.sendall(b"*2000000000\r\n")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                s, _ = ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(s,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return ls, stop
+
+
+def test_redis_reply_with_two_billion_elements_does_not_stall_the_worker(gateway, upstream,
+                                                                         tmp_path):
+    from conftest import RawClient
+    ls, stop = huge_array_redis()
+    try:
+        d = tmp_path / "plugins"
+        d.mkdir()
+        (d / "rcall.lua").write_text(REDIS_PLUGIN)
+        up = upstream()
+        gw = gateway("""\
+plugin_path: ["$plugins"]
+redis: {address: "127.0.0.1:$rport", timeout: 300ms}
+upstreams:
+  u: {targets: [{address: "$up"}]}
+routes:
+  - {name: r, match: {paths: ["/r"]}, upstream: u, plugins: [{name: rcall}]}
+  - {name: all, upstream: u}
+""", up=up, plugins=str(d), rport=ls.getsockname()[1], allow_errors=[r"(?i)redis"])
+        r = fetch(gw.port, "GET", "/r")
+        assert r.status == 200 and b"v=nil" in r.body
+        # the same worker must keep serving requests that never touch Redis
+        for i in range(10):
+            t0 = time.monotonic()
+            try:
+                with RawClient(gw.port, timeout=t(2)) as c:
+                    c.request("GET", "/plain/%d" % i)
+                    assert c.read_response().status == 200
+            except socket.timeout:
+                pytest.fail("a plain request waited more than %.1fs: the worker is stuck "
+                            "freeing the announced reply" % t(2))
+            assert time.monotonic() - t0 < t(1)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        ls.close()
