@@ -198,3 +198,45 @@ routes:
     finally:
         stop.set()
         ls.close()
+
+
+# ---------------------------------------------------------------------------
+# Two Host fields upstream: ctx:add_header("Host", v) (and request_transformer
+# `add: {Host: ...}`, a plain config) adds a second Host beside the client's.
+# RFC 9112 section 3.2: a request with two Host lines must be refused, and
+# servers that do take it disagree on which one counts (first or last): the
+# gateway and the upstream then see different hosts.
+# ---------------------------------------------------------------------------
+
+ADD_HOST = """
+local P = {}
+function P.access(ctx, conf)
+  ctx:add_header("Host", "internal.svc")
+end
+return P
+"""
+
+
+def test_added_host_never_makes_two_host_fields(gateway, upstream, tmp_path):
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "addhost.lua").write_text(ADD_HOST)
+    up = upstream()
+    gw = gateway("""\
+plugin_path: ["$plugins"]
+upstreams:
+  u: {targets: [{address: "$up"}]}
+routes:
+  - name: rt
+    match: {paths: ["/rt"]}
+    upstream: u
+    plugins: [{name: request_transformer, config: {add: {Host: "internal.svc"}}}]
+  - {name: all, upstream: u, plugins: [{name: addhost}]}
+""", up=up, plugins=str(d), allow_errors=[r"(?i)host"])
+    for path in ("/rt", "/plugin"):
+        r = fetch(gw.port, "GET", path)
+        if r.status == 200:
+            hosts = up.requests[-1].header_all("host")
+            assert len(hosts) == 1, "%s: the upstream got Host %r" % (path, hosts)
+        else:
+            assert r.status == 500, r  # refusing the edit as a plugin error is fine too
