@@ -16,7 +16,7 @@ import pytest
 
 from conftest import RawClient, fetch, t
 from test_attack_h2 import H2, room, start, status, upload
-from test_tls import assert_healthy, certs, start_tls  # noqa: F401 (certs: a fixture)
+from test_tls import assert_healthy, certs, start_tls, tls_origin  # noqa: F401 (fixtures)
 from upstream import default_handler, echo
 
 
@@ -242,3 +242,14 @@ def test_client_initiated_renegotiation_is_refused(gateway, upstream, certs):
     assert b"RENEGOTIATING" in err and b"no renegotiation" in err, err[-400:]
     assert up.requests == []
     assert_healthy(gw, certs)
+
+
+def test_close_delimited_body_ended_by_close_notify_is_complete(gateway, certs, tls_origin):
+    """The counterpart of test_attack_tls.py: with close_notify before the FIN
+    the close-delimited body is whole and reaches the client complete."""
+    from test_attack_tls import close_delimited
+    from test_tls import plain_gateway
+    o = tls_origin(certs, "default", handler=close_delimited(clean=True))
+    gw = plain_gateway(gateway, certs, o)
+    r = fetch(gw.port, "GET", "/list")
+    assert r.status == 200 and r.framing == "chunked" and r.body == b'{"items": [1, 2'
