@@ -167,3 +167,53 @@ def test_resets_the_client_provokes_count_like_its_own(gateway, upstream, tmp_pa
         "%d streams reset by the gateway on the client's cue, %d requests sent upstream, "
         "no GOAWAY(ENHANCE_YOUR_CALM): %r" % (sent, len(up.requests), g))
     c.close()
+
+
+# ---------------------------------------------------------------------------
+# Slowloris over HTTP/2: a header block that never ends (HEADERS without
+# END_HEADERS, then silence). HTTP/1.1 heads get 408 after
+# client.header_timeout; here the stream counts as open, so neither the
+# header timeout, the body timeout (its head is not complete) nor the idle
+# timeout (a stream is open) ever fires: one small packet holds a connection
+# slot (client.max_connections) forever.
+# ---------------------------------------------------------------------------
+
+SLOW_CONF = """\
+listen:
+  - {address: "127.0.0.1:$port", http2: true}
+workers: 1
+admin: {listen: "127.0.0.1:$admin_port"}
+pid_file: "$pid_file"
+access_log: off
+drain_timeout: $drain_timeout
+client: {header_timeout: 500ms, body_timeout: 500ms}
+http2: {idle_timeout: 1s}
+upstreams:
+  u: {targets: [{address: "$up"}]}
+routes:
+  - {name: all, upstream: u}
+"""
+
+
+def test_header_block_that_never_ends_is_cut(gateway, upstream):
+    up = upstream()
+    gw = gateway(SLOW_CONF, full=True, up=up)
+    s = socket.create_connection(gw.address, timeout=t(5))
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") +
+              frame(1, 0, 1, b"\x82\x86\x84\x41\x04gw.t"))  # no END_HEADERS, no CONTINUATION
+    t0 = time.monotonic()
+    s.settimeout(0.2)
+    closed = None
+    while closed is None and time.monotonic() - t0 < t(4):
+        try:
+            if s.recv(65536) == b"":
+                closed = time.monotonic() - t0
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            closed = time.monotonic() - t0
+    s.close()
+    assert closed is not None, (
+        "an unfinished header block kept the connection open %.1fs (header_timeout 500ms, "
+        "idle_timeout 1s)" % (time.monotonic() - t0))
+    assert up.requests == []
