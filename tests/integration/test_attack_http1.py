@@ -198,3 +198,22 @@ def test_dot_segments_ended_the_upstream_way_are_refused(gateway, upstream, targ
     assert r.status == 400, "target %r got %r; the upstream received %r" % (
         target, r, [q.raw_head.split(b"\r\n")[0] for q in up.requests])
     assert up.requests == []
+
+
+# ---------------------------------------------------------------------------
+# Percent-encoded unreserved characters (RFC 3986 section 6.2.2.2: "/%61dmin"
+# and "/admin" are the same URI, and every upstream framework decodes it so):
+# the router compared the raw bytes, so "/%61dmin" took the public route and
+# the upstream served /admin without the route's key_auth.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [b"/%61dmin", b"/adm%69n/users", b"/%61%64%6d%69%6e"])
+def test_percent_encoded_unreserved_path_takes_the_decoded_route(gateway, upstream, target):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    assert r.status in (400, 401), "target %r got %r; the upstream received %r" % (
+        target, r, [q.raw_head.split(b"\r\n")[0] for q in up.requests])
+    assert up.requests == []
