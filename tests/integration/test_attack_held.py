@@ -253,3 +253,67 @@ def test_close_delimited_body_ended_by_close_notify_is_complete(gateway, certs, 
     gw = plain_gateway(gateway, certs, o)
     r = fetch(gw.port, "GET", "/list")
     assert r.status == 200 and r.framing == "chunked" and r.body == b'{"items": [1, 2'
+
+
+# ---------------------------------------------------------------------------
+# Plugins: header injection through every edit API, in every phase that has it
+# ---------------------------------------------------------------------------
+
+INJECT = r"""
+local P = {}
+local values = {"a\r\nX-Injected: 1", "a\nX-Injected: 1", "a\rb", "a\0b", "a\127b"}
+local names = {"X-Inj\r\nX-Injected", "X Inj", "X:Inj", "", "X-\0", "Content-Length",
+               "Transfer-Encoding", "Connection"}
+local function probe(ctx, phase)
+  local took = {}
+  for _, m in ipairs({"set_header", "add_header", "set_response_header", "add_response_header"}) do
+    if (phase == "access" or m:find("response")) then
+      for i, v in ipairs(values) do
+        if pcall(ctx[m], ctx, "X-V" .. i, v) then took[#took + 1] = phase .. ":" .. m .. ":v" .. i end
+      end
+      for i, n in ipairs(names) do
+        if pcall(ctx[m], ctx, n, "x") then took[#took + 1] = phase .. ":" .. m .. ":n" .. i end
+      end
+    end
+  end
+  for i, v in ipairs(values) do
+    if pcall(gw.header, "X-G", v) then took[#took + 1] = phase .. ":gw.header:v" .. i end
+  end
+  return took
+end
+function P.access(ctx, conf)
+  local took = probe(ctx, "access")
+  if ctx.path == "/respond" then
+    for i, v in ipairs(values) do
+      if pcall(ctx.respond, ctx, 200, "made", {["X-R"] = v}) then took[#took + 1] = "respond:v" .. i end
+    end
+    for i, n in ipairs(names) do
+      if pcall(ctx.respond, ctx, 200, "made", {[n] = "v"}) then took[#took + 1] = "respond:n" .. i end
+    end
+    ctx:respond(200, "took[" .. table.concat(took, ",") .. "]")
+  end
+  ctx.vars.took = table.concat(took, ",")
+end
+function P.response(ctx, conf)
+  local took = probe(ctx, "response")
+  ctx:set_response_header("X-Took", "[" .. ctx.vars.took .. "][" .. table.concat(took, ",") .. "]")
+end
+return P
+"""
+
+
+def test_no_header_edit_api_takes_a_control_character_or_a_managed_name(gateway, upstream,
+                                                                        tmp_path):
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "inject.lua").write_text(INJECT)
+    up = upstream()
+    gw = gateway('plugin_path: ["$plugins"]\nupstreams:\n  u: {targets: [{address: "$up"}]}\n'
+                 'routes:\n  - {name: all, upstream: u, plugins: [{name: inject}]}\n',
+                 up=up, plugins=str(d))
+    r = fetch(gw.port, "GET", "/proxied")
+    assert r.status == 200 and r.header("x-took") == "[][]", r.header("x-took")
+    assert b"X-Injected" not in r.raw_head and b"X-Injected" not in up.requests[0].raw_head
+    r = fetch(gw.port, "GET", "/respond")
+    assert r.status == 200 and r.body == b"took[]", r.body
+    assert b"X-Injected" not in r.raw_head
