@@ -14,7 +14,7 @@ import time
 import h2.errors
 import pytest
 
-from conftest import RawClient, fetch, t
+from conftest import IncompleteResponse, RawClient, fetch, t
 from test_attack_h2 import H2, room, start, status, upload
 from test_tls import assert_healthy, certs, start_tls, tls_origin  # noqa: F401 (fixtures)
 from upstream import default_handler, echo
@@ -317,3 +317,41 @@ def test_no_header_edit_api_takes_a_control_character_or_a_managed_name(gateway,
     r = fetch(gw.port, "GET", "/respond")
     assert r.status == 200 and r.body == b"took[]", r.body
     assert b"X-Injected" not in r.raw_head
+
+
+def refuse_upgrade_then_record(conn, req):
+    """Refuses the upgrade but keeps the connection, recording raw bytes: a
+    gateway that tunnelled anyway would deliver the client's next request here
+    past routing."""
+    conn.read_body(req)
+    if not req.header("upgrade"):
+        return echo(conn, req)
+    conn.send(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+    conn.sock.settimeout(0.5)
+    try:
+        while True:
+            d = conn.sock.recv(65536)
+            if not d:
+                break
+            conn.server.ws_received += d
+    except OSError:
+        pass
+    return False
+
+
+def test_bytes_after_a_refused_upgrade_are_not_tunnelled(gateway, upstream):
+    from test_attack_http1 import CONF
+    up = upstream(refuse_upgrade_then_record)
+    gw = gateway(CONF, up=up)
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert c.read_response().status == 403
+        c.send(b"GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        try:
+            r2 = c.read_response()
+            assert r2.status == 401  # routed again, through the route's key_auth
+        except IncompleteResponse:
+            pass  # or the connection closed after the refused upgrade
+    time.sleep(t(0.6))
+    assert bytes(up.ws_received) == b"" and [q.target for q in up.requests] == ["/ws"]
