@@ -217,3 +217,38 @@ def test_header_block_that_never_ends_is_cut(gateway, upstream):
         "an unfinished header block kept the connection open %.1fs (header_timeout 500ms, "
         "idle_timeout 1s)" % (time.monotonic() - t0))
     assert up.requests == []
+
+
+# ---------------------------------------------------------------------------
+# Heap use-after-free (ASan: pool.c pool_put) after a reload: the upstream's
+# whole response sits in the stream, held back by the client's tiny window,
+# its upstream connection parked in the pool while the stream pins its
+# buffer. A reload retires the runtime; the client then resets the TCP
+# connection: closing the stream releases the runtime's last hold (freed with
+# its pools), and only afterwards h2_on_free drops the pieces' pins, which
+# puts the parked connection back into the freed pool.
+# ---------------------------------------------------------------------------
+
+def test_client_gone_after_a_reload_while_its_response_waits_on_the_window(gateway, upstream):
+    import signal
+
+    import h2.settings
+
+    from conftest import wait_until
+    up = upstream()
+    gw = gateway(SLOW_CONF, full=True, up=up)
+    for i in range(3):
+        c = H2(gw.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+        sid = c.request("/stream/20000")  # whole in one read of the upstream's buffer
+        c.wait(lambda: c.responses[sid]["headers"] is not None)
+        before = gw.log().count("config reloaded")
+        gw.signal(signal.SIGHUP)
+        assert wait_until(lambda: gw.log().count("config reloaded") > before, t(5))
+        time.sleep(0.1)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.sock.close()  # RST
+        time.sleep(t(0.2))
+        assert gw.alive(), "the gateway died:\n" + gw.log_tail(30)
+    c = H2(gw.port)
+    assert status(c.response(c.request("/after"))) == 200
+    c.close()
