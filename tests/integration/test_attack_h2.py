@@ -1,7 +1,8 @@
-"""Hostile HTTP/2 clients and upstreams (attack pass): stream lifecycles that
-end early, flow control after them, and exact frames. Each test names the
-behaviour it pins down; the gateway runs with tiny windows so a leak of a few
-stream windows shows at once."""
+"""Hostile HTTP/2 clients (attack pass): streams that end holding request
+bytes (the connection window after them), resets the client provokes
+(MadeYouReset), header blocks that never end, and a client that leaves after
+a reload while its response waits on its window. The gateway runs with tiny
+windows so a leak of a few stream windows shows at once."""
 
 import json
 import socket
@@ -10,10 +11,9 @@ import time
 import h2.errors
 import h2.events
 import h2.settings
-import pytest
 
 from conftest import t, wait_until
-from test_http2 import H2, header, status
+from test_http2 import H2, status
 
 CONF = """\
 listen:
@@ -232,9 +232,6 @@ def test_header_block_that_never_ends_is_cut(gateway, upstream):
 def test_client_gone_after_a_reload_while_its_response_waits_on_the_window(gateway, upstream):
     import signal
 
-    import h2.settings
-
-    from conftest import wait_until
     up = upstream()
     gw = gateway(SLOW_CONF, full=True, up=up)
     for i in range(3):

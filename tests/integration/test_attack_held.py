@@ -6,7 +6,6 @@ values no HTTP/1.1 field may carry, unsolicited 101s, MadeYouReset's
 connection-level primitives."""
 
 import json
-import socket
 import struct
 import subprocess
 import time

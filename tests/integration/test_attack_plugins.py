@@ -1,7 +1,6 @@
 """Plugins against hostile inputs and peers (attack pass): body filters over
 HTTP/2, plugin I/O against peers that hang, talk garbage or close."""
 
-import json
 import socket
 import threading
 import time

@@ -6,8 +6,6 @@ without close_notify is an incomplete response)."""
 import socket
 import time
 
-import pytest
-
 from conftest import IncompleteResponse, fetch
 from test_tls import certs, plain_gateway, tls_origin  # noqa: F401 (fixtures)
 
