@@ -1,7 +1,8 @@
-"""Hostile HTTP/2 clients and upstreams (attack pass): stream lifecycles that
-end early, flow control after them, and exact frames. Each test names the
-behaviour it pins down; the gateway runs with tiny windows so a leak of a few
-stream windows shows at once."""
+"""Hostile HTTP/2 clients (attack pass): streams that end holding request
+bytes (the connection window after them), resets the client provokes
+(MadeYouReset), header blocks that never end, and a client that leaves after
+a reload while its response waits on its window. The gateway runs with tiny
+windows so a leak of a few stream windows shows at once."""
 
 import json
 import socket

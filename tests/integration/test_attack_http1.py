@@ -4,7 +4,9 @@ What the upstream received is checked byte for byte."""
 
 import time
 
-from conftest import RawClient, t
+import pytest
+
+from conftest import RawClient, assert_error, fetch, t
 from test_http2 import H2, status
 
 CONF = """\
@@ -25,8 +27,21 @@ routes:
 # fragment; HAProxy CVE-2023-45539): the router matched "/admin#x" as a path
 # that is not "/admin", the upstream's URL parser (Python, Node, Rails...)
 # drops the fragment and serves /admin: the route's key_auth was skipped.
-# Here over HTTP/2 (:path); the HTTP/1.1 target is another branch's.
 # ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [b"/admin#x", b"/x#/admin"])
+def test_fragment_in_request_target_is_refused(gateway, upstream, target):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    assert fetch(gw.port, "GET", "/admin").status == 401  # the route is protected
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 400, "target %r got %r; the upstream received %r" % (
+        target, r, [q.raw_head.split(b"\r\n")[0] for q in up.requests])
+    assert_error(r, "bad_request", 400)
+    assert up.requests == []
+
 
 H2CONF = """\
 listen:
@@ -100,3 +115,109 @@ def test_h2c_upgrade_is_not_tunnelled(gateway, upstream):
         "a request for the protected route reached the upstream through the tunnel: %r"
         % bytes(up.ws_received))
     assert r.status != 101 and (r2 is None or r2.status == 401), (r, r2)
+
+
+# ---------------------------------------------------------------------------
+# Header names that CGI-style upstreams (WSGI, PHP, Rack: HTTP_X_FORWARDED_PROTO)
+# read as the gateway's own: "X-Forwarded_Proto: https" beside the gateway's
+# "X-Forwarded-Proto: http" is the same variable there, and the gateway
+# forwards both (nginx drops names with '_' by default; gunicorn 22 refuses
+# them). test_client_cannot_spoof_forwarded_proto pins the dash spelling only.
+# ---------------------------------------------------------------------------
+
+def cgi_name(name):
+    return name.upper().replace("-", "_")
+
+
+@pytest.mark.parametrize("name,value", [
+    ("X-Forwarded_Proto", "https"),
+    ("X_Forwarded_For", "6.6.6.6"),
+    ("X-Forwarded_Host", "admin.internal"),
+    ("X_Request_Id", "chosen-by-the-client"),
+])
+def test_underscore_spelling_of_gateway_fields_does_not_reach_the_upstream(gateway, upstream,
+                                                                           name, value):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    r = fetch(gw.port, "GET", "/x", [(name, value)])
+    if r.status == 400:  # refusing such names is a fix too
+        assert up.requests == []
+        return
+    assert r.status == 200
+    req = up.requests[0]
+    same = [(k, v) for k, v in req.headers if cgi_name(k) == cgi_name(name)]
+    assert not any(v == value for _, v in same), (
+        "the client's %s: %s reached the upstream beside the gateway's own: %r"
+        % (name, value, same))
+
+
+# ---------------------------------------------------------------------------
+# Status codes below 100 from the upstream (RFC 9110 section 15: outside
+# 100..599 is invalid, and a client SHOULD treat it as a 5xx): the gateway
+# passed "HTTP/1.1 000" and "099" on to HTTP/1.1 clients and ":status: 0" /
+# "99" (not three digits, a malformed HTTP/2 response) to HTTP/2 clients.
+# ---------------------------------------------------------------------------
+
+def status_upstream(code):
+    def handler(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 " + code + b" Odd\r\nContent-Length: 5\r\n\r\nhello")
+    return handler
+
+
+@pytest.mark.parametrize("code", [b"000", b"099"])
+def test_upstream_status_below_100_is_not_relayed(gateway, upstream, code):
+    up = upstream(status_upstream(code))
+    gw = gateway(H2CONF, full=True, up=up, allow_errors=[r"(?i)upstream|status"])
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET /x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    assert r.raw_head[9:12] != code and r.status == 502, r.raw_head
+    c2 = H2(gw.port)
+    r2 = c2.response(c2.request("/x"))
+    got = dict(r2["headers"] or [])[b":status"]
+    assert len(got) == 3 and got == b"502", "HTTP/2 :status %r" % got
+    c2.close()
+
+
+# ---------------------------------------------------------------------------
+# Dot segments in the spellings upstreams end a segment with: "..;" (Tomcat,
+# Spring, Jetty drop path parameters: "/x/..;/admin" is /admin there, the
+# "..;/" bypass), "..%2f" and "%2e%2e%2f" (servers that decode %2F before
+# normalising), "..\" and "..%5c" (Windows servers, IIS). The gateway refuses
+# "/a/../b" and "/a/%2e%2e/b" (test_smuggling: path_dotdot, path_pct_dotdot)
+# but passed these: routed by the literal path (public "/x"), served as
+# /admin, past the route's key_auth.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [b"/x/..;/admin", b"/x/..%2fadmin", b"/x/%2e%2e%2fadmin",
+                                    b"/x/..%5cadmin", b"/x/..\\admin"])
+def test_dot_segments_ended_the_upstream_way_are_refused(gateway, upstream, target):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    # 400, or 401 when the gateway normalised the path and routed it to /admin
+    assert r.status in (400, 401), "target %r got %r; the upstream received %r" % (
+        target, r, [q.raw_head.split(b"\r\n")[0] for q in up.requests])
+    assert up.requests == []
+
+
+# ---------------------------------------------------------------------------
+# Percent-encoded unreserved characters (RFC 3986 section 6.2.2.2: "/%61dmin"
+# and "/admin" are the same URI, and every upstream framework decodes it so):
+# the router compared the raw bytes, so "/%61dmin" took the public route and
+# the upstream served /admin without the route's key_auth.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [b"/%61dmin", b"/adm%69n/users", b"/%61%64%6d%69%6e"])
+def test_percent_encoded_unreserved_path_takes_the_decoded_route(gateway, upstream, target):
+    up = upstream()
+    gw = gateway(CONF, up=up)
+    with RawClient(gw.port, timeout=t(3)) as c:
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        r = c.read_response()
+    assert r.status in (400, 401), "target %r got %r; the upstream received %r" % (
+        target, r, [q.raw_head.split(b"\r\n")[0] for q in up.requests])
+    assert up.requests == []
