@@ -163,6 +163,8 @@ static bool find_fields(struct mg_exchange *x)
         default:
             break;
         }
+        if (mg_http_mimics_own_field(n))
+            f->flags |= MG_HDR_HOP;
     }
     return connection;
 }

@@ -151,6 +151,20 @@ def test_underscore_spelling_of_gateway_fields_does_not_reach_the_upstream(gatew
         % (name, value, same))
 
 
+def test_underscore_spelling_of_gateway_fields_over_h2_does_not_reach_the_upstream(gateway,
+                                                                                  upstream):
+    up = upstream()
+    gw = gateway(H2CONF, full=True, up=up)
+    c = H2(gw.port)
+    r = c.response(c.request("/x", headers=[("x_forwarded_for", "6.6.6.6"),
+                                            ("x-forwarded_proto", "https")]))
+    assert status(r) == 200
+    req = up.requests[0]
+    assert req.header("x_forwarded_for") is None and req.header("x-forwarded_proto") is None
+    assert "6.6.6.6" not in (req.header("x-forwarded-for") or "")
+    c.close()
+
+
 # ---------------------------------------------------------------------------
 # Status codes below 100 from the upstream (RFC 9110 section 15: outside
 # 100..599 is invalid, and a client SHOULD treat it as a 5xx): the gateway
