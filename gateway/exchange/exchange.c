@@ -373,6 +373,21 @@ static void forward_request_body(struct mg_exchange *x)
 
 /* ------------------------------------------------------------ the end */
 
+/* libc's memset, called: with the size known here the compiler inlines
+ * `rep stosq`, one instruction per 8 bytes (about 210 for the exchange's
+ * request part, every request), where libc's vector loop stores 128 bytes
+ * per turn. noipa keeps the size from being propagated back in. */
+#if defined(__clang__)
+__attribute__((noinline))
+#else
+__attribute__((noipa))
+#endif
+static void
+zero(void *p, size_t n)
+{
+    memset(p, 0, n);
+}
+
 /* Gives back what the request held and zeroes its part of the exchange. */
 static void reset(struct mg_exchange *x)
 {
@@ -384,7 +399,7 @@ static void reset(struct mg_exchange *x)
         mg_runtime_release(x->ctx, x->rt);
     mg_arena_reset(&x->arena);
     size_t from = offsetof(struct mg_exchange, rt);
-    memset((char *)x + from, 0, sizeof *x - from);
+    zero((char *)x + from, sizeof *x - from);
     x->state = MG_X_IDLE;
 }
 

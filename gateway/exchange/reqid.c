@@ -8,24 +8,26 @@
 #include "http/request.h"
 #include "loopctx.h"
 
-/* Two hex digits per table entry: half the steps of a digit at a time. */
-#define HEX2(n)    "0123456789abcdef"[(n) >> 4], "0123456789abcdef"[(n)&15]
-#define HEX2x4(n)  HEX2(n), HEX2((n) + 1), HEX2((n) + 2), HEX2((n) + 3)
-#define HEX2x16(n) HEX2x4(n), HEX2x4((n) + 4), HEX2x4((n) + 8), HEX2x4((n) + 12)
-static const char hex_pairs[512] = {HEX2x16(0),   HEX2x16(16),  HEX2x16(32),  HEX2x16(48),
-                                    HEX2x16(64),  HEX2x16(80),  HEX2x16(96),  HEX2x16(112),
-                                    HEX2x16(128), HEX2x16(144), HEX2x16(160), HEX2x16(176),
-                                    HEX2x16(192), HEX2x16(208), HEX2x16(224), HEX2x16(240)};
+/* 16 lower-case hex digits of r, eight at a time: each byte of `n` holds one
+ * nibble, and the ones of 10 and up (n + 6 carries into bit 4) move from
+ * after '9' to 'a'. The digits come out in no particular order of r's
+ * nibbles, which are random anyway. */
+static void put_hex16(char *o, uint64_t r)
+{
+    const uint64_t nib = 0x0f0f0f0f0f0f0f0full, ones = 0x0101010101010101ull;
+    for (int half = 0; half < 2; half++, r >>= 4) {
+        uint64_t n = r & nib;
+        uint64_t letter = ((n + ones * 6) >> 4) & ones;
+        uint64_t digits = n + ones * '0' + letter * ('a' - '0' - 10);
+        memcpy(o + 8 * half, &digits, 8);
+    }
+}
 
 void mg_xreqid_generate(struct mg_exchange *x)
 {
-    char *o = x->request_id;
-    for (int half = 0; half < 2; half++) {
-        uint64_t r = mg_loopctx_random(x->ctx);
-        for (int i = 0; i < 8; i++, r >>= 8, o += 2)
-            memcpy(o, &hex_pairs[(r & 255) * 2], 2);
-    }
-    *o = '\0';
+    put_hex16(x->request_id, mg_loopctx_random(x->ctx));
+    put_hex16(x->request_id + 16, mg_loopctx_random(x->ctx));
+    x->request_id[32] = '\0';
 }
 
 void mg_xreqid_make(struct mg_exchange *x)

@@ -2,8 +2,7 @@
  * The head pre-scanner (see headscan.h). A five-state machine: before the
  * start line, in the start line, at a line start, in a field name, in a field
  * value. CR handling is orthogonal: every CR must be followed by LF. Within a
- * state the bytes that change nothing are skipped by a tight loop (a table
- * for names, eight bytes at a time for start lines and values).
+ * state the bytes that change nothing are skipped eight bytes at a time.
  */
 #include "http/headscan.h"
 
@@ -81,6 +80,34 @@ static const unsigned char *find_line_end(const unsigned char *p, const unsigned
     return p;
 }
 
+/* The first name_stop byte in [p, end), or end. Eight bytes at a time too: a
+ * word flags its bytes below 0x21 (SP, HTAB, CR, LF, but also the other
+ * controls, which are no stop: llhttp refuses them) and its colons; the
+ * lowest flagged byte is exact, and one that is no stop is stepped over. */
+static const unsigned char *find_name_stop(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        uint64_t colon = v ^ (ones * ':');
+        uint64_t m = (((colon - ones) & ~colon) | ((v - ones * 0x21) & ~v)) & highs;
+        if (!m) {
+            p += 8;
+            continue;
+        }
+        p += __builtin_ctzll(m) >> 3;
+        if (name_stop[*p])
+            return p;
+        p++;
+    }
+#endif
+    while (p < end && !name_stop[*p])
+        p++;
+    return p;
+}
+
 enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data, size_t len,
                                          size_t *consumed)
 {
@@ -148,8 +175,7 @@ enum mg_headscan_result mg_headscan_feed(struct mg_headscan *s, const char *data
             p++;
             /* fall through */
         default: /* ST_NAME */
-            while (p < end && !name_stop[*p])
-                p++;
+            p = find_name_stop(p, end);
             if (p == end)
                 continue;
             c = *p;

@@ -46,15 +46,28 @@ static inline bool mg_name_is(struct mg_slice name, const char *lit, size_t len)
 {
     if (name.len != len)
         return false;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
+    if (len >= 8) {
+        /* Whole words, the last one overlapping the one before it. */
         uint64_t a, b;
-        memcpy(&a, name.p + i, 8);
-        memcpy(&b, lit + i, 8);
-        if ((a | 0x2020202020202020ull) != b)
-            return false;
+        for (size_t i = 0; i + 8 < len; i += 8) {
+            memcpy(&a, name.p + i, 8);
+            memcpy(&b, lit + i, 8);
+            if ((a | 0x2020202020202020ull) != b)
+                return false;
+        }
+        memcpy(&a, name.p + len - 8, 8);
+        memcpy(&b, lit + len - 8, 8);
+        return (a | 0x2020202020202020ull) == b;
     }
-    for (; i < len; i++)
+    if (len >= 4) {
+        uint32_t a, b, c, d;
+        memcpy(&a, name.p, 4);
+        memcpy(&b, lit, 4);
+        memcpy(&c, name.p + len - 4, 4);
+        memcpy(&d, lit + len - 4, 4);
+        return ((a | 0x20202020u) == b) & ((c | 0x20202020u) == d);
+    }
+    for (size_t i = 0; i < len; i++)
         if ((unsigned char)(name.p[i] | 0x20) != (unsigned char)lit[i])
             return false;
     return true;

@@ -19,6 +19,7 @@
 #include "config/config-t.h"
 #include "core/log.h"
 #include "http/fields.h"
+#include "http/resphead.h"
 #include "http/forwarded.h"
 #include "http/writer.h"
 #include "lua/edits.h"
@@ -337,7 +338,25 @@ static int closed_early(struct mg_attempt *a, struct mg_slice *d)
                                                 : uv_strerror(a->read_error));
 }
 
-/* Parses the whole head the try gathered, which becomes x->resp_head. */
+/* What on_status and on_headers_complete set, from the fast path's reading
+ * (HTTP/1.1, never an upgrade: resphead.c leaves 1xx to llhttp). */
+static void took_plain_head(struct mg_attempt *a, const struct mg_resphead *rh)
+{
+    struct mg_exchange *x = a->x;
+    x->status = rh->status;
+    x->reason = rh->reason;
+    if (!mg_http_reason_ok(x->reason)) {
+        const char *own = mg_http_reason(x->status);
+        x->reason = (struct mg_slice){own, strlen(own)};
+    }
+    x->resp_upgrade = false;
+    x->resp_has_length = rh->has_length;
+    x->resp_length = rh->has_length ? rh->length : 0;
+    a->keepalive = !rh->close;
+}
+
+/* Parses the whole head the try gathered, which becomes x->resp_head: the
+ * common head by http/resphead.c, anything else by llhttp. */
 static int parse_head(struct mg_attempt *a, struct mg_slice *d)
 {
     struct mg_exchange *x = a->x;
@@ -345,13 +364,19 @@ static int parse_head(struct mg_attempt *a, struct mg_slice *d)
     x->resp_headlen = a->headlen;
     x->resp_headcap = a->headcap;
     mg_fields_init(&x->arena, &x->resp_hdrs);
-    x->reason = (struct mg_slice){NULL, 0};
-    llhttp_init(&a->parser, HTTP_RESPONSE, &response_settings);
-    a->parser.data = a;
-    llhttp_errno_t e = llhttp_execute(&a->parser, x->resp_head, x->resp_headlen);
-    if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
-        const char *why = llhttp_get_error_reason(&a->parser);
-        return fail_with(d, why ? why : "malformed message");
+    struct mg_resphead rh;
+    if (mg_resphead_parse(&x->arena, &x->resp_hdrs, x->resp_head, x->resp_headlen, &rh)) {
+        took_plain_head(a, &rh); /* the common head, read as llhttp would */
+    } else {
+        mg_fields_init(&x->arena, &x->resp_hdrs);
+        x->reason = (struct mg_slice){NULL, 0};
+        llhttp_init(&a->parser, HTTP_RESPONSE, &response_settings);
+        a->parser.data = a;
+        llhttp_errno_t e = llhttp_execute(&a->parser, x->resp_head, x->resp_headlen);
+        if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
+            const char *why = llhttp_get_error_reason(&a->parser);
+            return fail_with(d, why ? why : "malformed message");
+        }
     }
     if (x->status < 100) /* three digits, but no class (RFC 9110 15): 502, never relayed */
         return fail_with(d, "invalid status code");
