@@ -292,6 +292,11 @@ static int on_headers_complete(llhttp_t *p)
         return 0;
     }
     h->status = p->status_code;
+    if (!h->head && (p->flags & F_CONTENT_LENGTH) && p->content_length > h->bmax) {
+        /* known now: no need to wait for the bytes (or the timeout) */
+        snprintf(h->err, sizeof h->err, "response body larger than %zu bytes", h->bmax);
+        return -1;
+    }
     return h->head ? 1 : 0; /* 1: no body follows */
 }
 

@@ -659,6 +659,24 @@ def test_http_request_to_upstream_reuses_pooled_connection(gateway, upstream, tm
     assert not any('kind="redis"' in k for k in io), io
 
 
+def test_http_request_body_announced_past_the_bound_fails_at_once(gateway, upstream, tmp_path):
+    """A Content-Length past the body bound (1 MiB) fails the call when the
+    head arrives, not when the bytes or the timeout do."""
+    def huge(conn, req):
+        conn.read_body(req)
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\nxx")
+        time.sleep(t(2.5))
+
+    side = upstream(huge, name="side")
+    side.expect_errors = True
+    gw = caller_gateway(gateway, upstream, tmp_path,
+                        "  side:\n    targets: [{address: \"%s\"}]\n" % side.address)
+    t0 = time.monotonic()
+    r = fetch(gw.port, "GET", "/slow")
+    assert r.status == 200 and b"larger than 1048576 bytes" in r.body, r.body
+    assert time.monotonic() - t0 < t(1.5)  # the call's timeout is 2 s
+
+
 def test_http_request_connection_close_is_not_reused(gateway, upstream, tmp_path):
     side = upstream(name="side")
     gw = caller_gateway(gateway, upstream, tmp_path,
