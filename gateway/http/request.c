@@ -111,23 +111,22 @@ static bool dot_segment_at(const char *p, const char *end)
     return p == end || *p == ';' || separator_at(p, end) != 0;
 }
 
+/* One pass, three compares for most bytes: every request goes through it. */
 bool mg_http_path_safe(struct mg_slice path)
 {
     const char *p = path.p, *end = path.p + path.len;
     while (p < end) {
-        size_t sep = 0;
-        if (*p == '/')
-            sep = 1;
-        else if (*p == '\\')
-            return false; /* not a URI character; a separator to Windows servers */
-        else if (*p == '%') {
-            if (pct_at(p, end) == 0)
+        char c = *p++;
+        if (c == '/') {
+            if (p < end && (*p == '.' || *p == '%') && dot_segment_at(p, end))
                 return false;
-            sep = separator_at(p, end);
+        } else if (c == '\\') {
+            return false; /* not a URI character; a separator to Windows servers */
+        } else if (c == '%') {
+            int v = pct_at(p - 1, end);
+            if (v == 0 || ((v == '/' || v == '\\') && dot_segment_at(p + 2, end)))
+                return false; /* "%00", or "%2F.." */
         }
-        if (sep && dot_segment_at(p + sep, end))
-            return false;
-        p += sep ? sep : 1;
     }
     return true;
 }
