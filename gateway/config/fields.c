@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "config/resilience2.h"
 #include "http/message.h"
+#include "http/request.h"
 #include "obs/accesslog.h"
 
 #define MAX_WORKERS 1024
@@ -79,9 +80,14 @@ static int each_item(struct mg_conf_ld *ld, yaml_node_t *seq, char **items,
     return 0;
 }
 
+/* A route path is kept in the form requests are matched in (router.h): written
+ * "/%61dmin", it is the "/admin" route. */
 static int check_path(struct mg_conf_ld *ld, yaml_node_t *n, char *p)
 {
-    return check_abs_path(ld, n, p);
+    if (check_abs_path(ld, n, p) < 0)
+        return -1;
+    p[mg_http_path_route_form((struct mg_slice){p, strlen(p)}, p)] = '\0';
+    return 0;
 }
 
 static int check_paths(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)

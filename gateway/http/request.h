@@ -26,17 +26,34 @@ int mg_http_absolute_form(struct mg_slice *url, struct mg_slice *authority);
  * without quotes or backslashes (it is echoed into JSON and logs). */
 bool mg_http_request_id_valid(struct mg_slice id, size_t max);
 
-/* A request-target without whitespace or control bytes. llhttp 8.1.0 lets HTAB
- * and FF through inside it (found by tests/fuzz/fuzz_request); an upstream that
- * splits the request line on any whitespace would read another target. */
+/* A request-target without whitespace, control bytes or '#'. llhttp 8.1.0 lets
+ * HTAB and FF through inside it (found by tests/fuzz/fuzz_request); an upstream
+ * that splits the request line on any whitespace would read another target. A
+ * fragment is never part of a request-target (RFC 9112 section 3.2, RFC 9113
+ * section 8.3.1); upstream URL parsers drop it, so "/admin#x" would be routed as
+ * one path and served as another. */
 bool mg_http_target_valid(struct mg_slice url);
 
-/* A path the router can match without ambiguity: no dot segment ("/./",
- * "/../", a trailing "/." or "/..", also percent-encoded as "%2e") and no "%00".
- * Upstreams and the router would otherwise disagree on what such a path names
- * ("/public/../admin" matching the /public route), so the gateway refuses them
- * (400) instead of normalising: what is routed is exactly what is forwarded.
- * `path` starts with '/'. */
+/* A path the router can match without ambiguity: no dot segment, no "%00", no
+ * raw '\'. A dot segment is "." or ".." (also spelled "%2e") after a separator
+ * and ended by the end of the path, a separator or ';', where a separator is
+ * '/', '\', "%2F" or "%5C" (either case): "/../", "/a/.", "/x/..;/admin"
+ * (path parameters, Tomcat/Spring/Jetty), "/x/..%2fadmin" (servers that decode
+ * %2F before splitting), "/x/..%5cadmin" (Windows). Upstreams and the router
+ * would otherwise disagree on what such a path names ("/public/../admin"
+ * matching the /public route), so the gateway refuses them (400) instead of
+ * normalising: the target is forwarded byte for byte. `path` starts with '/'. */
 bool mg_http_path_safe(struct mg_slice path);
+
+/* The form of a safe path the router matches (RFC 3986 section 6.2.2):
+ * percent-encoded unreserved characters (ALPHA DIGIT - . _ ~) decoded, the hex
+ * digits of the other escapes in upper case ("/%61dmin%2f" -> "/admin%2F"); other
+ * bytes unchanged. Writes at most path.len bytes to `out` (which may be path.p)
+ * and returns the length written. */
+size_t mg_http_path_route_form(struct mg_slice path, char *out);
+
+/* How many bytes of `path` make the first `n` bytes of its route form
+ * (strip_prefix cuts the raw path after the prefix the route form matched). */
+size_t mg_http_path_raw_len(struct mg_slice path, size_t n);
 
 #endif

@@ -1,4 +1,5 @@
-/* tests for gateway/http/request.c: Host syntax, absolute-form targets, request ids. */
+/* tests for gateway/http/request.c: Host syntax, absolute-form targets, request ids,
+ * safe paths and the form the router matches them in. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,11 +76,20 @@ static void request_ids_are_visible_ascii_without_quotes(void **state)
 
 static void paths_with_dot_segments_or_nul_are_unsafe(void **state)
 {
-    static const char *const ok[] = {"/",        "/a/b",   "/a..b/", "/.well-known/x", "/a/...",
-                                     "/%2e%2ea", "/a%2fb", "//a",    "/a/.b"};
-    static const char *const bad[] = {"/..",      "/../admin", "/a/./b",          "/a/.",
-                                      "/%2e%2e/", "/%2E./x",   "/.%2e",           "/a/%2e",
-                                      "/a%00b",   "/%00",      "/public/../admin"};
+    static const char *const ok[] = {
+        "/",        "/a/b",   "/a..b/",   "/.well-known/x", "/a/...",  "/%2e%2ea",
+        "/a%2fb",   "//a",    "/a/.b",    "/a;..",          "/x/..a",  "/x/a..;/b",
+        "/x%2f..a", "/x/%5c", "/x/...;/", "/a%2",           "/a%2f.x", "/x/.%2e%2e"};
+    static const char *const bad[] = {"/..", "/../admin", "/a/./b", "/a/.", "/%2e%2e/", "/%2E./x",
+                                      "/.%2e", "/a/%2e", "/a%00b", "/%00", "/public/../admin",
+                                      /* ended the way upstreams end a segment */
+                                      "/x/..;/admin", "/x/.;/admin", "/x/..;jsessionid=1/admin",
+                                      "/x/..%2fadmin", "/x/..%2Fadmin", "/x/%2e%2e%2fadmin",
+                                      "/x/..%5cadmin", "/x/..%5Cadmin", "/x/..;",
+                                      /* started that way */
+                                      "/x%2f..%2fadmin", "/x%5c..", "/x%2F.",
+                                      /* a raw backslash is not a URI character */
+                                      "/x/..\\admin", "/a\\b", "\\"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         assert_true(mg_http_path_safe((struct mg_slice){ok[i], strlen(ok[i])}));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -94,6 +104,45 @@ static void targets_with_whitespace_or_controls_are_invalid(void **state)
     assert_false(mg_http_target_valid((struct mg_slice){"/\x0c", 2}));
     assert_false(mg_http_target_valid((struct mg_slice){"/a b", 4}));
     assert_false(mg_http_target_valid((struct mg_slice){"/\x7f", 2}));
+    assert_false(mg_http_target_valid(S("/admin#x")));
+    assert_false(mg_http_target_valid(S("/x?a=b#/admin")));
+    assert_true(mg_http_target_valid(S("/a%23b")));
+}
+
+static void route_form_decodes_unreserved_escapes_only(void **state)
+{
+    static const char *const cases[][2] = {
+        {"/admin", "/admin"},
+        {"/%61dmin", "/admin"},
+        {"/%61%64%6D%69%6e/users", "/admin/users"},
+        {"/%2d%2E%5f%7E%30%5A", "/-._~0Z"},
+        {"/a%2fb%5c%3a", "/a%2Fb%5C%3A"},
+        {"/%zz%4", "/%zz%4"},
+        {"/%", "/%"},
+        {"/\xc3\xa9%C3%A9", "/\xc3\xa9%C3%A9"},
+    };
+    char out[64];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct mg_slice in = {cases[i][0], strlen(cases[i][0])};
+        size_t n = mg_http_path_route_form(in, out);
+        assert_true(n <= in.len);
+        out[n] = '\0';
+        assert_string_equal(out, cases[i][1]);
+    }
+    char same[] = "/%61b%2f";
+    same[mg_http_path_route_form(S("/%61b%2f"), same)] = '\0';
+    assert_string_equal(same, "/ab%2F"); /* in place */
+}
+
+static void raw_len_maps_a_route_form_prefix_back(void **state)
+{
+    assert_int_equal(mg_http_path_raw_len(S("/%61dmin/users"), 6), 8);
+    assert_int_equal(mg_http_path_raw_len(S("/%61dmin/users"), 7), 9);
+    assert_int_equal(mg_http_path_raw_len(S("/adm%69n"), 6), 8);
+    assert_int_equal(mg_http_path_raw_len(S("/a%2fb"), 4), 4); /* %2F kept: byte for byte */
+    assert_int_equal(mg_http_path_raw_len(S("/abc"), 1), 1);
+    assert_int_equal(mg_http_path_raw_len(S("/abc"), 0), 0);
+    assert_int_equal(mg_http_path_raw_len(S("/a"), 9), 2);
 }
 
 int main(void)
@@ -108,6 +157,8 @@ int main(void)
         cmocka_unit_test(request_ids_are_visible_ascii_without_quotes),
         cmocka_unit_test(paths_with_dot_segments_or_nul_are_unsafe),
         cmocka_unit_test(targets_with_whitespace_or_controls_are_invalid),
+        cmocka_unit_test(route_form_decodes_unreserved_escapes_only),
+        cmocka_unit_test(raw_len_maps_a_route_form_prefix_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -278,6 +278,20 @@ static void test_path_length_is_respected(void **state)
     mg_config_unref(cfg);
 }
 
+static void test_configured_paths_are_kept_in_route_form(void **state)
+{
+    struct mg_config *cfg = load("  - {name: admin, upstream: a, match: {paths: [\"/%61dmin\"]}}\n"
+                                 "  - {name: enc, upstream: a, match: {paths: [\"/a%2fb\"]}}\n"
+                                 "  - {name: all, upstream: a}\n");
+
+    (void)state;
+    assert_string_equal(cfg->routes[0].paths[0], "/admin");
+    assert_string_equal(route(cfg, NULL, "/admin/x", HTTP_GET), "admin");
+    assert_string_equal(route(cfg, NULL, "/a%2Fb", HTTP_GET), "enc");
+    assert_string_equal(route(cfg, NULL, "/a/b", HTTP_GET), "all");
+    mg_config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_several_hosts_and_paths_per_route),
         cmocka_unit_test(test_no_match),
         cmocka_unit_test(test_path_length_is_respected),
+        cmocka_unit_test(test_configured_paths_are_kept_in_route_form),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
