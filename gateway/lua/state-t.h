@@ -92,6 +92,7 @@ struct mg_lua {
     uint64_t t_plugin; /* ns: when cur_plugin was entered */
     uint64_t t_end;    /* ns: when the last request-time call returned */
     double pick;       /* a balance call's result, stored by the Lua side (0: none) */
+    uint32_t cur_slot; /* the slot of a pre-bound entry's call: it reads it here */
     /* The running phase's whole time limit, for the guard's message: a phase
      * resumed after a wait runs with only what is left of it (task.c). */
     uint32_t budget_ms;

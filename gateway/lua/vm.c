@@ -231,7 +231,8 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_pushlightuserdata(L, &vm->slot_flags);
     lua_pushlightuserdata(L, &vm->phase);
     lua_pushlightuserdata(L, &vm->pick);
-    lua_call(L, 9, 0);
+    lua_pushlightuserdata(L, &vm->cur_slot);
+    lua_call(L, 10, 0);
     return 0;
 }
 
@@ -784,8 +785,10 @@ static MG_NOINLINE int call_raised(struct mg_lua *vm, enum mg_lua_phase phase,
 /* The one protected entry of request time: function and nargs arguments are
  * pushed; leaves nres results on success, nothing on error (logged). `plugin`
  * is timed first (the chain's first plugin, or the balancer). */
-static inline int protected_call(struct mg_lua *vm, enum mg_lua_phase phase, struct mg_lua_ctx *ctx,
-                                 int nargs, int nres, int plugin)
+static inline __attribute__((always_inline)) int protected_call(struct mg_lua *vm,
+                                                                enum mg_lua_phase phase,
+                                                                struct mg_lua_ctx *ctx, int nargs,
+                                                                int nres, int plugin)
 {
     vm->cur = ctx;
     call_begin(vm, phase, plugin, mg_lua_guard_phase_limit());
@@ -847,19 +850,18 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
     const struct mg_lua_route *r = &vm->routes[route];
     if ((r->waits & MG_LUA_CAP(phase)) || !r->ref_run[phase])
         return run_slow(vm, route, phase, ctx);
-    /* The chain's pre-bound entry, with the slot alone. Only a log chain has
-     * a result to read (some plugin failed); the others leave the stack as it
-     * was. */
+    /* The chain's pre-bound entry, without arguments: it reads the slot from
+     * vm->cur_slot. Only a log chain has a result to read (some plugin
+     * failed); the others leave the stack as it was. */
     lua_State *L = vm->L;
-    uint32_t slot = bind_slot(vm, ctx);
+    vm->cur_slot = bind_slot(vm, ctx);
     push_entry(L, r, phase);
-    lua_pushinteger(L, (lua_Integer)slot);
     if (phase != MG_LUA_LOG) {
-        if (protected_call(vm, phase, ctx, 1, 0, r->first[phase]) != 0)
+        if (protected_call(vm, phase, ctx, 0, 0, r->first[phase]) != 0)
             return MG_LUA_ERROR;
         return phase == MG_LUA_ACCESS && ctx->respond.status ? MG_LUA_RESPONDED : MG_LUA_OK;
     }
-    if (protected_call(vm, phase, ctx, 1, 1, r->first[phase]) != 0)
+    if (protected_call(vm, phase, ctx, 0, 1, r->first[phase]) != 0)
         return MG_LUA_ERROR;
     bool failed = lua_toboolean(L, -1);
     lua_settop(L, vm->stack_top);
@@ -901,10 +903,10 @@ int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
     struct mg_lua_route *r = &vm->routes[route];
     unsigned id = tarray_id(vm, r, targets, n);
     uint32_t slot = bind_slot(vm, ctx);
-    int nargs = 1;
-    if (r->ref_run[MG_LUA_BALANCE]) { /* runner.balancer(route): (slot[, id[, n, targets]]) */
+    int nargs = 0;
+    if (r->ref_run[MG_LUA_BALANCE]) { /* runner.balancer(route): ([id[, n, targets]]) */
+        vm->cur_slot = slot;
         push_entry(L, r, MG_LUA_BALANCE);
-        lua_pushinteger(L, (lua_Integer)slot);
     } else { /* a VM made by mg_lua_check_config(): runner.balance */
         lua_pushvalue(L, STACK_BALANCE);
         lua_pushinteger(L, (lua_Integer)route + 1);

@@ -5,8 +5,9 @@
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
 --   entry(route, kind, id, conf, positions) -> mask   per route entry: checks
 --                                      P.schema, runs init(conf)
---   runner(route, phase) -> fn(slot)   a chain's pre-bound entry (made once)
---   balancer(route) -> fn(slot[, id[, n, targets]])   the same for the route's
+--   runner(route, phase) -> fn()   a chain's pre-bound entry (made once; the
+--                                      slot is in vm->cur_slot)
+--   balancer(route) -> fn([id[, n, targets]])   the same for the route's
 --                                      balancer; its pick goes to vm->pick
 --   run(route, phase, slot) -> failed       a route's chain for one phase
 --   run_waiting(route, phase, slot) -> failed | key   the same in a coroutine
@@ -57,10 +58,13 @@ local enter = ctxm.plugin_enter
 local bor, lshift = bit.bor, bit.lshift
 
 local PICK -- &vm->pick: where a balance call leaves its result for C
+local SLOT -- &vm->cur_slot: the slot of a pre-bound entry's call
 
-function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed, flags_lud, phase_lud, pick_lud)
+function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed, flags_lud, phase_lud, pick_lud,
+                slot_lud)
     ctxm.boot(api_lud, vm_lud, flags_lud, phase_lud)
     PICK = ffi.cast("double *", pick_lud)
+    SLOT = ffi.cast("const uint32_t *", slot_lud)
     ext.boot(vm_lud)
     stop = ffi.cast("const uint8_t *", stop_lud)
     gw = gwm.new(worker_id, checking)
@@ -350,13 +354,17 @@ end
 -- registry, made once per VM after every entry is known, and calls it with
 -- the slot alone): no chain lookup per call, and a chain of one plugin calls
 -- it directly. Same behaviour as run(route, phase, slot).
--- C calls these with the slot alone and reads no result (the log chain's:
--- whether some plugin failed); a chain of one plugin is a tail call of it.
+-- C calls these without arguments (the slot is at SLOT[0]; `sp`, a local
+-- never assigned again, is a constant in the trace) and reads no result
+-- (the log chain's: whether some plugin failed); a chain of one plugin is a
+-- tail call of it.
 function M.runner(route, phase)
     local ch = chains[phase][route]
     if ch == nil then return nil end
+    local sp = SLOT
     if phase == LOG then
-        return function(slot)
+        return function()
+            local slot = sp[0]
             return run_log(ch, objs[slot] or made(slot))
         end
     end
@@ -364,18 +372,21 @@ function M.runner(route, phase)
     if n == 1 then
         local f, c, id = fns[1], confs[1], ids[1]
         if ch.reordered then
-            return function(slot)
+            return function()
+                local slot = sp[0]
                 enter(id)
                 return f(objs[slot] or made(slot), c)
             end
         end
-        return function(slot)
+        return function()
+            local slot = sp[0]
             return f(objs[slot] or made(slot), c)
         end
     end
     local reordered = ch.reordered
     local check = phase == ACCESS
-    return function(slot)
+    return function()
+        local slot = sp[0]
         local o = objs[slot] or made(slot)
         if reordered then enter(ids[1]) end
         fns[1](o, confs[1])
@@ -408,6 +419,17 @@ local function pick(o, i, refused)
     end
 end
 
+-- The same with the pick pointer as an argument (a constant in the trace
+-- when the caller holds it in a local never assigned again).
+local function pick_to(pp, o, i, refused)
+    if type(i) == "number" then
+        pp[0] = i
+    else
+        pp[0] = 0
+        if i == nil and refused ~= nil then ext.refuse(o, refused) end
+    end
+end
+
 -- The pre-bound entry of a route's balancer: its function and conf are
 -- upvalues, and so is the targets view it was given last (C names the
 -- array only when it changes), so a call looks nothing up.
@@ -415,11 +437,13 @@ function M.balancer(route)
     local b = balancers[route]
     if b == nil then return nil end
     local fn, conf = b.fn, b.conf
+    local sp, pp = SLOT, PICK
     local ts
-    return function(slot, id, n, targets)
+    return function(id, n, targets)
+        local slot = sp[0]
         local o = objs[slot] or made(slot)
         if id ~= nil then ts = targets_view(id, n, targets) end
-        pick(o, fn(o, conf, ts))
+        pick_to(pp, o, fn(o, conf, ts))
     end
 end
 
