@@ -567,7 +567,8 @@ struct bind_args {
 
 /* Asks runner.runner(route, phase) for each chain's pre-bound entry, and
  * runner.balancer(route) for each Lua balancer's, and keeps them in the
- * registry: a request then pushes one function and its slot. */
+ * registry (bind_runners puts them on the stack too): a request then pushes
+ * one function, and its slot goes in vm->cur_slot. */
 static MG_LJMP int bind_call(lua_State *L)
 {
     struct mg_lua *vm = ((struct bind_args *)lua_touserdata(L, 1))->vm;
