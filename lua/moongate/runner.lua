@@ -64,7 +64,7 @@ function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed, flags_lud,
                 slot_lud)
     ctxm.boot(api_lud, vm_lud, flags_lud, phase_lud)
     PICK = ffi.cast("double *", pick_lud)
-    SLOT = ffi.cast("const uint32_t *", slot_lud)
+    SLOT = ffi.cast("const int32_t *", slot_lud) -- an int: a table index with no conversion
     ext.boot(vm_lud)
     stop = ffi.cast("const uint8_t *", stop_lud)
     gw = gwm.new(worker_id, checking)
