@@ -75,7 +75,7 @@ static void fill_request(struct mg_lua_ctx *l, void *data)
     l->req_header_stride = sizeof(struct mg_header);
     /* The stream outlives the exchange, so its strings need no copy. */
     const struct mg_tls_info *tls = mg_tls_info(x->client);
-    /* Every request input is set here: mg_lua_ctx_init_lazy() left them. */
+    /* Every request input is set here: mg_lua_ctx_init_lazy() leaves them. */
     struct mg_lua_str none = {NULL, 0};
     l->tls_protocol = tls ? lua_cstr(tls->protocol) : none;
     l->tls_cipher = tls ? lua_cstr(tls->cipher) : none;

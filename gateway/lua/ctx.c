@@ -546,23 +546,6 @@ int mg_ffi_respond_header_add(struct mg_lua *vm, uint32_t slot, const char *name
 
 /* --------------------------------------------------------- runner functions */
 
-void mg_lua_plugin_close(struct mg_lua *vm, uint64_t now_ns, bool error)
-{
-    if (vm->cur_plugin < 0 || (size_t)vm->cur_plugin >= vm->nplugins)
-        return;
-    unsigned id = (unsigned)vm->cur_plugin;
-    uint64_t ns = now_ns > vm->t_plugin ? now_ns - vm->t_plugin : 0;
-    bool failed = error || vm->cur_failed;
-    struct mg_lua_plugin_stats *st = &vm->plugins[id].stats[vm->phase];
-    st->calls++;
-    st->ns += ns;
-    st->errors += failed;
-    if (vm->hooks.plugin_done)
-        vm->hooks.plugin_done(vm->hooks.data, id, vm->phase, ns, failed);
-    vm->cur_plugin = -1;
-    vm->cur_failed = false;
-}
-
 int mg_ffi_plugin_enter(struct mg_lua *vm, int plugin)
 {
     uint64_t now = mg_lua_clock_ns();
@@ -636,6 +619,16 @@ const uint64_t *mg_ffi_call_start_ns(struct mg_lua *vm)
     return &vm->t_plugin;
 }
 
+/* exp(-x) for x > 0. Balancers read a target's ewma a few ms after its last
+ * sample (x = age / 10 s, ~1e-4): there the series to x^4 is exact to 1e-11
+ * relative and costs a fifth of exp(). */
+static double decay(double x)
+{
+    if (x > 1.0 / 64)
+        return exp(-x);
+    return 1 - x * (1 - x * (0.5 - x * (1.0 / 6 - x * (1.0 / 24))));
+}
+
 double mg_ffi_target_ewma(const void *stats, uint64_t now_ns)
 {
     double now_ms = (double)(now_ns / 1000000u); /* the clock of ewma_at_ms */
@@ -646,6 +639,6 @@ double mg_ffi_target_ewma(const void *stats, uint64_t now_ns)
     double v = (double)e;
     double age = now_ms - (double)atomic_load_explicit(&s->ewma_at_ms, memory_order_relaxed);
     if (age > 0)
-        v *= exp(-age / MG_EWMA_TAU_MS);
+        v *= decay(age / MG_EWMA_TAU_MS);
     return v * 1e-9;
 }

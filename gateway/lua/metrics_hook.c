@@ -13,16 +13,17 @@ struct mg_lua_metrics {
     struct mg_metrics *metrics;
     unsigned worker;
     size_t n;
-    int index[]; /* VM plugin id -> metrics plugin index, -1: not counted */
+    _Atomic uint64_t **cells; /* VM plugin id -> its metrics cells, NULL: not counted */
+    int index[];              /* VM plugin id -> metrics plugin index, -1: not counted */
 };
 
+/* Every plugin call: the cells were resolved at load, no lookup here. */
 static void on_plugin_done(void *data, unsigned plugin, enum mg_lua_phase phase, uint64_t ns,
                            bool error)
 {
     struct mg_lua_metrics *h = data;
-    if (plugin < h->n && h->index[plugin] >= 0)
-        mg_metrics_plugin_done(h->metrics, h->worker, h->index[plugin], (enum mg_plugin_phase)phase,
-                               ns, error);
+    if (plugin < h->n && h->cells[plugin])
+        mg_metrics_plugin_observe(h->cells[plugin], (enum mg_plugin_phase)phase, ns, error);
 }
 
 _Static_assert(MG_PLUGIN_IO_KINDS == MG_LUA_IO_KIND__COUNT &&
@@ -47,7 +48,7 @@ struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
     for (size_t i = 0; i < cfg->nroutes; i++)
         max += cfg->routes[i].nplugins + 1;
     struct mg_lua_metrics *h = calloc(1, sizeof *h + sizeof(int) * (max ? max : 1));
-    if (!h)
+    if (!h || !(h->cells = calloc(max ? max : 1, sizeof *h->cells)))
         mg_fatal("out of memory (plugin metrics)");
     h->metrics = metrics;
     h->worker = worker;
@@ -56,15 +57,17 @@ struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
                                  .data = h};
     struct mg_lua *vm = mg_lua_new(cfg, worker, &hooks, err, errlen);
     if (!vm) {
-        free(h);
+        mg_lua_metrics_free(h);
         return NULL;
     }
     h->n = mg_lua_nplugins(vm) < max ? mg_lua_nplugins(vm) : max;
     for (size_t id = 0; id < h->n; id++) {
         h->index[id] =
             metrics ? mg_metrics_plugin_index(metrics, mg_lua_plugin_name(vm, (unsigned)id)) : -1;
-        if (h->index[id] >= 0)
+        if (h->index[id] >= 0) {
             mg_metrics_plugin_register(metrics, h->index[id]);
+            h->cells[id] = mg_metrics_plugin_cells(metrics, worker, h->index[id]);
+        }
     }
     *hook = h;
     return vm;
@@ -72,5 +75,7 @@ struct mg_lua *mg_lua_new_counted(const struct mg_config *cfg, unsigned worker,
 
 void mg_lua_metrics_free(struct mg_lua_metrics *hook)
 {
+    if (hook)
+        free(hook->cells);
     free(hook);
 }

@@ -24,6 +24,12 @@
 struct lua_State;
 struct mg_lua_ws;
 
+/* Bits of mg_lua.slot_flags[slot] (lua/moongate/ctx.lua has the same): what
+ * the Lua side did for the request that holds the slot. */
+#define MG_LUA_SLOT_VARS      1u /* ctx.vars cleared for it */
+#define MG_LUA_SLOT_CACHE     2u /* the cached request fields cleared for it */
+#define MG_LUA_SLOT_RESPONDED 4u /* ctx:respond() ran */
+
 /* Bits of mg_lua_plugin.caps and mg_lua_route.active: 1 << enum mg_lua_phase. */
 #define MG_LUA_CAP(phase) (1u << (phase))
 
@@ -40,11 +46,15 @@ struct mg_lua_route {
     size_t body_max;                  /* the largest P.body.max of its plugins; 0: no buffering */
     bool body_filter;                 /* some plugin has P.body_filter */
     int first[MG_LUA_PHASE__COUNT];   /* plugin id first in each chain, -1: none */
-    int ref_run[MG_LUA_PHASE__COUNT]; /* runner.runner(route, phase): the chain's
-                                         pre-bound entry (registry); 0: none */
+    int ref_run[MG_LUA_PHASE__COUNT]; /* runner.runner(route, phase) (balance:
+                                         runner.balancer(route)): the pre-bound
+                                         entry (registry); 0: none */
+    int stk_run[MG_LUA_PHASE__COUNT]; /* the same entry's index on the Lua stack
+                                         (cheaper to push); 0: registry only */
     const struct mg_lua_target *last_targets; /* memo of the last targets array */
     size_t last_n;
     unsigned last_id; /* its index in mg_lua.tarrays */
+    unsigned lua_id;  /* last_id + 1 as the balance entry last saw it; 0: none */
 };
 
 /* A targets array the proxy handed to mg_lua_balance(): Lua wraps it once and
@@ -58,7 +68,9 @@ struct mg_lua_tarray {
 
 struct mg_lua {
     struct lua_State *L; /* stack: [1] traceback handler, [2] runner.run,
-                            [3] runner.balance; nothing else between calls */
+                            [3] runner.balance, then the routes' pre-bound
+                            entries up to stack_top; nothing else between calls */
+    int stack_top;
     const struct mg_config *cfg;
     unsigned worker_id;
     bool checking; /* scratch VM of mg_lua_check_config() */
@@ -79,11 +91,17 @@ struct mg_lua {
     bool cur_failed;   /* it raised an error already reported */
     uint64_t t_plugin; /* ns: when cur_plugin was entered */
     uint64_t t_end;    /* ns: when the last request-time call returned */
+    double pick;       /* a balance call's result, stored by the Lua side (0: none) */
+    uint32_t cur_slot; /* the slot of a pre-bound entry's call: it reads it here */
     /* The running phase's whole time limit, for the guard's message: a phase
      * resumed after a wait runs with only what is left of it (task.c). */
     uint32_t budget_ms;
 
     /* ctx slots: ctx objects and their ctx.vars, pooled per VM in Lua */
+    uint8_t *slot_flags; /* [slot]: MG_LUA_SLOT_* of its request so far; C zeroes
+                            it when the slot is bound to a new request, Lua
+                            reads and sets it (through &slot_flags: it moves
+                            when slots grow) */
     uint32_t *free_slots;
     size_t nfree, free_cap;
     uint32_t next_slot; /* slots handed out so far; slot numbers start at 1 */

@@ -4,8 +4,9 @@
  * half; ctx.c holds the FFI functions plugins reach through `ctx`.
  *
  * Invariants:
- *  - The Lua stack holds exactly three values between calls: the traceback
- *    handler, runner.run and runner.balance. Every call leaves it so.
+ *  - The Lua stack holds the same values between calls: the traceback
+ *    handler, runner.run, runner.balance and the routes' pre-bound entries
+ *    (up to vm->stack_top). Every call leaves it so.
  *  - Plugin code (file chunks, init, phases) runs only inside
  *    guard_enter()/guard_leave(), so the watchdog bounds all of it.
  *  - Config-time calls go through lua_cpcall (nothing can raise outside a
@@ -56,6 +57,10 @@ _Static_assert((int)MG_LUA_ACCESS == (int)MG_PLUGIN_PHASE_ACCESS &&
 #define STACK_RUN     2 /* the runner functions, kept on the stack: cheaper than */
 #define STACK_BALANCE 3 /* a registry lookup on every call */
 #define STACK_BASE    3
+#define MG_NOINLINE   __attribute__((noinline, cold)) /* off the request path */
+#define STACK_ENTRIES 1024 /* pre-bound entries kept on the stack at most; the */
+                           /* others are pushed from the registry */
+_Static_assert(sizeof(enum mg_lua_phase) == sizeof(int), "ctx.lua reads vm->phase as an int");
 
 static const char *const phase_names[] = {"init", "access", "balance", "response", "log"};
 
@@ -118,7 +123,33 @@ static void pop_message(lua_State *L, char *buf, size_t cap)
 
 /* --------------------------------------------------------- guard & timing */
 
-static void call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, uint32_t limit)
+/* Closes the running plugin's timing at `now_ns` (counting an error if
+ * `error` or if it reported one already): its stats and the plugin_done hook
+ * (moongate_plugin_duration_seconds). cur_plugin is -1 or a loaded plugin. */
+static inline void plugin_close(struct mg_lua *vm, uint64_t now_ns, bool error)
+{
+    int id = vm->cur_plugin;
+    if (id < 0)
+        return;
+    uint64_t ns = now_ns - vm->t_plugin; /* monotonic */
+    bool failed = error | vm->cur_failed;
+    struct mg_lua_plugin_stats *st = &vm->plugins[id].stats[vm->phase];
+    st->calls++;
+    st->ns += ns;
+    st->errors += failed;
+    if (vm->hooks.plugin_done)
+        vm->hooks.plugin_done(vm->hooks.data, (unsigned)id, vm->phase, ns, failed);
+    vm->cur_plugin = -1;
+    vm->cur_failed = false;
+}
+
+void mg_lua_plugin_close(struct mg_lua *vm, uint64_t now_ns, bool error)
+{
+    plugin_close(vm, now_ns, error);
+}
+
+static inline void call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin,
+                              uint32_t limit)
 {
     uint64_t now = mg_lua_clock_ns();
     vm->phase = phase;
@@ -129,11 +160,11 @@ static void call_begin(struct mg_lua *vm, enum mg_lua_phase phase, int plugin, u
     mg_lua_guard_enter(&vm->guard, now / 1000000u, limit);
 }
 
-static void call_end(struct mg_lua *vm, bool failed)
+static inline void call_end(struct mg_lua *vm, bool failed)
 {
     mg_lua_guard_leave(&vm->guard);
     vm->t_end = mg_lua_clock_ns();
-    mg_lua_plugin_close(vm, vm->t_end, failed);
+    plugin_close(vm, vm->t_end, failed);
     vm->cur = NULL;
 }
 
@@ -197,7 +228,11 @@ static MG_LJMP int boot_call(lua_State *L)
     lua_pushinteger(L, (lua_Integer)vm->worker_id);
     lua_pushboolean(L, vm->checking);
     lua_pushnumber(L, (lua_Number)(random_seed(vm->worker_id) % (1ull << 52)));
-    lua_call(L, 6, 0);
+    lua_pushlightuserdata(L, &vm->slot_flags);
+    lua_pushlightuserdata(L, &vm->phase);
+    lua_pushlightuserdata(L, &vm->pick);
+    lua_pushlightuserdata(L, &vm->cur_slot);
+    lua_call(L, 10, 0);
     return 0;
 }
 
@@ -245,6 +280,7 @@ static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, b
     }
     lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->ref_run);     /* STACK_RUN */
     lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->ref_balance); /* STACK_BALANCE */
+    vm->stack_top = STACK_BASE;
     return vm;
 }
 
@@ -529,21 +565,23 @@ struct bind_args {
     struct mg_lua *vm;
 };
 
-/* Asks runner.runner(route, phase) for each chain's pre-bound entry and keeps
- * it in the registry: a request then pushes one function and its slot. */
+/* Asks runner.runner(route, phase) for each chain's pre-bound entry, and
+ * runner.balancer(route) for each Lua balancer's, and keeps them in the
+ * registry (bind_runners puts them on the stack too): a request then pushes
+ * one function, and its slot goes in vm->cur_slot. */
 static MG_LJMP int bind_call(lua_State *L)
 {
     struct mg_lua *vm = ((struct bind_args *)lua_touserdata(L, 1))->vm;
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runner");
     lua_call(L, 1, 1);
-    lua_getfield(L, -1, "runner");
     for (size_t i = 0; i < vm->cfg->nroutes; i++) {
-        static const enum mg_lua_phase phases[] = {MG_LUA_ACCESS, MG_LUA_RESPONSE, MG_LUA_LOG};
-        for (size_t k = 0; k < 3; k++) {
+        static const enum mg_lua_phase phases[] = {MG_LUA_ACCESS, MG_LUA_RESPONSE, MG_LUA_LOG,
+                                                   MG_LUA_BALANCE};
+        for (size_t k = 0; k < 4; k++) {
             if (!(vm->routes[i].active & MG_LUA_CAP(phases[k])))
                 continue;
-            lua_pushvalue(L, -1);
+            lua_getfield(L, -1, phases[k] == MG_LUA_BALANCE ? "balancer" : "runner");
             lua_pushinteger(L, (lua_Integer)i + 1);
             lua_pushinteger(L, phases[k]);
             lua_call(L, 2, 1);
@@ -556,15 +594,51 @@ static MG_LJMP int bind_call(lua_State *L)
     return 0;
 }
 
+/* Pushes the first STACK_ENTRIES pre-bound entries (inside lua_pcall: growing
+ * the stack may raise) and returns them: they stay on the stack, where
+ * pushing one for a call is cheaper than a registry lookup. */
+static MG_LJMP int stack_call(lua_State *L)
+{
+    struct mg_lua *vm = lua_touserdata(L, 1);
+    int n = 0;
+    for (size_t i = 0; i < vm->cfg->nroutes; i++)
+        for (int p = 0; p < MG_LUA_PHASE__COUNT; p++)
+            n += vm->routes[i].ref_run[p] != 0;
+    n = n < STACK_ENTRIES ? n : STACK_ENTRIES;
+    luaL_checkstack(L, n, "pre-bound entries");
+    int k = 0;
+    for (size_t i = 0; i < vm->cfg->nroutes && k < n; i++)
+        for (int p = 0; p < MG_LUA_PHASE__COUNT && k < n; p++)
+            if (vm->routes[i].ref_run[p]) {
+                lua_rawgeti(L, LUA_REGISTRYINDEX, vm->routes[i].ref_run[p]);
+                k++;
+            }
+    return k;
+}
+
 static int bind_runners(struct mg_lua *vm, char *err, size_t errlen)
 {
     struct bind_args a = {vm};
-    if (lua_cpcall(vm->L, bind_call, &a) != 0) {
-        char msg[512];
-        pop_message(vm->L, msg, sizeof(msg));
+    lua_State *L = vm->L;
+    char msg[512];
+    if (lua_cpcall(L, bind_call, &a) != 0) {
+        pop_message(L, msg, sizeof(msg));
         snprintf(err, errlen, "%s: lua runtime: %s", vm->cfg->path, msg);
         return -1;
     }
+    lua_pushcfunction(L, stack_call);
+    lua_pushlightuserdata(L, vm);
+    if (lua_pcall(L, 1, LUA_MULTRET, 0) != 0) {
+        pop_message(L, msg, sizeof(msg));
+        snprintf(err, errlen, "%s: lua runtime: %s", vm->cfg->path, msg);
+        return -1;
+    }
+    int idx = STACK_BASE, top = lua_gettop(L); /* the same order as stack_call's */
+    for (size_t i = 0; i < vm->cfg->nroutes && idx < top; i++)
+        for (int p = 0; p < MG_LUA_PHASE__COUNT && idx < top; p++)
+            if (vm->routes[i].ref_run[p])
+                vm->routes[i].stk_run[p] = ++idx;
+    vm->stack_top = top;
     return 0;
 }
 
@@ -614,6 +688,7 @@ void mg_lua_free(struct mg_lua *vm)
     free(vm->plugins);
     free(vm->routes);
     free(vm->free_slots);
+    free(vm->slot_flags);
     free(vm->tarrays);
     free(vm);
 }
@@ -643,35 +718,38 @@ void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena)
 void mg_lua_ctx_init_lazy(struct mg_lua_ctx *ctx, struct mg_arena *arena,
                           void (*fill)(struct mg_lua_ctx *, void *), void *data)
 {
-    size_t from = offsetof(struct mg_lua_ctx, status);
-    memset((char *)ctx + from, 0, sizeof(*ctx) - from);
-    ctx->resp_header_stride = 0; /* beside req_header_stride, but a response input */
+    MG_ASSERT(ctx->slot == 0 && ctx->vm == NULL && ctx->respond.status == 0);
     ctx->arena = arena;
     ctx->latency = -1;
     ctx->fill = fill;
     ctx->fill_data = data;
 }
 
-/* Binds the request to a slot on its first phase. Returns the slot for Lua:
- * negated when the slot is new to this request (the Lua side then resets its
- * pooled ctx object). */
-static lua_Integer bind_slot(struct mg_lua *vm, struct mg_lua_ctx *ctx)
+/* A new slot: room to release every slot later, and its flags. */
+static MG_NOINLINE uint32_t new_slot(struct mg_lua *vm)
+{
+    uint32_t slot = ++vm->next_slot;
+    if (vm->free_cap < slot) {
+        vm->free_cap = vm->free_cap ? vm->free_cap * 2 : 64;
+        vm->free_slots = xrealloc(vm->free_slots, vm->free_cap * sizeof(uint32_t));
+        vm->slot_flags = xrealloc(vm->slot_flags, vm->free_cap + 1);
+    }
+    return slot;
+}
+
+/* Binds the request to a slot on its first phase; the slot's flags start
+ * empty then (the Lua side clears the pooled ctx object's tables lazily). */
+static inline uint32_t bind_slot(struct mg_lua *vm, struct mg_lua_ctx *ctx)
 {
     if (ctx->slot) {
         MG_ASSERT(ctx->vm == vm);
-        return (lua_Integer)ctx->slot;
+        return ctx->slot;
     }
-    if (vm->nfree) {
-        ctx->slot = vm->free_slots[--vm->nfree];
-    } else {
-        ctx->slot = ++vm->next_slot;
-        if (vm->free_cap < vm->next_slot) { /* room to release every slot later */
-            vm->free_cap = vm->free_cap ? vm->free_cap * 2 : 64;
-            vm->free_slots = xrealloc(vm->free_slots, vm->free_cap * sizeof(uint32_t));
-        }
-    }
+    uint32_t slot = vm->nfree ? vm->free_slots[--vm->nfree] : new_slot(vm);
+    vm->slot_flags[slot] = 0;
+    ctx->slot = slot;
     ctx->vm = vm;
-    return -(lua_Integer)ctx->slot;
+    return slot;
 }
 
 void mg_lua_ctx_done(struct mg_lua *vm, struct mg_lua_ctx *ctx)
@@ -685,30 +763,82 @@ void mg_lua_ctx_done(struct mg_lua *vm, struct mg_lua_ctx *ctx)
     ctx->vm = NULL;
 }
 
-/* The one protected entry of request time: function and nargs arguments are
- * pushed; leaves nres results on success, nothing on error (logged). */
-static int protected_call(struct mg_lua *vm, enum mg_lua_phase phase, struct mg_lua_ctx *ctx,
-                          int nargs, int nres, size_t route)
+/* A request-time call raised: a ctx:respond() (the phase's normal end: its
+ * results are nils, 0) or an error (logged, -1). Pops the message. */
+static MG_NOINLINE int call_raised(struct mg_lua *vm, enum mg_lua_phase phase,
+                                   const struct mg_lua_ctx *ctx, int nres)
 {
     lua_State *L = vm->L;
-    vm->cur = ctx;
-    call_begin(vm, phase, vm->routes[route].first[phase], mg_lua_guard_phase_limit());
-    int rc = lua_pcall(L, nargs, nres, 1);
-    if (rc != 0 && lua_touserdata(L, -1) == &mg_lua_respond_sentinel && ctx->respond.status) {
-        lua_pop(L, 1); /* ctx:respond() ended the phase: its results are nils */
+    if (lua_touserdata(L, -1) == &mg_lua_respond_sentinel && ctx->respond.status) {
+        lua_pop(L, 1);
         for (int i = 0; i < nres; i++)
             lua_pushnil(L);
-        rc = 0;
+        return 0;
     }
-    if (rc != 0) {
-        char msg[1800];
-        pop_message(L, msg, sizeof(msg));
-        mg_error("plugin %s: %s: %s",
-                 vm->cur_plugin >= 0 ? vm->plugins[vm->cur_plugin].name : "(runtime)",
-                 mg_lua_phase_name(phase), msg);
-    }
+    char msg[1800];
+    pop_message(L, msg, sizeof(msg));
+    mg_error("plugin %s: %s: %s",
+             vm->cur_plugin >= 0 ? vm->plugins[vm->cur_plugin].name : "(runtime)",
+             mg_lua_phase_name(phase), msg);
+    return -1;
+}
+
+/* The one protected entry of request time: function and nargs arguments are
+ * pushed; leaves nres results on success, nothing on error (logged). `plugin`
+ * is timed first (the chain's first plugin, or the balancer). */
+static inline __attribute__((always_inline)) int protected_call(struct mg_lua *vm,
+                                                                enum mg_lua_phase phase,
+                                                                struct mg_lua_ctx *ctx, int nargs,
+                                                                int nres, int plugin)
+{
+    vm->cur = ctx;
+    call_begin(vm, phase, plugin, mg_lua_guard_phase_limit());
+    int rc = lua_pcall(vm->L, nargs, nres, 1);
+    if (rc != 0)
+        rc = call_raised(vm, phase, ctx, nres);
     call_end(vm, rc != 0);
     return rc;
+}
+
+/* Pushes route r's pre-bound entry for `phase`. */
+static inline void push_entry(lua_State *L, const struct mg_lua_route *r, enum mg_lua_phase phase)
+{
+    if (r->stk_run[phase])
+        lua_pushvalue(L, r->stk_run[phase]);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_run[phase]);
+}
+
+/* A chain that may wait (runner.run_waiting: in a coroutine), or one of a VM
+ * made by mg_lua_check_config() (runner.run): no pre-bound entry. */
+static MG_NOINLINE enum mg_lua_result run_slow(struct mg_lua *vm, size_t route,
+                                               enum mg_lua_phase phase, struct mg_lua_ctx *ctx)
+{
+    lua_State *L = vm->L;
+    uint32_t slot = bind_slot(vm, ctx);
+    const struct mg_lua_route *r = &vm->routes[route];
+    bool waits = r->waits & MG_LUA_CAP(phase);
+    if (waits)
+        mg_lua_task_push_run(vm);
+    else
+        lua_pushvalue(L, STACK_RUN);
+    lua_pushinteger(L, (lua_Integer)route + 1);
+    lua_pushinteger(L, phase);
+    lua_pushinteger(L, slot);
+    if (protected_call(vm, phase, ctx, 3, 1, r->first[phase]) != 0)
+        return MG_LUA_ERROR;
+    if (waits && lua_type(L, -1) == LUA_TNUMBER) { /* it waits: the coroutine's key */
+        mg_lua_task_note_wait(vm, (int)lua_tointeger(L, -1));
+        lua_settop(L, vm->stack_top);
+        return MG_LUA_WAIT;
+    }
+    bool failed = lua_toboolean(L, -1); /* true: some plugin failed (logged) */
+    lua_settop(L, vm->stack_top);
+    if (failed)
+        return MG_LUA_ERROR;
+    if (phase == MG_LUA_ACCESS && ctx->respond.status)
+        return MG_LUA_RESPONDED;
+    return MG_LUA_OK;
 }
 
 enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase phase,
@@ -718,44 +848,25 @@ enum mg_lua_result mg_lua_run(struct mg_lua *vm, size_t route, enum mg_lua_phase
     if (!mg_lua_route_active(vm, route, phase))
         return MG_LUA_OK;
     MG_ASSERT(ctx->arena != NULL);
-    lua_State *L = vm->L;
-    lua_Integer slot = bind_slot(vm, ctx);
     const struct mg_lua_route *r = &vm->routes[route];
-    bool waits = r->waits & MG_LUA_CAP(phase);
-    int nargs = 1;
-    if (waits) { /* runner.run_waiting: the chain in a coroutine */
-        mg_lua_task_push_run(vm);
-        lua_pushinteger(L, (lua_Integer)route + 1);
-        lua_pushinteger(L, phase);
-        nargs = 3;
-    } else if (r->ref_run[phase]) { /* the chain's pre-bound entry */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_run[phase]);
-    } else { /* a VM made by mg_lua_check_config(): runner.run */
-        lua_pushvalue(L, STACK_RUN);
-        lua_pushinteger(L, (lua_Integer)route + 1);
-        lua_pushinteger(L, phase);
-        nargs = 3;
-    }
-    lua_pushinteger(L, slot);
-    /* Only a log chain (some plugin failed) and a waiting one (its key) have
-     * a result to read; the others leave the stack as it was. */
-    int nres = waits || phase == MG_LUA_LOG;
-    if (protected_call(vm, phase, ctx, nargs, nres, route) != 0)
-        return MG_LUA_ERROR;
-    if (!nres)
+    if ((r->waits & MG_LUA_CAP(phase)) || !r->ref_run[phase])
+        return run_slow(vm, route, phase, ctx);
+    /* The chain's pre-bound entry, without arguments: it reads the slot from
+     * vm->cur_slot. Only a log chain has a result to read (some plugin
+     * failed); the others leave the stack as it was. */
+    lua_State *L = vm->L;
+    vm->cur_slot = bind_slot(vm, ctx);
+    push_entry(L, r, phase);
+    if (phase != MG_LUA_LOG) {
+        if (protected_call(vm, phase, ctx, 0, 0, r->first[phase]) != 0)
+            return MG_LUA_ERROR;
         return phase == MG_LUA_ACCESS && ctx->respond.status ? MG_LUA_RESPONDED : MG_LUA_OK;
-    if (waits && lua_type(L, -1) == LUA_TNUMBER) { /* it waits: the coroutine's key */
-        mg_lua_task_note_wait(vm, (int)lua_tointeger(L, -1));
-        lua_settop(L, STACK_BASE);
-        return MG_LUA_WAIT;
     }
-    bool failed = lua_toboolean(L, -1); /* log phase: some plugin failed */
-    lua_settop(L, STACK_BASE);
-    if (failed)
+    if (protected_call(vm, phase, ctx, 0, 1, r->first[phase]) != 0)
         return MG_LUA_ERROR;
-    if (phase == MG_LUA_ACCESS && ctx->respond.status)
-        return MG_LUA_RESPONDED;
-    return MG_LUA_OK;
+    bool failed = lua_toboolean(L, -1);
+    lua_settop(L, vm->stack_top);
+    return failed ? MG_LUA_ERROR : MG_LUA_OK;
 }
 
 /* The index of a targets array in vm->tarrays (memoized per route). */
@@ -790,29 +901,43 @@ int mg_lua_balance(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx,
         return -1;
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
-    unsigned id = tarray_id(vm, &vm->routes[route], targets, n);
-    bool wrapped = vm->tarrays[id].wrapped;
-    lua_Integer slot = bind_slot(vm, ctx);
-    lua_pushvalue(L, STACK_BALANCE);
-    lua_pushinteger(L, (lua_Integer)route + 1);
-    lua_pushinteger(L, slot);
-    lua_pushinteger(L, (lua_Integer)id + 1);
-    if (!wrapped) { /* the first call with this array: Lua wraps it */
-        lua_pushinteger(L, (lua_Integer)n);
-        lua_pushlightuserdata(L, (void *)targets);
+    struct mg_lua_route *r = &vm->routes[route];
+    unsigned id = tarray_id(vm, r, targets, n);
+    uint32_t slot = bind_slot(vm, ctx);
+    int nargs = 0;
+    if (r->ref_run[MG_LUA_BALANCE]) { /* runner.balancer(route): ([id[, n, targets]]) */
+        vm->cur_slot = slot;
+        push_entry(L, r, MG_LUA_BALANCE);
+    } else { /* a VM made by mg_lua_check_config(): runner.balance */
+        lua_pushvalue(L, STACK_BALANCE);
+        lua_pushinteger(L, (lua_Integer)route + 1);
+        lua_pushinteger(L, (lua_Integer)slot);
+        nargs = 2;
+        r->lua_id = 0;
     }
-    if (protected_call(vm, MG_LUA_BALANCE, ctx, wrapped ? 3 : 5, 1, route) != 0) {
+    if (r->lua_id != id + 1) { /* the entry saw another array last: name this one */
+        lua_pushinteger(L, (lua_Integer)id + 1);
+        nargs++;
+        if (!vm->tarrays[id].wrapped) { /* the first call with it: Lua wraps it */
+            lua_pushinteger(L, (lua_Integer)n);
+            lua_pushlightuserdata(L, (void *)targets);
+            nargs += 2;
+        }
+    }
+    /* The result comes back in vm->pick (0 when the balancer's was not a
+     * number): no result on the stack to read and pop. */
+    if (protected_call(vm, MG_LUA_BALANCE, ctx, nargs, 0, r->first[MG_LUA_BALANCE]) != 0) {
+        r->lua_id = 0;
         *error = true;
         return -1;
     }
     vm->tarrays[id].wrapped = true;
-    int index = -1;
-    lua_Number v = lua_tonumber(L, -1); /* runner.balance returns a number (0: none) */
-    if (v >= 1 && v <= (lua_Number)n && v == (lua_Number)(size_t)v &&
-        targets[(size_t)v - 1].available)
-        index = (int)v - 1;
-    lua_settop(L, STACK_BASE);
-    return index;
+    r->lua_id = r->ref_run[MG_LUA_BALANCE] ? id + 1 : 0;
+    double v = vm->pick;
+    if (!(v >= 1 && v <= (double)n)) /* NaN too */
+        return -1;
+    int k = (int)v - 1; /* n <= MAX_TARGETS: in range */
+    return (double)(k + 1) == v && targets[k].available ? k : -1;
 }
 
 size_t mg_lua_nplugins(const struct mg_lua *vm)
@@ -894,13 +1019,14 @@ int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, 
         return 0;
     MG_ASSERT(ctx->arena != NULL);
     lua_State *L = vm->L;
-    lua_Integer slot = bind_slot(vm, ctx);
+    uint32_t slot = bind_slot(vm, ctx);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_body_filter);
     lua_pushinteger(L, (lua_Integer)route + 1);
-    lua_pushinteger(L, slot);
+    lua_pushinteger(L, (lua_Integer)slot);
     lua_pushlstring(L, p ? p : "", n);
     lua_pushboolean(L, eof);
-    if (protected_call(vm, MG_LUA_RESPONSE, ctx, 4, 1, route) != 0)
+    if (protected_call(vm, MG_LUA_RESPONSE, ctx, 4, 1, vm->routes[route].first[MG_LUA_RESPONSE]) !=
+        0)
         return -1;
     size_t len = 0;
     const char *s = lua_tolstring(L, -1, &len);
@@ -918,6 +1044,6 @@ int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, 
             *out = (struct mg_lua_str){len ? d : "", len};
         }
     }
-    lua_settop(L, STACK_BASE);
+    lua_settop(L, vm->stack_top);
     return rc;
 }

@@ -116,9 +116,9 @@ int mg_lua_body_filter(struct mg_lua *vm, size_t route, struct mg_lua_ctx *ctx, 
 void mg_lua_ctx_init(struct mg_lua_ctx *ctx, struct mg_arena *arena);
 
 /* The same for a proxy whose request inputs come from `fill` (ctx-t.h, "lazy
- * inputs"): those inputs (method .. tls_client_subject) are not zeroed, as
- * fill(ctx, data) sets every one of them before anything reads them; a
- * request that no plugin looks at then costs a smaller memset. */
+ * inputs") and whose ctx memory is all zero already (the exchange's
+ * per-request part is, from its calloc and each reset): nothing is zeroed
+ * again; fill(ctx, data) sets every request input before anything reads one. */
 void mg_lua_ctx_init_lazy(struct mg_lua_ctx *ctx, struct mg_arena *arena,
                           void (*fill)(struct mg_lua_ctx *, void *), void *data);
 

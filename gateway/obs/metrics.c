@@ -465,18 +465,22 @@ void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t 
         observe(&m->shards[worker].upstream[upstream][MG_MU_RESP_HIST], duration_ns);
 }
 
-void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
-                            enum mg_plugin_phase phase, uint64_t duration_ns, bool error)
+void mg_metrics_plugin_observe(_Atomic uint64_t *cells, enum mg_plugin_phase phase,
+                               uint64_t duration_ns, bool error)
 {
-    _Atomic uint64_t *c;
-
-    if (m == NULL || plugin < 0 || (size_t)plugin >= m->nplugins ||
-        (unsigned)phase >= MG_PLUGIN_PHASE__COUNT)
-        return;
-    c = m->shards[worker].plugin[plugin] + (size_t)phase * MG_MP_PHASE_CELLS;
+    _Atomic uint64_t *c = cells + (size_t)phase * MG_MP_PHASE_CELLS;
     observe(c, duration_ns);
     if (error)
         mg_metrics_cell_add(&c[MG_MH_CELLS], 1);
+}
+
+void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
+                            enum mg_plugin_phase phase, uint64_t duration_ns, bool error)
+{
+    if (m == NULL || plugin < 0 || (size_t)plugin >= m->nplugins ||
+        (unsigned)phase >= MG_PLUGIN_PHASE__COUNT)
+        return;
+    mg_metrics_plugin_observe(m->shards[worker].plugin[plugin], phase, duration_ns, error);
 }
 
 void mg_metrics_plugin_io(struct mg_metrics *m, unsigned worker, int plugin, unsigned kind,

@@ -128,6 +128,15 @@ void mg_metrics_upstream_response(struct mg_metrics *m, unsigned worker, size_t 
  * moongate_plugin_errors_total{plugin,phase} when `error`. */
 void mg_metrics_plugin_done(struct mg_metrics *m, unsigned worker, int plugin,
                             enum mg_plugin_phase phase, uint64_t duration_ns, bool error);
+/* The same with the plugin's cells resolved once (mg_metrics_plugin_cells(),
+ * at plugin load): for a caller that counts every plugin call. */
+void mg_metrics_plugin_observe(_Atomic uint64_t *cells, enum mg_plugin_phase phase,
+                               uint64_t duration_ns, bool error);
+static inline _Atomic uint64_t *mg_metrics_plugin_cells(struct mg_metrics *m, unsigned worker,
+                                                        int plugin)
+{
+    return m->shards[worker].plugin[plugin];
+}
 /* An operation plugin `plugin` waited for completed (kind < MG_PLUGIN_IO_KINDS,
  * result < MG_PLUGIN_IO_RESULTS): moongate_plugin_io_total{plugin,kind,result}
  * and the moongate_plugin_io_wait_seconds{plugin,kind} histogram. */

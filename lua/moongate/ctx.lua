@@ -6,9 +6,11 @@
 --  * C functions never raise; this file validates arguments and turns their
 --    return codes into Lua errors that name the method and the caller's line.
 --  * ctx objects are pooled per VM, one per slot (C hands out slots per
---    request); a slot's object is reset when C marks it fresh, so ctx.vars is
---    shared by the plugins of one request and empty for the next one, without
---    allocating per request.
+--    request); C zeroes a slot's flags (mg_lua.slot_flags) when it binds the
+--    slot to a new request, and ctx.vars and the cached request fields are
+--    cleared on their first use after that, so ctx.vars is shared by the
+--    plugins of one request and empty for the next one, without allocating
+--    or storing anything per request.
 --  * targets views wrap the proxy's C array in place, once per array: each
 --    target is a cdata (struct mg_lua_tview) whose reads of
 --    available/active/ewma/failures are plain loads from C memory.
@@ -79,13 +81,21 @@ local PHASE_NAMES = { [0] = "init", "access", "balance", "response", "log" }
 
 local C, VM                      -- the api table and this VM's handle, set by boot()
 local T0                         -- the call's start, ns (mg_ffi_call_start_ns)
+local SF                         -- &vm->slot_flags: [0][slot] (the array moves as slots grow)
+local PH                         -- &vm->phase: the phase of the call in progress
 local sbuf = ffi.new("struct mg_lua_str[1]")
 local nbuf = ffi.new("double[1]")
-local phase = 0                  -- phase of the call in progress (error messages)
+local band, bor = bit.band, bit.bor
 
-function M.boot(api_lud, vm_lud)
+-- Bits of a slot's flags (MG_LUA_SLOT_* in gateway/lua/state-t.h): what was
+-- done for the request that holds the slot. C zeroes them for a new request.
+local F_VARS, F_CACHE, F_RESPONDED = 1, 2, 4
+
+function M.boot(api_lud, vm_lud, flags_lud, phase_lud)
     C = ffi.cast("const struct mg_ffi_api *", api_lud)
     VM = ffi.cast("mg_lua *", vm_lud)
+    SF = ffi.cast("uint8_t **", flags_lud)
+    PH = ffi.cast("const int *", phase_lud)
     local function same(what, c, lua)
         if c ~= lua then
             error(string.format("moongate/ctx.lua is out of step with gateway/lua/ctx.c: %s is %d in C, %d here",
@@ -103,12 +113,8 @@ function M.boot(api_lud, vm_lud)
     return C, VM
 end
 
-function M.set_phase(p)
-    phase = p
-end
-
 function M.phase_name(p)
-    return PHASE_NAMES[p or phase]
+    return PHASE_NAMES[p or PH[0]]
 end
 
 -- Raises the error for a C return code, blaming the plugin line that called
@@ -118,7 +124,7 @@ local function fail(what, rc, name)
     if rc == BAD_CONTEXT then
         msg = what .. ": this ctx is not valid here (kept past its phase, or another request's)"
     elseif rc == BAD_PHASE then
-        msg = what .. " is not available in the " .. PHASE_NAMES[phase] .. " phase"
+        msg = what .. " is not available in the " .. PHASE_NAMES[PH[0]] .. " phase"
     elseif rc == BAD_NAME then
         msg = what .. ": invalid header name " .. string.format("%q", tostring(name))
     elseif rc == BAD_VALUE then
@@ -139,7 +145,7 @@ end
 
 -- ------------------------------------------------------------------ ctx
 
-local priv = {}   -- ctx object -> its state {slot, vars, cache, responded, *_stale}
+local priv = {}   -- ctx object -> its state {slot, vars, cache}
 local clear = require("table.clear")
 local methods = {}
 local ctx_mt = {}
@@ -262,7 +268,7 @@ methods.set_response_header = header_setter("mg_ffi_resp_header_set", "ctx:set_r
 -- that plugin, and a second respond changes nothing.
 function methods.respond(self, status, body, headers)
     local st = state(self, "ctx:respond")
-    if st.responded then error(RESPOND_SENTINEL) end
+    if band(SF[0][st.slot], F_RESPONDED) ~= 0 then error(RESPOND_SENTINEL) end
     if type(status) ~= "number" or status % 1 ~= 0 or status < 200 or status > 599 then
         error("bad argument #1 to ctx:respond (an integer status 200..599 expected, got "
             .. tostring(status) .. ")", 2)
@@ -286,7 +292,8 @@ function methods.respond(self, status, body, headers)
             if rc ~= OK then fail("ctx:respond", rc, k) end
         end
     end
-    st.responded = true
+    local f = SF[0]
+    f[st.slot] = bor(f[st.slot], F_RESPONDED)
     error(RESPOND_SENTINEL)
 end
 
@@ -320,39 +327,46 @@ local function fetch_tls(slot)
     }
 end
 
+-- The request's cached fields (cleared on their first use in a request).
+local function cache_of(st)
+    local f, slot = SF[0], st.slot
+    local fl = f[slot]
+    if band(fl, F_CACHE) == 0 then
+        clear(st.cache)
+        f[slot] = bor(fl, F_CACHE)
+    end
+    return st.cache
+end
+
 ctx_mt.__index = function(self, k)
     local m = methods[k]
     if m ~= nil then return m end
     local st = priv[self]
     if k == "vars" then
-        if st.vars_stale then
+        local f, slot = SF[0], st.slot
+        local fl = f[slot]
+        if band(fl, F_VARS) == 0 then
             clear(st.vars)
-            st.vars_stale = false
+            f[slot] = bor(fl, F_VARS)
         end
         return st.vars
     end
     local f = cached[k]
     if f ~= nil then
-        if st.cache_stale then
-            clear(st.cache)
-            st.cache_stale = false
-        end
-        local v = st.cache[k]
+        local cache = cache_of(st)
+        local v = cache[k]
         if v == nil then
             v = fetch_str(st.slot, f)
-            st.cache[k] = v
+            cache[k] = v
         end
         return v
     end
     if k == "tls" then
-        if st.cache_stale then
-            clear(st.cache)
-            st.cache_stale = false
-        end
-        local v = st.cache.tls
+        local cache = cache_of(st)
+        local v = cache.tls
         if v == nil then
             v = fetch_tls(st.slot)
-            st.cache.tls = v
+            cache.tls = v
         end
         return v or nil
     end
@@ -369,34 +383,29 @@ ctx_mt.__tostring = function(self)
     return "ctx (slot " .. priv[self].slot .. ")"
 end
 
--- The same states by slot (an array: the runner reaches a request's state
--- without hashing its ctx object).
-local states = {}
-M.states = states
-
+-- The pooled object of a slot, made on the slot's first use. Its tables are
+-- cleared on first use in each request (the slot's flags), not when a
+-- request starts: most requests never touch ctx.vars, and a balancer call
+-- should not pay for clearing it.
 function M.new_ctx(slot)
     local o = setmetatable({}, ctx_mt)
-    local st = {
-        slot = slot, vars = {}, cache = {}, responded = false,
-        vars_stale = false, cache_stale = false,
-    }
-    priv[o] = st
-    states[slot] = st
+    priv[o] = { slot = slot, vars = {}, cache = {} }
     return o
 end
 
--- Makes a pooled object fresh for its next request. The tables are cleared
--- on first use, not here: most requests never touch ctx.vars, and a balancer
--- call should not pay for clearing it.
-function M.reset(o)
-    local st = priv[o]
-    st.vars_stale = true
-    st.cache_stale = true
-    st.responded = false
+-- Whether ctx:respond() ran in the request that holds `slot`.
+function M.responded_slot(slot)
+    return band(SF[0][slot], F_RESPONDED) ~= 0
 end
 
 function M.responded(o)
-    return priv[o].responded
+    return band(SF[0][priv[o].slot], F_RESPONDED) ~= 0
+end
+
+-- Whether the request's cached fields were cleared for it already (ext.lua:
+-- a change of ctx.path must drop the cached value, not an old request's).
+function M.cache_ready(st)
+    return band(SF[0][st.slot], F_CACHE) ~= 0
 end
 
 -- For moongate/ext.lua, which adds the methods of DESIGN.md 10.4.
@@ -431,8 +440,13 @@ struct mg_lua_tview {
 
 local addresses = {}                    -- [array][index] -> "host:port"
 
+-- Not a tail call of the FFI function: a trace that starts in __index (it
+-- gets hot before its callers when a balancer reads several fields) cannot
+-- record a C function returning to the metamethod's caller ("NYI: return to
+-- lower frame"), and its aborts left that path interpreted in some runs.
 local function ewma_of(v)
-    return C.mg_ffi_target_ewma(v._stats, T0[0])
+    local e = C.mg_ffi_target_ewma(v._stats, T0[0])
+    return e
 end
 
 local tview_t = ffi.metatype("struct mg_lua_tview", {
@@ -440,8 +454,14 @@ local tview_t = ffi.metatype("struct mg_lua_tview", {
         if k == "available" then return v._t.available ~= 0 end
         if k == "weight" then return v._weight end
         if k == "active" then return v._active[0] end
-        if k == "ewma" then return ewma_of(v) end
-        if k == "failures" then return tonumber(v._failures[0]) end
+        if k == "ewma" then
+            local e = ewma_of(v)
+            return e
+        end
+        if k == "failures" then
+            local f = tonumber(v._failures[0])
+            return f
+        end
         if k == "address" then return addresses[v._array][v._index] end
         error("target has no field '" .. tostring(k) .. "'", 2)
     end,

@@ -97,7 +97,7 @@ end
 
 -- The cached ctx.path / ctx.query must show the new value.
 local function forget(st, k)
-    if not st.cache_stale then st.cache[k] = nil end
+    if ctxm.cache_ready(st) then st.cache[k] = nil end
 end
 
 function methods.set_path(self, path)

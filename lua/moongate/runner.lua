@@ -5,12 +5,19 @@
 --   load(id, name, chunk) -> caps      per plugin file (chunk already guarded)
 --   entry(route, kind, id, conf, positions) -> mask   per route entry: checks
 --                                      P.schema, runs init(conf)
+--   runner(route, phase) -> fn()   a chain's pre-bound entry (made once; the
+--                                      slot is in vm->cur_slot)
+--   balancer(route) -> fn([id[, n, targets]])   the same for the route's
+--                                      balancer; its pick goes to vm->pick
 --   run(route, phase, slot) -> failed       a route's chain for one phase
 --   run_waiting(route, phase, slot) -> failed | key   the same in a coroutine
 --   resume(key, phase), abandon(key), timer(id), init_worker()   (task.c)
---   balance(route, slot, id, n, targets) -> index (0: none)   the route's balancer
--- A negative slot is a fresh one (a new request); `n` and `targets` (the C
--- array, as a light userdata) come only until the array `id` has been wrapped.
+--   balance(route, slot, id, n, targets)   the route's balancer (vm->pick)
+-- A slot names the request's pooled ctx object (C binds it and resets its
+-- flags: moongate/ctx.lua); `id` names the targets array, given when it is
+-- not the one the entry saw last; `n` and `targets` (the C array, as a light
+-- userdata) come only until the array `id` has been wrapped. A balancer's
+-- result that is not a number means no target (vm->pick 0).
 --
 -- Invariants: chains hold the plugin functions and conf tables captured at
 -- load, in config order; the per-request ctx object comes from the pool by
@@ -29,6 +36,7 @@ local schema = require("moongate.schema")
 local jitreport = require("moongate.jitreport")
 
 local M = {}
+local type = type -- an upvalue: the JIT folds it (a global is a lookup and a guard per use)
 
 -- enum mg_lua_phase
 local INIT, ACCESS, BALANCE, RESPONSE, LOG = 0, 1, 2, 3, 4
@@ -45,12 +53,18 @@ local tcache = {}                       -- targets array id -> wrapped view
 local may_wait = {}                     -- plugin id -> its code names a waiting function
 local init_workers = {}                 -- {fn, conf, id} per route entry with init_worker
 
-local new_ctx, reset, responded, set_phase = ctxm.new_ctx, ctxm.reset, ctxm.responded, ctxm.set_phase
+local new_ctx, responded, responded_slot = ctxm.new_ctx, ctxm.responded, ctxm.responded_slot
 local enter = ctxm.plugin_enter
 local bor, lshift = bit.bor, bit.lshift
 
-function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed)
-    ctxm.boot(api_lud, vm_lud)
+local PICK -- &vm->pick: where a balance call leaves its result for C
+local SLOT -- &vm->cur_slot: the slot of a pre-bound entry's call
+
+function M.boot(vm_lud, api_lud, stop_lud, worker_id, checking, seed, flags_lud, phase_lud, pick_lud,
+                slot_lud)
+    ctxm.boot(api_lud, vm_lud, flags_lud, phase_lud)
+    PICK = ffi.cast("double *", pick_lud)
+    SLOT = ffi.cast("const int32_t *", slot_lud) -- an int: a table index with no conversion
     ext.boot(vm_lud)
     stop = ffi.cast("const uint8_t *", stop_lud)
     gw = gwm.new(worker_id, checking)
@@ -258,22 +272,15 @@ function M.size(v)
     return n >= 1 and n or nil
 end
 
--- The ctx object of a slot; a negative slot starts a new request.
-local states = ctxm.states
-local function bind(slot)
-    if slot > 0 then return objs[slot] end
-    slot = -slot
-    local o = objs[slot]
-    if o == nil then
-        o = new_ctx(slot)
-        objs[slot] = o
-    else
-        local st = states[slot] -- reset(o), without hashing o
-        st.vars_stale = true
-        st.cache_stale = true
-        st.responded = false
-    end
+-- The ctx object of a slot, made on the slot's first use (`objs[slot] or
+-- made(slot)`: nothing to reset per request, C did it in the slot's flags).
+local function made(slot)
+    local o = new_ctx(slot)
+    objs[slot] = o
     return o
+end
+local function bind(slot)
+    return objs[slot] or made(slot)
 end
 
 -- ctx:respond() ends the phase by raising this; it is not an error.
@@ -328,7 +335,6 @@ end
 function M.run(route, phase, slot)
     local ch = chains[phase][route]
     local o = bind(slot)
-    set_phase(phase)
     if phase == LOG then
         return run_log(ch, o)
     end
@@ -348,68 +354,103 @@ end
 -- registry, made once per VM after every entry is known, and calls it with
 -- the slot alone): no chain lookup per call, and a chain of one plugin calls
 -- it directly. Same behaviour as run(route, phase, slot).
+-- C calls these without arguments (the slot is at SLOT[0]; `sp`, a local
+-- never assigned again, is a constant in the trace) and reads no result
+-- (the log chain's: whether some plugin failed); a chain of one plugin is a
+-- tail call of it.
 function M.runner(route, phase)
     local ch = chains[phase][route]
     if ch == nil then return nil end
+    local sp = SLOT
     if phase == LOG then
-        return function(slot)
-            local o = bind(slot)
-            set_phase(LOG)
-            return run_log(ch, o)
+        return function()
+            local slot = sp[0]
+            return run_log(ch, objs[slot] or made(slot))
         end
     end
     local fns, confs, ids, n = ch.fns, ch.confs, ch.ids, ch.n
     if n == 1 then
         local f, c, id = fns[1], confs[1], ids[1]
         if ch.reordered then
-            return function(slot)
-                local o = bind(slot)
-                set_phase(phase)
+            return function()
+                local slot = sp[0]
                 enter(id)
-                f(o, c)
-                return false
+                return f(objs[slot] or made(slot), c)
             end
         end
-        return function(slot)
-            local o = bind(slot)
-            set_phase(phase)
-            f(o, c)
-            return false
+        return function()
+            local slot = sp[0]
+            return f(objs[slot] or made(slot), c)
         end
     end
     local reordered = ch.reordered
     local check = phase == ACCESS
-    return function(slot)
-        local o = bind(slot)
-        set_phase(phase)
+    return function()
+        local slot = sp[0]
+        local o = objs[slot] or made(slot)
         if reordered then enter(ids[1]) end
         fns[1](o, confs[1])
-        local st = states[slot < 0 and -slot or slot]
-        if check and st.responded then return false end
+        if check and responded_slot(slot) then return end
         for k = 2, n do
             enter(ids[k])
             fns[k](o, confs[k])
-            if check and st.responded then return false end
+            if check and responded_slot(slot) then return end
         end
-        return false
+    end
+end
+
+local function targets_view(id, n, targets)
+    local ts = tcache[id]
+    if ts == nil then
+        ts = ctxm.wrap_targets(targets, n, id)
+        tcache[id] = ts
+    end
+    return ts
+end
+
+-- A balancer's result, for C in vm->pick (a number; 0: no target): C then
+-- reads no result from the stack.
+local function pick(o, i, refused)
+    if type(i) == "number" then
+        PICK[0] = i
+    else
+        PICK[0] = 0
+        if i == nil and refused ~= nil then ext.refuse(o, refused) end
+    end
+end
+
+-- The same with the pick pointer as an argument (a constant in the trace
+-- when the caller holds it in a local never assigned again).
+local function pick_to(pp, o, i, refused)
+    if type(i) == "number" then
+        pp[0] = i
+    else
+        pp[0] = 0
+        if i == nil and refused ~= nil then ext.refuse(o, refused) end
+    end
+end
+
+-- The pre-bound entry of a route's balancer: its function and conf are
+-- upvalues, and so is the targets view it was given last (C names the
+-- array only when it changes), so a call looks nothing up.
+function M.balancer(route)
+    local b = balancers[route]
+    if b == nil then return nil end
+    local fn, conf = b.fn, b.conf
+    local sp, pp = SLOT, PICK
+    local ts
+    return function(id, n, targets)
+        local slot = sp[0]
+        local o = objs[slot] or made(slot)
+        if id ~= nil then ts = targets_view(id, n, targets) end
+        pick_to(pp, o, fn(o, conf, ts))
     end
 end
 
 function M.balance(route, slot, id, n, targets)
     local b = balancers[route]
     local o = bind(slot)
-    set_phase(BALANCE)
-    local ts = tcache[id]
-    if ts == nil then
-        ts = ctxm.wrap_targets(targets, n, id)
-        tcache[id] = ts
-    end
-    local i, refused = b.fn(o, b.conf, ts)
-    if type(i) ~= "number" then -- C reads a number only (0: no target)
-        if i == nil and refused ~= nil then ext.refuse(o, refused) end
-        return 0
-    end
-    return i
+    pick(o, b.fn(o, b.conf, targets_view(id, n, targets)))
 end
 
 -- One piece of the response body through the route's filters, in priority
@@ -417,7 +458,6 @@ end
 function M.body_filter(route, slot, chunk, eof)
     local ch = bfchains[route]
     local o = bind(slot)
-    set_phase(RESPONSE)
     local fns, confs, ids = ch.fns, ch.confs, ch.ids
     for k = 1, ch.n do
         enter(ids[k])
@@ -437,14 +477,12 @@ end
 function M.run_waiting(route, phase, slot)
     local ch = chains[phase][route]
     local o = bind(slot)
-    set_phase(phase)
     return coro.run(chain_job, ch, o, phase)
 end
 
 -- The waiting side (gateway/lua/task.c): a suspended run goes on, is dropped,
 -- a timer fires, the workers start.
 function M.resume(key, phase)
-    set_phase(phase)
     return coro.resume(key)
 end
 
@@ -462,12 +500,10 @@ end
 function M.timer(id)
     local t = gw_io.timer_entry(id)
     if not t then return false end
-    set_phase(INIT)
     return coro.run(timer_job, t)
 end
 
 function M.init_worker()
-    set_phase(INIT)
     for _, e in ipairs(init_workers) do
         enter(e[3])
         local ok, err = xpcall(e[1], traceback, e[2])

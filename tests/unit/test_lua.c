@@ -9,6 +9,10 @@
  */
 #include "lua_test.h"
 
+#include <math.h>
+
+#include "lua/ctx.h" /* mg_ffi_target_ewma */
+
 /* ------------------------------------------------------------ config time */
 
 static void check_accepts_bundled_plugins(void **state)
@@ -951,6 +955,26 @@ static void targets_ewma_decays(void **state)
     mg_config_unref(cfg);
 }
 
+/* The decay to now: below tau/64 a series replaces exp(); both sides of
+ * that edge agree with exp() to 1e-10 relative. */
+static void targets_ewma_decay_matches_exp(void **state)
+{
+    (void)state;
+    static struct mg_target_stats st;
+    atomic_store(&st.ewma_ns, 2000000); /* 2 ms, measured at 1000 s */
+    atomic_store(&st.ewma_at_ms, 1000000);
+    static const uint64_t ages_ms[] = {0, 1, 7, 50, 156, 157, 1000, 30000};
+    for (size_t i = 0; i < sizeof ages_ms / sizeof *ages_ms; i++) {
+        double want = 2e-3 * exp(-(double)ages_ms[i] / 10000); /* MG_EWMA_TAU_MS */
+        double got = mg_ffi_target_ewma(&st, (1000000 + ages_ms[i]) * 1000000ull);
+        if (!(fabs(got - want) <= 1e-10 * want))
+            fail_msg("age %llu ms: %.17g, exp() says %.17g", (unsigned long long)ages_ms[i], got,
+                     want);
+    }
+    atomic_store(&st.ewma_ns, 0); /* no sample: 0 */
+    assert_true(mg_ffi_target_ewma(&st, 1000001ull * 1000000) == 0);
+}
+
 /* ---------------------------------------------------------- instrumentation */
 
 static void guard_source_instruments_loops_only(void **state)
@@ -1134,6 +1158,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(targets_view_reads_c_memory, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(lazy_inputs_filled_on_first_read, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(targets_ewma_decays, t_setup, t_teardown),
+        cmocka_unit_test(targets_ewma_decay_matches_exp),
         cmocka_unit_test(guard_source_instruments_loops_only),
         cmocka_unit_test_setup_teardown(docs_example_plugin_works, t_setup, t_teardown),
         cmocka_unit_test(integration_example_plugins_load),
