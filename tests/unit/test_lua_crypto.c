@@ -105,6 +105,43 @@ static void base64_and_digests(void **state)
     lua_close(L);
 }
 
+/* A prepared HMAC key (hmac_key, used by verify and the jwt fast path)
+ * against OpenSSL's one-shot HMAC(), for every message length around the
+ * padding boundaries (55/56 and 64 bytes into a block: one or two final
+ * blocks), keys shorter and longer than a block, and two keys at once. */
+static void hmac_key_lengths(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    run(L,
+        "local algs = {HS256 = 'sha256', HS384 = 'sha384', HS512 = 'sha512'}\n"
+        "local keys = {'k', string.rep('K', 64), string.rep('q', 65), string.rep('z', 129),\n"
+        "              string.rep('w', 200)}\n"
+        "local prepared = {}\n"
+        "for i, k in ipairs(keys) do prepared[i] = crypto.hmac_key(k) end\n"
+        "local msg = {}\n"
+        "for n = 0, 300 do msg[n] = string.rep('m', n):gsub('()', function(i) return "
+        "string.char((i * 7 + n) % 256) end):sub(1, n) end\n"
+        "for alg, md in pairs(algs) do\n"
+        "  for i, k in ipairs(keys) do\n"
+        "    for n = 0, 300 do\n"
+        "      local sig = crypto.hmac(md, k, msg[n])\n"
+        "      assert(crypto.verify(alg, prepared[i], msg[n], sig), alg .. ' key ' .. i .. ' n ' "
+        ".. n)\n"
+        "      -- the other keys' states never verify it\n"
+        "      local j = i % #keys + 1\n"
+        "      assert(not crypto.verify(alg, prepared[j], msg[n], sig), alg .. ' wrong key ' .. "
+        "j)\n"
+        "      if n > 0 then\n"
+        "        local flipped = msg[n]:sub(1, -2) .. string.char((msg[n]:byte(-1) + 1) % 256)\n"
+        "        assert(not crypto.verify(alg, prepared[i], flipped, sig))\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n");
+    lua_close(L);
+}
+
 /* RFC 7515 appendix A.1: HS256, with exp in 2011. */
 static void jwt_hs256_vector(void **state)
 {
@@ -335,7 +372,7 @@ static int cache_get(struct mg_jwt_cache *c, const char *value, int bearer, doub
                      uint32_t *span)
 {
     struct mg_lua_str v = {value, strlen(value)};
-    return mg_jwt_cache_api.lookup(c, &v, bearer, now, 30, span);
+    return mg_jwt_cache_api.lookup(c, &v, bearer, now, 30, span, NULL, NULL);
 }
 
 static int cache_put(struct mg_jwt_cache *c, const char *tok, double exp, double nbf)
@@ -425,10 +462,10 @@ static void jwt_token_cache(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(json_codec),       cmocka_unit_test(base64_and_digests),
-        cmocka_unit_test(jwt_hs256_vector), cmocka_unit_test(jwt_verifier_ranges),
-        cmocka_unit_test(jwt_hs_fast_path), cmocka_unit_test(jwt_public_keys),
-        cmocka_unit_test(jwt_token_cache),
+        cmocka_unit_test(json_codec),          cmocka_unit_test(base64_and_digests),
+        cmocka_unit_test(hmac_key_lengths),    cmocka_unit_test(jwt_hs256_vector),
+        cmocka_unit_test(jwt_verifier_ranges), cmocka_unit_test(jwt_hs_fast_path),
+        cmocka_unit_test(jwt_public_keys),     cmocka_unit_test(jwt_token_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
