@@ -35,6 +35,11 @@
 
 #include "lua/ctx_ext.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define B64_SIMD 1 /* mg_lua_b64url_decode's SSSE3 loop, chosen at run time */
+#endif
+
 #define PKEY_MT "moongate.pkey"
 #define HKEY_MT "moongate.hmac_key"
 
@@ -168,8 +173,16 @@ static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
  * (JWT segments are most of a token's decoding). */
 static uint32_t b64url_q[4][256];
 
+#ifdef B64_SIMD
+static bool b64_ssse3; /* set with the tables, read after their pthread_once */
+#endif
+
 static void b64_tables(void)
 {
+#ifdef B64_SIMD
+    __builtin_cpu_init();
+    b64_ssse3 = __builtin_cpu_supports("ssse3");
+#endif
     memset(b64_rev, 255, sizeof(b64_rev));
     for (int i = 0; i < 64; i++) {
         b64_rev[0][(unsigned char)b64_std[i]] = (unsigned char)i;
@@ -213,6 +226,52 @@ static long b64_decode(const unsigned char *s, size_t n, bool url, unsigned char
     return (long)o;
 }
 
+#ifdef B64_SIMD
+/* 16 URL-alphabet characters to 12 bytes with SSSE3 (every x86-64 CPU since
+ * 2006; checked at run time): range compares classify and translate the
+ * characters, pmaddubsw and pmaddwd join the 6-bit values, pshufb puts the
+ * bytes in order. A chunk with any other character is left to the scalar
+ * loop, which rejects it. ~25 instructions per 16 characters instead of ~70:
+ * a JWT's payload and signature are most of a new token's decoding. */
+__attribute__((target("ssse3"))) static size_t b64url_simd(const unsigned char *s, size_t n,
+                                                           unsigned char *out, size_t *done)
+{
+    size_t i = 0, o = 0;
+    const __m128i shuf = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
+    for (; i + 16 <= n; i += 16, o += 12) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + i));
+        /* bytes >= 0x80 are negative here: in no range, so invalid */
+        __m128i up = _mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8(0x40)),
+                                   _mm_cmplt_epi8(c, _mm_set1_epi8(0x5b)));
+        __m128i lo = _mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8(0x60)),
+                                   _mm_cmplt_epi8(c, _mm_set1_epi8(0x7b)));
+        __m128i dg = _mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8(0x2f)),
+                                   _mm_cmplt_epi8(c, _mm_set1_epi8(0x3a)));
+        __m128i da = _mm_cmpeq_epi8(c, _mm_set1_epi8('-'));
+        __m128i un = _mm_cmpeq_epi8(c, _mm_set1_epi8('_'));
+        __m128i ok = _mm_or_si128(_mm_or_si128(up, lo), _mm_or_si128(dg, _mm_or_si128(da, un)));
+        if (_mm_movemask_epi8(ok) != 0xffff)
+            break;
+        __m128i off =
+            _mm_or_si128(_mm_or_si128(_mm_and_si128(up, _mm_set1_epi8(-65)),
+                                      _mm_and_si128(lo, _mm_set1_epi8(-71))),
+                         _mm_or_si128(_mm_and_si128(dg, _mm_set1_epi8(4)),
+                                      _mm_or_si128(_mm_and_si128(da, _mm_set1_epi8(62 - '-')),
+                                                   _mm_and_si128(un, _mm_set1_epi8(63 - '_')))));
+        __m128i v = _mm_add_epi8(c, off);
+        v = _mm_maddubs_epi16(v, _mm_set1_epi32(0x01400140)); /* a << 6 | b per pair */
+        v = _mm_madd_epi16(v, _mm_set1_epi32(0x00011000));    /* 24 bits per quad */
+        v = _mm_shuffle_epi8(v, shuf);
+        _mm_storel_epi64((__m128i *)(out + o), v);
+        uint32_t last = (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(v, 8));
+        memcpy(out + o + 8, &last, 4);
+    }
+    *done = i;
+    return o;
+}
+
+#endif
+
 long mg_lua_b64url_decode(const char *text, size_t n, unsigned char *out)
 {
     const unsigned char *s = (const unsigned char *)text;
@@ -225,6 +284,10 @@ long mg_lua_b64url_decode(const char *text, size_t n, unsigned char *out)
         return -1;
     pthread_once(&b64_once, b64_tables);
     size_t i = 0, o = 0;
+#ifdef B64_SIMD
+    if (n >= 16 && b64_ssse3)
+        o = b64url_simd(s, n, out, &i);
+#endif
     for (; i + 4 <= n; i += 4, o += 3) {
         uint32_t v = b64url_q[0][s[i]] | b64url_q[1][s[i + 1]] | b64url_q[2][s[i + 2]] |
                      b64url_q[3][s[i + 3]];
