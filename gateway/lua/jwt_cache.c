@@ -152,7 +152,7 @@ static uint64_t tail_hash(uint64_t seed, const unsigned char *p, size_t n)
 }
 
 static int lookup(struct mg_jwt_cache *c, const struct mg_lua_str *value, int bearer, double now,
-                  double leeway, uint32_t *span)
+                  double leeway, uint32_t *span, struct mg_jwt_hs *spec, struct mg_jwt_hs_out *out)
 {
     size_t off, len;
     if (!token_span(value, bearer, &off, &len))
@@ -182,6 +182,11 @@ static int lookup(struct mg_jwt_cache *c, const struct mg_lua_str *value, int be
         }
         c->misses++;
     }
+    /* A token the HMAC fast path accepts is base64url and dots only, so it
+     * has no space: the scan below is for the others (~500 instructions
+     * saved per new token), before the full verify. */
+    if (spec && mg_jwt_hs_verify(spec, (const char *)tok, len, now, out) == 1)
+        return MG_JWT_CACHE_VERIFIED;
     /* a bearer token is one run of non-space (jwt_auth's contract) */
     return bearer && has_space(tok, len) ? MG_JWT_CACHE_NO_TOKEN : MG_JWT_CACHE_MISS;
 }

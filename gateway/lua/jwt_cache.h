@@ -26,15 +26,18 @@ enum {
     MG_JWT_CACHE_NO_TOKEN = -2, /* empty or not `Bearer <token>` */
     MG_JWT_CACHE_EXPIRED = -3,  /* a cached token past exp + leeway */
     MG_JWT_CACHE_NOT_YET = -4,  /* a cached token before nbf - leeway */
+    MG_JWT_CACHE_VERIFIED = -5, /* not cached, valid by the HMAC fast path (out filled) */
 };
 
 /* Field order is part of jwt.lua's cdef. */
 struct mg_jwt_cache_api {
     uint32_t size;
     /* The token in a header value (`bearer`: the "Bearer <token>" form) into
-     * span = {offset, length}, then looked up; c may be NULL (no cache). */
+     * span = {offset, length}, then looked up; c may be NULL (no cache). A
+     * token not cached is then checked by the HMAC fast path when spec is not
+     * NULL (mg_jwt_hs_verify into out): one call for a new token. */
     int (*lookup)(struct mg_jwt_cache *c, const struct mg_lua_str *value, int bearer, double now,
-                  double leeway, uint32_t *span);
+                  double leeway, uint32_t *span, struct mg_jwt_hs *spec, struct mg_jwt_hs_out *out);
     /* Stores a verified token; exp and nbf NaN when absent. The entry's index,
      * or -1 (too long, no memory). */
     int (*insert)(struct mg_jwt_cache *c, const char *tok, size_t len, double exp, double nbf);

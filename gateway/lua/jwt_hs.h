@@ -3,7 +3,9 @@
  * split, base64url-decoded into a per-thread buffer, its HMAC checked with a
  * prepared key (crypto.c), and only the claims the verifier needs read from
  * the payload, with no Lua value built. Reached over the FFI
- * (struct mg_jwt_cache_api's hs_verify, jwt.lua's cdef); never raises.
+ * (struct mg_jwt_cache_api: jwt_auth's requests through lookup, which calls
+ * it for a token not in the cache; gw.jwt.verifier through hs_verify;
+ * jwt.lua's cdef); never raises.
  */
 #ifndef MG_LUA_JWT_HS_H
 #define MG_LUA_JWT_HS_H

@@ -24,7 +24,7 @@ struct mg_jwt_hs_out {
 struct mg_jwt_cache_api {
     uint32_t size;
     int (*lookup)(void *c, const struct mg_lua_str *value, int bearer, double now, double leeway,
-                  uint32_t *span);
+                  uint32_t *span, void *spec, struct mg_jwt_hs_out *out);
     int (*insert)(void *c, const char *tok, size_t len, double exp, double nbf);
     int (*hs_verify)(void *spec, const char *tok, size_t len, double now, struct mg_jwt_hs_out *out);
 };
@@ -34,7 +34,7 @@ if JC.size ~= ffi.sizeof("struct mg_jwt_cache_api") then
     error("moongate/jwt.lua is out of step with gateway/lua/jwt_cache.c (struct mg_jwt_cache_api)", 0)
 end
 -- enum in jwt_cache.h
-local JC_NO_TOKEN, JC_EXPIRED, JC_NOT_YET = -2, -3, -4
+local JC_NO_TOKEN, JC_EXPIRED, JC_NOT_YET, JC_VERIFIED = -2, -3, -4, -5
 
 local M = {}
 local find, sub, byte = string.find, string.sub, string.byte
@@ -361,16 +361,14 @@ function M.request_verifier(opts, header, bearer, size, names)
     local function check(ctx)
         if not ctxm.header_into(ctx, header, value) then return nil, "missing token" end
         local now = clock()
-        local rc = JC.lookup(cache_ptr, value, bearer, now, leeway, span)
+        -- the cache, then for a new token the HMAC fast path: one C call
+        local rc = JC.lookup(cache_ptr, value, bearer, now, leeway, span, spec_ptr, hs_out)
         if rc >= 0 then
             local e = entries[rc + 1]
             return e[1], nil, e[2]
         end
-        if rc == JC_NO_TOKEN then return nil, "missing token" end
-        if rc == JC_EXPIRED then return nil, "token expired" end
-        if rc == JC_NOT_YET then return nil, "token not yet valid" end
-        if spec_ptr ~= nil and JC.hs_verify(spec_ptr, value[0].p + span[0], span[1], now, hs_out) == 1 then
-            -- one C call, claims decoded on first read, the header values from C
+        if rc == JC_VERIFIED then
+            -- claims decoded on first read, the header values from C
             local claims = lazy_claims(hs_out.payload, hs_out.payload_len)
             if cache_ptr == nil then
                 -- not cached: nothing outlives the request, no table per request
@@ -382,6 +380,9 @@ function M.request_verifier(opts, header, bearer, size, names)
             if i >= 0 then entries[i + 1] = { claims, memo } end
             return claims, nil, memo
         end
+        if rc == JC_NO_TOKEN then return nil, "missing token" end
+        if rc == JC_EXPIRED then return nil, "token expired" end
+        if rc == JC_NOT_YET then return nil, "token not yet valid" end
         local s = ffi.string(value[0].p, value[0].len)
         local a = span[0] + 1
         local claims, err = verify(s, opts, true, a, a + span[1] - 1)

@@ -7,11 +7,12 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import subprocess
 import time
 import urllib.request
 
-from conftest import assert_error, fetch
+from conftest import assert_error, fetch, t, wait_until
 
 CONF = """\
 plugin_path: ["$plugins"]
@@ -530,6 +531,65 @@ def test_jwt_auth_claims_read_lazily_and_headers_from_c(gateway, upstream, tmp_p
         ("Authorization", "Bearer " + hs_token({"aud": "api", "exp": now - 100}))]),
         "unauthorized", 401)
     assert "expired" in doc["message"]
+
+
+KEYS_CONF = """\
+upstreams:
+  u:
+    targets: [{address: "$a"}]
+routes:
+  - name: one
+    upstream: u
+    match: {paths: ["/one"]}
+    plugins: [{name: jwt_auth, config: {alg: [HS256, HS384], key: "%s", claims_to_headers: {sub: X-User}}}]
+  - name: two
+    upstream: u
+    match: {paths: ["/two"]}
+    plugins: [{name: jwt_auth, config: {alg: [HS256, HS384], key: "%s", claims_to_headers: {sub: X-User}, cache: 0}}]
+  - name: three
+    upstream: u
+    match: {paths: ["/three"]}
+    plugins: [{name: jwt_auth, config: {key: "%s", cache: 0}}]
+"""
+
+
+def test_jwt_auth_keys_per_route_and_rotated_on_reload(gateway, upstream, tmp_path):
+    """Each key's prepared HMAC state (its padded SHA-2 states, made once per
+    key) verifies only its own tokens: two routes with two keys (one with the
+    token cache, one without), a third route sharing the first key, a token
+    under the wrong key refused on each; after a reload that swaps the keys
+    the old tokens are refused and the new ones accepted."""
+    a = upstream(name="a")
+    gw = gateway(KEYS_CONF % ("key-one", "key-two", "key-one"), a=a,
+                 allow_errors=[r"config reload"])
+    exp = int(time.time()) + 600
+
+    def status(path, secret, alg="HS256", sub="u"):
+        tok = hs_token({"sub": sub, "exp": exp}, secret=secret, alg=alg)
+        r = fetch(gw.port, "GET", path, headers=[("Authorization", "Bearer " + tok)])
+        if r.status == 200:
+            assert r.echo_header("x-user") in (sub, None), r.echo_header("x-user")
+        return r.status
+
+    def check(first, second):
+        for n in range(3):  # again: cached (route one) and not (route two)
+            for alg in ("HS256", "HS384"):
+                sub = "u%d" % n
+                assert status("/one", first, alg, sub) == 200, (alg, n)
+                assert status("/two", second, alg, sub) == 200, (alg, n)
+                assert status("/one", second, alg, sub) == 401, (alg, n)
+                assert status("/two", first, alg, sub) == 401, (alg, n)
+            assert status("/three", first, sub=sub) == 200
+            assert status("/three", second, sub=sub) == 401
+            assert status("/one", b"key-on", sub=sub) == 401  # a prefix of the key
+
+    check(b"key-one", b"key-two")
+    with open(gw.config_path, "w") as f:
+        f.write(gw.config.replace('key: "key-one"', 'key: "KEY-A"').replace(
+            'key: "key-two"', 'key: "key-one"').replace('key: "KEY-A"', 'key: "key-two"'))
+    gw.signal(signal.SIGHUP)
+    assert wait_until(lambda: "config reloaded" in gw.log(), t(5)), gw.log_tail()
+    check(b"key-two", b"key-one")
 
 
 def test_jwt_auth_config_errors(gateway, upstream, tmp_path):

@@ -11,7 +11,9 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +105,90 @@ static void base64_and_digests(void **state)
            "assert(crypto.equal('abc', 'abc') and not crypto.equal('abc', 'abd') and not "
            "crypto.equal('a', 'ab'))\n");
     lua_close(L);
+}
+
+/* A prepared HMAC key (hmac_key, used by verify and the jwt fast path)
+ * against OpenSSL's one-shot HMAC(), for every message length around the
+ * padding boundaries (55/56 and 64 bytes into a block: one or two final
+ * blocks), keys shorter and longer than a block, and two keys at once. */
+static void hmac_key_lengths(void **state)
+{
+    (void)state;
+    lua_State *L = open_state();
+    run(L,
+        "local algs = {HS256 = 'sha256', HS384 = 'sha384', HS512 = 'sha512'}\n"
+        "local keys = {'k', string.rep('K', 64), string.rep('q', 65), string.rep('z', 129),\n"
+        "              string.rep('w', 200)}\n"
+        "local prepared = {}\n"
+        "for i, k in ipairs(keys) do prepared[i] = crypto.hmac_key(k) end\n"
+        "local msg = {}\n"
+        "for n = 0, 300 do msg[n] = string.rep('m', n):gsub('()', function(i) return "
+        "string.char((i * 7 + n) % 256) end):sub(1, n) end\n"
+        "for alg, md in pairs(algs) do\n"
+        "  for i, k in ipairs(keys) do\n"
+        "    for n = 0, 300 do\n"
+        "      local sig = crypto.hmac(md, k, msg[n])\n"
+        "      assert(crypto.verify(alg, prepared[i], msg[n], sig), alg .. ' key ' .. i .. ' n ' "
+        ".. n)\n"
+        "      -- the other keys' states never verify it\n"
+        "      local j = i % #keys + 1\n"
+        "      assert(not crypto.verify(alg, prepared[j], msg[n], sig), alg .. ' wrong key ' .. "
+        "j)\n"
+        "      if n > 0 then\n"
+        "        local flipped = msg[n]:sub(1, -2) .. string.char((msg[n]:byte(-1) + 1) % 256)\n"
+        "        assert(not crypto.verify(alg, prepared[i], flipped, sig))\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n");
+    lua_close(L);
+}
+
+/* The base64url decoder of JWT segments (mg_lua_b64url_decode): its
+ * 16-character SSSE3 chunks and scalar quads and tail agree with a plain
+ * encoder on every length 0..200 (every 6-bit value appears), with and
+ * without padding; every byte outside the URL alphabet is refused at every
+ * position (a chunk's first and last character, the tail). */
+static void b64url_decoder(void **state)
+{
+    (void)state;
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[200], got[200];
+    char enc[280];
+    bool in_abc[256] = {0};
+    for (int i = 0; i < 64; i++)
+        in_abc[(unsigned char)abc[i]] = true;
+    srand(7);
+    for (size_t n = 0; n <= sizeof(raw); n++) {
+        for (size_t i = 0; i < n; i++)
+            raw[i] = (unsigned char)(i < 64 ? i * 4 + (n & 3) : (size_t)rand());
+        size_t e = 0;
+        for (size_t i = 0; i < n; i += 3) {
+            uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < n ? (uint32_t)raw[i + 1] << 8 : 0) |
+                         (i + 2 < n ? raw[i + 2] : 0);
+            size_t k = n - i >= 3 ? 4 : n - i + 1;
+            for (size_t j = 0; j < k; j++)
+                enc[e++] = abc[(v >> (18 - 6 * j)) & 63];
+        }
+        assert_int_equal(mg_lua_b64url_decode(enc, e, got), (long)n);
+        assert_memory_equal(got, raw, n);
+        size_t padded = e;
+        while (padded % 4)
+            enc[padded++] = '=';
+        assert_int_equal(mg_lua_b64url_decode(enc, padded, got), (long)n);
+        assert_memory_equal(got, raw, n);
+        for (size_t pos = 0; pos < e; pos++) {
+            char keep = enc[pos];
+            for (int c = 0; c < 256; c++) {
+                if (in_abc[c] || (c == '=' && pos + 2 >= e))
+                    continue;
+                enc[pos] = (char)c;
+                if (mg_lua_b64url_decode(enc, e, got) != -1)
+                    fail_msg("n %zu: byte %d at %zu accepted", n, c, pos);
+            }
+            enc[pos] = keep;
+        }
+    }
 }
 
 /* RFC 7515 appendix A.1: HS256, with exp in 2011. */
@@ -335,7 +421,7 @@ static int cache_get(struct mg_jwt_cache *c, const char *value, int bearer, doub
                      uint32_t *span)
 {
     struct mg_lua_str v = {value, strlen(value)};
-    return mg_jwt_cache_api.lookup(c, &v, bearer, now, 30, span);
+    return mg_jwt_cache_api.lookup(c, &v, bearer, now, 30, span, NULL, NULL);
 }
 
 static int cache_put(struct mg_jwt_cache *c, const char *tok, double exp, double nbf)
@@ -426,6 +512,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(json_codec),       cmocka_unit_test(base64_and_digests),
+        cmocka_unit_test(hmac_key_lengths), cmocka_unit_test(b64url_decoder),
         cmocka_unit_test(jwt_hs256_vector), cmocka_unit_test(jwt_verifier_ranges),
         cmocka_unit_test(jwt_hs_fast_path), cmocka_unit_test(jwt_public_keys),
         cmocka_unit_test(jwt_token_cache),
