@@ -148,6 +148,17 @@ access_log: $access_log
 drain_timeout: $drain_timeout
 """
 
+# The same on a listener that also takes h2c with prior knowledge, no access log.
+H2_PREAMBLE = """\
+listen:
+  - {address: "127.0.0.1:$port", http2: true}
+workers: 1
+admin: {listen: "127.0.0.1:$admin_port"}
+pid_file: "$pid_file"
+access_log: off
+drain_timeout: $drain_timeout
+"""
+
 SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:")
 ERROR_LINE_RE = re.compile(r"\[error\]")
 

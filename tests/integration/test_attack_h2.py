@@ -12,17 +12,10 @@ import h2.errors
 import h2.events
 import h2.settings
 
-from conftest import t, wait_until
+from conftest import H2_PREAMBLE, t, wait_until
 from test_http2 import H2, status
 
-CONF = """\
-listen:
-  - {address: "127.0.0.1:$port", http2: true}
-workers: 1
-admin: {listen: "127.0.0.1:$admin_port"}
-pid_file: "$pid_file"
-access_log: off
-drain_timeout: $drain_timeout
+CONF = H2_PREAMBLE + """\
 plugin_path: ["$plugins"]
 client: {body_timeout: 10s, max_body_size: 1m}
 http2: {initial_window_size: 16k, max_concurrent_streams: $streams, idle_timeout: 10s,
@@ -178,14 +171,7 @@ def test_resets_the_client_provokes_count_like_its_own(gateway, upstream, tmp_pa
 # slot (client.max_connections) forever.
 # ---------------------------------------------------------------------------
 
-SLOW_CONF = """\
-listen:
-  - {address: "127.0.0.1:$port", http2: true}
-workers: 1
-admin: {listen: "127.0.0.1:$admin_port"}
-pid_file: "$pid_file"
-access_log: off
-drain_timeout: $drain_timeout
+SLOW_CONF = H2_PREAMBLE + """\
 client: {header_timeout: 500ms, body_timeout: 500ms}
 http2: {idle_timeout: 1s}
 upstreams:

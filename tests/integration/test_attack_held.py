@@ -326,16 +326,8 @@ def refuse_upgrade_then_record(conn, req):
     if not req.header("upgrade"):
         return echo(conn, req)
     conn.send(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
-    conn.sock.settimeout(0.5)
-    try:
-        while True:
-            d = conn.sock.recv(65536)
-            if not d:
-                break
-            conn.server.ws_received += d
-    except OSError:
-        pass
-    return False
+    from test_attack_http1 import record_raw
+    return record_raw(conn, 0.5)
 
 
 def test_bytes_after_a_refused_upgrade_are_not_tunnelled(gateway, upstream):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import RawClient, assert_error, fetch, t
+from conftest import H2_PREAMBLE, RawClient, assert_error, fetch, t
 from test_http2 import H2, status
 
 CONF = """\
@@ -43,14 +43,7 @@ def test_fragment_in_request_target_is_refused(gateway, upstream, target):
     assert up.requests == []
 
 
-H2CONF = """\
-listen:
-  - {address: "127.0.0.1:$port", http2: true}
-workers: 1
-admin: {listen: "127.0.0.1:$admin_port"}
-pid_file: "$pid_file"
-access_log: off
-drain_timeout: $drain_timeout
+H2CONF = H2_PREAMBLE + """\
 """ + CONF
 
 
@@ -73,16 +66,11 @@ def test_fragment_in_h2_path_is_refused(gateway, upstream):
 # plugin and limit of the gateway for all the requests that follow on it.
 # ---------------------------------------------------------------------------
 
-def accept_any_upgrade(conn, req):
-    """An upstream that switches to whatever is asked, then records every
-    byte that reaches it raw."""
-    up = req.header("upgrade")
-    if not up:
-        conn.respond(200, b"plain")
-        return None
-    conn.send(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
-               % up).encode())
-    conn.sock.settimeout(1.0)
+def record_raw(conn, seconds):
+    """Keeps every byte that reaches the upstream's connection from now on (in
+    conn.server.ws_received) until it closes or stays quiet for `seconds`;
+    returns False: the connection is done."""
+    conn.sock.settimeout(seconds)
     try:
         while True:
             d = conn.sock.recv(65536)
@@ -92,6 +80,18 @@ def accept_any_upgrade(conn, req):
     except OSError:
         pass
     return False
+
+
+def accept_any_upgrade(conn, req):
+    """An upstream that switches to whatever is asked, then records every
+    byte that reaches it raw."""
+    up = req.header("upgrade")
+    if not up:
+        conn.respond(200, b"plain")
+        return None
+    conn.send(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+               % up).encode())
+    return record_raw(conn, 1.0)
 
 
 def test_h2c_upgrade_is_not_tunnelled(gateway, upstream):

@@ -8,17 +8,10 @@ import time
 import h2.exceptions
 import pytest
 
-from conftest import fetch, t
+from conftest import H2_PREAMBLE, fetch, t
 from test_http2 import H2, header, status
 
-H2CONF = """\
-listen:
-  - {address: "127.0.0.1:$port", http2: true}
-workers: 1
-admin: {listen: "127.0.0.1:$admin_port"}
-pid_file: "$pid_file"
-access_log: off
-drain_timeout: $drain_timeout
+H2CONF = H2_PREAMBLE + """\
 plugin_path: ["$plugins"]
 upstreams:
   u: {targets: [{address: "$up"}]}
