@@ -9,7 +9,8 @@
  * upstream connection, the codec's hooks).
  *
  * This file is the only code that assigns x->state. Helpers elsewhere (the
- * codecs, attempt.c, hedge.c, idem.c, plugins.c, reqid.c, slot.c, upwait.c)
+ * codecs, attempt.c, hedge.c, idem.c, plugins.c, reqid.c, route.c, slot.c,
+ * upwait.c)
  * return verdicts or keep books; events from below
  * record what happened and call advance(). After a call that may close the
  * connection (down->close, a failed flush), x->closing says to stop.
@@ -35,16 +36,15 @@
 #include "exchange/propagate.h"
 #include "exchange/record.h"
 #include "exchange/reqid.h"
+#include "exchange/route.h"
 #include "exchange/slot.h"
 #include "exchange/upwait.h"
 #include "http/forwarded.h"
-#include "http/request.h"
 #include "obs/metrics.h"
 #include "resilience/admission.h"
 #include "resilience/breaker.h"
 #include "resilience/registry.h"
 #include "resilience/retry.h"
-#include "router.h"
 #include "upstream/h1client.h"
 #include "upstream/pool.h"
 #include "runtime.h"
@@ -373,21 +373,6 @@ static void forward_request_body(struct mg_exchange *x)
 
 /* ------------------------------------------------------------ the end */
 
-/* libc's memset, called: with the size known here the compiler inlines
- * `rep stosq`, one instruction per 8 bytes (about 210 for the exchange's
- * request part, every request), where libc's vector loop stores 128 bytes
- * per turn. noipa keeps the size from being propagated back in. */
-#if defined(__clang__)
-__attribute__((noinline))
-#else
-__attribute__((noipa))
-#endif
-static void
-zero(void *p, size_t n)
-{
-    memset(p, 0, n);
-}
-
 /* Gives back what the request held and zeroes its part of the exchange. */
 static void reset(struct mg_exchange *x)
 {
@@ -399,7 +384,7 @@ static void reset(struct mg_exchange *x)
         mg_runtime_release(x->ctx, x->rt);
     mg_arena_reset(&x->arena);
     size_t from = offsetof(struct mg_exchange, rt);
-    zero((char *)x + from, sizeof *x - from);
+    memset((char *)x + from, 0, sizeof *x - from);
     x->state = MG_X_IDLE;
 }
 
@@ -413,29 +398,6 @@ static int step_idle(struct mg_exchange *x)
     x->started_ns = uv_hrtime();
     x->state = MG_X_HEAD;
     return MG_NEXT;
-}
-
-/* The path as the router sees it: "/%61dmin" is "/admin" to every upstream
- * (RFC 3986 section 6.2.2.2), so it must take the /admin route. Only a path
- * with a '%' pays for the copy; x->path stays as received and is forwarded. */
-static struct mg_slice route_path(struct mg_exchange *x)
-{
-    if (memchr(x->path.p, '%', x->path.len) == NULL)
-        return x->path;
-    char *p = mg_arena_alloc(&x->arena, x->path.len);
-    return (struct mg_slice){p, mg_http_path_route_form(x->path, p)};
-}
-
-static enum mg_error route_request(struct mg_exchange *x)
-{
-    struct mg_slice host = mg_x_request_host(x), path = route_path(x);
-    x->route = mg_router_match(x->rt->cfg->router, host.p, host.len, path.p, path.len, x->method,
-                               &x->prefix_len);
-    if (x->route && path.p != x->path.p)
-        x->prefix_len = mg_http_path_raw_len(x->path, x->prefix_len);
-    x->ups = x->route ? x->route->upstream : NULL;
-    x->plug_caps = x->route ? mg_lua_route_caps(x->rt->lua, x->route->index) : 0;
-    return x->route ? MG_ERR_NONE : MG_ERR_NO_ROUTE;
 }
 
 /* P.body: the access phase needs the whole request body first (413 beyond
@@ -503,7 +465,7 @@ static int step_head(struct mg_exchange *x)
         mg_xreqid_make(x);
         mg_forwarded_client(&x->req_hdrs, x->client_ip, x->rt->cfg->forwarded.trusted_proxies,
                             x->rt->cfg->forwarded.ntrusted_proxies, x->real_ip, sizeof x->real_ip);
-        x->error = route_request(x);
+        x->error = mg_xroute(x);
         x->body_copy_ok = true;
     }
     if (x->error) {

@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 
 #include "core/arena.h"
 #include "core/log.h"
@@ -39,6 +38,7 @@
 #include "lua/ctx.h"
 #include "lua/ctx_ext.h"
 #include "lua/guard.h"
+#include "lua/pluginfile.h"
 #include "lua/state-t.h"
 #include "lua/task.h"
 #include "obs/metrics-t.h"
@@ -284,68 +284,6 @@ static struct mg_lua *vm_open(const struct mg_config *cfg, unsigned worker_id, b
     return vm;
 }
 
-/* ------------------------------------------------------------ plugin files */
-
-static bool is_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* Finds NAME.lua: plugin_path dirs in order, then the bundled dir (unless
- * `user_only`). Returns 0 with the path, or -1. */
-static int find_plugin(const struct mg_config *cfg, const char *name, bool user_only, char *path,
-                       size_t cap)
-{
-    for (size_t i = 0; i < cfg->nplugin_path; i++) {
-        snprintf(path, cap, "%s/%s.lua", cfg->plugin_path[i], name);
-        if (is_file(path))
-            return 0;
-    }
-    if (user_only)
-        return -1;
-    snprintf(path, cap, "%s/%s.lua", mg_paths_plugins(), name);
-    return is_file(path) ? 0 : -1;
-}
-
-static void not_found_message(const struct mg_config *cfg, char *msg, size_t cap)
-{
-    size_t o = (size_t)snprintf(msg, cap, "not found (searched ");
-    for (size_t i = 0; i < cfg->nplugin_path && o < cap; i++)
-        o += (size_t)snprintf(msg + o, cap - o, "%s, ", cfg->plugin_path[i]);
-    if (o < cap)
-        snprintf(msg + o, cap - o, "%s)", mg_paths_plugins());
-}
-
-/* Reads a whole file; NULL with errno set on failure. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    if (!f)
-        return NULL;
-    for (;;) {
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            buf = xrealloc(buf, cap);
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(buf);
-        errno = EIO;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 /* True for the route's balancer when the proxy's C smooth weighted round robin
  * does exactly what it asks: bundled round_robin (not overridden on
  * plugin_path) without config. */
@@ -357,7 +295,7 @@ static bool balancer_is_c(const struct mg_config *cfg, const struct mg_route_con
         return false;
     if (b->config && !(b->config->kind == MG_VAL_MAP && b->config->n == 0))
         return false;
-    return find_plugin(cfg, "round_robin", true, path, sizeof(path)) < 0;
+    return mg_lua_find_plugin(cfg, "round_robin", true, path, sizeof(path)) < 0;
 }
 
 struct load_args {
@@ -387,12 +325,12 @@ static int load_plugin(struct mg_lua *vm, const char *name, char *msg, size_t ca
     for (size_t i = 0; i < vm->nplugins; i++)
         if (strcmp(vm->plugins[i].name, name) == 0)
             return (int)i;
-    if (find_plugin(vm->cfg, name, false, path, sizeof(path)) < 0) {
-        not_found_message(vm->cfg, msg, cap);
+    if (mg_lua_find_plugin(vm->cfg, name, false, path, sizeof(path)) < 0) {
+        mg_lua_not_found_message(vm->cfg, msg, cap);
         return -1;
     }
     size_t len = 0, glen = 0;
-    char *src = read_file(path, &len);
+    char *src = mg_lua_read_file(path, &len);
     if (!src) {
         snprintf(msg, cap, "cannot read %.900s: %s", path, strerror(errno));
         return -1;
