@@ -420,11 +420,8 @@ uint64_t mg_conn_keepalive_ms(const struct mg_conn *c, uint64_t keepalive_ms)
 
 bool mg_conn_unread(const struct mg_conn *c)
 {
-    uv_os_fd_t fd;
-    int n = 0;
-    if (uv_fileno((const uv_handle_t *)&c->tcp.h, &fd) != 0)
-        return false;
-    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+    int n = 0, fd = mg_tcp_fd(&c->tcp);
+    return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 void mg_conn_drain_expired(struct mg_loopctx *ctx)

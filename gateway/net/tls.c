@@ -183,7 +183,7 @@ static void write_queued(struct mg_tls_stream *s)
     s->out_bytes -= w->bytes;
     w->req.data = w;
     s->inflight = w;
-    int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp->h, bufs, w->n, on_socket_written);
+    int rc = s->tcp->t.ops->write(&s->tcp->t, &w->req, bufs, w->n, on_socket_written);
     if (rc) {
         s->inflight = NULL;
         for (unsigned i = 0; i < w->n; i++)
@@ -200,8 +200,8 @@ static int emit(struct mg_tls_stream *s, const char *p, size_t n)
     size_t done = 0;
     if (!s->out && !s->inflight && !s->closing) {
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-        int w = uv_try_write((uv_stream_t *)&s->tcp->h, &b, 1);
-        if (w < 0 && w != UV_EAGAIN)
+        int w = s->tcp->t.ops->try_write(&s->tcp->t, &b, 1);
+        if (w < 0)
             return w;
         done = w > 0 ? (size_t)w : 0;
         s->written_total += done;
@@ -383,7 +383,7 @@ static int tls_write(struct mg_transport *t, uv_write_t *req, const uv_buf_t *bu
 static size_t tls_queued(const struct mg_transport *t)
 {
     const struct mg_tls_stream *s = of_t(t);
-    return s->out_bytes + (s->wait || s->sent ? 1 : 0) + s->tcp->h.write_queue_size;
+    return s->out_bytes + (s->wait || s->sent ? 1 : 0) + s->tcp->t.ops->queued(&s->tcp->t);
 }
 
 static void update_tcp_reading(struct mg_tls_stream *s)
@@ -415,9 +415,8 @@ static void tls_read_stop(struct mg_transport *t)
     update_tcp_reading(s);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void handle_closed(struct mg_tls_stream *s)
 {
-    struct mg_tls_stream *s = h->data;
     if (--s->handles)
         return;
     /* Pending owner writes end as a close ends libuv's: cancelled. */
@@ -450,13 +449,23 @@ static void on_handle_closed(uv_handle_t *h)
  * goes out before the socket closes, within a bound. */
 #define CLOSE_DRAIN_MS 5000
 
+static void on_handle_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static void on_tcp_closed(struct mg_transport *t)
+{
+    handle_closed(t->owner);
+}
+
 static void close_now(struct mg_tls_stream *s)
 {
     if (s->closing)
         return;
     s->closing = true;
-    s->tcp->h.data = s;
-    uv_close((uv_handle_t *)&s->tcp->h, on_handle_closed);
+    s->tcp->t.on_closed = on_tcp_closed;
+    mg_transport_close(&s->tcp->t);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
     uv_close((uv_handle_t *)&s->pump, on_handle_closed);
 }
@@ -771,7 +780,7 @@ static struct mg_tls_stream *wrap(struct mg_tcp *tcp, SSL_CTX *ctx, void *owner)
     tcp->t.owner = s;
     tcp->t.on_alloc = on_tcp_alloc;
     tcp->t.on_read = on_tcp_read;
-    uv_loop_t *loop = tcp->h.loop;
+    uv_loop_t *loop = tcp->loop;
     uv_timer_init(loop, &s->timer);
     uv_idle_init(loop, &s->pump);
     s->timer.data = s->pump.data = s;

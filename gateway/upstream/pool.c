@@ -177,8 +177,6 @@ static void on_connect(uv_connect_t *req, int status)
     struct mg_upconn *u = req->data;
     if (status == UV_ECANCELED || u->closing)
         return;
-    if (status == 0)
-        uv_tcp_nodelay(&u->tcp.h, 1);
     if (status == 0 && u->target->tls) {
         /* The connect reported once the handshake is done: the pool's connect
          * timeout covers both. */

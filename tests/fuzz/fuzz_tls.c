@@ -451,7 +451,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fcntl(fds[1], F_SETFL, O_NONBLOCK);
     S.fd = fds[1];
     uv_update_time(&G.loop); /* the timer starts from the loop's time, as after a poll */
-    if (mg_tcp_init(&G.loop, &S.tcp, NULL) != 0 || uv_tcp_open(&S.tcp.h, fds[0]) != 0)
+    if (mg_tcp_init(&G.loop, &S.tcp, NULL) != 0 || mg_tcp_accept(fds[0], &S.tcp) != 0)
         abort();
     /* A raw input gets the short timeout (timeouts are part of what it tests);
      * the in-process client's handshake the long one, so that a loaded machine
