@@ -70,9 +70,11 @@ enum mg_http_target_fault {
     MG_TARGET_UNSAFE_PATH, /* refused by mg_http_path_safe() */
 };
 
-/* The verdict the request codecs give an origin-form target (path, then an
- * optional "?query"), or with `path_only` a bare path: the same rules for a
- * target a plugin sets (ctx:set_path) as for one a client sends. */
+/* The verdict on an origin-form target (path, then an optional "?query"), or
+ * with `path_only` a bare path: mg_http_target_valid() and mg_http_path_safe()
+ * together, as the codecs apply them (h2 calls this; h1 checks the bytes before
+ * taking the absolute form apart), so a target a plugin sets (ctx:set_path)
+ * obeys the rules of one a client sends. */
 enum mg_http_target_fault mg_http_path_fault(struct mg_slice target, bool path_only);
 
 #endif
