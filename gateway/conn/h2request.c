@@ -188,17 +188,12 @@ enum mg_error mg_h2_inspect(struct mg_h2stream *st)
     if (!x->authority.len &&
         (x->host_idx < 0 || !mg_http_host_valid(x->req_hdrs.v[x->host_idx].value)))
         return MG_ERR_BAD_REQUEST;
-    if (!mg_http_target_valid(x->url) || x->url.len == 0 || x->url.p[0] != '/')
-        return MG_ERR_BAD_REQUEST;
-    /* A fragment is never part of a request target (RFC 9110 section 7.1):
-     * routes would match "/admin" while the upstream may read "/admin#x"
-     * otherwise. */
-    if (memchr(x->url.p, '#', x->url.len))
+    /* Origin form only, ASCII, no fragment (RFC 9110 section 7.1: routes would
+     * match "/admin" while the upstream may read "/admin#x"), no dot segment. */
+    if (mg_http_path_fault(x->url, false) != MG_TARGET_OK)
         return MG_ERR_BAD_REQUEST;
     const char *q = memchr(x->url.p, '?', x->url.len);
     x->path = (struct mg_slice){x->url.p, q ? (size_t)(q - x->url.p) : x->url.len};
-    if (!mg_http_path_safe(x->path))
-        return MG_ERR_BAD_REQUEST;
     if (connection)
         mg_headers_mark_hop_by_hop(&x->req_hdrs);
     if (x->rid_idx >= 0 && (x->req_hdrs.v[x->rid_idx].flags & MG_HDR_HOP))

@@ -165,12 +165,37 @@ size_t mg_http_path_raw_len(struct mg_slice path, size_t n)
     return (size_t)(p - path.p);
 }
 
-bool mg_http_target_valid(struct mg_slice url)
+/* The first byte of url a request target may not hold, its verdict, or OK. */
+static enum mg_http_target_fault bytes_fault(struct mg_slice url, bool path_only)
 {
     for (size_t i = 0; i < url.len; i++) {
         unsigned char c = (unsigned char)url.p[i];
-        if (c <= 0x20 || c == 0x7f || c == '#')
-            return false;
+        if (c <= 0x20 || c == 0x7f)
+            return MG_TARGET_CONTROL;
+        if (c >= 0x80)
+            return MG_TARGET_NON_ASCII;
+        if (c == '#')
+            return MG_TARGET_FRAGMENT;
+        if (c == '?' && path_only)
+            return MG_TARGET_QUERY;
     }
-    return true;
+    return MG_TARGET_OK;
+}
+
+bool mg_http_target_valid(struct mg_slice url)
+{
+    return bytes_fault(url, false) == MG_TARGET_OK;
+}
+
+enum mg_http_target_fault mg_http_path_fault(struct mg_slice path, bool path_only)
+{
+    if (path.len == 0 || path.p[0] != '/')
+        return MG_TARGET_NOT_ORIGIN;
+    enum mg_http_target_fault f = bytes_fault(path, path_only);
+    if (f != MG_TARGET_OK)
+        return f;
+    const char *q = memchr(path.p, '?', path.len);
+    if (q)
+        path.len = (size_t)(q - path.p);
+    return mg_http_path_safe(path) ? MG_TARGET_OK : MG_TARGET_UNSAFE_PATH;
 }

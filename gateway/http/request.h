@@ -26,7 +26,10 @@ int mg_http_absolute_form(struct mg_slice *url, struct mg_slice *authority);
  * without quotes or backslashes (it is echoed into JSON and logs). */
 bool mg_http_request_id_valid(struct mg_slice id, size_t max);
 
-/* A request-target without whitespace, control bytes or '#'. llhttp 8.1.0 lets
+/* A request-target without whitespace, control bytes, raw bytes >= 0x80 or
+ * '#'. The target is ASCII (RFC 9112 section 3.2, RFC 3986 section 2: other
+ * octets are percent-encoded); raw UTF-8 or Latin-1 is read differently by
+ * different upstreams (HAProxy refuses it by default too). llhttp 8.1.0 lets
  * HTAB and FF through inside it (found by tests/fuzz/fuzz_request); an upstream
  * that splits the request line on any whitespace would read another target. A
  * fragment is never part of a request-target (RFC 9112 section 3.2, RFC 9113
@@ -55,5 +58,23 @@ size_t mg_http_path_route_form(struct mg_slice path, char *out);
 /* How many bytes of `path` make the first `n` bytes of its route form
  * (strip_prefix cuts the raw path after the prefix the route form matched). */
 size_t mg_http_path_raw_len(struct mg_slice path, size_t n);
+
+/* Why a target would be refused (the plugin API explains its refusals). */
+enum mg_http_target_fault {
+    MG_TARGET_OK,
+    MG_TARGET_NOT_ORIGIN,  /* empty, or not starting with '/' */
+    MG_TARGET_CONTROL,     /* whitespace, a control byte or DEL */
+    MG_TARGET_NON_ASCII,   /* a raw byte >= 0x80 */
+    MG_TARGET_FRAGMENT,    /* '#' */
+    MG_TARGET_QUERY,       /* '?' where only a path is expected */
+    MG_TARGET_UNSAFE_PATH, /* refused by mg_http_path_safe() */
+};
+
+/* The verdict on an origin-form target (path, then an optional "?query"), or
+ * with `path_only` a bare path: mg_http_target_valid() and mg_http_path_safe()
+ * together, as the codecs apply them (h2 calls this; h1 checks the bytes before
+ * taking the absolute form apart), so a target a plugin sets (ctx:set_path)
+ * obeys the rules of one a client sends. */
+enum mg_http_target_fault mg_http_path_fault(struct mg_slice target, bool path_only);
 
 #endif

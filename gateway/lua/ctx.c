@@ -160,6 +160,18 @@ static int check_value(const char *value, size_t vlen)
     return MG_FFI_OK;
 }
 
+/* A field value without its optional whitespace (RFC 9110 section 5.5: OWS
+ * around the value is not part of it; RFC 9113 section 8.2.1 makes an h2 field
+ * value that starts or ends with SP or HTAB malformed): trimmed on every set,
+ * so h1 and h2 clients see the same value. */
+static void trim_ows(const char **p, size_t *n)
+{
+    while (*n && ((*p)[0] == ' ' || (*p)[0] == '\t'))
+        (*p)++, (*n)--;
+    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+        (*n)--;
+}
+
 static int budget(struct mg_lua_ctx *c, size_t n)
 {
     if (n > MG_LUA_EDIT_BYTES_MAX || c->edit_bytes + n > MG_LUA_EDIT_BYTES_MAX)
@@ -245,6 +257,8 @@ static int edit_list(struct mg_lua_ctx *c, struct mg_lua_edit **list, const char
         rc = budget(c, nlen + (value ? vlen : 0));
     if (rc != MG_FFI_OK)
         return rc;
+    if (value)
+        trim_ows(&value, &vlen);
     struct mg_lua_str v = value ? copy_str(c, value, vlen) : (struct mg_lua_str){NULL, 0};
     return apply_edit(c, list, name, nlen, v, append, false);
 }
@@ -497,6 +511,7 @@ int mg_ffi_header_put(struct mg_lua *vm, uint32_t slot, int resp, int append, co
     int rc = budget(c, nlen + vlen);
     if (rc != MG_FFI_OK)
         return rc;
+    trim_ows(&value, &vlen); /* still inside the prepared string */
     struct mg_lua_str v = {vlen ? value : "", vlen};
     return apply_edit(c, resp ? &c->resp_edits : &c->req_edits, name, nlen, v, append != 0, true);
 }
@@ -535,6 +550,7 @@ int mg_ffi_respond_header_add(struct mg_lua *vm, uint32_t slot, const char *name
         rc = budget(c, nlen + vlen);
     if (rc != MG_FFI_OK)
         return rc;
+    trim_ows(&value, &vlen);
     struct mg_lua_edit **pp = &c->respond.headers;
     while (*pp) /* appended: repeated names (Set-Cookie) are allowed here */
         pp = &(*pp)->next;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "config/config-t.h"
+#include "http/request.h"
 #include "lua/ctx.h"
 #include "lua/guard.h"
 #include "lua/jitboard.h"
@@ -38,16 +39,9 @@ static int ext_add_header(struct mg_lua *vm, uint32_t slot, int resp, const char
     return mg_lua_ext_add_header(vm, slot, resp != 0, name, nlen, value, vlen);
 }
 
-/* Bytes allowed in a request target: visible ASCII except '#', and except '?'
- * in a path (the query is set apart). */
-static bool target_bytes_ok(const char *p, size_t n, bool path)
+static int ext_target_fault(const char *p, size_t n, int path_only)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c <= 0x20 || c >= 0x7f || c == '#' || (path && c == '?'))
-            return false;
-    }
-    return true;
+    return (int)mg_http_path_fault((struct mg_slice){p, n}, path_only != 0);
 }
 
 static int ext_set_path(struct mg_lua *vm, uint32_t slot, const char *p, size_t n)
@@ -55,7 +49,9 @@ static int ext_set_path(struct mg_lua *vm, uint32_t slot, const char *p, size_t 
     struct mg_lua_ctx *c = mg_lua_ext_current(vm, slot, BIT(MG_LUA_ACCESS));
     if (!c)
         return mg_lua_ext_current(vm, slot, ~0u) ? MG_FFI_BAD_PHASE : MG_FFI_BAD_CONTEXT;
-    if (!p || n == 0 || p[0] != '/' || n > 8192 || !target_bytes_ok(p, n, true))
+    /* The rules a client's target obeys: "/static/" .. user_input must not
+     * forward "/static/../admin" (the route was chosen for the old path). */
+    if (!p || n > 8192 || ext_target_fault(p, n, true) != MG_TARGET_OK)
         return MG_FFI_BAD_VALUE;
     c->new_path = mg_lua_ext_copy(c, p, n);
     return MG_FFI_OK;
@@ -66,7 +62,7 @@ static int ext_set_query(struct mg_lua *vm, uint32_t slot, const char *p, size_t
     struct mg_lua_ctx *c = mg_lua_ext_current(vm, slot, BIT(MG_LUA_ACCESS));
     if (!c)
         return mg_lua_ext_current(vm, slot, ~0u) ? MG_FFI_BAD_PHASE : MG_FFI_BAD_CONTEXT;
-    if (p && (n > 8192 || !target_bytes_ok(p, n, false)))
+    if (p && (n > 8192 || !mg_http_target_valid((struct mg_slice){p, n})))
         return MG_FFI_BAD_VALUE;
     c->new_query = p ? mg_lua_ext_copy(c, p, n) : (struct mg_lua_str){NULL, 0};
     c->query_set = true;
@@ -138,6 +134,7 @@ const struct mg_ffi_ext_api mg_ffi_ext_api = {
     .balance_refuse = ext_balance_refuse,
     .body = ext_body,
     .set_body = ext_set_body,
+    .target_fault = ext_target_fault,
 };
 
 /* A helper module name: dot-separated words of letters, digits and '_'. */

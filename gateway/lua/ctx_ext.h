@@ -39,6 +39,9 @@ struct mg_ffi_ext_api {
     int (*balance_refuse)(struct mg_lua *, uint32_t, int status);
     int (*body)(struct mg_lua *, uint32_t, struct mg_lua_str *out);
     int (*set_body)(struct mg_lua *, uint32_t, const char *, size_t);
+    /* enum mg_http_target_fault of a path (`path_only`) or path?query: why
+     * set_path or gw.http.request refuses it (same rules as the codecs). */
+    int (*target_fault)(const char *, size_t, int path_only);
 };
 
 extern const struct mg_ffi_ext_api mg_ffi_ext_api;

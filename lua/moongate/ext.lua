@@ -21,6 +21,7 @@ struct mg_ffi_ext_api {
     int (*balance_refuse)(mg_lua *, uint32_t, int status);
     int (*body)(mg_lua *, uint32_t, struct mg_lua_str *out);
     int (*set_body)(mg_lua *, uint32_t, const char *, size_t);
+    int (*target_fault)(const char *, size_t, int path_only);
 };
 ]]
 
@@ -100,13 +101,32 @@ local function forget(st, k)
     if ctxm.cache_ready(st) then st.cache[k] = nil end
 end
 
+-- Why a target is refused (enum mg_http_target_fault), in the words of
+-- docs/plugins.md: the same rules as a client's request target.
+local TARGET_FAULTS = {
+    [1] = "it must start with '/'",
+    [2] = "it holds a space or a control character",
+    [3] = "it holds a byte >= 0x80 (percent-encode non-ASCII characters)",
+    [4] = "it holds '#' (a fragment)",
+    [5] = "it holds '?' (use ctx:set_query for the query)",
+    [6] = "it holds a dot segment ('.' or '..' in any spelling: %2e, ..;, ..%2f, ..\\),"
+        .. " '%00' or '\\'",
+}
+
+-- nil for a target the gateway would accept from a client, else the reason.
+function M.target_fault(target, path_only)
+    local f = C.target_fault(target, #target, path_only and 1 or 0)
+    if f == 0 then return nil end
+    return TARGET_FAULTS[f] or ("refused (" .. f .. ")")
+end
+
 function methods.set_path(self, path)
     local st = state(self, "ctx:set_path")
     if type(path) ~= "string" then argerror("ctx:set_path", 1, "string", path) end
     local rc = C.set_path(VM, st.slot, path, #path)
     if rc == ctxm.BAD_VALUE then
-        error("bad argument #1 to ctx:set_path (a path starting with '/', without '?', '#',"
-            .. " spaces or control characters expected)", 2)
+        error("bad argument #1 to ctx:set_path (refused: "
+            .. (M.target_fault(path, true) or "over 8192 bytes") .. ")", 2)
     end
     if rc ~= OK then fail("ctx:set_path", rc) end
     forget(st, "path")

@@ -52,9 +52,11 @@ local function build_request(o, host_header, keepalive)
     local method = o.method or "GET"
     if type(method) ~= "string" or not method:match(METHOD_RE) then bad("method", "must be an upper-case token") end
     local path = o.path or "/"
-    if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%s%c]") then
-        bad("path", "must start with / and hold no spaces or control characters")
-    end
+    if type(path) ~= "string" then bad("path", "must be a string") end
+    -- the rules of a client's request target: "/check/" .. input must not
+    -- reach "/check/../admin" on the upstream
+    local fault = require("moongate.ext").target_fault(path, false)
+    if fault then bad("path", "is refused: " .. fault) end
     local body = o.body
     if body ~= nil and type(body) ~= "string" then bad("body", "must be a string") end
     local out = { method, " ", path, " HTTP/1.1\r\n" }

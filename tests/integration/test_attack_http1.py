@@ -229,3 +229,36 @@ def test_dot_segments_ended_the_upstream_way_are_refused(gateway, upstream, targ
 @pytest.mark.parametrize("target", [b"/%61dmin", b"/adm%69n/users", b"/%61%64%6d%69%6e"])
 def test_percent_encoded_unreserved_path_takes_the_decoded_route(gateway, upstream, target):
     raw_get(gateway, upstream, target, (400, 401))
+
+
+# ---------------------------------------------------------------------------
+# Raw bytes >= 0x80 in the target (not percent-encoded): the target is ASCII
+# (RFC 9112 section 3.2, RFC 3986 section 2.1); HAProxy refuses them unless
+# told otherwise. Forwarded raw, upstreams read them as UTF-8, Latin-1 or an
+# error, and a router that matched the raw bytes and an upstream that
+# normalises them (Unicode full-width "／" or "．") disagree on the path. Both
+# codecs refuse them (400; a stream error or 400 on h2), in the path and the
+# query alike.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [b"/caf\xc3\xa9", b"/x?q=\xff", b"/\xef\xbc\x8e\xef\xbc\x8e/admin",
+                                    b"/x/\x80"])
+def test_raw_non_ascii_bytes_in_the_target_are_refused(gateway, upstream, target):
+    r, gw = raw_get(gateway, upstream, target, (400,))
+    assert_error(r, "bad_request", 400)
+
+
+def test_raw_non_ascii_bytes_in_an_h2_path_are_refused(gateway, upstream):
+    up = upstream()
+    gw = gateway(H2CONF, full=True, up=up)
+    c = H2(gw.port)
+    try:
+        for path in ["/caf\u00e9", "/x?q=\u00ff", "/\uff0e\uff0e/admin"]:
+            r = c.response(c.request(path))
+            assert status(r) == 400 or r["reset"] is not None, (path, r)
+        assert up.requests == [], [q.raw_head for q in up.requests]
+        r = c.response(c.request("/caf%C3%A9"))  # percent-encoded: served
+        assert status(r) == 200
+        assert [q.raw_head.split(b"\r\n")[0] for q in up.requests] == [b"GET /caf%C3%A9 HTTP/1.1"]
+    finally:
+        c.close()

@@ -2,13 +2,15 @@
 timeouts, upstream Retry-After, deadline propagation and priority shedding,
 through the real binary against real upstreams. Kept fast: short timeouts."""
 
+import datetime
 import email.utils
+import re
 import threading
 import time
 
 import pytest
 
-from conftest import IS_ASAN, assert_error, fetch, ms, t
+from conftest import IS_ASAN, assert_error, fetch, ms, t, wait_until
 
 ALLOW = [r"(?i)upstream", r"(?i)per-try", r"(?i)bulkhead"]
 
@@ -516,22 +518,49 @@ def every_third_fails():
     return handler
 
 
+EJECTED_RE = re.compile(r"^(\S+)Z \[warn\] outlier detection: target (\S+) of upstream u "
+                        r"ejected for (\d+) ms", re.M)
+
+
+def ejection(gw, target):
+    """(wall-clock start, duration in s) of the latest ejection of target the
+    log shows, or None."""
+    found = [m for m in EJECTED_RE.finditer(gw.log()) if m.group(2) == target]
+    if not found:
+        return None
+    when = datetime.datetime.fromisoformat(found[-1].group(1)).replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp(), int(found[-1].group(3)) / 1000
+
+
 def test_outlier_is_ejected_then_returns(gateway, upstream):
+    # interval: whole intervals restart the count, and a starved machine has
+    # sent fewer than min_requests per target in 0.2 s, so nothing was judged.
     bad, b, c = upstream(every_third_fails()), upstream(), upstream()
-    gw = gateway(OUTLIER, a=bad, b=b, c=c, interval=ms(0.2), base=ms(1), pct=50,
+    gw = gateway(OUTLIER, a=bad, b=b, c=c, interval=ms(1), base=ms(2), pct=50,
                  allow_errors=ALLOW)
-    deadline = time.monotonic() + t(3)
-    while time.monotonic() < deadline and "ejected" not in gw.log():
-        fetch(gw.port, "GET", "/w")
-    assert "ejected" in gw.log()
-    seen = len(bad.requests)
-    for i in range(30):
-        assert fetch(gw.port, "GET", "/e%d" % i).status == 200
-    assert len(bad.requests) == seen  # out of rotation
-    time.sleep(t(1.1))  # base_ejection over: back in rotation
-    for i in range(6):
-        fetch(gw.port, "GET", "/r%d" % i)
-    assert len(bad.requests) > seen
+    assert wait_until(lambda: fetch(gw.port, "GET", "/w") and ejection(gw, bad.address), t(15),
+                      interval=0), "never ejected"
+    # Out of rotation while the ejection lasts, timed from the gateway's log
+    # line (a fixed 30 requests after the test saw the line once outlasted a
+    # 1 s ejection the line had been late for): at most 30 requests sent in
+    # the first 3/4 of it, at least 6 (2 for `bad` in the round-robin).
+    start, length = ejection(gw, bad.address)
+    seen, sent = len(bad.requests), 0
+    while sent < 30 and time.time() < start + 0.75 * length:
+        assert fetch(gw.port, "GET", "/e%d" % sent).status == 200
+        sent += 1
+    assert len(bad.requests) == seen, "an ejected target got %d of %d requests" % (
+        len(bad.requests) - seen, sent)
+    assert sent >= 6, "only %d requests within the ejection: nothing proven" % sent
+    # base_ejection over: back in rotation (waited for, not slept for)
+    n = [0]
+
+    def bad_serves_again():
+        n[0] += 1
+        fetch(gw.port, "GET", "/r%d" % n[0])
+        return len(bad.requests) > seen
+
+    assert wait_until(bad_serves_again, length + t(5), interval=0.05), "never back in rotation"
 
 
 def test_outlier_ejection_respects_max_percent(gateway, upstream):

@@ -99,7 +99,9 @@ static void paths_with_dot_segments_or_nul_are_unsafe(void **state)
 static void targets_with_whitespace_or_controls_are_invalid(void **state)
 {
     assert_true(mg_http_target_valid((struct mg_slice){"/a?b=%20", 8}));
-    assert_true(mg_http_target_valid((struct mg_slice){"/\xc3\xa9", 3}));
+    assert_false(mg_http_target_valid((struct mg_slice){"/\xc3\xa9", 3})); /* ASCII only */
+    assert_false(mg_http_target_valid((struct mg_slice){"/a?q=\x80", 6}));
+    assert_true(mg_http_target_valid(S("/%C3%A9")));
     assert_false(mg_http_target_valid((struct mg_slice){"/a\tb", 4}));
     assert_false(mg_http_target_valid((struct mg_slice){"/\x0c", 2}));
     assert_false(mg_http_target_valid((struct mg_slice){"/a b", 4}));
@@ -145,6 +147,24 @@ static void raw_len_maps_a_route_form_prefix_back(void **state)
     assert_int_equal(mg_http_path_raw_len(S("/a"), 9), 2);
 }
 
+static void path_faults_name_the_rule_broken(void **state)
+{
+    assert_int_equal(mg_http_path_fault(S("/static/a.css"), true), MG_TARGET_OK);
+    assert_int_equal(mg_http_path_fault(S("/a/b?x=/../y"), false), MG_TARGET_OK);
+    assert_int_equal(mg_http_path_fault(S("/a?x"), true), MG_TARGET_QUERY);
+    assert_int_equal(mg_http_path_fault(S(""), true), MG_TARGET_NOT_ORIGIN);
+    assert_int_equal(mg_http_path_fault(S("a/b"), true), MG_TARGET_NOT_ORIGIN);
+    assert_int_equal(mg_http_path_fault(S("/a b"), true), MG_TARGET_CONTROL);
+    assert_int_equal(mg_http_path_fault(S("/caf\xc3\xa9"), true), MG_TARGET_NON_ASCII);
+    assert_int_equal(mg_http_path_fault(S("/a#b"), true), MG_TARGET_FRAGMENT);
+    static const char *const unsafe[] = {
+        "/static/../admin", "/x/..;/admin", "/x/%2e%2e/admin", "/x/..%2fadmin", "/x/..%5Cadmin",
+        "/x/..\\admin",     "/x\\y",        "/a/%00",          "/a/."};
+    for (size_t i = 0; i < sizeof unsafe / sizeof unsafe[0]; i++)
+        assert_int_equal(mg_http_path_fault((struct mg_slice){unsafe[i], strlen(unsafe[i])}, true),
+                         MG_TARGET_UNSAFE_PATH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +179,7 @@ int main(void)
         cmocka_unit_test(targets_with_whitespace_or_controls_are_invalid),
         cmocka_unit_test(route_form_decodes_unreserved_escapes_only),
         cmocka_unit_test(raw_len_maps_a_route_form_prefix_back),
+        cmocka_unit_test(path_faults_name_the_rule_broken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
