@@ -113,13 +113,35 @@ static void read_stop(struct mg_transport *t)
 
 /* ------------------------------------------------------------------ writing */
 
+/* Pieces up to this many bytes in all are copied together and sent with
+ * send(): a copy of a response head and a short body costs less than
+ * sendmsg's message header and iovec import in the kernel. */
+#define GATHER_MAX 2048
+
+/* The pieces copied into out if they fit GATHER_MAX: their length, else 0. */
+static size_t gather(char *out, const uv_buf_t *bufs, unsigned n)
+{
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (bufs[i].len > GATHER_MAX - len)
+            return 0;
+        memcpy(out + len, bufs[i].base, bufs[i].len);
+        len += bufs[i].len;
+    }
+    return len;
+}
+
 /* Bytes the socket took now (0: it would block), or a negative UV_E*. */
 static ssize_t send_bufs(int fd, const uv_buf_t *bufs, unsigned n)
 {
+    char one[GATHER_MAX];
+    size_t len = n > 1 ? gather(one, bufs, n) : 0;
     ssize_t w;
     do {
         if (n == 1) {
             w = send(fd, bufs[0].base, bufs[0].len, MSG_NOSIGNAL);
+        } else if (len) {
+            w = send(fd, one, len, MSG_NOSIGNAL);
         } else {
             /* uv_buf_t is laid out as struct iovec on unix (libuv's own writev relies on it). */
             struct msghdr m = {.msg_iov = (struct iovec *)bufs, .msg_iovlen = n};
