@@ -118,15 +118,20 @@ static void read_stop(struct mg_transport *t)
  * sendmsg's message header and iovec import in the kernel. */
 #define GATHER_MAX 2048
 
-/* The pieces copied into out if they fit GATHER_MAX: their length, else 0. */
+/* The pieces copied into out if they fit GATHER_MAX: their length, else 0
+ * (nothing copied). */
 static size_t gather(char *out, const uv_buf_t *bufs, unsigned n)
 {
     size_t len = 0;
     for (unsigned i = 0; i < n; i++) {
-        if (bufs[i].len > GATHER_MAX - len)
-            return 0;
-        memcpy(out + len, bufs[i].base, bufs[i].len);
         len += bufs[i].len;
+        if (len > GATHER_MAX)
+            return 0;
+    }
+    char *o = out;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(o, bufs[i].base, bufs[i].len);
+        o += bufs[i].len;
     }
     return len;
 }
