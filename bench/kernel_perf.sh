@@ -10,7 +10,8 @@
 # --h2c: the client speaks HTTP/2 with prior knowledge, 10 streams per
 # connection (the proxies' h2c configurations of bench/run.sh --h2).
 #
-# VARIANT: moongate (build/moongate), haproxy, or NAME=PATH for another
+# VARIANT: moongate (build/moongate), haproxy, floor (build/relay_floor, the
+# L4 relay of bench/relay_floor.c: built by bench/run.sh's floor row), or NAME=PATH for another
 # moongate binary or wrapper (e.g. shim=build/moongate-shim, see sockshim.c).
 # Per variant: the median over rounds of CPU us/request under perf (one
 # sample per 100 us of CPU; the machine's load inflates every column alike),
@@ -83,6 +84,7 @@ proxy_cmd() { # VARIANT -> CMD
   case $1 in
     haproxy) CMD=(haproxy -db -f "$(render $HCFG haproxy $PORT)") ;;
     moongate) CMD=("$ROOT/build/moongate" -c "$(render $MCFG moongate $PORT)") ;;
+    floor) CMD=("$ROOT/build/relay_floor" $PORT $((B + 1)) $((B + 2)) $((B + 3))) ;;
     *=*) CMD=("${1#*=}" -c "$(render $MCFG "${1%%=*}" $PORT)") ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

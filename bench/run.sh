@@ -78,7 +78,7 @@ usage: bench/run.sh [options]
                         run under ~5.5 min: 6 when the 6 rows run)
   --warmup S            unmeasured seconds before each row (default $WARMUP)
   --conns "A B"         wrk connections (default "$CONNS")
-  --rows "R ..."        subset/order of: $ALL_ROWS
+  --rows "R ..."        subset/order of: $ALL_ROWS, floor
                         (--instructions: $ALL_IROWS)
   --n1 N --n2 N         --instructions request counts (default $N1 / $N2)
   --iconns "A B"        --instructions h2load connections (default "$ICONNS")
@@ -119,7 +119,10 @@ usage: bench/run.sh [options]
 Environment: BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_CONNS BENCH_ROWS
 MOONGATE BENCH_PORT_BASE BENCH_PROXY_CPU BENCH_LOAD_CPU BENCH_RESULTS_DIR
 BENCH_N1 BENCH_N2 BENCH_ICONNS BENCH_NGINX_KEEPALIVE BENCH_NOISY BENCH_HS_SECONDS
-BENCH_HS_PROCS BENCH_HS_CONNS BENCH_HS_FULL_RATE BENCH_STREAMS
+BENCH_HS_PROCS BENCH_HS_CONNS BENCH_HS_FULL_RATE BENCH_STREAMS;
+BENCH_UPSTREAM_WRAP: a command the upstream nginx are started under, for
+experiments on the layout (e.g. "chrt -b 0": upstreams that never preempt
+the proxy on wake-up; see bench/README.md, 2026-12-07 08:40)
 EOF
 }
 
@@ -278,7 +281,7 @@ wait_listen() {
 
 # ---------------------------------------------------------------- ports
 port_free() { ! listening "$1"; }
-PORT_OFFSETS="1 2 3 10 11 12 13 14 15 16 17 20 22 24 26 30 40 42 44 46 50 51"
+PORT_OFFSETS="1 2 3 10 11 12 13 14 15 16 17 20 22 24 26 30 40 42 44 46 50 51 58"
 for ((attempt = 0; attempt < 20; attempt++)); do
   ok=1
   for o in $PORT_OFFSETS; do port_free $((PORT_BASE + o)) || { ok=0; break; }; done
@@ -291,6 +294,7 @@ declare -A PORT=(
   [moongate]=$((PORT_BASE + 10)) [moongate_ewma]=$((PORT_BASE + 50))
   [nginx]=$((PORT_BASE + 20)) [nginx_lua]=$((PORT_BASE + 30))
   [haproxy]=$((PORT_BASE + 40)) [direct]=$U1 [origin]=$((PORT_BASE + 20))
+  [floor]=$((PORT_BASE + 58))
   [moongate_tls]=$((PORT_BASE + 12)) [nginx_tls]=$((PORT_BASE + 22)) [haproxy_tls]=$((PORT_BASE + 42))
   [moongate_h2]=$((PORT_BASE + 14)) [nginx_h2]=$((PORT_BASE + 24)) [haproxy_h2]=$((PORT_BASE + 44))
   [moongate_h2c]=$((PORT_BASE + 16)) [nginx_h2c]=$((PORT_BASE + 26)) [haproxy_h2c]=$((PORT_BASE + 46))
@@ -349,6 +353,15 @@ check_lua() {
   fi
 }
 
+# the `floor` row: bench/relay_floor.c, an L4 relay (what the kernel alone charges)
+FLOOR_BIN=$ROOT/build/relay_floor
+build_floor() {
+  [[ $FLOOR_BIN -nt $HERE/relay_floor.c ]] && return 0
+  mkdir -p "$(dirname "$FLOOR_BIN")"
+  cc -std=c11 -O2 -Wall -Wextra -o "$FLOOR_BIN" "$HERE/relay_floor.c" 2>&1 | tail -n 3 || true
+  [[ -x $FLOOR_BIN ]] || { echo "cc could not build bench/relay_floor.c"; return 1; }
+}
+
 check_moongate() {
   [[ -x $MOONGATE ]] || { echo "$MOONGATE not built (make build)"; return 1; }
   local conf err
@@ -380,6 +393,7 @@ check_rows() {   # fills SKIP for the rows that cannot run
         fi
         reason=$(check_moongate "$r") || SKIP[$r]=$reason ;;
       nginx_lua) reason=$(check_lua) || SKIP[$r]=$reason ;;
+      floor) reason=$(build_floor) || SKIP[$r]=$reason ;;
       nginx | haproxy | direct | origin | nginx_tls | haproxy_tls | nginx_h2 | haproxy_h2 | nginx_h2c | haproxy_h2c)
         if is_h2 "$r" && ! command -v h2load >/dev/null; then SKIP[$r]="h2load not found (apt-get install -y nghttp2-client)"; fi ;;
       *) die "unknown row: $r" ;;
@@ -395,7 +409,7 @@ start_upstreams() {
   for i in 1 2 3; do
     port=$((PORT_BASE + i))
     conf=$(render upstream-nginx.conf "upstream$i" "$port" on)
-    start "upstream$i" taskset -c "$PROXY_CPU" nginx -p "$TMP/" -c "$conf" -e "$TMP/upstream$i.error.log"
+    start "upstream$i" ${BENCH_UPSTREAM_WRAP:-} taskset -c "$PROXY_CPU" nginx -p "$TMP/" -c "$conf" -e "$TMP/upstream$i.error.log"
     PID[upstream$i]=$LAST_PID
   done
   for i in 1 2 3; do
@@ -432,6 +446,8 @@ proxy_cmd() {
     haproxy_h2 | haproxy_h2c)
       conf=$(render "haproxy-${row#haproxy_}.cfg" "$row" "${PORT[$row]}")
       CMD=(haproxy -db -f "$conf"); STOPSIG=TERM ;;
+    floor)
+      CMD=("$FLOOR_BIN" "${PORT[floor]}" "$U1" "$U2" "$U3"); STOPSIG=TERM ;;
     origin)   # an nginx upstream answering `return 200` itself, as a reference
       conf=$(render upstream-nginx.conf origin "${PORT[origin]}" "$master")
       CMD=(nginx -p "$TMP/" -c "$conf" -e "$TMP/origin.error.log"); STOPSIG=QUIT ;;

@@ -57,7 +57,7 @@ def fmt(v, spec):
     return format(v, spec)
 
 
-ROW_ORDER = ["moongate", "moongate_ewma", "nginx", "nginx_lua", "haproxy", "direct", "origin",
+ROW_ORDER = ["moongate", "moongate_ewma", "nginx", "nginx_lua", "haproxy", "floor", "direct", "origin",
              "moongate_tls", "nginx_tls", "haproxy_tls",
              "moongate_h2", "nginx_h2", "haproxy_h2", "moongate_h2c", "nginx_h2c", "haproxy_h2c"]
 FAMILIES = ("_tls", "_h2", "_h2c")
