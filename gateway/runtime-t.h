@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "config/config-t.h"
+#include "core/hold.h"
 #include "resilience/quantile-t.h"
 #include "resilience/registry-t.h"
 
@@ -23,7 +24,7 @@ struct mg_runtime;
 struct mg_target_rt {
     const struct mg_target_conf *conf;
     struct mg_target_stats *stats; /* process-wide: breaker, in-flight, latency, health */
-    struct mg_runtime *rt;         /* owner */
+    struct mg_hold *owner;         /* its runtime: a parked connection holds it */
     struct mg_upconn *idle;        /* LIFO list of idle pooled connections */
     uint32_t nidle;
     uint32_t pool_limit;                    /* the upstream's `keepalive` */
@@ -50,8 +51,9 @@ struct mg_runtime {
     struct mg_lua_metrics *lua_metrics; /* its metrics hook data, freed after it */
     struct mg_upstream_rt *ups;         /* cfg->nupstreams entries */
     struct mg_idem_client *idem_redis;  /* this worker's Redis store, when a route uses it */
-    uint32_t holds;                     /* exchanges on it, +1 while it is the current one */
-    bool retired;                       /* replaced by a reload: pools close, nothing new joins */
+    /* Exchanges and parked connections on it, +1 while it is the current one;
+     * retired once a reload replaced it: pools close, nothing new joins. */
+    struct mg_hold hold;
 };
 
 #endif

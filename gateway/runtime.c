@@ -10,6 +10,7 @@
 #include "runtime.h"
 
 #include <openssl/ssl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,8 @@ static bool uses_redis(const struct mg_config *cfg)
     return false;
 }
 
+static void last_dropped(struct mg_hold *h);
+
 /* The Redis store lives with the runtime: exchanges hold the runtime they
  * started on, so a reload (perhaps to another Redis) never pulls the store
  * from under an operation in flight. */
@@ -53,7 +56,7 @@ struct mg_runtime *mg_runtime_new(struct mg_loopctx *ctx, struct mg_config *cfg,
     rt->metrics = metrics;
     rt->lua = lua;
     rt->lua_metrics = lua_metrics;
-    rt->holds = 1;
+    rt->hold = (struct mg_hold){.n = 1, .last_dropped = last_dropped};
     if (cfg->redis.enabled && uses_redis(cfg))
         rt->idem_redis = mg_idem_redis_open(&ctx->loop, &cfg->redis);
     rt->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *rt->ups);
@@ -73,7 +76,7 @@ struct mg_runtime *mg_runtime_new(struct mg_loopctx *ctx, struct mg_config *cfg,
         for (size_t j = 0; j < uc->ntargets; j++) {
             ur->targets[j].conf = &uc->targets[j];
             ur->targets[j].stats = mg_registry_target(uc->name, uc->targets[j].address.text);
-            ur->targets[j].rt = rt;
+            ur->targets[j].owner = &rt->hold;
             ur->targets[j].pool_limit = uc->keepalive;
             if (uc->tls.enabled) {
                 ur->targets[j].tls = &uc->tls;
@@ -121,18 +124,21 @@ static void runtime_free(struct mg_runtime *rt)
     free(rt);
 }
 
+static void last_dropped(struct mg_hold *h)
+{
+    runtime_free((struct mg_runtime *)((char *)h - offsetof(struct mg_runtime, hold)));
+}
+
 struct mg_runtime *mg_runtime_hold(struct mg_loopctx *ctx)
 {
-    ctx->rt->holds++;
+    mg_hold_take(&ctx->rt->hold);
     return ctx->rt;
 }
 
 void mg_runtime_release(struct mg_loopctx *ctx, struct mg_runtime *rt)
 {
     (void)ctx;
-    MG_ASSERT(rt->holds > 0);
-    if (--rt->holds == 0)
-        runtime_free(rt);
+    mg_hold_drop(&rt->hold);
 }
 
 static struct mg_target_rt *find_same_target(struct mg_runtime *rt, const char *upstream,
@@ -169,7 +175,7 @@ void mg_runtime_carry_over(struct mg_runtime *from, struct mg_runtime *to)
 
 void mg_runtime_retire(struct mg_runtime *rt)
 {
-    rt->retired = true;
+    rt->hold.retired = true;
     mg_lua_retire(rt->lua); /* its timers stop now */
     /* Idle pooled connections to the old snapshot's targets close now; leased ones
      * close when their exchange ends. */

@@ -16,7 +16,7 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "obs/metrics.h"
-#include "runtime.h"
+#include "runtime-t.h"
 #include "tls/context.h"
 
 static void pool_put(struct mg_upconn *u);
@@ -68,28 +68,28 @@ static void unlink_idle(struct mg_upconn *u)
     u->next_idle = NULL;
 }
 
-/* A parked connection is in no pool list and no exchange holds its runtime
- * any more: it holds that runtime itself (its target lives there) until it
- * joins the pool or closes; a reload may retire the runtime meanwhile. */
+/* A parked connection is in no pool list and no exchange holds its target's
+ * owner (the runtime) any more: it holds that owner itself until it joins the
+ * pool or closes; a reload may retire the owner meanwhile. */
 static void park(struct mg_upconn *u)
 {
     u->parked = true;
-    u->target->rt->holds++;
+    mg_hold_take(u->target->owner);
 }
 
-static struct mg_runtime *unpark(struct mg_upconn *u)
+static struct mg_hold *unpark(struct mg_upconn *u)
 {
     if (!u->parked)
         return NULL;
     u->parked = false;
-    return u->target->rt;
+    return u->target->owner;
 }
 
 void mg_upconn_close(struct mg_upconn *u)
 {
     if (u->closing)
         return;
-    struct mg_runtime *held = unpark(u);
+    struct mg_hold *held = unpark(u);
     u->closing = true;
     if (u->counted_as >= 0)
         count(u, u->counted_as, -1);
@@ -100,7 +100,7 @@ void mg_upconn_close(struct mg_upconn *u)
     mg_transport_close(u->tr);
     uv_close(mg_deadline_handle(&u->timer), on_close);
     if (held)
-        mg_runtime_release(NULL, held);
+        mg_hold_drop(held);
 }
 
 static void on_alloc(struct mg_transport *t, uv_buf_t *buf)
@@ -290,7 +290,7 @@ void mg_upconn_release(struct mg_upconn *u)
     struct mg_target_rt *t = u->target;
     u->owner = NULL;
     if (u->in.start != u->in.end || !mg_wq_idle(&u->out) || t->pool_limit == 0 ||
-        u->ctx->draining || t->rt->retired) {
+        u->ctx->draining || t->owner->retired) {
         mg_upconn_close(u);
         return;
     }
@@ -319,12 +319,12 @@ static void pool_put(struct mg_upconn *u)
 
 static void unpark_to_pool(struct mg_upconn *u)
 {
-    struct mg_runtime *rt = unpark(u);
-    if (rt->retired || u->ctx->draining)
+    struct mg_hold *owner = unpark(u);
+    if (owner->retired || u->ctx->draining)
         mg_upconn_close(u); /* the retired runtime closed its pools already */
     else
         pool_put(u);
-    mg_runtime_release(NULL, rt);
+    mg_hold_drop(owner);
 }
 
 static void on_unpinned(struct mg_rbuf *b)
