@@ -81,6 +81,21 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* A port that refuses connections for as long as *fd stays open: bound, never
+ * listening, so no other process (a parallel test's server) can take it the
+ * way it could take a port free_port() found and let go. */
+static int refusing_port(int *fd)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -368,7 +383,8 @@ static int teardown(void **state)
 static void query_asks_the_sentinels_in_turn(void **state)
 {
     struct fixture *f = *state;
-    int ports[2] = {free_port(), 0}; /* the first one is down */
+    int down;
+    int ports[2] = {refusing_port(&down), 0}; /* the first one is down */
     struct mg_sentinel_stats st;
 
     sentinel_start(f);
@@ -398,6 +414,7 @@ static void query_asks_the_sentinels_in_turn(void **state)
     assert_int_equal(f->masters, 1);
     assert_int_equal(st.asked, asked + 1);
     assert_int_equal(st.answers, 2);
+    close(down);
 }
 
 static void unknown_master_name_ends_unknown(void **state)
@@ -420,7 +437,8 @@ static void unknown_master_name_ends_unknown(void **state)
 static void dead_and_hung_sentinels_end_unknown_in_bounded_time(void **state)
 {
     struct fixture *f = *state;
-    int ports[2] = {free_port(), 0};
+    int down;
+    int ports[2] = {refusing_port(&down), 0};
     uint64_t t0;
 
     sentinel_start(f);
@@ -434,6 +452,7 @@ static void dead_and_hung_sentinels_end_unknown_in_bounded_time(void **state)
     assert_int_equal(f->unknowns, 1);
     assert_true(uv_now(&f->loop) - t0 < 2 * 200 * scale + 500);
     kill(f->sentinel.pid, SIGCONT);
+    close(down);
 }
 
 static void close_with_a_query_running_calls_nothing(void **state)
