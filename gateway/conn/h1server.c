@@ -437,11 +437,10 @@ static void send_body(struct mg_exchange *x, struct mg_slice d, struct mg_rbuf *
 {
     struct mg_h1s *s = of_x(x);
     if (s->chunk_out) {
-        size_t framing = 4; /* the size line's CRLF and the one after the data */
-        for (size_t n = d.len; n; n >>= 4)
-            framing++;
-        x->bytes_out += d.len + framing;
-        mg_wq_add_chunk(&s->c.out, d.p, d.len, pin);
+        char head[MG_HTTP_CHUNK_HEAD_MAX];
+        size_t n = mg_http_chunk_head(head, d.len);
+        x->bytes_out += n + d.len + 2;
+        mg_wq_add_framed(&s->c.out, head, n, d.p, d.len, "\r\n", pin);
     } else {
         put(s, d.p, d.len, pin);
     }

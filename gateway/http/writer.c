@@ -131,6 +131,14 @@ size_t mg_http_put_hex(char *out, uint64_t v, int min_digits)
     return (size_t)n;
 }
 
+size_t mg_http_chunk_head(char *out, size_t len)
+{
+    size_t n = mg_http_put_hex(out, len, 1);
+    out[n++] = '\r';
+    out[n++] = '\n';
+    return n;
+}
+
 bool mg_http_reason_ok(struct mg_slice reason)
 {
     for (size_t i = 0; i < reason.len; i++) {

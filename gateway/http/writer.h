@@ -40,6 +40,11 @@ size_t mg_http_put_dec(char *out, uint64_t v);
  * (at most MG_HTTP_HEX_MAX; 0 acts as 1); returns the count (at most 16). */
 size_t mg_http_put_hex(char *out, uint64_t v, int min_digits);
 
+/* A chunk's size line for `len` bytes of data ("<hex>\r\n") at `out`; returns
+ * its length (at most MG_HTTP_CHUNK_HEAD_MAX). */
+#define MG_HTTP_CHUNK_HEAD_MAX (MG_HTTP_HEX_MAX + 2)
+size_t mg_http_chunk_head(char *out, size_t len);
+
 /* Whether an upstream's reason phrase may be passed on as received: RFC 9112
  * section 4 allows HTAB, SP, VCHAR and obs-text. Debian's llhttp 8.1 lets other
  * control bytes (NUL, DEL...) through in the status text; such a phrase is

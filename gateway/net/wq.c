@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h" /* mg_fatal */
-#include "http/writer.h"
+#include "core/log.h" /* mg_fatal, MG_ASSERT */
 
 void mg_wq_init(struct mg_wq *q, struct mg_transport *tr, struct mg_wreq **free_list,
                 void (*on_written)(struct mg_wq *q, int status), void *owner)
@@ -153,16 +152,16 @@ void mg_wq_add(struct mg_wq *q, const void *p, size_t len, struct mg_rbuf *pin)
     r->bufs[r->nbufs++] = uv_buf_init((char *)p, (unsigned)len);
 }
 
-void mg_wq_add_chunk(struct mg_wq *q, const char *p, size_t len, struct mg_rbuf *pin)
+void mg_wq_add_framed(struct mg_wq *q, const char *head, size_t head_len, const void *p, size_t len,
+                      const char *tail, struct mg_rbuf *pin)
 {
+    MG_ASSERT(head_len <= MG_WQ_FRAME_MAX);
     struct mg_wreq *r = room(q, 3, pin);
     char *line = r->scratch[r->nscratch++];
-    size_t n = mg_http_put_hex(line, len, 1);
-    line[n++] = '\r';
-    line[n++] = '\n';
-    r->bufs[r->nbufs++] = uv_buf_init(line, (unsigned)n);
+    memcpy(line, head, head_len);
+    r->bufs[r->nbufs++] = uv_buf_init(line, (unsigned)head_len);
     r->bufs[r->nbufs++] = uv_buf_init((char *)p, (unsigned)len);
-    r->bufs[r->nbufs++] = uv_buf_init("\r\n", 2);
+    r->bufs[r->nbufs++] = uv_buf_init((char *)tail, (unsigned)strlen(tail));
 }
 
 void mg_rbuf_room(struct mg_rbuf *b, uv_buf_t *out)

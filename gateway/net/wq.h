@@ -7,7 +7,7 @@
  * its buffer is full of pinned bytes.
  *
  * A write queue assembles iovecs (heads from an arena, bodies from a pinned
- * read buffer, chunk-size lines in the request's scratch) and sends them with
+ * read buffer, short framing lines copied into the request's scratch) and sends them with
  * one try_write, falling back to an asynchronous write for the rest. Writes
  * complete in order; a queue with a write in flight queues the next one behind
  * it. Write requests come from a per-worker free list.
@@ -23,6 +23,9 @@
 #include "net/transport.h"
 
 #define MG_WREQ_MAX_BUFS 24
+/* The longest framing line mg_wq_add_framed copies (a chunk-size line: 16 hex
+ * digits and CRLF). */
+#define MG_WQ_FRAME_MAX 20
 /* Read buffers are this big (the worker's free list hands them out). */
 #define MG_RBUF_SIZE (32 * 1024)
 
@@ -50,7 +53,7 @@ struct mg_wreq {
     struct mg_rbuf *pin; /* the read buffer its bytes point into, or NULL */
     unsigned nbufs, nscratch;
     uv_buf_t bufs[MG_WREQ_MAX_BUFS];
-    char scratch[MG_WREQ_MAX_BUFS / 3 + 1][20];
+    char scratch[MG_WREQ_MAX_BUFS / 3 + 1][MG_WQ_FRAME_MAX];
 };
 
 struct mg_wq {
@@ -71,8 +74,12 @@ void mg_wq_init(struct mg_wq *q, struct mg_transport *tr, struct mg_wreq **free_
  * for memory that outlives the write (arena, static, a held record). A request
  * never pins two buffers: a different pin flushes what is assembled first. */
 void mg_wq_add(struct mg_wq *q, const void *p, size_t len, struct mg_rbuf *pin);
-/* Queues one chunk of a chunked body: size line, data, CRLF. */
-void mg_wq_add_chunk(struct mg_wq *q, const char *p, size_t len, struct mg_rbuf *pin);
+/* Queues a copy of `head` (head_len <= MG_WQ_FRAME_MAX), then p[0..len) as
+ * mg_wq_add does, then the static string `tail`, in one write request: the
+ * codec's framing around a piece of body (HTTP/1.1: a chunk's size line and
+ * CRLF), so the bytes it frames are never copied. */
+void mg_wq_add_framed(struct mg_wq *q, const char *head, size_t head_len, const void *p, size_t len,
+                      const char *tail, struct mg_rbuf *pin);
 /* Sends what is assembled. Returns 1 when it was all written at once, 0 when
  * (some of) it is in flight (on_written follows), or a negative UV_E* (nothing
  * in flight from it; the bytes are dropped). 1 with nothing assembled too. */

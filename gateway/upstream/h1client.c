@@ -208,10 +208,13 @@ static void send_head(struct mg_attempt *a)
 
 static void send_body(struct mg_attempt *a, struct mg_slice d, struct mg_rbuf *pin)
 {
-    if (a->x->req_chunked)
-        mg_wq_add_chunk(&a->up->out, d.p, d.len, pin);
-    else
+    if (a->x->req_chunked) {
+        char head[MG_HTTP_CHUNK_HEAD_MAX];
+        size_t n = mg_http_chunk_head(head, d.len);
+        mg_wq_add_framed(&a->up->out, head, n, d.p, d.len, "\r\n", pin);
+    } else {
         mg_wq_add(&a->up->out, d.p, d.len, pin);
+    }
 }
 
 static void send_end(struct mg_attempt *a)
@@ -441,7 +444,7 @@ static int read_response(struct mg_attempt *a, struct mg_slice *d, struct mg_rbu
             return MG_RESP_MORE;
         if (!mg_body_eof(&a->body) || a->read_error != UV_EOF)
             return closed_early(a, d); /* a reset, or TLS without close_notify: cut */
-        a->reusable = false; /* a close-delimited body, ended by the close */
+        a->reusable = false;           /* a close-delimited body, ended by the close */
         return MG_RESP_END;
     default:
         return fail_with(d, mg_body_error(&a->body));

@@ -103,6 +103,21 @@ static void hex_edges(void **state)
     assert_memory_equal(out, "0000000000000001", 16);
 }
 
+/* The size line of a chunk: what the codecs frame body pieces with. */
+static void chunk_head_is_hex_and_crlf(void **state)
+{
+    reset();
+    assert_int_equal(mg_http_chunk_head(out, 1), 3);
+    assert_memory_equal(out, "1\r\n", 3);
+    reset();
+    assert_int_equal(mg_http_chunk_head(out, 0x10000), 7);
+    assert_memory_equal(out, "10000\r\n", 7);
+    reset();
+    assert_int_equal(mg_http_chunk_head(out, SIZE_MAX), MG_HTTP_CHUNK_HEAD_MAX);
+    assert_memory_equal(out, "ffffffffffffffff\r\n", 18);
+    assert_int_equal((unsigned char)out[18], GUARD);
+}
+
 static void status_line_passes_reason_verbatim(void **state)
 {
     reset();
@@ -240,6 +255,7 @@ int main(void)
         cmocka_unit_test(reasons_fit_the_bound),
         cmocka_unit_test(decimal_edges),
         cmocka_unit_test(hex_edges),
+        cmocka_unit_test(chunk_head_is_hex_and_crlf),
         cmocka_unit_test(status_line_passes_reason_verbatim),
         cmocka_unit_test(status_line_from_table),
         cmocka_unit_test(reason_phrase_bytes),
