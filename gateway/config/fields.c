@@ -14,13 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config/accesslog_fields.h"
 #include "config/config.h"
 #include "config/parse.h"
 #include "core/log.h"
 #include "config/resilience2.h"
 #include "http/message.h"
 #include "http/request.h"
-#include "obs/accesslog.h"
 
 #define MAX_WORKERS 1024
 
@@ -326,8 +326,8 @@ static int check_breaker(struct mg_conf_ld *ld, yaml_node_t *n, void *dst)
     return check_order(ld, n, "open_for", b->open_for_ms, "max_open_for", b->max_open_for_ms);
 }
 
-/* Field names are the access log's (obs/accesslog.c); stored as ids so the
- * request path never compares strings. */
+/* Stored as ids (config/accesslog_fields.h) so the request path never compares
+ * strings. */
 static int check_access_log_fields(struct mg_conf_ld *ld, yaml_node_t *seq, void *dst)
 {
     char **names = *(char ***)dst;
@@ -338,12 +338,12 @@ static int check_access_log_fields(struct mg_conf_ld *ld, yaml_node_t *seq, void
         return mg_conf_fail(ld, seq, "needs at least one item");
 
     for (size_t i = 0; i < cnt; i++) {
-        int id = mg_accesslog_field_id(names[i]);
+        int id = mg_access_field_id(names[i]);
         size_t at = mg_conf_push_index(ld, i);
         if (id < 0)
             return mg_conf_fail(ld, mg_conf_seq_item(ld, seq, i),
                                 "unknown access log field '%.64s' (expected one of: %s)", names[i],
-                                mg_accesslog_field_names());
+                                mg_access_field_names());
         for (size_t j = 0; j < i; j++)
             if (ids[j] == (uint8_t)id)
                 return mg_conf_fail(ld, mg_conf_seq_item(ld, seq, i),

@@ -387,31 +387,6 @@ static char *put_str(char *o, const char *p, size_t n)
     return p == NULL ? PUT_LIT(o, "null") : mg_fmt_json_str(o, p, n);
 }
 
-static const char *const field_names[MG_AF__COUNT] = {
-    [MG_AF_TIME] = "time",
-    [MG_AF_REQUEST_ID] = "request_id",
-    [MG_AF_CLIENT_IP] = "client_ip",
-    [MG_AF_METHOD] = "method",
-    [MG_AF_HOST] = "host",
-    [MG_AF_PATH] = "path",
-    [MG_AF_STATUS] = "status",
-    [MG_AF_BYTES_IN] = "bytes_in",
-    [MG_AF_BYTES_OUT] = "bytes_out",
-    [MG_AF_ROUTE] = "route",
-    [MG_AF_UPSTREAM] = "upstream",
-    [MG_AF_UPSTREAM_STATUS] = "upstream_status",
-    [MG_AF_ATTEMPTS] = "attempts",
-    [MG_AF_DURATION] = "duration",
-    [MG_AF_UPSTREAM_DURATION] = "upstream_duration",
-    [MG_AF_USER_AGENT] = "user_agent",
-    [MG_AF_TLS] = "tls",
-    [MG_AF_PROTOCOL] = "protocol",
-    [MG_AF_ERROR] = "error",
-    [MG_AF_TLS_PROTOCOL] = "tls_protocol",
-    [MG_AF_TLS_CIPHER] = "tls_cipher",
-    [MG_AF_TLS_CLIENT_SUBJECT] = "tls_client_subject",
-};
-
 /* DESIGN 10.8's default: every field but the two halves of `tls`. */
 static const uint8_t default_fields[] = {
     MG_AF_TIME,       MG_AF_REQUEST_ID, MG_AF_CLIENT_IP,
@@ -422,23 +397,6 @@ static const uint8_t default_fields[] = {
     MG_AF_USER_AGENT, MG_AF_TLS,        MG_AF_PROTOCOL,
     MG_AF_ERROR,
 };
-
-int mg_accesslog_field_id(const char *name)
-{
-    for (int i = 0; i < MG_AF__COUNT; i++)
-        if (strcmp(name, field_names[i]) == 0)
-            return i;
-    return -1;
-}
-
-const char *mg_accesslog_field_names(void)
-{
-    static const char list[] = "time, request_id, client_ip, method, host, path, status, "
-                               "bytes_in, bytes_out, route, upstream, upstream_status, attempts, "
-                               "duration, upstream_duration, user_agent, tls, protocol, error, "
-                               "tls_protocol, tls_cipher, tls_client_subject";
-    return list;
-}
 
 static char *put_key(char *o, bool first, const char *key)
 {
@@ -477,7 +435,7 @@ static char *put_field(struct ring *r, char *o, bool first, int f, const struct 
         o = put_field(r, o, false, MG_AF_TLS_CIPHER, e);
         return put_field(r, o, false, MG_AF_TLS_CLIENT_SUBJECT, e);
     }
-    o = put_key(o, first, field_names[f]);
+    o = put_key(o, first, mg_access_field_name((enum mg_access_field)f));
     switch ((enum mg_access_field)f) {
     case MG_AF_TIME:
         return put_time(r, o, e->time_ms);

@@ -46,6 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/accesslog_fields.h"
 #include "core/errors.h"
 #include "http/message.h"
 
@@ -80,37 +81,6 @@ struct mg_access_entry {
     const uint8_t *fields; /* enum mg_access_field in line order; NULL: the default */
     size_t nfields;
 };
-
-/* The fields a line may hold (`access_log_fields`). */
-enum mg_access_field {
-    MG_AF_TIME,
-    MG_AF_REQUEST_ID,
-    MG_AF_CLIENT_IP,
-    MG_AF_METHOD,
-    MG_AF_HOST,
-    MG_AF_PATH,
-    MG_AF_STATUS,
-    MG_AF_BYTES_IN,
-    MG_AF_BYTES_OUT,
-    MG_AF_ROUTE,
-    MG_AF_UPSTREAM,
-    MG_AF_UPSTREAM_STATUS,
-    MG_AF_ATTEMPTS,
-    MG_AF_DURATION,
-    MG_AF_UPSTREAM_DURATION,
-    MG_AF_USER_AGENT,
-    MG_AF_TLS,
-    MG_AF_PROTOCOL,
-    MG_AF_ERROR,
-    MG_AF_TLS_PROTOCOL,
-    MG_AF_TLS_CIPHER,
-    MG_AF_TLS_CLIENT_SUBJECT,
-    MG_AF__COUNT
-};
-
-/* enum mg_access_field of `name`, or -1; and every name, comma-separated. */
-int mg_accesslog_field_id(const char *name);
-const char *mg_accesslog_field_names(void);
 
 struct mg_accesslog;
 

@@ -347,10 +347,10 @@ static void test_chosen_fields(void **state)
                            "\"upstream_status\":201,\"user_agent\":\"curl/7.88.1\"}\n");
     assert_int_equal(check_lines(t, len), 1);
     free(t);
-    assert_int_equal(mg_accesslog_field_id("user_agent"), MG_AF_USER_AGENT);
-    assert_int_equal(mg_accesslog_field_id("tls"), MG_AF_TLS);
-    assert_int_equal(mg_accesslog_field_id("nope"), -1);
-    assert_non_null(strstr(mg_accesslog_field_names(), "upstream_status"));
+    assert_int_equal(mg_access_field_id("user_agent"), MG_AF_USER_AGENT);
+    assert_int_equal(mg_access_field_id("tls"), MG_AF_TLS);
+    assert_int_equal(mg_access_field_id("nope"), -1);
+    assert_non_null(strstr(mg_access_field_names(), "upstream_status"));
 }
 
 static void test_nulls_and_error_names(void **state)
