@@ -750,7 +750,7 @@ static void check_settled(void)
     if (w->nconns != 0 || w->conns != NULL)
         fz_fail("a client connection outlived its input (w->nconns != 0)", H.ex->client,
                 H.ex->client_len);
-    if (w->rt->holds != 1)
+    if (w->rt->hold.n != 1)
         fz_fail("an exchange still holds the runtime", H.ex->client, H.ex->client_len);
     for (size_t i = 0; i < w->rt->cfg->nupstreams; i++) {
         struct mg_upstream_rt *ur = &w->rt->ups[i];
