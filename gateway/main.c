@@ -32,7 +32,7 @@
 #include "obs/accesslog.h"
 #include "obs/admin.h"
 #include "obs/metrics.h"
-#include "obs/registry_hooks.h"
+#include "registry_hooks.h"
 #include "exchange/exchange.h"
 #include "tls/context.h"
 #include "process/notify.h"

@@ -3,7 +3,7 @@
  * registry's mutex (a scrape is rare); the values themselves are atomics that
  * the workers keep updating meanwhile.
  */
-#include "obs/registry_hooks.h"
+#include "registry_hooks.h"
 
 #include <uv.h>
 
