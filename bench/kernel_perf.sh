@@ -11,7 +11,7 @@
 # connection (the proxies' h2c configurations of bench/run.sh --h2).
 #
 # VARIANT: moongate (build/moongate), haproxy, floor (build/relay_floor, the
-# L4 relay of bench/relay_floor.c: built by bench/run.sh's floor row), or NAME=PATH for another
+# L4 relay of bench/relay_floor.c, built when missing), or NAME=PATH for another
 # moongate binary or wrapper (e.g. shim=build/moongate-shim, see sockshim.c).
 # Per variant: the median over rounds of CPU us/request under perf (one
 # sample per 100 us of CPU; the machine's load inflates every column alike),
@@ -40,43 +40,10 @@ done
 if [[ -z ${KPERF_IN_NETNS:-} ]]; then
   exec env KPERF_IN_NETNS=1 unshare -n "$0" --rounds "$ROUNDS" --conns "$CONNS" -n "$N" $( ((H2C)) && echo --h2c) "${VARIANTS[@]}"
 fi
-ip link set lo up
-
-TMP=$(mktemp -d /tmp/kernel_perf.XXXXXX)
+NAME_PREFIX=kernel_perf
+. "$HERE/netns_common.sh"
 OUT=$HERE/results/$(date '+%Y%m%d-%H%M%S')-kernel-perf
 mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-B=31700 PORT=31710
-render() { # TEMPLATE NAME PORT -> path
-  local out=$TMP/$2.${1##*.}
-  sed -e "s|@TMP@|$TMP|g; s|@NAME@|$2|g; s|@PORT@|$3|g; s|@MASTER_PROCESS@|off|g; s|@WORKERS@|1|g" \
-      -e "s|@ADMIN_PORT@|$((B + 11))|g; s|@U1@|$((B + 1))|g; s|@U2@|$((B + 2))|g; s|@U3@|$((B + 3))|g" \
-      "$HERE/conf/$1" >"$out"
-  echo "$out"
-}
-listening() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    if ss -Hltn "sport = :$1" | grep -q .; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
-for i in 1 2 3; do
-  conf=$(render upstream-nginx.conf "up$i" $((B + i)))
-  taskset -c 0 nginx -p "$TMP/" -c "$conf" -e "$TMP/up$i.err" >"$TMP/up$i.log" 2>&1 &
-  PIDS+=($!)
-  listening $((B + i)) || { echo "upstream $i did not start" >&2; exit 1; }
-done
 
 HCFG=haproxy.cfg MCFG=moongate.yaml LOAD=(--h1)
 if ((H2C)); then HCFG=haproxy-h2c.cfg MCFG=moongate_h2c.yaml LOAD=(-m 10); fi
@@ -84,7 +51,7 @@ proxy_cmd() { # VARIANT -> CMD
   case $1 in
     haproxy) CMD=(haproxy -db -f "$(render $HCFG haproxy $PORT)") ;;
     moongate) CMD=("$ROOT/build/moongate" -c "$(render $MCFG moongate $PORT)") ;;
-    floor) CMD=("$ROOT/build/relay_floor" $PORT $((B + 1)) $((B + 2)) $((B + 3))) ;;
+    floor) CMD=("$FLOOR" $PORT $((B + 1)) $((B + 2)) $((B + 3))) ;;
     *=*) CMD=("${1#*=}" -c "$(render $MCFG "${1%%=*}" $PORT)") ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

@@ -13,7 +13,7 @@
 #   bench/upstream_cost.sh [--conns 64] [-n 60000] VARIANT...
 #
 # VARIANT: moongate, moongate_ewma, haproxy, nginx, floor (bench/relay_floor.c,
-# built by bench/run.sh's floor row or here), or NAME=PATH for another moongate
+# built when missing), or NAME=PATH for another moongate
 # binary or wrapper. Each variant: a warm-up of n/3 requests, then n counted
 # (h2load --h1 -t 1 on CPU 1), in a private network namespace (needs root).
 # Counts are exact; the us columns are timings on a shared machine: alternate
@@ -37,40 +37,8 @@ done
 if [[ -z ${UPCOST_IN_NETNS:-} ]]; then
   exec env UPCOST_IN_NETNS=1 unshare -n "$0" --conns "$CONNS" -n "$N" "${VARIANTS[@]}"
 fi
-ip link set lo up
-
-FLOOR=$ROOT/build/relay_floor
-if [[ ! $FLOOR -nt $HERE/relay_floor.c ]]; then
-  mkdir -p "$ROOT/build"
-  cc -std=c11 -O2 -Wall -Wextra -o "$FLOOR" "$HERE/relay_floor.c"
-fi
-
-TMP=$(mktemp -d /tmp/upstream_cost.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-B=31700 PORT=31710
-render() { # TEMPLATE NAME PORT -> path
-  local out=$TMP/$2.${1##*.}
-  sed -e "s|@TMP@|$TMP|g; s|@NAME@|$2|g; s|@PORT@|$3|g; s|@MASTER_PROCESS@|off|g; s|@WORKERS@|1|g" \
-      -e "s|@ADMIN_PORT@|$((B + 11))|g; s|@U1@|$((B + 1))|g; s|@U2@|$((B + 2))|g; s|@U3@|$((B + 3))|g" \
-      -e "s|@NGINX_KEEPALIVE@|192|g" "$HERE/conf/$1" >"$out"
-  echo "$out"
-}
-listening() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    if ss -Hltn "sport = :$1" | grep -q .; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+NAME_PREFIX=upstream_cost
+. "$HERE/netns_common.sh"
 
 # "voluntary involuntary run_ns" summed over every thread of the PIDs
 counters() {
@@ -84,14 +52,6 @@ counters() {
   done
   echo "$v $iv $ns"
 }
-
-UPS=()
-for i in 1 2 3; do
-  conf=$(render upstream-nginx.conf "up$i" $((B + i)))
-  taskset -c 0 nginx -p "$TMP/" -c "$conf" -e "$TMP/up$i.err" >"$TMP/up$i.log" 2>&1 &
-  PIDS+=($!) UPS+=($!)
-  listening $((B + i)) || { echo "upstream $i did not start" >&2; exit 1; }
-done
 
 proxy_cmd() { # VARIANT -> CMD
   case $1 in
