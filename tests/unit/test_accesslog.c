@@ -351,6 +351,12 @@ static void test_chosen_fields(void **state)
     assert_int_equal(mg_access_field_id("tls"), MG_AF_TLS);
     assert_int_equal(mg_access_field_id("nope"), -1);
     assert_non_null(strstr(mg_access_field_names(), "upstream_status"));
+    /* the hand-written list in error messages names every field, and each name
+     * finds its own id */
+    for (int f = 0; f < MG_AF__COUNT; f++) {
+        assert_int_equal(mg_access_field_id(mg_access_field_name(f)), f);
+        assert_non_null(strstr(mg_access_field_names(), mg_access_field_name(f)));
+    }
 }
 
 static void test_nulls_and_error_names(void **state)
